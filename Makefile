@@ -1,0 +1,41 @@
+# LabFleet: `make run` and `make test` are the whole setup on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEVSTAMP := $(VENV)/.installed-dev
+
+.PHONY: run test venv dev migrate bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(DEVSTAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(STAMP)
+
+venv: $(STAMP)
+dev: $(DEVSTAMP)
+
+migrate: $(STAMP)
+	mkdir -p var
+	$(BIN)/labfleet db upgrade
+
+## Create the venv, install, migrate, and serve on 127.0.0.1:8000 (SQLite, embedded broker).
+run: migrate
+	$(BIN)/labfleet serve --host 127.0.0.1 --port 8000
+
+## Create the venv with dev dependencies and run the whole suite.
+test: $(DEVSTAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: $(DEVSTAMP)
+	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

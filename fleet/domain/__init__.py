@@ -1,0 +1,1 @@
+"""Pure domain types and rules: no HTTP, MQTT, serial or SQL here."""
