@@ -1,0 +1,1 @@
+"""Prometheus metrics: the one place LabFleet metric names are defined."""

@@ -1,0 +1,134 @@
+"""A synthetic district at full scale, for the cardinality test, the scrape benchmark and demos.
+
+It only builds plain values (a FleetSnapshot) and touches event metrics with every label combination a
+district would produce, so the series count it yields is the budget the real service must stay under.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fleet.observability.metrics import (
+    ALERT_SEVERITIES,
+    COMMAND_RESULTS,
+    DEAD_LETTER_REASONS,
+    DISCONNECT_REASONS,
+    ENROLLMENT_RESULTS,
+    HEALTH_STATES,
+    INGEST_RESULTS,
+    ROLLOUT_DEVICE_STATES,
+    ROLLOUT_PAUSE_REASONS,
+    FirmwareCount,
+    FleetMetrics,
+    FleetSnapshot,
+    HealthCount,
+    PresenceCount,
+    RolloutState,
+    SchoolState,
+)
+
+DEVICE_KINDS = ("terminal", "robot", "mcu_kit", "sensor")
+MODELS = ("terminal-lt100", "terminal-lt200", "robot-edubot-r2", "kit-esp32-mpy", "kit-uno-firmata", "sensor-air-s1")
+COMMANDS = ("reboot", "ping", "set_config", "lock_screen", "unlock_screen", "update_firmware", "run_program",
+            "stop_program")
+# Route templates of the v1 API, as many as a grown service would have.
+ROUTES = tuple(f"/api/v1/{res}{suffix}" for res in (
+    "devices", "schools", "rooms", "models", "rollouts", "alerts", "commands", "claim-tokens", "reports",
+    "imports") for suffix in ("", "/{id}", "/{id}/actions")) + ("/metrics", "/healthz", "/api/v1/stats/peaks")
+
+
+@dataclass(frozen=True, slots=True)
+class DistrictShape:
+    schools: int = 50
+    classrooms_per_school: int = 10  # 500 smart classrooms
+    terminals_per_classroom: int = 17
+    sensors_per_classroom: int = 1
+    # one lab per school (50 labs), alternating digital lab and AI lab
+    lab_terminals: int = 10
+    lab_robots: int = 5
+    lab_kits: int = 5
+
+    @property
+    def devices(self) -> int:
+        per_school = self.classrooms_per_school * (self.terminals_per_classroom + self.sensors_per_classroom)
+        return self.schools * (per_school + self.lab_terminals + self.lab_robots + self.lab_kits)
+
+
+def school_code(i: int) -> str:
+    return f"s{i:03d}"
+
+
+def district_snapshot(shape: DistrictShape = DistrictShape(), taken_at: float = 0.0) -> FleetSnapshot:
+    """A mid-lesson snapshot: most devices online, a few unexpectedly offline, one rollout paused."""
+    presence: list[PresenceCount] = []
+    schools: list[SchoolState] = []
+    for i in range(shape.schools):
+        code = school_code(i)
+        lab_kind = "digital_lab" if i % 2 == 0 else "ai_lab"
+        cells = (
+            ("smart_classroom", "terminal", shape.classrooms_per_school * shape.terminals_per_classroom),
+            ("smart_classroom", "sensor", shape.classrooms_per_school * shape.sensors_per_classroom),
+            (lab_kind, "terminal", shape.lab_terminals),
+            (lab_kind, "robot", shape.lab_robots),
+            (lab_kind, "mcu_kit", shape.lab_kits),
+        )
+        for room_kind, kind, n in cells:
+            offline = n // 50  # 2% unexpectedly offline
+            presence.append(PresenceCount(code, room_kind, kind, n, n - offline, n, offline))
+        schools.append(SchoolState(code, shape.classrooms_per_school, "P3", 1e9, shape.classrooms_per_school * 17))
+    per_model = shape.devices // len(MODELS)
+    health = tuple(HealthCount(m, s, per_model // 4) for m in MODELS for s in sorted(HEALTH_STATES))
+    firmware = tuple(FirmwareCount(m, f"1.{v}.0", per_model // 4) for m in MODELS for v in range(4))
+    states = tuple((s, 10) for s in sorted(ROLLOUT_DEVICE_STATES))
+    rollouts = (
+        RolloutState("r-101", "terminal-lt100", "running", states),
+        RolloutState("r-102", "terminal-lt200", "paused", states),
+        RolloutState("r-103", "kit-esp32-mpy", "running", states),
+        RolloutState("r-090", "terminal-lt100", "completed"),
+    )
+    return FleetSnapshot(
+        taken_at=taken_at,
+        presence=tuple(presence),
+        schools=tuple(schools),
+        health=health,
+        open_alerts=tuple((s, 3) for s in sorted(ALERT_SEVERITIES)),
+        firmware=firmware,
+        rollouts=rollouts,
+    )
+
+
+def exercise_event_metrics(metrics: FleetMetrics, shape: DistrictShape = DistrictShape()) -> None:
+    """Touch every event metric with every label combination a district produces."""
+    for kind in DEVICE_KINDS:
+        metrics.mqtt_connected(kind)
+        for reason in DISCONNECT_REASONS:
+            metrics.mqtt_disconnected(kind, reason)
+    metrics.broker_connection(True)
+    for result in ENROLLMENT_RESULTS:
+        metrics.enrollment(result)
+    for result in INGEST_RESULTS:
+        metrics.ingest_message(result)
+    metrics.ingest_committed(500, 0.02)
+    metrics.ingest_queue_depth.set(10)
+    metrics.ingest_queue_capacity.set(50_000)
+    metrics.ingest_lag_seconds.set(0.5)
+    for reason in DEAD_LETTER_REASONS:
+        metrics.dead_letter(reason)
+    for command in COMMANDS:
+        for result in COMMAND_RESULTS:
+            metrics.command_finished(command, result, 0.2)
+    for route in ROUTES:
+        for method, status in (("GET", 200), ("POST", 201), ("GET", 404), ("POST", 422), ("GET", 500)):
+            metrics.http_request(method, route, status, 0.01)
+    for i in range(shape.schools):
+        metrics.school_traffic(school_code(i), "up", 1000)
+        metrics.school_traffic(school_code(i), "down", 1000)
+    for model in MODELS:
+        for state in HEALTH_STATES:
+            metrics.health_transition(model, state)
+        for state in ROLLOUT_DEVICE_STATES:
+            metrics.rollout_transition(model, state)
+    for severity in ALERT_SEVERITIES:
+        metrics.alert_opened(severity)
+    for reason in ROLLOUT_PAUSE_REASONS:
+        metrics.rollout_paused(reason)
