@@ -171,3 +171,7 @@ class AuditEntry(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     summary: Mapped[str | None] = mapped_column(Text)
+
+
+# The MQTT device plane's tables live in their own module; importing it registers them on Base.metadata.
+from fleet.persistence import models_mqtt as _models_mqtt  # noqa: E402,F401
