@@ -1,0 +1,1 @@
+"""Pure codecs: bytes in, frames out, no I/O."""

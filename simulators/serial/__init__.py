@@ -1,0 +1,1 @@
+"""Simulated serial devices (MicroPython boards, StandardFirmata kits, robots) on ptys or memory links."""
