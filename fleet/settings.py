@@ -24,6 +24,29 @@ class MqttSettings(BaseModel):
     broker: str = "embedded"
     url: str = "mqtt://127.0.0.1:1883"
     topic_prefix: str = "labfleet"
+    # The service's own MQTT identity (ingest, commands). For managed brokers an empty password means
+    # "generate one per start"; for an external broker set it (or put it in the URL).
+    service_username: str = "labfleet-service"
+    service_password: str = ""
+    # Managed brokers (embedded, mosquitto) listen here; loopback unless deliberately opened up.
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 1883
+    # Generated mosquitto config, password and ACL files, and its persistence store.
+    data_dir: str = "var/mqtt"
+    mosquitto_bin: str = "mosquitto"
+    # Shared-subscription group: every ingest worker of one deployment joins it to split the stream.
+    ingest_group: str = "ingest"
+    # Bounded ingest queue: past this many uncommitted messages the socket is paused and the broker holds
+    # the rest in the persistent session (10,000 x 4 KiB worst case = 40 MB).
+    ingest_queue_max: int = 10_000
+    # A batch commits at this many messages or after ingest_batch_ms, whichever comes first: 2,000 rows per
+    # transaction amortises the commit; 50 ms keeps heartbeat->state latency well under the 250 ms target.
+    ingest_batch_max: int = 2_000
+    ingest_batch_ms: int = 50
+    # No message for this long -> offline (backstop behind the LWT): 3 missed 60 s heartbeats.
+    heartbeat_timeout_s: int = 180
+    # Dead letters kept for inspection; older ones are pruned so a flood of junk cannot fill the disk.
+    dead_letters_max: int = 10_000
 
 
 class ApiSettings(BaseModel):

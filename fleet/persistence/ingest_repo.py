@@ -1,0 +1,401 @@
+"""The ingest batch writer: latest state guarded by sequence window, roll-ups, presence, alerts, dead letters.
+
+One call applies one batch inside the caller's transaction (the caller commits, then acks the broker). Rows
+of device_state are read with FOR UPDATE on PostgreSQL, in device order, so N workers sharing one stream
+serialise per device without deadlocks; SQLite has one writer anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleet.domain import health as health_rules
+from fleet.domain import seqwindow
+from fleet.domain.wire import Ack, Channel, Event, EventType, Heartbeat, Result, Status, Telemetry, Uplink
+from fleet.persistence.models_mqtt import (
+    ACTIVE_BUCKET_SECONDS,
+    BYTES_BUCKET_SECONDS,
+    Alert,
+    DeadLetter,
+    DeviceCommand,
+    DeviceState,
+    PresenceTransition,
+    UsageActive,
+    UsageBytes,
+)
+
+# Boot timestamps kept per device for the repeated-reboots rule.
+MAX_RECENT_BOOTS = 10
+# SQLite caps bound parameters per statement; IN lists are chunked below it.
+IN_CHUNK = 900
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRef:
+    device_id: int
+    school_id: int
+    room_id: int | None
+    school_code: str
+    username: str
+    revoked: bool
+    model: str
+    device_kind: str
+    room_kind: str | None
+    thresholds: health_rules.Thresholds = health_rules.DEFAULT_THRESHOLDS
+
+
+@dataclass(slots=True)
+class Inbound:
+    ref: DeviceRef | None  # None until the writer has looked the identity up
+    channel: Channel
+    value: Uplink
+    received_at: datetime
+    unresolved: tuple[str, str, Any] | None = None  # (identity, school, raw packet) while ref is None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    received_at: datetime
+    reason: str
+    topic: str
+    identity: str | None
+    payload: bytes | None
+    payload_size: int
+    detail: str
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    new: int = 0
+    duplicates: int = 0
+    presence: list[tuple[DeviceRef, bool, bool | None, str]] = field(default_factory=list)  # ref, online, expected, cause
+    health: list[tuple[DeviceRef, str]] = field(default_factory=list)
+    alerts_opened: list[str] = field(default_factory=list)  # severities
+    acks: int = 0
+    results: list[tuple[str, bool]] = field(default_factory=list)  # correlation id, ok
+    bytes_by_school: dict[str, list[int]] = field(default_factory=dict)  # school code -> [up, down]
+    sessions: dict[int, str | None] = field(default_factory=dict)  # device -> pseudonym (None: signed out)
+
+
+ExpectedOffline = Callable[[DeviceRef, datetime], bool]
+
+_STATE_COLS = [
+    "device_id", "last_seen_at", "last_seq", "seq_mask", "last_ts_ms", "state_seq", "battery_pct", "charging",
+    "temperature_c", "storage_used_pct", "firmware_version", "app", "rssi_dbm", "bytes_up_total",
+    "bytes_down_total", "messages_total", "duplicates_total", "last_active_minute", "online",
+    "online_changed_at", "health", "health_reasons", "recent_boots", "last_error_code", "session_pseudonym",
+    "session_started_at",
+]
+_T = DeviceState.__table__
+
+
+def pseudonym(key: str, user: str) -> str:
+    """The keyed pseudonym that replaces a login reference (HMAC-SHA256, 128 bits hex)."""
+    return hmac.new(key.encode(), user.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _insert(session: AsyncSession, table: Any) -> Any:
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def _bucket(at: datetime, seconds: int) -> datetime:
+    epoch = int(at.timestamp())
+    return datetime.fromtimestamp(epoch - epoch % seconds, UTC)
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes for timezone=True columns; they were stored as UTC.
+    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
+
+
+async def _load_states(session: AsyncSession, ids: list[int]) -> dict[int, dict[str, Any]]:
+    pg = session.bind is not None and session.bind.dialect.name == "postgresql"
+    cols = [_T.c[c] for c in _STATE_COLS]
+    out: dict[int, dict[str, Any]] = {}
+    for i in range(0, len(ids), IN_CHUNK):
+        chunk = ids[i:i + IN_CHUNK]
+        stmt = select(*cols).where(_T.c.device_id.in_(chunk)).order_by(_T.c.device_id)
+        if pg:
+            stmt = stmt.with_for_update()
+        for row in (await session.execute(stmt)).all():
+            out[row[0]] = dict(zip(_STATE_COLS, row, strict=True))
+    return out
+
+
+async def ensure_states(session: AsyncSession, ids: Iterable[int]) -> None:
+    rows = [{"device_id": i} for i in ids]
+    if rows:
+        await session.execute(_insert(session, _T).on_conflict_do_nothing(index_elements=["device_id"]), rows)
+
+
+async def apply_batch(session: AsyncSession, items: list[Inbound], rejected: list[Rejected], *, now: datetime,
+                      pseudonym_key: str, expected_offline: ExpectedOffline,
+                      dead_letters_max: int) -> BatchOutcome:
+    out = BatchOutcome()
+    by_dev: dict[int, list[Inbound]] = defaultdict(list)
+    for it in items:
+        by_dev[it.ref.device_id].append(it)  # type: ignore[union-attr]
+    ids = sorted(by_dev)
+    states = await _load_states(session, ids)
+    missing = [i for i in ids if i not in states]
+    if missing:
+        await ensure_states(session, missing)
+        states.update(await _load_states(session, missing))
+
+    bytes_acc: dict[tuple[int, int, datetime], list[int]] = defaultdict(lambda: [0, 0])
+    active_acc: dict[tuple[int, datetime], list[int]] = {}
+    transitions: list[dict[str, Any]] = []
+    acks: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    open_alerts: list[dict[str, Any]] = []
+    resolve_keys: list[str] = []
+    now_ms = int(now.timestamp() * 1000)
+
+    for dev_id in ids:
+        st = states[dev_id]
+        ref = by_dev[dev_id][0].ref
+        assert ref is not None
+        health_touched = False
+        for it in by_dev[dev_id]:
+            v = it.value
+            at = it.received_at
+            if isinstance(v, (Telemetry, Heartbeat, Event)):
+                is_new, st["last_seq"], st["seq_mask"] = seqwindow.accept(st["last_seq"], st["seq_mask"], v.seq)
+                if not is_new:
+                    st["duplicates_total"] += 1
+                    out.duplicates += 1
+                    continue
+                out.new += 1
+                st["messages_total"] += 1
+                if st["last_ts_ms"] is None or v.ts_ms > st["last_ts_ms"]:
+                    st["last_ts_ms"] = v.ts_ms
+                if isinstance(v, Telemetry):
+                    if v.bytes_up or v.bytes_down:
+                        st["bytes_up_total"] += v.bytes_up
+                        st["bytes_down_total"] += v.bytes_down
+                        acc = bytes_acc[(ref.school_id, ref.room_id or 0, _bucket(at, BYTES_BUCKET_SECONDS))]
+                        acc[0] += v.bytes_up
+                        acc[1] += v.bytes_down
+                        sb = out.bytes_by_school.setdefault(ref.school_code, [0, 0])
+                        sb[0] += v.bytes_up
+                        sb[1] += v.bytes_down
+                    # Latest fields only move forward: an older telemetry arriving late (another worker,
+                    # a redelivery) still counts its bytes but never overwrites newer readings.
+                    if v.seq > st["state_seq"]:
+                        st["state_seq"] = v.seq
+                        st["battery_pct"] = v.battery_pct
+                        st["charging"] = v.charging
+                        st["temperature_c"] = v.temperature_c
+                        st["storage_used_pct"] = v.storage_used_pct
+                        if v.firmware is not None:
+                            st["firmware_version"] = v.firmware
+                        st["app"] = v.app
+                        if v.rssi_dbm is not None:
+                            st["rssi_dbm"] = v.rssi_dbm
+                        health_touched = True
+                elif isinstance(v, Heartbeat):
+                    if v.rssi_dbm is not None:
+                        st["rssi_dbm"] = v.rssi_dbm
+                else:
+                    _apply_event(st, v, at, pseudonym_key, out, dev_id)
+                    health_touched = True
+                minute = int(at.timestamp()) // 60
+                if minute > st["last_active_minute"]:
+                    st["last_active_minute"] = minute
+                    key = (dev_id, _bucket(at, ACTIVE_BUCKET_SECONDS))
+                    if key in active_acc:
+                        active_acc[key][0] += 1
+                    else:
+                        active_acc[key] = [1, ref.school_id, ref.room_id or 0]
+            elif isinstance(v, Ack):
+                acks.append({"b_cid": v.id, "b_dev": dev_id, "b_status": "acked" if v.accepted else "rejected",
+                             "b_at": at, "b_reason": v.reason, "b_finished": None if v.accepted else at})
+                out.acks += 1
+            elif isinstance(v, Result):
+                results.append({"b_cid": v.id, "b_dev": dev_id, "b_status": "succeeded" if v.ok else "failed",
+                                "b_at": at, "b_code": v.code, "b_detail": v.detail})
+                out.results.append((v.id, v.ok))
+            if isinstance(v, Status) and not v.online:
+                if st["online"] or st["online_changed_at"] is None:
+                    st["online"] = False
+                    st["online_changed_at"] = at
+                    expected = expected_offline(ref, at)
+                    cause = "lwt" if v.reason == "lwt" else ("shutdown" if v.reason == "shutdown" else "status")
+                    transitions.append({"device_id": dev_id, "school_id": ref.school_id, "at": at,
+                                        "online": False, "expected": expected, "cause": cause})
+                    out.presence.append((ref, False, expected, cause))
+                    if not expected:
+                        open_alerts.append(_alert_row(ref, "unexpected_offline", "warning",
+                                                      f"offline ({cause}) during a lesson", at))
+            else:
+                last_seen = _aware(st["last_seen_at"])
+                if last_seen is None or at > last_seen:
+                    st["last_seen_at"] = at
+                if not st["online"]:
+                    st["online"] = True
+                    st["online_changed_at"] = at
+                    cause = "status" if isinstance(v, Status) else "message"
+                    transitions.append({"device_id": dev_id, "school_id": ref.school_id, "at": at,
+                                        "online": True, "expected": None, "cause": cause})
+                    out.presence.append((ref, True, None, cause))
+                    resolve_keys.append(f"{dev_id}:unexpected_offline")
+        if health_touched:
+            findings = health_rules.evaluate(
+                ref.thresholds, battery=st["battery_pct"], charging=st["charging"],
+                temperature=st["temperature_c"], storage=st["storage_used_pct"], error_code=st["last_error_code"],
+                boots_ms=st["recent_boots"] or [], now_ms=now_ms)
+            new_state = health_rules.state_of(findings)
+            before = set(st["health_reasons"] or [])
+            after = {f.rule for f in findings}
+            for f in findings:
+                if f.rule not in before:
+                    open_alerts.append(_alert_row(ref, f.rule, f.severity, f.detail, now))
+            resolve_keys.extend(f"{dev_id}:{rule}" for rule in before - after)
+            st["health_reasons"] = sorted(after)
+            if new_state != st["health"]:
+                st["health"] = new_state
+                out.health.append((ref, new_state))
+
+    if ids:
+        await session.execute(
+            update(_T).where(_T.c.device_id == bindparam("b_device_id")).values(
+                {c: bindparam("b_" + c) for c in _STATE_COLS if c != "device_id"}),
+            [{"b_" + k: v for k, v in states[i].items()} for i in ids],
+            execution_options={"synchronize_session": False},
+        )
+    if bytes_acc:
+        ins = _insert(session, UsageBytes.__table__)
+        await session.execute(
+            ins.on_conflict_do_update(
+                index_elements=["school_id", "room_id", "bucket_start"],
+                set_={"bytes_up": UsageBytes.__table__.c.bytes_up + ins.excluded.bytes_up,
+                      "bytes_down": UsageBytes.__table__.c.bytes_down + ins.excluded.bytes_down}),
+            [{"school_id": s, "room_id": r, "bucket_start": b, "bytes_up": u, "bytes_down": d}
+             for (s, r, b), (u, d) in bytes_acc.items()])
+    if active_acc:
+        ins = _insert(session, UsageActive.__table__)
+        await session.execute(
+            ins.on_conflict_do_update(
+                index_elements=["device_id", "bucket_start"],
+                set_={"active_minutes": UsageActive.__table__.c.active_minutes + ins.excluded.active_minutes}),
+            [{"device_id": dev, "bucket_start": b, "active_minutes": n, "school_id": s, "room_id": r}
+             for (dev, b), (n, s, r) in active_acc.items()])
+    if transitions:
+        await session.execute(PresenceTransition.__table__.insert(), transitions)
+    if resolve_keys:
+        await resolve_alerts(session, resolve_keys, now, by="system")
+    if open_alerts:
+        await open_alerts_rows(session, open_alerts)
+        out.alerts_opened.extend(a["severity"] for a in open_alerts)
+    ct = DeviceCommand.__table__
+    if acks:
+        await session.execute(
+            update(ct).where(ct.c.correlation_id == bindparam("b_cid"), ct.c.device_id == bindparam("b_dev"),
+                             ct.c.status.in_(("queued", "sent")))
+            .values(status=bindparam("b_status"), acked_at=bindparam("b_at"), ack_reason=bindparam("b_reason"),
+                    finished_at=bindparam("b_finished")),
+            acks, execution_options={"synchronize_session": False})
+    if results:
+        await session.execute(
+            update(ct).where(ct.c.correlation_id == bindparam("b_cid"), ct.c.device_id == bindparam("b_dev"),
+                             ct.c.status.in_(("queued", "sent", "acked", "timed_out")))
+            .values(status=bindparam("b_status"), finished_at=bindparam("b_at"), result_code=bindparam("b_code"),
+                    result_detail=bindparam("b_detail")),
+            results, execution_options={"synchronize_session": False})
+    if rejected:
+        await add_dead_letters(session, rejected, dead_letters_max)
+    return out
+
+
+def _apply_event(st: dict[str, Any], v: Event, at: datetime, key: str, out: BatchOutcome, dev_id: int) -> None:
+    if v.type == EventType.BOOT:
+        boots = list(st["recent_boots"] or []) + [v.ts_ms]
+        st["recent_boots"] = boots[-MAX_RECENT_BOOTS:]
+        # A reboot clears a reported error: the error-code rule reflects the current boot only.
+        st["last_error_code"] = None
+        st["session_pseudonym"] = None
+        st["session_started_at"] = None
+    elif v.type == EventType.ERROR:
+        st["last_error_code"] = v.code
+    elif v.type == EventType.LOGIN and v.user is not None:
+        st["session_pseudonym"] = pseudonym(key, v.user)
+        st["session_started_at"] = at
+        out.sessions[dev_id] = st["session_pseudonym"]
+    elif v.type == EventType.LOGOUT:
+        st["session_pseudonym"] = None
+        st["session_started_at"] = None
+        out.sessions[dev_id] = None
+
+
+def _alert_row(ref: DeviceRef, rule: str, severity: str, detail: str, at: datetime) -> dict[str, Any]:
+    return {"device_id": ref.device_id, "school_id": ref.school_id, "room_id": ref.room_id, "rule": rule,
+            "severity": severity, "status": "open", "dedup_key": f"{ref.device_id}:{rule}", "detail": detail[:300],
+            "occurrences": 1, "opened_at": at, "last_seen_at": at}
+
+
+async def open_alerts_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Open alerts, or bump the open one with the same device and rule (deduplication)."""
+    t = Alert.__table__
+    ins = _insert(session, t)
+    await session.execute(
+        ins.on_conflict_do_update(index_elements=["dedup_key"],
+                                  set_={"occurrences": t.c.occurrences + 1, "last_seen_at": ins.excluded.last_seen_at}),
+        rows)
+
+
+async def resolve_alerts(session: AsyncSession, keys: list[str], at: datetime, *, by: str) -> None:
+    t = Alert.__table__
+    await session.execute(
+        update(t).where(t.c.dedup_key == bindparam("b_key"))
+        .values(status="resolved", dedup_key=None, resolved_at=at, resolved_by=by),
+        [{"b_key": k} for k in keys], execution_options={"synchronize_session": False})
+
+
+async def add_dead_letters(session: AsyncSession, rejected: list[Rejected], keep: int) -> None:
+    await session.execute(DeadLetter.__table__.insert(), [
+        {"received_at": r.received_at, "reason": r.reason, "topic": r.topic[:256], "identity": r.identity,
+         "payload": r.payload, "payload_size": r.payload_size, "detail": r.detail[:300]} for r in rejected])
+    t = DeadLetter.__table__
+    top = (await session.execute(select(func.max(t.c.id)))).scalar_one()
+    if top is not None and top > keep:
+        await session.execute(delete(t).where(t.c.id <= top - keep))
+
+
+async def sweep_heartbeats(session: AsyncSession, *, now: datetime, timeout_s: int,
+                           refs: Callable[[int], DeviceRef | None], expected_offline: ExpectedOffline,
+                           ) -> list[tuple[DeviceRef, bool, bool | None, str]]:
+    """Mark devices silent for timeout_s offline (the backstop behind the Last Will)."""
+    cutoff = now - timedelta(seconds=timeout_s)
+    # One UPDATE ... RETURNING, re-checking last_seen, so a message committed meanwhile by a worker wins.
+    rows = (await session.execute(
+        update(_T).where(_T.c.online.is_(True), _T.c.last_seen_at < cutoff)
+        .values(online=False, online_changed_at=now).returning(_T.c.device_id),
+        execution_options={"synchronize_session": False})).scalars().all()
+    changes: list[tuple[DeviceRef, bool, bool | None, str]] = []
+    transitions, alerts = [], []
+    for dev_id in rows:
+        ref = refs(dev_id)
+        if ref is None:
+            continue
+        expected = expected_offline(ref, now)
+        transitions.append({"device_id": dev_id, "school_id": ref.school_id, "at": now, "online": False,
+                            "expected": expected, "cause": "heartbeat_timeout"})
+        if not expected:
+            alerts.append(_alert_row(ref, "unexpected_offline", "warning", "no heartbeat during a lesson", now))
+        changes.append((ref, False, expected, "heartbeat_timeout"))
+    if transitions:
+        await session.execute(PresenceTransition.__table__.insert(), transitions)
+    if alerts:
+        await open_alerts_rows(session, alerts)
+    return changes

@@ -1,0 +1,351 @@
+"""MQTT brokers from settings: embedded amqtt, a managed mosquitto child process, or an external URL.
+
+All three answer the same questions for the rest of the service: where to connect (`address`, with the
+service identity), how to make credential changes take effect (`sync`), and how to throw a revoked device off
+(`kick`). Device authentication and ACLs come from the database through one `BrokerAuthority`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from fleet.domain import acl, credentials, wire
+from fleet.persistence.models_mqtt import DeviceCredential
+from fleet.runtime.mqtt_subscriber import BrokerAddress
+from fleet.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# mosquitto binds its port within ~50 ms; 10 s means it will not start (port taken, bad config).
+MOSQUITTO_START_TIMEOUT_S = 10.0
+# On shutdown mosquitto saves its persistence file; give it this long before SIGKILL.
+MOSQUITTO_STOP_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Cred:
+    password_hash: str
+    school_code: str
+    revoked: bool
+
+
+class BrokerAuthority:
+    """Device credentials and ACLs from the database, held in memory for the broker's per-packet checks."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], topics: wire.Topics, service_username: str,
+                 service_password: str) -> None:
+        self._sessions = sessions
+        self.topics = topics
+        self.service_username = service_username
+        self.service_password = service_password
+        self._creds: dict[str, _Cred] = {}
+
+    async def load(self) -> None:
+        async with self._sessions() as s:
+            rows = (await s.execute(select(DeviceCredential.username, DeviceCredential.password_hash,
+                                           DeviceCredential.school_code, DeviceCredential.revoked_at))).all()
+        self._creds = {u: _Cred(h, code, rev is not None) for u, h, code, rev in rows}
+
+    def active_devices(self) -> list[tuple[str, str, str]]:
+        """(school code, identity, password hash) of every device that may connect."""
+        return sorted((c.school_code, u, c.password_hash) for u, c in self._creds.items() if not c.revoked)
+
+    def authenticate(self, username: str | None, password: str | None, client_id: str | None) -> bool:
+        if username is None or password is None:
+            return False
+        if username == self.service_username:
+            return bool(self.service_password) and password == self.service_password
+        cred = self._creds.get(username)
+        if cred is None or cred.revoked or client_id != username:
+            return False
+        return credentials.verify_password(password, cred.password_hash)
+
+    def allowed(self, username: str | None, topic: str, action: acl.Action) -> bool:
+        if username == self.service_username:
+            return True
+        cred = self._creds.get(username or "")
+        if cred is None or cred.revoked or username is None:
+            return False
+        return acl.device_allowed(self.topics, cred.school_code, username, topic, action)
+
+
+class Broker(Protocol):
+    address: BrokerAddress
+    shared_subscriptions: bool
+
+    async def sync(self) -> None: ...
+
+    async def kick(self, username: str) -> None: ...
+
+
+# ---------------------------------------------------------------- embedded (amqtt)
+
+try:
+    from amqtt.broker import Broker as _AmqttBroker
+    from amqtt.contexts import Action as _AmqttAction
+    from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+except ImportError:  # pragma: no cover - amqtt is a hard dependency; kept importable for type checkers
+    _AmqttBroker = None  # type: ignore[assignment,misc]
+
+
+class DbAuthPlugin(BaseAuthPlugin):
+    """amqtt auth plugin: CONNECT checked against device credentials (client id must equal username)."""
+
+    @dataclass
+    class Config:
+        authority: Any = None
+
+    async def authenticate(self, *, session: Any) -> bool | None:
+        authority: BrokerAuthority = self.context.config.authority  # type: ignore[union-attr]
+        return authority.authenticate(session.username, session.password, session.client_id)
+
+
+class DbTopicPlugin(BaseTopicPlugin):
+    """amqtt topic plugin: publish, subscribe and delivery checked against the device ACL."""
+
+    @dataclass
+    class Config:
+        authority: Any = None
+
+    async def topic_filtering(self, *, session: Any = None, topic: str | None = None,
+                              action: Any = None) -> bool | None:
+        authority: BrokerAuthority = self.context.config.authority  # type: ignore[union-attr]
+        if session is None or topic is None:
+            return False
+        mapped = {_AmqttAction.PUBLISH: acl.Action.PUBLISH, _AmqttAction.SUBSCRIBE: acl.Action.SUBSCRIBE,
+                  _AmqttAction.RECEIVE: acl.Action.RECEIVE}[action]
+        return authority.allowed(session.username, topic, mapped)
+
+
+class EmbeddedBroker:
+    """amqtt in-process: zero setup, for demos and small sites (~1,700 msg/s on the design machine)."""
+
+    shared_subscriptions = False  # amqtt 0.12 has no $share: one ingest worker
+
+    def __init__(self, settings: Settings, authority: BrokerAuthority) -> None:
+        cfg = settings.mqtt
+        self.authority = authority
+        self.host, self.port = cfg.listen_host, cfg.listen_port
+        self.address = BrokerAddress(self.host, self.port, authority.service_username, authority.service_password)
+        self._broker: Any = None
+
+    async def __aenter__(self) -> EmbeddedBroker:
+        await self.authority.load()
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+            "plugins": {
+                f"{__name__}.DbAuthPlugin": {"authority": self.authority},
+                f"{__name__}.DbTopicPlugin": {"authority": self.authority},
+            },
+        }
+        self._broker = _AmqttBroker(config)
+        await self._broker.start()
+        logger.info("embedded MQTT broker listening on %s:%s", self.host, self.port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._broker is not None:
+            await self._broker.shutdown()
+            self._broker = None
+
+    async def sync(self) -> None:
+        await self.authority.load()
+
+    async def kick(self, username: str) -> None:
+        sessions = getattr(self._broker, "_sessions", {})
+        entry = sessions.get(username)
+        if entry is None:
+            return
+        _, handler = entry
+        if handler is not None:
+            # amqtt has no admin "disconnect client"; closing its stream ends the session like a lost link.
+            with contextlib.suppress(Exception):
+                await handler.writer.close()
+        logger.info("embedded broker disconnected a revoked device")
+
+
+# ---------------------------------------------------------------- managed mosquitto
+
+
+class MosquittoBroker:
+    """A mosquitto child process with generated config, password file and ACL file; SIGHUP on change."""
+
+    shared_subscriptions = True
+
+    def __init__(self, settings: Settings, authority: BrokerAuthority, *, data_dir: Path | None = None) -> None:
+        cfg = settings.mqtt
+        self.authority = authority
+        self.topics = authority.topics
+        self.host, self.port = cfg.listen_host, cfg.listen_port
+        self.dir = Path(data_dir or cfg.data_dir)
+        self.binary = shutil.which(cfg.mosquitto_bin) or cfg.mosquitto_bin
+        self.address = BrokerAddress(self.host, self.port, authority.service_username, authority.service_password)
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def conf_path(self) -> Path:
+        return self.dir / "mosquitto.conf"
+
+    def write_files(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "store").mkdir(exist_ok=True)
+        lines = [f"{self.authority.service_username}:{credentials.hash_password(self.authority.service_password)}"]
+        lines += [f"{identity}:{pw_hash}" for _school, identity, pw_hash in self.authority.active_devices()]
+        _atomic_write(self.dir / "passwd", "\n".join(lines) + "\n", mode=0o600)
+        devices = [(school, identity) for school, identity, _ in self.authority.active_devices()]
+        _atomic_write(self.dir / "acl", acl.mosquitto_acl(self.topics, self.authority.service_username, devices),
+                      mode=0o600)
+        conf = f"""# Generated by LabFleet (labfleet serve --broker mosquitto); rewritten on every start.
+per_listener_settings false
+allow_anonymous false
+password_file {self.dir / 'passwd'}
+acl_file {self.dir / 'acl'}
+listener {self.port} {self.host}
+# A device's client id must be its username, so one device cannot take over another's session.
+use_username_as_clientid true
+# Persistent sessions survive a broker restart: queued QoS 1 telemetry and commands are not lost.
+persistence true
+persistence_location {self.dir / 'store'}/
+autosave_interval 1
+# Ingest acks after its database commit, in batches of up to 2,000: the default of 20 in-flight
+# messages per client would cap it at 20 per commit.
+max_inflight_messages 20000
+# Messages held for a disconnected or slow persistent session; bounded so memory cannot grow unbounded.
+max_queued_messages 200000
+# Protocol payloads are at most 4 KiB; 64 KiB lets a bad one through to be counted as oversized.
+message_size_limit 65536
+log_dest stderr
+log_type error
+log_type warning
+"""
+        _atomic_write(self.conf_path, conf)
+
+    async def __aenter__(self) -> MosquittoBroker:
+        await self.authority.load()
+        self.write_files()
+        await self.start()
+        return self
+
+    async def start(self) -> None:
+        # stderr to a file, not a pipe: nobody reads a pipe while the broker runs, and a full pipe blocks it.
+        with open(self.dir / "mosquitto.log", "ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                self.binary, "-c", str(self.conf_path), stdout=asyncio.subprocess.DEVNULL, stderr=log)
+        try:
+            await wait_for_port(self.host, self.port, MOSQUITTO_START_TIMEOUT_S, self.proc)
+        except RuntimeError as err:
+            tail = (self.dir / "mosquitto.log").read_text(errors="replace")[-500:]
+            raise RuntimeError(f"{err}; log: {tail}") from None
+        logger.info("mosquitto (pid %s) listening on %s:%s", self.proc.pid, self.host, self.port)
+
+    async def stop(self, *, kill: bool = False) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        if kill:
+            proc.kill()
+        else:
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), MOSQUITTO_STOP_TIMEOUT_S)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def sync(self) -> None:
+        """Rewrite password and ACL files from the database and make mosquitto reload them."""
+        await self.authority.load()
+        self.write_files()
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGHUP)
+
+    async def kick(self, username: str) -> None:
+        # mosquitto re-checks connected clients against the reloaded password file and drops those whose
+        # credentials are gone; sync() (already called on revocation) triggered that reload.
+        await self.sync()
+
+
+class ExternalBroker:
+    """Any MQTT 3.1.1/5 broker given by URL; its auth and ACLs are the operator's (docs show mosquitto's)."""
+
+    def __init__(self, settings: Settings) -> None:
+        cfg = settings.mqtt
+        self.address = BrokerAddress.from_url(cfg.url, cfg.service_username, cfg.service_password or None)
+        self.shared_subscriptions = True
+
+    async def __aenter__(self) -> ExternalBroker:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def sync(self) -> None:
+        return None
+
+    async def kick(self, username: str) -> None:
+        logger.warning("external broker: revoke the device's credentials on the broker as well")
+
+
+def service_password(settings: Settings) -> str:
+    """The configured service password, or a fresh one per start for managed brokers."""
+    return settings.mqtt.service_password or credentials.new_password()
+
+
+def broker_from_settings(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> Any:
+    """An async context manager for the configured broker (embedded, mosquitto, external), or None."""
+    kind = settings.mqtt.broker
+    if kind == "none":
+        return None
+    if kind == "external":
+        return ExternalBroker(settings)
+    authority = BrokerAuthority(sessions, wire.Topics(settings.mqtt.topic_prefix), settings.mqtt.service_username,
+                                service_password(settings))
+    if kind == "embedded":
+        return EmbeddedBroker(settings, authority)
+    if kind == "mosquitto":
+        return MosquittoBroker(settings, authority)
+    raise ValueError(f"unknown broker kind {kind!r} (embedded, mosquitto, external, none)")
+
+
+def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_for_port(host: str, port: int, timeout: float, proc: asyncio.subprocess.Process | None = None) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        if proc is not None and proc.returncode is not None:
+            raise RuntimeError(f"broker process exited with {proc.returncode}")
+        try:
+            _, w = await asyncio.open_connection(host, port)
+            w.close()
+            return
+        except OSError:
+            if loop.time() > deadline:
+                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout} s") from None
+            await asyncio.sleep(0.02)

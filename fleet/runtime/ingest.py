@@ -1,0 +1,438 @@
+"""Telemetry ingest: subscribe (QoS 1, shared), decode, batch, commit, then acknowledge.
+
+Flow per message: the subscriber's socket callback parses the topic and payload (fleet.domain.wire) and
+appends to a bounded in-memory batch. A writer task commits a batch every `ingest_batch_ms` or
+`ingest_batch_max` messages, then PUBACKs exactly the messages of that batch. A crash before the commit
+leaves them unacknowledged, so the broker's persistent session redelivers them; the per-device sequence
+window makes the redelivery harmless. When the batch is full the socket is paused (backpressure): the
+broker holds the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from fleet.domain import health as health_rules
+from fleet.domain import wire
+from fleet.domain.clock import Clock
+from fleet.domain.timetable import CalendarEntry, Period, lesson_at
+from fleet.persistence import ingest_repo
+from fleet.persistence.ingest_repo import DeviceRef, Inbound, Rejected
+from fleet.persistence.models import BellPeriod, CalendarDay, Device, DeviceModel, Room, School
+from fleet.persistence.models_mqtt import DeviceCredential
+from fleet.runtime import mqtt_codec
+from fleet.runtime.mqtt_subscriber import BrokerAddress, SubscriberSession
+from fleet.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# An unknown identity is looked up again at most this often, so a misconfigured or hostile client
+# publishing under a made-up name cannot turn every message into a database query.
+NEGATIVE_CACHE_S = 30.0
+# Timetables change a few times a term; re-reading them every minute is plenty.
+TIMETABLE_REFRESH_S = 60.0
+
+# wire.Reason -> the metrics module's closed label sets (ingest result, dead-letter reason).
+_METRIC_REASON = {
+    "malformed_json": "invalid_json", "oversized": "too_large", "schema": "invalid_schema",
+    "unsupported_version": "invalid_schema", "bad_topic": "invalid_schema", "invalid_identity": "invalid_schema",
+    "unknown_device": "unknown_device", "revoked_device": "unknown_device",
+}
+
+
+class DeviceDirectory:
+    """MQTT identity -> DeviceRef, cached in memory; misses go to the database (negative-cached)."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Clock,
+                 profile_loader: health_rules.ProfileLoader | None = None) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self._by_name: dict[str, DeviceRef] = {}
+        self._by_id: dict[int, DeviceRef] = {}
+        self._misses: dict[str, float] = {}
+        self._load_profile = profile_loader
+
+    def get(self, username: str) -> DeviceRef | None:
+        return self._by_name.get(username)
+
+    def by_id(self, device_id: int) -> DeviceRef | None:
+        return self._by_id.get(device_id)
+
+    def all(self) -> list[DeviceRef]:
+        return list(self._by_id.values())
+
+    def recently_missed(self, username: str) -> bool:
+        at = self._misses.get(username)
+        return at is not None and self._clock.monotonic() - at < NEGATIVE_CACHE_S
+
+    def forget(self, username: str) -> None:
+        ref = self._by_name.pop(username, None)
+        if ref:
+            self._by_id.pop(ref.device_id, None)
+        self._misses.pop(username, None)
+
+    async def load(self, usernames: list[str] | None = None) -> None:
+        """Load all enrolled devices (None) or the given identities."""
+        stmt = (
+            select(DeviceCredential.username, Device.id, Device.school_id, Device.room_id,
+                   DeviceCredential.school_code, DeviceCredential.revoked_at, DeviceModel.model_number,
+                   DeviceModel.kind, Room.kind, DeviceModel.profile_key)
+            .join(Device, Device.id == DeviceCredential.device_id)
+            .join(DeviceModel, DeviceModel.id == Device.model_id)
+            .outerjoin(Room, Room.id == Device.room_id)
+        )
+        found: set[str] = set()
+        async with self._sessions() as session:
+            for i in range(0, len(usernames or [None]), ingest_repo.IN_CHUNK):  # type: ignore[list-item]
+                q = stmt if usernames is None else stmt.where(
+                    DeviceCredential.username.in_(usernames[i:i + ingest_repo.IN_CHUNK]))
+                for name, dev_id, school_id, room_id, code, revoked, model, kind, room_kind, profile in (
+                        await session.execute(q)).all():
+                    ref = DeviceRef(dev_id, school_id, room_id, code, name, revoked is not None, model, kind,
+                                    room_kind, self._thresholds(profile))
+                    old = self._by_id.get(dev_id)
+                    if old is not None and old.username != name:
+                        self._by_name.pop(old.username, None)
+                    self._by_name[name] = ref
+                    self._by_id[dev_id] = ref
+                    found.add(name)
+                if usernames is None:
+                    break
+        now = self._clock.monotonic()
+        for name in usernames or []:
+            if name not in found:
+                self._misses[name] = now
+                self._by_name.pop(name, None)
+
+    def _thresholds(self, profile_key: str | None) -> health_rules.Thresholds:
+        return health_rules.thresholds_for(profile_key, self._load_profile)
+
+
+class Timetables:
+    """Bell periods and calendars of every school in memory; answers "is a lesson on in this room now"."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._periods: dict[int, list[Period]] = {}
+        self._calendar: dict[int, list[CalendarEntry]] = {}
+        self._tz: dict[int, ZoneInfo] = {}
+        self._codes: dict[int, str] = {}
+
+    async def load(self) -> None:
+        periods: dict[int, list[Period]] = {}
+        calendar: dict[int, list[CalendarEntry]] = {}
+        async with self._sessions() as s:
+            tz = {}
+            for sid, code, zone in (await s.execute(select(School.id, School.code, School.timezone))).all():
+                try:
+                    tz[sid] = ZoneInfo(zone)
+                except (KeyError, ValueError):
+                    tz[sid] = ZoneInfo("UTC")
+                self._codes[sid] = code
+            for p in (await s.execute(select(BellPeriod))).scalars():
+                periods.setdefault(p.school_id, []).append(
+                    Period(p.name, p.weekday, p.start_time, p.end_time, p.room_id))
+            for c in (await s.execute(select(CalendarDay))).scalars():
+                calendar.setdefault(c.school_id, []).append(
+                    CalendarEntry(c.kind, c.start_date, c.end_date, c.name))  # type: ignore[arg-type]
+        self._periods, self._calendar, self._tz = periods, calendar, tz
+
+    def lesson(self, school_id: int, room_id: int | None, at: datetime) -> tuple[bool, str | None]:
+        state = lesson_at(self._periods.get(school_id, []), self._calendar.get(school_id, []), at,
+                          self._tz.get(school_id, ZoneInfo("UTC")), room_id)
+        return state.in_lesson, state.period
+
+    def expected_offline(self, ref: DeviceRef, at: datetime) -> bool:
+        """Offline is expected when the device's room has no lesson now (or the day is a holiday)."""
+        return not self.lesson(ref.school_id, ref.room_id, at)[0]
+
+    def school_ids(self) -> list[int]:
+        return list(self._tz)
+
+    def school_code(self, school_id: int) -> str:
+        return self._codes.get(school_id, str(school_id))
+
+
+@dataclass(slots=True)
+class IngestStats:
+    received: int = 0
+    committed: int = 0
+    new: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    dropped: int = 0
+    batches: int = 0
+    commit_failures: int = 0
+
+
+class _Pending:
+    __slots__ = ("items", "rejected", "acks", "first_mono")
+
+    def __init__(self) -> None:
+        self.items: list[Inbound] = []
+        self.rejected: list[Rejected] = []
+        self.acks: dict[int, list[int]] = {}
+        self.first_mono = 0.0
+
+    def __len__(self) -> int:
+        return len(self.items) + len(self.rejected)
+
+
+PresenceListener = Callable[[ingest_repo.BatchOutcome], None]
+
+
+class IngestService:
+    """One ingest worker: a subscriber session, a bounded batch, a writer task. Use `async with`."""
+
+    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], clock: Clock, *,
+                 directory: DeviceDirectory | None = None, timetables: Timetables | None = None,
+                 metrics: Any = None, client_id: str | None = None, address: BrokerAddress | None = None,
+                 listeners: list[PresenceListener] | None = None, shared: bool = True) -> None:
+        self.settings = settings
+        self.cfg = settings.mqtt
+        self.sessions = sessions
+        self.clock = clock
+        self.metrics = metrics
+        self.topics = wire.Topics(self.cfg.topic_prefix)
+        self.directory = directory or DeviceDirectory(sessions, clock)
+        self.timetables = timetables or Timetables(sessions)
+        self.address = address or BrokerAddress.from_url(self.cfg.url, self.cfg.service_username,
+                                                         self.cfg.service_password or None)
+        # Stable per worker so the broker keeps our persistent session (and its unacked messages) across
+        # restarts of this process; several workers need distinct ids (LABFLEET worker index or pid).
+        self.client_id = client_id or f"labfleet-ingest-{os.getpid()}"
+        self.stats = IngestStats()
+        self.listeners = list(listeners or [])
+        self._pending = _Pending()
+        self._wake = asyncio.Event()
+        self._paused = False
+        self._writer: asyncio.Task[None] | None = None
+        self._refresher: asyncio.Task[None] | None = None
+        self._sub: SubscriberSession | None = None
+        self._stopping = False
+        # Shared subscriptions split the stream over N workers; amqtt (embedded) has none: one worker.
+        self.shared = shared
+
+    # ------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> IngestService:
+        await self.directory.load()
+        await self.timetables.load()
+        group = self.cfg.ingest_group
+        filters = [self.topics.uplink_filter(ch) for ch in wire.UPLINK_CHANNELS]
+        if self.shared:
+            filters = [self.topics.shared(group, f) for f in filters]
+        self._sub = SubscriberSession(self.address, self.client_id, filters, self.on_publish,
+                                      on_connected=self._on_connected)
+        await self._sub.__aenter__()
+        self._writer = asyncio.create_task(self._write_loop(), name=f"ingest-writer-{self.client_id}")
+        self._refresher = asyncio.create_task(self._refresh_loop(), name=f"ingest-timetables-{self.client_id}")
+        if self.metrics is not None:
+            self.metrics.ingest_queue_capacity.set(self.cfg.ingest_queue_max)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stopping = True
+        for task in (self._refresher, self._writer):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        # The uncommitted tail stays unacked: the broker redelivers it to the next worker or restart.
+        if self._sub is not None:
+            await self._sub.close()
+
+    async def wait_connected(self, timeout: float = 10.0) -> None:
+        assert self._sub is not None
+        await asyncio.wait_for(self._sub.connected.wait(), timeout)
+
+    def _on_connected(self, up: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.broker_connection(up)
+
+    # ------------------------------------------------------------ hot path (socket callback)
+    def on_publish(self, pkt: mqtt_codec.Publish, gen: int) -> None:
+        self.stats.received += 1
+        pend = self._pending
+        if not pend.items and not pend.rejected:
+            pend.first_mono = time.monotonic()
+        if pkt.packet_id is not None:
+            acks = pend.acks.get(gen)
+            if acks is None:
+                acks = pend.acks[gen] = []
+            acks.append(pkt.packet_id)
+        now = self.clock.now()
+        ref = self.topics.parse(pkt.topic)
+        if type(ref) is wire.Rejection:
+            self._reject(pend, now, ref, pkt, None, None)
+        else:
+            dev = self.directory.get(ref.device)  # type: ignore[union-attr]
+            value = wire.decode_uplink(ref.channel, pkt.payload)  # type: ignore[union-attr]
+            if type(value) is wire.Rejection:
+                self._reject(pend, now, value, pkt, ref.device, ref.channel)  # type: ignore[union-attr]
+            elif dev is None or dev.school_code != ref.school:  # type: ignore[union-attr]
+                # Resolved by the writer (database lookup) unless this identity missed recently.
+                pend.items.append(Inbound(None, ref.channel, value, now,  # type: ignore[union-attr]
+                                          (ref.device, ref.school, pkt)))  # type: ignore[union-attr]
+            elif dev.revoked:
+                self._reject(pend, now, wire.Rejection(wire.Reason.REVOKED_DEVICE, "credentials revoked"), pkt,
+                             ref.device, ref.channel)  # type: ignore[union-attr]
+            else:
+                pend.items.append(Inbound(dev, ref.channel, value, now))  # type: ignore[union-attr]
+        n = len(pend.items) + len(pend.rejected)
+        if n >= self.cfg.ingest_batch_max:
+            self._wake.set()
+        if n >= self.cfg.ingest_queue_max and not self._paused and self._sub is not None:
+            self._paused = True
+            self._sub.pause()
+
+    def _reject(self, pend: _Pending, now: datetime, rej: wire.Rejection, pkt: mqtt_codec.Publish,
+                identity: str | None, channel: wire.Channel | None) -> None:
+        self.stats.rejected += 1
+        payload: bytes | None = pkt.payload[:wire.MAX_UPLINK_BYTES]
+        if channel == wire.Channel.EVENT or channel is None:
+            payload = _scrub(payload)  # type: ignore[arg-type]
+        pend.rejected.append(Rejected(now, rej.reason.value, pkt.topic, identity, payload, len(pkt.payload),
+                                      rej.detail))
+
+    # ------------------------------------------------------------ writer
+    async def _write_loop(self) -> None:
+        interval = self.cfg.ingest_batch_ms / 1000
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._wake.wait(), interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if len(self._pending):
+                await self.flush()
+
+    async def flush(self) -> None:
+        """Commit what is pending, then acknowledge it; on failure nothing is acked (redelivery)."""
+        batch, self._pending = self._pending, _Pending()
+        if self._paused and self._sub is not None:
+            self._paused = False
+            self._sub.resume()
+        started = time.monotonic()
+        try:
+            await self._resolve_unknown(batch)
+            async with self.sessions() as session:
+                outcome = await ingest_repo.apply_batch(
+                    session, batch.items, batch.rejected, now=self.clock.now(),
+                    pseudonym_key=self.settings.pseudonym_key, expected_offline=self.timetables.expected_offline,
+                    dead_letters_max=self.cfg.dead_letters_max)
+                await session.commit()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Not acked -> the broker redelivers after reconnect; drop the connection to force that now.
+            self.stats.commit_failures += 1
+            logger.exception("ingest commit of %d messages failed; they stay unacknowledged", len(batch))
+            if self.metrics is not None:
+                self.metrics.ingest_message("error", len(batch))
+            if self._sub is not None:
+                await self._sub.close()
+                self._sub = SubscriberSession(self._sub.address, self.client_id, self._sub.filters,
+                                              self.on_publish, on_connected=self._on_connected)
+                await self._sub.__aenter__()
+            return
+        elapsed = time.monotonic() - started
+        if self._sub is not None:
+            for gen, pids in batch.acks.items():
+                self._sub.ack(gen, pids)
+        st = self.stats
+        st.batches += 1
+        st.committed += len(batch)
+        st.new += outcome.new
+        st.duplicates += outcome.duplicates
+        self._record(batch, outcome, elapsed)
+        for listener in self.listeners:
+            try:
+                listener(outcome)
+            except Exception:  # noqa: BLE001 - a broken listener must not stop ingest
+                logger.exception("ingest listener failed")
+
+    async def _resolve_unknown(self, batch: _Pending) -> None:
+        unresolved = [it for it in batch.items if it.ref is None]
+        if not unresolved:
+            return
+        names = sorted({it.unresolved[0] for it in unresolved  # type: ignore[index]
+                        if not self.directory.recently_missed(it.unresolved[0])})  # type: ignore[index]
+        if names:
+            await self.directory.load(names)
+        keep = []
+        for it in batch.items:
+            if it.ref is not None:
+                keep.append(it)
+                continue
+            name, school, pkt = it.unresolved  # type: ignore[misc]
+            dev = self.directory.get(name)
+            if dev is None or dev.school_code != school:
+                self._reject(batch, it.received_at, wire.Rejection(wire.Reason.UNKNOWN_DEVICE, "not enrolled here"),
+                             pkt, name, it.channel)
+            elif dev.revoked:
+                self._reject(batch, it.received_at, wire.Rejection(wire.Reason.REVOKED_DEVICE, "credentials revoked"),
+                             pkt, name, it.channel)
+            else:
+                it.ref = dev
+                keep.append(it)
+        batch.items = keep
+
+    def _record(self, batch: _Pending, outcome: ingest_repo.BatchOutcome, elapsed: float) -> None:
+        m = self.metrics
+        if m is None:
+            return
+        m.ingest_committed(len(batch), elapsed)
+        if outcome.new:
+            m.ingest_message("ok", outcome.new)
+        if outcome.duplicates:
+            m.ingest_message("duplicate", outcome.duplicates)
+        reasons: dict[str, int] = {}
+        for r in batch.rejected:
+            reasons[r.reason] = reasons.get(r.reason, 0) + 1
+        for reason, n in reasons.items():
+            label = _METRIC_REASON.get(reason, reason)
+            m.ingest_message(label, n)
+            m.dead_letter(label, n)
+        for school, (up, down) in outcome.bytes_by_school.items():
+            if up:
+                m.school_traffic(school, "up", up)
+            if down:
+                m.school_traffic(school, "down", down)
+        for ref, state in outcome.health:
+            m.health_transition(ref.model, state)
+        for sev in outcome.alerts_opened:
+            m.alert_opened(sev)
+        m.ingest_queue_depth.set(len(self._pending))
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TIMETABLE_REFRESH_S)
+            try:
+                await self.timetables.load()
+            except Exception:  # noqa: BLE001 - keep the last good timetable
+                logger.exception("timetable refresh failed; keeping the previous one")
+
+
+def _scrub(payload: bytes) -> bytes | None:
+    """Drop a login `user` from a dead-lettered event; unparseable event payloads are not kept at all."""
+    try:
+        obj = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(obj, dict) and "user" in obj:
+        obj["user"] = "<removed>"
+    return json.dumps(obj).encode() if isinstance(obj, dict) else None

@@ -1,0 +1,186 @@
+"""Claim tokens, enrollment (claim token + serial -> device credentials), rotation and revocation.
+
+Services flush; the caller's unit of work commits. Errors carry `details["reason"]`, the enrollment
+result label for metrics (bad_token, expired_token, exhausted_token, unknown_serial, wrong_school, invalid).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleet.domain import credentials, wire
+from fleet.domain.enums import DeviceStatus
+from fleet.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from fleet.persistence.models import Device, DeviceModel, DeviceTransition, School
+from fleet.persistence.models_mqtt import ClaimToken, DeviceCredential
+
+# A claim token is for one delivery or one bench session; a week covers a delivery's unpacking.
+MAX_TOKEN_TTL = timedelta(days=30)
+# One token may enroll a whole school's terminals (500 classrooms x ~20), not the district's.
+MAX_TOKEN_USES = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str  # shown once
+    row: ClaimToken
+
+
+@dataclass(frozen=True, slots=True)
+class Enrolled:
+    device_id: int
+    identity: str
+    password: str  # shown once
+    school_code: str
+    created: bool  # registered as `received` by this enrollment
+
+
+def _aware(dt: datetime) -> datetime:
+    from datetime import UTC
+
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
+
+
+async def create_claim_token(session: AsyncSession, *, school_id: int, max_uses: int, ttl: timedelta,
+                             allow_unknown: bool, label: str, actor: str, now: datetime) -> IssuedToken:
+    if not 1 <= max_uses <= MAX_TOKEN_USES:
+        raise InvalidInput(f"max_uses must be 1..{MAX_TOKEN_USES}", details={"field": "max_uses"})
+    if not timedelta(minutes=1) <= ttl <= MAX_TOKEN_TTL:
+        raise InvalidInput("ttl must be between 1 minute and 30 days", details={"field": "ttl"})
+    school = await session.get(School, school_id)
+    if school is None:
+        raise NotFound("school not found")
+    if not wire.is_identity(school.code):
+        raise InvalidInput("the school's code cannot be used in MQTT topics", details={"field": "school"})
+    token, prefix, secret_hash = credentials.new_claim_token()
+    row = ClaimToken(school_id=school_id, prefix=prefix, secret_hash=secret_hash, label=label[:120],
+                     max_uses=max_uses, uses=0, allow_unknown=allow_unknown, created_by=actor, created_at=now,
+                     expires_at=now + ttl)
+    session.add(row)
+    await session.flush()
+    return IssuedToken(token, row)
+
+
+async def revoke_claim_token(session: AsyncSession, token_id: int, *, now: datetime) -> ClaimToken:
+    row = await session.get(ClaimToken, token_id)
+    if row is None:
+        raise NotFound("claim token not found")
+    if row.revoked_at is None:
+        row.revoked_at = now
+    await session.flush()
+    return row
+
+
+async def _token(session: AsyncSession, token: str, now: datetime) -> ClaimToken:
+    parts = credentials.split_claim_token(token)
+    row = None
+    if parts is not None:
+        row = (await session.execute(select(ClaimToken).where(ClaimToken.prefix == parts[0]))).scalar_one_or_none()
+    if row is None or parts is None or not credentials.check_secret(parts[1], row.secret_hash) \
+            or row.revoked_at is not None:
+        raise Unauthenticated("claim token not valid", details={"reason": "bad_token"})
+    if _aware(row.expires_at) <= now:
+        raise Unauthenticated("claim token expired", details={"reason": "expired_token"})
+    if row.uses >= row.max_uses:
+        raise Unauthenticated("claim token has no uses left", details={"reason": "exhausted_token"})
+    return row
+
+
+async def enroll(session: AsyncSession, *, claim_token: str, serial_number: str, vendor: str | None,
+                 model_number: str | None, now: datetime) -> Enrolled:
+    """Trade a claim token and a serial number for device credentials."""
+    if not wire.is_identity(serial_number):
+        raise InvalidInput("serial number cannot be an MQTT identity (no + # / $ or spaces)",
+                           details={"field": "serial_number", "reason": "invalid"})
+    token = await _token(session, claim_token, now)
+    school = await session.get(School, token.school_id)
+    assert school is not None
+    q = select(Device).where(Device.serial_number == serial_number)
+    if vendor:
+        q = q.where(Device.vendor == vendor)
+    matches = (await session.execute(q)).scalars().all()
+    if len(matches) > 1:
+        raise Conflict("serial number is ambiguous; give the vendor", details={"reason": "invalid"})
+    created = False
+    if matches:
+        device = matches[0]
+        if device.school_id != token.school_id:
+            raise Conflict("device belongs to another school", details={"reason": "wrong_school"})
+        if device.status in (DeviceStatus.RETIRED, DeviceStatus.LOST):
+            raise Conflict(f"device is {device.status}", details={"reason": "invalid"})
+    else:
+        if not token.allow_unknown:
+            raise NotFound("serial number not in the inventory", details={"reason": "unknown_serial"})
+        if not vendor or not model_number:
+            raise InvalidInput("vendor and model_number are needed to register an unknown device",
+                               details={"field": "model_number", "reason": "invalid"})
+        model = (await session.execute(select(DeviceModel).where(
+            DeviceModel.vendor == vendor, DeviceModel.model_number == model_number))).scalar_one_or_none()
+        if model is None:
+            raise NotFound("device model not found", details={"reason": "unknown_serial"})
+        device = Device(vendor=vendor, serial_number=serial_number, asset_tag=f"ENR-{serial_number}"[:64],
+                        model_id=model.id, school_id=token.school_id, room_id=None,
+                        status=DeviceStatus.RECEIVED.value, created_at=now, updated_at=now)
+        session.add(device)
+        await session.flush()
+        session.add(DeviceTransition(device_id=device.id, from_status=None, to_status=DeviceStatus.RECEIVED.value,
+                                     actor="enrollment", reason="registered at enrollment", at=now))
+        created = True
+    clash = (await session.execute(select(DeviceCredential).where(
+        DeviceCredential.username == serial_number, DeviceCredential.device_id != device.id))).scalar_one_or_none()
+    if clash is not None:
+        raise Conflict("another device already uses this identity", details={"reason": "invalid"})
+    # Count the use atomically: two terminals racing for the last use cannot both get it.
+    used = await session.execute(update(ClaimToken).where(ClaimToken.id == token.id,
+                                                          ClaimToken.uses < ClaimToken.max_uses)
+                                 .values(uses=ClaimToken.uses + 1))
+    if used.rowcount != 1:  # type: ignore[attr-defined]
+        raise Unauthenticated("claim token has no uses left", details={"reason": "exhausted_token"})
+    password = credentials.new_password()
+    cred = (await session.execute(select(DeviceCredential).where(
+        DeviceCredential.device_id == device.id))).scalar_one_or_none()
+    if cred is None:
+        cred = DeviceCredential(device_id=device.id, username=serial_number, school_code=school.code,
+                                password_hash=credentials.hash_password(password), claim_token_id=token.id,
+                                created_at=now)
+        session.add(cred)
+    else:
+        cred.username = serial_number
+        cred.school_code = school.code
+        cred.password_hash = credentials.hash_password(password)
+        cred.claim_token_id = token.id
+        cred.rotated_at = now
+        cred.revoked_at = None
+    await session.flush()
+    return Enrolled(device.id, serial_number, password, school.code, created)
+
+
+async def rotate(session: AsyncSession, device_id: int, *, now: datetime) -> tuple[DeviceCredential, str]:
+    cred = await _credential(session, device_id)
+    if cred.revoked_at is not None:
+        raise Conflict("credentials are revoked; enroll again with a claim token")
+    password = credentials.new_password()
+    cred.password_hash = credentials.hash_password(password)
+    cred.rotated_at = now
+    await session.flush()
+    return cred, password
+
+
+async def revoke(session: AsyncSession, device_id: int, *, now: datetime) -> DeviceCredential:
+    cred = await _credential(session, device_id)
+    if cred.revoked_at is None:
+        cred.revoked_at = now
+    await session.flush()
+    return cred
+
+
+async def _credential(session: AsyncSession, device_id: int) -> DeviceCredential:
+    cred = (await session.execute(select(DeviceCredential).where(
+        DeviceCredential.device_id == device_id))).scalar_one_or_none()
+    if cred is None:
+        raise NotFound("device has no credentials")
+    return cred

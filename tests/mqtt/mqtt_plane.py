@@ -1,0 +1,124 @@
+"""Helpers for the MQTT device-plane tests: a seeded school with devices, external-service checks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from fleet.domain.clock import FakeClock
+from fleet.persistence.db import create_engine, session_factory, upgrade_sync
+from fleet.persistence.models import BellPeriod, Device, DeviceModel, District, Room, School
+from fleet.services import enrollment
+from fleet.settings import Settings
+
+# 2026-09-07 is a Monday; 08:30 UTC is inside the first lesson of the seeded bell schedule.
+LESSON_TIME = datetime(2026, 9, 7, 8, 30, tzinfo=UTC)
+
+
+def require_external() -> bool:
+    return os.environ.get("LABFLEET_TEST_REQUIRE_EXTERNAL") == "1"
+
+
+def need_mosquitto() -> str:
+    path = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+    if path is None:
+        if require_external():
+            pytest.fail("mosquitto is required (LABFLEET_TEST_REQUIRE_EXTERNAL=1) but not installed")
+        pytest.skip("mosquitto not installed")
+    return path
+
+
+def need_postgres() -> str:
+    url = os.environ.get("LABFLEET_TEST_POSTGRES_URL")
+    if not url:
+        if require_external():
+            pytest.fail("LABFLEET_TEST_POSTGRES_URL is required (LABFLEET_TEST_REQUIRE_EXTERNAL=1)")
+        pytest.skip("LABFLEET_TEST_POSTGRES_URL not set")
+    return url
+
+
+@dataclass
+class Plane:
+    url: str
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    clock: FakeClock
+    school_id: int
+    school_code: str
+    room_id: int
+    model_id: int
+    tmp: Path
+
+    def settings(self, **mqtt: object) -> Settings:
+        return Settings(database_url=self.url, mqtt={"topic_prefix": "labfleet", **mqtt})  # type: ignore[arg-type]
+
+    async def add_devices(self, n: int, prefix: str = "TAB", room: bool = True, school_id: int | None = None
+                          ) -> list[int]:
+        ids = []
+        async with self.sessions() as s:
+            for i in range(n):
+                d = Device(vendor="Acme", serial_number=f"{prefix}-{i:05d}", asset_tag=f"{prefix}-A{i:05d}",
+                           model_id=self.model_id, school_id=school_id or self.school_id,
+                           room_id=self.room_id if room else None, status="in_service",
+                           created_at=self.clock.now(), updated_at=self.clock.now())
+                s.add(d)
+                await s.flush()
+                ids.append(d.id)
+            await s.commit()
+        return ids
+
+    async def enroll(self, serials: list[str], *, school_id: int | None = None) -> dict[str, str]:
+        """Enroll devices (by serial) with a fresh claim token; returns serial -> password."""
+        out = {}
+        async with self.sessions() as s:
+            tok = await enrollment.create_claim_token(
+                s, school_id=school_id or self.school_id, max_uses=max(1, len(serials)), ttl=timedelta(days=1),
+                allow_unknown=False, label="test", actor="test", now=self.clock.now())
+            for serial in serials:
+                e = await enrollment.enroll(s, claim_token=tok.token, serial_number=serial, vendor="Acme",
+                                            model_number=None, now=self.clock.now())
+                out[serial] = e.password
+            await s.commit()
+        return out
+
+
+async def seed(url: str, tmp: Path) -> Plane:
+    engine = create_engine(url)
+    sessions = session_factory(engine)
+    clock = FakeClock(LESSON_TIME)
+    now = clock.now()
+    async with sessions() as s:
+        d = District(name=f"D-{uuid.uuid4().hex[:6]}", created_at=now)
+        s.add(d)
+        await s.flush()
+        code = f"S{uuid.uuid4().hex[:6]}"
+        school = School(district_id=d.id, code=code, name="School", uplink_mbps=100, timezone="UTC",
+                        created_at=now)
+        s.add(school)
+        await s.flush()
+        room = Room(school_id=school.id, name="Lab 1", kind="ai_lab", tier="basic_experience", capacity=40,
+                    created_at=now)
+        model = DeviceModel(vendor="Acme", model_number=f"T10-{code}", kind="terminal", transport="mqtt",
+                            unit_price=Decimal("300.00"), warranty_months=24, supplier="Acme", profile_key=None,
+                            created_at=now)
+        s.add_all([room, model])
+        await s.flush()
+        for wd in range(5):  # Monday..Friday, one lesson 08:00-08:45 and one 09:00-09:45
+            s.add(BellPeriod(school_id=school.id, room_id=None, weekday=wd, name="P1",
+                             start_time=time(8, 0), end_time=time(8, 45)))
+            s.add(BellPeriod(school_id=school.id, room_id=None, weekday=wd, name="P2",
+                             start_time=time(9, 0), end_time=time(9, 45)))
+        await s.commit()
+        plane = Plane(url, engine, sessions, clock, school.id, code, room.id, model.id, tmp)
+    return plane
+
+
