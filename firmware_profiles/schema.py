@@ -99,7 +99,7 @@ class UsbId(_Frozen):
 
 
 class SerialTransport(_Frozen):
-    protocol: Slug  # the driver's wire protocol, e.g. edubot, micropython-raw-repl, firmata
+    protocol: Slug  # the wire protocol: robot, micropython-raw-repl, firmata
     baud: int
     usb_ids: tuple[UsbId, ...] = ()
     # Pulsing DTR resets many boards on open (Arduino bootloader); robots must not reset mid-program.

@@ -39,7 +39,7 @@ def test_shipped_profiles_declare_expected_kinds_and_transports() -> None:
     assert (p["terminal-lt100"].kind, p["terminal-lt100"].transport) == ("terminal", "mqtt")
     assert (p["terminal-lt200"].kind, p["terminal-lt200"].transport) == ("terminal", "mqtt")
     assert (p["robot-edubot-r2"].kind, p["robot-edubot-r2"].transport) == ("robot", "serial")
-    assert p["robot-edubot-r2"].serial is not None and p["robot-edubot-r2"].serial.protocol == "edubot"
+    assert p["robot-edubot-r2"].serial is not None and p["robot-edubot-r2"].serial.protocol == "robot"
     assert (p["kit-esp32-mpy"].kind, p["kit-esp32-mpy"].transport) == ("mcu_kit", "serial")
     assert (p["kit-uno-firmata"].kind, p["kit-uno-firmata"].transport) == ("mcu_kit", "serial")
     assert p["kit-uno-firmata"].serial is not None and p["kit-uno-firmata"].serial.baud == 57600
