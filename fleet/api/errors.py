@@ -1,0 +1,135 @@
+"""The one table from domain errors to HTTP status, the JSON error handlers, and the body-size guard."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fleet import errors as e
+
+log = logging.getLogger(__name__)
+
+STATUS: dict[type[e.FleetError], int] = {
+    e.Unauthenticated: 401,
+    e.PermissionDenied: 403,
+    e.NotFound: 404,
+    e.Conflict: 409,
+    e.IllegalTransition: 409,
+    e.InvalidInput: 422,
+    e.ImportRejected: 422,
+}
+
+
+def status_for(err: e.FleetError) -> int:
+    for cls in type(err).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]  # type: ignore[index]
+    return 400
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": code, "message": message, "details": details}
+
+
+def _jsonable_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for err in errors:
+        out.append({"loc": [str(x) for x in err.get("loc", ())], "msg": str(err.get("msg", "")),
+                    "type": str(err.get("type", ""))})
+    return out
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(e.FleetError)
+    async def _fleet(_request: Request, err: e.FleetError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(err, e.Unauthenticated) else None
+        return JSONResponse(error_body(err.code, err.message, err.details), status_code=status_for(err),
+                            headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, err: RequestValidationError) -> JSONResponse:
+        errs = _jsonable_errors(list(err.errors()))
+        first = errs[0] if errs else {"loc": [], "msg": "invalid request"}
+        where = ".".join(first["loc"])
+        return JSONResponse(error_body("invalid_request", f"{where}: {first['msg']}" if where else first["msg"],
+                                       errs), status_code=422)
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_request: Request, err: IntegrityError) -> JSONResponse:
+        # A race between two writers: the pre-checks passed, the database constraint caught it.
+        log.info("integrity conflict: %s", type(err.orig).__name__)
+        return JSONResponse(error_body("conflict", "the change clashes with an existing record"), status_code=409)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, err: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(err.status_code, "http_error")
+        return JSONResponse(error_body(code, str(err.detail)), status_code=err.status_code,
+                            headers=getattr(err, "headers", None))
+
+
+class BodyLimit:
+    """Refuse bodies over the limit with 413 before they are read into memory (Content-Length or streamed)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, import_max_bytes: int, import_prefix: str) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.import_max_bytes = import_max_bytes
+        self.import_prefix = import_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.import_max_bytes if scope["path"].startswith(self.import_prefix) else self.max_bytes
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > limit
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await _send_413(send, limit)
+                    return
+        seen = 0
+        responded = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    # An HTTPException passes through FastAPI's body parsing unchanged (others become a 400).
+                    raise _TooLarge(413, detail=f"request body is larger than {limit} bytes")
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal responded
+            if message["type"] == "http.response.start":
+                responded = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not responded:
+                await _send_413(send, limit)
+
+
+class _TooLarge(HTTPException):
+    pass
+
+
+async def _send_413(send: Send, limit: int) -> None:
+    body = json.dumps(error_body("too_large", f"request body is larger than {limit} bytes")).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

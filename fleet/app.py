@@ -1,0 +1,68 @@
+"""The application factory: `create_app(settings)` builds the FastAPI app and its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from fleet import __version__
+from fleet.api import errors
+from fleet.api.deps import FleetState
+from fleet.api.routes import admin, inventory
+from fleet.domain.clock import Clock, SystemClock
+from fleet.persistence.db import create_engine, session_factory, upgrade
+from fleet.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# A runtime hook starts background parts (MQTT, jobs) inside the lifespan's exit stack.
+RuntimeHook = Callable[[AsyncExitStack, FleetState], Awaitable[None]]
+
+DESCRIPTION = """
+LabFleet runs the hardware fleet of a school district's AI-education rollout: schools and rooms, device
+inventory and lifecycle, timetables, bulk import, roles and audit.
+
+Authenticate with `Authorization: Bearer <token>`; create a token with `labfleet token create`.
+Objects outside your schools answer 404; actions outside your role answer 403.
+"""
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None, migrate: bool = True,
+               runtime_hooks: list[RuntimeHook] | None = None) -> FastAPI:
+    """Build the service. `migrate` upgrades the schema on start; hooks start optional background parts."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            if migrate:
+                await upgrade(settings.database_url)
+            engine = create_engine(settings.database_url)
+            stack.push_async_callback(engine.dispose)
+            state = FleetState(settings=settings, engine=engine, sessions=session_factory(engine),
+                               clock=clock or SystemClock(), extras={})
+            app.state.fleet = state
+            for hook in runtime_hooks or []:
+                await hook(stack, state)
+            log.info("LabFleet %s ready (database %s)", __version__, engine.url.render_as_string(hide_password=True))
+            yield
+        log.info("LabFleet stopped")
+
+    app = FastAPI(title="LabFleet", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  openapi_tags=[{"name": t} for t in ("districts", "schools", "rooms", "device-models", "devices",
+                                                      "timetables", "calendar", "imports", "tokens", "audit",
+                                                      "health")])
+    errors.install(app)
+    app.add_middleware(errors.BodyLimit, max_bytes=settings.http.max_body_bytes,
+                       import_max_bytes=settings.http.max_import_bytes, import_prefix="/api/v1/imports/")
+    app.include_router(admin.health)
+    app.include_router(inventory.router)
+    app.include_router(admin.router)
+    return app
+
+
+def state_of(app: FastAPI) -> Any:
+    return app.state.fleet

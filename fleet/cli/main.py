@@ -1,0 +1,229 @@
+"""The `labfleet` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fleet.domain.clock import SystemClock
+from fleet.domain.enums import Role
+from fleet.domain.permissions import SYSTEM, Principal
+from fleet.errors import FleetError, ImportRejected
+from fleet.persistence.db import create_engine, session_factory, unit_of_work, upgrade_sync
+from fleet.settings import Settings
+
+app = typer.Typer(help="LabFleet: the hardware fleet of a school district's AI-education rollout.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+import_app = typer.Typer(help="Bulk CSV import (all rows or none).", no_args_is_help=True)
+export_app = typer.Typer(help="CSV export in the import format.", no_args_is_help=True)
+seed_app = typer.Typer(help="Demo data.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(token_app, name="token")
+app.add_typer(import_app, name="import")
+app.add_typer(export_app, name="export")
+app.add_typer(seed_app, name="seed")
+
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+CLI = Principal(name="cli", role=Role.ADMIN, district_wide=True, school_ids=frozenset())
+
+
+def settings() -> Settings:
+    return Settings()
+
+
+def run_db(work: Callable[[Any], Awaitable[T]], *, migrate: bool = True) -> T:
+    """Run one unit of work against the configured database, translating domain errors into exit 1."""
+    cfg = settings()
+    if migrate:
+        upgrade_sync(cfg.database_url)
+
+    async def main() -> T:
+        engine = create_engine(cfg.database_url)
+        try:
+            async with unit_of_work(session_factory(engine)) as session:
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(main())
+    except ImportRejected as err:
+        err_console.print(f"[red]Import rejected:[/red] {err.message}")
+        table = Table("row", "column", "reason", title="Bad rows")
+        for d in err.details or []:
+            table.add_row(str(d["row"]), d["column"] or "", d["reason"])
+        err_console.print(table)
+        raise typer.Exit(1) from None
+    except FleetError as err:
+        err_console.print(f"[red]Error:[/red] {err.message}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def serve(host: Annotated[str, typer.Option(help="address to listen on")] = "",
+          port: Annotated[int, typer.Option(help="TCP port")] = 0,
+          broker: Annotated[str, typer.Option(help="embedded | mosquitto | external | none")] = "") -> None:
+    """Upgrade the schema and serve the API (and the device plane) until Ctrl-C."""
+    import uvicorn
+
+    from fleet.app import create_app
+    from fleet.runtime_hooks import default_hooks
+
+    cfg = settings()
+    if broker:
+        cfg.mqtt.broker = broker
+    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    upgrade_sync(cfg.database_url)
+    api = create_app(cfg, migrate=False, runtime_hooks=default_hooks(cfg))
+    console.print(f"LabFleet on http://{host or cfg.http.host}:{port or cfg.http.port}  (docs at /docs)")
+    uvicorn.run(api, host=host or cfg.http.host, port=port or cfg.http.port, log_level=cfg.log_level.lower())
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="target revision")] = "head") -> None:
+    """Apply database migrations."""
+    cfg = settings()
+    upgrade_sync(cfg.database_url, revision)
+    console.print(f"database at {revision}: {cfg.database_url}")
+
+
+@token_app.command("create")
+def token_create(role: Annotated[Role, typer.Option(help="admin, technician, it_staff, procurement, auditor")],
+                 school: Annotated[list[int] | None, typer.Option(help="school id (repeatable)")] = None,
+                 district: Annotated[bool, typer.Option("--district", help="district-wide scope")] = False,
+                 name: Annotated[str, typer.Option(help="who or what uses the token")] = "cli-token") -> None:
+    """Create an API token and print it once; only its hash is stored."""
+    from fleet.services.tokens import create_token
+
+    async def work(session: Any) -> str:
+        row, plain = await create_token(session, principal=CLI, at=SystemClock().now(), name=name, role=role,
+                                        school_ids=school or [], district_wide=district)
+        return plain
+
+    plain = run_db(work)
+    err_console.print(f"[green]Created {role} token[/green] (shown once; store it now):")
+    print(plain)
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """List tokens (never their secrets)."""
+    from fleet.services.tokens import list_tokens
+
+    async def work(session: Any) -> list[Any]:
+        return list((await list_tokens(session, CLI, cursor=None, limit=500)).items)
+
+    table = Table("id", "name", "role", "scope", "created", "revoked")
+    for t in run_db(work):
+        table.add_row(str(t.id), t.name, t.role, "district" if t.district_wide else ",".join(map(str, t.school_ids)),
+                      t.created_at.isoformat(timespec="seconds"), "yes" if t.revoked_at else "")
+    console.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: int) -> None:
+    """Revoke a token by id."""
+    from fleet.services.tokens import revoke_token
+
+    async def work(session: Any) -> None:
+        await revoke_token(session, CLI, token_id, SystemClock().now())
+
+    run_db(work)
+    console.print(f"token {token_id} revoked")
+
+
+def _import(kind: str, path: Path, dry_run: bool) -> None:
+    from fleet.services import imports
+
+    if not path.is_file():
+        err_console.print(f"[red]Error:[/red] no such file: {path}")
+        raise typer.Exit(2)
+    text = imports.decode_upload(path.read_bytes()) if path.stat().st_size else ""
+    with Progress(TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=False) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done)
+
+        async def work(session: Any) -> Any:
+            fn = imports.import_devices if kind == "devices" else imports.import_rooms
+            return await fn(session, CLI, SystemClock(), text, dry_run=dry_run, progress=progress)
+
+        result = run_db(work)
+    verb = "would import" if result.dry_run else "imported"
+    console.print(f"[green]{verb} {result.created} {kind}[/green] from {path}")
+
+
+@import_app.command("devices")
+def import_devices(path: Path, dry_run: Annotated[bool, typer.Option(help="validate only")] = False) -> None:
+    """Import a delivery of devices from CSV."""
+    _import("devices", path, dry_run)
+
+
+@import_app.command("rooms")
+def import_rooms(path: Path, dry_run: Annotated[bool, typer.Option(help="validate only")] = False) -> None:
+    """Import rooms from CSV."""
+    _import("rooms", path, dry_run)
+
+
+def _export(kind: str, out: Path | None, school: int | None) -> None:
+    from fleet.services import imports
+
+    async def work(session: Any) -> str:
+        fn = imports.export_devices if kind == "devices" else imports.export_rooms
+        return await fn(session, CLI, school_id=school)
+
+    text = run_db(work)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+        err_console.print(f"wrote {text.count(chr(10)) - 1} {kind} to {out}")
+
+
+@export_app.command("devices")
+def export_devices(out: Annotated[Path | None, typer.Option("--out", "-o")] = None,
+                   school: Annotated[int | None, typer.Option()] = None) -> None:
+    """Export devices as CSV (stdout, or --out FILE)."""
+    _export("devices", out, school)
+
+
+@export_app.command("rooms")
+def export_rooms(out: Annotated[Path | None, typer.Option("--out", "-o")] = None,
+                 school: Annotated[int | None, typer.Option()] = None) -> None:
+    """Export rooms as CSV."""
+    _export("rooms", out, school)
+
+
+@seed_app.command("demo")
+def seed_demo() -> None:
+    """Create a small demo district: 3 schools, rooms, timetables, models and a few hundred devices."""
+    from fleet.services.seed import seed_demo as seed
+
+    cfg = settings()
+
+    async def work(session: Any) -> dict[str, int]:
+        return await seed(session, SYSTEM, SystemClock(), timezone=cfg.default_timezone)
+
+    counts = run_db(work)
+    console.print("[green]demo district created:[/green] " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,11 @@
+"""Which background parts `labfleet serve` starts, chosen from settings."""
+
+from __future__ import annotations
+
+from fleet.app import RuntimeHook
+from fleet.settings import Settings
+
+
+def default_hooks(settings: Settings) -> list[RuntimeHook]:
+    """The device plane, jobs and metrics register here as they are built."""
+    return []

@@ -1,0 +1,94 @@
+"""Pieces every service uses: scoped lookups, filters and cursor pagination."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleet.domain.permissions import Permission, Principal
+from fleet.errors import InvalidInput, NotFound, PermissionDenied
+
+T = TypeVar("T")
+
+# Hard cap on one page: a page of 500 devices is ~250 KB of JSON, enough for any table view.
+MAX_PAGE_SIZE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: Sequence[T]
+    total: int
+    next_cursor: str | None
+    limit: int
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, value = raw.partition(":")
+        last = int(value)
+        if kind != "id" or last < 0:
+            raise ValueError(raw)
+        return last
+    except (ValueError, binascii.Error, UnicodeDecodeError) as err:
+        raise InvalidInput("cursor is not one this API issued; start again without it") from err
+
+
+async def paginate(session: AsyncSession, stmt: Select[Any], model: Any, cursor: str | None,
+                   limit: int) -> Page[Any]:
+    """Keyset pagination on the primary key: stable under inserts, with a total count of the filter."""
+    if limit < 1 or limit > MAX_PAGE_SIZE:
+        raise InvalidInput(f"limit must be between 1 and {MAX_PAGE_SIZE}")
+    after = decode_cursor(cursor)
+    total = (await session.execute(select(func.count()).select_from(stmt.order_by(None).subquery()))).scalar_one()
+    rows = (await session.execute(stmt.where(model.id > after).order_by(model.id).limit(limit + 1))).scalars().all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(items=rows, total=total, next_cursor=encode_cursor(rows[-1].id) if more and rows else None,
+                limit=limit)
+
+
+def require(principal: Principal, permission: Permission) -> None:
+    if not principal.has(permission):
+        raise PermissionDenied(f"role {principal.role} may not {permission.value.replace('_', ' ')}")
+
+
+def scope_schools(stmt: Select[Any], principal: Principal, school_column: Any) -> Select[Any]:
+    """Restrict a query to the principal's schools (no-op for district-wide principals)."""
+    if principal.district_wide:
+        return stmt
+    return stmt.where(school_column.in_(sorted(principal.school_ids) or [-1]))
+
+
+async def get_or_404(session: AsyncSession, model: Any, obj_id: int, what: str) -> Any:
+    obj = await session.get(model, obj_id)
+    if obj is None:
+        raise NotFound(f"{what} {obj_id} not found")
+    return obj
+
+
+def check_school(principal: Principal, school_id: int | None, what: str, obj_id: Any) -> None:
+    """Out of scope looks exactly like missing, so existence does not leak."""
+    if not principal.sees_school(school_id):
+        raise NotFound(f"{what} {obj_id} not found")
+
+
+def snapshot(obj: Any, fields: Sequence[str]) -> dict[str, Any]:
+    """A JSON-safe before/after summary of selected fields, for the audit log."""
+    out: dict[str, Any] = {}
+    for f in fields:
+        v = getattr(obj, f)
+        out[f] = v if v is None or isinstance(v, (int, str, bool, float)) else str(v)
+    return out

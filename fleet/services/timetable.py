@@ -1,0 +1,89 @@
+"""Bell schedules, term calendars and the one question everything asks: is a lesson on in room R at T?"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleet.domain.permissions import Permission
+from fleet.domain.timetable import CalendarEntry, LessonState, Period, lesson_at, validate_period
+from fleet.errors import InvalidInput, NotFound
+from fleet.persistence.models import BellPeriod, CalendarDay, Room, School
+from fleet.services.crud import CrudService
+
+
+class BellPeriodService(CrudService):
+    model = BellPeriod
+    name = "bell_period"
+    write = Permission.MANAGE_ROOMS
+    fields = ("school_id", "room_id", "weekday", "name", "start_time", "end_time")
+    filters = {"school": "school_id", "room": "room_id", "weekday": "weekday"}
+    has_timestamps = False
+
+    async def validate(self, values: dict[str, Any], existing: Any | None) -> dict[str, Any]:
+        school_id = values.get("school_id", existing.school_id if existing else None)
+        school = await self.session.get(School, school_id) if school_id is not None else None
+        if school is None or not self.principal.sees_school(school.id):
+            raise NotFound(f"school {school_id} not found")
+        room_id = values.get("room_id", existing.room_id if existing else None)
+        if room_id is not None:
+            room = await self.session.get(Room, room_id)
+            if room is None or room.school_id != school_id:
+                raise InvalidInput(f"room {room_id} is not a room of school {school_id}",
+                                   details=[{"field": "room_id", "reason": "not in this school"}])
+        start = values.get("start_time", existing.start_time if existing else None)
+        end = values.get("end_time", existing.end_time if existing else None)
+        try:
+            validate_period(start, end)
+        except ValueError as err:
+            raise InvalidInput(str(err), details=[{"field": "end_time", "reason": str(err)}]) from err
+        return values
+
+
+class CalendarService(CrudService):
+    model = CalendarDay
+    name = "calendar_entry"
+    write = Permission.MANAGE_ROOMS
+    fields = ("school_id", "kind", "name", "start_date", "end_date")
+    filters = {"school": "school_id", "kind": "kind"}
+    has_timestamps = False
+
+    async def validate(self, values: dict[str, Any], existing: Any | None) -> dict[str, Any]:
+        school_id = values.get("school_id", existing.school_id if existing else None)
+        school = await self.session.get(School, school_id) if school_id is not None else None
+        if school is None or not self.principal.sees_school(school.id):
+            raise NotFound(f"school {school_id} not found")
+        start = values.get("start_date", existing.start_date if existing else None)
+        end = values.get("end_date", existing.end_date if existing else None)
+        if start is not None and end is not None and end < start:
+            raise InvalidInput("end_date is before start_date",
+                               details=[{"field": "end_date", "reason": "before start_date"}])
+        return values
+
+
+async def load_school_timetable(session: AsyncSession, school_id: int) -> tuple[list[Period], list[CalendarEntry]]:
+    periods = [Period(name=p.name, weekday=p.weekday, start=p.start_time, end=p.end_time, room_id=p.room_id)
+               for p in (await session.execute(select(BellPeriod).where(BellPeriod.school_id == school_id)))
+               .scalars()]
+    calendar = [CalendarEntry(kind=c.kind, start=c.start_date, end=c.end_date, name=c.name)  # type: ignore[arg-type]
+                for c in (await session.execute(select(CalendarDay).where(CalendarDay.school_id == school_id)))
+                .scalars()]
+    return periods, calendar
+
+
+async def lesson_state(session: AsyncSession, room_id: int, at: datetime) -> LessonState:
+    """Is a lesson on in room `room_id` at `at`, and which period? (No scope check: for internal callers.)"""
+    room = await session.get(Room, room_id)
+    if room is None:
+        raise NotFound(f"room {room_id} not found")
+    school = await session.get(School, room.school_id)
+    assert school is not None
+    periods, calendar = await load_school_timetable(session, school.id)
+    return lesson_at(periods, calendar, at, school.timezone, room_id=room.id)
+
+
+def is_exam_day(calendar: list[CalendarEntry], day: date) -> bool:
+    return any(c.kind == "exam_day" and c.covers(day) for c in calendar)

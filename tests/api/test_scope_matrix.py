@@ -1,0 +1,292 @@
+"""Every route, as every role, inside and outside its schools: the status is pinned here.
+
+A new route that is not in MATRIX fails test_every_route_is_in_the_matrix.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from fleet.domain.enums import Role
+from tests.conftest import Api
+from tests.factories import World, build_world, post
+
+ALL = frozenset(Role)
+A = Role.ADMIN
+T = Role.TECHNICIAN
+I = Role.IT_STAFF  # noqa: E741
+P = Role.PROCUREMENT
+U = Role.AUDITOR
+
+_counter = itertools.count(1)
+
+Build = Callable[[Api, World, bool], Awaitable[tuple[str, dict[str, Any]]]]
+
+
+@dataclass(frozen=True)
+class Spec:
+    roles: frozenset[Role]  # roles allowed to call it
+    ok: int  # status for an allowed role inside its scope
+    build: Build  # (api, world, inside) -> (path, request kwargs)
+    out: int | None = None  # status for an allowed, school-scoped role outside its schools (None: same as ok)
+    public: bool = False  # no token needed
+
+
+def n() -> int:
+    return next(_counter)
+
+
+def school(w: World, inside: bool) -> int:
+    return w.school_a if inside else w.school_b
+
+
+def room(w: World, inside: bool) -> int:
+    return w.room_a if inside else w.room_b
+
+
+def device(w: World, inside: bool) -> int:
+    return w.device_a if inside else w.device_b
+
+
+def fixed(path: str, **kw: Any) -> Build:
+    async def build(api: Api, w: World, inside: bool) -> tuple[str, dict[str, Any]]:
+        return path, kw
+    return build
+
+
+def on(fmt: str, pick: Callable[[World, bool], int], **kw: Any) -> Build:
+    async def build(api: Api, w: World, inside: bool) -> tuple[str, dict[str, Any]]:
+        return fmt.format(pick(w, inside)), kw
+    return build
+
+
+def body(path: str, make: Callable[[World, bool], dict[str, Any]]) -> Build:
+    async def build(api: Api, w: World, inside: bool) -> tuple[str, dict[str, Any]]:
+        return path, {"json": make(w, inside)}
+    return build
+
+
+def fresh(fmt: str, create: Callable[[Api, World, bool], Awaitable[int]], **kw: Any) -> Build:
+    """Target an object created just for this call (for deletes and transitions)."""
+    async def build(api: Api, w: World, inside: bool) -> tuple[str, dict[str, Any]]:
+        return fmt.format(await create(api, w, inside)), kw
+    return build
+
+
+async def new_district(api: Api, w: World, inside: bool) -> int:
+    return (await post(api, "/api/v1/districts", {"name": f"Spare {n()}"}))["id"]
+
+
+async def new_school(api: Api, w: World, inside: bool) -> int:
+    return (await post(api, "/api/v1/schools", {"district_id": w.district, "code": f"spare-{n()}", "name": "Spare",
+                                                "uplink_mbps": 10}))["id"]
+
+
+async def new_room(api: Api, w: World, inside: bool) -> int:
+    return (await post(api, "/api/v1/rooms", {"school_id": school(w, inside), "name": f"Spare {n()}",
+                                              "kind": "digital_lab"}))["id"]
+
+
+async def new_model(api: Api, w: World, inside: bool) -> int:
+    return (await post(api, "/api/v1/device-models", {
+        "vendor": "Spare", "model_number": f"M-{n()}", "kind": "sensor", "transport": "mqtt", "unit_price": "1.00",
+        "warranty_months": 12, "supplier": "S"}))["id"]
+
+
+async def new_device(api: Api, w: World, inside: bool) -> int:
+    i = n()
+    return (await post(api, "/api/v1/devices", {"serial_number": f"SP-{i}", "asset_tag": f"SP-{i}", "model_id": w.model,
+                                                "school_id": school(w, inside)}))["id"]
+
+
+async def new_period(api: Api, w: World, inside: bool) -> int:
+    return (await post(api, "/api/v1/bell-periods", {"school_id": school(w, inside), "weekday": 2, "name": f"X{n()}",
+                                                     "start_time": "12:00", "end_time": "12:30"}))["id"]
+
+
+async def new_calendar(api: Api, w: World, inside: bool) -> int:
+    return (await post(api, "/api/v1/calendar-entries", {"school_id": school(w, inside), "kind": "holiday",
+                                                         "start_date": "2026-12-24", "end_date": "2026-12-26"}))["id"]
+
+
+async def new_token(api: Api, w: World, inside: bool) -> int:
+    r = await api.client.post("/api/v1/tokens", json={"name": f"t{n()}", "role": "auditor", "district_wide": True},
+                              headers=await api.admin())
+    return r.json()["id"]  # type: ignore[no-any-return]
+
+
+def device_csv(w: World, inside: bool) -> dict[str, Any]:
+    i = n()
+    code = "school-a" if inside else "school-b"
+    csv = f"serial_number,asset_tag,vendor,model_number,school_code\nCSV-{i},CSV-{i},EduTech,LT-100,{code}\n"
+    return {"files": {"file": ("d.csv", csv, "text/csv")}}
+
+
+def room_csv(w: World, inside: bool) -> dict[str, Any]:
+    code = "school-a" if inside else "school-b"
+    return {"files": {"file": ("r.csv", f"school_code,name,kind\n{code},CSV Room {n()},smart_classroom\n", "text/csv")}}
+
+
+def upload(make: Callable[[World, bool], dict[str, Any]], path: str) -> Build:
+    async def build(api: Api, w: World, inside: bool) -> tuple[str, dict[str, Any]]:
+        return path, make(w, inside)
+    return build
+
+
+ROOM_WRITERS = frozenset({A, T, I})
+V1 = "/api/v1"
+
+MATRIX: dict[tuple[str, str], Spec] = {
+    ("GET", "/healthz"): Spec(ALL, 200, fixed("/healthz"), public=True),
+    ("GET", "/readyz"): Spec(ALL, 200, fixed("/readyz"), public=True),
+    # districts: district-level data, written by admins only
+    ("GET", f"{V1}/districts"): Spec(ALL, 200, fixed(f"{V1}/districts")),
+    ("POST", f"{V1}/districts"): Spec(frozenset({A}), 201, body(f"{V1}/districts", lambda w, i: {"name": f"D{n()}"})),
+    ("GET", f"{V1}/districts/{{obj_id}}"): Spec(ALL, 200, on(V1 + "/districts/{}", lambda w, i: w.district)),
+    ("PATCH", f"{V1}/districts/{{obj_id}}"): Spec(frozenset({A}), 200, on(V1 + "/districts/{}", lambda w, i: w.district,
+                                                                           json={"name": "Renamed"})),
+    ("DELETE", f"{V1}/districts/{{obj_id}}"): Spec(frozenset({A}), 204, fresh(V1 + "/districts/{}", new_district)),
+    # schools
+    ("GET", f"{V1}/schools"): Spec(ALL, 200, fixed(f"{V1}/schools")),
+    ("POST", f"{V1}/schools"): Spec(frozenset({A}), 201, body(f"{V1}/schools", lambda w, i: {
+        "district_id": w.district, "code": f"s-{n()}", "name": "S", "uplink_mbps": 50})),
+    ("GET", f"{V1}/schools/{{obj_id}}"): Spec(ALL, 200, on(V1 + "/schools/{}", school), out=404),
+    ("PATCH", f"{V1}/schools/{{obj_id}}"): Spec(frozenset({A}), 200, on(V1 + "/schools/{}", school,
+                                                                         json={"uplink_mbps": 300})),
+    ("DELETE", f"{V1}/schools/{{obj_id}}"): Spec(frozenset({A}), 204, fresh(V1 + "/schools/{}", new_school)),
+    # rooms
+    ("GET", f"{V1}/rooms"): Spec(ALL, 200, fixed(f"{V1}/rooms")),
+    ("POST", f"{V1}/rooms"): Spec(ROOM_WRITERS, 201, body(f"{V1}/rooms", lambda w, i: {
+        "school_id": school(w, i), "name": f"R{n()}", "kind": "ai_lab", "tier": "basic_experience"}), out=404),
+    ("GET", f"{V1}/rooms/{{obj_id}}"): Spec(ALL, 200, on(V1 + "/rooms/{}", room), out=404),
+    ("PATCH", f"{V1}/rooms/{{obj_id}}"): Spec(ROOM_WRITERS, 200, on(V1 + "/rooms/{}", room, json={"capacity": 32}),
+                                              out=404),
+    ("DELETE", f"{V1}/rooms/{{obj_id}}"): Spec(ROOM_WRITERS, 204, fresh(V1 + "/rooms/{}", new_room), out=404),
+    ("GET", f"{V1}/rooms/{{obj_id}}/lesson"): Spec(ALL, 200, on(V1 + "/rooms/{}/lesson", room), out=404),
+    # device models: district-wide catalogue, written by admins and procurement
+    ("GET", f"{V1}/device-models"): Spec(ALL, 200, fixed(f"{V1}/device-models")),
+    ("POST", f"{V1}/device-models"): Spec(frozenset({A, P}), 201, body(f"{V1}/device-models", lambda w, i: {
+        "vendor": "V", "model_number": f"N{n()}", "kind": "robot", "transport": "serial", "unit_price": "10.50",
+        "warranty_months": 24, "supplier": "S"})),
+    ("GET", f"{V1}/device-models/{{obj_id}}"): Spec(ALL, 200, on(V1 + "/device-models/{}", lambda w, i: w.model)),
+    ("PATCH", f"{V1}/device-models/{{obj_id}}"): Spec(frozenset({A, P}), 200, on(
+        V1 + "/device-models/{}", lambda w, i: w.model, json={"unit_price": "300.00"})),
+    ("DELETE", f"{V1}/device-models/{{obj_id}}"): Spec(frozenset({A, P}), 204, fresh(V1 + "/device-models/{}",
+                                                                                     new_model)),
+    # devices
+    ("GET", f"{V1}/devices"): Spec(ALL, 200, fixed(f"{V1}/devices")),
+    ("POST", f"{V1}/devices"): Spec(frozenset({A, T}), 201, body(f"{V1}/devices", lambda w, i: {
+        "serial_number": f"N-{n()}", "asset_tag": f"N-{n()}", "model_id": w.model, "school_id": school(w, i)}), out=404),
+    ("GET", f"{V1}/devices/{{obj_id}}"): Spec(ALL, 200, on(V1 + "/devices/{}", device), out=404),
+    ("PATCH", f"{V1}/devices/{{obj_id}}"): Spec(frozenset({A, T}), 200, on(V1 + "/devices/{}", device,
+                                                                            json={"order_number": "PO-9"}), out=404),
+    ("DELETE", f"{V1}/devices/{{obj_id}}"): Spec(frozenset({A, T}), 204, fresh(V1 + "/devices/{}", new_device), out=404),
+    ("POST", f"{V1}/devices/{{obj_id}}/transitions"): Spec(frozenset({A, T}), 200, fresh(
+        V1 + "/devices/{}/transitions", new_device, json={"to": "provisioned", "reason": "bench"}), out=404),
+    ("GET", f"{V1}/devices/{{obj_id}}/history"): Spec(ALL, 200, on(V1 + "/devices/{}/history", device), out=404),
+    # timetables
+    ("GET", f"{V1}/bell-periods"): Spec(ALL, 200, fixed(f"{V1}/bell-periods")),
+    ("POST", f"{V1}/bell-periods"): Spec(ROOM_WRITERS, 201, body(f"{V1}/bell-periods", lambda w, i: {
+        "school_id": school(w, i), "weekday": 1, "name": "P2", "start_time": "09:00", "end_time": "09:40"}), out=404),
+    ("GET", f"{V1}/bell-periods/{{obj_id}}"): Spec(ALL, 200, on(V1 + "/bell-periods/{}",
+                                                                lambda w, i: w.period_a if i else w.period_b), out=404),
+    ("PATCH", f"{V1}/bell-periods/{{obj_id}}"): Spec(ROOM_WRITERS, 200, on(
+        V1 + "/bell-periods/{}", lambda w, i: w.period_a if i else w.period_b, json={"name": "First"}), out=404),
+    ("DELETE", f"{V1}/bell-periods/{{obj_id}}"): Spec(ROOM_WRITERS, 204, fresh(V1 + "/bell-periods/{}", new_period),
+                                                      out=404),
+    ("GET", f"{V1}/calendar-entries"): Spec(ALL, 200, fixed(f"{V1}/calendar-entries")),
+    ("POST", f"{V1}/calendar-entries"): Spec(ROOM_WRITERS, 201, body(f"{V1}/calendar-entries", lambda w, i: {
+        "school_id": school(w, i), "kind": "exam_day", "start_date": "2026-11-12", "end_date": "2026-11-12"}), out=404),
+    ("GET", f"{V1}/calendar-entries/{{obj_id}}"): Spec(ALL, 200, on(
+        V1 + "/calendar-entries/{}", lambda w, i: w.calendar_a if i else w.calendar_b), out=404),
+    ("PATCH", f"{V1}/calendar-entries/{{obj_id}}"): Spec(ROOM_WRITERS, 200, on(
+        V1 + "/calendar-entries/{}", lambda w, i: w.calendar_a if i else w.calendar_b, json={"name": "Term 1"}), out=404),
+    ("DELETE", f"{V1}/calendar-entries/{{obj_id}}"): Spec(ROOM_WRITERS, 204, fresh(V1 + "/calendar-entries/{}",
+                                                                                   new_calendar), out=404),
+    # tokens: admins only
+    ("GET", f"{V1}/tokens"): Spec(frozenset({A}), 200, fixed(f"{V1}/tokens")),
+    ("POST", f"{V1}/tokens"): Spec(frozenset({A}), 201, body(f"{V1}/tokens", lambda w, i: {
+        "name": "x", "role": "technician", "school_ids": [school(w, i)]})),
+    ("DELETE", f"{V1}/tokens/{{obj_id}}"): Spec(frozenset({A}), 200, fresh(V1 + "/tokens/{}", new_token)),
+    # audit: admins and auditors
+    ("GET", f"{V1}/audit"): Spec(frozenset({A, U}), 200, fixed(f"{V1}/audit")),
+    # imports and exports; a row for a school outside the caller's scope is an unknown school (422)
+    ("POST", f"{V1}/imports/devices"): Spec(frozenset({A, T}), 201, upload(device_csv, f"{V1}/imports/devices"), out=422),
+    ("POST", f"{V1}/imports/rooms"): Spec(ROOM_WRITERS, 201, upload(room_csv, f"{V1}/imports/rooms"), out=422),
+    ("GET", f"{V1}/exports/devices"): Spec(ALL, 200, fixed(f"{V1}/exports/devices")),
+    ("GET", f"{V1}/exports/rooms"): Spec(ALL, 200, fixed(f"{V1}/exports/rooms")),
+}
+
+
+def app_routes(api: Api) -> set[tuple[str, str]]:
+    schema = api.client._transport.app.openapi()  # type: ignore[attr-defined]
+    return {(method.upper(), path) for path, ops in schema["paths"].items() for method in ops}
+
+
+async def test_every_route_is_in_the_matrix(api: Api) -> None:
+    routes = app_routes(api)
+    missing = sorted(routes - MATRIX.keys())
+    stale = sorted(MATRIX.keys() - routes)
+    assert not missing, f"routes without a scope-matrix entry: {missing}"
+    assert not stale, f"matrix entries for routes that no longer exist: {stale}"
+
+
+def expected(spec: Spec, role: Role | None, inside: bool) -> int:
+    if spec.public:
+        return spec.ok
+    if role is None:
+        return 401
+    if role not in spec.roles:
+        return 403
+    if role is Role.ADMIN or inside:
+        return spec.ok
+    return spec.out if spec.out is not None else spec.ok
+
+
+@pytest.mark.parametrize("route", sorted(MATRIX), ids=lambda r: f"{r[0]} {r[1]}")
+async def test_scope_matrix(api: Api, route: tuple[str, str]) -> None:
+    spec = MATRIX[route]
+    w = await build_world(api)
+    failures = []
+    for role, inside in itertools.product([None, *Role], [True, False]):
+        path, kwargs = await spec.build(api, w, inside)
+        headers = {} if role is None else await api.as_(role, None if role is Role.ADMIN else (w.school_a,))
+        r = await api.client.request(route[0], path, headers=headers, **kwargs)
+        want = expected(spec, role, inside)
+        if r.status_code != want:
+            failures.append(f"{role or 'anonymous'} {'inside' if inside else 'outside'}: {r.status_code} != {want} "
+                            f"({r.text[:160]})")
+        assert r.status_code != 500
+    assert not failures, "\n".join(failures)
+
+
+async def test_bad_token_is_401_everywhere(api: Api) -> None:
+    await build_world(api)
+    for method, path in MATRIX:
+        if MATRIX[(method, path)].public:
+            continue
+        concrete = path.replace("{obj_id}", "1")
+        for auth in ("Bearer lf_00000000_nope", "Bearer garbage", "Basic Zm9vOmJhcg=="):
+            r = await api.client.request(method, concrete, headers={"Authorization": auth})
+            assert r.status_code == 401, (method, path, auth, r.status_code)
+
+
+async def test_lists_hide_other_schools(api: Api) -> None:
+    w = await build_world(api)
+    for role in Role:
+        if role is Role.ADMIN:
+            continue
+        headers = await api.as_(role, (w.school_a,))
+        for path, key in ((f"{V1}/schools", "id"), (f"{V1}/rooms", "school_id"), (f"{V1}/devices", "school_id"),
+                          (f"{V1}/bell-periods", "school_id"), (f"{V1}/calendar-entries", "school_id")):
+            r = await api.client.get(path, headers=headers)
+            body = r.json()
+            assert {item[key] for item in body["items"]} == {w.school_a}, (role, path)
+            assert body["total"] == len(body["items"])
+        csv = (await api.client.get(f"{V1}/exports/devices", headers=headers)).text
+        assert "school-a" in csv and "school-b" not in csv

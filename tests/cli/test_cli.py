@@ -1,0 +1,96 @@
+"""The `labfleet` command as a user runs it: real processes, a real SQLite file."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.csvgen import delivery_csv
+
+LABFLEET = str(Path(sys.executable).parent / "labfleet")
+
+
+def run(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([LABFLEET, *args], env=env, capture_output=True, text=True, timeout=120)
+    if ok:
+        assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+    return proc
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "LABFLEET_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/cli.db", "COLUMNS": "120"}
+
+
+def test_seed_token_import_export_round_trip(env: dict[str, str], tmp_path: Path) -> None:
+    run(env, "db", "upgrade")
+    out = run(env, "seed", "demo").stdout
+    assert "3 schools" in out and "devices" in out
+    assert run(env, "seed", "demo", ok=False).returncode == 1  # refuses to run twice, with a reason
+    token = run(env, "token", "create", "--role", "technician", "--school", "1", "--name", "bench").stdout.strip()
+    assert token.startswith("lf_")
+    listing = run(env, "token", "list").stdout
+    assert "bench" in listing and token.split("_")[-1] not in listing
+
+    csv = tmp_path / "delivery.csv"
+    csv.write_text(delivery_csv(1500, school_code="north-primary", room="Classroom 1"))
+    proc = run(env, "import", "devices", str(csv))
+    assert "imported 1500 devices" in proc.stdout
+    assert "inserting" in proc.stderr and "1500/1500" in proc.stderr  # the progress bar reached the end
+
+    bad = tmp_path / "bad.csv"
+    lines = csv.read_text().replace("DLV-", "NEW-").splitlines()
+    lines[3] = lines[3].replace("owned", "borrowed").replace("leased", "borrowed")
+    bad.write_text("\n".join(lines) + "\n")
+    proc = run(env, "import", "devices", str(bad), ok=False)
+    assert proc.returncode == 1
+    assert "nothing was imported" in proc.stderr and "ownership" in proc.stderr
+
+    exported = tmp_path / "out.csv"
+    run(env, "export", "devices", "--out", str(exported), "--school", "1")
+    rows = exported.read_text().splitlines()
+    assert rows[0].startswith("serial_number,asset_tag")
+    assert sum(1 for r in rows if r.startswith("DLV-")) == 1500
+
+
+def test_import_of_a_missing_file_says_so(env: dict[str, str]) -> None:
+    proc = run(env, "import", "devices", "/nonexistent.csv", ok=False)
+    assert proc.returncode == 2 and "no such file" in proc.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_migrates_and_answers_healthz(env: dict[str, str]) -> None:
+    port = _free_port()
+    env = {**env, "LABFLEET_MQTT__BROKER": "none"}
+    proc = subprocess.Popen([LABFLEET, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json", timeout=5) as r:
+            assert b"/api/v1/imports/devices" in r.read()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/docs", timeout=5) as r:
+            assert b"swagger" in r.read().lower()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -1,0 +1,187 @@
+"""Shared fixtures: real databases with migrations applied, an in-process app, tokens per role."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from fleet.app import create_app
+from fleet.domain.clock import FakeClock
+from fleet.domain.enums import Role
+from fleet.domain.permissions import SYSTEM
+from fleet.persistence.db import create_engine, session_factory, unit_of_work, upgrade_sync
+from fleet.persistence.models import Base
+from fleet.settings import Settings
+
+POSTGRES_URL = os.environ.get("LABFLEET_TEST_POSTGRES_URL")
+REQUIRE_EXTERNAL = os.environ.get("LABFLEET_TEST_REQUIRE_EXTERNAL") == "1"
+
+
+def need_external(what: str) -> None:
+    """Skip when a system service is missing; fail instead when CI says they must be there."""
+    if REQUIRE_EXTERNAL:
+        pytest.fail(f"{what} is required (LABFLEET_TEST_REQUIRE_EXTERNAL=1) but not available")
+    pytest.skip(f"{what} not available")
+
+
+def off_loop(fn: Any) -> Any:
+    """Run blocking setup that starts its own event loop (alembic) in a worker thread."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn).result()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to head once per session; tests copy it."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    off_loop(lambda: upgrade_sync(f"sqlite+aiosqlite:///{path}"))
+    return path
+
+
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    path = tmp_path / "labfleet.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture(scope="session")
+def postgres_migrated() -> str:
+    if not POSTGRES_URL:
+        need_external("PostgreSQL (LABFLEET_TEST_POSTGRES_URL)")
+
+    async def reset() -> None:
+        engine = create_engine(POSTGRES_URL)  # type: ignore[arg-type]
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+        await engine.dispose()
+
+    def work() -> None:
+        asyncio.run(reset())
+        upgrade_sync(POSTGRES_URL)  # type: ignore[arg-type]
+
+    off_loop(work)
+    return POSTGRES_URL  # type: ignore[return-value]
+
+
+async def truncate_all(url: str) -> None:
+    engine = create_engine(url)
+    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    async with engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    await engine.dispose()
+
+
+@pytest.fixture
+async def postgres_url(postgres_migrated: str) -> str:
+    await truncate_all(postgres_migrated)
+    return postgres_migrated
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def any_db_url(request: pytest.FixtureRequest) -> str:
+    """Runs the test once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")  # type: ignore[no-any-return]
+    url = request.getfixturevalue("postgres_migrated")
+    await truncate_all(url)
+    return url  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    # Monday 2026-09-07, 07:55 UTC: just before the first bell of term.
+    return FakeClock(datetime(2026, 9, 7, 7, 55, tzinfo=UTC))
+
+
+@pytest.fixture
+async def engine(sqlite_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(sqlite_url)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return session_factory(engine)
+
+
+def make_settings(url: str, **overrides: Any) -> Settings:
+    return Settings(database_url=url, **overrides)
+
+
+@dataclass
+class Api:
+    """An in-process client with one token per (role, scope) on demand."""
+
+    client: httpx.AsyncClient
+    sessions: async_sessionmaker[AsyncSession]
+    clock: FakeClock
+    tokens: dict[tuple[Role, tuple[int, ...]], str] = field(default_factory=dict)
+
+    async def token(self, role: Role | str, schools: tuple[int, ...] | None = None) -> str:
+        """A token for `role` scoped to `schools`, or district-wide when schools is None."""
+        from fleet.services.tokens import create_token
+
+        role = Role(role)
+        key = (role, schools or ())
+        if key not in self.tokens:
+            async with unit_of_work(self.sessions) as session:
+                _, plain = await create_token(session, principal=SYSTEM, at=self.clock.now(),
+                                              name=f"{role}-{key[1]}", role=role, school_ids=list(schools or []),
+                                              district_wide=schools is None)
+            self.tokens[key] = plain
+        return self.tokens[key]
+
+    async def as_(self, role: Role | str, schools: tuple[int, ...] | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {await self.token(role, schools)}"}
+
+    async def admin(self) -> dict[str, str]:
+        return await self.as_(Role.ADMIN)
+
+
+@pytest.fixture
+async def api(sqlite_url: str, clock: FakeClock) -> AsyncIterator[Api]:
+    app = create_app(make_settings(sqlite_url), clock=clock, migrate=False)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield Api(client=client, sessions=app.state.fleet.sessions, clock=clock)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def tmp_cwd(tmp_path: Path) -> Iterator[Path]:
+    old = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        yield tmp_path
+    finally:
+        os.chdir(old)
+
+
+@pytest.fixture
+async def api_any(any_db_url: str, clock: FakeClock) -> AsyncIterator[Api]:
+    """The in-process API on SQLite and on PostgreSQL."""
+    app = create_app(make_settings(any_db_url), clock=clock, migrate=False)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield Api(client=client, sessions=app.state.fleet.sessions, clock=clock)
