@@ -9,6 +9,7 @@ from firmware_profiles.loader import (
     check_profiles_command,
     load_all,
     load_profile,
+    load_profile_key,
     parse_profile,
 )
 from firmware_profiles.schema import (
@@ -26,6 +27,6 @@ from firmware_profiles.schema import (
 __all__ = [
     "DEFAULT_PROFILE_DIR", "DeviceSettings", "ErrorCodeRule", "FirmwareProfile", "FirmwareVersion",
     "HealthRules", "MqttTransport", "ProfileError", "ProfileIssue", "RebootRule", "ScreenTimePolicy",
-    "SerialTransport", "artifact_path", "check_all", "check_profiles_command", "load_all", "load_profile",
+    "SerialTransport", "artifact_path", "check_all", "check_profiles_command", "load_all", "load_profile", "load_profile_key",
     "parse_profile",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ MAX_PROFILE_BYTES = 256 * 1024
 HASH_CHUNK_BYTES = 1024 * 1024
 
 _YAML_TAG_PREFIX = "tag:yaml.org,2002:"
+# A key names a file in the profiles folder; anything path-like is refused before touching the disk.
+_SAFE_KEY = re.compile(r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +186,17 @@ def load_profile(path: str | Path, *, verify_artifacts: bool = False) -> Firmwar
         if issues:
             raise ProfileError(issues)
     return profile
+
+
+def load_profile_key(key: str, directory: str | Path = DEFAULT_PROFILE_DIR, *,
+                     verify_artifacts: bool = False) -> FirmwareProfile:
+    """The profile of a model key (a device model's `profile_key`, e.g. terminal-lt100) from the folder."""
+    if not _SAFE_KEY.match(key):
+        raise ProfileError([ProfileIssue(f"{key}.yaml", "", "not a profile key")])
+    path = Path(directory) / f"{key}.yaml"
+    if not path.is_file():
+        raise ProfileError([ProfileIssue(path.name, "", f"no such profile in {directory}")])
+    return load_profile(path, verify_artifacts=verify_artifacts)
 
 
 def artifact_path(profile_dir: str | Path, artifact: str) -> Path:

@@ -164,11 +164,38 @@ class RebootRule(_Frozen):
 
 
 class HealthRules(_Frozen):
+    """Thresholds: crossing a *_low/_high/_nearly_full one degrades a device, a *_critical one faults it."""
+
     battery_low_percent: int | None = Field(None, ge=1, le=99)  # None: mains powered
+    battery_critical_percent: int | None = Field(None, ge=1, le=98)
     temperature_high_c: float = Field(ge=20, le=120)
+    temperature_critical_c: float | None = Field(None, ge=21, le=150)
     storage_nearly_full_percent: int | None = Field(None, ge=50, le=100)  # None: no user storage
     error_codes: tuple[ErrorCodeRule, ...] = ()
     repeated_reboots: RebootRule
+
+    @field_validator("battery_critical_percent")
+    @classmethod
+    def _critical_below_low(cls, value: int | None, info: ValidationInfo) -> int | None:
+        low = info.data.get("battery_low_percent")
+        if value is not None and low is None:
+            raise ValueError("needs battery_low_percent too")
+        if value is not None and low is not None and value >= low:
+            raise ValueError(f"must be below battery_low_percent ({low})")
+        return value
+
+    @field_validator("temperature_critical_c")
+    @classmethod
+    def _critical_above_high(cls, value: float | None, info: ValidationInfo) -> float | None:
+        high = info.data.get("temperature_high_c")
+        if value is not None and high is not None and value <= high:
+            raise ValueError(f"must be above temperature_high_c ({high:g})")
+        return value
+
+    @property
+    def fault_error_codes(self) -> tuple[str, ...]:
+        """Error codes that fault a device at once (the others degrade it)."""
+        return tuple(rule.code for rule in self.error_codes if rule.severity == "fault")
 
     @field_validator("error_codes")
     @classmethod

@@ -21,6 +21,7 @@ from firmware_profiles import (
     check_profiles_command,
     load_all,
     load_profile,
+    load_profile_key,
 )
 
 DEMO_MODELS = {"terminal-lt100", "terminal-lt200", "robot-edubot-r2", "kit-esp32-mpy", "kit-uno-firmata",
@@ -62,6 +63,21 @@ def test_target_is_resolved_to_its_version() -> None:
     assert profile.target.min_hardware_revision == 2
     with pytest.raises(KeyError):
         profile.version("9.9.9")
+
+
+def test_fault_error_codes_are_the_fault_severity_ones() -> None:
+    assert load_profile(GOOD).health.fault_error_codes == ("E_DISPLAY",)
+
+
+def test_load_profile_key_reads_the_named_profile_from_the_folder() -> None:
+    assert load_profile_key("kit-uno-firmata").serial is not None
+    assert load_profile_key("terminal-lt100") == load_profile(GOOD)
+
+
+@pytest.mark.parametrize("key", ["../terminal-lt100", "terminal-lt100.yaml", "/etc/passwd", "", "no-such-model"])
+def test_load_profile_key_refuses_path_like_or_unknown_keys(key: str) -> None:
+    with pytest.raises(ProfileError):
+        load_profile_key(key)
 
 
 def test_the_library_imports_nothing_from_fleet() -> None:
@@ -130,6 +146,10 @@ BROKEN: list[tuple[str, str, str]] = [
      "terminal-lt100.yaml: health.battery_low_pct: unknown key"),
     ("battery over 99", _mut(_set("health.battery_low_percent", 150)),
      "terminal-lt100.yaml: health.battery_low_percent: Input should be less than or equal to 99"),
+    ("battery critical not below low", _mut(_set("health.battery_critical_percent", 20)),
+     "terminal-lt100.yaml: health.battery_critical_percent: must be below battery_low_percent (15)"),
+    ("temperature critical not above high", _mut(_set("health.temperature_critical_c", 50)),
+     "terminal-lt100.yaml: health.temperature_critical_c: must be above temperature_high_c (50)"),
     ("reboot count of one", _mut(_set("health.repeated_reboots.count", 1)),
      "terminal-lt100.yaml: health.repeated_reboots.count: Input should be greater than or equal to 2"),
     ("error code lowercase", _mut(_set("health.error_codes[1].code", "wifi")),
