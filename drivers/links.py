@@ -61,6 +61,7 @@ class FdLink(Link):
         self._fd = fd
         self._closer = closer
         self._closed = False
+        self.serial_port: object | None = None  # the pyserial object, for modem lines (DTR reset)
         os.set_blocking(fd, False)
 
     @property
@@ -267,4 +268,6 @@ async def _open_serial(path: str, query: dict[str, list[str]], url: str) -> Link
         port = await asyncio.to_thread(opener)
     except serial.SerialException as err:
         raise LinkError(f"cannot open {url}: {err}") from err
-    return FdLink(port.fileno(), url, closer=port.close)
+    link = FdLink(port.fileno(), url, closer=port.close)
+    link.serial_port = port
+    return link

@@ -294,6 +294,12 @@ class StreamSession(SessionBase):
                 return out
             await self._wait_more(deadline, repr(marker))
 
+    async def wait_data(self, timeout: float, what: str) -> None:
+        """Wait until some bytes are buffered, without consuming them."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self._buf:
+            await self._wait_more(deadline, what)
+
     async def read_exact(self, n: int, timeout: float) -> bytes:
         deadline = asyncio.get_running_loop().time() + timeout
         while len(self._buf) < n:

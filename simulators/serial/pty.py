@@ -95,6 +95,12 @@ class SimRunner:
             log.exception("%s: simulator crashed", self.name)
             raise
 
+    async def pulse_reset(self) -> None:
+        """The DTR line: a pty has no modem lines, so the test bench wires the reset directly."""
+        reset = getattr(self.device, "hardware_reset", None)
+        if reset is not None:
+            reset()
+
     async def unplug(self) -> None:
         if self.port is not None:
             self.port.close()

@@ -1,0 +1,230 @@
+"""A simulated Arduino Uno-class kit: StandardFirmata in the sketch, Optiboot (STK500 v1) in the bootloader."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+
+from drivers.codecs import firmata as fm
+from drivers.codecs import stk500
+from drivers.links import Link
+from drivers.types import Family
+from simulators.serial.base import SimDevice, UsbIdentity
+
+ARDUINO_VID, UNO_PID = 0x2341, 0x0043
+# Optiboot leaves for the sketch when no STK500 command arrives for about a second.
+BOOTLOADER_IDLE = 1.0
+# The simulator reads the sketch's Firmata identity from this tag in the flashed image, the way a
+# real sketch carries its name and version as string constants.
+TAG = re.compile(rb"LFFW/([A-Za-z0-9_.\-]{1,40})/(\d{1,3})\.(\d{1,3})\x00")
+_PWM = {3, 5, 6, 9, 10, 11}
+_STK_ARGS = {stk500.GET_SYNC: 0, stk500.GET_PARAMETER: 1, stk500.ENTER_PROGMODE: 0, stk500.LEAVE_PROGMODE: 0,
+             stk500.LOAD_ADDRESS: 2, stk500.READ_PAGE: 3, stk500.READ_SIGN: 0, 0x42: 20, 0x45: 5}
+
+
+def sketch_image(name: str, major: int, minor: int, size: int = 12_000) -> bytes:
+    """A fake sketch binary carrying the Firmata identity tag the simulator looks for."""
+    body = bytes((i * 7 + 3) & 0xFF for i in range(size))
+    return body + b"LFFW/" + name.encode() + f"/{major}.{minor}".encode() + b"\x00"
+
+
+def uno_capabilities() -> tuple[tuple[tuple[int, int], ...], ...]:
+    pins = []
+    for pin in range(20):
+        modes = [(fm.PinMode.INPUT, 1), (fm.PinMode.OUTPUT, 1), (fm.PinMode.PULLUP, 1)]
+        if pin in _PWM:
+            modes.append((fm.PinMode.PWM, 8))
+        if 2 <= pin <= 19:
+            modes.append((fm.PinMode.SERVO, 14))
+        if pin >= 14:
+            modes.append((fm.PinMode.ANALOG, 10))
+        if pin in (18, 19):
+            modes.append((fm.PinMode.I2C, 1))
+        pins.append(tuple((int(m), r) for m, r in modes))
+    return tuple(pins)
+
+
+class Mode(Enum):
+    SKETCH = "sketch"
+    BOOTLOADER = "bootloader"
+    DEAD = "dead"  # the flashed sketch does not speak Firmata
+
+
+@dataclass
+class FirmataSim(SimDevice):
+    usb_serial: str
+    firmware_name: str = "StandardFirmata.ino"
+    version: tuple[int, int] = (2, 5)
+    supply_raw: int = 1000  # A0 reads the 5 V rail through a divider
+    fail_boot: bool = False  # fault: the next flashed sketch crashes at start
+    family = Family.FIRMATA
+
+    flash_mem: bytearray = field(default_factory=lambda: bytearray(b"\xff" * stk500.APP_FLASH_SIZE))
+
+    def __post_init__(self) -> None:
+        self.usb = UsbIdentity(ARDUINO_VID, UNO_PID, self.usb_serial, "Arduino (www.arduino.cc)", "Arduino Uno")
+        image = sketch_image(self.firmware_name, *self.version)
+        self.flash_mem[: len(image)] = image
+        self.caps = uno_capabilities()
+        self.mode = Mode.SKETCH
+        self.resets = 0
+        self.pages_written = 0
+        self.programming_interrupted = False  # pages written but the session never finished
+        self._address = 0
+        self._stk_buf = bytearray()
+        self._last_stk = 0.0
+        self._reset_pins()
+        self._link: Link | None = None
+
+    def _reset_pins(self) -> None:
+        self.pin_modes = [int(fm.PinMode.ANALOG) if p >= 14 else int(fm.PinMode.OUTPUT) for p in range(20)]
+        self.reporting: set[int] = set()
+        self.sampling_ms = 19
+
+    def analog_value(self, channel: int) -> int:
+        return self.supply_raw if channel == 0 else 512
+
+    def hardware_reset(self) -> None:
+        """DTR pulse: the chip resets into Optiboot."""
+        self.resets += 1
+        self.mode = Mode.BOOTLOADER
+        self._stk_buf.clear()
+        self._last_stk = asyncio.get_running_loop().time()
+        self._reset_pins()
+
+    def _boot_sketch(self) -> bytes:
+        match = TAG.search(bytes(self.flash_mem))
+        if self.fail_boot or match is None or self.programming_interrupted:
+            self.fail_boot = False
+            self.mode = Mode.DEAD
+            return b""
+        self.firmware_name = match.group(1).decode()
+        self.version = (int(match.group(2)), int(match.group(3)))
+        self.mode = Mode.SKETCH
+        # StandardFirmata announces itself at start-up.
+        return fm.encode(fm.VersionReport(2, 5)) + fm.encode(fm.firmware_report(*self.version, self.firmware_name))
+
+    async def serve(self, link: Link) -> None:
+        # Plugging in is a power-on reset: Optiboot starts the sketch straight away (it only waits
+        # for an upload after an external reset), and a half-written sketch does not run.
+        self._reset_pins()
+        greeting = self._boot_sketch()
+        if greeting:
+            await link.write(greeting)
+        decoder = fm.FirmataDecoder(from_device=False)
+        loop = asyncio.get_running_loop()
+        reporter = asyncio.create_task(self._report_loop(link), name="firmata-sim-analog")
+        try:
+            while True:
+                data = await link.read()
+                if self.mode is Mode.BOOTLOADER and loop.time() - self._last_stk > BOOTLOADER_IDLE:
+                    out = self._boot_sketch()  # Optiboot gave up waiting and started the sketch
+                    if out:
+                        await link.write(out)
+                if self.mode is Mode.BOOTLOADER:
+                    self._last_stk = loop.time()
+                    reply = self._stk_feed(data)
+                    if reply:
+                        await link.write(reply)
+                    continue
+                if self.mode is Mode.DEAD:
+                    continue
+                out = bytearray()
+                for msg in decoder.feed(data):
+                    out += self._handle(msg)
+                if out:
+                    await link.write(bytes(out))
+        finally:
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
+
+    async def _report_loop(self, link: Link) -> None:
+        while True:
+            await asyncio.sleep(self.sampling_ms / 1000)
+            if self.mode is Mode.SKETCH and self.reporting:
+                await link.write(b"".join(fm.encode(fm.AnalogValue(ch, self.analog_value(ch)))
+                                          for ch in sorted(self.reporting)))
+
+    def _handle(self, msg: fm.Message) -> bytes:
+        if isinstance(msg, fm.VersionQuery):
+            return fm.encode(fm.VersionReport(2, 5))
+        if isinstance(msg, fm.SystemReset):
+            self._reset_pins()
+            return b""
+        if isinstance(msg, fm.SetPinMode):
+            if msg.pin < len(self.caps) and msg.mode in {m for m, _ in self.caps[msg.pin]}:
+                self.pin_modes[msg.pin] = msg.mode
+            return b""
+        if isinstance(msg, fm.ReportAnalog):
+            (self.reporting.add if msg.enable else self.reporting.discard)(msg.channel)
+            return b""
+        if isinstance(msg, fm.Sysex):
+            if msg.command == fm.REPORT_FIRMWARE:
+                return fm.encode(fm.firmware_report(*self.version, self.firmware_name))
+            if msg.command == fm.CAPABILITY_QUERY:
+                return fm.encode(fm.capability_response(self.caps))
+            if msg.command == fm.ANALOG_MAPPING_QUERY:
+                return fm.encode(fm.analog_mapping_response(tuple(p - 14 if p >= 14 else None
+                                                                  for p in range(20))))
+            if msg.command == fm.PIN_STATE_QUERY and msg.data and msg.data[0] < 20:
+                pin = msg.data[0]
+                return fm.encode(fm.pin_state_response(pin, self.pin_modes[pin], 0))
+            if msg.command == fm.SAMPLING_INTERVAL and len(msg.data) == 2:
+                self.sampling_ms = max(1, msg.data[0] | msg.data[1] << 7)
+        return b""
+
+    def _stk_feed(self, data: bytes) -> bytes:
+        self._stk_buf += data
+        out = bytearray()
+        while self._stk_buf:
+            cmd = self._stk_buf[0]
+            if cmd == stk500.PROG_PAGE:
+                if len(self._stk_buf) < 4:
+                    break
+                need = 1 + 3 + int.from_bytes(self._stk_buf[1:3], "big") + 1
+            elif cmd in _STK_ARGS:
+                need = 1 + _STK_ARGS[cmd] + 1
+            else:
+                del self._stk_buf[0]
+                out.append(stk500.NOSYNC)
+                continue
+            if len(self._stk_buf) < need:
+                break
+            frame = bytes(self._stk_buf[:need])
+            del self._stk_buf[:need]
+            if frame[-1] != stk500.CRC_EOP:
+                out.append(stk500.NOSYNC)
+                continue
+            out += self._stk_command(cmd, frame[1:-1])
+        return bytes(out)
+
+    def _stk_command(self, cmd: int, args: bytes) -> bytes:
+        ok = bytes([stk500.INSYNC])
+        end = bytes([stk500.OK])
+        if cmd == stk500.READ_SIGN:
+            return ok + stk500.ATMEGA328P_SIGNATURE + end
+        if cmd == stk500.GET_PARAMETER:
+            return ok + bytes([{stk500.PARAM_SW_MAJOR: 8, stk500.PARAM_SW_MINOR: 0}.get(args[0], 3)]) + end
+        if cmd == stk500.LOAD_ADDRESS:
+            self._address = int.from_bytes(args, "little") * 2
+            return ok + end
+        if cmd == stk500.PROG_PAGE:
+            length = int.from_bytes(args[:2], "big")
+            page = args[3 : 3 + length]
+            if self._address + length <= len(self.flash_mem):
+                self.flash_mem[self._address : self._address + length] = page
+                self.pages_written += 1
+                self.programming_interrupted = True
+            return ok + end
+        if cmd == stk500.READ_PAGE:
+            length = int.from_bytes(args[:2], "big")
+            return ok + bytes(self.flash_mem[self._address : self._address + length]) + end
+        if cmd == stk500.LEAVE_PROGMODE:
+            self.programming_interrupted = False
+            # Optiboot answers, then the watchdog starts the sketch; the sketch's greeting follows.
+            return ok + end + self._boot_sketch()
+        return ok + end

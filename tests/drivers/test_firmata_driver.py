@@ -1,0 +1,118 @@
+"""StandardFirmata driver against the simulated Uno over real ptys (Firmata + Optiboot flashing)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from drivers.codecs.firmata import PinMode
+from drivers.errors import LinkClosed
+from drivers.firmata import FirmataBoard
+from drivers.types import FirmwareImage, HealthStatus
+from simulators.serial.faults import FaultPlan
+from simulators.serial.firmata import FirmataSim, sketch_image
+from simulators.serial.pty import SimRunner
+
+NEW = FirmwareImage.from_bytes("2.6", sketch_image("StandardFirmata.ino", 2, 6))
+
+
+@pytest.fixture
+async def runner() -> AsyncIterator[SimRunner]:
+    run = SimRunner(FirmataSim(usb_serial="75830333238351D0E1C1"), name="uno-sim")
+    await run.plug()
+    yield run
+    await run.aclose()
+
+
+def sim_of(run: SimRunner) -> FirmataSim:
+    assert isinstance(run.device, FirmataSim)
+    return run.device
+
+
+async def open_board(run: SimRunner) -> FirmataBoard:
+    return await FirmataBoard.open(run.url, reset=run.pulse_reset, hardware_id="usb:2341:0043:test",
+                                   query_timeout=0.3, boot_timeout=0.6)
+
+
+async def test_identify_uses_version_firmware_report_and_capabilities(runner: SimRunner) -> None:
+    async with await open_board(runner) as board:
+        ident = await board.identify()
+    assert ident.hardware_id == "usb:2341:0043:test"
+    assert ident.firmware_version == "2.5"
+    assert ident.detail("firmware_name") == "StandardFirmata.ino"
+    assert ident.model == "arduino-uno-class" and ident.detail("analog_pins") == "6"
+
+
+async def test_health_samples_analog_pin_and_flags_sagging_supply(runner: SimRunner) -> None:
+    async with await open_board(runner) as board:
+        good = await board.read_health()
+        sim_of(runner).supply_raw = 700
+        sagging = await board.read_health()
+        await board.identify()  # a round trip: the sim has handled the report-off by now
+    assert good.status == HealthStatus.OK and good.reading("a0_raw") == 1000
+    assert sagging.status == HealthStatus.DEGRADED
+    assert sim_of(runner).reporting == set()  # reporting switched off again
+
+
+async def test_config_sets_pin_modes_verified_by_pin_state_query(runner: SimRunner) -> None:
+    async with await open_board(runner) as board:
+        await board.identify()
+        ok = await board.apply_config({"pin.13": "output", "pin.3": "pwm", "sampling_interval_ms": "50"})
+        refused = await board.apply_config({"pin.13": "analog"})
+    sim = sim_of(runner)
+    assert ok.ok and sim.pin_modes[3] == PinMode.PWM and sim.sampling_ms == 50
+    assert not refused.ok and "does not support ANALOG" in refused.reason
+
+
+async def test_flash_through_bootloader_then_firmata_reports_new_version(runner: SimRunner) -> None:
+    async with await open_board(runner) as board:
+        result = await board.flash(NEW)
+        ident = await board.identify()
+    assert result.ok and (result.before, result.after) == ("2.5", "2.6")
+    assert sim_of(runner).resets == 1 and ident.firmware_version == "2.6"
+    assert bytes(sim_of(runner).flash_mem[: len(NEW.data)]) == NEW.data
+
+
+async def test_reboot_resets_pin_state_and_board_answers_again(runner: SimRunner) -> None:
+    async with await open_board(runner) as board:
+        await board.apply_config({"pin.3": "pwm"})
+        await board.reboot()
+        ident = await board.identify()
+    assert sim_of(runner).pin_modes[3] == PinMode.OUTPUT and ident.firmware_version == "2.5"
+
+
+async def test_sketch_that_does_not_start_is_reported_as_failure(runner: SimRunner) -> None:
+    sim_of(runner).fail_boot = True
+    async with await open_board(runner) as board:
+        result = await board.flash(NEW)
+    assert not result.ok and "does not answer" in result.reason
+
+
+async def test_flash_without_reset_line_is_refused_cleanly(runner: SimRunner) -> None:
+    async with await FirmataBoard.open(runner.url) as board:
+        result = await board.flash(NEW)
+    assert not result.ok and "reset line" in result.reason
+
+
+async def test_unplug_mid_flash_then_replug_skips_pages_already_written() -> None:
+    image = FirmwareImage.from_bytes("3.0", bytes(range(256)) * 40 + b"LFFW/LabFirmata/3.0\x00")
+    sim = FirmataSim(usb_serial="X1")
+    run = SimRunner(sim, faults=FaultPlan(unplug_after_rx_bytes=6_000), name="uno-unplug")
+    await run.plug()
+    try:
+        board = await FirmataBoard.open(run.url, reset=run.pulse_reset, query_timeout=0.3)
+        with pytest.raises(LinkClosed):
+            await board.flash(image)
+        await board.aclose()
+        written_before = sim.pages_written
+        assert written_before > 0
+        await run.plug()
+        board = await FirmataBoard.open(run.url, reset=run.pulse_reset, query_timeout=0.3)
+        # After power-up the half-written sketch does not answer; flashing repairs it.
+        result = await board.flash(image)
+        await board.aclose()
+    finally:
+        await run.aclose()
+    assert result.ok and result.after == "3.0"
+    assert result.resumed_from >= (written_before - 1) * 128
