@@ -8,7 +8,7 @@ import pytest
 
 from fleet.observability.metrics import exposed_sample_names
 
-from promql_names import (
+from tests.monitoring.promql_names import (
     PROMETHEUS_BUILTINS,
     ROOT,
     alerts,

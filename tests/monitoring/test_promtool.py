@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from promql_names import (
+
+from tests.conftest import need_external
+from tests.monitoring.promql_names import (
     PROM_DIR,
     PROMTOOL_TESTS,
     RULE_FILES,
@@ -27,9 +28,8 @@ PROMTOOL_TIMEOUT_S = 60
 def promtool() -> str:
     path = shutil.which("promtool")
     if path is None:
-        if os.environ.get("LABFLEET_TEST_REQUIRE_EXTERNAL") == "1":
-            pytest.fail("promtool is required (LABFLEET_TEST_REQUIRE_EXTERNAL=1) but not installed")
-        pytest.skip("promtool not installed (Debian package prometheus)")
+        need_external("promtool (Debian package prometheus)")
+    assert path is not None
     return path
 
 
