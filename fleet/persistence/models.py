@@ -195,3 +195,5 @@ class AuditEntry(Base):
 
 # The MQTT device plane's tables live in their own module; importing it registers them on Base.metadata.
 from fleet.persistence import models_mqtt as _models_mqtt  # noqa: E402,F401
+# Firmware rollouts (migration 0020).
+from fleet.persistence import models_rollouts as _models_rollouts  # noqa: E402,F401
