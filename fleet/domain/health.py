@@ -16,9 +16,9 @@ class Thresholds:
     temperature_high_c: float = 60.0
     temperature_critical_c: float = 75.0
     storage_full_pct: float = 90.0
-    # More than this many boots inside reboot_window_s means a boot loop or a failing battery.
-    max_reboots: int = 3
-    reboot_window_s: int = 3600
+    # This many boots inside reboot_window_s means a boot loop or a failing battery.
+    reboot_count: int = 3
+    reboot_window_s: int = 1800
     # Vendor error codes that make a device faulty at once (others only degrade it).
     fault_error_codes: tuple[str, ...] = ()
 
@@ -55,7 +55,7 @@ def evaluate(t: Thresholds, *, battery: int | None, charging: bool | None, tempe
         sev = "critical" if error_code in t.fault_error_codes else "warning"
         out.append(Finding("error_code", sev, f"error {error_code}"))
     recent = [b for b in boots_ms if now_ms - b <= t.reboot_window_s * 1000]
-    if len(recent) > t.max_reboots:
+    if len(recent) >= t.reboot_count:
         out.append(Finding("repeated_reboots", "warning", f"{len(recent)} boots in {t.reboot_window_s // 60} min"))
     return out
 
@@ -66,39 +66,64 @@ def state_of(findings: Sequence[Finding]) -> str:
     return "degraded" if findings else "ok"
 
 
-def thresholds_from_profile(profile: Mapping[str, Any] | None) -> Thresholds:
-    """Read a profile's `health` mapping (any missing key keeps its default); None -> defaults."""
-    if not profile:
+def thresholds_from_profile(health: Any) -> Thresholds:
+    """Map a firmware profile's `health` block (firmware_profiles.HealthRules or a plain mapping) to Thresholds.
+
+    Absent fields keep their defaults; `battery_low_percent: null` (mains powered) and
+    `storage_nearly_full_percent: null` (no user storage) switch those rules off.
+    """
+    if health is None:
         return DEFAULT_THRESHOLDS
-    raw = profile.get("health") or profile.get("health_thresholds") or {}
-    if not isinstance(raw, Mapping):
-        return DEFAULT_THRESHOLDS
-    fields = {f: raw[f] for f in Thresholds.__dataclass_fields__ if f in raw}
-    if "fault_error_codes" in fields:
-        fields["fault_error_codes"] = tuple(str(c) for c in fields["fault_error_codes"])
+    get = health.get if isinstance(health, Mapping) else (lambda k, d=None: getattr(health, k, d))
+    d = DEFAULT_THRESHOLDS
+    battery = get("battery_low_percent", d.battery_low_pct)
+    temp = get("temperature_high_c", d.temperature_high_c)
+    storage = get("storage_nearly_full_percent", d.storage_full_pct)
+    reboots = get("repeated_reboots", None)
+    r_get = (reboots.get if isinstance(reboots, Mapping) else (lambda k, dflt=None: getattr(reboots, k, dflt)))
+    codes = get("error_codes", ()) or ()
+    fault_codes = []
+    for rule in codes:
+        sev = rule.get("severity") if isinstance(rule, Mapping) else getattr(rule, "severity", None)
+        code = rule.get("code") if isinstance(rule, Mapping) else getattr(rule, "code", None)
+        if sev == "fault" and code:
+            fault_codes.append(str(code))
     try:
-        return Thresholds(**fields)
-    except TypeError:
+        return Thresholds(
+            battery_low_pct=-1 if battery is None else int(battery),
+            # Critical battery is a quarter of the low mark (5 % for the default 20 %).
+            battery_critical_pct=-1 if battery is None else max(1, int(battery) // 4),
+            temperature_high_c=float(temp),
+            # 15 degrees over the warning mark is where SoCs throttle hard or shut down.
+            temperature_critical_c=float(temp) + 15.0,
+            storage_full_pct=101.0 if storage is None else float(storage),
+            reboot_count=int(r_get("count", d.reboot_count)) if reboots is not None else d.reboot_count,
+            reboot_window_s=int(r_get("window_minutes", d.reboot_window_s // 60)) * 60
+            if reboots is not None else d.reboot_window_s,
+            fault_error_codes=tuple(fault_codes),
+        )
+    except (TypeError, ValueError):
         return DEFAULT_THRESHOLDS
 
 
-ProfileLoader = Callable[[str], Mapping[str, Any] | None]
+ProfileLoader = Callable[[str], Any]
+
+
+def _load_from_library(profile_key: str) -> Any:
+    from firmware_profiles import DEFAULT_PROFILE_DIR, load_profile
+
+    return load_profile(DEFAULT_PROFILE_DIR / f"{profile_key}.yaml")
 
 
 def thresholds_for(profile_key: str | None, load: ProfileLoader | None = None) -> Thresholds:
-    """Thresholds for a model's profile key, falling back to defaults when the profile or loader is absent."""
+    """Thresholds for a model's profile key; defaults when there is no key, no profile, or a broken one."""
     if not profile_key:
         return DEFAULT_THRESHOLDS
-    if load is None:
-        try:  # firmware_profiles is a sibling library landing separately; absent -> defaults
-            from firmware_profiles import load_profile  # type: ignore[import-not-found]
-        except ImportError:
-            return DEFAULT_THRESHOLDS
-        load = load_profile
     try:
-        profile = load(profile_key)
-    except Exception:  # noqa: BLE001 - a broken or missing profile must not stop ingest
+        profile = (load or _load_from_library)(profile_key)
+    except Exception:  # noqa: BLE001 - a missing or broken profile must not stop ingest
         return DEFAULT_THRESHOLDS
-    if profile is not None and not isinstance(profile, Mapping):
-        profile = getattr(profile, "model_dump", lambda: None)() or None
-    return thresholds_from_profile(profile)
+    if profile is None:
+        return DEFAULT_THRESHOLDS
+    health = profile.get("health") if isinstance(profile, Mapping) else getattr(profile, "health", None)
+    return thresholds_from_profile(health)

@@ -213,8 +213,8 @@ allow_anonymous false
 password_file {self.dir / 'passwd'}
 acl_file {self.dir / 'acl'}
 listener {self.port} {self.host}
-# A device's client id must be its username, so one device cannot take over another's session.
-use_username_as_clientid true
+# Not set: use_username_as_clientid (it would make every service connection share one client id and
+# kick each other). Topic ACLs below confine each device to its own topics whatever its client id.
 # Persistent sessions survive a broker restart: queued QoS 1 telemetry and commands are not lost.
 persistence true
 persistence_location {self.dir / 'store'}/
@@ -225,12 +225,18 @@ max_inflight_messages 20000
 # Messages held for a disconnected or slow persistent session; bounded so memory cannot grow unbounded.
 max_queued_messages 200000
 # Protocol payloads are at most 4 KiB; 64 KiB lets a bad one through to be counted as oversized.
-message_size_limit 65536
-log_dest stderr
+max_packet_size 65536
+{self._user_line()}log_dest stderr
 log_type error
 log_type warning
 """
         _atomic_write(self.conf_path, conf)
+
+    @staticmethod
+    def _user_line() -> str:
+        # Started as root, mosquitto drops to the `mosquitto` user, which cannot read files under a
+        # root-only directory (var/, pytest's tmp). Run labfleet as a service user in production.
+        return "user root\n" if os.geteuid() == 0 else ""
 
     async def __aenter__(self) -> MosquittoBroker:
         await self.authority.load()
@@ -275,9 +281,9 @@ log_type warning
             self.proc.send_signal(signal.SIGHUP)
 
     async def kick(self, username: str) -> None:
-        # mosquitto re-checks connected clients against the reloaded password file and drops those whose
-        # credentials are gone; sync() (already called on revocation) triggered that reload.
-        await self.sync()
+        # Nothing more to do: on the SIGHUP that sync() sent, mosquitto re-checks connected clients against
+        # the reloaded password file and drops those whose credentials are gone.
+        return None
 
 
 class ExternalBroker:

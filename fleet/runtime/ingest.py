@@ -63,6 +63,7 @@ class DeviceDirectory:
         self._by_id: dict[int, DeviceRef] = {}
         self._misses: dict[str, float] = {}
         self._load_profile = profile_loader
+        self._threshold_cache: dict[str | None, health_rules.Thresholds] = {}
 
     def get(self, username: str) -> DeviceRef | None:
         return self._by_name.get(username)
@@ -117,7 +118,10 @@ class DeviceDirectory:
                 self._by_name.pop(name, None)
 
     def _thresholds(self, profile_key: str | None) -> health_rules.Thresholds:
-        return health_rules.thresholds_for(profile_key, self._load_profile)
+        # One profile file read per model, not per device: 10,000 devices share a handful of models.
+        if profile_key not in self._threshold_cache:
+            self._threshold_cache[profile_key] = health_rules.thresholds_for(profile_key, self._load_profile)
+        return self._threshold_cache[profile_key]
 
 
 class Timetables:

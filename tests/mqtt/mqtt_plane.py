@@ -122,3 +122,58 @@ async def seed(url: str, tmp: Path) -> Plane:
     return plane
 
 
+
+
+TS0 = 1_788_764_400_000
+
+
+async def wait_until(predicate, timeout: float = 8.0) -> None:  # type: ignore[no-untyped-def]
+    """Poll an async predicate; the bound is a failure deadline, not a timing assertion."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+def terminal(port: int, school: str, serial: str, password: str, *, will: bool = True, **kw: object):  # type: ignore[no-untyped-def]
+    """An aiomqtt client set up the way protocol v1 tells a terminal to connect (persistent session, LWT)."""
+    import json
+
+    import aiomqtt
+
+    from fleet.domain import wire
+
+    t = wire.Topics("labfleet")
+    lwt = aiomqtt.Will(t.topic(school, serial, "status"), json.dumps({"v": 1, "state": "offline", "reason": "lwt"}),
+                       qos=1, retain=True) if will else None
+    return aiomqtt.Client("127.0.0.1", port, identifier=serial, username=serial, password=password,
+                          clean_session=False, will=lwt, **kw)  # type: ignore[arg-type]
+
+
+def raw_connect_with_will(port: int, school: str, serial: str, password: str):  # type: ignore[no-untyped-def]
+    """A bare socket MQTT session with a Last Will, announcing itself online; close() it to drop the link
+    without DISCONNECT (as a terminal that loses Wi-Fi or power does)."""
+    import json
+    import socket
+
+    from fleet.domain import wire
+    from fleet.runtime import mqtt_codec as c
+
+    t = wire.Topics("labfleet")
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    will = (t.topic(school, serial, "status"), json.dumps({"v": 1, "state": "offline", "reason": "lwt"}).encode(),
+            1, True)
+    sock.sendall(c.encode_connect(serial, username=serial, password=password, clean_session=False, keepalive=60,
+                                  will=will))
+    d = c.Decoder()
+    packets: list[object] = []
+    while not packets:
+        packets = d.feed(sock.recv(4096))
+    assert isinstance(packets[0], c.Connack) and packets[0].return_code == 0, packets
+    sock.sendall(c.encode_publish(t.topic(school, serial, "status"),
+                                  json.dumps({"v": 1, "state": "online"}).encode(), qos=1, packet_id=1, retain=True))
+    return sock

@@ -1,0 +1,359 @@
+"""The MQTT device plane as one runtime object: broker, ingest, presence sweep, command delivery, snapshot.
+
+`DevicePlane` is an async context manager built from settings, a session factory and a clock; the app's
+lifespan enters it and exits it in reverse. Every background task is named and owned here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+import aiomqtt
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from fleet.domain import wire
+from fleet.domain.clock import Clock
+from fleet.persistence import ingest_repo
+from fleet.persistence.models import School
+from fleet.persistence.models_mqtt import Alert, DeviceCommand, DeviceState, UsageConcurrency
+from fleet.runtime.brokers import broker_from_settings
+from fleet.runtime.ingest import DeviceDirectory, IngestService, Timetables
+from fleet.runtime.mqtt_subscriber import BrokerAddress
+from fleet.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# Presence sweep: the heartbeat backstop needs only ~timeout/10 resolution (18 s at the default 180 s).
+SWEEP_INTERVAL_S = 15.0
+# Command delivery: a device that just came online gets its queued commands within a second.
+DISPATCH_INTERVAL_S = 1.0
+# The metrics snapshot and lesson-concurrency roll-up; Prometheus scrapes every 15-30 s.
+SNAPSHOT_INTERVAL_S = 15.0
+# Commands published per dispatch pass: a school-wide batch goes out over a few passes, not in one burst.
+DISPATCH_BATCH = 500
+
+
+class DevicePlane:
+    """Owns the broker (when managed), one ingest worker, the presence sweeper and the command dispatcher."""
+
+    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], clock: Clock, *,
+                 metrics: Any = None, snapshot: Any = None, run_ingest: bool = True) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.clock = clock
+        self.metrics = metrics
+        self.snapshot = snapshot  # fleet.observability.metrics.SnapshotHolder, or None
+        self.run_ingest = run_ingest
+        self.topics = wire.Topics(settings.mqtt.topic_prefix)
+        self.directory = DeviceDirectory(sessions, clock)
+        self.timetables = Timetables(sessions)
+        self.broker: Any = None
+        self.ingest: IngestService | None = None
+        self.address: BrokerAddress | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._dispatch_wake = asyncio.Event()
+        self._publisher: aiomqtt.Client | None = None
+        self.online: dict[int, bool] = {}
+        self.health: dict[int, str] = {}
+        self.firmware: dict[int, str | None] = {}
+        self.sessions_active: dict[int, bool] = {}
+
+    # ------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> DevicePlane:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def _start(self) -> None:
+        broker = broker_from_settings(self.settings, self.sessions)
+        if broker is not None:
+            self.broker = await self._stack.enter_async_context(broker)
+            self.address = broker.address
+        await self.directory.load()
+        await self.timetables.load()
+        await self._load_board()
+        if self.address is None:
+            return  # broker "none": HTTP only
+        shared = bool(getattr(self.broker, "shared_subscriptions", True))
+        if self.run_ingest:
+            self.ingest = IngestService(self.settings, self.sessions, self.clock, directory=self.directory,
+                                        timetables=self.timetables, metrics=self.metrics, address=self.address,
+                                        client_id=f"labfleet-ingest-{os.getpid()}" if shared else "labfleet-ingest",
+                                        listeners=[self._on_batch], shared=shared)
+            await self._stack.enter_async_context(self.ingest)
+        self._spawn(self._dispatch_loop(), "plane-commands")
+        self._spawn(self._sweep_loop(), "plane-presence-sweep")
+        self._spawn(self._snapshot_loop(), "plane-snapshot")
+        self._stack.push_async_callback(self._stop_tasks)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _stop_tasks(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+    # ------------------------------------------------------------ credentials take effect
+    async def credentials_changed(self, username: str | None = None, *, revoked: bool = False) -> None:
+        """After enrollment, rotation or revocation: reload the broker's view and, on revoke, kick the device."""
+        if username:
+            self.directory.forget(username)
+            await self.directory.load([username])
+        if self.broker is not None:
+            await self.broker.sync()
+            if revoked and username:
+                await self.broker.kick(username)
+
+    # ------------------------------------------------------------ in-memory board
+    async def _load_board(self) -> None:
+        async with self.sessions() as s:
+            rows = (await s.execute(select(DeviceState.device_id, DeviceState.online, DeviceState.health,
+                                           DeviceState.firmware_version, DeviceState.session_pseudonym))).all()
+        for dev, online, health, fw, pseud in rows:
+            self.online[dev] = bool(online)
+            self.health[dev] = health
+            self.firmware[dev] = fw
+            self.sessions_active[dev] = pseud is not None
+
+    def _on_batch(self, outcome: ingest_repo.BatchOutcome) -> None:
+        came_online = False
+        for ref, online, _expected, _cause in outcome.presence:
+            self.online[ref.device_id] = online
+            came_online |= online
+        for ref, state in outcome.health:
+            self.health[ref.device_id] = state
+        for dev, pseud in outcome.sessions.items():
+            self.sessions_active[dev] = pseud is not None
+        if came_online or outcome.acks or outcome.results:
+            self._dispatch_wake.set()
+
+    # ------------------------------------------------------------ presence sweep + concurrency roll-up
+    async def sweep_once(self) -> list[tuple[ingest_repo.DeviceRef, bool, bool | None, str]]:
+        async with self.sessions() as s:
+            changes = await ingest_repo.sweep_heartbeats(
+                s, now=self.clock.now(), timeout_s=self.settings.mqtt.heartbeat_timeout_s,
+                refs=self.directory.by_id, expected_offline=self.timetables.expected_offline)
+            await s.commit()
+        for ref, online, expected, _ in changes:
+            self.online[ref.device_id] = online
+            if self.metrics is not None and expected is False:
+                self.metrics.alert_opened("warning")
+        return changes
+
+    async def _sweep_loop(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            try:
+                await self.sweep_once()
+                if failing:
+                    logger.info("presence sweep recovered")
+                failing = False
+            except Exception:
+                if not failing:
+                    logger.exception("presence sweep failed; retrying")
+                failing = True
+
+    async def rollup_concurrency(self, now: datetime | None = None) -> None:
+        """Record the peak of devices online per school during the current lesson period."""
+        now = now or self.clock.now()
+        online_by_school: Counter[int] = Counter()
+        sessions_by_school: Counter[int] = Counter()
+        for ref in self.directory.all():
+            if self.online.get(ref.device_id):
+                online_by_school[ref.school_id] += 1
+                if self.sessions_active.get(ref.device_id):
+                    sessions_by_school[ref.school_id] += 1
+        rows = []
+        for school_id in self.timetables.school_ids():
+            in_lesson, period = self.timetables.lesson(school_id, None, now)
+            if not in_lesson or period is None:
+                continue
+            rows.append({"school_id": school_id, "day": now.date(), "period": period,
+                         "peak_online": online_by_school[school_id], "peak_sessions": sessions_by_school[school_id],
+                         "updated_at": now})
+        if not rows:
+            return
+        async with self.sessions() as s:
+            t = UsageConcurrency.__table__
+            ins = ingest_repo._insert(s, t)
+            await s.execute(ins.on_conflict_do_update(
+                index_elements=["school_id", "day", "period"],
+                set_={"peak_online": func.max(t.c.peak_online, ins.excluded.peak_online)
+                      if s.bind.dialect.name == "sqlite" else func.greatest(t.c.peak_online, ins.excluded.peak_online),
+                      "peak_sessions": func.max(t.c.peak_sessions, ins.excluded.peak_sessions)
+                      if s.bind.dialect.name == "sqlite" else func.greatest(t.c.peak_sessions,
+                                                                            ins.excluded.peak_sessions),
+                      "updated_at": ins.excluded.updated_at}), rows)
+            await s.commit()
+
+    # ------------------------------------------------------------ metrics snapshot
+    async def build_snapshot(self) -> Any:
+        from fleet.observability.metrics import (
+            FirmwareCount,
+            FleetSnapshot,
+            HealthCount,
+            PresenceCount,
+            SchoolState,
+        )
+
+        now = self.clock.now()
+        cells: dict[tuple[str, str, str], list[int]] = {}
+        health: Counter[tuple[str, str]] = Counter()
+        firmware: Counter[tuple[str, str]] = Counter()
+        lesson_rooms: dict[int, set[int]] = {}
+        sessions: Counter[int] = Counter()
+        for ref in self.directory.all():
+            if ref.revoked:
+                continue
+            in_lesson, _ = self.timetables.lesson(ref.school_id, ref.room_id, now)
+            online = self.online.get(ref.device_id, False)
+            cell = cells.setdefault((ref.school_code, ref.room_kind or "none", ref.device_kind), [0, 0, 0, 0])
+            cell[0] += 1
+            cell[1] += online
+            cell[2] += in_lesson
+            cell[3] += in_lesson and not online
+            health[(ref.model, self.health.get(ref.device_id, "unknown"))] += 1
+            fw = self.firmware.get(ref.device_id)
+            if fw:
+                firmware[(ref.model, fw)] += 1
+            if in_lesson and ref.room_id is not None:
+                lesson_rooms.setdefault(ref.school_id, set()).add(ref.room_id)
+            if online and self.sessions_active.get(ref.device_id):
+                sessions[ref.school_id] += 1
+        async with self.sessions() as s:
+            alerts = (await s.execute(select(Alert.severity, func.count()).where(Alert.status != "resolved")
+                                      .group_by(Alert.severity))).all()
+            schools = (await s.execute(select(School.id, School.code, School.uplink_mbps))).all()
+        school_states = []
+        for sid, code, mbps in schools:
+            _, period = self.timetables.lesson(sid, None, now)
+            school_states.append(SchoolState(code, len(lesson_rooms.get(sid, ())), period, float(mbps) * 1e6,
+                                             sessions[sid]))
+        return FleetSnapshot(
+            taken_at=time.time(),
+            presence=tuple(PresenceCount(sc, rk, dk, *v) for (sc, rk, dk), v in sorted(cells.items())),
+            schools=tuple(school_states),
+            health=tuple(HealthCount(m, st, n) for (m, st), n in sorted(health.items())),
+            open_alerts=tuple((sev, int(n)) for sev, n in alerts),
+            firmware=tuple(FirmwareCount(m, v, n) for (m, v), n in sorted(firmware.items())),
+        )
+
+    async def _snapshot_loop(self) -> None:
+        failing = False
+        while True:
+            try:
+                await self.rollup_concurrency()
+                if self.snapshot is not None:
+                    self.snapshot.publish(await self.build_snapshot())
+                failing = False
+            except Exception:
+                if not failing:
+                    logger.exception("snapshot/concurrency roll-up failed; retrying")
+                failing = True
+            await asyncio.sleep(SNAPSHOT_INTERVAL_S)
+
+    # ------------------------------------------------------------ commands
+    def wake_dispatcher(self) -> None:
+        self._dispatch_wake.set()
+
+    async def _dispatch_loop(self) -> None:
+        assert self.address is not None
+        addr = self.address
+        failing = False
+        while True:
+            try:
+                async with aiomqtt.Client(addr.host, addr.port, identifier=f"labfleet-commands-{os.getpid()}",
+                                          username=addr.username, password=addr.password) as client:
+                    self._publisher = client
+                    if failing:
+                        logger.info("command publisher reconnected")
+                    failing = False
+                    while True:
+                        await self.dispatch_once(client)
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._dispatch_wake.wait(), DISPATCH_INTERVAL_S)
+                        self._dispatch_wake.clear()
+            except aiomqtt.MqttError as err:
+                self._publisher = None
+                if not failing:
+                    logger.warning("command publisher lost the broker (%s); retrying", err)
+                failing = True
+                await asyncio.sleep(1.0)
+
+    async def dispatch_once(self, client: aiomqtt.Client) -> int:
+        """Expire, time out, and send queued commands to devices that are online; returns commands sent."""
+        now = self.clock.now()
+        t = DeviceCommand.__table__
+        async with self.sessions() as s:
+            await s.execute(update(t).where(t.c.status == "queued", t.c.expires_at <= now)
+                            .values(status="expired", finished_at=now))
+            # Timed out: sent or acked, and no result within the timeout after sending.
+            sent = (await s.execute(select(t.c.id, t.c.sent_at, t.c.timeout_seconds)
+                                    .where(t.c.status.in_(("sent", "acked"))))).all()
+            timed_out = [cid for cid, sent_at, tmo in sent
+                         if sent_at is not None and (now - _aware(sent_at)).total_seconds() >= tmo]
+            if timed_out:
+                await s.execute(update(t).where(t.c.id.in_(timed_out)).values(status="timed_out", finished_at=now))
+            online_ids = [d for d, on in self.online.items() if on]
+            queued = []
+            if online_ids:
+                for i in range(0, len(online_ids), ingest_repo.IN_CHUNK):
+                    queued += (await s.execute(
+                        select(DeviceCommand).where(DeviceCommand.status == "queued",
+                                                    DeviceCommand.device_id.in_(online_ids[i:i + ingest_repo.IN_CHUNK]))
+                        .order_by(DeviceCommand.id).limit(DISPATCH_BATCH))).scalars().all()
+            out = []
+            for cmd in queued[:DISPATCH_BATCH]:
+                ref = self.directory.by_id(cmd.device_id)
+                if ref is None or ref.revoked:
+                    continue
+                cmd.status = "sent"
+                cmd.sent_at = now
+                out.append((cmd.id, cmd.correlation_id, cmd.name, cmd.args, _aware(cmd.expires_at), ref))
+            # Marked sent and committed before publishing: a fast device's ack can then never be
+            # overwritten by a late "sent".
+            await s.commit()
+        unsent: list[int] = []
+        for i, (cid, corr, name, args, expires, ref) in enumerate(out):
+            payload = wire.encode_command(wire.Command(corr, wire.CommandName(name), int(now.timestamp() * 1000),
+                                                       int(expires.timestamp() * 1000), args or {}))
+            try:
+                await client.publish(self.topics.topic(ref.school_code, ref.username, wire.Channel.CMD), payload,
+                                     qos=1)
+            except aiomqtt.MqttError:
+                unsent = [c[0] for c in out[i:]]
+                break
+        if unsent:
+            async with self.sessions() as s:
+                await s.execute(update(t).where(t.c.id.in_(unsent), t.c.status == "sent")
+                                .values(status="queued", sent_at=None))
+                await s.commit()
+            raise aiomqtt.MqttError("publisher lost the broker mid-dispatch")
+        return len(out)
+
+
+def _aware(dt: datetime) -> datetime:
+    from datetime import UTC
+
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
