@@ -79,6 +79,8 @@ def thresholds_from_profile(health: Any) -> Thresholds:
     battery = get("battery_low_percent", d.battery_low_pct)
     temp = get("temperature_high_c", d.temperature_high_c)
     storage = get("storage_nearly_full_percent", d.storage_full_pct)
+    battery_crit = get("battery_critical_percent", None)
+    temp_crit = get("temperature_critical_c", None)
     reboots = get("repeated_reboots", None)
     r_get = (reboots.get if isinstance(reboots, Mapping) else (lambda k, dflt=None: getattr(reboots, k, dflt)))
     codes = get("error_codes", ()) or ()
@@ -92,10 +94,11 @@ def thresholds_from_profile(health: Any) -> Thresholds:
         return Thresholds(
             battery_low_pct=-1 if battery is None else int(battery),
             # Critical battery is a quarter of the low mark (5 % for the default 20 %).
-            battery_critical_pct=-1 if battery is None else max(1, int(battery) // 4),
+            battery_critical_pct=-1 if battery is None else (
+                int(battery_crit) if battery_crit is not None else max(1, int(battery) // 4)),
             temperature_high_c=float(temp),
             # 15 degrees over the warning mark is where SoCs throttle hard or shut down.
-            temperature_critical_c=float(temp) + 15.0,
+            temperature_critical_c=float(temp_crit) if temp_crit is not None else float(temp) + 15.0,
             storage_full_pct=101.0 if storage is None else float(storage),
             reboot_count=int(r_get("count", d.reboot_count)) if reboots is not None else d.reboot_count,
             reboot_window_s=int(r_get("window_minutes", d.reboot_window_s // 60)) * 60
@@ -110,9 +113,9 @@ ProfileLoader = Callable[[str], Any]
 
 
 def _load_from_library(profile_key: str) -> Any:
-    from firmware_profiles import DEFAULT_PROFILE_DIR, load_profile
+    from firmware_profiles.loader import load_profile_key
 
-    return load_profile(DEFAULT_PROFILE_DIR / f"{profile_key}.yaml")
+    return load_profile_key(profile_key)
 
 
 def thresholds_for(profile_key: str | None, load: ProfileLoader | None = None) -> Thresholds:

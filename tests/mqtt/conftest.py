@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from mqtt_plane import Plane, seed
+from tests.mqtt.mqtt_plane import Plane, seed
 
 from fleet.persistence.db import upgrade_sync
 

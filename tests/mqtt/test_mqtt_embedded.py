@@ -15,7 +15,7 @@ from fleet.runtime.brokers import BrokerAuthority, EmbeddedBroker, free_port
 from fleet.runtime.ingest import IngestService
 from fleet.domain import wire
 
-from mqtt_plane import Plane
+from tests.mqtt.mqtt_plane import Plane
 
 TS = 1_788_764_400_000
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import aiomqtt
 import pytest
-from mqtt_plane import TS0, Plane, need_mosquitto, raw_connect_with_will, terminal, wait_until
+from tests.mqtt.mqtt_plane import TS0, Plane, need_mosquitto, raw_connect_with_will, terminal, wait_until
 from sqlalchemy import select
 
 from fleet.domain import wire
