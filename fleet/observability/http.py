@@ -1,0 +1,77 @@
+"""HTTP side of metrics: request latency per route template (ASGI middleware) and the /metrics route.
+
+The service wires both in `create_app`:
+    app.add_middleware(HttpMetricsMiddleware, metrics=fleet_metrics)
+    app.include_router(metrics_router(registry, MetricsAccess.from_settings(...)))
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CollectorRegistry
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fleet.observability.exposition import MetricsAccess, render
+from fleet.observability.metrics import FleetMetrics
+
+# Requests that matched no route share one label value, so scanners probing random paths add no series.
+UNMATCHED_ROUTE = "unmatched"
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's template (/api/v1/devices/{device_id}), never the raw path."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) and path else UNMATCHED_ROUTE
+
+
+class HttpMetricsMiddleware:
+    """Observes every HTTP request's latency by method, route template and status class."""
+
+    def __init__(self, app: ASGIApp, metrics: FleetMetrics, timer: Callable[[], float] = time.perf_counter,
+                 skip_routes: frozenset[str] = frozenset({"/metrics"})) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.timer = timer
+        # Prometheus's own scrapes would otherwise dominate the route table.
+        self.skip_routes = skip_routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = self.timer()
+        status = 500  # an exception before the response starts is a 500 to the client
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = route_template(scope)
+            if route not in self.skip_routes:
+                self.metrics.http_request(scope.get("method", "GET"), route, status, self.timer() - start)
+
+
+def metrics_router(registry: CollectorRegistry, access: MetricsAccess) -> APIRouter:
+    """GET /metrics: the registry in Prometheus format, for allowed networks or a bearer token."""
+    router = APIRouter()
+
+    @router.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Any:
+        host = request.client.host if request.client else None
+        if not access.allows(host, request.headers.get("authorization")):
+            return Response("metrics need a bearer token from this network\n", status_code=401,
+                            media_type="text/plain", headers={"WWW-Authenticate": "Bearer"})
+        body, content_type = render(registry, request.headers.get("accept"))
+        return Response(body, media_type=content_type)
+
+    return router
