@@ -55,6 +55,31 @@ class ApiSettings(BaseModel):
     default_page_size: int = 100
 
 
+class RolloutSettings(BaseModel):
+    # Content-addressed firmware store: <artifact_dir>/<sha[:2]>/<sha256>.
+    artifact_dir: str = "var/artifacts"
+    # Key for the short-lived signed download URLs in update commands (devices hold no API token).
+    url_key: str = "change-me-labfleet-artifact-url-key"
+    # A download URL lives 30 minutes: long enough for one window's download, short enough that a leaked
+    # URL is soon useless; every new download command carries a fresh one.
+    url_ttl_seconds: int = 1800
+    # Image signing: "" = images unsigned; otherwise an HMAC-SHA256 key shared with the devices
+    # (ed25519 needs the `cryptography` package, which the deployment does not install).
+    signing_key: str = ""
+    # Updates may use this share of a school's uplink unless the school's policy says otherwise: 20% leaves
+    # the lesson traffic its room even when an update runs late.
+    default_uplink_share: float = 0.2
+    # Concurrent downloads per school unless its policy says otherwise: a school's access points serve
+    # ~30 terminals each; 20 downloads at once stay well inside one AP's airtime.
+    default_max_concurrent_downloads: int = 20
+    # The job's tick: 5 s reacts to progress and bell changes promptly at a few queries per tick.
+    step_seconds: float = 5.0
+    # Bytes per chunk the artifact server writes; 64 KiB keeps token-bucket granularity fine at 20 Mbit/s.
+    chunk_bytes: int = 64 * 1024
+    # Token-bucket burst per school: 0.25 s of the school's rate, so no 10 s window exceeds the cap by 3%.
+    burst_seconds: float = 0.25
+
+
 class Settings(BaseSettings):
     """All LabFleet settings; nested groups use `__`, e.g. LABFLEET_HTTP__PORT=9000."""
 
@@ -68,6 +93,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     mqtt: MqttSettings = MqttSettings()
     api: ApiSettings = ApiSettings()
+    rollouts: RolloutSettings = RolloutSettings()
     log_level: str = "INFO"
 
     def sqlite_path(self) -> Path | None:

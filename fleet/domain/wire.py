@@ -46,11 +46,15 @@ class Channel(StrEnum):
     RESULT = "result"
     STATUS = "status"
     CMD = "cmd"
+    # Firmware-update progress (section 10): read by the rollout job, not by telemetry ingest.
+    UPDATE = "update"
 
 
 UPLINK_CHANNELS: tuple[Channel, ...] = (
     Channel.TELEMETRY, Channel.HEARTBEAT, Channel.EVENT, Channel.ACK, Channel.RESULT, Channel.STATUS,
 )
+# Every channel a device may publish on: the ingest channels plus update progress.
+DEVICE_PUBLISH_CHANNELS: tuple[Channel, ...] = (*UPLINK_CHANNELS, Channel.UPDATE)
 
 
 class Reason(StrEnum):
@@ -86,6 +90,7 @@ class CommandName(StrEnum):
     UNLOCK = "unlock"
     SET_POLICY = "set_policy"
     DIAGNOSTICS = "diagnostics"
+    UPDATE = "update"
 
 
 class InvalidIdentity(ValueError):

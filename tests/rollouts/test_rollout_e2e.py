@@ -1,0 +1,133 @@
+"""End to end on a fast clock: the API creates a rollout, the engine drives it, simulated terminals download
+over HTTP, install, reboot and report; thresholds advance or pause, abort cancels cleanly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fleet.domain.rollouts import FINAL_STATES
+from tests.rollouts.harness import NEW, OLD, lab
+
+# Monday 2026-09-07 17:00 UTC: after school, no periods configured, so every gate is open.
+EVENING = datetime(2026, 9, 7, 17, 0, tzinfo=UTC)
+
+
+async def test_canary_succeeds_then_groups_advance_to_completion(sqlite_url: str, tmp_path: Path) -> None:
+    async with lab(sqlite_url, tmp_path, EVENING) as lb:
+        a = await lb.add_school("S-A")
+        b = await lb.add_school("S-B")
+        await lb.add_terminals(a, 4)
+        await lb.add_terminals(b, 4)
+        r = await lb.create_rollout(groups={"canary_size": 2, "strategy": "per_school"})
+        rid = r["id"]
+        assert r["state"] == "running"
+
+        await lb.run(seconds=30 * 60, step=30)
+        detail = await lb.get(f"/api/v1/rollouts/{rid}")
+        groups = detail["group_progress"]
+        assert [g["kind"] for g in groups] == ["canary", "school", "school"]
+        assert groups[0]["by_state"] == {"succeeded": 2}
+        assert detail["state"] == "completed"
+        assert all(g["state"] == "succeeded" for g in groups)
+        assert detail["totals"] == {"succeeded": 8}
+        assert all(s.version == NEW for s in lb.sims.values())
+        # Groups started one after the other, each after the previous one reached its threshold.
+        starts = [g["started_at"] for g in groups]
+        assert starts == sorted(starts) and starts[0] < starts[1]
+
+
+async def test_canary_runs_alone_until_it_succeeds(sqlite_url: str, tmp_path: Path) -> None:
+    async with lab(sqlite_url, tmp_path, EVENING) as lb:
+        a = await lb.add_school("S-A")
+        await lb.add_terminals(a, 6)
+        r = await lb.create_rollout(groups={"canary_size": 2, "strategy": "percent", "percents": [50, 100]})
+        await lb.tick()  # first step: only the canary gets commands
+        rows = await lb.device_rows(r["id"])
+        commanded = {d for d, row in rows.items() if row.state != "pending"}
+        detail = await lb.get(f"/api/v1/rollouts/{r['id']}")
+        canary = detail["group_progress"][0]
+        assert canary["kind"] == "canary" and canary["total"] == 2
+        assert len(commanded) == 2
+        assert detail["group_progress"][1]["state"] == "pending"
+
+
+async def test_bad_version_at_30_percent_pauses_at_error_threshold_and_next_group_never_starts(
+        sqlite_url: str, tmp_path: Path) -> None:
+    async with lab(sqlite_url, tmp_path, EVENING) as lb:
+        a = await lb.add_school("S-A")
+        b = await lb.add_school("S-B")
+        ids = await lb.add_terminals(a, 10)
+        await lb.add_terminals(b, 5)
+        # 30% of school A's terminals fail to boot the new image: 3 of the 10 (ids chosen deterministically).
+        for dev in ids[2:][::3][:3]:
+            lb.sims[dev].fail_boot = True
+        r = await lb.create_rollout(groups={"canary_size": 2, "strategy": "per_school"}, error_threshold=0.2,
+                                    success_threshold=0.9)
+        rid = r["id"]
+        await lb.run(seconds=3 * 3600, step=30)
+        detail = await lb.get(f"/api/v1/rollouts/{rid}")
+        assert detail["state"] == "paused"
+        assert "error threshold" in detail["state_reason"]
+        groups = {g["name"]: g for g in detail["group_progress"]}
+        school_b = next(g for g in detail["group_progress"] if g["name"] == f"school {b}")
+        assert school_b["state"] == "pending" and school_b["started_at"] is None
+        rows = await lb.device_rows(rid)
+        in_b = [row for row in rows.values() if row.group_id == school_b["id"]]
+        assert len(in_b) == school_b["total"] >= 4
+        assert all(row.state == "pending" and row.scheduled_at is None for row in in_b)
+        assert all(lb.sims[row.device_id].version == OLD and not lb.sims[row.device_id].requests for row in in_b)
+        assert groups["canary"]["by_state"] == {"succeeded": 2}
+        # Rolled-back devices report their old version, and the API shows why.
+        rolled = [row for row in rows.values() if row.state == "rolled_back"]
+        assert rolled
+        for row in rolled:
+            assert row.reported_version == OLD
+            assert lb.sims[row.device_id].version == OLD
+            assert "rolled back to 1.1.0" in (row.reason or "")
+        audit = await lb.get("/api/v1/audit?action=rollout.pause")
+        assert audit["total"] == 1 and audit["items"][0]["actor"] == "admin:system"
+
+
+async def test_abort_leaves_no_device_half_way(sqlite_url: str, tmp_path: Path) -> None:
+    async with lab(sqlite_url, tmp_path, EVENING) as lb:
+        a = await lb.add_school("S-A")
+        await lb.add_terminals(a, 12)
+        r = await lb.create_rollout(groups={"canary_size": 4, "strategy": "percent", "percents": [100]},
+                                    success_threshold=0.5)
+        rid = r["id"]
+        # Run until devices are spread over states: some installing, some downloaded, some pending.
+        for _ in range(40):
+            await lb.tick()
+            states = {row.state for row in (await lb.device_rows(rid)).values()}
+            if "installing" in states and ("pending" in states or "downloaded" in states):
+                break
+            lb.clock.advance(30)
+        assert "installing" in states
+        resp = await lb.client.post(f"/api/v1/rollouts/{rid}/abort", headers=await lb.api.admin())
+        assert resp.status_code == 200 and resp.json()["state"] == "aborted"
+        # Let in-flight installs report, then check every device is final and on a whole version.
+        await lb.run(seconds=30 * 60, step=30)
+        rows = await lb.device_rows(rid)
+        assert {row.state for row in rows.values()} <= {s.value for s in FINAL_STATES}
+        assert any(row.state == "cancelled" for row in rows.values())
+        for dev, row in rows.items():
+            sim = lb.sims[dev]
+            assert sim.staged is None and not sim.partial, f"device {dev} kept a half-downloaded image"
+            assert sim.state == "idle"
+            assert sim.version == (NEW if row.state == "succeeded" else OLD)
+        assert (await lb.get(f"/api/v1/rollouts/{rid}"))["state"] == "aborted"
+
+
+async def test_devices_enrolled_after_the_start_are_included(sqlite_url: str, tmp_path: Path) -> None:
+    async with lab(sqlite_url, tmp_path, EVENING) as lb:
+        a = await lb.add_school("S-A")
+        await lb.add_terminals(a, 3)
+        r = await lb.create_rollout(groups={"canary_size": 1, "strategy": "per_school"})
+        await lb.tick()
+        late = await lb.add_terminals(a, 2)
+        await lb.run(seconds=40 * 60, step=30)
+        rows = await lb.device_rows(r["id"])
+        assert set(late) <= set(rows)
+        assert all(rows[d].state == "succeeded" for d in late)
+        assert all(lb.sims[d].version == NEW for d in late)
