@@ -119,7 +119,12 @@ def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return session_factory(engine)
 
 
+# Tests never write firmware artifacts into the working tree's var/: one temporary store per test run.
+TEST_ARTIFACT_DIR = Path(__import__("tempfile").mkdtemp(prefix="labfleet-test-artifacts-"))
+
+
 def make_settings(url: str, **overrides: Any) -> Settings:
+    overrides.setdefault("rollouts", {"artifact_dir": str(TEST_ARTIFACT_DIR)})
     return Settings(database_url=url, **overrides)
 
 

@@ -138,6 +138,71 @@ def upload(make: Callable[[World, bool], dict[str, Any]], path: str) -> Build:
     return build
 
 
+# --- rollouts --------------------------------------------------------------------------------------------
+
+async def _import_artifacts(api: Api) -> None:
+    r = await api.client.post(f"{V1}/artifacts/import", json={"source": "profiles"}, headers=await api.admin())
+    assert r.status_code == 201, r.text
+
+
+def rollout_body(w: World, inside: bool) -> dict[str, Any]:
+    return {"name": f"r{n()}", "model_id": w.model, "target_version": "1.2.0", "school_ids": [school(w, inside)],
+            "start": False}
+
+
+def rollout_create() -> Build:
+    async def build(api: Api, w: World, inside: bool) -> tuple[str, dict[str, Any]]:
+        await _import_artifacts(api)
+        return f"{V1}/rollouts", {"json": rollout_body(w, inside)}
+    return build
+
+
+async def _rollout(api: Api, w: World, inside: bool, *, start: bool) -> tuple[int, int]:
+    """A rollout of a fresh model (so started rollouts never clash) with one in-service device."""
+    await _import_artifacts(api)
+    model = await post(api, f"{V1}/device-models", {
+        "vendor": "EduTech", "model_number": f"LT-R{n()}", "kind": "terminal", "transport": "mqtt",
+        "unit_price": "329.00", "warranty_months": 36, "supplier": "S", "profile_key": "terminal-lt100"})
+    i = n()
+    dev = await post(api, f"{V1}/devices", {"serial_number": f"RO-{i}", "asset_tag": f"RO-{i}", "model_id": model["id"],
+                                            "school_id": school(w, inside), "status": "in_service"})
+    r = await post(api, f"{V1}/rollouts", {"name": f"r{i}", "model_id": model["id"], "target_version": "1.2.0",
+                                           "school_ids": [school(w, inside)], "start": start})
+    return r["id"], dev["id"]
+
+
+def rollout_action(fmt: str, *, start: bool, paused: bool = False, with_device: bool = False) -> Build:
+    async def build(api: Api, w: World, inside: bool) -> tuple[str, dict[str, Any]]:
+        rid, dev = await _rollout(api, w, inside, start=start)
+        if paused:
+            r = await api.client.post(f"{V1}/rollouts/{rid}/pause", headers=await api.admin())
+            assert r.status_code == 200, r.text
+        return (fmt.format(rid, dev) if with_device else fmt.format(rid)), {}
+    return build
+
+
+def artifact_sha() -> Build:
+    async def build(api: Api, w: World, inside: bool) -> tuple[str, dict[str, Any]]:
+        await _import_artifacts(api)
+        items = (await api.client.get(f"{V1}/artifacts", headers=await api.admin())).json()["items"]
+        return f"{V1}/artifacts/{items[0]['sha256']}", {}
+    return build
+
+
+def signed_download() -> Build:
+    """A terminal's signed link from an update command: no API token, whoever calls it."""
+    async def build(api: Api, w: World, inside: bool) -> tuple[str, dict[str, Any]]:
+        from fleet.services.artifacts import DownloadGrant, download_path
+        from fleet.settings import Settings
+        rid, dev = await _rollout(api, w, inside, start=True)
+        got = (await api.client.get(f"{V1}/rollouts/{rid}", headers=await api.admin())).json()
+        grant = DownloadGrant(got["artifact_sha256"], dev, school(w, inside), int(api.clock.now().timestamp()) + 600)
+        return download_path(Settings().rollouts.url_key, grant), {}
+    return build
+
+
+ROLLOUT_MANAGERS = frozenset({A, I})
+
 ROOM_WRITERS = frozenset({A, T, I})
 V1 = "/api/v1"
 
@@ -220,6 +285,30 @@ MATRIX: dict[tuple[str, str], Spec] = {
     ("POST", f"{V1}/imports/rooms"): Spec(ROOM_WRITERS, 201, upload(room_csv, f"{V1}/imports/rooms"), out=422),
     ("GET", f"{V1}/exports/devices"): Spec(ALL, 200, fixed(f"{V1}/exports/devices")),
     ("GET", f"{V1}/exports/rooms"): Spec(ALL, 200, fixed(f"{V1}/exports/rooms")),
+    # rollouts: read with operations access, managed by admins and IT staff within their schools
+    ("GET", f"{V1}/rollouts"): Spec(ALL, 200, fixed(f"{V1}/rollouts")),
+    ("POST", f"{V1}/rollouts"): Spec(ROLLOUT_MANAGERS, 201, rollout_create(), out=404),
+    ("GET", f"{V1}/rollouts/{{obj_id}}"): Spec(ALL, 200, rollout_action(V1 + "/rollouts/{}", start=True), out=404),
+    ("GET", f"{V1}/rollouts/{{obj_id}}/devices/{{device_id}}/timeline"): Spec(ALL, 200, rollout_action(
+        V1 + "/rollouts/{}/devices/{}/timeline", start=True, with_device=True), out=404),
+    ("POST", f"{V1}/rollouts/{{obj_id}}/start"): Spec(ROLLOUT_MANAGERS, 200, rollout_action(
+        V1 + "/rollouts/{}/start", start=False), out=404),
+    ("POST", f"{V1}/rollouts/{{obj_id}}/pause"): Spec(ROLLOUT_MANAGERS, 200, rollout_action(
+        V1 + "/rollouts/{}/pause", start=True), out=404),
+    ("POST", f"{V1}/rollouts/{{obj_id}}/resume"): Spec(ROLLOUT_MANAGERS, 200, rollout_action(
+        V1 + "/rollouts/{}/resume", start=True, paused=True), out=404),
+    ("POST", f"{V1}/rollouts/{{obj_id}}/abort"): Spec(ROLLOUT_MANAGERS, 200, rollout_action(
+        V1 + "/rollouts/{}/abort", start=True), out=404),
+    ("GET", f"{V1}/schools/{{obj_id}}/update-policy"): Spec(ALL, 200, on(V1 + "/schools/{}/update-policy", school),
+                                                            out=404),
+    ("PUT", f"{V1}/schools/{{obj_id}}/update-policy"): Spec(ROLLOUT_MANAGERS, 200, on(
+        V1 + "/schools/{}/update-policy", school, json={"windows": [{"weekday": 0, "start": "16:30", "end": "22:00"}],
+                                                        "max_concurrent_downloads": 10}), out=404),
+    ("GET", f"{V1}/artifacts"): Spec(ALL, 200, fixed(f"{V1}/artifacts")),
+    ("GET", f"{V1}/artifacts/{{sha256}}"): Spec(ALL, 200, artifact_sha()),
+    ("POST", f"{V1}/artifacts/import"): Spec(ROLLOUT_MANAGERS, 201, body(f"{V1}/artifacts/import",
+                                                                        lambda w, i: {"source": "profiles"})),
+    ("GET", f"{V1}/artifacts/{{sha256}}/download"): Spec(ALL, 200, signed_download(), public=True),
 }
 
 
