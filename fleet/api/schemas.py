@@ -26,7 +26,7 @@ def _no_control(value: str) -> str:
     return value
 
 
-def Text(max_length: int, min_length: int = 1) -> Any:  # noqa: N802 - reads as a type in schemas
+def Text(max_length: int, min_length: int = 1) -> Any:
     return Annotated[str, StringConstraints(strip_whitespace=True, min_length=min_length, max_length=max_length),
                      AfterValidator(_no_control)]
 

@@ -109,7 +109,7 @@ def token_create(role: Annotated[Role, typer.Option(help="admin, technician, it_
     from fleet.services.tokens import create_token
 
     async def work(session: Any) -> str:
-        row, plain = await create_token(session, principal=CLI, at=SystemClock().now(), name=name, role=role,
+        _row, plain = await create_token(session, principal=CLI, at=SystemClock().now(), name=name, role=role,
                                         school_ids=school or [], district_wide=district)
         return plain
 

@@ -121,5 +121,26 @@ class CrudService:
         except IntegrityError as err:
             raise Conflict(f"{self.name} clashes with an existing record (a unique field is taken)") from err
 
+    async def school_in_scope(self, values: dict[str, Any], existing: Any | None) -> int:
+        """The school the values place the object in; 404 when it is missing or outside the caller's scope."""
+        from fleet.persistence.models import School
+
+        school_id = values.get("school_id", existing.school_id if existing else None)
+        school = await self.session.get(School, school_id) if school_id is not None else None
+        if school is None or not self.principal.sees_school(school.id):
+            raise NotFound(f"school {school_id} not found")
+        return int(school.id)
+
+    async def room_in_school(self, values: dict[str, Any], existing: Any | None, school_id: int) -> None:
+        """A room named by the values must belong to the object's school."""
+        from fleet.persistence.models import Room
+
+        room_id = values.get("room_id", existing.room_id if existing else None)
+        if room_id is not None:
+            room = await self.session.get(Room, room_id)
+            if room is None or room.school_id != school_id:
+                raise InvalidInput(f"room {room_id} is not a room of school {school_id}",
+                                   details=[{"field": "room_id", "reason": "not in this school"}])
+
     async def exists(self, stmt: Select[Any]) -> bool:
         return (await self.session.execute(stmt.limit(1))).first() is not None

@@ -11,7 +11,7 @@ from sqlalchemy.orm import selectinload
 from fleet.domain.enums import DeviceStatus, RoomKind
 from fleet.domain.lifecycle import INITIAL_STATUSES, check_transition
 from fleet.domain.permissions import Permission
-from fleet.errors import Conflict, InvalidInput, NotFound
+from fleet.errors import Conflict, InvalidInput
 from fleet.persistence.models import (
     BellPeriod,
     CalendarDay,
@@ -116,10 +116,7 @@ class RoomService(CrudService):
     filters = {"school": "school_id", "kind": "kind", "tier": "tier"}
 
     async def validate(self, values: dict[str, Any], existing: Any | None) -> dict[str, Any]:
-        school_id = values.get("school_id", existing.school_id if existing else None)
-        school = await self.session.get(School, school_id) if school_id is not None else None
-        if school is None or not self.principal.sees_school(school.id):
-            raise NotFound(f"school {school_id} not found")
+        school_id = await self.school_in_scope(values, existing)
         kind = values.get("kind", existing.kind if existing else None)
         tier = values.get("tier", existing.tier if existing else None)
         if kind == RoomKind.AI_LAB and tier is None:
@@ -195,16 +192,8 @@ class DeviceService(CrudService):
         return await paginate(self.session, stmt, Device, cursor, limit)
 
     async def validate(self, values: dict[str, Any], existing: Any | None) -> dict[str, Any]:
-        school_id = values.get("school_id", existing.school_id if existing else None)
-        school = await self.session.get(School, school_id) if school_id is not None else None
-        if school is None or not self.principal.sees_school(school.id):
-            raise NotFound(f"school {school_id} not found")
-        room_id = values.get("room_id", existing.room_id if existing else None)
-        if room_id is not None:
-            room = await self.session.get(Room, room_id)
-            if room is None or room.school_id != school_id:
-                raise InvalidInput(f"room {room_id} is not a room of school {school_id}",
-                                   details=[{"field": "room_id", "reason": "not in this school"}])
+        school_id = await self.school_in_scope(values, existing)
+        await self.room_in_school(values, existing, school_id)
         model_id = values.get("model_id", existing.model_id if existing else None)
         model = await self.session.get(DeviceModel, model_id)
         if model is None:

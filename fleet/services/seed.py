@@ -12,7 +12,13 @@ from fleet.domain.clock import Clock
 from fleet.domain.permissions import Principal
 from fleet.errors import Conflict
 from fleet.persistence.models import District
-from fleet.services.inventory import DeviceModelService, DeviceService, DistrictService, RoomService, SchoolService
+from fleet.services.inventory import (
+    DeviceModelService,
+    DeviceService,
+    DistrictService,
+    RoomService,
+    SchoolService,
+)
 from fleet.services.timetable import BellPeriodService, CalendarService
 
 DEMO_DISTRICT = "Demo District"

@@ -24,16 +24,8 @@ class BellPeriodService(CrudService):
     has_timestamps = False
 
     async def validate(self, values: dict[str, Any], existing: Any | None) -> dict[str, Any]:
-        school_id = values.get("school_id", existing.school_id if existing else None)
-        school = await self.session.get(School, school_id) if school_id is not None else None
-        if school is None or not self.principal.sees_school(school.id):
-            raise NotFound(f"school {school_id} not found")
-        room_id = values.get("room_id", existing.room_id if existing else None)
-        if room_id is not None:
-            room = await self.session.get(Room, room_id)
-            if room is None or room.school_id != school_id:
-                raise InvalidInput(f"room {room_id} is not a room of school {school_id}",
-                                   details=[{"field": "room_id", "reason": "not in this school"}])
+        school_id = await self.school_in_scope(values, existing)
+        await self.room_in_school(values, existing, school_id)
         start = values.get("start_time", existing.start_time if existing else None)
         end = values.get("end_time", existing.end_time if existing else None)
         try:
@@ -52,10 +44,7 @@ class CalendarService(CrudService):
     has_timestamps = False
 
     async def validate(self, values: dict[str, Any], existing: Any | None) -> dict[str, Any]:
-        school_id = values.get("school_id", existing.school_id if existing else None)
-        school = await self.session.get(School, school_id) if school_id is not None else None
-        if school is None or not self.principal.sees_school(school.id):
-            raise NotFound(f"school {school_id} not found")
+        await self.school_in_scope(values, existing)
         start = values.get("start_date", existing.start_date if existing else None)
         end = values.get("end_date", existing.end_date if existing else None)
         if start is not None and end is not None and end < start:

@@ -19,7 +19,7 @@ from tests.factories import World, build_world, post
 ALL = frozenset(Role)
 A = Role.ADMIN
 T = Role.TECHNICIAN
-I = Role.IT_STAFF  # noqa: E741
+I = Role.IT_STAFF
 P = Role.PROCUREMENT
 U = Role.AUDITOR
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from fleet.domain.enums import DeviceStatus as S
@@ -11,7 +13,7 @@ from fleet.errors import IllegalTransition
 
 def test_the_documented_path_is_allowed() -> None:
     path = [S.ORDERED, S.RECEIVED, S.PROVISIONED, S.IN_SERVICE, S.IN_REPAIR, S.IN_SERVICE, S.RETIRED]
-    for a, b in zip(path, path[1:], strict=False):
+    for a, b in itertools.pairwise(path):
         check_transition(a, b)
 
 
