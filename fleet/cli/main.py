@@ -225,5 +225,37 @@ def seed_demo() -> None:
     console.print("[green]demo district created:[/green] " + ", ".join(f"{v} {k}" for k, v in counts.items()))
 
 
+@app.command()
+def simulate(spec: Annotated[Path, typer.Argument(help="district spec YAML, e.g. simulators/districts/demo.yaml")],
+             scenario: Annotated[str, typer.Option(help="comma-separated: bell-storm, lesson-peak, exam-day, "
+                                                        "wifi-flap, broker-restart, bad-firmware, malformed, "
+                                                        "battery-drain")] = "bell-storm,lesson-peak",
+             duration: Annotated[float, typer.Option(help="real seconds to run")] = 60.0,
+             speed: Annotated[float, typer.Option(help="simulated seconds per real second (default: the spec's)")] = 0,
+             api: Annotated[str, typer.Option(help="service URL; empty: start a service under test")] = "",
+             token: Annotated[str, typer.Option(help="admin API token for --api")] = "",
+             broker: Annotated[str, typer.Option(help="broker URL for --api (mqtt://host:port)")] = "",
+             serve: Annotated[str, typer.Option(help="broker of the started service: embedded | mosquitto")] = "embedded",
+             db: Annotated[str, typer.Option(help="the service's database URL, for read-back (and enrollment when "
+                                                  "the API has no /enroll)")] = "",
+             out: Annotated[Path, typer.Option(help="report directory")] = Path("var/simulate")) -> None:
+    """Simulate the district from SPEC against the service and write a load report (JSON + HTML)."""
+    from fleet.cli.simulate import main as simulate_main
+
+    raise typer.Exit(simulate_main(spec, scenario, duration, speed or None, api, token, broker, serve, db, out,
+                                   settings()))
+
+
+@app.command("simulate-service", hidden=True)
+def simulate_service(http_port: Annotated[int, typer.Option()] = 0) -> None:
+    """The service under test that `labfleet simulate` starts (a child process; prints one JSON line)."""
+    from fleet.cli.simulate import serve_child
+    from fleet.runtime.brokers import free_port
+
+    cfg = settings()
+    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve_child(cfg, http_port or free_port()))
+
+
 if __name__ == "__main__":
     app()

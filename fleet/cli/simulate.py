@@ -1,0 +1,480 @@
+"""`labfleet simulate`: the district simulator against a service under test, and that service when asked.
+
+The simulator (simulators.district) speaks only the public API and the MQTT protocol. This module supplies
+what the API does not offer yet, from the service's own database: enrollment when `/api/v1/enroll` is absent,
+and the read-back of sequence accounting, dead letters and alerts. It also runs a service under test
+(`ServiceUnderTest`: the HTTP API, a broker and an ingest worker, on the simulated clock) in a child process,
+so the report can compare the generator's CPU with the service's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Request
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from fleet.domain import wire
+from fleet.domain.enums import Role
+from fleet.domain.permissions import SYSTEM
+from fleet.errors import FleetError
+from fleet.persistence.db import create_engine, session_factory, upgrade_sync
+from fleet.persistence.models import Device, Room, School
+from fleet.persistence.models_mqtt import Alert, DeadLetter, DeviceCredential
+from fleet.persistence.models_mqtt import DeviceState as DeviceStateRow
+from fleet.runtime.brokers import BrokerAuthority, EmbeddedBroker, MosquittoBroker, free_port, service_password
+from fleet.runtime.ingest import IngestService
+from fleet.services import enrollment
+from fleet.settings import Settings
+from simulators.district.clock import Anchor, SimClock
+from simulators.district.fleetlink import AlertRow, Credentials, DeviceState
+from simulators.district.mqttpool import raise_fd_limit
+
+logger = logging.getLogger(__name__)
+
+# IN (...) lists are chunked: SQLite allows 32,766 parameters, PostgreSQL 65,535; 900 keeps both happy.
+IN_CHUNK = 900
+# Child service start-up: migrations, broker start and the first subscription take a few seconds.
+SERVICE_START_TIMEOUT_S = 60.0
+# The broker's file-descriptor need: one per terminal plus headroom for the service's own sockets.
+FD_HEADROOM = 2048
+
+
+def _epoch(dt: datetime | None) -> float | None:
+    if dt is None:
+        return None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+
+
+class DbReadBack:
+    """Sequence accounting, dead letters and alerts read from the service's database (read-only)."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+
+    async def device_states(self, identities: list[str]) -> dict[str, DeviceState]:
+        out: dict[str, DeviceState] = {}
+        async with self.sessions() as s:
+            for i in range(0, len(identities), IN_CHUNK):
+                chunk = identities[i:i + IN_CHUNK]
+                rows = (await s.execute(
+                    select(DeviceCredential.username, DeviceStateRow.last_seq, DeviceStateRow.messages_total,
+                           DeviceStateRow.duplicates_total, DeviceStateRow.online, DeviceStateRow.online_changed_at,
+                           DeviceStateRow.battery_pct, DeviceStateRow.firmware_version, DeviceStateRow.health,
+                           DeviceStateRow.bytes_down_total)
+                    .join(DeviceStateRow, DeviceStateRow.device_id == DeviceCredential.device_id)
+                    .where(DeviceCredential.username.in_(chunk)))).all()
+                for u, last, msgs, dups, online, changed, batt, fw, health, down in rows:
+                    out[u] = DeviceState(u, int(last or 0), int(msgs or 0), int(dups or 0), bool(online),
+                                         _epoch(changed), batt, fw, health, int(down or 0))
+        return out
+
+    async def dead_letters(self) -> dict[str, int]:
+        async with self.sessions() as s:
+            rows = (await s.execute(select(DeadLetter.reason, func.count()).group_by(DeadLetter.reason))).all()
+        return {r: int(n) for r, n in rows}
+
+    async def alerts(self, since: float | None = None) -> list[AlertRow]:
+        q = (select(Device.serial_number, School.code, Room.name, Alert.rule, Alert.status)
+             .join(Device, Device.id == Alert.device_id).join(School, School.id == Alert.school_id)
+             .outerjoin(Room, Room.id == Alert.room_id))
+        if since is not None:
+            q = q.where(Alert.opened_at >= datetime.fromtimestamp(since, UTC))
+        async with self.sessions() as s:
+            rows = (await s.execute(q)).all()
+        return [AlertRow(serial, code, room, rule, status) for serial, code, room, rule, status in rows]
+
+
+class DbEnroller:
+    """Enrollment through the service's enrollment use case, for services whose API has no /enroll yet."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], after: Callable[[], Awaitable[None]]) -> None:
+        self.sessions = sessions
+        self.after = after  # make the broker reload credentials
+
+    async def enroll(self, school_code: str, serials: list[str]) -> dict[str, Credentials | str]:
+        out: dict[str, Credentials | str] = {}
+        now = datetime.now(UTC)
+        async with self.sessions() as s:
+            school = (await s.execute(select(School).where(School.code == school_code))).scalar_one()
+            tok = await enrollment.create_claim_token(
+                s, school_id=school.id, max_uses=max(1, min(len(serials), enrollment.MAX_TOKEN_USES)),
+                ttl=timedelta(hours=1), allow_unknown=False, label="labfleet simulate", actor="simulate", now=now)
+            await s.commit()
+            for serial in serials:
+                try:
+                    e = await enrollment.enroll(s, claim_token=tok.token, serial_number=serial, vendor=None,
+                                                model_number=None, now=now)
+                    out[serial] = Credentials(e.identity, e.password, e.school_code, e.device_id)
+                except FleetError as err:
+                    await s.rollback()
+                    out[serial] = str((err.details or {}).get("reason") or type(err).__name__)
+            await s.commit()
+        await self.after()
+        return out
+
+
+# ---------------------------------------------------------------- the service under test
+
+
+@dataclass
+class ServiceInfo:
+    api: str
+    token: str
+    broker_host: str
+    broker_port: int
+    pid: int
+    broker_pid: int | None
+    database_url: str
+
+
+class ServiceUnderTest:
+    """HTTP API + broker (embedded or managed mosquitto) + one ingest worker, on a re-anchorable clock.
+
+    Until the device plane is wired into `labfleet serve`, this is the smallest service that exercises the
+    protocol end to end; everything in it is the service's own code.
+    """
+
+    def __init__(self, settings: Settings, *, http_port: int | None = None, control: bool = False) -> None:
+        self.settings = settings
+        self.control = control
+        self.clock = SimClock()
+        self.http_port = http_port or free_port()
+        self.broker: Any = None
+        self.ingest: IngestService | None = None
+        self.token = ""
+        self._stack = AsyncExitStack()
+        self._server: Any = None
+        self._engine: Any = None
+        self.sessions: async_sessionmaker[AsyncSession] | None = None
+
+    async def __aenter__(self) -> ServiceUnderTest:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def _start(self) -> None:
+        import uvicorn
+
+        from fleet.app import create_app
+        from fleet.services.tokens import create_token
+
+        cfg = self.settings
+        await asyncio.to_thread(upgrade_sync, cfg.database_url)
+        self._engine = create_engine(cfg.database_url)
+        self._stack.push_async_callback(self._engine.dispose)
+        self.sessions = session_factory(self._engine)
+        async with self.sessions() as s:
+            _, self.token = await create_token(s, principal=SYSTEM, at=datetime.now(UTC), name="labfleet-simulate",
+                                               role=Role.ADMIN, school_ids=[], district_wide=True)
+            await s.commit()
+        authority = BrokerAuthority(self.sessions, wire.Topics(cfg.mqtt.topic_prefix), cfg.mqtt.service_username,
+                                    service_password(cfg))
+        if cfg.mqtt.broker == "mosquitto":
+            self.broker = MosquittoBroker(cfg, authority)
+        elif cfg.mqtt.broker == "embedded":
+            self.broker = EmbeddedBroker(cfg, authority)
+        else:
+            raise ValueError("the service under test manages its broker: embedded or mosquitto")
+        await self._stack.enter_async_context(self.broker)
+        self.ingest = IngestService(cfg, self.sessions, self.clock, address=self.broker.address,
+                                    client_id="labfleet-ingest-sim", shared=False)
+        await self._stack.enter_async_context(self.ingest)
+        await self.ingest.wait_connected()
+        app = create_app(cfg, clock=self.clock, migrate=False)
+        if self.control:
+            app.include_router(control_router(self))
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.http_port, log_level="warning", lifespan="on",
+                                access_log=False)
+        self._server = uvicorn.Server(config)
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        task = asyncio.create_task(self._server.serve(), name="sut-http")
+
+        async def stop_http() -> None:
+            self._server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        self._stack.push_async_callback(stop_http)
+        while not self._server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.02)
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def info(self) -> ServiceInfo:
+        proc = getattr(self.broker, "proc", None)
+        return ServiceInfo(self.api, self.token, self.broker.host, self.broker.port, os.getpid(),
+                           proc.pid if proc is not None else None, self.settings.database_url)
+
+    async def sync_credentials(self) -> None:
+        await self.broker.sync()
+        assert self.ingest is not None
+        await self.ingest.directory.load()
+        # The district was just provisioned: the ingest must know its timetables to tell a lesson from a break.
+        await self.ingest.timetables.load()
+
+    async def restart_broker(self) -> None:
+        if isinstance(self.broker, MosquittoBroker):
+            await self.broker.stop()
+            await self.broker.start()
+        else:
+            await self.broker.__aexit__(None, None, None)
+            await self.broker.__aenter__()
+
+    def set_anchor(self, anchor: Anchor) -> None:
+        self.clock.set_anchor(anchor)
+
+
+def control_router(sut: ServiceUnderTest) -> Any:
+    """Loopback-only control routes for the simulator driving a child service: clock, credentials, restart."""
+    router = APIRouter(prefix="/_simulate")
+
+    @router.post("/clock")
+    async def clock(request: Request) -> dict[str, str]:
+        sut.set_anchor(Anchor.from_json(await request.json()))
+        return {"now": sut.clock.now().isoformat()}
+
+    @router.post("/credentials/sync")
+    async def creds() -> dict[str, bool]:
+        await sut.sync_credentials()
+        return {"ok": True}
+
+    @router.post("/broker/restart")
+    async def restart() -> dict[str, bool]:
+        await sut.restart_broker()
+        return {"ok": True}
+
+    return router
+
+
+async def serve_child(settings: Settings, http_port: int) -> None:
+    """Entry point of the child service: print one JSON line with its addresses, serve until SIGTERM."""
+    raise_fd_limit(10_000 + FD_HEADROOM * 5)  # mosquitto inherits it: 10,000 terminals + headroom
+    sut = ServiceUnderTest(settings, http_port=http_port, control=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with sut:
+        info = sut.info()
+        print(json.dumps(info.__dict__), flush=True)
+        await stop.wait()
+
+
+@dataclass
+class ChildService:
+    proc: asyncio.subprocess.Process
+    info: ServiceInfo
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 20)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def child_service(database_url: str, broker: str, data_dir: Path, *, mqtt_port: int | None = None,
+                        log: Path | None = None) -> AsyncIterator[ChildService]:
+    """Start `labfleet simulate-service` as a child process and yield its addresses."""
+    env = dict(os.environ, LABFLEET_DATABASE_URL=database_url, LABFLEET_MQTT__BROKER=broker,
+               LABFLEET_MQTT__LISTEN_PORT=str(mqtt_port or free_port()), LABFLEET_MQTT__DATA_DIR=str(data_dir),
+               LABFLEET_LOG_LEVEL="WARNING")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    err = open(log or data_dir / "service.log", "ab")  # noqa: SIM115 - closed below
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fleet.cli.main", "simulate-service", "--http-port", str(free_port()), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=err)
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), SERVICE_START_TIMEOUT_S)
+        if not line:
+            await proc.wait()
+            raise RuntimeError(f"service under test exited ({proc.returncode}); see {err.name}")
+        child = ChildService(proc, ServiceInfo(**json.loads(line)))
+        try:
+            yield child
+        finally:
+            await child.stop()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        err.close()
+
+
+class ServiceControl:
+    """The simulator's hooks into a child service's control routes."""
+
+    def __init__(self, api: str) -> None:
+        self.http = httpx.AsyncClient(base_url=api, timeout=60)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def set_clock(self, anchor: Anchor) -> None:
+        (await self.http.post("/_simulate/clock", json=anchor.to_json())).raise_for_status()
+
+    async def sync_credentials(self) -> None:
+        (await self.http.post("/_simulate/credentials/sync")).raise_for_status()
+
+    async def restart_broker(self) -> None:
+        (await self.http.post("/_simulate/broker/restart")).raise_for_status()
+
+
+@dataclass
+class Controls:
+    """What the simulator may do to the service under test; None where it may not."""
+
+    sync_credentials: Callable[[], Awaitable[None]] | None = None
+    restart_broker: Callable[[], Awaitable[None]] | None = None
+    set_clock: Callable[[Anchor], Awaitable[None]] | None = None
+    pids: Callable[[], dict[str, int]] | None = None
+
+
+async def simulate(district: Any, scenarios: tuple[str, ...], *, api: str, token: str, broker: tuple[str, int],
+                   database_url: str | None, duration_s: float, speed: float | None, controls: Controls,
+                   state_file: Path | None = None, transport: httpx.AsyncBaseTransport | None = None,
+                   progress: Callable[[str], None] = lambda _m: None, prefix: str = "labfleet") -> dict[str, Any]:
+    """Provision, enroll, run and report; returns the report as a dict."""
+    from simulators.district import report as reports
+    from simulators.district.engine import Hooks, Simulation
+    from simulators.district.fleetlink import FleetApi, HttpEnroller
+
+    started = time.monotonic()
+    fleet = FleetApi.connect(api, token, transport=transport)
+    engine = create_engine(database_url) if database_url else None
+    try:
+        provisioned = await fleet.provision(district, progress)
+        readback = DbReadBack(session_factory(engine)) if engine is not None else None
+        if await fleet.has_route("/api/v1/enroll"):
+            enroller: Any = HttpEnroller(fleet, provisioned.school_ids)
+        elif engine is not None:
+            async def after() -> None:
+                if controls.sync_credentials is not None:
+                    await controls.sync_credentials()
+
+            enroller = DbEnroller(session_factory(engine), after)
+        else:
+            raise RuntimeError("the service has no /api/v1/enroll route; pass --db so the simulator can enroll")
+
+        async def exam(code: str, day: str) -> None:
+            await fleet.add_exam_day(provisioned.school_ids[code], day)
+
+        hooks = Hooks(restart_broker=controls.restart_broker, set_service_clock=controls.set_clock,
+                      add_exam_day=exam, service_pids=controls.pids)
+        dl_before = await readback.dead_letters() if readback is not None else None
+        sim = Simulation(district, broker=broker, enroller=enroller, readback=readback, scenarios=scenarios,
+                         duration_s=duration_s, speed=speed, prefix=prefix, state_file=state_file, hooks=hooks)
+        progress(f"running {len(scenarios) and ','.join(scenarios) or 'a plain day'} for {duration_s:g} s")
+        await sim.run()
+        dl_after = sim.outcome.get("dead_letters")
+        alerts = sim.outcome.get("alerts")
+        return reports.build(sim, service_clock_is_sim=controls.set_clock is not None, dead_letters_before=dl_before,
+                             dead_letters_after=dl_after, alerts=alerts, wall_s=time.monotonic() - started)
+    finally:
+        await fleet.close()
+        if engine is not None:
+            await engine.dispose()
+
+
+def main(spec_path: Path, scenario: str, duration: float, speed: float | None, api: str, token: str, broker: str,
+         serve: str, db: str, out: Path, cfg: Settings) -> int:
+    """The `labfleet simulate` command: 0 when the verdict passes, 1 when it fails, 2 on a bad spec."""
+    from rich.console import Console
+
+    from simulators.district import report as reports
+    from simulators.district.spec import SpecError, load_spec, parse_scenarios
+
+    err = Console(stderr=True)
+    try:
+        district = load_spec(spec_path)
+        scenarios = parse_scenarios(scenario)
+    except SpecError as e:
+        err.print(f"[red]Spec error:[/red] {e}")
+        return 2
+    if duration <= 0:
+        err.print("[red]--duration must be positive[/red]")
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{spec_path.stem}-{'+'.join(scenarios) or 'day'}"
+    state_file = out / f"{spec_path.stem}.state.json"
+
+    async def run() -> dict[str, Any]:
+        raise_fd_limit(district.count() + FD_HEADROOM)
+        if api:
+            if not token:
+                raise RuntimeError("--api needs --token (labfleet token create --role admin --district)")
+            from fleet.runtime.mqtt_subscriber import BrokerAddress
+
+            addr = BrokerAddress.from_url(broker or cfg.mqtt.url)
+            return await simulate(district, scenarios, api=api, token=token, broker=(addr.host, addr.port),
+                                  database_url=db or cfg.database_url, duration_s=duration, speed=speed,
+                                  controls=Controls(), state_file=state_file, progress=err.print,
+                                  prefix=cfg.mqtt.topic_prefix)
+        database_url = db or f"sqlite+aiosqlite:///{out / (spec_path.stem + '.db')}"
+        err.print(f"starting a service under test ({serve} broker, {database_url})")
+        async with child_service(database_url, serve, out / f"{spec_path.stem}-{serve}") as child:
+            ctl = ServiceControl(child.info.api)
+
+            def pids() -> dict[str, int]:
+                got = {"service": child.info.pid}
+                broker_pid = _child_pid(child.info.pid)
+                if broker_pid:
+                    got["broker"] = broker_pid
+                return got
+
+            try:
+                return await simulate(district, scenarios, api=child.info.api, token=child.info.token,
+                                      broker=(child.info.broker_host, child.info.broker_port),
+                                      database_url=database_url, duration_s=duration, speed=speed,
+                                      controls=Controls(ctl.sync_credentials, ctl.restart_broker, ctl.set_clock, pids),
+                                      state_file=state_file, progress=err.print, prefix=cfg.mqtt.topic_prefix)
+            finally:
+                await ctl.close()
+
+    rep = asyncio.run(run())
+    json_path, html_path = out / f"{stem}.json", out / f"{stem}.html"
+    reports.write(rep, json_path, html_path)
+    print(reports.text(rep))
+    err.print(f"report: {json_path} and {html_path}")
+    return 0 if rep["verdict"]["result"] == "pass" else 1
+
+
+def _child_pid(pid: int) -> int | None:
+    """The managed broker's pid: the service's child process, if any (mosquitto; amqtt runs in-process)."""
+    try:
+        import psutil
+
+        kids = psutil.Process(pid).children()
+    except Exception:  # psutil.Error and a vanished process alike: no broker pid to sample
+        return None
+    return kids[0].pid if kids else None

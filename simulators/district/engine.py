@@ -1,0 +1,484 @@
+"""The district simulation: provisioning, enrollment, terminals on a simulated clock, scenarios, accounting.
+
+One asyncio loop drives every terminal (see mqttpool); timers, not tasks, move them through the day.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psutil
+
+from simulators.district.clock import Anchor, SimClock
+from simulators.district.fleetlink import Credentials, DeviceState, Enroller, ReadBack
+from simulators.district.mqttpool import Pool, raise_fd_limit
+from simulators.district.spec import District, Room, School, TrafficIn
+from simulators.district.terminal import Phase, Terminal
+
+logger = logging.getLogger(__name__)
+
+# Sampling period of the run's time series (connects/s, online, messages/s, CPU): one point a second.
+SAMPLE_S = 1.0
+# After the run, wait at most this long for the broker to acknowledge what terminals sent, and for the
+# service to ingest it, before counting what is missing as lost.
+SETTLE_TIMEOUT_S = 60.0
+# Publish->state probes: this many terminals per probe round, one round every PROBE_EVERY_S; enough samples
+# for a p99 over a minute, few enough that polling the read-back costs the service nothing measurable.
+PROBE_BATCH = 10
+PROBE_EVERY_S = 1.0
+# A probe that the service has not reflected in this long is recorded as this long (and counted as late).
+PROBE_TIMEOUT_S = 10.0
+# seq persistence (protocol 5): on start skip to the next block of 1,000 above the stored high-water mark.
+SEQ_BLOCK = 1000
+
+
+@dataclass
+class Stats:
+    """Everything the report needs, counted on the simulator's side."""
+
+    started_mono: float = 0.0
+    connects: int = 0
+    connect_failures: int = 0
+    connack_refused: int = 0
+    disconnects: int = 0
+    published: int = 0
+    acked: int = 0
+    connect_latency: list[float] = field(default_factory=list)  # socket open -> CONNACK, seconds
+    connect_times: list[float] = field(default_factory=list)  # real seconds since start of each CONNACK
+    connack_mono: dict[str, float] = field(default_factory=dict)  # first CONNACK per terminal (monotonic)
+    garbage: dict[str, int] = field(default_factory=dict)
+    error_replies: dict[str, int] = field(default_factory=dict)
+    commands: dict[str, int] = field(default_factory=dict)
+    # school -> simulated minute (epoch minute) -> bytes reported in that minute
+    bytes_by_school: dict[str, dict[int, int]] = field(default_factory=lambda: collections.defaultdict(
+        lambda: collections.defaultdict(int)))
+    series: list[dict[str, float]] = field(default_factory=list)
+    probe_latency: list[float] = field(default_factory=list)
+    probe_late: int = 0
+    events: list[tuple[float, str]] = field(default_factory=list)
+
+    def on_connect(self, t: Terminal, latency: float) -> None:
+        self.connects += 1
+        self.connect_latency.append(latency)
+        now = time.monotonic()
+        self.connect_times.append(now - self.started_mono)
+        self.connack_mono.setdefault(t.serial, now)
+
+    def add_bytes(self, school: str, n: int, at: datetime) -> None:
+        self.bytes_by_school[school][int(at.timestamp()) // 60] += n
+
+    def mark(self, text: str) -> None:
+        self.events.append((round(time.monotonic() - self.started_mono, 2), text))
+        logger.info("%s", text)
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """Things outside the simulator that some scenarios need; absent ones make those scenarios report 'skipped'."""
+
+    restart_broker: Callable[[], Awaitable[None]] | None = None
+    set_service_clock: Callable[[Anchor], Awaitable[None]] | None = None
+    add_exam_day: Callable[[str, str], Awaitable[None]] | None = None  # (school code, ISO date)
+    service_pids: Callable[[], dict[str, int]] | None = None  # name -> pid, for CPU/RSS sampling
+
+
+class Simulation:
+    def __init__(self, district: District, *, broker: tuple[str, int], enroller: Enroller, readback: ReadBack | None,
+                 scenarios: tuple[str, ...], duration_s: float, speed: float | None = None,
+                 prefix: str = "labfleet", state_file: Path | None = None, seed: int = 2027,
+                 hooks: Hooks | None = None, start: datetime | None = None, stop_early: bool = True) -> None:
+        self.district = district
+        self.broker = broker
+        self.enroller = enroller
+        self.readback = readback
+        self.scenarios = scenarios
+        self.duration_s = duration_s
+        self.speed = speed or district.speed
+        self.prefix = prefix
+        self.state_file = state_file
+        self.rng = random.Random(seed)
+        self.hooks = hooks or Hooks()
+        self.start_local = start or district.start
+        self.stop_early = stop_early
+        self.clock = SimClock()
+        self.stats = Stats()
+        self.terminals: list[Terminal] = []
+        self.by_serial: dict[str, Terminal] = {}
+        self.rooms: dict[str, tuple[School, Room]] = {}
+        self.pool: Pool = None  # type: ignore[assignment]
+        self.connect_queue: collections.deque[Terminal] = collections.deque()
+        self._connector_wake = asyncio.Event()
+        self.traffic: TrafficIn = district.traffic_for("terminal")
+        self.enroll_results: dict[str, str] = {}
+        self.enroll_seconds = 0.0
+        self.baseline: dict[str, DeviceState] = {}
+        self.outcome: dict[str, Any] = {}
+        self.scenario_notes: dict[str, str] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._handles: set[asyncio.TimerHandle] = set()
+        self.lab_devices = district.count(transport="serial")
+        self._tz = {s.code: ZoneInfo(s.timezone) for s in district.schools}
+        self.flap_room: str | None = None
+        self.storm_done_mono: float | None = None
+        self.frozen = False
+
+    # ---------------------------------------------------------------- time helpers
+    @staticmethod
+    def mono() -> float:
+        return time.monotonic()
+
+    def after_real(self, delay: float, fn: Callable[[], None]) -> asyncio.TimerHandle:
+        loop = asyncio.get_running_loop()
+        h = loop.call_later(max(0.0, delay), fn)
+        return h
+
+    def after_sim(self, sim_seconds: float, fn: Callable[[], None]) -> asyncio.TimerHandle:
+        return self.after_real(sim_seconds / self.speed, fn)
+
+    def at_sim(self, when: datetime, fn: Callable[[], None]) -> asyncio.TimerHandle:
+        return self.after_real(self.clock.delay_until(when), fn)
+
+    def local(self, school: str, at: datetime | None = None) -> datetime:
+        return (at or self.clock.now()).astimezone(self._tz[school]).replace(tzinfo=None)
+
+    def to_utc(self, school: str, local: datetime) -> datetime:
+        return local.replace(tzinfo=self._tz[school]).astimezone(UTC)
+
+    # ---------------------------------------------------------------- behaviour questions terminals ask
+    def _periods(self, school_code: str, day: datetime) -> tuple[Any, ...]:
+        school = self._school(school_code)
+        return self.district.timetables[school.timetable].periods_on(day.weekday())
+
+    def _school(self, code: str) -> School:
+        return self.rooms_by_school[code]
+
+    def current_period(self, t: Terminal) -> Any:
+        now = self.local(t.school)
+        for p in self._periods(t.school, now):
+            if p.start <= now.time() < p.end:
+                return p
+        return None
+
+    def in_lesson(self, t: Terminal) -> bool:
+        return self.current_period(t) is not None
+
+    def awake_hours(self, t: Terminal) -> bool:
+        return True  # terminals are put to sleep by their own timer after school
+
+    def telemetry_interval(self, t: Terminal) -> float:
+        if "lesson-peak" in self.scenarios and self.in_lesson(t):
+            return float(self.district.scenario.peak_telemetry_interval_s)
+        return float(self.traffic.telemetry_interval_s)
+
+    def lesson_bytes(self, t: Terminal, interval: float) -> tuple[int, int]:
+        tr = self.traffic
+        f = interval / 60 * self.rng.uniform(0.7, 1.3)
+        up, down = int(tr.bytes_up_per_lesson_minute * f), int(tr.bytes_down_per_lesson_minute * f)
+        if t.exam:
+            return up // 5, down // 5
+        period = self.current_period(t)
+        key = (t.serial, period.name if period else "")
+        if period is not None and key not in self._burst_seen:
+            self._burst_seen.add(key)
+            p = 1.0 if "lesson-peak" in self.scenarios else tr.burst.probability
+            if self.rng.random() < p:
+                down += tr.burst.bytes_down
+        return up, down
+
+    def kick_connector(self) -> None:
+        self._connector_wake.set()
+
+    # ---------------------------------------------------------------- setup
+    async def enroll_all(self) -> None:
+        """Credentials from the state file, or enrollment with a claim token on first use."""
+        stored = self._load_state()
+        need: dict[str, list[str]] = collections.defaultdict(list)
+        creds: dict[str, Credentials] = {}
+        for s, _r, d in self.district.devices():
+            if d.transport != "mqtt":
+                continue
+            c = stored.get(d.serial)
+            if c is not None:
+                creds[d.serial] = Credentials(d.serial, c["password"], s.code)
+            else:
+                need[s.code].append(d.serial)
+        started = time.monotonic()
+        for code, serials in need.items():
+            got = await self.enroller.enroll(code, serials)
+            for serial, res in got.items():
+                if isinstance(res, Credentials):
+                    creds[serial] = res
+                    self.enroll_results[serial] = "ok"
+                else:
+                    self.enroll_results[serial] = res
+        self.enroll_seconds = time.monotonic() - started
+        self._creds = creds
+        self._stored = stored
+
+    def _load_state(self) -> dict[str, dict[str, Any]]:
+        if self.state_file is None or not self.state_file.exists():
+            return {}
+        try:
+            data = json.loads(self.state_file.read_text())
+            return dict(data.get("devices", {}))
+        except (OSError, ValueError):
+            logger.warning("ignoring unreadable simulator state file %s", self.state_file)
+            return {}
+
+    def save_state(self) -> None:
+        if self.state_file is None:
+            return
+        devices = dict(self._stored)
+        for t in self.terminals:
+            devices[t.serial] = {"password": t.password, "seq": t.seq}
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"district": self.district.name, "devices": devices}))
+        os.chmod(tmp, 0o600)  # device passwords
+        os.replace(tmp, self.state_file)
+
+    def build_terminals(self) -> None:
+        self.rooms_by_school = {s.code: s for s in self.district.schools}
+        self._burst_seen: set[tuple[str, str]] = set()
+        for s, r, d in self.district.devices():
+            self.rooms[f"{s.code}/{r.name}"] = (s, r)
+            if d.transport != "mqtt" or d.serial not in self._creds:
+                continue
+            stored = self._stored.get(d.serial, {})
+            seq = int(stored.get("seq", 0))
+            if seq:
+                seq = (seq // SEQ_BLOCK + 1) * SEQ_BLOCK
+            t = Terminal(self, d.serial, s.code, r.name, self._creds[d.serial].password, seq,
+                         random.Random(self.rng.random()), self.district.models[d.model].firmware)
+            t.attending = t.rng.random() < self.traffic.attendance
+            self.terminals.append(t)
+            self.by_serial[t.serial] = t
+
+    # ---------------------------------------------------------------- run
+    async def run(self) -> dict[str, Any]:
+        raise_fd_limit(len(self.district.devices()) + 2048)
+        self.stats.started_mono = time.monotonic()
+        await self.enroll_all()
+        self.build_terminals()
+        if self.readback is not None and self.terminals:
+            self.baseline = await self.readback.device_states([t.serial for t in self.terminals])
+        sim_start = self.to_utc(self.district.schools[0].code, self.start_local)
+        self.clock.set_anchor(Anchor(sim_start, time.monotonic(), self.speed))
+        if self.hooks.set_service_clock is not None:
+            await self.hooks.set_service_clock(self.clock.anchor)
+            self.service_epoch_at_start = sim_start.timestamp()
+        else:
+            self.service_epoch_at_start = time.time()
+        self.pool = Pool(*self.broker)
+        self.pool.start()
+        self.stats.started_mono = time.monotonic()
+        self.stats.mark(f"simulation starts at {self.start_local.isoformat()} local, x{self.speed:g}")
+        self._spawn(self._connector(), "sim-connector")
+        self._spawn(self._sampler(), "sim-sampler")
+        if self.readback is not None:
+            self._spawn(self._prober(), "sim-prober")
+        self.plan_day()
+        from simulators.district import scenarios
+
+        await scenarios.apply(self)
+        try:
+            await asyncio.sleep(self.duration_s)
+        finally:
+            for h in self._handles:
+                h.cancel()
+        self.stats.mark("duration reached: settling")
+        self.frozen = True  # no new traffic from here: what was sent is what gets accounted
+        for task in list(self._tasks):
+            if task.get_name() in ("sim-prober", "sim-sampler"):
+                task.cancel()
+        await self._settle()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self.shutdown()
+        self.save_state()
+        return self.outcome
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def plan_day(self) -> None:
+        """Wake each terminal before its first bell (with jitter) and put it to sleep after school."""
+        storm = "bell-storm" in self.scenarios
+        window_real = self.district.scenario.storm_window_s
+        for t in self.terminals:
+            day = self.start_local
+            periods = self._periods(t.school, day)
+            if not periods:
+                continue
+            first = datetime.combine(day.date(), periods[0].start)
+            last = datetime.combine(day.date(), periods[-1].end)
+            if storm:
+                # The bell storm: everyone connects within the window after the simulated start (real seconds).
+                self._handles.add(self.after_real(t.rng.uniform(0, window_real), t.wake))
+            else:
+                wake = first - timedelta(seconds=t.rng.uniform(0, self.traffic.wake_jitter_s))
+                self._handles.add(self.at_sim(self.to_utc(t.school, max(wake, self.start_local)), t.wake))
+            sleep_at = last + timedelta(seconds=self.traffic.after_school_s)
+            self._handles.add(self.at_sim(self.to_utc(t.school, sleep_at), t.sleep))
+
+    async def _connector(self) -> None:
+        """Start connects from the queue, at most MAX_CONNECTING waiting for CONNACK at once."""
+        q = self.connect_queue
+        while True:
+            if not q:
+                self._connector_wake.clear()
+                await self._connector_wake.wait()
+                continue
+            await self.pool.connecting.acquire()
+            t = q.popleft()
+            try:
+                ok = t.phase == Phase.CONNECTING and t.start_connect()
+            except Exception:  # one terminal's broken client must not stop everyone's connects
+                logger.exception("connect of %s failed", t.serial)
+                ok = False
+                t.phase = Phase.BACKOFF
+                t._retry_later()
+            if not ok:
+                self.pool.connecting.release()
+            if len(q) % 200 == 0:
+                await asyncio.sleep(0)
+
+    async def _sampler(self) -> None:
+        me = psutil.Process()
+        procs: dict[str, psutil.Process] = {}
+        last_cpu: dict[str, float] = {}
+        prev_t = time.monotonic()
+        prev = {"connects": 0, "published": 0, "acked": 0}
+        me_cpu = sum(me.cpu_times()[:2])
+        while True:
+            await asyncio.sleep(SAMPLE_S)
+            now = time.monotonic()
+            dt = now - prev_t
+            prev_t = now
+            online = sum(1 for t in self.terminals if t.phase == Phase.ONLINE)
+            point: dict[str, float] = {"t": round(now - self.stats.started_mono, 2),
+                                       "sim_minute": round(self.clock.monotonic() / 60, 2), "online": online}
+            for k in prev:
+                v = getattr(self.stats, k)
+                point[f"{k}_per_s"] = round((v - prev[k]) / dt, 1)
+                prev[k] = v
+            cpu = sum(me.cpu_times()[:2])
+            point["sim_cpu"] = round((cpu - me_cpu) / dt, 3)
+            me_cpu = cpu
+            point["sim_rss_mb"] = round(me.memory_info().rss / 1e6, 1)
+            if self.hooks.service_pids is not None:
+                for name, pid in self.hooks.service_pids().items():
+                    try:
+                        p = procs.get(name)
+                        if p is None or p.pid != pid:
+                            p = procs[name] = psutil.Process(pid)
+                            last_cpu[name] = sum(p.cpu_times()[:2])
+                            continue
+                        c = sum(p.cpu_times()[:2])
+                        point[f"{name}_cpu"] = round((c - last_cpu[name]) / dt, 3)
+                        last_cpu[name] = c
+                        point[f"{name}_rss_mb"] = round(p.memory_info().rss / 1e6, 1)
+                    except psutil.Error:
+                        procs.pop(name, None)
+            self.stats.series.append(point)
+
+    async def _prober(self) -> None:
+        """Publish->state latency: send telemetry from a few online terminals and poll until the service shows it."""
+        assert self.readback is not None
+        while True:
+            await asyncio.sleep(PROBE_EVERY_S)
+            online = [t for t in self.terminals if t.phase == Phase.ONLINE and not t.malformed]
+            if not online:
+                continue
+            batch = self.rng.sample(online, min(PROBE_BATCH, len(online)))
+            sent: dict[str, tuple[int, float]] = {}
+            for t in batch:
+                t.telemetry(0, 0)
+                sent[t.serial] = (t.seq, time.monotonic())
+            deadline = time.monotonic() + PROBE_TIMEOUT_S
+            while sent and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+                try:
+                    states = await self.readback.device_states(list(sent))
+                except Exception:  # the read-back is best effort; a failing one only loses samples
+                    logger.debug("probe read-back failed", exc_info=True)
+                    continue
+                now = time.monotonic()
+                for serial, st in states.items():
+                    seq, t0 = sent.get(serial, (0, 0.0))
+                    if seq and st.last_seq >= seq:
+                        self.stats.probe_latency.append(now - t0)
+                        sent.pop(serial)
+            self.stats.probe_late += len(sent)
+            self.stats.probe_latency.extend([PROBE_TIMEOUT_S] * len(sent))
+
+    async def _settle(self) -> None:
+        """Wait until the broker acked what was sent and the service ingested it (bounded), then account."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if all(not t.pending or t.phase != Phase.ONLINE for t in self.terminals):
+                break
+            await asyncio.sleep(0.1)
+        self.storm_stats()
+        if self.readback is None:
+            self.outcome["accounting"] = None
+            return
+        states: dict[str, DeviceState] = {}
+        while True:
+            states = await self.readback.device_states([t.serial for t in self.terminals])
+            if self._lost(states) == 0 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.25)
+        self.outcome["states"] = states
+        # Read before the terminals shut down: a clean shutdown mid-lesson is itself an unexpected offline.
+        self.outcome["alerts"] = await self.readback.alerts(self.service_epoch_at_start)
+        self.outcome["dead_letters"] = await self.readback.dead_letters()
+
+    def _lost(self, states: dict[str, DeviceState]) -> int:
+        lost = 0
+        for t in self.terminals:
+            st = states.get(t.serial)
+            base = self.baseline.get(t.serial)
+            got = (st.messages if st else 0) - (base.messages if base else 0)
+            lost += max(0, t.counters.acked - got)
+        return lost
+
+    def storm_stats(self) -> None:
+        if self.stats.connect_times:
+            self.storm_done_mono = self.stats.started_mono + max(self.stats.connect_times[:len(self.terminals)])
+
+    async def shutdown(self) -> None:
+        for t in self.terminals:
+            if t.phase == Phase.ONLINE:
+                t.sleep()
+        await asyncio.sleep(0.2)
+        if self.pool is not None:
+            await self.pool.close()
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))
+    return s[k]

@@ -1,0 +1,158 @@
+"""Many paho-mqtt clients on one asyncio loop, without a thread per client.
+
+This is how aiomqtt drives paho: each client's socket callbacks register its socket with the loop
+(`add_reader` -> `loop_read`, `add_writer` -> `loop_write`), and a housekeeping task calls `loop_misc` for
+keepalive. Ten thousand clients then cost ten thousand sockets and a few kilobytes each, not ten thousand
+threads. paho's own `connect()` opens its TCP socket blocking; on loopback that returns at once as long as the
+broker's listen backlog is not full, so the pool bounds how many connects wait for a CONNACK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+logger = logging.getLogger(__name__)
+
+# Connects waiting for CONNACK at once: far below the kernel's default listen backlog (4096 on Debian), so
+# a blocking connect() never stalls the loop behind a full SYN queue; the broker answers each in well under 1 ms.
+MAX_CONNECTING = 512
+# Keepalive housekeeping pass: paho's loop_misc only needs to run well within the 60 s keepalive.
+MISC_INTERVAL_S = 5.0
+# Protocol section 1: 60 s keepalive.
+KEEPALIVE_S = 60
+# TCP connect timeout for paho's blocking connect: loopback answers at once or refuses.
+CONNECT_TIMEOUT_S = 5.0
+# QoS 1 messages in flight per terminal: a terminal sends one message a minute, so 20 (paho's default) is
+# plenty; a larger window would only hide a stalled broker.
+MAX_INFLIGHT = 20
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raise RLIMIT_NOFILE towards `wanted` (capped at the hard limit); returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(max(soft, wanted), hard) if hard != resource.RLIM_INFINITY else max(soft, wanted)
+    if target != soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return target
+
+
+class Pool:
+    """Owns the socket registrations of many paho clients on one loop, and a bounded connect gate."""
+
+    def __init__(self, host: str, port: int, *, max_connecting: int = MAX_CONNECTING) -> None:
+        self.host = host
+        self.port = port
+        self.loop = asyncio.get_running_loop()
+        self.clients: set[paho.Client] = set()
+        self.connecting = asyncio.Semaphore(max_connecting)
+        self._misc: asyncio.Task[None] | None = None
+        # host/port can be changed (the broker moved after a restart on another port): read at connect time.
+
+    def new_client(self, client_id: str, username: str, password: str, *, userdata: Any = None) -> paho.Client:
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+                        userdata=userdata, protocol=paho.MQTTv311, reconnect_on_failure=False)
+        c.username_pw_set(username, password)
+        c.max_inflight_messages_set(MAX_INFLIGHT)
+        c.connect_timeout = CONNECT_TIMEOUT_S
+        c.on_socket_open = self._on_socket_open
+        c.on_socket_close = self._on_socket_close
+        c.on_socket_register_write = self._on_register_write
+        c.on_socket_unregister_write = self._on_unregister_write
+        self.clients.add(c)
+        return c
+
+    def forget(self, c: paho.Client) -> None:
+        self.clients.discard(c)
+
+    def start(self) -> None:
+        self._misc = asyncio.create_task(self._misc_loop(), name="mqttpool-misc")
+
+    async def close(self) -> None:
+        if self._misc is not None:
+            self._misc.cancel()
+            try:
+                await self._misc
+            except asyncio.CancelledError:
+                pass
+        for c in list(self.clients):
+            sock = c.socket()
+            if sock is not None:
+                self._unregister(sock)
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    # ---------------------------------------------------------------- socket callbacks
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self.loop.add_reader(sock, self._read, client)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._unregister(sock)
+
+    def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self.loop.add_writer(sock, self._write, client)
+
+    def _on_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self.loop.remove_writer(sock)
+
+    def _unregister(self, sock: Any) -> None:
+        try:
+            self.loop.remove_reader(sock)
+            self.loop.remove_writer(sock)
+        except (ValueError, OSError):  # already closed: nothing registered any more
+            pass
+
+    def _read(self, client: paho.Client) -> None:
+        client.loop_read()
+
+    def _write(self, client: paho.Client) -> None:
+        client.loop_write()
+
+    async def _misc_loop(self) -> None:
+        while True:
+            await asyncio.sleep(MISC_INTERVAL_S)
+            started = time.monotonic()
+            for i, c in enumerate(list(self.clients)):
+                if c.socket() is not None:
+                    c.loop_misc()
+                if i % 1000 == 999:
+                    await asyncio.sleep(0)  # let socket callbacks run between slices of a 10,000-client pass
+            logger.debug("misc pass over %d clients took %.1f ms", len(self.clients),
+                         (time.monotonic() - started) * 1000)
+
+    # ---------------------------------------------------------------- connect
+    def connect(self, client: paho.Client, will_topic: str, will_payload: bytes) -> MQTTErrorCode | str:
+        """Open the TCP connection and send CONNECT (the CONNACK arrives through on_connect)."""
+        client.will_set(will_topic, will_payload, qos=1, retain=True)
+        try:
+            if client.host:  # reconnect keeps paho's queued QoS 1 messages and resends them
+                return client.reconnect()
+            return client.connect(self.host, self.port, keepalive=KEEPALIVE_S)
+        except (OSError, TimeoutError) as err:
+            return type(err).__name__
+
+    @staticmethod
+    def drop(client: paho.Client) -> None:
+        """Lose the link without DISCONNECT (Wi-Fi gone): the broker sees EOF and publishes the Last Will."""
+        sock = client.socket()
+        if sock is None:
+            return
+        try:
+            # The reader then sees EOF and paho reports the connection lost through on_disconnect.
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+OnEvent = Callable[..., None]

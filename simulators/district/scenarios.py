@@ -1,0 +1,121 @@
+"""Scenarios: each one changes the day of some terminals, or the world around them. They combine freely.
+
+bell-storm and lesson-peak shape the load (engine.plan_day and the traffic questions read them); the fault
+scenarios below schedule their faults on the simulated clock, relative to the first bell.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from simulators.district.terminal import Phase
+
+if TYPE_CHECKING:
+    from simulators.district.engine import Simulation
+    from simulators.district.terminal import Terminal
+
+logger = logging.getLogger(__name__)
+
+
+def _first_bell_utc(sim: Simulation) -> datetime:
+    bell = sim.district.first_bell()
+    return sim.to_utc(sim.district.schools[0].code, max(bell, sim.start_local))
+
+
+def _share(sim: Simulation, share: float, salt: str) -> list[Terminal]:
+    """A deterministic share of the terminals (at least one when the share is positive)."""
+    if share <= 0 or not sim.terminals:
+        return []
+    n = max(1, round(len(sim.terminals) * share))
+    import random
+
+    return random.Random(f"{salt}:{len(sim.terminals)}").sample(sim.terminals, n)
+
+
+async def apply(sim: Simulation) -> None:
+    p = sim.district.scenario
+    bell = _first_bell_utc(sim)
+    names = sim.scenarios
+    if "exam-day" in names:
+        day = sim.start_local.date().isoformat()
+        if sim.hooks.add_exam_day is not None:
+            for s in sim.district.schools:
+                await sim.hooks.add_exam_day(s.code, day)
+            sim.scenario_notes["exam-day"] = f"exam day {day} in the service's calendar for every school"
+        else:
+            sim.scenario_notes["exam-day"] = "terminals in exam mode; the service calendar was not changed (no API)"
+        for t in sim.terminals:
+            t.exam = True  # exam app only, no content bursts, no updates
+    if "malformed" in names:
+        chosen = _share(sim, p.malformed_share, "malformed")
+        for t in chosen:
+            t.malformed = True
+        sim.scenario_notes["malformed"] = f"{len(chosen)} terminals also send garbage every telemetry interval"
+    if "battery-drain" in names:
+        chosen = _share(sim, p.battery_drain_share, "battery")
+        for t in chosen:
+            t.drain = p.battery_drain_pct_per_hour / max(0.1, sim.traffic.battery_drain_pct_per_hour)
+            t.battery = min(t.battery, 40.0)
+        sim.outcome["battery_drain"] = sorted(t.serial for t in chosen)
+        sim.scenario_notes["battery-drain"] = f"{len(chosen)} terminals drain at {p.battery_drain_pct_per_hour:g} %/h"
+    if "bad-firmware" in names:
+        if "exam-day" in names:
+            sim.scenario_notes["bad-firmware"] = "held back: no updates on an exam day"
+        else:
+            chosen = _share(sim, p.bad_firmware_share, "firmware")
+
+            def install() -> None:
+                for t in chosen:
+                    t.firmware = p.bad_firmware_version
+                    t.bad_fw = True
+                    t.boots = 0
+                    if t.phase == Phase.ONLINE:
+                        t.reboot_soon()  # an update ends in a reboot into the new image
+                sim.stats.mark(f"bad-firmware: {len(chosen)} terminals boot {p.bad_firmware_version}")
+
+            sim._handles.add(sim.at_sim(bell + timedelta(seconds=p.bad_firmware_at_s), install))
+            sim.outcome["bad_firmware"] = sorted(t.serial for t in chosen)
+            sim.scenario_notes["bad-firmware"] = (f"{len(chosen)} terminals updated to {p.bad_firmware_version} "
+                                                  "crash and reboot")
+    if "wifi-flap" in names:
+        room = p.flap_room or next(k for k, (_s, r) in sim.rooms.items() if r.kind == "smart_classroom")
+        if room not in sim.rooms:
+            raise ValueError(f"wifi-flap: no room {room!r} (use SCHOOL/Room name)")
+        sim.flap_room = room
+        members = [t for t in sim.terminals if t.room_key == room]
+        down_real = sim.clock.real(p.flap_down_s)
+
+        def flap() -> None:
+            sim.stats.mark(f"wifi-flap: {room} goes dark for {p.flap_down_s:g} s")
+            for t in members:
+                if t.phase == Phase.ONLINE:
+                    t.flap(down_real)
+
+        sim._handles.add(sim.at_sim(bell + timedelta(seconds=p.flap_at_s), flap))
+        sim.outcome["flap_room"] = room
+        sim.scenario_notes["wifi-flap"] = f"{room} ({len(members)} terminals) drops for {p.flap_down_s:g} s"
+    if "broker-restart" in names:
+        if sim.hooks.restart_broker is None:
+            sim.scenario_notes["broker-restart"] = "skipped: this broker is not controlled by the simulator"
+        else:
+            restart = sim.hooks.restart_broker
+
+            def go() -> None:
+                sim.stats.mark("broker-restart: restarting the broker")
+
+                async def run() -> None:
+                    await restart()
+                    sim.stats.mark("broker-restart: broker is back")
+
+                sim._spawn(run(), "sim-broker-restart")
+
+            sim._handles.add(sim.at_sim(bell + timedelta(seconds=p.restart_at_s), go))
+            sim.scenario_notes["broker-restart"] = f"broker restarts {p.restart_at_s:g} s after the first bell"
+    if "bell-storm" in names:
+        sim.scenario_notes["bell-storm"] = (f"{len(sim.terminals)} terminals connect within "
+                                            f"{p.storm_window_s:g} s (real)")
+    if "lesson-peak" in names:
+        sim.scenario_notes["lesson-peak"] = (f"every terminal in class, a content pack at each lesson start, "
+                                             f"telemetry every {p.peak_telemetry_interval_s} s")
