@@ -84,20 +84,25 @@ class FdLink(Link):
                 getattr(loop, remove)(self._fd)
 
     async def read(self) -> bytes:
+        ready = False
         while True:
             if self._closed:
                 raise LinkClosed(f"{self.url} is closed")
             try:
                 data = os.read(self._fd, READ_CHUNK)
             except BlockingIOError:
-                await self._wait("add_reader", "remove_reader")
-                continue
+                data = None
             except OSError as err:
                 # EIO on a tty means the other side (USB adapter, pty master) went away.
                 raise LinkClosed(f"{self.url}: {os.strerror(err.errno or errno.EIO)}") from err
-            if not data:
-                raise LinkClosed(f"{self.url}: end of file")
-            return data
+            if data:
+                return data
+            if data == b"" and ready:
+                # A tty with VMIN=0 (pyserial, timeout=0) reads b"" when idle, so only an empty
+                # read right after the loop said "readable" means the device is gone (as pyserial).
+                raise LinkClosed(f"{self.url}: readable but no data (device disconnected)")
+            await self._wait("add_reader", "remove_reader")
+            ready = True
 
     async def write(self, data: bytes) -> None:
         view = memoryview(data)
