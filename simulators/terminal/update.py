@@ -58,6 +58,9 @@ class SimTerminal:
     interrupt_after: int | None = None
     install_seconds: float = INSTALL_SECONDS
     streaming: bool = False
+    # The terminal's own Wi-Fi speed in bytes/s (None: DEFAULT_RATE); the slower of this and the command's rate
+    # sets how long a simulated download takes.
+    link_rate: float | None = None
 
     state: SimState = SimState.IDLE
     partial: bytearray = field(default_factory=bytearray)
@@ -111,7 +114,7 @@ class SimTerminal:
             self.started_at = now
             if self.streaming:
                 return [self._p(now, Progress.DOWNLOADING, offset=offset, size=args.size)]
-            rate = args.max_bytes_per_second or DEFAULT_RATE
+            rate = self._rate()
             finish = now + timedelta(seconds=(args.size - offset) / rate)
             limit = _ms_to_dt(args.not_after_ms, now)
             if limit is not None and finish > limit:
@@ -126,6 +129,10 @@ class SimTerminal:
         self.due = now + timedelta(seconds=self.install_seconds / 2)
         return [self._p(now, Progress.INSTALLING, version=args.version)]
 
+    def _rate(self) -> float:
+        commanded = (self.args.max_bytes_per_second if self.args else None) or DEFAULT_RATE
+        return min(commanded, self.link_rate or DEFAULT_RATE)
+
     async def tick(self, now: datetime) -> list[UpdateProgress]:
         """Advance the state machine to `now`; returns the reports due."""
         out: list[UpdateProgress] = []
@@ -133,7 +140,7 @@ class SimTerminal:
             if self.streaming:
                 out.extend(await self._download(now, None))
             elif self.due is not None and now >= self.due:
-                rate = self.args.max_bytes_per_second or DEFAULT_RATE
+                rate = self._rate()
                 if self.due_pause:
                     # Bytes that fit before the window closed (at least one byte, so progress is real).
                     budget = max(1, int((self.due - (self.started_at or self.due)).total_seconds() * rate))
