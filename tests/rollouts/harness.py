@@ -144,7 +144,8 @@ class Lab:
 
 
 @asynccontextmanager
-async def lab(sqlite_url: str, tmp_path: Path, start: datetime, **settings: Any) -> AsyncIterator[Lab]:
+async def lab(sqlite_url: str, tmp_path: Path, start: datetime, *, import_profiles: bool = True,
+              **settings: Any) -> AsyncIterator[Lab]:
     clock = FakeClock(start)
     rollouts = {"artifact_dir": str(tmp_path / "artifacts"), **settings.pop("rollouts", {})}
     app = create_app(make_settings(sqlite_url, rollouts=rollouts, **settings), clock=clock, migrate=False)
@@ -164,7 +165,8 @@ async def lab(sqlite_url: str, tmp_path: Path, start: datetime, **settings: Any)
                 "unit_price": "329.00", "warranty_months": 36, "supplier": "Huaxin",
                 "profile_key": "terminal-lt100"})
             lb.model = m["id"]
-            await lb.post("/api/v1/artifacts/import", {"source": "profiles"})
+            if import_profiles:
+                await lb.post("/api/v1/artifacts/import", {"source": "profiles"})
             yield lb
 
 
