@@ -66,7 +66,8 @@ HEALTH_STATES = frozenset({"ok", "degraded", "fault", "unknown"})
 ALERT_SEVERITIES = frozenset({"info", "warning", "critical"})
 ROLLOUT_STATUSES = frozenset({"draft", "running", "paused", "completed", "aborted"})
 ROLLOUT_DEVICE_STATES = frozenset(
-    {"pending", "scheduled", "downloading", "installing", "succeeded", "failed", "rolled_back", "cancelled"}
+    {"pending", "scheduled", "downloading", "downloaded", "installing", "succeeded", "failed", "rolled_back",
+     "cancelled"}
 )
 ROLLOUT_PAUSE_REASONS = frozenset({"error_threshold", "manual"})
 HTTP_STATUS_CLASSES = frozenset({"1xx", "2xx", "3xx", "4xx", "5xx"})
