@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Self
 
 from drivers.codecs import firmata as fm
 from drivers.codecs import stk500
@@ -104,7 +105,7 @@ class FirmataBoard:
     async def aclose(self) -> None:
         await self.session.aclose()
 
-    async def __aenter__(self) -> FirmataBoard:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -189,6 +190,7 @@ class FirmataBoard:
                     await self._send(fm.ReportAnalog(channel, False))
         value = sum(samples) / len(samples)
         fraction = value / ANALOG_FULL_SCALE
+        problems: tuple[str, ...]
         if fraction < SUPPLY_FAULT_FRACTION:
             status, problems = HealthStatus.FAULT, ("supply voltage too low",)
         elif fraction < SUPPLY_LOW_FRACTION:
@@ -224,9 +226,11 @@ class FirmataBoard:
                 await self._send(*msgs)
             for pin, mode in modes.items():
                 await self._send(fm.Sysex(fm.PIN_STATE_QUERY, bytes([pin])))
-                state = await self._await(
-                    lambda m, p=pin: isinstance(m, fm.Sysex) and m.command == fm.PIN_STATE_RESPONSE
-                    and m.data[:1] == bytes([p]), self.query_timeout, f"pin {pin} state")
+                def is_state(m: fm.Message, p: int = pin) -> bool:
+                    return (isinstance(m, fm.Sysex) and m.command == fm.PIN_STATE_RESPONSE
+                            and m.data[:1] == bytes([p]))
+
+                state = await self._await(is_state, self.query_timeout, f"pin {pin} state")
                 _, got, _ = fm.parse_pin_state(state)  # type: ignore[arg-type]
                 if got != mode:
                     return ConfigResult(False, (), f"pin {pin} reports mode {got}, wanted {mode}")

@@ -16,6 +16,7 @@ import os
 import tty
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
 from drivers.errors import LinkClosed, LinkError
@@ -46,7 +47,7 @@ class Link(ABC):
     async def aclose(self) -> None:
         """Release the underlying resource; idempotent."""
 
-    async def __aenter__(self) -> Link:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

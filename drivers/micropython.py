@@ -7,10 +7,11 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
+from typing import Self
 
 from drivers.codecs import repl
 from drivers.codecs.repl import ExecResult, bytes_literal, parse_literal, py_str
-from drivers.errors import DeviceError, FrameError, ProtocolError
+from drivers.errors import DeviceError, DriverError, FrameError, ProtocolError
 from drivers.links import Link, MemoryHub, open_link
 from drivers.session import StreamSession
 from drivers.types import (
@@ -122,11 +123,11 @@ class MicroPythonBoard:
         if self.in_raw and self.session.is_open:
             try:
                 await self.session.write(b"\r" + repl.CTRL_B)  # leave the board in the friendly REPL
-            except Exception:  # noqa: BLE001 - closing anyway; nothing useful to do with it
-                pass
+            except DriverError as err:
+                log.debug("%s: could not leave raw REPL on close: %s", self.session.name, err)
         await self.session.aclose()
 
-    async def __aenter__(self) -> MicroPythonBoard:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -304,9 +305,8 @@ class MicroPythonBoard:
         await self._ensure_dirs(path)
         size, prefix_hash = await self.file_hash(tmp)
         start = 0
-        if 0 < size <= len(data):
-            if prefix_hash == hashlib.sha256(data[:size]).hexdigest():
-                start = size  # a previous attempt got this far: keep it
+        if 0 < size <= len(data) and prefix_hash == hashlib.sha256(data[:size]).hexdigest():
+            start = size  # a previous attempt got this far: keep it
         await self.run(f"f = open({py_str(tmp)}, {'ab' if start else 'wb'!r})\nw = f.write\n")
         try:
             for offset in range(start, len(data), WRITE_CHUNK):
@@ -343,9 +343,11 @@ class MicroPythonBoard:
             manifest["files"][full] = digest  # type: ignore[index]
             _, have = await self.file_hash(full)
             if have != digest:
+                def file_progress(p: Progress, base: int = done) -> None:
+                    progress(Progress("flash", base + p.done, total))
+
                 try:
-                    start = await self.write_file(full, blob, lambda p, base=done: progress(
-                        Progress("flash", base + p.done, total)), label="flash")
+                    start = await self.write_file(full, blob, file_progress, label="flash")
                 except DeviceError as err:
                     return FlashResult(False, before, before, str(err), resumed_from, sent)
                 resumed_from = resumed_from or (done + start if start else 0)

@@ -220,7 +220,7 @@ class Provisioner:
             except DriverError as err:
                 last_error = f"{type(err).__name__}: {err}"
                 break
-            except Exception as err:  # noqa: BLE001 - one broken device must not stop the bench
+            except Exception as err:
                 log.exception("%s: unexpected error while provisioning", hw)
                 last_error = f"internal error: {type(err).__name__}"
                 break
@@ -253,8 +253,8 @@ class Provisioner:
             self._emit(hw, "identify")
             ident = await device.identify()
             plan = plan_for(attached, ident)
-            common = dict(device_id=ident.hardware_id, model=ident.model, firmware_before=ident.firmware_version,
-                          attempts=attempt, details=ident.details)
+            common = {"device_id": ident.hardware_id, "model": ident.model, "firmware_before": ident.firmware_version,
+                          "attempts": attempt, "details": ident.details}
             if plan is None:
                 self._emit(hw, "done", detail="no plan")
                 return ProvisionResult(hw, attached.family, Outcome.SKIPPED, firmware_after=ident.firmware_version,
@@ -307,5 +307,5 @@ class Provisioner:
     def _emit(self, hw: str, step: str, done: int = 0, total: int = 0, detail: str = "") -> None:
         try:
             self._progress(DeviceProgress(hw, step, done, total, detail))
-        except Exception:  # noqa: BLE001 - a broken progress bar must not fail a flash
+        except Exception:
             log.exception("progress callback failed")

@@ -7,6 +7,7 @@ import logging
 import random
 import zlib
 from collections.abc import Mapping
+from typing import Self
 
 from drivers.codecs.robot import (
     MAX_BODY,
@@ -106,7 +107,7 @@ class RobotDevice:
     async def aclose(self) -> None:
         await self.session.aclose()
 
-    async def __aenter__(self) -> RobotDevice:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable
+from typing import Self
 
 from drivers.codecs.robot import MsgType, RobotDecoder, RobotFrame, encode_frame
 from drivers.errors import DeviceTimeout, LinkClosed
@@ -42,7 +43,7 @@ class SessionBase:
     async def start(self) -> None:
         self._reader = asyncio.create_task(self._read_loop(), name=f"{self.name}-reader")
 
-    async def __aenter__(self) -> SessionBase:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -172,9 +173,10 @@ class ArqSession(SessionBase):
 
     async def _wait(self, fut: asyncio.Future[RobotFrame], timeout: float) -> bool:
         """Wait for the response or a nudge (NAK or corrupt frame); True if nudged."""
-        nudge = asyncio.ensure_future(self._nudge.wait())
+        nudge: asyncio.Future[object] = asyncio.ensure_future(self._nudge.wait())
+        waiters: set[asyncio.Future[object]] = {fut, nudge}  # type: ignore[arg-type]
         try:
-            await asyncio.wait({fut, nudge}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             nudge.cancel()
         return self._nudge.is_set() and not fut.done()

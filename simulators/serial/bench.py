@@ -15,6 +15,7 @@ import json
 import random
 import sys
 from collections.abc import Iterable
+from typing import Self
 
 from drivers.discovery import PortInfo
 from drivers.provisioning import AttachedDevice
@@ -47,7 +48,7 @@ class SimBench:
         for runner in self.runners:
             await runner.aclose()
 
-    async def __aenter__(self) -> SimBench:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

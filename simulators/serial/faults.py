@@ -24,6 +24,8 @@ class FaultPlan:
     delay: float = 0.0
     # Pull the cable once the device has received this many bytes (one shot).
     unplug_after_rx_bytes: int | None = None
+    # Emulate a UART at this many baud (10 bits per byte) in both directions; None = pty speed.
+    baud: int | None = None
     seed: int = 0
 
 
@@ -40,6 +42,20 @@ class FaultyLink(Link):
         self.rx_bytes = 0
         self.corrupted = 0
         self.dropped = 0
+        self._rx_free_at = 0.0
+        self._tx_free_at = 0.0
+
+    async def _pace(self, nbytes: int, direction: str) -> None:
+        """Hold the bytes for as long as a real UART takes to shift them."""
+        if not self.plan.baud:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        attr = "_rx_free_at" if direction == "rx" else "_tx_free_at"
+        done = max(now, getattr(self, attr)) + nbytes * 10 / self.plan.baud
+        setattr(self, attr, done)
+        if done > now:
+            await asyncio.sleep(done - now)
 
     def _damage(self, data: bytes) -> bytes:
         p_err, p_drop = self.plan.byte_error_rate, self.plan.drop_rate
@@ -68,6 +84,7 @@ class FaultyLink(Link):
                     self._on_unplug()
                 raise LinkClosed("simulated unplug")
             self.rx_bytes += len(data)
+            await self._pace(len(data), "rx")
             damaged = self._damage(data)
             if damaged:
                 return damaged
@@ -75,6 +92,7 @@ class FaultyLink(Link):
     async def write(self, data: bytes) -> None:
         if self.plan.delay:
             await asyncio.sleep(self.plan.delay)
+        await self._pace(len(data), "tx")
         damaged = self._damage(data)
         if damaged:
             await self.inner.write(damaged)

@@ -132,11 +132,11 @@ class FirmataSim(SimDevice):
                     continue
                 if self.mode is Mode.DEAD:
                     continue
-                out = bytearray()
+                answer = bytearray()
                 for msg in decoder.feed(data):
-                    out += self._handle(msg)
-                if out:
-                    await link.write(bytes(out))
+                    answer += self._handle(msg)
+                if answer:
+                    await link.write(bytes(answer))
         finally:
             reporter.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -13,7 +13,7 @@ import hashlib
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 # Enough for every script the driver sends (a 64 KiB file hashed 256 bytes at a time takes ~2k
 # steps); a loop that needs more is a bug we want to see as an error.
@@ -71,7 +71,7 @@ class _Obj:
 class _UName(tuple):  # type: ignore[type-arg]
     __slots__ = ()
 
-    def __new__(cls, fields: tuple[str, str, str, str, str]) -> _UName:
+    def __new__(cls, fields: tuple[str, str, str, str, str]) -> Self:
         return super().__new__(cls, fields)
 
     sysname = property(operator.itemgetter(0))
@@ -267,8 +267,8 @@ class MiniPython:
         try:
             tree = ast.parse(code, "<stdin>", "exec")
         except SyntaxError as err:
-            return "", f'Traceback (most recent call last):\r\n  File "<stdin>", line {err.lineno}\r\n' \
-                       "SyntaxError: invalid syntax\r\n"
+            return "", (f'Traceback (most recent call last):\r\n  File "<stdin>", line {err.lineno}\r\n' \
+                       "SyntaxError: invalid syntax\r\n")
         try:
             self._block(tree.body)
         except MpyError as err:
@@ -410,8 +410,8 @@ class MiniPython:
             if op is None:
                 raise MpyError("SyntaxError", "unsupported operator")
             left, right = self._eval(node.left), self._eval(node.right)
-            if isinstance(node.op, ast.Mult) and isinstance(left, bytes | str | list | tuple):
-                if isinstance(right, int) and len(left) * right > MAX_VALUE_LEN:
+            if (isinstance(node.op, ast.Mult) and isinstance(left, bytes | str | list | tuple)
+                    and isinstance(right, int) and len(left) * right > MAX_VALUE_LEN):
                     raise MpyError("MemoryError", "memory allocation failed")
             return op(left, right)
         if isinstance(node, ast.UnaryOp):
@@ -454,9 +454,8 @@ class MiniPython:
             raise MpyError("AttributeError", f"no attribute '{attr}'")
         if isinstance(obj, _Module):
             return obj.get(attr)
-        if isinstance(obj, _Obj | _UName):
-            if hasattr(obj, attr):
-                return getattr(obj, attr)
+        if isinstance(obj, _Obj | _UName) and hasattr(obj, attr):
+            return getattr(obj, attr)
         for kind, names in _SAFE_METHODS.items():
             if isinstance(obj, kind) and attr in names:
                 return getattr(obj, attr)

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from drivers.errors import FrameError, LinkClosed
 from drivers.codecs.repl import parse_literal
+from drivers.errors import FrameError, LinkClosed
 from drivers.micropython import APP_MANIFEST, CONFIG_PATH, MicroPythonBoard
 from drivers.types import FirmwareImage, HealthStatus
 from simulators.serial.faults import FaultPlan

@@ -10,8 +10,8 @@ from drivers.provisioning import (
     AttachedDevice,
     DeviceProgress,
     Outcome,
-    ProvisionPlan,
     Provisioner,
+    ProvisionPlan,
     StateFile,
 )
 from drivers.types import DeviceIdentity, Family, FirmwareImage

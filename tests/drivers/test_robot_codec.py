@@ -29,7 +29,7 @@ COBS_TABLE = [
     (b"\x11\x22\x33\x44", b"\x05\x11\x22\x33\x44"),
     (b"\x11\x00\x00\x00", b"\x02\x11\x01\x01\x01"),
     (bytes(range(1, 255)), b"\xff" + bytes(range(1, 255))),
-    (bytes(range(0, 255)), b"\x01\xff" + bytes(range(1, 255))),
+    (bytes(range(255)), b"\x01\xff" + bytes(range(1, 255))),
     (bytes(range(1, 256)), b"\xff" + bytes(range(1, 255)) + b"\x02\xff"),
 ]
 

@@ -227,3 +227,54 @@ async def test_slow_device_still_completes() -> None:
     finally:
         await run.aclose()
     assert result.ok
+
+
+async def test_dropped_bytes_on_the_line_still_complete_the_flash() -> None:
+    sim = RobotSim(uid="drop01")
+    run = SimRunner(sim, faults=FaultPlan(drop_rate=0.005, seed=77), name="drops")
+    await run.plug()
+    try:
+        async with await RobotDevice.open(run.url, rng=random.Random(3), ack_timeout=0.1) as dev:
+            result = await dev.flash(FirmwareImage.from_bytes("2.2.0", random.Random(4).randbytes(4_000)))
+    finally:
+        await run.aclose()
+    assert result.ok and sim.slots[sim.active].version == "2.2.0"
+
+
+async def test_driver_works_over_a_socket_link() -> None:
+    sim = RobotSim(uid="tcp01")
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        from drivers.links import StreamLink
+
+        try:
+            await sim.serve(StreamLink(reader, writer, "socket://device"))
+        except LinkClosed:
+            pass
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with await RobotDevice.open(f"socket://127.0.0.1:{port}", rng=random.Random(1)) as dev:
+            ident = await dev.identify()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert ident.hardware_id == "robot:tcp01"
+
+
+async def test_keepalive_marks_a_silent_device_dead() -> None:
+    from drivers.session import ArqSession
+
+    host, device = MemoryLink.pair("silent")
+    session = ArqSession(host, keepalive_interval=0.01, ack_timeout=0.01, rng=random.Random(2))
+    await session.start()
+    try:
+        for _ in range(500):  # bounded wait for the state change, not a timing assertion
+            if not session.alive:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await session.aclose()
+        await device.aclose()
+    assert not session.alive and session.sent >= 4
