@@ -140,6 +140,11 @@ class PortWatcher:
     def find(self, hardware_id: str) -> PortInfo | None:
         return self.current.get(hardware_id)
 
+    async def lookup(self, hardware_id: str) -> PortInfo | None:
+        """List ports now and return the one with this identity, without consuming watcher events."""
+        ports = await asyncio.to_thread(self._lister)
+        return next((p for p in ports if p.hardware_id == hardware_id), None)
+
     async def events(self) -> AsyncIterator[PortEvent]:
         """Poll forever, yielding changes; the caller's task owns the loop and cancels it."""
         while True:

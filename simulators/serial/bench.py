@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from typing import Self
 
 from drivers.discovery import PortInfo
+from drivers.firmata import ResetLine
 from drivers.provisioning import AttachedDevice
 from drivers.types import Family
 from simulators.serial.base import SimDevice
@@ -64,6 +65,11 @@ class SimBench:
     def lister(self) -> list[PortInfo]:
         """A drop-in for drivers.discovery.list_ports: the plugged simulated devices."""
         return [self.port_info(i) for i, r in enumerate(self.runners) if r.plugged]
+
+    def reset_for(self, port: PortInfo) -> ResetLine | None:
+        """The DTR line of the simulated device behind `port` (ptys have none of their own)."""
+        runner = self.runner_for(port.hardware_id)
+        return None if runner is None else runner.pulse_reset
 
     def runner_for(self, hardware_id: str) -> SimRunner | None:
         for i, runner in enumerate(self.runners):
