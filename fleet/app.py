@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fleet import __version__
 from fleet.api import errors
 from fleet.api.deps import FleetState
-from fleet.api.routes import admin, inventory, rollouts
+from fleet.api.routes import admin, inventory, plane, rollouts
 from fleet.domain.clock import Clock, SystemClock
 from fleet.persistence.db import create_engine, session_factory, upgrade
 from fleet.settings import Settings
@@ -54,7 +54,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, migrate: bool 
     app = FastAPI(title="LabFleet", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   openapi_tags=[{"name": t} for t in ("districts", "schools", "rooms", "device-models", "devices",
                                                       "timetables", "calendar", "imports", "tokens", "audit",
-                                                      "health", "rollouts")])
+                                                      "health", "rollouts", "enrollment", "alerts", "commands",
+                                                      "operations")])
     errors.install(app)
     app.add_middleware(errors.BodyLimit, max_bytes=settings.http.max_body_bytes,
                        import_max_bytes=settings.http.max_import_bytes, import_prefix="/api/v1/imports/")
@@ -62,6 +63,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, migrate: bool 
     app.include_router(inventory.router)
     app.include_router(admin.router)
     app.include_router(rollouts.router)
+    app.include_router(plane.router)
     return app
 
 

@@ -8,4 +8,9 @@ from fleet.settings import Settings
 
 def default_hooks(settings: Settings) -> list[RuntimeHook]:
     """The device plane, jobs and metrics register here as they are built."""
-    return []
+    hooks: list[RuntimeHook] = []
+    if settings.mqtt.broker != "none":
+        from fleet.runtime.plane import device_plane_hook
+
+        hooks.append(device_plane_hook)
+    return hooks

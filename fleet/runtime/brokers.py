@@ -150,6 +150,11 @@ class EmbeddedBroker:
                 f"{__name__}.DbTopicPlugin": {"authority": self.authority},
             },
         }
+        # amqtt logs whole payloads at DEBUG; payloads may carry a login reference before ingest pseudonymises
+        # it, so its loggers never go below INFO (house rule: no student data in logs).
+        amqtt_log = logging.getLogger("amqtt")
+        if amqtt_log.getEffectiveLevel() < logging.INFO:
+            amqtt_log.setLevel(logging.INFO)
         self._broker = _AmqttBroker(config)
         await self._broker.start()
         logger.info("embedded MQTT broker listening on %s:%s", self.host, self.port)

@@ -357,3 +357,10 @@ def _aware(dt: datetime) -> datetime:
     from datetime import UTC
 
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
+
+
+async def device_plane_hook(stack: contextlib.AsyncExitStack, state: Any) -> None:
+    """create_app runtime hook: start the device plane inside the lifespan; routes find it in extras."""
+    plane = DevicePlane(state.settings, state.sessions, state.clock, metrics=state.extras.get("metrics"),
+                        snapshot=state.extras.get("snapshot"))
+    state.extras["plane"] = await stack.enter_async_context(plane)

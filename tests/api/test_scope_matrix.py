@@ -203,6 +203,66 @@ def signed_download() -> Build:
 
 ROLLOUT_MANAGERS = frozenset({A, I})
 
+# --- device plane (claim tokens, enrollment, credentials, state, alerts, commands) ----------------------
+async def new_claim_token(api: Api, w: World, inside: bool) -> int:
+    return (await post(api, f"{V1}/schools/{school(w, inside)}/claim-tokens", {"max_uses": 3}))["id"]
+
+
+async def enrolled_device(api: Api, w: World, inside: bool) -> int:
+    """Enroll the world's device (again) so it has fresh, unrevoked credentials."""
+    dev = device(w, inside)
+    tok = (await post(api, f"{V1}/schools/{school(w, inside)}/claim-tokens", {"max_uses": 1}))["token"]
+    r = await api.client.post(f"{V1}/enroll", json={"claim_token": tok, "serial_number": f"SN-{'a' if inside else 'b'}-1",
+                                                   "vendor": "EduTech"})
+    assert r.status_code == 201, r.text
+    return dev
+
+
+async def _enroll_build(api: Api, w: World, inside: bool) -> tuple[str, dict[str, Any]]:
+    tok = (await post(api, f"{V1}/schools/{w.school_a}/claim-tokens", {"max_uses": 1}))["token"]
+    return f"{V1}/enroll", {"json": {"claim_token": tok, "serial_number": "SN-a-1", "vendor": "EduTech"}}
+
+
+async def new_alert(api: Api, w: World, inside: bool) -> int:
+    from fleet.persistence.models_mqtt import Alert
+
+    async with api.sessions() as s:
+        a = Alert(device_id=device(w, inside), school_id=school(w, inside), room_id=room(w, inside), rule="battery_low",
+                  severity="warning", status="open", dedup_key=None, detail="battery 9%", occurrences=1,
+                  opened_at=api.clock.now(), last_seen_at=api.clock.now())
+        s.add(a)
+        await s.commit()
+        return a.id
+
+
+async def _command_build(api: Api, w: World, inside: bool) -> tuple[str, dict[str, Any]]:
+    dev = await enrolled_device(api, w, inside)
+    return f"{V1}/commands", {"json": {"target": {"kind": "device", "id": dev}, "name": "reboot"}}
+
+
+async def new_batch(api: Api, w: World, inside: bool) -> str:
+    path, kw = await _command_build(api, w, inside)
+    r = await api.client.post(path, headers=await api.admin(), **kw)
+    assert r.status_code == 202, r.text
+    return r.json()["batch_id"]  # type: ignore[no-any-return]
+
+
+def on_batch(fmt: str) -> Build:
+    async def build(api: Api, w: World, inside: bool) -> tuple[str, dict[str, Any]]:
+        return fmt.format(await new_batch(api, w, inside)), {}
+    return build
+
+
+def on_enrolled(fmt: str) -> Build:
+    async def build(api: Api, w: World, inside: bool) -> tuple[str, dict[str, Any]]:
+        return fmt.format(await enrolled_device(api, w, inside)), {}
+    return build
+
+
+ENROLLERS = frozenset({A, T})
+COMMANDERS = frozenset({A, T, I})
+
+
 ROOM_WRITERS = frozenset({A, T, I})
 V1 = "/api/v1"
 
@@ -309,6 +369,28 @@ MATRIX: dict[tuple[str, str], Spec] = {
     ("POST", f"{V1}/artifacts/import"): Spec(ROLLOUT_MANAGERS, 201, body(f"{V1}/artifacts/import",
                                                                         lambda w, i: {"source": "profiles"})),
     ("GET", f"{V1}/artifacts/{{sha256}}/download"): Spec(ALL, 200, signed_download(), public=True),
+    # device plane
+    ("POST", f"{V1}/schools/{{obj_id}}/claim-tokens"): Spec(ENROLLERS, 201, on(V1 + "/schools/{}/claim-tokens", school,
+                                                                             json={"max_uses": 2}), out=404),
+    ("GET", f"{V1}/schools/{{obj_id}}/claim-tokens"): Spec(ENROLLERS, 200, on(V1 + "/schools/{}/claim-tokens", school),
+                                                          out=404),
+    ("POST", f"{V1}/claim-tokens/{{obj_id}}/revoke"): Spec(ENROLLERS, 200, fresh(V1 + "/claim-tokens/{}/revoke",
+                                                                              new_claim_token), out=404),
+    ("POST", f"{V1}/enroll"): Spec(ALL, 201, _enroll_build, public=True),
+    ("POST", f"{V1}/devices/{{obj_id}}/credentials/rotate"): Spec(ENROLLERS, 200, on_enrolled(
+        V1 + "/devices/{}/credentials/rotate"), out=404),
+    ("POST", f"{V1}/devices/{{obj_id}}/credentials/revoke"): Spec(ENROLLERS, 200, on_enrolled(
+        V1 + "/devices/{}/credentials/revoke"), out=404),
+    ("GET", f"{V1}/devices/{{obj_id}}/state"): Spec(ALL, 200, on(V1 + "/devices/{}/state", device), out=404),
+    ("GET", f"{V1}/devices/{{obj_id}}/presence"): Spec(ALL, 200, on(V1 + "/devices/{}/presence", device), out=404),
+    ("GET", f"{V1}/alerts"): Spec(ALL, 200, fixed(f"{V1}/alerts")),
+    ("POST", f"{V1}/alerts/{{obj_id}}/ack"): Spec(COMMANDERS, 200, fresh(V1 + "/alerts/{}/ack", new_alert), out=404),
+    ("POST", f"{V1}/alerts/{{obj_id}}/resolve"): Spec(COMMANDERS, 200, fresh(V1 + "/alerts/{}/resolve", new_alert),
+                                                     out=404),
+    ("POST", f"{V1}/commands"): Spec(COMMANDERS, 202, _command_build, out=404),
+    ("GET", f"{V1}/commands/{{obj_id}}"): Spec(ALL, 200, on_batch(V1 + "/commands/{}"), out=404),
+    ("POST", f"{V1}/commands/{{obj_id}}/cancel"): Spec(COMMANDERS, 200, on_batch(V1 + "/commands/{}/cancel"), out=404),
+    ("GET", f"{V1}/dead-letters"): Spec(frozenset({A}), 200, fixed(f"{V1}/dead-letters")),
 }
 
 
