@@ -202,7 +202,23 @@ class ServiceUnderTest:
                                     client_id="labfleet-ingest-sim", shared=False)
         await self._stack.enter_async_context(self.ingest)
         await self.ingest.wait_connected()
-        app = create_app(cfg, clock=self.clock, migrate=False)
+        from fleet.runtime.plane import CoalescedSync
+
+        sync = CoalescedSync(self.sync_credentials)
+
+        class _PlaneShim:
+            """What the enrollment and credential routes notify (the device plane in `labfleet serve`)."""
+
+            async def credentials_changed(self, username: str | None = None, *, revoked: bool = False) -> None:
+                await sync()
+
+            def wake_dispatcher(self) -> None:
+                return None
+
+        async def register_plane(stack: Any, state: Any) -> None:
+            state.extras["plane"] = _PlaneShim()
+
+        app = create_app(cfg, clock=self.clock, migrate=False, runtime_hooks=[register_plane])
         if self.control:
             app.include_router(control_router(self))
         config = uvicorn.Config(app, host="127.0.0.1", port=self.http_port, log_level="warning", lifespan="on",

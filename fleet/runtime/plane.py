@@ -39,6 +39,35 @@ DISPATCH_INTERVAL_S = 1.0
 SNAPSHOT_INTERVAL_S = 15.0
 # Commands published per dispatch pass: a school-wide batch goes out over a few passes, not in one burst.
 DISPATCH_BATCH = 500
+# Credential changes arriving within this window share one broker sync: at the 08:00 bell hundreds of
+# terminals enroll per second, and a mosquitto sync rewrites the whole password file and sends SIGHUP.
+SYNC_COALESCE_S = 0.2
+
+
+class CoalescedSync:
+    """Runs `fn` once for all callers that arrive within `delay`; every caller waits for that run."""
+
+    def __init__(self, fn: Any, delay: float = SYNC_COALESCE_S) -> None:
+        self._fn = fn
+        self._delay = delay
+        self._next: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def __call__(self) -> None:
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+            self._task = asyncio.create_task(self._run(self._next), name="credential-sync")
+        await asyncio.shield(self._next)
+
+    async def _run(self, fut: asyncio.Future[None]) -> None:
+        await asyncio.sleep(self._delay)
+        self._next = None
+        try:
+            await self._fn()
+        except Exception as err:  # noqa: BLE001 - handed to every waiting caller
+            fut.set_exception(err)
+        else:
+            fut.set_result(None)
 
 
 class DevicePlane:
@@ -66,6 +95,8 @@ class DevicePlane:
         self.health: dict[int, str] = {}
         self.firmware: dict[int, str | None] = {}
         self.sessions_active: dict[int, bool] = {}
+        self._kicks: set[str] = set()
+        self._sync = CoalescedSync(self._sync_broker)
 
     # ------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> DevicePlane:
@@ -120,9 +151,15 @@ class DevicePlane:
             self.directory.forget(username)
             await self.directory.load([username])
         if self.broker is not None:
-            await self.broker.sync()
             if revoked and username:
-                await self.broker.kick(username)
+                self._kicks.add(username)
+            await self._sync()
+
+    async def _sync_broker(self) -> None:
+        kicks, self._kicks = self._kicks, set()
+        await self.broker.sync()
+        for username in kicks:
+            await self.broker.kick(username)
 
     # ------------------------------------------------------------ in-memory board
     async def _load_board(self) -> None:
