@@ -10,15 +10,21 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from datetime import UTC, datetime, time as dtime
+from datetime import UTC, datetime
+from datetime import time as dtime
 from zoneinfo import ZoneInfo
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from fleet.observability.metrics import FleetMetrics, SnapshotHolder
 from fleet.domain.timetable import Period
+from fleet.observability.metrics import FleetMetrics, SnapshotHolder
 from fleet.observability.state import DeviceView, RoomView, SchoolView, build_snapshot
-from fleet.observability.synthetic import DistrictShape, district_snapshot, exercise_event_metrics, school_code
+from fleet.observability.synthetic import (
+    DistrictShape,
+    district_snapshot,
+    exercise_event_metrics,
+    school_code,
+)
 
 ROUNDS = 30  # enough for a stable median on a shared 2-core machine, under two seconds in all
 SCRAPE_BUDGET_MS = 100.0  # issue 5: one scrape of the district takes at most 100 ms
@@ -38,7 +44,9 @@ def _median_ms(registry: CollectorRegistry) -> tuple[float, int, int]:
 def _build_ms(shape: DistrictShape) -> float:
     periods = tuple(Period(f"P{i + 1}", d, dtime(8 + i, 0), dtime(8 + i, 45)) for d in range(5) for i in range(7))
     tz = ZoneInfo("UTC")
-    schools, rooms, devices = [], [], []
+    schools: list[SchoolView] = []
+    rooms: list[RoomView] = []
+    devices: list[DeviceView] = []
     for i in range(shape.schools):
         code = school_code(i)
         schools.append(SchoolView(code, tz, 1e9, periods))

@@ -99,6 +99,11 @@ class _PathTracker:
             frame[1] = not frame[1]
 
 
+def _line(event: yaml.Event) -> int | str:
+    mark = event.start_mark
+    return mark.line + 1 if mark is not None else "?"
+
+
 def _check_plain_yaml(text: str) -> list[tuple[str, str]]:
     """Refuse anything but plain data: explicit tags, anchors/aliases, several documents."""
     problems: list[tuple[str, str]] = []
@@ -108,7 +113,7 @@ def _check_plain_yaml(text: str) -> list[tuple[str, str]]:
         if isinstance(event, yaml.DocumentStartEvent):
             documents += 1
             if documents > 1:
-                problems.append(("", f"line {event.start_mark.line + 1}: only one YAML document is allowed"))
+                problems.append(("", f"line {_line(event)}: only one YAML document is allowed"))
             continue
         if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
             tracker.stack.pop()
@@ -120,7 +125,7 @@ def _check_plain_yaml(text: str) -> list[tuple[str, str]]:
         is_key = bool(tracker.stack) and tracker.stack[-1][0] == "map" and tracker.stack[-1][1]
         tracker.node_started(event)
         where = tracker.path_for_next_node()
-        line = event.start_mark.line + 1
+        line = _line(event)
         tag = getattr(event, "tag", None)
         if tag is not None and tag != "!":
             shown = "!!" + tag[len(_YAML_TAG_PREFIX):] if tag.startswith(_YAML_TAG_PREFIX) else tag

@@ -88,9 +88,11 @@ def build_snapshot(
     firmware = Counter[tuple[str, str]]()
     sessions = Counter[str]()
     for d in devices:
-        key = (d.school, d.room_id) if d.room_id is not None else None
-        kind_of_room = room_kind.get(key, NO_ROOM) if key else NO_ROOM
-        expected = bool(key and in_lesson.get(key, False))
+        if d.room_id is None:
+            kind_of_room, expected = NO_ROOM, False
+        else:
+            key = (d.school, d.room_id)
+            kind_of_room, expected = room_kind.get(key, NO_ROOM), in_lesson.get(key, False)
         cell = cells.setdefault((d.school, kind_of_room, d.device_kind), [0, 0, 0, 0])
         cell[0] += 1
         cell[1] += d.online

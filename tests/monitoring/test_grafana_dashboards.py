@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tests.monitoring.promql_names import DASHBOARDS, GRAFANA_DIR, load_dashboards, panels
 
 PANEL_TYPES = {"row", "stat", "timeseries", "heatmap", "table", "gauge", "bargauge", "state-timeline",

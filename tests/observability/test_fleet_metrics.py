@@ -10,9 +10,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from fleet.observability import metrics as m
 from fleet.observability.metrics import (
     ALL_METRICS,
+    FirmwareCount,
     FleetMetrics,
     FleetSnapshot,
-    FirmwareCount,
     HealthCount,
     PresenceCount,
     RolloutState,

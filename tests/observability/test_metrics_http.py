@@ -23,7 +23,8 @@ class StepTimer:
         return self.t
 
 
-def _app(access: MetricsAccess = MetricsAccess()) -> tuple[FastAPI, CollectorRegistry]:
+def _app(access: MetricsAccess | None = None) -> tuple[FastAPI, CollectorRegistry]:
+    access = access or MetricsAccess()
     registry = CollectorRegistry()
     fm = FleetMetrics(registry)
     app = FastAPI()
