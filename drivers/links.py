@@ -4,6 +4,11 @@
     pty:///dev/pts/7                     a pseudo-terminal path, set raw (simulators, tests)
     socket://127.0.0.1:7000              TCP (ser2net, remote benches)
     memory://name                        in-process pair from a MemoryHub (unit tests)
+
+pyserial-asyncio-fast was considered: it wraps pyserial in an asyncio Transport, which suits
+protocol callbacks. Our sessions pull bytes with `await link.read()`, the same interface for ptys,
+TCP and memory pipes, and a tty fd driven by the loop's reader callbacks is forty lines here; so
+pyserial only opens the port (in a worker thread) and the loop drives its file descriptor.
 """
 
 from __future__ import annotations

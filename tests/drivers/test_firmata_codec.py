@@ -81,3 +81,10 @@ def test_stk500_byte_table() -> None:
     assert stk500.parse_answer(b"\x14\x1e\x95\x0f\x10") == b"\x1e\x95\x0f"
     with pytest.raises(FrameError):
         stk500.parse_answer(b"\x15\x10")
+
+
+@given(st.binary(max_size=4096), st.booleans())
+def test_firmata_decoder_never_raises_on_garbage(data: bytes, from_device: bool) -> None:
+    dec = fm.FirmataDecoder(from_device=from_device)
+    for msg in dec.feed(data):
+        assert fm.encode(msg)  # whatever it accepted is a well-formed message

@@ -128,3 +128,11 @@ def test_wrong_version_and_length_are_rejected_with_their_reason() -> None:
 def test_encoder_refuses_oversize_body() -> None:
     with pytest.raises(FrameError):
         encode_frame(RobotFrame(MsgType.FW_CHUNK, 1, bytes(MAX_BODY + 1)))
+
+
+@given(st.binary(max_size=2048), st.integers(1, 64))
+def test_decoder_never_raises_on_garbage(data: bytes, step: int) -> None:
+    dec = RobotDecoder()
+    for i in range(0, len(data), step):
+        for frame in dec.feed(data[i : i + step]):
+            assert len(frame.body) <= MAX_BODY
