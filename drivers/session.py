@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 # A 512-byte frame takes ~45 ms each way at 115200 baud; 0.25 s covers that plus a busy USB hub
 # and the device writing a flash page, without making a lost frame cost much.
 ACK_TIMEOUT = 0.25
+# Floor of the adaptive retransmission timeout: a full-speed USB-serial bridge batches bytes for
+# up to 16 ms, so an answer can never be relied on sooner than ~20 ms.
+MIN_RTO = 0.02
 # Each attempt on a line with 1% byte errors succeeds ~50% of the time for small frames;
 # 32 attempts make a spurious failure ~1e-10 per request while a dead device still fails in ~8 s.
 MAX_ATTEMPTS = 32
@@ -101,6 +104,11 @@ class ArqSession(SessionBase):
         self.decoder = RobotDecoder()
         self.ack_timeout = ack_timeout
         self.max_attempts = max_attempts
+        # Retransmission timeout adapts to the measured round trip (Jacobson/Karels, as TCP), between
+        # MIN_RTO and ack_timeout; only first-attempt answers are measured (Karn's rule).
+        self._srtt: float | None = None
+        self._rttvar = 0.0
+        self.rto = ack_timeout
         self._keepalive_interval = keepalive_interval
         self._rng = rng or random.Random()
         # Start at a random sequence number so a device's duplicate cache from an earlier
@@ -145,7 +153,7 @@ class ArqSession(SessionBase):
         self, mtype: int, body: bytes = b"", *, timeout: float | None = None, attempts: int | None = None
     ) -> RobotFrame:
         """Send a request and return its response frame, retransmitting until acked."""
-        timeout = self.ack_timeout if timeout is None else timeout
+        fixed = timeout is not None
         attempts = self.max_attempts if attempts is None else attempts
         async with self._lock:
             self._raise_if_closed()
@@ -154,6 +162,7 @@ class ArqSession(SessionBase):
             wire = encode_frame(frame)
             fut: asyncio.Future[RobotFrame] = asyncio.get_running_loop().create_future()
             self._pending[seq] = fut  # registered before the first write: a fast reply finds it
+            wait = timeout if fixed else self.rto
             try:
                 for attempt in range(attempts):
                     self._nudge.clear()
@@ -161,15 +170,29 @@ class ArqSession(SessionBase):
                         self.retransmits += 1
                     if self._journal is not None:
                         self._journal.append(frame)
+                    loop = asyncio.get_running_loop()
+                    sent_at = loop.time()
                     await self._write(wire)
-                    nudged = await self._wait(fut, timeout)
+                    nudged = await self._wait(fut, wait)  # type: ignore[arg-type]
                     if fut.done():
+                        if attempt == 0 and not fut.exception():
+                            self._measure(loop.time() - sent_at)
                         return fut.result()
                     if not nudged:
                         self.timeouts += 1
+                        if not fixed:  # back off: the device may be busy (flash erase), not deaf
+                            wait = min(self.ack_timeout, wait * 2)  # type: ignore[operator]
                 raise DeviceTimeout(f"{self.name}: no answer to {_type_name(mtype)} after {attempts} attempts")
             finally:
                 self._pending.pop(seq, None)
+
+    def _measure(self, rtt: float) -> None:
+        if self._srtt is None:
+            self._srtt, self._rttvar = rtt, rtt / 2
+        else:
+            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
+            self._srtt = 0.875 * self._srtt + 0.125 * rtt
+        self.rto = min(self.ack_timeout, max(MIN_RTO, self._srtt + 4 * self._rttvar))
 
     async def _wait(self, fut: asyncio.Future[RobotFrame], timeout: float) -> bool:
         """Wait for the response or a nudge (NAK or corrupt frame); True if nudged."""
