@@ -27,6 +27,9 @@ ACK_TIMEOUT = 0.25
 # Floor of the adaptive retransmission timeout: a full-speed USB-serial bridge batches bytes for
 # up to 16 ms, so an answer can never be relied on sooner than ~20 ms.
 MIN_RTO = 0.02
+# Time one byte takes on the robot's 115200-baud UART (10 bits). The RTO is learnt from frames of
+# mixed sizes, so each request's wait adds its own shift time and each sample subtracts it.
+BYTE_TIME = 10 / 115200
 # Each attempt on a line with 1% byte errors succeeds ~50% of the time for small frames;
 # 32 attempts make a spurious failure ~1e-10 per request while a dead device still fails in ~8 s.
 MAX_ATTEMPTS = 32
@@ -162,7 +165,8 @@ class ArqSession(SessionBase):
             wire = encode_frame(frame)
             fut: asyncio.Future[RobotFrame] = asyncio.get_running_loop().create_future()
             self._pending[seq] = fut  # registered before the first write: a fast reply finds it
-            wait = timeout if fixed else self.rto
+            shift = len(wire) * BYTE_TIME
+            wait = timeout if fixed else self.rto + shift
             try:
                 for attempt in range(attempts):
                     self._nudge.clear()
@@ -176,12 +180,12 @@ class ArqSession(SessionBase):
                     nudged = await self._wait(fut, wait)  # type: ignore[arg-type]
                     if fut.done():
                         if attempt == 0 and not fut.exception():
-                            self._measure(loop.time() - sent_at)
+                            self._measure(max(0.0, loop.time() - sent_at - shift))
                         return fut.result()
                     if not nudged:
                         self.timeouts += 1
                         if not fixed:  # back off: the device may be busy (flash erase), not deaf
-                            wait = min(self.ack_timeout, wait * 2)  # type: ignore[operator]
+                            wait = min(self.ack_timeout + shift, wait * 2)  # type: ignore[operator]
                 raise DeviceTimeout(f"{self.name}: no answer to {_type_name(mtype)} after {attempts} attempts")
             finally:
                 self._pending.pop(seq, None)
