@@ -29,7 +29,6 @@ from fastapi import APIRouter, Request
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from fleet.domain import wire
 from fleet.domain.enums import Role
 from fleet.domain.permissions import SYSTEM
 from fleet.errors import FleetError
@@ -37,9 +36,10 @@ from fleet.persistence.db import create_engine, session_factory, upgrade_sync
 from fleet.persistence.models import Device, Room, School
 from fleet.persistence.models_mqtt import Alert, DeadLetter, DeviceCredential
 from fleet.persistence.models_mqtt import DeviceState as DeviceStateRow
-from fleet.runtime.brokers import BrokerAuthority, EmbeddedBroker, MosquittoBroker, free_port, service_password
+from fleet.runtime.brokers import MosquittoBroker, free_port
 from fleet.runtime.ingest import IngestService
-from fleet.services import enrollment
+from fleet.runtime.plane import DevicePlane
+from fleet.services import commands, enrollment
 from fleet.settings import Settings
 from simulators.district.clock import Anchor, SimClock
 from simulators.district.fleetlink import AlertRow, Credentials, DeviceState
@@ -125,8 +125,11 @@ class DbEnroller:
                     await s.rollback()
                     out[serial] = str((err.details or {}).get("reason") or type(err).__name__)
             await s.commit()
-        await self.after()
         return out
+
+    async def done(self) -> None:
+        """After the last school: one credential reload for the broker, not one per school."""
+        await self.after()
 
 
 # ---------------------------------------------------------------- the service under test
@@ -144,10 +147,10 @@ class ServiceInfo:
 
 
 class ServiceUnderTest:
-    """HTTP API + broker (embedded or managed mosquitto) + one ingest worker, on a re-anchorable clock.
+    """HTTP API + the device plane (managed broker, ingest, presence, commands), on a re-anchorable clock.
 
-    Until the device plane is wired into `labfleet serve`, this is the smallest service that exercises the
-    protocol end to end; everything in it is the service's own code.
+    What `labfleet serve` runs, assembled here until the plane is wired into it; all of it is the service's
+    own code, and the simulated clock is the only thing injected.
     """
 
     def __init__(self, settings: Settings, *, http_port: int | None = None, control: bool = False) -> None:
@@ -156,6 +159,7 @@ class ServiceUnderTest:
         self.clock = SimClock()
         self.http_port = http_port or free_port()
         self.broker: Any = None
+        self.plane: Any = None
         self.ingest: IngestService | None = None
         self.token = ""
         self._stack = AsyncExitStack()
@@ -189,18 +193,12 @@ class ServiceUnderTest:
             _, self.token = await create_token(s, principal=SYSTEM, at=datetime.now(UTC), name="labfleet-simulate",
                                                role=Role.ADMIN, school_ids=[], district_wide=True)
             await s.commit()
-        authority = BrokerAuthority(self.sessions, wire.Topics(cfg.mqtt.topic_prefix), cfg.mqtt.service_username,
-                                    service_password(cfg))
-        if cfg.mqtt.broker == "mosquitto":
-            self.broker = MosquittoBroker(cfg, authority)
-        elif cfg.mqtt.broker == "embedded":
-            self.broker = EmbeddedBroker(cfg, authority)
-        else:
+        if cfg.mqtt.broker not in ("embedded", "mosquitto"):
             raise ValueError("the service under test manages its broker: embedded or mosquitto")
-        await self._stack.enter_async_context(self.broker)
-        self.ingest = IngestService(cfg, self.sessions, self.clock, address=self.broker.address,
-                                    client_id="labfleet-ingest-sim", shared=False)
-        await self._stack.enter_async_context(self.ingest)
+        self.plane = await self._stack.enter_async_context(DevicePlane(cfg, self.sessions, self.clock))
+        self.broker = self.plane.broker
+        self.ingest = self.plane.ingest
+        assert self.ingest is not None
         await self.ingest.wait_connected()
         from fleet.runtime.plane import CoalescedSync
 
@@ -248,11 +246,22 @@ class ServiceUnderTest:
                            proc.pid if proc is not None else None, self.settings.database_url)
 
     async def sync_credentials(self) -> None:
-        await self.broker.sync()
-        assert self.ingest is not None
-        await self.ingest.directory.load()
-        # The district was just provisioned: the ingest must know its timetables to tell a lesson from a break.
-        await self.ingest.timetables.load()
+        await self.plane.credentials_changed()
+        await self.plane.directory.load()
+        # The district was just provisioned: the plane must know its timetables to tell a lesson from a break.
+        await self.plane.timetables.load()
+
+    async def send_command(self, school_code: str, name: str, args: dict[str, Any]) -> str:
+        """Queue a command for every enrolled device of a school (as the commands API does); returns the batch."""
+        assert self.sessions is not None
+        async with self.sessions() as s:
+            sid = (await s.execute(select(School.id).where(School.code == school_code))).scalar_one()
+            batch = await commands.create(s, target_kind="school", target_id=sid, name=name, args=args,
+                                          ttl=timedelta(hours=1), timeout_s=600, actor="simulate",
+                                          now=self.clock.now())
+            await s.commit()
+        self.plane.wake_dispatcher()
+        return batch.batch_id
 
     async def restart_broker(self) -> None:
         if isinstance(self.broker, MosquittoBroker):
@@ -279,6 +288,11 @@ def control_router(sut: ServiceUnderTest) -> Any:
     async def creds() -> dict[str, bool]:
         await sut.sync_credentials()
         return {"ok": True}
+
+    @router.post("/command")
+    async def command(request: Request) -> dict[str, str]:
+        body = await request.json()
+        return {"batch": await sut.send_command(str(body["school"]), str(body["cmd"]), dict(body.get("args") or {}))}
 
     @router.post("/broker/restart")
     async def restart() -> dict[str, bool]:
@@ -365,6 +379,10 @@ class ServiceControl:
     async def restart_broker(self) -> None:
         (await self.http.post("/_simulate/broker/restart")).raise_for_status()
 
+    async def send_command(self, school: str, cmd: str, args: dict[str, Any]) -> None:
+        r = await self.http.post("/_simulate/command", json={"school": school, "cmd": cmd, "args": args})
+        r.raise_for_status()
+
 
 @dataclass
 class Controls:
@@ -374,6 +392,7 @@ class Controls:
     restart_broker: Callable[[], Awaitable[None]] | None = None
     set_clock: Callable[[Anchor], Awaitable[None]] | None = None
     pids: Callable[[], dict[str, int]] | None = None
+    send_command: Callable[[str, str, dict[str, Any]], Awaitable[Any]] | None = None
 
 
 async def simulate(district: Any, scenarios: tuple[str, ...], *, api: str, token: str, broker: tuple[str, int],
@@ -406,7 +425,7 @@ async def simulate(district: Any, scenarios: tuple[str, ...], *, api: str, token
             await fleet.add_exam_day(provisioned.school_ids[code], day)
 
         hooks = Hooks(restart_broker=controls.restart_broker, set_service_clock=controls.set_clock,
-                      add_exam_day=exam, service_pids=controls.pids)
+                      add_exam_day=exam, service_pids=controls.pids, send_command=controls.send_command)
         dl_before = await readback.dead_letters() if readback is not None else None
         sim = Simulation(district, broker=broker, enroller=enroller, readback=readback, scenarios=scenarios,
                          duration_s=duration_s, speed=speed, prefix=prefix, state_file=state_file, hooks=hooks)
@@ -472,7 +491,8 @@ def main(spec_path: Path, scenario: str, duration: float, speed: float | None, a
                 return await simulate(district, scenarios, api=child.info.api, token=child.info.token,
                                       broker=(child.info.broker_host, child.info.broker_port),
                                       database_url=database_url, duration_s=duration, speed=speed,
-                                      controls=Controls(ctl.sync_credentials, ctl.restart_broker, ctl.set_clock, pids),
+                                      controls=Controls(ctl.sync_credentials, ctl.restart_broker, ctl.set_clock, pids,
+                                                        ctl.send_command),
                                       state_file=state_file, progress=err.print, prefix=cfg.mqtt.topic_prefix)
             finally:
                 await ctl.close()

@@ -41,6 +41,8 @@ PROBE_BATCH = 10
 PROBE_EVERY_S = 1.0
 # A probe that the service has not reflected in this long is recorded as this long (and counted as late).
 PROBE_TIMEOUT_S = 10.0
+# Poll period of a probe round: 50 ms resolution on a latency target of 1-2 s, at 20 light queries a second.
+PROBE_POLL_S = 0.05
 # seq persistence (protocol 5): on start skip to the next block of 1,000 above the stored high-water mark.
 SEQ_BLOCK = 1000
 
@@ -53,6 +55,7 @@ class Stats:
     connects: int = 0
     connect_failures: int = 0
     connack_refused: int = 0
+    connack_codes: dict[int, int] = field(default_factory=dict)
     disconnects: int = 0
     published: int = 0
     acked: int = 0
@@ -93,6 +96,8 @@ class Hooks:
     set_service_clock: Callable[[Anchor], Awaitable[None]] | None = None
     add_exam_day: Callable[[str, str], Awaitable[None]] | None = None  # (school code, ISO date)
     service_pids: Callable[[], dict[str, int]] | None = None  # name -> pid, for CPU/RSS sampling
+    # (school code, command, args): as a technician would through the commands API
+    send_command: Callable[[str, str, dict[str, Any]], Awaitable[Any]] | None = None
 
 
 class Simulation:
@@ -224,6 +229,9 @@ class Simulation:
                     self.enroll_results[serial] = "ok"
                 else:
                     self.enroll_results[serial] = res
+        finish = getattr(self.enroller, "done", None)
+        if finish is not None and need:
+            await finish()
         self.enroll_seconds = time.monotonic() - started
         self._creds = creds
         self._stored = stored
@@ -417,7 +425,7 @@ class Simulation:
                 sent[t.serial] = (t.seq, time.monotonic())
             deadline = time.monotonic() + PROBE_TIMEOUT_S
             while sent and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(PROBE_POLL_S)
                 try:
                     states = await self.readback.device_states(list(sent))
                 except Exception:  # the read-back is best effort; a failing one only loses samples

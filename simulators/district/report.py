@@ -58,6 +58,7 @@ def build(sim: Simulation, *, service_clock_is_sim: bool, dead_letters_before: d
     connections = {
         "terminals": n_terms, "connected": len(first), "connected_ratio": _r(len(first) / n_terms if n_terms else 1, 4),
         "connects_total": st.connects, "connect_failures": st.connect_failures, "connack_refused": st.connack_refused,
+        "connack_codes": {str(k): v for k, v in st.connack_codes.items()},
         "disconnects": st.disconnects, "storm_wall_s": _r(storm_wall, 2),
         "connects_per_s_mean": _r(len(first) / storm_wall, 1) if storm_wall else None,
         "connects_per_s_peak": max(connects_series, default=0),

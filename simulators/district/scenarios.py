@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# exam-day: one exam app, sessions no longer than a lesson, a break between, a short day.
+EXAM_POLICY = {"session_minutes": 45, "daily_minutes": 240, "break_minutes": 10, "allowed_apps": ["edu.exam"]}
+
 
 def _first_bell_utc(sim: Simulation) -> datetime:
     bell = sim.district.first_bell()
@@ -48,6 +51,11 @@ async def apply(sim: Simulation) -> None:
             sim.scenario_notes["exam-day"] = "terminals in exam mode; the service calendar was not changed (no API)"
         for t in sim.terminals:
             t.exam = True  # exam app only, no content bursts, no updates
+        if sim.hooks.send_command is not None:
+            # Stricter policy for the day, sent as a technician would: the terminals must obey it.
+            for s in sim.district.schools:
+                await sim.hooks.send_command(s.code, "set_policy", EXAM_POLICY)
+            sim.scenario_notes["exam-day"] += "; exam policy (exam app only, 45-minute sessions) sent to every school"
     if "malformed" in names:
         chosen = _share(sim, p.malformed_share, "malformed")
         for t in chosen:

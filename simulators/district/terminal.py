@@ -56,7 +56,7 @@ class Terminal:
     __slots__ = ("sim", "serial", "school", "room", "room_key", "password", "seq", "phase", "client", "rng",
                  "battery", "charging", "firmware", "app", "counters", "pending", "policy", "locked", "attending",
                  "drain", "bad_fw", "malformed", "connect_started", "connected_at", "first_connect_at", "timer",
-                 "backoff", "boots", "base_seq", "down_until", "exam")
+                 "backoff", "boots", "base_seq", "down_until", "exam", "used_s", "break_until")
 
     def __init__(self, sim: Simulation, serial: str, school: str, room: str, password: str, seq: int,
                  rng: random.Random, firmware: str) -> None:
@@ -91,6 +91,8 @@ class Terminal:
         self.backoff = BACKOFF_START_S
         self.boots = 0
         self.down_until = 0.0
+        self.used_s = 0.0  # continuous use in this session (simulated seconds), for the screen-time policy
+        self.break_until = 0.0  # simulated monotonic seconds
 
     # ---------------------------------------------------------------- topics
     def topic(self, channel: str) -> str:
@@ -135,6 +137,7 @@ class Terminal:
             self.counters.connect_failures += 1
             self.sim.stats.connect_failures += 1
             self.sim.stats.connack_refused += 1
+            self.sim.stats.connack_codes[rc] = self.sim.stats.connack_codes.get(rc, 0) + 1
             self.phase = Phase.BACKOFF
             assert self.client is not None
             self.client.disconnect()
@@ -217,15 +220,32 @@ class Terminal:
             self.reboot_soon()
         if self.malformed:
             self.send_garbage()
-        if in_lesson and self.attending and not self.locked:
+        if in_lesson and self.attending and not self.locked and self._policy_allows(interval):
             up, down = sim.lesson_bytes(self, interval)
-            self.app = "edu.exam" if self.exam else "edu.classroom"
+            self.app = self._allowed_app("edu.exam" if self.exam else "edu.classroom")
             self.telemetry(up, down)
         elif sim.awake_hours(self):
             self.app = None
             idle = int(sim.traffic.idle_bytes_per_minute * interval / 60)
             self.telemetry(idle // 4, idle) if self.rng.random() < 0.5 else self.heartbeat()
         self.schedule_tick()
+
+    def _policy_allows(self, interval: float) -> bool:
+        """The myopia-prevention policy (protocol 6.1 set_policy): a break after `session_minutes` of use."""
+        now = self.sim.clock.monotonic()
+        if now < self.break_until:
+            return False
+        session = self.policy.get("session_minutes")
+        self.used_s += interval
+        if isinstance(session, int) and self.used_s > session * 60:
+            self.used_s = 0.0
+            self.break_until = now + 60 * int(self.policy.get("break_minutes", 10))
+            return False
+        return True
+
+    def _allowed_app(self, wanted: str) -> str:
+        allowed = self.policy.get("allowed_apps") or []
+        return wanted if not allowed or wanted in allowed else str(allowed[0])
 
     def _publish_raw(self, channel: str, body: dict[str, Any], *, retain: bool = False, seq: int = 0) -> None:
         c = self.client

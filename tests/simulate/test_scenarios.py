@@ -78,16 +78,30 @@ async def test_bad_firmware_devices_report_the_new_version_and_fault_while_other
     assert r["accounting"]["lost"] == 0
 
 
-async def test_exam_day_marks_the_calendar_and_holds_back_firmware_updates(sqlite_url: str, tmp_path: Path) -> None:
+async def test_exam_day_marks_the_calendar_sends_the_exam_policy_and_holds_back_firmware_updates(
+        sqlite_url: str, tmp_path: Path) -> None:
     import httpx
+    from sqlalchemy import func, select
+
+    from fleet.persistence.models_mqtt import DeviceCommand
+    from fleet.persistence.models_mqtt import DeviceState as DeviceStateRow
 
     async with service(sqlite_url, tmp_path) as sut:
-        r = await run(sut, district(), ("bell-storm", "exam-day", "bad-firmware"), duration_s=3.0)
+        r = await run(sut, district(), ("bell-storm", "exam-day", "bad-firmware"), duration_s=4.0)
+        assert sut.sessions is not None
+        async with sut.sessions() as s:
+            statuses = dict((await s.execute(select(DeviceCommand.status, func.count())
+                                             .where(DeviceCommand.name == "set_policy")
+                                             .group_by(DeviceCommand.status))).all())
+            apps = set((await s.execute(select(DeviceStateRow.app))).scalars())
         async with httpx.AsyncClient(base_url=sut.api, headers={"Authorization": f"Bearer {sut.token}"}) as http:
             rooms = (await http.get("/api/v1/rooms", params={"limit": 10})).json()["items"]
             lesson = (await http.get(f"/api/v1/rooms/{rooms[0]['id']}/lesson",
                                      params={"at": "2026-09-07T08:10:00+00:00"})).json()
     assert lesson["exam_day"] is True
+    # Every terminal got the exam policy, acknowledged and applied it: only the exam app runs.
+    assert statuses == {"succeeded": 16}
+    assert apps == {"edu.exam"}
     assert "held back" in r["scenario_notes"]["bad-firmware"]
     states = await _states(sqlite_url, ["TS1-C01-TT01", "TS2-C01-TT01"])
     assert {s.firmware for s in states.values()} == {"2.4.1"}

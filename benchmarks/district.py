@@ -1,0 +1,220 @@
+"""The rollout-2027 district at the 08:00 bell and through a lesson peak, against mosquitto; with baselines.
+
+What it runs, in one process and one run:
+  1. Baselines on a bare mosquitto (no auth, no service): the same connection pool connects all terminals
+     (bare connects/s and wall time), and a plain paho subscriber receives a QoS 1 stream from
+     `mosquitto_pub -l` (bare broker receive rate).
+  2. The service under test in a child process (HTTP API, managed mosquitto, one ingest worker, SQLite),
+     provisioned with rollout-2027 (50 schools, 500 classrooms x 20 terminals, 50 labs), enrolled, then
+     `bell-storm,lesson-peak`: 10,000 terminals connect within the storm window and work through a lesson.
+It prints connects/s, the storm's wall time, p99 connect-to-online, ingest figures, generator and service CPU,
+each with its ratio against the same-run baseline, and ends with one JSON line.
+
+    .venv/bin/python benchmarks/district.py [--duration 90] [--terminals-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fleet.cli.simulate import Controls, ServiceControl, _child_pid, child_service, simulate  # noqa: E402
+from fleet.runtime.brokers import free_port, wait_for_port  # noqa: E402
+from simulators.district.mqttpool import Pool, raise_fd_limit  # noqa: E402
+from simulators.district.spec import load_spec  # noqa: E402
+
+SPEC = Path(__file__).resolve().parents[1] / "simulators" / "districts" / "rollout-2027.yaml"
+# Messages in the bare receive-rate baseline: ~5 s of stream at paho's QoS 1 ceiling, enough for a stable rate.
+BASELINE_MESSAGES = 50_000
+# A 150-byte telemetry-shaped payload, as in the design document's baselines.
+PAYLOAD = json.dumps({"v": 1, "seq": 1042, "ts": 1788764400000, "battery": 81, "charging": False, "temp_c": 38.5,
+                      "storage_pct": 61.2, "fw": "2.4.1", "up": 52311, "down": 1203344, "rssi": -58})
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+MOSQUITTO_PUB = shutil.which("mosquitto_pub") or "/usr/bin/mosquitto_pub"
+
+
+def bare_mosquitto(tmp: Path, fds: int) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    conf = tmp / "bare.conf"
+    user = "user root\n" if os.geteuid() == 0 else ""
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\n"
+                    f"max_inflight_messages 1000\nmax_queued_messages 200000\n{user}")
+
+    def limits() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (fds, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=limits)
+    return proc, port
+
+
+async def baseline_connects(port: int, n: int) -> dict[str, float]:
+    """The simulator's own pool against a bare broker: what connecting n clients costs with no service."""
+    pool = Pool("127.0.0.1", port)
+    pool.start()
+    done = 0
+    latencies: list[float] = []
+    finished = asyncio.Event()
+    started: dict[str, float] = {}
+
+    def on_connect(c: paho.Client, u: object, f: object, rc: object, p: object) -> None:
+        nonlocal done
+        pool.connecting.release()
+        latencies.append(time.monotonic() - started[str(u)])
+        done += 1
+        if done == n:
+            finished.set()
+
+    t0 = time.monotonic()
+    for i in range(n):
+        c = pool.new_client(f"bare-{i}", f"bare-{i}", "x", userdata=f"bare-{i}")
+        c.on_connect = on_connect
+        await pool.connecting.acquire()
+        started[f"bare-{i}"] = time.monotonic()
+        pool.connect(c, f"bare/{i}/status", b"offline")
+        if i % 500 == 0:
+            await asyncio.sleep(0)
+    await asyncio.wait_for(finished.wait(), 120)
+    wall = time.monotonic() - t0
+    await pool.close()
+    latencies.sort()
+    return {"connects_per_s": n / wall, "wall_s": wall, "connack_p99_s": latencies[int(len(latencies) * 0.99) - 1]}
+
+
+def baseline_receive(port: int) -> float:
+    """A plain paho subscriber (QoS 1) receiving a stream from mosquitto_pub -l: the bare receive rate."""
+    got = 0
+    first = last = 0.0
+    done = threading.Event()
+
+    def on_message(c: paho.Client, u: object, m: paho.MQTTMessage) -> None:
+        nonlocal got, first, last
+        got += 1
+        now = time.monotonic()
+        if got == 1:
+            first = now
+        last = now
+        if got >= BASELINE_MESSAGES:
+            done.set()
+
+    sub = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-sub", clean_session=True)
+    sub.on_message = on_message
+    sub.connect("127.0.0.1", port)
+    sub.subscribe("bench/#", qos=1)
+    sub.loop_start()
+    time.sleep(0.3)
+    pub = subprocess.Popen([MOSQUITTO_PUB, "-h", "127.0.0.1", "-p", str(port), "-t", "bench/t", "-q", "1", "-l"],
+                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert pub.stdin is not None
+    pub.stdin.write(((PAYLOAD + "\n") * BASELINE_MESSAGES).encode())
+    pub.stdin.close()
+    done.wait(120)
+    pub.wait(30)
+    sub.loop_stop()
+    sub.disconnect()
+    return got / (last - first) if last > first else 0.0
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=float, default=90.0, help="real seconds of storm plus lesson")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args()
+    district = load_spec(SPEC)
+    n = district.count("terminal")
+    raise_fd_limit(n + 4096)
+    tmp = Path(tempfile.mkdtemp(prefix="labfleet-district-"))
+    try:
+        # ---------------------------------------------------------------- baselines
+        bare, port = bare_mosquitto(tmp, n + 4096)
+        try:
+            await wait_for_port("127.0.0.1", port, 10, None)
+            base_conn = await baseline_connects(port, n)
+            base_rx = await asyncio.to_thread(baseline_receive, port)
+        finally:
+            bare.terminate()
+            bare.wait(20)
+        print(f"baseline (bare mosquitto): {base_conn['connects_per_s']:.0f} connects/s, {n} in "
+              f"{base_conn['wall_s']:.1f} s, CONNACK p99 {base_conn['connack_p99_s'] * 1000:.0f} ms; "
+              f"plain paho QoS 1 receive {base_rx:.0f} msg/s", flush=True)
+
+        # ---------------------------------------------------------------- the district
+        db = f"sqlite+aiosqlite:///{tmp / 'district.db'}"
+        async with child_service(db, "mosquitto", tmp / "sut") as child:
+            ctl = ServiceControl(child.info.api)
+
+            def pids() -> dict[str, int]:
+                got = {"service": child.info.pid}
+                b = _child_pid(child.info.pid)
+                if b:
+                    got["broker"] = b
+                return got
+
+            try:
+                r = await simulate(district, ("bell-storm", "lesson-peak"), api=child.info.api,
+                                   token=child.info.token, broker=(child.info.broker_host, child.info.broker_port),
+                                   database_url=db, duration_s=args.duration, speed=None,
+                                   controls=Controls(ctl.sync_credentials, ctl.restart_broker, ctl.set_clock, pids,
+                                                     ctl.send_command),
+                                   progress=lambda m: print("  " + m, flush=True))
+            finally:
+                await ctl.close()
+        from simulators.district import report as reports
+
+        reports.write(r, tmp / "district.json", tmp / "district.html")
+        print(reports.text(r), flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"work directory kept: {tmp}")
+
+    c, a, e, res = r["connections"], r["accounting"], r["enrollment"], r["resources"]
+    storm = c["storm_wall_s"] or 0.0
+    # The lesson peak: the second half of the run, when the storm is over and every terminal is in class.
+    series = r["series"]
+    peak = series[len(series) // 2:]
+    ingest_rate = sum(p["acked_per_s"] for p in peak) / len(peak) if peak else 0.0
+    svc_cpu = sum((v or {}).get("cpu_mean") or 0 for k, v in res.items() if k in ("service", "broker"))
+    figures = {
+        "terminals": n, "connected": c["connected"], "enroll_success": e["success_ratio"], "enroll_per_s": e["per_s"],
+        "connects_per_s": c["connects_per_s_mean"], "bare_connects_per_s": round(base_conn["connects_per_s"], 1),
+        "connects_ratio": round((c["connects_per_s_mean"] or 0) / base_conn["connects_per_s"], 3),
+        "storm_wall_s": storm, "bare_connect_wall_s": round(base_conn["wall_s"], 2),
+        "p99_connect_to_online_s": c["connect_to_online_p99_s"],
+        "bare_connack_p99_s": round(base_conn["connack_p99_s"], 3),
+        "lesson_peak_ingest_msg_per_s": round(ingest_rate, 1), "bare_receive_msg_per_s": round(base_rx, 1),
+        "ingest_ratio": round(ingest_rate / base_rx, 3) if base_rx else None,
+        "sent": a["sent"], "ingested": a["ingested"], "lost": a["lost"], "duplicated": a["duplicated"],
+        "p99_publish_to_state_s": r["publish_to_state"]["p99_s"],
+        "generator_cpu": res.get("sim", {}).get("cpu_mean"), "service_and_broker_cpu": round(svc_cpu, 3),
+        "generator_vs_service_cpu": res.get("generator_vs_service_cpu"),
+        "generator_rss_mb": res.get("sim", {}).get("rss_max_mb"),
+        "service_rss_mb": res.get("service", {}).get("rss_max_mb"),
+        "broker_rss_mb": res.get("broker", {}).get("rss_max_mb"),
+        "verdict": r["verdict"]["result"],
+    }
+    print(f"connects/s {figures['connects_per_s']} (x{figures['connects_ratio']} of bare), storm wall "
+          f"{storm} s (bare {figures['bare_connect_wall_s']} s), p99 connect-to-online "
+          f"{figures['p99_connect_to_online_s']} s; lesson-peak ingest {figures['lesson_peak_ingest_msg_per_s']} msg/s "
+          f"(x{figures['ingest_ratio']} of bare receive), lost {a['lost']}, duplicated {a['duplicated']}")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
