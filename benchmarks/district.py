@@ -169,8 +169,7 @@ async def main() -> None:
                 r = await simulate(district, ("bell-storm", "lesson-peak"), api=child.info.api,
                                    token=child.info.token, broker=(child.info.broker_host, child.info.broker_port),
                                    database_url=db, duration_s=args.duration, speed=None,
-                                   controls=Controls(ctl.sync_credentials, ctl.restart_broker, ctl.set_clock, pids,
-                                                     ctl.send_command),
+                                   controls=Controls(ctl.sync_credentials, ctl.restart_broker, ctl.set_clock, pids),
                                    progress=lambda m: print("  " + m, flush=True))
             finally:
                 await ctl.close()

@@ -39,7 +39,7 @@ from fleet.persistence.models_mqtt import DeviceState as DeviceStateRow
 from fleet.runtime.brokers import MosquittoBroker, free_port
 from fleet.runtime.ingest import IngestService
 from fleet.runtime.plane import DevicePlane
-from fleet.services import commands, enrollment
+from fleet.services import enrollment
 from fleet.settings import Settings
 from simulators.district.clock import Anchor, SimClock
 from simulators.district.fleetlink import AlertRow, Credentials, DeviceState
@@ -200,21 +200,9 @@ class ServiceUnderTest:
         self.ingest = self.plane.ingest
         assert self.ingest is not None
         await self.ingest.wait_connected()
-        from fleet.runtime.plane import CoalescedSync
-
-        sync = CoalescedSync(self.sync_credentials)
-
-        class _PlaneShim:
-            """What the enrollment and credential routes notify (the device plane in `labfleet serve`)."""
-
-            async def credentials_changed(self, username: str | None = None, *, revoked: bool = False) -> None:
-                await sync()
-
-            def wake_dispatcher(self) -> None:
-                return None
-
         async def register_plane(stack: Any, state: Any) -> None:
-            state.extras["plane"] = _PlaneShim()
+            # The routes (enrollment, credentials, commands) find the plane here, as under `labfleet serve`.
+            state.extras["plane"] = self.plane
 
         app = create_app(cfg, clock=self.clock, migrate=False, runtime_hooks=[register_plane])
         if self.control:
@@ -251,18 +239,6 @@ class ServiceUnderTest:
         # The district was just provisioned: the plane must know its timetables to tell a lesson from a break.
         await self.plane.timetables.load()
 
-    async def send_command(self, school_code: str, name: str, args: dict[str, Any]) -> str:
-        """Queue a command for every enrolled device of a school (as the commands API does); returns the batch."""
-        assert self.sessions is not None
-        async with self.sessions() as s:
-            sid = (await s.execute(select(School.id).where(School.code == school_code))).scalar_one()
-            batch = await commands.create(s, target_kind="school", target_id=sid, name=name, args=args,
-                                          ttl=timedelta(hours=1), timeout_s=600, actor="simulate",
-                                          now=self.clock.now())
-            await s.commit()
-        self.plane.wake_dispatcher()
-        return batch.batch_id
-
     async def restart_broker(self) -> None:
         if isinstance(self.broker, MosquittoBroker):
             await self.broker.stop()
@@ -288,11 +264,6 @@ def control_router(sut: ServiceUnderTest) -> Any:
     async def creds() -> dict[str, bool]:
         await sut.sync_credentials()
         return {"ok": True}
-
-    @router.post("/command")
-    async def command(request: Request) -> dict[str, str]:
-        body = await request.json()
-        return {"batch": await sut.send_command(str(body["school"]), str(body["cmd"]), dict(body.get("args") or {}))}
 
     @router.post("/broker/restart")
     async def restart() -> dict[str, bool]:
@@ -379,10 +350,6 @@ class ServiceControl:
     async def restart_broker(self) -> None:
         (await self.http.post("/_simulate/broker/restart")).raise_for_status()
 
-    async def send_command(self, school: str, cmd: str, args: dict[str, Any]) -> None:
-        r = await self.http.post("/_simulate/command", json={"school": school, "cmd": cmd, "args": args})
-        r.raise_for_status()
-
 
 @dataclass
 class Controls:
@@ -392,7 +359,6 @@ class Controls:
     restart_broker: Callable[[], Awaitable[None]] | None = None
     set_clock: Callable[[Anchor], Awaitable[None]] | None = None
     pids: Callable[[], dict[str, int]] | None = None
-    send_command: Callable[[str, str, dict[str, Any]], Awaitable[Any]] | None = None
 
 
 async def simulate(district: Any, scenarios: tuple[str, ...], *, api: str, token: str, broker: tuple[str, int],
@@ -409,6 +375,8 @@ async def simulate(district: Any, scenarios: tuple[str, ...], *, api: str, token
     engine = create_engine(database_url) if database_url else None
     try:
         provisioned = await fleet.provision(district, progress)
+        if controls.sync_credentials is not None:
+            await controls.sync_credentials()  # the service learns the new timetables now, not in a minute
         readback = DbReadBack(session_factory(engine)) if engine is not None else None
         if await fleet.has_route("/api/v1/enroll"):
             enroller: Any = HttpEnroller(fleet, provisioned.school_ids)
@@ -424,8 +392,11 @@ async def simulate(district: Any, scenarios: tuple[str, ...], *, api: str, token
         async def exam(code: str, day: str) -> None:
             await fleet.add_exam_day(provisioned.school_ids[code], day)
 
+        async def command(code: str, name: str, args: dict[str, Any]) -> None:
+            await fleet.command("school", provisioned.school_ids[code], name, args)
+
         hooks = Hooks(restart_broker=controls.restart_broker, set_service_clock=controls.set_clock,
-                      add_exam_day=exam, service_pids=controls.pids, send_command=controls.send_command)
+                      add_exam_day=exam, service_pids=controls.pids, send_command=command)
         dl_before = await readback.dead_letters() if readback is not None else None
         sim = Simulation(district, broker=broker, enroller=enroller, readback=readback, scenarios=scenarios,
                          duration_s=duration_s, speed=speed, prefix=prefix, state_file=state_file, hooks=hooks)
@@ -491,8 +462,7 @@ def main(spec_path: Path, scenario: str, duration: float, speed: float | None, a
                 return await simulate(district, scenarios, api=child.info.api, token=child.info.token,
                                       broker=(child.info.broker_host, child.info.broker_port),
                                       database_url=database_url, duration_s=duration, speed=speed,
-                                      controls=Controls(ctl.sync_credentials, ctl.restart_broker, ctl.set_clock, pids,
-                                                        ctl.send_command),
+                                      controls=Controls(ctl.sync_credentials, ctl.restart_broker, ctl.set_clock, pids),
                                       state_file=state_file, progress=err.print, prefix=cfg.mqtt.topic_prefix)
             finally:
                 await ctl.close()

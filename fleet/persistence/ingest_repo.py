@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -302,14 +302,15 @@ async def apply_batch(session: AsyncSession, items: list[Inbound], rejected: lis
     if acks:
         await session.execute(
             update(ct).where(ct.c.correlation_id == bindparam("b_cid"), ct.c.device_id == bindparam("b_dev"),
-                             ct.c.status.in_(("queued", "sent")))
+                             # or_, not in_: an expanding IN cannot run as executemany (several acks a batch)
+                             or_(ct.c.status == "queued", ct.c.status == "sent"))
             .values(status=bindparam("b_status"), acked_at=bindparam("b_at"), ack_reason=bindparam("b_reason"),
                     finished_at=bindparam("b_finished")),
             acks, execution_options={"synchronize_session": False})
     if results:
         await session.execute(
             update(ct).where(ct.c.correlation_id == bindparam("b_cid"), ct.c.device_id == bindparam("b_dev"),
-                             ct.c.status.in_(("queued", "sent", "acked", "timed_out")))
+                             or_(*(ct.c.status == st for st in ("queued", "sent", "acked", "timed_out"))))
             .values(status=bindparam("b_status"), finished_at=bindparam("b_at"), result_code=bindparam("b_code"),
                     result_detail=bindparam("b_detail")),
             results, execution_options={"synchronize_session": False})

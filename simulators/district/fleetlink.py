@@ -219,6 +219,12 @@ class FleetApi:
             "school_id": school_id, "kind": "exam_day", "start_date": day, "end_date": day,
             "name": "Simulated exam day"})
 
+    async def command(self, kind: str, target_id: int, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        """A command to a device, room or school through the commands API; returns the batch."""
+        return await self._call("POST", "/api/v1/commands", json={  # type: ignore[no-any-return]
+            "target": {"kind": kind, "id": target_id}, "name": name, "args": args, "ttl_seconds": 3600,
+            "timeout_seconds": 600})
+
     async def room_lesson(self, room_id: int, at_iso: str) -> dict[str, Any]:
         return await self._call("GET", f"/api/v1/rooms/{room_id}/lesson", params={"at": at_iso})  # type: ignore[no-any-return]
 

@@ -56,7 +56,7 @@ async def run(sut: ServiceUnderTest, d: District, scenarios: tuple[str, ...], du
         sut.set_anchor(anchor)
 
     controls = Controls(sync_credentials=sut.sync_credentials, restart_broker=sut.restart_broker,
-                        set_clock=set_clock, send_command=sut.send_command)
+                        set_clock=set_clock)
     return await simulate(d, scenarios, api=sut.api, token=sut.token, broker=(sut.broker.host, sut.broker.port),
                           database_url=sut.settings.database_url, duration_s=duration_s, speed=None, controls=controls,
                           **kw)
