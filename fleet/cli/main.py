@@ -257,5 +257,13 @@ def simulate_service(http_port: Annotated[int, typer.Option()] = 0) -> None:
     asyncio.run(serve_child(cfg, http_port or free_port()))
 
 
+# Rollouts, artifacts and profiles live in their own module; registered here so `labfleet --help` lists them.
+from fleet.cli.rollouts import artifacts_app, profiles_app, rollout_app  # noqa: E402
+
+app.add_typer(rollout_app, name="rollout")
+app.add_typer(artifacts_app, name="artifacts")
+app.add_typer(profiles_app, name="profiles")
+
+
 if __name__ == "__main__":
     app()

@@ -67,6 +67,9 @@ RETRY_BASE = timedelta(minutes=2)
 RETRY_CAP = timedelta(hours=1)
 # A command lives this long undelivered (offline device) before it is pointless: the gate has moved on.
 COMMAND_TTL = timedelta(minutes=30)
+# Aborts from the CLI are told to devices by the service's engine for this long afterwards (a day covers a
+# service restart overnight; devices that stay silent longer have dropped their partial image by TTL anyway).
+CANCEL_FLUSH_HORIZON = timedelta(days=1)
 # Rows of per-device state returned by `get`; the API pages the rest.
 MAX_DEVICES_IN_DETAIL = 500
 
@@ -485,7 +488,12 @@ async def cancel_unfinished(session: AsyncSession, r: Rollout, now: datetime,
     for rd in rows:
         had_work = rd.state != DeviceUpdateState.PENDING
         _set_state(session, r, rd, DeviceUpdateState.CANCELLED, now, "rollout aborted", metrics)
-        if had_work and queue is not None and rd.device_id in targets:
+        if had_work and rd.device_id in targets:
+            if queue is None:
+                # No engine in this process (the CLI): the service's engine sends it on its next step.
+                session.add(RolloutDeviceEvent(rollout_id=r.id, device_id=rd.device_id, at=now,
+                                               event="cancel_pending"))
+                continue
             cmd = _command(Phase.CANCEL, r, rd, now, size=0)
             queue.append((targets[rd.device_id], cmd))
             session.add(RolloutDeviceEvent(rollout_id=r.id, device_id=rd.device_id, at=now, event="cancel_sent"))
@@ -565,6 +573,7 @@ class RolloutEngine:
                 .order_by(Rollout.id))).scalars().all()
             ctx = _StepContext(session, now, self.settings)
             await ctx.prepare()
+            await self._flush_cancels(session, now, queue)
             for r in rollouts:
                 await self._include_new_devices(session, r, now)
                 await self._stalls(session, r, now)
@@ -587,6 +596,29 @@ class RolloutEngine:
         for target, cmd in queue:
             await self._send(target, cmd)
         return r
+
+    async def _flush_cancels(self, session: AsyncSession, now: datetime,
+                             queue: list[tuple[DeviceTarget, wire.Command]]) -> None:
+        """Send the cancel commands of rollouts aborted where no engine runs (the CLI)."""
+        recent = now - CANCEL_FLUSH_HORIZON
+        pending = (await session.execute(select(RolloutDeviceEvent).join(
+            Rollout, Rollout.id == RolloutDeviceEvent.rollout_id).where(
+            Rollout.state == RolloutStatus.ABORTED.value, Rollout.finished_at >= recent,
+            RolloutDeviceEvent.event == "cancel_pending"))).scalars().all()
+        if not pending:
+            return
+        sent = set((await session.execute(select(RolloutDeviceEvent.rollout_id, RolloutDeviceEvent.device_id).where(
+            RolloutDeviceEvent.event == "cancel_sent", RolloutDeviceEvent.at >= recent))).all())
+        todo = [e for e in pending if (e.rollout_id, e.device_id) not in sent]
+        targets = await _targets(session, [e.device_id for e in todo])
+        for e in todo:
+            r = await session.get(Rollout, e.rollout_id)
+            rd = (await session.execute(select(RolloutDevice).where(
+                RolloutDevice.rollout_id == e.rollout_id, RolloutDevice.device_id == e.device_id))).scalar_one()
+            if r is None or e.device_id not in targets:
+                continue
+            queue.append((targets[e.device_id], _command(Phase.CANCEL, r, rd, now, size=0)))
+            session.add(RolloutDeviceEvent(rollout_id=r.id, device_id=e.device_id, at=now, event="cancel_sent"))
 
     async def _send(self, target: DeviceTarget, cmd: wire.Command) -> None:
         link = self.edge if target.transport == Transport.SERIAL else self.sender

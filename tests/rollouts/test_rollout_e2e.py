@@ -131,3 +131,23 @@ async def test_devices_enrolled_after_the_start_are_included(sqlite_url: str, tm
         assert set(late) <= set(rows)
         assert all(rows[d].state == "succeeded" for d in late)
         assert all(lb.sims[d].version == NEW for d in late)
+
+
+async def test_abort_without_an_engine_is_told_to_devices_by_the_next_step(sqlite_url: str, tmp_path: Path) -> None:
+    from fleet.domain.permissions import SYSTEM
+    from fleet.persistence.db import unit_of_work
+    from fleet.services.rollouts import RolloutService
+
+    async with lab(sqlite_url, tmp_path, EVENING) as lb:
+        a = await lb.add_school("S-A")
+        [dev] = await lb.add_terminals(a, 1, link_rate=1)  # a 9-minute download
+        r = await lb.create_rollout(groups={"canary_size": 1})
+        await lb.tick()
+        assert lb.sims[dev].state == "downloading"
+        async with unit_of_work(lb.api.sessions) as s:  # what `labfleet rollout abort` does
+            await RolloutService(s, SYSTEM, lb.clock.now()).abort(r["id"])
+        await lb.run(seconds=120, step=30)
+        sim = lb.sims[dev]
+        assert sim.state == "idle" and not sim.partial and sim.version == OLD
+        events = [e.event for e in await lb.timeline(r["id"])]
+        assert events.count("cancel_pending") == 1 and events.count("cancel_sent") == 1
