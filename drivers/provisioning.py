@@ -99,6 +99,7 @@ class ProvisionResult:
     attempts: int = 0
     seconds: float = 0.0
     details: tuple[tuple[str, str], ...] = field(default=())
+    resumed_from: int = 0  # bytes of the image the device already had (an interrupted earlier attempt)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -115,6 +116,7 @@ class ProvisionResult:
             firmware_before=str(data.get("firmware_before", "")),
             firmware_after=str(data.get("firmware_after", "")), reason=str(data.get("reason", "")),
             attempts=int(data.get("attempts", 0)), seconds=float(data.get("seconds", 0.0)),
+            resumed_from=int(data.get("resumed_from", 0)),
             details=tuple((str(k), str(v)) for k, v in dict(data.get("details", {})).items()),
         )
 
@@ -150,6 +152,11 @@ class StateFile:
                 # A torn or foreign file must not stop the bench: start afresh, keep the old file.
                 log.warning("ignoring unreadable provisioning state %s: %s", path, err)
                 path.replace(path.with_suffix(path.suffix + ".bad"))
+
+    @classmethod
+    async def load(cls, path: Path) -> StateFile:
+        """Read the state file in a worker thread (the constructor reads synchronously)."""
+        return await asyncio.to_thread(cls, path)
 
     def finished(self, hardware_id: str, fingerprint: str) -> ProvisionResult | None:
         entry = self.entries.get(hardware_id)
@@ -276,16 +283,19 @@ class Provisioner:
                     reason=f"configuration: {config.reason}", seconds=self._clock() - started,
                     **common), fingerprint)  # type: ignore[arg-type]
             after = ident.firmware_version
+            resumed_from = 0
             if plan.firmware is not None and plan.firmware.version != ident.firmware_version:
                 flashed = await device.flash(plan.firmware, lambda p: self._on_flash(hw, p))
                 after = flashed.after
+                resumed_from = flashed.resumed_from
                 if not flashed.ok:
                     return await self._finish(ProvisionResult(
                         hw, attached.family, Outcome.FAILED, firmware_after=after,
                         reason=f"firmware: {flashed.reason}", seconds=self._clock() - started,
                         **common), fingerprint)  # type: ignore[arg-type]
             result = ProvisionResult(hw, attached.family, Outcome.PROVISIONED, firmware_after=after,
-                                     seconds=self._clock() - started, **common)  # type: ignore[arg-type]
+                                     seconds=self._clock() - started, resumed_from=resumed_from,
+                                     **common)  # type: ignore[arg-type]
             self._emit(hw, "done")
             return await self._finish(result, fingerprint)
         finally:

@@ -56,7 +56,7 @@ async def test_state_file_makes_a_second_run_skip_finished_devices(tmp_path: Pat
             bench.add(device)
         await bench.start()
         first = await Provisioner(state=StateFile(state_path)).run(bench.attached(), plan_for)
-        second = await Provisioner(state=StateFile(state_path)).run(bench.attached(), plan_for)
+        second = await Provisioner(state=await StateFile.load(state_path)).run(bench.attached(), plan_for)
     assert all(r.outcome is Outcome.PROVISIONED for r in first + second)
     assert all(r.reason == "already provisioned (resumed run)" for r in second)
 
@@ -79,6 +79,7 @@ async def test_interrupted_run_resumes_from_state_and_device_resumes_its_transfe
     assert [r.outcome for r in second] == [Outcome.PROVISIONED] * 3
     assert [r.reason for r in second[:2]] == ["already provisioned (resumed run)"] * 2
     assert robot.chunk_offsets[offsets_before] == good  # the robot continued from its last good chunk
+    assert second[2].resumed_from == good
     assert robot.slots[robot.active].data == ROBOT_FW.data
 
 
@@ -97,6 +98,7 @@ async def test_cable_pulled_mid_flash_is_retried_on_the_new_port_after_replug() 
         results = await Provisioner(locate=bench.locate).run(bench.attached(), plan_for)
         await helper
     assert results[0].outcome is Outcome.PROVISIONED and results[0].attempts == 2
+    assert results[0].resumed_from > 0
     assert results[0].firmware_after == "2.0.0"
 
 
