@@ -116,3 +116,15 @@ async def test_unplug_mid_flash_then_replug_skips_pages_already_written() -> Non
         await run.aclose()
     assert result.ok and result.after == "3.0"
     assert result.resumed_from >= (written_before - 1) * 128
+
+
+async def test_slow_board_at_uart_pace_still_flashes() -> None:
+    sim = FirmataSim(usb_serial="SLOW1")
+    run = SimRunner(sim, faults=FaultPlan(delay=0.002, baud=115200), name="uno-slow")
+    await run.plug()
+    try:
+        async with await FirmataBoard.open(run.url, reset=run.pulse_reset) as board:
+            result = await board.flash(NEW)
+    finally:
+        await run.aclose()
+    assert result.ok and result.after == "2.6"

@@ -143,3 +143,17 @@ def test_simulator_interpreter_refuses_dunders_and_runaway_loops() -> None:
     assert "RuntimeError" in interp.run("while True:\n    pass\n")[1]
     assert "ImportError" in interp.run("import subprocess\n")[1]
     assert "MemoryError" in interp.run("x = b'a' * 100000000\n")[1]
+
+
+async def test_slow_board_still_identifies_and_takes_config() -> None:
+    sim = MicroPythonSim(unique_id=UID)
+    run = SimRunner(sim, faults=FaultPlan(delay=0.003, baud=115200), name="mpy-slow")
+    await run.plug()
+    try:
+        async with await MicroPythonBoard.open(run.url) as board:
+            ident = await board.identify()
+            result = await board.apply_config({"school": "S-8"})
+    finally:
+        await run.aclose()
+    assert ident.hardware_id == "mpy:30aea4c0ffee" and result.ok
+    assert json.loads(sim.board.files[CONFIG_PATH]) == {"school": "S-8"}
