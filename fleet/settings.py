@@ -36,6 +36,12 @@ class MqttSettings(BaseModel):
     mosquitto_bin: str = "mosquitto"
     # Shared-subscription group: every ingest worker of one deployment joins it to split the stream.
     ingest_group: str = "ingest"
+    # Join the shared group ($share/<group>/...). Needed for N > 1 workers; off for a single worker because
+    # mosquitto 2.0 does not restore shared subscriptions from its persistence file, so messages published
+    # between a broker restart and the worker's re-subscribe would be dropped (a plain subscription keeps them).
+    ingest_shared: bool = False
+    # `labfleet serve` runs one ingest worker in-process; turn off when `labfleet ingest` workers run instead.
+    ingest_in_service: bool = True
     # Bounded ingest queue: past this many uncommitted messages the socket is paused and the broker holds
     # the rest in the persistent session (10,000 x 4 KiB worst case = 40 MB).
     ingest_queue_max: int = 10_000

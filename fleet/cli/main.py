@@ -92,6 +92,21 @@ def serve(host: Annotated[str, typer.Option(help="address to listen on")] = "",
     uvicorn.run(api, host=host or cfg.http.host, port=port or cfg.http.port, log_level=cfg.log_level.lower())
 
 
+@app.command()
+def ingest(workers: Annotated[int, typer.Option(help="worker processes on this host")] = 1,
+           index: Annotated[int | None, typer.Option(help="run only the worker with this index")] = None) -> None:
+    """Run MQTT ingest workers (shared subscription) against the configured broker and database."""
+    from fleet.runtime.worker import main as worker_main
+    from fleet.runtime.worker import run_workers
+
+    if index is not None:
+        worker_main(["--index", str(index)])
+        return
+    if not 1 <= workers <= 64:
+        raise typer.BadParameter("workers must be 1..64")
+    raise typer.Exit(run_workers(workers))
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="target revision")] = "head") -> None:
     """Apply database migrations."""

@@ -203,7 +203,7 @@ class IngestService:
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], clock: Clock, *,
                  directory: DeviceDirectory | None = None, timetables: Timetables | None = None,
                  metrics: Any = None, client_id: str | None = None, address: BrokerAddress | None = None,
-                 listeners: list[PresenceListener] | None = None, shared: bool = True) -> None:
+                 listeners: list[PresenceListener] | None = None, shared: bool | None = None) -> None:
         self.settings = settings
         self.cfg = settings.mqtt
         self.sessions = sessions
@@ -227,7 +227,7 @@ class IngestService:
         self._sub: SubscriberSession | None = None
         self._stopping = False
         # Shared subscriptions split the stream over N workers; amqtt (embedded) has none: one worker.
-        self.shared = shared
+        self.shared = settings.mqtt.ingest_shared if shared is None else shared
 
     # ------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> IngestService:

@@ -117,8 +117,9 @@ class DevicePlane:
         await self._load_board()
         if self.address is None:
             return  # broker "none": HTTP only
-        shared = bool(getattr(self.broker, "shared_subscriptions", True))
-        if self.run_ingest:
+        # amqtt has no $share; elsewhere the settings decide (see MqttSettings.ingest_shared).
+        shared = self.settings.mqtt.ingest_shared and bool(getattr(self.broker, "shared_subscriptions", True))
+        if self.run_ingest and self.settings.mqtt.ingest_in_service:
             self.ingest = IngestService(self.settings, self.sessions, self.clock, directory=self.directory,
                                         timetables=self.timetables, metrics=self.metrics, address=self.address,
                                         client_id=f"labfleet-ingest-{os.getpid()}" if shared else "labfleet-ingest",

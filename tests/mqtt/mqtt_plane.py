@@ -177,3 +177,79 @@ def raw_connect_with_will(port: int, school: str, serial: str, password: str):  
     sock.sendall(c.encode_publish(t.topic(school, serial, "status"),
                                   json.dumps({"v": 1, "state": "online"}).encode(), qos=1, packet_id=1, retain=True))
     return sock
+
+
+class LoadPublisher:
+    """paho QoS 1 publishers carrying many device ids over a few connections (the service identity may publish
+    anywhere). paho queues while disconnected and resends unacknowledged messages after a reconnect."""
+
+    def __init__(self, port: int, username: str, password: str, connections: int = 4) -> None:
+        import threading
+
+        import paho.mqtt.client as mqtt
+
+        self._lock = threading.Lock()
+        self.acked = 0
+        self.sent = 0
+        self.clients = []
+        for i in range(connections):
+            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"loadgen-{port}-{i}", clean_session=False)
+            c.username_pw_set(username, password)
+            c.max_inflight_messages_set(2000)
+            c.max_queued_messages_set(0)
+            c.reconnect_delay_set(0.1, 1)
+            c.on_publish = self._on_publish
+            c.connect("127.0.0.1", port, keepalive=30)
+            c.loop_start()
+            self.clients.append(c)
+
+    def _on_publish(self, *_args: object) -> None:
+        with self._lock:
+            self.acked += 1
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.clients[self.sent % len(self.clients)].publish(topic, payload, qos=1)
+        self.sent += 1
+
+    def wait_acked(self, timeout: float = 60.0) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.acked < self.sent:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"publisher: {self.acked} of {self.sent} acknowledged")
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.disconnect()
+            c.loop_stop()
+
+
+def telemetry_stream(school: str, serials: list[str], per_device: int, start_seq: int = 1):  # type: ignore[no-untyped-def]
+    """(topic, payload) for per_device telemetry messages of each device, seq start_seq.., 10 bytes up each."""
+    import json
+
+    from fleet.domain import wire
+
+    t = wire.Topics("labfleet")
+    for k in range(per_device):
+        seq = start_seq + k
+        for s in serials:
+            yield t.topic(school, s, "telemetry"), json.dumps(
+                {"v": 1, "seq": seq, "ts": TS0 + seq, "battery": 80, "up": 10, "down": 20}).encode()
+
+
+async def totals(sessions) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    from sqlalchemy import func, select
+
+    from fleet.persistence.models_mqtt import DeviceState
+
+    async with sessions() as s:
+        row = (await s.execute(select(func.count(), func.coalesce(func.sum(DeviceState.messages_total), 0),
+                                      func.coalesce(func.sum(DeviceState.duplicates_total), 0),
+                                      func.coalesce(func.sum(DeviceState.bytes_up_total), 0),
+                                      func.coalesce(func.min(DeviceState.last_seq), 0),
+                                      func.coalesce(func.max(DeviceState.messages_total), 0)))).one()
+    return {"devices": row[0], "ingested": int(row[1]), "duplicates": int(row[2]), "bytes_up": int(row[3]),
+            "min_last_seq": int(row[4]), "max_messages": int(row[5])}
