@@ -13,4 +13,8 @@ def default_hooks(settings: Settings) -> list[RuntimeHook]:
         from fleet.runtime.plane import device_plane_hook
 
         hooks.append(device_plane_hook)
+    # After the plane: the rollout job sends update commands through the plane's broker when there is one.
+    from fleet.runtime.rollouts import rollout_hook
+
+    hooks.append(rollout_hook(settings))
     return hooks

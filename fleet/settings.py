@@ -84,6 +84,8 @@ class RolloutSettings(BaseModel):
     chunk_bytes: int = 64 * 1024
     # Token-bucket burst per school: 0.25 s of the school's rate, so no 10 s window exceeds the cap by 3%.
     burst_seconds: float = 0.25
+    # The service's URL as terminals reach it, for download links in update commands ("" = http://host:port).
+    public_base_url: str = ""
 
 
 class Settings(BaseSettings):

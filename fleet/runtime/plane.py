@@ -283,6 +283,9 @@ class DevicePlane:
             alerts = (await s.execute(select(Alert.severity, func.count()).where(Alert.status != "resolved")
                                       .group_by(Alert.severity))).all()
             schools = (await s.execute(select(School.id, School.code, School.uplink_mbps))).all()
+            from fleet.services.rollouts import rollout_states  # rollouts: state for labfleet_rollout_paused
+
+            rollouts = await rollout_states(s)
         school_states = []
         for sid, code, mbps in schools:
             _, period = self.timetables.lesson(sid, None, now)
@@ -295,6 +298,7 @@ class DevicePlane:
             health=tuple(HealthCount(m, st, n) for (m, st), n in sorted(health.items())),
             open_alerts=tuple((sev, int(n)) for sev, n in alerts),
             firmware=tuple(FirmwareCount(m, v, n) for (m, v), n in sorted(firmware.items())),
+            rollouts=rollouts,
         )
 
     async def _snapshot_loop(self) -> None:

@@ -933,3 +933,22 @@ async def school_budget(session: AsyncSession, settings: RolloutSettings, school
     """The byte rate updates may use at one school (the artifact server's token-bucket rate)."""
     ctx = _StepContext(session, datetime.now().astimezone(), settings)
     return (await ctx.school(school_id)).budget
+
+
+async def rollout_states(session: AsyncSession) -> tuple[Any, ...]:
+    """Rollouts for the metrics snapshot: every rollout's status, and devices per state for active ones."""
+    from fleet.observability.metrics import RolloutState
+
+    rows = (await session.execute(select(Rollout.id, Rollout.name, Rollout.profile_key, Rollout.state))).all()
+    active = [r for r in rows if r[3] in (RolloutStatus.RUNNING.value, RolloutStatus.PAUSED.value)]
+    counts: dict[int, list[tuple[str, int]]] = {}
+    if active:
+        for rid, st, n in (await session.execute(
+                select(RolloutDevice.rollout_id, RolloutDevice.state, func.count())
+                .where(RolloutDevice.rollout_id.in_([r[0] for r in active]))
+                .group_by(RolloutDevice.rollout_id, RolloutDevice.state))).all():
+            counts.setdefault(rid, []).append((st, int(n)))
+    return tuple(RolloutState(rollout=f"{rid}:{name}"[:64], model=profile, status=state,
+                              devices_by_state=tuple(sorted(counts.get(rid, []))))
+                 for rid, name, profile, state in rows)
+

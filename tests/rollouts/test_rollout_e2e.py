@@ -151,3 +151,33 @@ async def test_abort_without_an_engine_is_told_to_devices_by_the_next_step(sqlit
         assert sim.state == "idle" and not sim.partial and sim.version == OLD
         events = [e.event for e in await lb.timeline(r["id"])]
         assert events.count("cancel_pending") == 1 and events.count("cancel_sent") == 1
+
+
+async def test_paused_rollout_is_exposed_for_the_rollout_paused_alert(sqlite_url: str, tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from fleet.observability.metrics import FleetMetrics, FleetSnapshot, SnapshotHolder
+    from fleet.services.rollouts import rollout_states
+
+    async with lab(sqlite_url, tmp_path, EVENING) as lb:
+        registry = CollectorRegistry()
+        metrics = FleetMetrics(registry)
+        lb.engine.metrics = metrics
+        a = await lb.add_school("S-A")
+        ids = await lb.add_terminals(a, 2)
+        for d in ids:
+            lb.sims[d].fail_boot = True
+        r = await lb.create_rollout(groups={"canary_size": 2}, error_threshold=0.5)
+        await lb.run(seconds=30 * 60, step=30, until_state="paused", rollout_id=r["id"])
+        async with lb.api.sessions() as s:
+            states = await rollout_states(s)
+        holder = SnapshotHolder()
+        holder.publish(FleetSnapshot(taken_at=0.0, rollouts=states))
+        metrics.register_state(holder, clock=lambda: 0.0)
+        label = f"{r['id']}:{r['name']}"
+        assert registry.get_sample_value("labfleet_rollout_paused", {"rollout": label, "model": "terminal-lt100"}) == 1
+        assert registry.get_sample_value("labfleet_rollout_pauses_total", {"reason": "error_threshold"}) == 1
+        assert registry.get_sample_value("labfleet_rollout_device_transitions_total",
+                                         {"model": "terminal-lt100", "state": "rolled_back"}) == 2
+        assert registry.get_sample_value("labfleet_rollout_devices", {"rollout": label, "model": "terminal-lt100",
+                                                                      "state": "rolled_back"}) == 2

@@ -1,0 +1,190 @@
+"""The rollout job and its MQTT link: commands out on each device's `cmd` topic, progress in on `update`.
+
+`RolloutRuntime` is an async context manager owning two named tasks: the step loop (engine.step every
+`step_seconds` on the injected clock) and the MQTT link (publish commands, read progress reports).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections import Counter
+from contextlib import AsyncExitStack
+from typing import Any
+
+import aiomqtt
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from fleet.domain import wire
+from fleet.domain.clock import Clock
+from fleet.domain.update_wire import decode_progress
+from fleet.persistence.models import Device, School
+from fleet.persistence.models_mqtt import DeviceCredential
+from fleet.runtime.mqtt_subscriber import BrokerAddress
+from fleet.services.rollouts import DeviceTarget, RolloutEngine
+from fleet.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Reconnect to the broker after this pause: the broker restarts in a second or two; a longer pause only
+# delays progress reports (devices hold them in their QoS 1 session meanwhile).
+RECONNECT_DELAY_S = 1.0
+# Identities cached per process: a district has ~10,000 devices, a cache entry is ~100 bytes.
+IDENTITY_CACHE_MAX = 20_000
+
+
+class MqttUpdateLink:
+    """Publishes update commands (QoS 1) and hands `update` progress reports to the engine."""
+
+    def __init__(self, address: BrokerAddress, topics: wire.Topics, sessions: async_sessionmaker[AsyncSession],
+                 clock: Clock, *, shared: bool = True, group: str = "rollouts") -> None:
+        self.address = address
+        self.topics = topics
+        self.sessions = sessions
+        self.clock = clock
+        self.shared = shared
+        self.group = group
+        self.engine: RolloutEngine | None = None
+        self.client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+        self.rejected: Counter[str] = Counter()
+        self._ids: dict[tuple[str, str], int | None] = {}
+
+    async def send(self, target: DeviceTarget, command: wire.Command) -> None:
+        if self.client is None:
+            raise ConnectionError("the rollout link has no broker connection")
+        topic = self.topics.topic(target.school_code, target.identity, wire.Channel.CMD)
+        await self.client.publish(topic, wire.encode_command(command), qos=1)
+
+    async def run(self) -> None:
+        """Connect, subscribe to progress and read it, reconnecting for as long as the task lives."""
+        failing = False
+        filt = self.topics.uplink_filter(wire.Channel.UPDATE)
+        if self.shared:
+            filt = self.topics.shared(self.group, filt)
+        while True:
+            try:
+                async with aiomqtt.Client(self.address.host, self.address.port,
+                                          identifier=f"labfleet-rollouts-{os.getpid()}",
+                                          username=self.address.username, password=self.address.password) as client:
+                    await client.subscribe(filt, qos=1)
+                    self.client = client
+                    self.connected.set()
+                    if failing:
+                        log.info("rollout link reconnected")
+                    failing = False
+                    async for msg in client.messages:
+                        await self.handle(str(msg.topic), bytes(msg.payload))  # type: ignore[arg-type]
+            except aiomqtt.MqttError as err:
+                self.client = None
+                self.connected.clear()
+                if not failing:
+                    log.warning("rollout link lost the broker (%s); retrying", err)
+                failing = True
+                await asyncio.sleep(RECONNECT_DELAY_S)
+
+    async def handle(self, topic: str, payload: bytes) -> bool:
+        """One progress message; a bad one is counted by reason and dropped, never raised."""
+        ref = self.topics.parse(topic)
+        if isinstance(ref, wire.Rejection) or ref.channel != wire.Channel.UPDATE:
+            self.rejected["bad_topic"] += 1
+            return False
+        p = decode_progress(payload)
+        if isinstance(p, wire.Rejection):
+            self.rejected[p.reason.value] += 1
+            return False
+        device_id = await self._device_id(ref.school, ref.device)
+        if device_id is None or self.engine is None:
+            self.rejected["unknown_device"] += 1
+            return False
+        try:
+            return await self.engine.on_progress(device_id, p, self.clock.now())
+        except Exception:  # one bad report must not stop the link
+            log.exception("progress report from device %d could not be applied", device_id)
+            self.rejected["error"] += 1
+            return False
+
+    async def _device_id(self, school_code: str, identity: str) -> int | None:
+        key = (school_code, identity)
+        if key in self._ids:
+            return self._ids[key]
+        async with self.sessions() as s:
+            row = (await s.execute(
+                select(Device.id).join(School, School.id == Device.school_id)
+                .outerjoin(DeviceCredential, DeviceCredential.device_id == Device.id)
+                .where(School.code == school_code,
+                       or_(DeviceCredential.username == identity, Device.serial_number == identity)))).first()
+        if len(self._ids) >= IDENTITY_CACHE_MAX:
+            self._ids.clear()
+        self._ids[key] = row[0] if row else None
+        return self._ids[key]
+
+
+class RolloutRuntime:
+    """Owns the step loop and (when a broker is known) the MQTT link; exit stops both."""
+
+    def __init__(self, engine: RolloutEngine, clock: Clock, step_seconds: float,
+                 link: MqttUpdateLink | None = None) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.step_seconds = step_seconds
+        self.link = link
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> RolloutRuntime:
+        if self.link is not None:
+            self.link.engine = self.engine
+            self._spawn(self.link.run(), "rollouts-mqtt-link")
+        self._spawn(self._loop(), "rollouts-step")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _loop(self) -> None:
+        failing = False
+        while True:
+            try:
+                await self.engine.step(self.clock.now())
+                if failing:
+                    log.info("rollout step recovered")
+                failing = False
+            except Exception:  # the loop outlives a bad step; the next one retries
+                if not failing:
+                    log.exception("rollout step failed; retrying every %.0f s", self.step_seconds)
+                failing = True
+            await asyncio.sleep(self.step_seconds)
+
+
+def rollout_hook(settings: Settings, *, base_url: str = "") -> Any:
+    """A runtime hook: starts the rollout job; uses the device plane's broker when one runs (extras["plane"])."""
+
+    async def hook(stack: AsyncExitStack, state: Any) -> None:
+        plane = state.extras.get("plane")
+        address = getattr(plane, "address", None)
+        link = None
+        if address is not None:
+            shared = bool(getattr(getattr(plane, "broker", None), "shared_subscriptions", True))
+            link = MqttUpdateLink(address, wire.Topics(settings.mqtt.topic_prefix), state.sessions, state.clock,
+                                  shared=shared)
+        else:
+            log.warning("no MQTT broker: rollouts are planned but update commands cannot reach terminals")
+        url = base_url or settings.rollouts.public_base_url or f"http://{settings.http.host}:{settings.http.port}"
+        engine = RolloutEngine(state.sessions, settings.rollouts, link, metrics=state.extras.get("metrics"),
+                               base_url=url)
+        state.extras["rollout_engine"] = engine
+        await stack.enter_async_context(RolloutRuntime(engine, state.clock, settings.rollouts.step_seconds, link))
+
+    return hook
