@@ -33,10 +33,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fleet.cli.simulate import Controls, ServiceControl, _child_pid, child_service, simulate  # noqa: E402
-from fleet.runtime.brokers import free_port, wait_for_port  # noqa: E402
-from simulators.district.mqttpool import Pool, raise_fd_limit  # noqa: E402
-from simulators.district.spec import load_spec  # noqa: E402
+from fleet.cli.simulate import Controls, ServiceControl, _child_pid, child_service, simulate
+from fleet.runtime.brokers import free_port, wait_for_port
+from simulators.district.mqttpool import Pool, raise_fd_limit
+from simulators.district.spec import load_spec
 
 SPEC = Path(__file__).resolve().parents[1] / "simulators" / "districts" / "rollout-2027.yaml"
 # Messages in the bare receive-rate baseline: ~5 s of stream at paho's QoS 1 ceiling, enough for a stable rate.

@@ -180,9 +180,6 @@ class Simulation:
     def in_lesson(self, t: Terminal) -> bool:
         return self.current_period(t) is not None
 
-    def awake_hours(self, t: Terminal) -> bool:
-        return True  # terminals are put to sleep by their own timer after school
-
     def telemetry_interval(self, t: Terminal) -> float:
         if "lesson-peak" in self.scenarios and self.in_lesson(t):
             return float(self.district.scenario.peak_telemetry_interval_s)
@@ -318,8 +315,10 @@ class Simulation:
         for task in list(self._tasks):
             try:
                 await task
-            except (asyncio.CancelledError, Exception):
+            except asyncio.CancelledError:
                 pass
+            except Exception:  # a helper task's failure must not lose the report; it is logged
+                logger.exception("simulation task %s failed", task.get_name())
         await self.shutdown()
         self.save_state()
         return self.outcome

@@ -24,8 +24,12 @@ logger = logging.getLogger(__name__)
 
 # Page size for listing what exists; the API caps pages at 500.
 PAGE = 500
-# Enrollment requests in flight at once: enough to keep the service busy, few enough not to queue for long.
-ENROLL_CONCURRENCY = 32
+# Enrollment requests in flight at once: a SQLite-backed service writes one at a time, so more in flight only
+# queue on its write lock (and, past SQLite's busy timeout, fail); 4 keeps it busy without that.
+ENROLL_CONCURRENCY = 4
+# A terminal retries a failed enrollment (5xx, connection error) like any HTTP client: a few times, backing off.
+ENROLL_RETRIES = 3
+ENROLL_RETRY_S = 0.5
 # One API call must not hang a run; provisioning a 10,000-device CSV import takes a few seconds.
 HTTP_TIMEOUT_S = 120.0
 
@@ -241,6 +245,7 @@ class HttpEnroller:
         self.api = api
         self.school_ids = school_ids
         self.token_uses = token_uses
+        self.retries = 0  # enrollment attempts retried after a 5xx or a connection error
 
     async def enroll(self, school_code: str, serials: list[str]) -> dict[str, Credentials | str]:
         token = await self.claim_token(self.school_ids[school_code], len(serials))
@@ -258,10 +263,21 @@ class HttpEnroller:
 
         async def one(serial: str) -> None:
             async with sem:
-                try:
-                    r = await self.api.http.post("/api/v1/enroll", json={"claim_token": token, "serial_number": serial})
-                except httpx.HTTPError as err:
-                    out[serial] = f"http:{type(err).__name__}"
+                for attempt in range(ENROLL_RETRIES + 1):
+                    try:
+                        r = await self.api.http.post("/api/v1/enroll",
+                                                     json={"claim_token": token, "serial_number": serial})
+                    except httpx.HTTPError as err:
+                        out[serial] = f"http:{type(err).__name__}"
+                        self.retries += 1
+                        await asyncio.sleep(ENROLL_RETRY_S * 2 ** attempt)
+                        continue
+                    if r.status_code >= 500 and attempt < ENROLL_RETRIES:
+                        self.retries += 1
+                        await asyncio.sleep(ENROLL_RETRY_S * 2 ** attempt)
+                        continue
+                    break
+                else:
                     return
                 if r.status_code == 201:
                     b = r.json()

@@ -14,7 +14,6 @@ import logging
 import resource
 import socket
 import time
-from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -55,7 +54,6 @@ class Pool:
         self.clients: set[paho.Client] = set()
         self.connecting = asyncio.Semaphore(max_connecting)
         self._misc: asyncio.Task[None] | None = None
-        # host/port can be changed (the broker moved after a restart on another port): read at connect time.
 
     def new_client(self, client_id: str, username: str, password: str, *, userdata: Any = None) -> paho.Client:
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
@@ -154,5 +152,3 @@ class Pool:
         except OSError:
             pass
 
-
-OnEvent = Callable[..., None]

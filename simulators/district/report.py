@@ -34,7 +34,7 @@ def build(sim: Simulation, *, service_clock_is_sim: bool, dead_letters_before: d
         "terminals": expected_terms, "had_credentials": expected_terms - requested, "requested": requested,
         "succeeded": enrolled_now, "failed": dict(reasons),
         "success_ratio": _r((expected_terms - requested + enrolled_now) / expected_terms if expected_terms else 1.0, 4),
-        "seconds": _r(sim.enroll_seconds, 2),
+        "seconds": _r(sim.enroll_seconds, 2), "retries": getattr(sim.enroller, "retries", 0),
         "per_s": _r(requested / sim.enroll_seconds, 1) if sim.enroll_seconds > 0 and requested else None,
     }
     # ---- connections

@@ -53,10 +53,40 @@ class Counters:
 
 
 class Terminal:
-    __slots__ = ("sim", "serial", "school", "room", "room_key", "password", "seq", "phase", "client", "rng",
-                 "battery", "charging", "firmware", "app", "counters", "pending", "policy", "locked", "attending",
-                 "drain", "bad_fw", "malformed", "connect_started", "connected_at", "first_connect_at", "timer",
-                 "backoff", "boots", "base_seq", "down_until", "exam", "used_s", "break_until")
+    __slots__ = (
+        "app",
+        "attending",
+        "backoff",
+        "bad_fw",
+        "base_seq",
+        "battery",
+        "boots",
+        "break_until",
+        "charging",
+        "client",
+        "connect_started",
+        "connected_at",
+        "counters",
+        "drain",
+        "exam",
+        "firmware",
+        "first_connect_at",
+        "locked",
+        "malformed",
+        "password",
+        "pending",
+        "phase",
+        "policy",
+        "rng",
+        "room",
+        "room_key",
+        "school",
+        "seq",
+        "serial",
+        "sim",
+        "timer",
+        "used_s",
+    )
 
     def __init__(self, sim: Simulation, serial: str, school: str, room: str, password: str, seq: int,
                  rng: random.Random, firmware: str) -> None:
@@ -90,7 +120,6 @@ class Terminal:
         self.timer: Any = None
         self.backoff = BACKOFF_START_S
         self.boots = 0
-        self.down_until = 0.0
         self.used_s = 0.0  # continuous use in this session (simulated seconds), for the screen-time policy
         self.break_until = 0.0  # simulated monotonic seconds
 
@@ -224,7 +253,7 @@ class Terminal:
             up, down = sim.lesson_bytes(self, interval)
             self.app = self._allowed_app("edu.exam" if self.exam else "edu.classroom")
             self.telemetry(up, down)
-        elif sim.awake_hours(self):
+        else:  # between lessons (or not attending): idle, with a heartbeat or a small telemetry
             self.app = None
             idle = int(sim.traffic.idle_bytes_per_minute * interval / 60)
             self.telemetry(idle // 4, idle) if self.rng.random() < 0.5 else self.heartbeat()

@@ -56,3 +56,19 @@ def test_unreadable_yaml_and_unknown_scenarios_are_clear_errors(tmp_path: Path) 
     with pytest.raises(SpecError, match="unknown scenario"):
         parse_scenarios("bell-storm,meteor-strike")
     assert parse_scenarios("bell-storm, lesson-peak,bell-storm") == ("bell-storm", "lesson-peak")
+
+
+def test_labfleet_simulate_refuses_a_bad_spec_or_scenario_with_exit_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fleet.cli.main import app
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\ndistrict: X\nstart: '2026-09-07T07:58:00'\ntimetables: {}\nmodels: {}\n")
+    runner = CliRunner()
+    r = runner.invoke(app, ["simulate", str(bad), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2
+    assert "bad.yaml" in r.output and "needs at least one of schools" in r.output
+    r = runner.invoke(app, ["simulate", str(DISTRICTS / "demo.yaml"), "--scenario", "meteor", "--out",
+                            str(tmp_path / "out")])
+    assert r.exit_code == 2 and "unknown scenario" in r.output
