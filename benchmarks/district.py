@@ -134,6 +134,9 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=float, default=90.0, help="real seconds of storm plus lesson")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    # db: the fleet starts enrolled (bulk, through the service's enrollment use case, one broker reload), so
+    # the storm measures reconnecting terminals; http: every terminal enrolls over HTTP first (slow: see README).
+    ap.add_argument("--enroll", choices=("db", "http"), default="db")
     args = ap.parse_args()
     district = load_spec(SPEC)
     n = district.count("terminal")
@@ -170,7 +173,7 @@ async def main() -> None:
                                    token=child.info.token, broker=(child.info.broker_host, child.info.broker_port),
                                    database_url=db, duration_s=args.duration, speed=None,
                                    controls=Controls(ctl.sync_credentials, ctl.restart_broker, ctl.set_clock, pids),
-                                   progress=lambda m: print("  " + m, flush=True))
+                                   progress=lambda m: print("  " + m, flush=True), enroll=args.enroll)
             finally:
                 await ctl.close()
         from simulators.district import report as reports

@@ -253,12 +253,14 @@ def simulate(spec: Annotated[Path, typer.Argument(help="district spec YAML, e.g.
              serve: Annotated[str, typer.Option(help="broker of the started service: embedded | mosquitto")] = "embedded",
              db: Annotated[str, typer.Option(help="the service's database URL, for read-back (and enrollment when "
                                                   "the API has no /enroll)")] = "",
-             out: Annotated[Path, typer.Option(help="report directory")] = Path("var/simulate")) -> None:
+             out: Annotated[Path, typer.Option(help="report directory")] = Path("var/simulate"),
+             enroll: Annotated[str, typer.Option(help="auto | http | db (bulk through the service's use case)")]
+             = "auto") -> None:
     """Simulate the district from SPEC against the service and write a load report (JSON + HTML)."""
     from fleet.cli.simulate import main as simulate_main
 
     raise typer.Exit(simulate_main(spec, scenario, duration, speed or None, api, token, broker, serve, db, out,
-                                   settings()))
+                                   settings(), enroll=enroll))
 
 
 @app.command("simulate-service", hidden=True)

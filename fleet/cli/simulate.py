@@ -364,8 +364,14 @@ class Controls:
 async def simulate(district: Any, scenarios: tuple[str, ...], *, api: str, token: str, broker: tuple[str, int],
                    database_url: str | None, duration_s: float, speed: float | None, controls: Controls,
                    state_file: Path | None = None, transport: httpx.AsyncBaseTransport | None = None,
-                   progress: Callable[[str], None] = lambda _m: None, prefix: str = "labfleet") -> dict[str, Any]:
-    """Provision, enroll, run and report; returns the report as a dict."""
+                   progress: Callable[[str], None] = lambda _m: None, prefix: str = "labfleet",
+                   enroll: str = "auto") -> dict[str, Any]:
+    """Provision, enroll, run and report; returns the report as a dict.
+
+    `enroll`: "http" (POST /api/v1/enroll per terminal, as terminals do), "db" (the service's enrollment use
+    case in bulk, then one broker reload: for load tests that start from an enrolled fleet), or "auto" (http
+    when the service has the route, else db).
+    """
     from simulators.district import report as reports
     from simulators.district.engine import Hooks, Simulation
     from simulators.district.fleetlink import FleetApi, HttpEnroller
@@ -378,7 +384,7 @@ async def simulate(district: Any, scenarios: tuple[str, ...], *, api: str, token
         if controls.sync_credentials is not None:
             await controls.sync_credentials()  # the service learns the new timetables now, not in a minute
         readback = DbReadBack(session_factory(engine)) if engine is not None else None
-        if await fleet.has_route("/api/v1/enroll"):
+        if enroll == "http" or (enroll == "auto" and await fleet.has_route("/api/v1/enroll")):
             enroller: Any = HttpEnroller(fleet, provisioned.school_ids)
         elif engine is not None:
             async def after() -> None:
@@ -413,7 +419,7 @@ async def simulate(district: Any, scenarios: tuple[str, ...], *, api: str, token
 
 
 def main(spec_path: Path, scenario: str, duration: float, speed: float | None, api: str, token: str, broker: str,
-         serve: str, db: str, out: Path, cfg: Settings) -> int:
+         serve: str, db: str, out: Path, cfg: Settings, *, enroll: str = "auto") -> int:
     """The `labfleet simulate` command: 0 when the verdict passes, 1 when it fails, 2 on a bad spec."""
     from rich.console import Console
 
@@ -430,6 +436,9 @@ def main(spec_path: Path, scenario: str, duration: float, speed: float | None, a
     if duration <= 0:
         err.print("[red]--duration must be positive[/red]")
         return 2
+    if enroll not in ("auto", "http", "db"):
+        err.print("[red]--enroll must be auto, http or db[/red]")
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{spec_path.stem}-{'+'.join(scenarios) or 'day'}"
     state_file = out / f"{spec_path.stem}.state.json"
@@ -445,7 +454,7 @@ def main(spec_path: Path, scenario: str, duration: float, speed: float | None, a
             return await simulate(district, scenarios, api=api, token=token, broker=(addr.host, addr.port),
                                   database_url=db or cfg.database_url, duration_s=duration, speed=speed,
                                   controls=Controls(), state_file=state_file, progress=err.print,
-                                  prefix=cfg.mqtt.topic_prefix)
+                                  prefix=cfg.mqtt.topic_prefix, enroll=enroll)
         database_url = db or f"sqlite+aiosqlite:///{out / (spec_path.stem + '.db')}"
         err.print(f"starting a service under test ({serve} broker, {database_url})")
         async with child_service(database_url, serve, out / f"{spec_path.stem}-{serve}") as child:
@@ -463,7 +472,8 @@ def main(spec_path: Path, scenario: str, duration: float, speed: float | None, a
                                       broker=(child.info.broker_host, child.info.broker_port),
                                       database_url=database_url, duration_s=duration, speed=speed,
                                       controls=Controls(ctl.sync_credentials, ctl.restart_broker, ctl.set_clock, pids),
-                                      state_file=state_file, progress=err.print, prefix=cfg.mqtt.topic_prefix)
+                                      state_file=state_file, progress=err.print, prefix=cfg.mqtt.topic_prefix,
+                                      enroll=enroll)
             finally:
                 await ctl.close()
 
