@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 # and the device writing a flash page, without making a lost frame cost much.
 ACK_TIMEOUT = 0.25
 # Floor of the adaptive retransmission timeout: a full-speed USB-serial bridge batches bytes for
-# up to 16 ms, so an answer can never be relied on sooner than ~20 ms.
-MIN_RTO = 0.02
+# up to 16 ms, and a lab PC busy with 30 kits stalls its event loop for tens of ms; below 50 ms
+# spurious resends of long chunks cost more line time than the floor saves (measured).
+MIN_RTO = 0.05
 # Time one byte takes on the robot's 115200-baud UART (10 bits). The RTO is learnt from frames of
 # mixed sizes, so each request's wait adds its own shift time and each sample subtracts it.
 BYTE_TIME = 10 / 115200
