@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -67,6 +67,13 @@ def install(app: FastAPI) -> None:
         # A race between two writers: the pre-checks passed, the database constraint caught it.
         log.info("integrity conflict: %s", type(err.orig).__name__)
         return JSONResponse(error_body("conflict", "the change clashes with an existing record"), status_code=409)
+
+    @app.exception_handler(OperationalError)
+    async def _busy(_request: Request, err: OperationalError) -> JSONResponse:
+        # SQLite's writer lock held past the busy timeout, or PostgreSQL gone: the request can be retried.
+        log.warning("database unavailable for a request: %s", type(err.orig).__name__)
+        return JSONResponse(error_body("unavailable", "the database is busy or unavailable; retry shortly"),
+                            status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, err: StarletteHTTPException) -> JSONResponse:

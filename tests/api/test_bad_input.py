@@ -139,3 +139,26 @@ async def test_fuzzed_csv_rows_never_get_a_500(api: Api, rows: list[list[str]]) 
     r = await api.client.post(f"{V1}/imports/devices", files={"file": ("f.csv", out.getvalue(), "text/csv")},
                               headers=await api.admin())
     assert r.status_code < 500, (rows, r.text)
+
+
+async def test_a_locked_database_answers_503_with_retry_after(api: Api, sqlite_url: str) -> None:
+    """A writer holding SQLite's lock past the busy timeout is a retryable 503, never a 500."""
+    import sqlite3
+
+    from fleet.persistence import db
+
+    await build_world(api)
+    path = sqlite_url.split(":///", 1)[1]
+    blocker = sqlite3.connect(path)
+    blocker.execute("BEGIN IMMEDIATE")  # take the write lock and keep it
+    old = db.SQLITE_BUSY_TIMEOUT_MS
+    try:
+        db.SQLITE_BUSY_TIMEOUT_MS = 50  # read by the connect hook: new connections wait only 50 ms
+        await api.sessions.kw["bind"].dispose()
+        r = await api.client.post(f"{V1}/districts", json={"name": "Blocked"}, headers=await api.admin())
+    finally:
+        db.SQLITE_BUSY_TIMEOUT_MS = old
+        blocker.rollback()
+        blocker.close()
+    assert r.status_code == 503, r.text
+    assert r.headers["retry-after"] == "1" and "retry" in r.json()["message"]
