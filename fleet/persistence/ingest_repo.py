@@ -86,6 +86,7 @@ class BatchOutcome:
     results: list[tuple[str, bool]] = field(default_factory=list)  # correlation id, ok
     bytes_by_school: dict[str, list[int]] = field(default_factory=dict)  # school code -> [up, down]
     sessions: dict[int, str | None] = field(default_factory=dict)  # device -> pseudonym (None: signed out)
+    firmware: dict[int, str] = field(default_factory=dict)  # device -> reported firmware version
 
 
 ExpectedOffline = Callable[[DeviceRef, datetime], bool]
@@ -261,6 +262,7 @@ async def apply_batch(session: AsyncSession, items: list[Inbound], rejected: lis
                         st["storage_used_pct"] = v.storage_used_pct
                         if v.firmware is not None:
                             st["firmware_version"] = v.firmware
+                            out.firmware[dev_id] = v.firmware
                         st["app"] = v.app
                         if v.rssi_dbm is not None:
                             st["rssi_dbm"] = v.rssi_dbm

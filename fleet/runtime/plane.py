@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections import Counter
 from datetime import datetime
 from typing import Any
@@ -182,6 +181,7 @@ class DevicePlane:
             self.health[ref.device_id] = state
         for dev, pseud in outcome.sessions.items():
             self.sessions_active[dev] = pseud is not None
+        self.firmware.update(outcome.firmware)
         if came_online or outcome.acks or outcome.results:
             self._dispatch_wake.set()
 
@@ -247,38 +247,12 @@ class DevicePlane:
 
     # ------------------------------------------------------------ metrics snapshot
     async def build_snapshot(self) -> Any:
-        from fleet.observability.metrics import (
-            FirmwareCount,
-            FleetSnapshot,
-            HealthCount,
-            PresenceCount,
-            SchoolState,
-        )
+        """The metrics snapshot from in-memory presence and health, through observability's one builder."""
+        from zoneinfo import ZoneInfo
 
-        now = self.clock.now()
-        cells: dict[tuple[str, str, str], list[int]] = {}
-        health: Counter[tuple[str, str]] = Counter()
-        firmware: Counter[tuple[str, str]] = Counter()
-        lesson_rooms: dict[int, set[int]] = {}
-        sessions: Counter[int] = Counter()
-        for ref in self.directory.all():
-            if ref.revoked:
-                continue
-            in_lesson, _ = self.timetables.lesson(ref.school_id, ref.room_id, now)
-            online = self.online.get(ref.device_id, False)
-            cell = cells.setdefault((ref.school_code, ref.room_kind or "none", ref.device_kind), [0, 0, 0, 0])
-            cell[0] += 1
-            cell[1] += online
-            cell[2] += in_lesson
-            cell[3] += in_lesson and not online
-            health[(ref.model, self.health.get(ref.device_id, "unknown"))] += 1
-            fw = self.firmware.get(ref.device_id)
-            if fw:
-                firmware[(ref.model, fw)] += 1
-            if in_lesson and ref.room_id is not None:
-                lesson_rooms.setdefault(ref.school_id, set()).add(ref.room_id)
-            if online and self.sessions_active.get(ref.device_id):
-                sessions[ref.school_id] += 1
+        from fleet.observability.state import DeviceView, RoomView, SchoolView, build_snapshot
+        from fleet.persistence.models import Room
+
         async with self.sessions() as s:
             alerts = (await s.execute(select(Alert.severity, func.count()).where(Alert.status != "resolved")
                                       .group_by(Alert.severity))).all()
@@ -286,20 +260,20 @@ class DevicePlane:
             from fleet.services.rollouts import rollout_states  # rollouts: state for labfleet_rollout_paused
 
             rollouts = await rollout_states(s)
-        school_states = []
-        for sid, code, mbps in schools:
-            _, period = self.timetables.lesson(sid, None, now)
-            school_states.append(SchoolState(code, len(lesson_rooms.get(sid, ())), period, float(mbps) * 1e6,
-                                             sessions[sid]))
-        return FleetSnapshot(
-            taken_at=time.time(),
-            presence=tuple(PresenceCount(sc, rk, dk, *v) for (sc, rk, dk), v in sorted(cells.items())),
-            schools=tuple(school_states),
-            health=tuple(HealthCount(m, st, n) for (m, st), n in sorted(health.items())),
-            open_alerts=tuple((sev, int(n)) for sev, n in alerts),
-            firmware=tuple(FirmwareCount(m, v, n) for (m, v), n in sorted(firmware.items())),
-            rollouts=rollouts,
-        )
+            rooms = (await s.execute(select(Room.id, Room.school_id, Room.kind))).all()
+        codes = {sid: code for sid, code, _ in schools}
+        tt = self.timetables
+        school_views = [SchoolView(code, tt._tz.get(sid, ZoneInfo("UTC")), float(mbps) * 1e6,
+                                   tuple(tt._periods.get(sid, ())), tuple(tt._calendar.get(sid, ())))
+                        for sid, code, mbps in schools]
+        room_views = [RoomView(codes[sid], rid, kind) for rid, sid, kind in rooms if sid in codes]
+        device_views = [DeviceView(ref.school_code if ref.school_id not in codes else codes[ref.school_id],
+                                   ref.room_id, ref.device_kind, ref.model, self.online.get(ref.device_id, False),
+                                   self.health.get(ref.device_id, "unknown"), self.firmware.get(ref.device_id),
+                                   self.sessions_active.get(ref.device_id, False))
+                        for ref in self.directory.all() if not ref.revoked]
+        return build_snapshot(self.clock.now(), school_views, room_views, device_views,
+                              open_alerts=[(sev, int(n)) for sev, n in alerts], rollouts=rollouts)
 
     async def _snapshot_loop(self) -> None:
         failing = False

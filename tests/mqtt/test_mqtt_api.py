@@ -58,6 +58,12 @@ async def test_enroll_then_telemetry_alerts_and_commands_through_the_api(live_ap
             return bool(got.json())
 
         await wait_until(alerted)
+        # The metrics snapshot (scrape-time state) sees the device online, faulty, on its firmware.
+        snap = await api.client._transport.app.state.fleet.extras["plane"].build_snapshot()  # type: ignore[attr-defined]
+        cells = {(p.school, p.device_kind): p.online for p in snap.presence}
+        assert cells[("school-a", "terminal")] == 1  # school B's device never enrolled: not in the plane
+        assert ("LT-100", "fault", 1) in {(h.model, h.state, h.count) for h in snap.health}
+        assert ("LT-100", "1.2.0", 1) in {(f.model, f.version, f.count) for f in snap.firmware}
         state = (await api.client.get(f"{V1}/devices/{w.device_a}/state", headers=tech)).json()
         assert (state["online"], state["battery_pct"], state["health"]) == (True, 3, "fault")
         alerts = (await api.client.get(f"{V1}/alerts", params={"school": w.school_a}, headers=tech)).json()
