@@ -25,6 +25,7 @@ from fleet.domain.rollouts import (
     DOWNLOAD_SLOT_STATES,
     FINAL_STATES,
     DeviceUpdateState,
+    Gate,
     GroupPlan,
     GroupStrategy,
     GroupTally,
@@ -306,7 +307,12 @@ class RolloutService:
         return await self._transition(rollout_id, "pause", {RolloutStatus.RUNNING}, RolloutStatus.PAUSED, reason)
 
     async def resume(self, rollout_id: int) -> Rollout:
-        return await self._transition(rollout_id, "resume", {RolloutStatus.PAUSED}, RolloutStatus.RUNNING, None)
+        r = await self._transition(rollout_id, "resume", {RolloutStatus.PAUSED}, RolloutStatus.RUNNING, None)
+        # The failures that caused the pause are forgiven, or the next step would pause again at once: the
+        # error threshold then counts failures after the resume.
+        forgiven = {str(gid): t.failed for gid, t in (await _tallies(self.session, r.id)).items()}
+        r.policy = {**r.policy, "forgiven_failures": forgiven}
+        return r
 
     async def abort(self, rollout_id: int, sender_queue: list[tuple[DeviceTarget, wire.Command]] | None = None
                     ) -> Rollout:
@@ -681,7 +687,7 @@ class RolloutEngine:
     async def _advance(self, session: AsyncSession, r: Rollout, now: datetime, report: StepReport) -> None:
         groups = list((await session.execute(select(RolloutGroup).where(RolloutGroup.rollout_id == r.id)
                                              .order_by(RolloutGroup.position))).scalars())
-        tallies = await _tallies(session, r.id)
+        tallies = await _tallies(session, r.id, r.policy.get("forgiven_failures"))
         for g in groups:
             if g.position > r.current_group:
                 break
@@ -707,7 +713,7 @@ class RolloutEngine:
                 break
             t = tallies.get(cur.id, GroupTally(0, 0, 0, 0))
             verdict = judge_group(t, r.success_threshold, r.error_threshold)
-            if t.in_flight == 0 and t.total == t.succeeded + t.failed and cur.state == "running":
+            if t.in_flight == 0 and cur.state == "running":
                 cur.state = "succeeded" if verdict == GroupVerdict.ADVANCE else cur.state
                 cur.finished_at = now if cur.state == "succeeded" else None
             if verdict != GroupVerdict.ADVANCE:
@@ -771,12 +777,13 @@ class RolloutEngine:
                 if rd.next_attempt_at is not None and rd.next_attempt_at > now:
                     report.waiting["retry_backoff"] += 1
                     continue
-                g = gate(school.timetable, rd.room_id, now, download_mode, min_dl_s)
-                if not g.open:
-                    report.waiting[g.reason] += 1
-                    continue
+                # The cap first: it is one dictionary lookup, and a full school needs no timetable question.
                 if ctx.slots_used(rd.school_id) >= school.max_concurrent:
                     report.waiting["school_download_cap"] += 1
+                    continue
+                g = ctx.gate(school, rd.school_id, rd.room_id, download_mode, min_dl_s)
+                if not g.open:
+                    report.waiting[g.reason] += 1
                     continue
                 ctx.take_slot(rd.school_id)
                 rate = max(1, school.budget // school.max_concurrent)
@@ -791,7 +798,7 @@ class RolloutEngine:
                            f"download until {g.until.isoformat() if g.until else '-'}", self.metrics)
                 queue.append((target, cmd))
             else:  # downloaded: install when the install gate is open
-                g = gate(school.timetable, rd.room_id, now, install_mode, install_s)
+                g = ctx.gate(school, rd.school_id, rd.room_id, install_mode, install_s)
                 if not g.open:
                     report.waiting[g.reason] += 1
                     continue
@@ -862,7 +869,8 @@ class RolloutEngine:
         return True
 
 
-async def _tallies(session: AsyncSession, rollout_id: int) -> dict[int, GroupTally]:
+async def _tallies(session: AsyncSession, rollout_id: int,
+                   forgiven: dict[str, int] | None = None) -> dict[int, GroupTally]:
     rows = (await session.execute(select(RolloutDevice.group_id, RolloutDevice.state, func.count()).where(
         RolloutDevice.rollout_id == rollout_id).group_by(RolloutDevice.group_id, RolloutDevice.state))).all()
     acc: dict[int, Counter[str]] = {}
@@ -873,7 +881,9 @@ async def _tallies(session: AsyncSession, rollout_id: int) -> dict[int, GroupTal
         total = sum(n for s, n in c.items() if s != DeviceUpdateState.CANCELLED)
         succeeded = c[DeviceUpdateState.SUCCEEDED.value]
         failed = c[DeviceUpdateState.FAILED.value] + c[DeviceUpdateState.ROLLED_BACK.value]
-        out[gid] = GroupTally(total, succeeded, failed, total - succeeded - failed)
+        excused = min(failed, (forgiven or {}).get(str(gid), 0))
+        # Forgiven failures still count as finished (not in flight), but no longer toward the error threshold.
+        out[gid] = GroupTally(total, succeeded, failed - excused, total - succeeded - failed)
     return out
 
 
@@ -893,6 +903,7 @@ class _StepContext:
         self.settings = settings
         self._schools: dict[int, _School] = {}
         self._slots: dict[int, int] | None = None
+        self._gates: dict[tuple[int, int | None, Window, float], Gate] = {}
 
     async def school(self, school_id: int) -> _School:
         if school_id not in self._schools:
@@ -924,6 +935,13 @@ class _StepContext:
     def take_slot(self, school_id: int) -> None:
         assert self._slots is not None
         self._slots[school_id] = self._slots.get(school_id, 0) + 1
+
+    def gate(self, school: _School, school_id: int, room_id: int | None, mode: Window, min_seconds: float) -> Gate:
+        """The timetable gate, asked once per room and phase per step (rooms hold ~30 devices each)."""
+        key = (school_id, room_id, mode, min_seconds)
+        if key not in self._gates:
+            self._gates[key] = gate(school.timetable, room_id, self.now, mode, min_seconds)
+        return self._gates[key]
 
     async def prepare(self) -> None:
         self._slots = await self._load_slots()

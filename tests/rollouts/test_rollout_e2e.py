@@ -181,3 +181,24 @@ async def test_paused_rollout_is_exposed_for_the_rollout_paused_alert(sqlite_url
                                          {"model": "terminal-lt100", "state": "rolled_back"}) == 2
         assert registry.get_sample_value("labfleet_rollout_devices", {"rollout": label, "model": "terminal-lt100",
                                                                       "state": "rolled_back"}) == 2
+
+
+async def test_resume_after_an_error_pause_forgives_the_old_failures_and_carries_on(sqlite_url: str,
+                                                                                    tmp_path: Path) -> None:
+    async with lab(sqlite_url, tmp_path, EVENING) as lb:
+        a = await lb.add_school("S-A")
+        ids = await lb.add_terminals(a, 5)
+        lb.sims[ids[0]].fail_boot = True
+        r = await lb.create_rollout(groups={"canary_size": 2, "strategy": "percent", "percents": [100]},
+                                    error_threshold=0.5, success_threshold=0.5)
+        await lb.run(seconds=30 * 60, step=30, until_state="paused", rollout_id=r["id"])
+        assert await lb.rollout_state(r["id"]) == "paused"
+        resp = await lb.client.post(f"/api/v1/rollouts/{r['id']}/resume", headers=await lb.api.admin())
+        assert resp.status_code == 200 and resp.json()["state"] == "running"
+        await lb.run(seconds=30 * 60, step=30)
+        detail = await lb.get(f"/api/v1/rollouts/{r['id']}")
+        assert detail["state"] == "completed"
+        assert detail["totals"] == {"rolled_back": 1, "succeeded": 4}
+        audit = await lb.get(f"/api/v1/audit?object_type=rollout&object_id={r['id']}")
+        assert [e["action"] for e in audit["items"]] == ["rollout.create", "rollout.start", "rollout.pause",
+                                                        "rollout.resume", "rollout.group_start", "rollout.complete"]
