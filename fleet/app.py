@@ -8,12 +8,16 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from fleet import __version__
 from fleet.api import errors
 from fleet.api.deps import FleetState
 from fleet.api.routes import admin, inventory, plane, rollouts
 from fleet.domain.clock import Clock, SystemClock
+from fleet.observability.exposition import MetricsAccess
+from fleet.observability.http import HttpMetricsMiddleware, metrics_router
+from fleet.observability.metrics import FleetMetrics, FleetStateCollector, SnapshotHolder
 from fleet.persistence.db import create_engine, session_factory, upgrade
 from fleet.settings import Settings
 
@@ -35,6 +39,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None, migrate: bool 
                runtime_hooks: list[RuntimeHook] | None = None) -> FastAPI:
     """Build the service. `migrate` upgrades the schema on start; hooks start optional background parts."""
 
+    # One registry per app (never the global one): event metrics, plus state gauges read from memory at scrape.
+    registry = CollectorRegistry()
+    fleet_metrics = FleetMetrics(registry)
+    snapshot = SnapshotHolder()
+    registry.register(FleetStateCollector(snapshot))
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
@@ -43,7 +53,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, migrate: bool 
             engine = create_engine(settings.database_url)
             stack.push_async_callback(engine.dispose)
             state = FleetState(settings=settings, engine=engine, sessions=session_factory(engine),
-                               clock=clock or SystemClock(), extras={})
+                               clock=clock or SystemClock(),
+                               extras={"metrics": fleet_metrics, "snapshot": snapshot, "registry": registry})
             app.state.fleet = state
             for hook in runtime_hooks or []:
                 await hook(stack, state)
@@ -59,6 +70,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None, migrate: bool 
     errors.install(app)
     app.add_middleware(errors.BodyLimit, max_bytes=settings.http.max_body_bytes,
                        import_max_bytes=settings.http.max_import_bytes, import_prefix="/api/v1/imports/")
+    app.add_middleware(HttpMetricsMiddleware, metrics=fleet_metrics)
+    app.include_router(metrics_router(registry, MetricsAccess.from_settings(settings.metrics.allowed_networks,
+                                                                            settings.metrics.token or None)))
     app.include_router(admin.health)
     app.include_router(inventory.router)
     app.include_router(admin.router)

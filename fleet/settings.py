@@ -61,6 +61,13 @@ class ApiSettings(BaseModel):
     default_page_size: int = 100
 
 
+class MetricsSettings(BaseModel):
+    # /metrics is open to these networks (the Prometheus host); everyone else needs the bearer token.
+    allowed_networks: list[str] = ["127.0.0.0/8", "::1/128"]
+    # Bearer token for scrapes from elsewhere; empty = only the allowed networks may scrape.
+    token: str = ""
+
+
 class RolloutSettings(BaseModel):
     # Content-addressed firmware store: <artifact_dir>/<sha[:2]>/<sha256>.
     artifact_dir: str = "var/artifacts"
@@ -101,6 +108,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     mqtt: MqttSettings = MqttSettings()
     api: ApiSettings = ApiSettings()
+    metrics: MetricsSettings = MetricsSettings()
     rollouts: RolloutSettings = RolloutSettings()
     log_level: str = "INFO"
 
