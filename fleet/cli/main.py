@@ -40,6 +40,17 @@ T = TypeVar("T")
 CLI = Principal(name="cli", role=Role.ADMIN, district_wide=True, school_ids=frozenset())
 
 
+# Third-party loggers that speak at INFO once per connection or state change: at the 08:00 bell that is
+# 10,000 lines a minute. They still report warnings and errors.
+CHATTY_LOGGERS = ("amqtt", "transitions")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
+
+
 def settings() -> Settings:
     return Settings()
 
@@ -85,7 +96,7 @@ def serve(host: Annotated[str, typer.Option(help="address to listen on")] = "",
     cfg = settings()
     if broker:
         cfg.mqtt.broker = broker
-    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(cfg.log_level)
     upgrade_sync(cfg.database_url)
     api = create_app(cfg, migrate=False, runtime_hooks=default_hooks(cfg))
     console.print(f"LabFleet on http://{host or cfg.http.host}:{port or cfg.http.port}  (docs at /docs)")
@@ -270,7 +281,7 @@ def simulate_service(http_port: Annotated[int, typer.Option()] = 0) -> None:
     from fleet.runtime.brokers import free_port
 
     cfg = settings()
-    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(cfg.log_level)
     asyncio.run(serve_child(cfg, http_port or free_port()))
 
 
