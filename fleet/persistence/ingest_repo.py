@@ -134,28 +134,58 @@ def _is_sqlite(session: AsyncSession) -> bool:
     return session.bind is not None and session.bind.dialect.name == "sqlite"
 
 
-def _from_sqlite(col: str, value: Any) -> Any:
-    if value is None:
-        return None
-    if col in _DT_COLS:
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
-    if col in _JSON_COLS:
-        return json.loads(value)
-    if col in _BOOL_COLS:
-        return bool(value)
-    return value
+_UPD_COLS = [c for c in _STATE_COLS if c != "device_id"]
+_UPD_DT = [i for i, c in enumerate(_UPD_COLS) if c in _DT_COLS]
+_UPD_JSON = [i for i, c in enumerate(_UPD_COLS) if c in _JSON_COLS]
+_UPD_BOOL = [i for i, c in enumerate(_UPD_COLS) if c in _BOOL_COLS]
 
 
-def _to_sqlite(col: str, value: Any) -> Any:
-    if value is None:
-        return None
-    if col in _DT_COLS:
-        return value.astimezone(UTC).strftime(_SQLITE_DT) if value.tzinfo else value.strftime(_SQLITE_DT)
-    if col in _JSON_COLS:
-        return json.dumps(value)
-    if col in _BOOL_COLS:
-        return 1 if value else 0
-    return value
+def _rows_from_sqlite(rows: list[Any]) -> list[dict[str, Any]]:
+    """Driver rows -> state dicts; converts only the few typed columns (per-column calls cost 2 us each)."""
+    parsed: dict[str, datetime] = {}
+    out = []
+    for row in rows:
+        d = dict(zip(_STATE_COLS, row, strict=True))
+        for c in _DT_COLS:
+            v = d[c]
+            if v is not None:
+                dt = parsed.get(v)
+                if dt is None:
+                    dt = parsed[v] = datetime.fromisoformat(v).replace(tzinfo=UTC)
+                d[c] = dt
+        for c in _JSON_COLS:
+            v = d[c]
+            d[c] = [] if v is None or v == "[]" else json.loads(v)
+        d["online"] = bool(d["online"])
+        if d["charging"] is not None:
+            d["charging"] = bool(d["charging"])
+        out.append(d)
+    return out
+
+
+def _rows_to_sqlite(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    formatted: dict[datetime, str] = {}
+    out = []
+    for r in rows:
+        vals = [r[c] for c in _UPD_COLS]
+        for i in _UPD_DT:
+            v = vals[i]
+            if v is not None:
+                text = formatted.get(v)
+                if text is None:
+                    text = formatted[v] = (v.astimezone(UTC) if v.tzinfo else v).strftime(_SQLITE_DT)
+                vals[i] = text
+        for i in _UPD_JSON:
+            v = vals[i]
+            if v is not None:
+                vals[i] = json.dumps(v) if v else "[]"
+        for i in _UPD_BOOL:
+            v = vals[i]
+            if v is not None:
+                vals[i] = 1 if v else 0
+        vals.append(r["device_id"])
+        out.append(tuple(vals))
+    return out
 
 
 async def _load_states(session: AsyncSession, ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -168,8 +198,8 @@ async def _load_states(session: AsyncSession, ids: list[int]) -> dict[int, dict[
             rows = (await conn.exec_driver_sql(
                 f"SELECT {cols} FROM device_state WHERE device_id IN ({','.join('?' * len(chunk))})",
                 tuple(chunk))).all()
-            for row in rows:
-                out[row[0]] = {c: _from_sqlite(c, v) for c, v in zip(_STATE_COLS, row, strict=True)}
+            for d in _rows_from_sqlite(rows):
+                out[d["device_id"]] = d
         return out
     cols_ = [_T.c[c] for c in _STATE_COLS]
     for i in range(0, len(ids), IN_CHUNK):
@@ -183,9 +213,8 @@ async def _load_states(session: AsyncSession, ids: list[int]) -> dict[int, dict[
 async def _write_states(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     if _is_sqlite(session):
         conn = await session.connection()
-        cols = [c for c in _STATE_COLS if c != "device_id"]
-        sql = f"UPDATE device_state SET {', '.join(c + ' = ?' for c in cols)} WHERE device_id = ?"
-        await conn.exec_driver_sql(sql, [tuple(_to_sqlite(c, r[c]) for c in cols) + (r["device_id"],) for r in rows])
+        sql = f"UPDATE device_state SET {', '.join(c + ' = ?' for c in _UPD_COLS)} WHERE device_id = ?"
+        await conn.exec_driver_sql(sql, _rows_to_sqlite(rows))
         return
     await session.execute(
         update(_T).where(_T.c.device_id == bindparam("b_device_id")).values(
@@ -229,6 +258,8 @@ async def apply_batch(session: AsyncSession, items: list[Inbound], rejected: lis
         ref = by_dev[dev_id][0].ref
         assert ref is not None
         health_touched = False
+        before_inputs = (st["battery_pct"], st["charging"], st["temperature_c"], st["storage_used_pct"],
+                         st["last_error_code"], len(st["recent_boots"] or ()))
         for it in by_dev[dev_id]:
             v = it.value
             at = it.received_at
@@ -313,7 +344,10 @@ async def apply_batch(session: AsyncSession, items: list[Inbound], rejected: lis
                                         "online": True, "expected": None, "cause": cause})
                     out.presence.append((ref, True, None, cause))
                     resolve_keys.append(f"{dev_id}:unexpected_offline")
-        if health_touched:
+        inputs = (st["battery_pct"], st["charging"], st["temperature_c"], st["storage_used_pct"],
+                  st["last_error_code"], len(st["recent_boots"] or ()))
+        if health_touched and (inputs != before_inputs or st["health"] == "unknown"):
+            # Re-evaluated only when a rule input changed: most telemetry repeats the last reading.
             findings = health_rules.evaluate(
                 ref.thresholds, battery=st["battery_pct"], charging=st["charging"],
                 temperature=st["temperature_c"], storage=st["storage_used_pct"], error_code=st["last_error_code"],
@@ -341,7 +375,15 @@ async def apply_batch(session: AsyncSession, items: list[Inbound], rejected: lis
                       "bytes_down": UsageBytes.__table__.c.bytes_down + ins.excluded.bytes_down}),
             [{"school_id": s, "room_id": r, "bucket_start": b, "bytes_up": u, "bytes_down": d}
              for (s, r, b), (u, d) in bytes_acc.items()])
-    if active_acc:
+    if active_acc and _is_sqlite(session):
+        # One row per device on its first message of a minute: with 60 s telemetry that is every message.
+        conn = await session.connection()
+        await conn.exec_driver_sql(
+            "INSERT INTO usage_active (device_id, bucket_start, active_minutes, school_id, room_id) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id, bucket_start) "
+            "DO UPDATE SET active_minutes = active_minutes + excluded.active_minutes",
+            [(dev, b.astimezone(UTC).strftime(_SQLITE_DT), n, sch, r) for (dev, b), (n, sch, r) in active_acc.items()])
+    elif active_acc:
         ins = _insert(session, UsageActive.__table__)
         await session.execute(
             ins.on_conflict_do_update(
