@@ -96,6 +96,9 @@ def serve(host: Annotated[str, typer.Option(help="address to listen on")] = "",
     cfg = settings()
     if broker:
         cfg.mqtt.broker = broker
+    # The serving address goes into settings too: rollouts build terminals' download links from it.
+    cfg.http.host = host or cfg.http.host
+    cfg.http.port = port or cfg.http.port
     setup_logging(cfg.log_level)
     upgrade_sync(cfg.database_url)
     api = create_app(cfg, migrate=False, runtime_hooks=default_hooks(cfg))
