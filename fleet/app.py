@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from fleet import __version__
 from fleet.api import errors
 from fleet.api.deps import FleetState
-from fleet.api.routes import admin, inventory, plane, rollouts
+from fleet.api.routes import admin, inventory, plane, reports, rollouts
 from fleet.domain.clock import Clock, SystemClock
 from fleet.observability.exposition import MetricsAccess
 from fleet.observability.http import HttpMetricsMiddleware, metrics_router
@@ -66,7 +66,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, migrate: bool 
                   openapi_tags=[{"name": t} for t in ("districts", "schools", "rooms", "device-models", "devices",
                                                       "timetables", "calendar", "imports", "tokens", "audit",
                                                       "health", "rollouts", "enrollment", "alerts", "commands",
-                                                      "operations")])
+                                                      "operations", "reports")])
     errors.install(app)
     app.add_middleware(errors.BodyLimit, max_bytes=settings.http.max_body_bytes,
                        import_max_bytes=settings.http.max_import_bytes, import_prefix="/api/v1/imports/")
@@ -78,6 +78,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, migrate: bool 
     app.include_router(admin.router)
     app.include_router(rollouts.router)
     app.include_router(plane.router)
+    app.include_router(reports.router)
     return app
 
 

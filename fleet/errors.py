@@ -56,3 +56,9 @@ class ImportRejected(FleetError):
     """A bulk import had bad rows; nothing was committed. details is a list of row errors."""
 
     code = "import_rejected"
+
+
+class FeatureUnavailable(FleetError):
+    """The feature needs an optional part that is not installed; the message says how to install it."""
+
+    code = "feature_unavailable"

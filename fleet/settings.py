@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -95,6 +97,49 @@ class RolloutSettings(BaseModel):
     public_base_url: str = ""
 
 
+class PlanTargets(BaseModel):
+    """The district plan's rollout targets (regional action plan 2025-2027)."""
+
+    smart_classrooms: int = Field(default=500, ge=0)
+    digital_labs: int = Field(default=50, ge=0)
+    terminals: int = Field(default=10_000, ge=0)
+
+
+class ReportSettings(BaseModel):
+    targets: PlanTargets = PlanTargets()
+    # Per-district overrides keyed by district id, e.g. LABFLEET_REPORTS__DISTRICT_TARGETS='{"2": {"terminals": 900}}'.
+    district_targets: dict[int, PlanTargets] = {}
+    # Only straight-line is implemented; the field exists so the report names its method.
+    depreciation_method: Literal["straight_line"] = "straight_line"
+    # Five years is the usual book life of school IT equipment; also "past its service life" for replacements.
+    service_life_years: int = Field(default=5, ge=1, le=50)
+    # Share of the equipment budget that should go to AI devices (the plan says at least 10% a year).
+    ai_budget_target_share: float = Field(default=0.10, ge=0, le=1)
+    # Device kinds that count as AI equipment; devices placed in AI labs count too.
+    ai_device_kinds: list[str] = ["robot", "mcu_kit", "sensor"]
+    # The yearly equipment budget the AI share is measured against; unset = the period's actual spend.
+    equipment_budget: Decimal | None = None
+    # Below this many active minutes per week a fielded device is "idle" (one 40-minute lesson a week).
+    idle_minutes_per_week: int = Field(default=40, ge=0)
+    # Warranty report: warranties ending within this many days are listed.
+    warranty_horizon_days: int = Field(default=90, ge=1, le=3650)
+    # Planned replacements: a device with this many failures (entries into repair) in its life is replaced.
+    replace_after_failures: int = Field(default=3, ge=1)
+    # Monthly job: where the standard set is written, how many months are kept, which reports and formats.
+    folder: str = "var/reports"
+    keep_last: int = Field(default=12, ge=1)
+    monthly_enabled: bool = True
+    monthly_reports: list[str] = ["coverage", "inventory", "reliability", "warranty", "utilisation", "budget"]
+    monthly_formats: list[str] = ["xlsx", "html", "json"]
+    # How often the monthly job checks whether a month is due: hourly is plenty for a monthly job.
+    monthly_poll_seconds: float = Field(default=3600, gt=0)
+
+    def targets_for(self, district_id: int | None) -> PlanTargets:
+        if district_id is not None and district_id in self.district_targets:
+            return self.district_targets[district_id]
+        return self.targets
+
+
 class Settings(BaseSettings):
     """All LabFleet settings; nested groups use `__`, e.g. LABFLEET_HTTP__PORT=9000."""
 
@@ -110,6 +155,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     metrics: MetricsSettings = MetricsSettings()
     rollouts: RolloutSettings = RolloutSettings()
+    reports: ReportSettings = ReportSettings()
     log_level: str = "INFO"
 
     def sqlite_path(self) -> Path | None:

@@ -25,6 +25,7 @@ STATUS: dict[type[e.FleetError], int] = {
     e.IllegalTransition: 409,
     e.InvalidInput: 422,
     e.ImportRejected: 422,
+    e.FeatureUnavailable: 501,
 }
 
 

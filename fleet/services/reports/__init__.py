@@ -1,0 +1,64 @@
+"""Procurement and operations reports: inventory, lifecycle, health, alerts and usage joined up.
+
+`generate` builds a Report (typed sections) for the caller's schools; `render` turns it into JSON, CSV, XLSX,
+HTML or PDF.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime as datetime_t
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleet.domain.permissions import Permission, Principal
+from fleet.errors import NotFound
+from fleet.services.common import require
+from fleet.services.reports import budget, coverage, inventory, reliability, utilisation, warranty
+from fleet.services.reports.data import Context, ReportQuery, resolve_scope
+from fleet.services.reports.model import Progress, Report
+from fleet.services.reports.render import FORMATS, MEDIA_TYPES, render
+from fleet.settings import ReportSettings
+
+log = logging.getLogger(__name__)
+
+Builder = Callable[[Context], Awaitable[Report]]
+
+REPORTS: dict[str, tuple[str, Builder]] = {
+    "coverage": (coverage.TITLE, coverage.build),
+    "inventory": (inventory.TITLE, inventory.build),
+    "reliability": (reliability.TITLE, reliability.build),
+    "warranty": (warranty.TITLE, warranty.build),
+    "utilisation": (utilisation.TITLE, utilisation.build),
+    "budget": (budget.TITLE, budget.build),
+}
+
+__all__ = ["FORMATS", "MEDIA_TYPES", "REPORTS", "Report", "ReportQuery", "check_name", "generate", "render"]
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    return None
+
+
+def check_name(name: str) -> Builder:
+    if name not in REPORTS:
+        raise NotFound(f"no report named {name!r}; reports: {', '.join(REPORTS)}", details={"reports": list(REPORTS)})
+    return REPORTS[name][1]
+
+
+async def generate(session: AsyncSession, principal: Principal, name: str, query: ReportQuery, *,
+                   settings: ReportSettings, now: datetime_t, progress: Progress | None = None) -> Report:
+    """Build one report over the caller's schools, narrowed by the query's school, district and dates."""
+    require(principal, Permission.READ_REPORTS)
+    build = check_name(name)
+    scope = await resolve_scope(session, principal, query, now.date())
+    ctx = Context(session=session, scope=scope, settings=settings, now=now, query=query,
+                  progress=progress or _no_progress)
+    report = await build(ctx)
+    log.info("report %s generated for %s (%s..%s, %d schools)", name, principal.actor, scope.start, scope.end,
+             len(scope.schools))
+    return report
+
+
+

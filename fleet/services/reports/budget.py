@@ -1,0 +1,183 @@
+"""budget: spend by funding source, school and year with straight-line depreciation and book value; the AI share
+of the equipment budget against its target; planned replacements for the next year."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from fleet.domain.enums import DeviceStatus, Ownership, RoomKind
+from fleet.services.reports.data import GONE, Context, Dev, ModelInfo, add_months, entries_into, full_months_between
+from fleet.services.reports.model import Chart, Column, Report, Section, SummaryItem, money, ratio
+
+TITLE = "Budget, depreciation and replacements"
+ZERO = Decimal(0)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def cost_of(d: Dev, m: ModelInfo) -> Decimal:
+    """What the device cost; the model's price when the delivery did not record it."""
+    return d.unit_cost if d.unit_cost is not None else m.unit_price
+
+
+def book_value(cost: Decimal, months_elapsed: int, life_years: int) -> Decimal:
+    """Straight-line: cost x (1 - elapsed whole months / life in months), never below zero, in cents."""
+    remaining = max(0, life_years * 12 - months_elapsed)
+    return money(cost * remaining / (life_years * 12))  # type: ignore[return-value]
+
+
+async def build(ctx: Context) -> Report:
+    ctx.step("devices", 0, 3)
+    cfg = ctx.settings
+    models = await ctx.models()
+    rooms = await ctx.rooms()
+    devices = await ctx.devices_at_end()
+    tls = await ctx.timelines()
+    ctx.step("devices", 1, 3)
+    schools = ctx.scope.schools
+    start, end, life = ctx.scope.start, ctx.scope.end, cfg.service_life_years
+    ai_kinds = set(cfg.ai_device_kinds)
+
+    def is_ai(d: Dev) -> bool:
+        room = rooms.get(d.room_id) if d.room_id is not None else None
+        return models[d.model_id].kind in ai_kinds or (room is not None and room.kind == RoomKind.AI_LAB)
+
+    spend_src: dict[str, list[object]] = defaultdict(lambda: [0, ZERO, ZERO])  # devices, spend, ai spend
+    spend_school: dict[int, list[object]] = defaultdict(lambda: [0, ZERO, ZERO])
+    spend_year: dict[int, list[object]] = defaultdict(lambda: [0, ZERO, ZERO])
+    dep_src: dict[str, list[object]] = defaultdict(lambda: [0, ZERO, ZERO, ZERO])  # devices, cost, book, written off
+    dep_school: dict[int, list[object]] = defaultdict(lambda: [0, ZERO, ZERO, ZERO])
+    leased = 0
+    replacements = []
+    horizon = end + timedelta(days=365)
+    for d, status in devices:
+        m = models[d.model_id]
+        if d.ownership == Ownership.LEASED:
+            leased += 1
+        elif d.purchase_date is not None and d.purchase_date <= end:
+            cost = cost_of(d, m)
+            ai = is_ai(d)
+            src = d.funding_source or "(unspecified)"
+            if start <= d.purchase_date:
+                for acc in (spend_src[src], spend_school[d.school_id], spend_year[d.purchase_date.year]):
+                    acc[0] += 1  # type: ignore[operator]
+                    acc[1] += cost  # type: ignore[operator]
+                    acc[2] += cost if ai else ZERO  # type: ignore[operator]
+            gone = status in GONE
+            book = ZERO if gone else book_value(cost, full_months_between(d.purchase_date, end), life)
+            for acc in (dep_src[src], dep_school[d.school_id]):
+                acc[0] += 1  # type: ignore[operator]
+                acc[1] += cost  # type: ignore[operator]
+                acc[2] += book  # type: ignore[operator]
+                acc[3] += cost if gone else ZERO  # type: ignore[operator]
+        if status in GONE or status == DeviceStatus.ORDERED:
+            continue
+        failures = len(entries_into(tls.get(d.id, []), DeviceStatus.IN_REPAIR, EPOCH, ctx.scope.end_at))
+        end_of_life = add_months(d.purchase_date, life * 12) if d.purchase_date else None
+        reasons = []
+        if end_of_life is not None and end_of_life <= horizon:
+            reasons.append("past service life" if end_of_life <= end else "service life ends next year")
+        if failures >= cfg.replace_after_failures:
+            reasons.append(f"{failures} failures")
+        if reasons:
+            replacements.append((d.asset_tag, m.label, m.supplier, schools[d.school_id].code, status, d.purchase_date,
+                                 end_of_life, failures, "; ".join(reasons), money(m.unit_price)))
+    ctx.step("devices", 2, 3)
+
+    budget_given = ctx.query.budget if ctx.query.budget is not None else cfg.equipment_budget
+    target = cfg.ai_budget_target_share
+    year_rows = []
+    years = list(range(start.year, end.year + 1))
+    for year in years:
+        n, spend, ai_spend = spend_year[year] if year in spend_year else (0, ZERO, ZERO)
+        budget = budget_given if budget_given is not None else spend
+        share = ratio(ai_spend, budget)  # type: ignore[arg-type]
+        year_rows.append((year, n, money(spend), money(ai_spend), money(budget), share, target,  # type: ignore[arg-type]
+                          share is not None and share >= target))
+    total_spend = sum((a[1] for a in spend_year.values()), ZERO)  # type: ignore[misc]
+    total_ai = sum((a[2] for a in spend_year.values()), ZERO)  # type: ignore[misc]
+    # A yearly budget counts once for each calendar year the range touches.
+    total_budget = budget_given * len(years) if budget_given is not None else total_spend
+    total_share = ratio(total_ai, total_budget)
+
+    def dep_row(acc: list[object]) -> tuple[object, ...]:
+        cost, book, off = acc[1], acc[2], acc[3]
+        return (acc[0], money(cost), money(cost - book - off), money(off), money(book))  # type: ignore[operator,arg-type]
+
+    src_rows = [(k, a[0], money(a[1]), money(a[2])) for k, a in sorted(spend_src.items())]  # type: ignore[arg-type]
+    school_rows = [(schools[k].code, schools[k].name, a[0], money(a[1]), money(a[2]))  # type: ignore[arg-type]
+                   for k, a in sorted(spend_school.items(), key=lambda kv: schools[kv[0]].code)]
+    dep_src_rows = [(k, *dep_row(a)) for k, a in sorted(dep_src.items())]
+    dep_school_rows = [(schools[k].code, schools[k].name, *dep_row(a))
+                       for k, a in sorted(dep_school.items(), key=lambda kv: schools[kv[0]].code)]
+    replacements.sort(key=lambda r: (r[1], r[0]))
+    repl_model: dict[str, list[object]] = defaultdict(lambda: [0, ZERO, ZERO])
+    for r in replacements:
+        acc = repl_model[r[1]]
+        acc[0] += 1  # type: ignore[operator]
+        acc[1] = r[9]
+        acc[2] += r[9]  # type: ignore[operator]
+    repl_model_rows = [(k, a[0], a[1], money(a[2])) for k, a in sorted(repl_model.items())]  # type: ignore[arg-type]
+    book_total = money(sum((a[2] for a in dep_src.values()), ZERO))  # type: ignore[misc]
+    cost_total = money(sum((a[1] for a in dep_src.values()), ZERO))  # type: ignore[misc]
+    repl_cost = money(sum((r[9] for r in replacements), ZERO))
+    ctx.step("devices", 3, 3)
+    spend_cols = (Column("devices", "Devices bought", "int"), Column("spend", "Spend", "money"),
+                  Column("ai_spend", "Spend on AI devices", "money"))
+    dep_cols = (Column("devices", "Owned devices", "int"), Column("cost", "Purchase cost", "money"),
+                Column("depreciation", "Accumulated depreciation", "money"),
+                Column("written_off", "Written off (retired or lost)", "money"), Column("book_value", "Book value",
+                                                                                       "money"))
+    sections = [
+        Section("ai_share", "AI share of the equipment budget", (
+            Column("year", "Year", "int"), Column("devices", "Devices bought", "int"), Column("spend", "Spend", "money"),
+            Column("ai_spend", "Spend on AI devices", "money"), Column("budget", "Equipment budget", "money"),
+            Column("ai_share", "AI share", "percent"), Column("target", "Target share", "percent"),
+            Column("met", "Target met", "bool")), year_rows,
+            chart=Chart("year", ("spend", "ai_spend"), "Equipment spend and spend on AI devices per year")),
+        Section("spend_by_source", "Spend by funding source", (Column("funding_source", "Funding source"),
+                                                               *spend_cols), src_rows,
+                chart=Chart("funding_source", ("spend",), "Spend by funding source", horizontal=True)),
+        Section("spend_by_school", "Spend by school", (Column("school_code", "School code"),
+                                                       Column("school", "School"), *spend_cols), school_rows),
+        Section("book_by_source", "Depreciation and book value by funding source", (
+            Column("funding_source", "Funding source"), *dep_cols), dep_src_rows),
+        Section("book_by_school", "Depreciation and book value by school", (
+            Column("school_code", "School code"), Column("school", "School"), *dep_cols), dep_school_rows),
+        Section("replacements", "Planned replacements for the next year", (
+            Column("asset_tag", "Asset tag"), Column("model", "Model"), Column("supplier", "Supplier"),
+            Column("school_code", "School code"), Column("status", "Status"),
+            Column("purchase_date", "Purchased", "date"), Column("end_of_life", "Service life ends", "date"),
+            Column("failures", "Failures (lifetime)", "int"), Column("reason", "Reason"),
+            Column("unit_price", "Current unit price", "money")), replacements),
+        Section("replacements_by_model", "Planned replacements per model", (
+            Column("model", "Model"), Column("devices", "Devices", "int"),
+            Column("unit_price", "Current unit price", "money"), Column("cost", "Replacement cost", "money")),
+            repl_model_rows, chart=Chart("model", ("cost",), "Planned replacement cost per model", horizontal=True)),
+    ]
+    summary = [
+        SummaryItem("spend", "Equipment spend in range", money(total_spend), "money"),
+        SummaryItem("ai_spend", "Spend on AI devices", money(total_ai), "money"),
+        SummaryItem("budget", "Equipment budget for the range", money(total_budget), "money"),
+        SummaryItem("ai_share", "AI share", total_share, "percent"),
+        SummaryItem("ai_target_share", "AI target share", target, "percent"),
+        SummaryItem("ai_target_met", "AI target met", total_share is not None and total_share >= target, "bool"),
+        SummaryItem("cost_owned", "Purchase cost of owned devices", cost_total, "money"),
+        SummaryItem("book_value", f"Book value on {end}", book_total, "money"),
+        SummaryItem("leased", "Leased devices (not depreciated)", leased, "int"),
+        SummaryItem("replacements", "Planned replacements next year", len(replacements), "int"),
+        SummaryItem("replacement_cost", "Planned replacement cost", repl_cost, "money"),
+    ]
+    budget_note = (f"an equipment budget of {money(budget_given)} a year" if budget_given is not None
+                   else "the actual equipment spend of each year (no budget set)")
+    notes = [
+        f"Spend counts owned devices purchased {start}..{end} at their recorded cost (the model's price if none).",
+        f"Depreciation: straight-line over {life} years by whole months since purchase; retired and lost devices "
+        "are written off. Leased devices are not capital spend.",
+        f"AI devices: kinds {', '.join(sorted(ai_kinds))} or placed in an AI lab. The share is measured against "
+        f"{budget_note}.",
+        f"Replacements: devices whose {life}-year service life ends by {horizon}, or with at least "
+        f"{cfg.replace_after_failures} failures, at their model's current unit price.",
+    ]
+    return ctx.report("budget", TITLE, summary, sections, notes)

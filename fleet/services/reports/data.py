@@ -1,0 +1,373 @@
+"""What every report reads: the caller's scope, devices, models, rooms, lifecycle timelines, presence, usage.
+
+Reports only read. They read the MQTT plane's tables (presence, alerts, usage roll-ups) and, when present, the
+rollout tables, and never write to any of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, inspect, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleet.domain.enums import DeviceStatus
+from fleet.domain.permissions import Principal
+from fleet.errors import InvalidInput, NotFound
+from fleet.persistence.models import Device, DeviceModel, DeviceTransition, District, Room, School
+from fleet.persistence.models_mqtt import Alert, PresenceTransition, UsageActive
+from fleet.services.reports.model import Progress, Report, Section, SummaryItem
+from fleet.settings import ReportSettings
+
+log = logging.getLogger(__name__)
+
+# A report covers at most ten years: enough for any service life, and it bounds the scans a request can ask for.
+MAX_RANGE_DAYS = 3660
+# Without a start date a report covers the year up to and including its end date.
+DEFAULT_RANGE_DAYS = 365
+# Reliability figures count device-months of 365.25 / 12 days, so a month is the same length every year.
+DAYS_PER_MONTH = 365.25 / 12
+# Statuses in which a device is out in a school (placed, counted as deployed).
+FIELDED = frozenset({DeviceStatus.PROVISIONED, DeviceStatus.IN_SERVICE, DeviceStatus.IN_REPAIR})
+GONE = frozenset({DeviceStatus.RETIRED, DeviceStatus.LOST})
+
+
+@dataclass(frozen=True, slots=True)
+class ReportQuery:
+    """What the caller asked for; every field is optional."""
+
+    school: int | None = None
+    district: int | None = None
+    start: date | None = None
+    end: date | None = None
+    # The equipment budget the AI share is measured against (budget report); overrides the setting.
+    budget: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SchoolInfo:
+    id: int
+    district_id: int
+    code: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """The schools and dates a report covers, after the caller's scope and filters are applied."""
+
+    schools: dict[int, SchoolInfo]
+    # True when no school restriction is needed in SQL (a district-wide caller without filters).
+    all_schools: bool
+    start: date
+    end: date
+    filters: dict[str, str]
+
+    @property
+    def start_at(self) -> datetime:
+        return datetime.combine(self.start, time(), tzinfo=UTC)
+
+    @property
+    def end_at(self) -> datetime:
+        """Exclusive: midnight UTC after the end date."""
+        return datetime.combine(self.end + timedelta(days=1), time(), tzinfo=UTC)
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    @property
+    def district_ids(self) -> set[int]:
+        return {s.district_id for s in self.schools.values()}
+
+    def where(self, column: Any) -> ColumnElement[bool] | None:
+        if self.all_schools:
+            return None
+        return column.in_(sorted(self.schools) or [-1])
+
+
+def _apply(stmt: Any, clause: ColumnElement[bool] | None) -> Any:
+    return stmt if clause is None else stmt.where(clause)
+
+
+async def resolve_scope(session: AsyncSession, principal: Principal, query: ReportQuery, today: date) -> Scope:
+    """Intersect the caller's schools with the filters; a school outside the caller's scope looks missing."""
+    end = query.end or today
+    start = query.start or end - timedelta(days=DEFAULT_RANGE_DAYS - 1)
+    if start > end:
+        raise InvalidInput(f"start {start} is after end {end}", details={"start": str(start), "end": str(end)})
+    if (end - start).days + 1 > MAX_RANGE_DAYS:
+        raise InvalidInput(f"a report covers at most {MAX_RANGE_DAYS} days; narrow start..end")
+    stmt = select(School.id, School.district_id, School.code, School.name)
+    if not principal.district_wide:
+        stmt = stmt.where(School.id.in_(sorted(principal.school_ids) or [-1]))
+    visible = {r.id: SchoolInfo(r.id, r.district_id, r.code, r.name) for r in await session.execute(stmt)}
+    filters: dict[str, str] = {}
+    schools = visible
+    if query.district is not None:
+        name = (await session.execute(select(District.name).where(District.id == query.district))).scalar()
+        if name is None or (not principal.district_wide
+                            and not any(s.district_id == query.district for s in visible.values())):
+            raise NotFound(f"district {query.district} not found")
+        schools = {k: v for k, v in schools.items() if v.district_id == query.district}
+        filters["district"] = f"{name} (id {query.district})"
+    if query.school is not None:
+        if query.school not in visible:
+            raise NotFound(f"school {query.school} not found")
+        if query.school not in schools:
+            raise InvalidInput(f"school {query.school} is not in district {query.district}")
+        schools = {query.school: visible[query.school]}
+        s = schools[query.school]
+        filters["school"] = f"{s.name} ({s.code}, id {s.id})"
+    if not principal.district_wide:
+        filters["caller scope"] = ", ".join(v.code for _, v in sorted(visible.items())) or "no schools"
+    all_schools = principal.district_wide and query.district is None and query.school is None
+    return Scope(schools=schools, all_schools=all_schools, start=start, end=end, filters=filters)
+
+
+@dataclass(frozen=True, slots=True)
+class Dev:
+    id: int
+    asset_tag: str
+    serial_number: str
+    model_id: int
+    school_id: int
+    room_id: int | None
+    status: str  # current status
+    order_number: str | None
+    purchase_date: date | None
+    unit_cost: Decimal | None
+    funding_source: str | None
+    ownership: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    id: int
+    vendor: str
+    model_number: str
+    kind: str
+    unit_price: Decimal
+    warranty_months: int
+    supplier: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.vendor} {self.model_number}"
+
+
+@dataclass(frozen=True, slots=True)
+class RoomInfo:
+    id: int
+    school_id: int
+    name: str
+    kind: str
+    tier: str | None
+    capacity: int
+
+
+Timeline = list[tuple[datetime, str]]
+
+
+def add_months(d: date, months: int) -> date:
+    """The same day `months` later, clamped to the month's last day (31 Jan + 1 month = 28/29 Feb)."""
+    y, m = divmod(d.month - 1 + months, 12)
+    year, month = d.year + y, m + 1
+    for day in (d.day, 30, 29, 28):
+        try:
+            return date(year, month, min(d.day, day))
+        except ValueError:
+            continue
+    raise AssertionError("unreachable")
+
+
+def full_months_between(a: date, b: date) -> int:
+    """Whole calendar months from a to b (0 when b < a): 2024-03-15 -> 2026-09-07 is 29."""
+    if b < a:
+        return 0
+    months = (b.year - a.year) * 12 + (b.month - a.month)
+    if add_months(a, months) > b:
+        months -= 1
+    return max(months, 0)
+
+
+def status_at(dev: Dev, timeline: Timeline, at: datetime) -> str | None:
+    """The device's status just before `at`, from its lifecycle history; None if it did not exist yet."""
+    status: str | None = None
+    for t, s in timeline:
+        if t >= at:
+            break
+        status = s
+    if status is None and not timeline and dev.created_at < at:
+        return dev.status  # no history recorded: trust the current status
+    return status
+
+
+def seconds_in(timeline: Timeline, statuses: frozenset[str], start: datetime, end: datetime) -> float:
+    """Seconds within [start, end) that the device spent in one of `statuses`."""
+    total = 0.0
+    for i, (t, s) in enumerate(timeline):
+        if s not in statuses:
+            continue
+        seg_end = timeline[i + 1][0] if i + 1 < len(timeline) else end
+        lo, hi = max(t, start), min(seg_end, end)
+        if hi > lo:
+            total += (hi - lo).total_seconds()
+    return total
+
+
+def entries_into(timeline: Timeline, status: str, start: datetime, end: datetime) -> list[datetime]:
+    """When the device entered `status` within [start, end)."""
+    out = []
+    prev: str | None = None
+    for t, s in timeline:
+        if s == status and prev != status and start <= t < end:
+            out.append(t)
+        prev = s
+    return out
+
+
+@dataclass
+class Context:
+    """One report's inputs, with each table read at most once."""
+
+    session: AsyncSession
+    scope: Scope
+    settings: ReportSettings
+    now: datetime
+    query: ReportQuery
+    progress: Progress
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    def step(self, stage: str, done: int, total: int) -> None:
+        self.progress(stage, done, total)
+
+    async def models(self) -> dict[int, ModelInfo]:
+        if "models" not in self._cache:
+            rows = await self.session.execute(select(
+                DeviceModel.id, DeviceModel.vendor, DeviceModel.model_number, DeviceModel.kind,
+                DeviceModel.unit_price, DeviceModel.warranty_months, DeviceModel.supplier))
+            self._cache["models"] = {r[0]: ModelInfo(*r) for r in rows}
+        return self._cache["models"]  # type: ignore[no-any-return]
+
+    async def rooms(self) -> dict[int, RoomInfo]:
+        if "rooms" not in self._cache:
+            stmt = _apply(select(Room.id, Room.school_id, Room.name, Room.kind, Room.tier, Room.capacity),
+                          self.scope.where(Room.school_id))
+            self._cache["rooms"] = {r[0]: RoomInfo(*r) for r in await self.session.execute(stmt)}
+        return self._cache["rooms"]  # type: ignore[no-any-return]
+
+    async def all_devices(self) -> list[Dev]:
+        """Every device in scope, whatever its status or age."""
+        if "devices" not in self._cache:
+            stmt = _apply(select(
+                Device.id, Device.asset_tag, Device.serial_number, Device.model_id, Device.school_id, Device.room_id,
+                Device.status, Device.order_number, Device.purchase_date, Device.unit_cost, Device.funding_source,
+                Device.ownership, Device.created_at), self.scope.where(Device.school_id)).order_by(Device.id)
+            self._cache["devices"] = [Dev(*r) for r in await self.session.execute(stmt)]
+        return self._cache["devices"]  # type: ignore[no-any-return]
+
+    async def timelines(self) -> dict[int, Timeline]:
+        """Lifecycle history per device up to the end of the range, oldest first."""
+        if "timelines" not in self._cache:
+            stmt = select(DeviceTransition.device_id, DeviceTransition.at, DeviceTransition.to_status).where(
+                DeviceTransition.at < self.scope.end_at)
+            if not self.scope.all_schools:
+                stmt = stmt.join(Device, Device.id == DeviceTransition.device_id).where(
+                    self.scope.where(Device.school_id))  # type: ignore[arg-type]
+            out: dict[int, Timeline] = defaultdict(list)
+            for dev_id, at, to in await self.session.execute(
+                    stmt.order_by(DeviceTransition.device_id, DeviceTransition.at, DeviceTransition.id)):
+                out[dev_id].append((at, to))
+            self._cache["timelines"] = out
+        return self._cache["timelines"]  # type: ignore[no-any-return]
+
+    async def devices_at_end(self) -> list[tuple[Dev, str]]:
+        """Devices that existed at the end of the range, with their status then."""
+        if "at_end" not in self._cache:
+            tls = await self.timelines()
+            out = []
+            for d in await self.all_devices():
+                s = status_at(d, tls.get(d.id, []), self.scope.end_at)
+                if s is not None:
+                    out.append((d, s))
+            self._cache["at_end"] = out
+        return self._cache["at_end"]  # type: ignore[no-any-return]
+
+    async def active_minutes(self) -> dict[int, int]:
+        """Active minutes per device within the range, from the hourly usage roll-ups."""
+        stmt = _apply(select(UsageActive.device_id, func.sum(UsageActive.active_minutes)).where(
+            UsageActive.bucket_start >= self.scope.start_at, UsageActive.bucket_start < self.scope.end_at),
+            self.scope.where(UsageActive.school_id)).group_by(UsageActive.device_id)
+        return {dev: int(total or 0) for dev, total in await self.session.execute(stmt)}
+
+    async def unexpected_offline_seconds(self) -> dict[int, float]:
+        """Seconds each device was offline when the timetable expected it online, within the range."""
+        start, end = self.scope.start_at, self.scope.end_at
+        where = self.scope.where(PresenceTransition.school_id)
+        # The last transition before the range tells the state the range opens in.
+        last_before = _apply(select(PresenceTransition.device_id, func.max(PresenceTransition.at).label("at"))
+                             .where(PresenceTransition.at < start), where).group_by(
+            PresenceTransition.device_id).subquery()
+        opening = select(PresenceTransition.device_id, PresenceTransition.at, PresenceTransition.online,
+                         PresenceTransition.expected).join(
+            last_before, (last_before.c.device_id == PresenceTransition.device_id)
+            & (last_before.c.at == PresenceTransition.at))
+        inside = _apply(select(PresenceTransition.device_id, PresenceTransition.at, PresenceTransition.online,
+                               PresenceTransition.expected).where(
+            PresenceTransition.at >= start, PresenceTransition.at < end), where)
+        events: dict[int, list[tuple[datetime, bool, bool | None]]] = defaultdict(list)
+        for stmt in (opening, inside):
+            for dev, at, online, expected in await self.session.execute(stmt):
+                at = at if at.tzinfo else at.replace(tzinfo=UTC)
+                events[dev].append((max(at, start), online, expected))
+        out: dict[int, float] = {}
+        for dev, evs in events.items():
+            evs.sort(key=lambda e: e[0])
+            total = 0.0
+            for i, (at, online, expected) in enumerate(evs):
+                if online or expected is not False:
+                    continue
+                seg_end = evs[i + 1][0] if i + 1 < len(evs) else end
+                total += max(0.0, (seg_end - at).total_seconds())
+            if total:
+                out[dev] = total
+        return out
+
+    async def fault_alerts(self, *, open_only: bool) -> dict[int, list[tuple[str, datetime]]]:
+        """Critical (fault) alerts per device: still open, or opened within the range."""
+        stmt = _apply(select(Alert.device_id, Alert.rule, Alert.opened_at).where(Alert.severity == "critical"),
+                      self.scope.where(Alert.school_id))
+        if open_only:
+            stmt = stmt.where(Alert.status != "resolved")
+        else:
+            stmt = stmt.where(Alert.opened_at >= self.scope.start_at, Alert.opened_at < self.scope.end_at)
+        out: dict[int, list[tuple[str, datetime]]] = defaultdict(list)
+        for dev, rule, at in await self.session.execute(stmt.order_by(Alert.opened_at)):
+            out[dev].append((rule, at))
+        return out
+
+    async def firmware_outcomes(self) -> dict[int, tuple[int, int]] | None:
+        """Finished firmware updates per device within the range: (attempts, failures); None without rollouts."""
+        has = await self.session.run_sync(lambda s: inspect(s.connection()).has_table("rollout_devices"))
+        if not has:
+            return None
+        rows = await self.session.execute(text(
+            "SELECT device_id, state FROM rollout_devices WHERE state IN ('succeeded', 'failed', 'rolled_back')"))
+        out: dict[int, tuple[int, int]] = {}
+        for dev, state in rows:
+            attempts, failures = out.get(dev, (0, 0))
+            out[dev] = (attempts + 1, failures + (state != "succeeded"))
+        return out
+
+    def report(self, name: str, title: str, summary: list[SummaryItem], sections: list[Section],
+               notes: list[str] | None = None) -> Report:
+        return Report(name=name, title=title, generated_at=self.now, start=self.scope.start, end=self.scope.end,
+                      filters=dict(self.scope.filters), summary=tuple(summary), sections=tuple(sections),
+                      notes=tuple(notes or ()))

@@ -1,0 +1,94 @@
+"""inventory: devices by model, supplier, status and school; owned against leased; age buckets."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from decimal import Decimal
+
+from fleet.domain.enums import DeviceStatus, Ownership
+from fleet.services.reports.data import Context, full_months_between
+from fleet.services.reports.model import Chart, Column, Report, Section, SummaryItem, money
+
+TITLE = "Inventory"
+# Age buckets in whole years since purchase: (label, lower bound inclusive, upper bound exclusive).
+AGE_BUCKETS = (("under 1 year", 0, 1), ("1-2 years", 1, 2), ("2-3 years", 2, 3), ("3-5 years", 3, 5),
+               ("5 years or more", 5, 10_000))
+STATUSES = [s.value for s in DeviceStatus]
+
+
+async def build(ctx: Context) -> Report:
+    ctx.step("devices", 0, 2)
+    models = await ctx.models()
+    devices = await ctx.devices_at_end()
+    ctx.step("devices", 1, 2)
+    schools = ctx.scope.schools
+    # key -> [devices, owned, leased, in_service, in_repair, cost]
+    by_model: dict[int, list[object]] = defaultdict(lambda: [0, 0, 0, 0, 0, Decimal(0)])
+    by_supplier: dict[str, list[object]] = defaultdict(lambda: [0, 0, 0, 0, 0, Decimal(0)])
+    by_school: dict[int, list[object]] = defaultdict(lambda: [0, 0, 0, 0, 0, Decimal(0)])
+    by_status: Counter[str] = Counter()
+    ages: Counter[str] = Counter()
+    age_owned: Counter[str] = Counter()
+    for d, status in devices:
+        m = models[d.model_id]
+        cost = d.unit_cost if d.unit_cost is not None else Decimal(0)
+        leased = d.ownership == Ownership.LEASED
+        for acc in (by_model[d.model_id], by_supplier[m.supplier], by_school[d.school_id]):
+            acc[0] += 1  # type: ignore[operator]
+            acc[1] += not leased  # type: ignore[operator]
+            acc[2] += leased  # type: ignore[operator]
+            acc[3] += status == DeviceStatus.IN_SERVICE  # type: ignore[operator]
+            acc[4] += status == DeviceStatus.IN_REPAIR  # type: ignore[operator]
+            acc[5] += cost  # type: ignore[operator]
+        by_status[status] += 1
+        if d.purchase_date is None:
+            bucket = "unknown purchase date"
+        else:
+            years = full_months_between(d.purchase_date, ctx.scope.end) // 12
+            bucket = next(label for label, lo, hi in AGE_BUCKETS if lo <= years < hi)
+        ages[bucket] += 1
+        age_owned[bucket] += not leased
+    ctx.step("devices", 2, 2)
+    common = (Column("devices", "Devices", "int"), Column("owned", "Owned", "int"), Column("leased", "Leased", "int"),
+              Column("in_service", "In service", "int"), Column("in_repair", "In repair", "int"),
+              Column("cost", "Purchase cost", "money"))
+
+    def tail(acc: list[object]) -> tuple[object, ...]:
+        return (*acc[:5], money(acc[5]))  # type: ignore[arg-type]
+
+    model_rows = [(models[mid].label, models[mid].kind, models[mid].supplier, *tail(acc))
+                  for mid, acc in sorted(by_model.items(), key=lambda kv: models[kv[0]].label)]
+    supplier_rows = [(sup, *tail(acc)) for sup, acc in sorted(by_supplier.items())]
+    school_rows = [(schools[sid].code, schools[sid].name, *tail(acc))
+                   for sid, acc in sorted(by_school.items(), key=lambda kv: schools[kv[0]].code)]
+    status_rows = [(s, by_status[s]) for s in STATUSES if by_status[s]]
+    age_labels = [label for label, _, _ in AGE_BUCKETS] + ["unknown purchase date"]
+    age_rows = [(label, ages[label], age_owned[label], ages[label] - age_owned[label]) for label in age_labels]
+    total = len(devices)
+    leased_n = sum(1 for d, _ in devices if d.ownership == Ownership.LEASED)
+    sections = [
+        Section("by_model", "By model", (Column("model", "Model"), Column("kind", "Kind"),
+                                         Column("supplier", "Supplier"), *common), model_rows,
+                chart=Chart("model", ("devices",), "Devices per model", horizontal=True)),
+        Section("by_supplier", "By supplier", (Column("supplier", "Supplier"), *common), supplier_rows),
+        Section("by_status", "By lifecycle status", (Column("status", "Status"), Column("devices", "Devices", "int")),
+                status_rows, chart=Chart("status", ("devices",), "Devices per lifecycle status")),
+        Section("by_school", "By school", (Column("school_code", "School code"), Column("school", "School"), *common),
+                school_rows),
+        Section("age", "Age since purchase", (Column("age", "Age"), Column("devices", "Devices", "int"),
+                                              Column("owned", "Owned", "int"), Column("leased", "Leased", "int")),
+                age_rows, chart=Chart("age", ("owned", "leased"), "Devices by age since purchase")),
+    ]
+    summary = [
+        SummaryItem("devices", "Devices", total, "int"),
+        SummaryItem("owned", "Owned", total - leased_n, "int"),
+        SummaryItem("leased", "Leased", leased_n, "int"),
+        SummaryItem("in_service", "In service", by_status[DeviceStatus.IN_SERVICE], "int"),
+        SummaryItem("in_repair", "In repair", by_status[DeviceStatus.IN_REPAIR], "int"),
+        SummaryItem("models", "Models", len(by_model), "int"),
+        SummaryItem("suppliers", "Suppliers", len(by_supplier), "int"),
+        SummaryItem("purchase_cost", "Purchase cost", money(sum((d.unit_cost or Decimal(0) for d, _ in devices),
+                                                                Decimal(0))), "money"),
+    ]
+    return ctx.report("inventory", TITLE, summary, sections,
+                      [f"Devices and their status as of {ctx.scope.end}; age in whole years since purchase."])
