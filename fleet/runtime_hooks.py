@@ -17,4 +17,8 @@ def default_hooks(settings: Settings) -> list[RuntimeHook]:
     from fleet.runtime.rollouts import rollout_hook
 
     hooks.append(rollout_hook(settings))
+    if settings.reports.monthly_enabled:
+        from fleet.runtime.report_job import monthly_reports_hook
+
+        hooks.append(monthly_reports_hook())
     return hooks

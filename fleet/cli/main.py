@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -294,6 +295,84 @@ from fleet.cli.rollouts import artifacts_app, profiles_app, rollout_app  # noqa:
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(artifacts_app, name="artifacts")
 app.add_typer(profiles_app, name="profiles")
+
+
+def report(name: Annotated[str, typer.Argument(help="coverage, inventory, reliability, warranty, utilisation, "
+                                                    "budget; or monthly to write the monthly set now")],
+           fmt: Annotated[str, typer.Option("--format", "-f", help="json | csv | xlsx | html | pdf")] = "json",
+           out: Annotated[Path | None, typer.Option("--out", "-o", help="file to write (stdout for text)")] = None,
+           school: Annotated[int | None, typer.Option(help="only this school")] = None,
+           district: Annotated[int | None, typer.Option(help="only this district")] = None,
+           start: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="first day (UTC)")] = None,
+           end: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="last day (UTC)")] = None,
+           section: Annotated[str | None, typer.Option(help="json/csv: only this section")] = None,
+           budget: Annotated[float | None, typer.Option(help="budget report: the yearly equipment budget")] = None,
+           month: Annotated[datetime | None, typer.Option(formats=["%Y-%m"], help="monthly: which month "
+                                                                                   "(default last month)")] = None,
+           ) -> None:
+    """Generate a report (with a progress bar), or `report monthly` to write the monthly set once."""
+    from decimal import Decimal
+
+    from fleet.services import reports as rep
+
+    cfg = settings()
+    if name == "monthly":
+        _monthly(cfg, month.date() if month else None)
+        return
+    if fmt not in rep.FORMATS:
+        err_console.print(f"[red]Error:[/red] format must be one of {', '.join(rep.FORMATS)}")
+        raise typer.Exit(2)
+    if out is None and fmt in ("xlsx", "pdf"):
+        err_console.print(f"[red]Error:[/red] --out FILE is needed for {fmt}")
+        raise typer.Exit(2)
+    query = rep.ReportQuery(school=school, district=district, start=start.date() if start else None,
+                            end=end.date() if end else None,
+                            budget=Decimal(str(budget)) if budget is not None else None)
+    with Progress(TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=False) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        async def work(session: Any) -> bytes:
+            result = await rep.generate(session, CLI, name, query, settings=cfg.reports, now=SystemClock().now(),
+                                        progress=progress)
+            progress("rendering", 0, 1)
+            body = await asyncio.to_thread(rep.render, result, fmt, section=section)
+            progress("rendering", 1, 1)
+            return body
+
+        body = run_db(work)
+    if out is None:
+        sys.stdout.write(body.decode())
+    else:
+        out.write_bytes(body)
+        err_console.print(f"wrote {name} ({fmt}, {len(body):,} bytes) to {out}")
+
+
+def _monthly(cfg: Settings, month: Any) -> None:
+    from fleet.runtime.report_job import MonthlyReports
+
+    async def main() -> list[Path]:
+        engine = create_engine(cfg.database_url)
+        try:
+            return await MonthlyReports(cfg, session_factory(engine), SystemClock()).run(month)
+        finally:
+            await engine.dispose()
+
+    upgrade_sync(cfg.database_url)
+    try:
+        written = asyncio.run(main())
+    except FleetError as err:
+        err_console.print(f"[red]Error:[/red] {err.message}")
+        raise typer.Exit(1) from None
+    for path in written:
+        console.print(str(path))
+    err_console.print(f"[green]wrote {len(written)} files[/green] (keeping the last {cfg.reports.keep_last} months "
+                      f"in {cfg.reports.folder})")
 
 
 if __name__ == "__main__":

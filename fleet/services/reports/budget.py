@@ -131,7 +131,7 @@ async def build(ctx: Context) -> Report:
                                                                                        "money"))
     sections = [
         Section("ai_share", "AI share of the equipment budget", (
-            Column("year", "Year", "int"), Column("devices", "Devices bought", "int"), Column("spend", "Spend", "money"),
+            Column("year", "Year", "year"), Column("devices", "Devices bought", "int"), Column("spend", "Spend", "money"),
             Column("ai_spend", "Spend on AI devices", "money"), Column("budget", "Equipment budget", "money"),
             Column("ai_share", "AI share", "percent"), Column("target", "Target share", "percent"),
             Column("met", "Target met", "bool")), year_rows,

@@ -9,7 +9,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
 # Cell kinds: renderers type cells by these (XLSX number formats, JSON numbers, HTML alignment).
-Kind = Literal["text", "int", "float", "money", "percent", "date", "datetime", "bool"]
+Kind = Literal["text", "int", "year", "float", "money", "percent", "date", "datetime", "bool"]
 
 # A progress callback: (stage, done, total). The CLI draws it as a bar; the API ignores it.
 Progress = Callable[[str, int, int], None]

@@ -11,6 +11,7 @@ import html
 import io
 import json
 import re
+import textwrap
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -30,8 +31,8 @@ MEDIA_TYPES = {
 HTML_MAX_ROWS = 500
 PDF_MAX_ROWS = 40
 PDF_INSTALL_HINT = "PDF reports need matplotlib: pip install 'labfleet[reports]'. format=html always works."
-XLSX_FORMATS: dict[str, str] = {"int": "#,##0", "float": "#,##0.00", "money": "#,##0.00", "percent": "0.00%",
-                                "date": "yyyy-mm-dd", "datetime": "yyyy-mm-dd hh:mm:ss"}
+XLSX_FORMATS: dict[str, str] = {"int": "#,##0", "year": "0", "float": "#,##0.00", "money": "#,##0.00",
+                                "percent": "0.00%", "date": "yyyy-mm-dd", "datetime": "yyyy-mm-dd hh:mm:ss"}
 
 
 def render(report: Report, fmt: str, *, section: str | None = None) -> bytes:
@@ -202,6 +203,8 @@ def text_of(value: Any, kind: Kind) -> str:
         return f"{float(value):,.2f}"
     if kind == "int":
         return f"{int(value):,}"
+    if kind == "year":
+        return str(value)
     if kind == "bool" or isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, datetime):
@@ -302,7 +305,7 @@ p.note{color:#555;font-style:italic}figure.chart{margin:.5em 0;max-width:780px}
 
 
 def _table(columns: tuple[Column, ...], rows: Any, cls: str, key: str) -> str:
-    numeric = {"int", "float", "money", "percent"}
+    numeric = {"int", "year", "float", "money", "percent"}
     head = "".join(f'<th scope="col" data-key="{html.escape(c.key)}">{html.escape(c.label)}</th>' for c in columns)
     body = []
     for row in rows:
@@ -375,8 +378,9 @@ def to_pdf(report: Report) -> bytes:
         table.set_fontsize(8)
         y = 0.3
         for note in report.notes:
-            fig.text(0.08, y, note, fontsize=7, wrap=True, style="italic")
-            y -= 0.04
+            wrapped = textwrap.fill(note, 120)
+            fig.text(0.08, y, wrapped, fontsize=7, style="italic", va="top")
+            y -= 0.015 * (wrapped.count("\n") + 2)
         pdf.savefig(fig)
         for s in report.sections:
             fig = figure_cls(figsize=(11.69, 8.27))
