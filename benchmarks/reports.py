@@ -1,0 +1,238 @@
+"""Benchmark: every report over a 10,000-device district (500 smart classrooms + 50 labs) with a year of usage
+roll-ups, on SQLite.
+
+The district is bulk-inserted with plain sqlite3 into a migrated schema (fast setup, not what is measured). Each
+report is then generated through the real service (scope, queries, figures) and rendered to JSON and XLSX; the
+time for each is printed. Baseline in the same process: a plain SQL COUNT/SUM scan over the year's usage rows,
+the least work any utilisation figure needs. Ends with one JSON line.
+
+    .venv/bin/python benchmarks/reports.py [--scale 0.1] [--keep DB]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fleet.domain.permissions import SYSTEM  # noqa: E402
+from fleet.persistence.db import create_engine, session_factory, unit_of_work, upgrade_sync  # noqa: E402
+from fleet.services.reports import REPORTS, ReportQuery, generate, render  # noqa: E402
+from fleet.settings import ReportSettings  # noqa: E402
+
+TARGET_S = 10.0  # issue 8: each report at most 10 s on SQLite for the full district
+SCHOOLS = 100
+SMART_PER_SCHOOL = 5  # 500 smart classrooms
+LABS = 50  # 30 digital labs and 20 AI labs, one in each of the first 50 schools
+START, END = date(2025, 9, 1), date(2026, 8, 31)  # one school year
+MODELS = [  # vendor, number, kind, transport, price, warranty months, supplier
+    ("EduTech", "LT-100", "terminal", "mqtt", 329.0, 36, "EduTech Supply"),
+    ("EduTech", "LT-200", "terminal", "mqtt", 399.0, 36, "EduTech Supply"),
+    ("Learnova", "Tab-8", "terminal", "mqtt", 289.0, 24, "Regional IT Co"),
+    ("RoboCo", "R1", "robot", "serial", 1200.0, 12, "RoboCo"),
+    ("MakerKit", "ESP32-Edu", "mcu_kit", "serial", 45.0, 12, "Regional IT Co"),
+    ("SenseLab", "Env-3", "sensor", "mqtt", 80.0, 24, "SenseLab"),
+]
+FUNDS = ["city", "province", "national-ai-grant"]
+
+
+def ts(dt: datetime) -> str:
+    """SQLAlchemy's SQLite datetime text (UTC, no zone)."""
+    return dt.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def school_days() -> list[date]:
+    days, d = [], START
+    while d <= END:
+        summer = d.month in (7, 8)
+        winter = (d.month == 1 and d.day >= 20) or (d.month == 2 and d.day <= 5)
+        if d.weekday() < 5 and not summer and not winter:
+            days.append(d)
+        d += timedelta(days=1)
+    return days
+
+
+def build(path: Path, n_devices: int, rng: random.Random) -> dict[str, int]:
+    conn = sqlite3.connect(path)
+    # Setup only: durability does not matter for a throwaway benchmark database.
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("PRAGMA journal_mode=MEMORY")
+    now = ts(datetime(2026, 9, 1, tzinfo=UTC))
+    conn.execute("INSERT INTO districts (id, name, created_at) VALUES (1, 'Bench District', ?)", (now,))
+    conn.executemany("INSERT INTO schools (id, district_id, code, name, uplink_mbps, timezone, created_at) "
+                     "VALUES (?, 1, ?, ?, 1000, 'UTC', ?)",
+                     [(i, f"school-{i:03d}", f"School {i}", now) for i in range(1, SCHOOLS + 1)])
+    rooms: list[tuple[int, int, str, str, str | None, int]] = []
+    rid = 0
+    for s in range(1, SCHOOLS + 1):
+        for k in range(SMART_PER_SCHOOL):
+            rid += 1
+            rooms.append((rid, s, f"Classroom {k + 1}", "smart_classroom", None, 20))
+    for lab in range(LABS):
+        rid += 1
+        kind = "digital_lab" if lab < 30 else "ai_lab"
+        rooms.append((rid, lab + 1, f"Lab {lab + 1}", kind, "subject_integration" if kind == "ai_lab" else None, 20))
+    conn.executemany("INSERT INTO rooms (id, school_id, name, kind, tier, capacity, created_at) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?)", [(*r, now) for r in rooms])
+    conn.executemany("INSERT INTO device_models (id, vendor, model_number, kind, transport, unit_price, "
+                     "warranty_months, supplier, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     [(i + 1, *m, now) for i, m in enumerate(MODELS)])
+    smart = [r for r in rooms if r[3] == "smart_classroom"]
+    labs = [r for r in rooms if r[3] != "smart_classroom"]
+    devices, transitions = [], []
+    n_lab = n_devices // 10
+    for i in range(1, n_devices + 1):
+        if i <= n_devices - n_lab:
+            room = smart[(i - 1) % len(smart)]
+            model = 1 + (i % 3)
+        else:
+            room = labs[(i - 1) % len(labs)]
+            model = 4 + (i % 3)
+        bought = date(2020, 1, 1) + timedelta(days=rng.randrange(0, 6 * 365 + 200))
+        received = datetime.combine(bought + timedelta(days=5), datetime.min.time(), tzinfo=UTC)
+        hist = [(received, "received"), (received + timedelta(days=2), "provisioned"),
+                (received + timedelta(days=3), "in_service")]
+        t = hist[-1][0]
+        while True:  # repairs: on average one every ~3 years of service
+            t += timedelta(days=rng.expovariate(1 / 1000))
+            if t >= datetime(2026, 9, 1, tzinfo=UTC):
+                break
+            hist.append((t, "in_repair"))
+            t += timedelta(days=rng.uniform(2, 20))
+            if t >= datetime(2026, 9, 1, tzinfo=UTC):
+                break
+            hist.append((t, "in_service"))
+        roll = rng.random()
+        if roll < 0.02 and hist[-1][1] == "in_service":
+            hist.append((max(hist[-1][0], datetime(2026, 1, 1, tzinfo=UTC)) + timedelta(days=30), "retired"))
+        status = hist[-1][1]
+        devices.append((i, MODELS[model - 1][0], f"SN-{i:06d}", f"AT-{i:06d}", model, room[1], room[0], status,
+                        f"PO-{bought.year}-{(i % 8) + 1:02d}", bought.isoformat(), MODELS[model - 1][4],
+                        FUNDS[i % 3], "leased" if i % 20 == 0 else "owned", ts(hist[0][0]), ts(hist[-1][0])))
+        prev = None
+        for at, to in hist:
+            transitions.append((i, prev, to, "bench", ts(at)))
+            prev = to
+    conn.executemany("INSERT INTO devices (id, vendor, serial_number, asset_tag, model_id, school_id, room_id, status, "
+                     "order_number, purchase_date, unit_cost, funding_source, ownership, created_at, updated_at) "
+                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", devices)
+    conn.executemany("INSERT INTO device_transitions (device_id, from_status, to_status, actor, at) "
+                     "VALUES (?,?,?,?,?)", transitions)
+    days = school_days()
+    # Secondary indexes are rebuilt after the bulk insert: much faster than maintaining them row by row.
+    conn.execute("DROP INDEX IF EXISTS ix_usage_active_bucket_start")
+    conn.execute("DROP INDEX IF EXISTS ix_usage_active_school_id")
+
+    def usage() -> Iterator[tuple[int, int, int, str, int]]:
+        for d in devices:
+            if d[0] % 10 == 0:
+                continue  # one device in ten sits unused
+            for day in days:
+                for hour in rng.sample((8, 9, 10, 11, 13, 14), 3):
+                    yield (d[0], d[5], d[6], ts(datetime(day.year, day.month, day.day, hour)), rng.randint(20, 45))
+
+    conn.executemany("INSERT INTO usage_active (device_id, school_id, room_id, bucket_start, active_minutes) "
+                     "VALUES (?,?,?,?,?)", usage())
+    conn.execute("CREATE INDEX ix_usage_active_bucket_start ON usage_active (bucket_start)")
+    conn.execute("CREATE INDEX ix_usage_active_school_id ON usage_active (school_id)")
+    presence = []
+    for d in devices:
+        for _ in range(12):  # a dozen offline spells a year, half of them expected (after school)
+            day = rng.choice(days)
+            off = datetime(day.year, day.month, day.day, rng.randint(8, 15))
+            presence.append((d[0], d[5], ts(off), False, rng.random() < 0.5, "heartbeat_timeout"))
+            presence.append((d[0], d[5], ts(off + timedelta(hours=rng.randint(1, 5))), True, None, "status"))
+    conn.executemany("INSERT INTO presence_transitions (device_id, school_id, at, online, expected, cause) "
+                     "VALUES (?,?,?,?,?,?)", presence)
+    alerts = [(d[0], d[5], d[6], "error_code", "critical", "open", f"{d[0]}:error_code", "E1", 1, now, now)
+              for d in devices if d[0] % 50 == 0]
+    conn.executemany("INSERT INTO alerts (device_id, school_id, room_id, rule, severity, status, dedup_key, detail, "
+                     "occurrences, opened_at, last_seen_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)", alerts)
+    conn.commit()
+    counts = {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]  # noqa: S608 - fixed table names
+              for t in ("devices", "rooms", "device_transitions", "usage_active", "presence_transitions", "alerts")}
+    conn.execute("ANALYZE")
+    conn.close()
+    return counts
+
+
+def baseline(path: Path) -> float:
+    """Best of three, like the reports (which run after it with a warm page cache)."""
+    conn = sqlite3.connect(path)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        row = conn.execute("SELECT COUNT(*), SUM(active_minutes) FROM usage_active WHERE bucket_start >= ? AND "
+                           "bucket_start < ?", (ts(datetime.combine(START, datetime.min.time())),
+                                                ts(datetime.combine(END + timedelta(days=1), datetime.min.time())))
+                           ).fetchone()
+        best = min(best, time.perf_counter() - t0)
+    conn.close()
+    assert row[0] > 0
+    return best
+
+
+async def run_reports(url: str) -> dict[str, dict[str, float]]:
+    engine = create_engine(url)
+    sessions = session_factory(engine)
+    settings = ReportSettings()
+    out: dict[str, dict[str, float]] = {}
+    query = ReportQuery(start=START, end=END)
+    for name in REPORTS:
+        t0 = time.perf_counter()
+        async with unit_of_work(sessions) as session:
+            report = await generate(session, SYSTEM, name, query, settings=settings, now=datetime.now(UTC))
+        t1 = time.perf_counter()
+        render(report, "json")
+        t2 = time.perf_counter()
+        render(report, "xlsx")
+        t3 = time.perf_counter()
+        rows = sum(len(s.rows) for s in report.sections)
+        out[name] = {"build_s": round(t1 - t0, 3), "json_s": round(t2 - t1, 3), "xlsx_s": round(t3 - t2, 3),
+                     "total_s": round(t3 - t0, 3), "rows": rows}
+        print(f"{name:<12} build {t1 - t0:6.2f} s   json {t2 - t1:5.2f} s   xlsx {t3 - t2:5.2f} s   "
+              f"total {t3 - t0:6.2f} s   ({rows:,} rows)", flush=True)
+    await engine.dispose()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the 10,000 devices")
+    parser.add_argument("--keep", type=Path, help="keep the database at this path")
+    args = parser.parse_args()
+    n = int(10_000 * args.scale)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.keep or Path(tmp) / "reports.db"
+        path.unlink(missing_ok=True)
+        url = f"sqlite+aiosqlite:///{path}"
+        upgrade_sync(url)
+        t0 = time.perf_counter()
+        counts = build(path, n, random.Random(8))
+        print(f"built the district in {time.perf_counter() - t0:.1f} s: " +
+              ", ".join(f"{v:,} {k}" for k, v in counts.items()), flush=True)
+        base = baseline(path)
+        print(f"baseline: COUNT/SUM scan over a year of usage roll-ups {base:.3f} s", flush=True)
+        results = asyncio.run(run_reports(url))
+    worst = max(r["total_s"] for r in results.values())
+    for name, r in results.items():
+        r["ratio_to_scan"] = round(r["total_s"] / base, 1) if base else 0.0
+    print(f"slowest report {worst:.2f} s (target <= {TARGET_S:.0f} s each): {'OK' if worst <= TARGET_S else 'SLOW'}")
+    print(json.dumps({"benchmark": "reports", "devices": counts["devices"], "rooms": counts["rooms"],
+                      "usage_rows": counts["usage_active"], "presence_rows": counts["presence_transitions"],
+                      "transitions": counts["device_transitions"], "baseline_scan_s": round(base, 3),
+                      "reports": results, "slowest_s": worst, "target_s": TARGET_S, "ok": worst <= TARGET_S}))
+
+
+if __name__ == "__main__":
+    main()
