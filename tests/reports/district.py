@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from fleet.persistence.db import unit_of_work
 from fleet.persistence.models import Device, DeviceModel, DeviceTransition, District, Room, School
 from fleet.persistence.models_mqtt import Alert, PresenceTransition, UsageActive
+from fleet.persistence.models_rollouts import Rollout, RolloutDevice, RolloutGroup
 
 
 def at(y: int, m: int, d: int, h: int = 0) -> datetime:
@@ -115,4 +116,20 @@ async def build_district(sessions: async_sessionmaker[AsyncSession]) -> Fixture:
             for when, minutes in rows:
                 s.add(UsageActive(device_id=devices[name], school_id=schools[dev_tag],
                                   room_id=rooms[DEVICES[name][2]], bucket_start=when, active_minutes=minutes))
+        # A firmware rollout of LT-100: finished in the range a1 and b1 succeeded, a2 failed, a4 rolled back;
+        # a5 finished before the range; a3's entry (another model's device, for the test) was cancelled.
+        rollout = Rollout(name="LT 2.1", model_id=models["LT"], profile_key="terminal-lt100", target_version="2.1",
+                          artifact_sha256="0" * 64, success_threshold=0.9, error_threshold=0.2, max_attempts=3,
+                          state="finished", created_by="fixture", created_at=now, updated_at=now)
+        s.add(rollout)
+        await s.flush()
+        group = RolloutGroup(rollout_id=rollout.id, position=0, name="all", kind="rest", state="succeeded")
+        s.add(group)
+        await s.flush()
+        for name, state, finished in (("a1", "succeeded", at(2026, 3, 1)), ("b1", "succeeded", at(2026, 3, 2)),
+                                      ("a2", "failed", at(2026, 3, 1)), ("a4", "rolled_back", at(2026, 4, 1)),
+                                      ("a5", "succeeded", at(2025, 12, 1)), ("a3", "cancelled", at(2026, 3, 1))):
+            s.add(RolloutDevice(rollout_id=rollout.id, group_id=group.id, device_id=devices[name],
+                                school_id=schools[DEVICES[name][1]], state=state, from_version="2.0", to_version="2.1",
+                                created_at=now, updated_at=now, finished_at=finished))
     return Fixture(district=d.id, school_a=schools["A"], school_b=schools["B"], devices=devices)

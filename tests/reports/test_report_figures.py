@@ -58,15 +58,18 @@ async def test_reliability_failure_rate_per_100_device_months_and_downtime(rapi:
     assert lt["fault_alerts"] == 1  # a4's critical error_code alert; a2's battery warning is not a fault
     # a1's warranty (24 months from 15 Mar 2024) covered the February failure, not the May one; a4's had ended.
     assert lt["warranty_claims"] == 1
-    assert lt["fw_updates"] is None and lt["fw_failure_rate"] is None  # no rollout records
+    # Firmware updates finished in the range: a1, b1 succeeded, a2 failed, a4 rolled back (a5's was in 2025).
+    assert (lt["fw_updates"], lt["fw_failure_rate"]) == (4, 0.5)
     r1 = next(r for r in rows(rep, "by_model") if r["model"] == "RoboCo R1")
     assert (r1["failures"], r1["warranty_claims"], r1["repair_hours"]) == (1, 1, 48.0)
+    assert (r1["fw_updates"], r1["fw_failure_rate"]) == (0, None)  # a3's update was cancelled
     assert r1["failures_per_100"] == round(100 / (179 / DAYS_PER_MONTH), 2)
     batches = {r["order_number"]: r for r in rows(rep, "by_batch")}
     assert batches["PO-1"]["failures"] == 2 and batches["PO-1"]["devices"] == 2
     assert batches["(none)"]["device_months"] == 0.0 and batches["(none)"]["failures_per_100"] is None
     assert {r["supplier"] for r in rows(rep, "by_supplier")} == {"EduTech Supply", "RoboCo"}
     assert rep["summary"]["failures"] == 4 and rep["summary"]["warranty_claims"] == 2
+    assert rep["summary"]["fw_failure_rate"] == 0.5
 
 
 async def test_warranty_lists_expiring_and_faulty_out_of_warranty_devices(rapi: Api, district: Fixture) -> None:

@@ -1,7 +1,7 @@
 """What every report reads: the caller's scope, devices, models, rooms, lifecycle timelines, presence, usage.
 
-Reports only read. They read the MQTT plane's tables (presence, alerts, usage roll-ups) and, when present, the
-rollout tables, and never write to any of them.
+Reports only read. They read the MQTT plane's tables (presence, alerts, usage roll-ups) and the rollout tables,
+and never write to any of them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, inspect, select, text
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet.domain.enums import DeviceStatus
@@ -21,6 +21,7 @@ from fleet.domain.permissions import Principal
 from fleet.errors import InvalidInput, NotFound
 from fleet.persistence.models import Device, DeviceModel, DeviceTransition, District, Room, School
 from fleet.persistence.models_mqtt import Alert, PresenceTransition, UsageActive
+from fleet.persistence.models_rollouts import RolloutDevice
 from fleet.services.reports.model import Progress, Report, Section, SummaryItem
 from fleet.settings import ReportSettings
 
@@ -35,6 +36,8 @@ DAYS_PER_MONTH = 365.25 / 12
 # Statuses in which a device is out in a school (placed, counted as deployed).
 FIELDED = frozenset({DeviceStatus.PROVISIONED, DeviceStatus.IN_SERVICE, DeviceStatus.IN_REPAIR})
 GONE = frozenset({DeviceStatus.RETIRED, DeviceStatus.LOST})
+# A device's part in a rollout ends in one of these; cancelled ones never tried, so they do not count.
+FW_FINISHED = ("succeeded", "failed", "rolled_back")
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,15 +356,13 @@ class Context:
             out[dev].append((rule, at))
         return out
 
-    async def firmware_outcomes(self) -> dict[int, tuple[int, int]] | None:
-        """Finished firmware updates per device within the range: (attempts, failures); None without rollouts."""
-        has = await self.session.run_sync(lambda s: inspect(s.connection()).has_table("rollout_devices"))
-        if not has:
-            return None
-        rows = await self.session.execute(text(
-            "SELECT device_id, state FROM rollout_devices WHERE state IN ('succeeded', 'failed', 'rolled_back')"))
+    async def firmware_outcomes(self) -> dict[int, tuple[int, int]]:
+        """Firmware updates that finished within the range, per device: (updates, failed or rolled back)."""
+        stmt = _apply(select(RolloutDevice.device_id, RolloutDevice.state).where(
+            RolloutDevice.state.in_(FW_FINISHED), RolloutDevice.finished_at >= self.scope.start_at,
+            RolloutDevice.finished_at < self.scope.end_at), self.scope.where(RolloutDevice.school_id))
         out: dict[int, tuple[int, int]] = {}
-        for dev, state in rows:
+        for dev, state in await self.session.execute(stmt):
             attempts, failures = out.get(dev, (0, 0))
             out[dev] = (attempts + 1, failures + (state != "succeeded"))
         return out

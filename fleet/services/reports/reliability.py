@@ -57,13 +57,13 @@ COLUMNS = (
 )
 
 
-def figures(a: Acc, fw_known: bool) -> tuple[object, ...]:
+def figures(a: Acc) -> tuple[object, ...]:
     months = a.service_s / 86400 / DAYS_PER_MONTH
     return (a.devices, round(months, 2), a.failures,
             round(a.failures * 100 / months, 2) if months else None,
             round(a.service_s / 86400 / a.failures, 1) if a.failures else None, a.fault_alerts,
             round(a.repair_s / 3600, 1), round(a.offline_s / 3600, 1), round((a.repair_s + a.offline_s) / 3600, 1),
-            a.fw_attempts if fw_known else None, ratio(a.fw_failures, a.fw_attempts) if fw_known else None,
+            a.fw_attempts, ratio(a.fw_failures, a.fw_attempts),
             a.repairs, a.claims)
 
 
@@ -75,7 +75,7 @@ async def per_device(ctx: Context) -> dict[int, Acc]:
     ctx.step("presence", 0, 1)
     offline = await ctx.unexpected_offline_seconds()
     alerts = await ctx.fault_alerts(open_only=False)
-    fw = await ctx.firmware_outcomes() or {}
+    fw = await ctx.firmware_outcomes()
     ctx.step("presence", 1, 1)
     out: dict[int, Acc] = {}
     devices = await ctx.all_devices()
@@ -100,13 +100,12 @@ async def build(ctx: Context) -> Report:
     models = await ctx.models()
     accs = await per_device(ctx)
     devs = {d.id: d for d in await ctx.all_devices()}
-    fw_known = await ctx.firmware_outcomes() is not None
 
     def group(key: Callable[[Dev], tuple[object, ...]]) -> list[tuple[object, ...]]:
         groups: dict[tuple[object, ...], Acc] = defaultdict(Acc)
         for dev_id, a in accs.items():
             groups[key(devs[dev_id])].add(a)
-        return [(*k, *figures(a, fw_known)) for k, a in sorted(groups.items(), key=lambda kv: str(kv[0]))]
+        return [(*k, *figures(a)) for k, a in sorted(groups.items(), key=lambda kv: str(kv[0]))]
 
     by_model = group(lambda d: (models[d.model_id].label, models[d.model_id].supplier))
     by_supplier = group(lambda d: (models[d.model_id].supplier,))
@@ -114,7 +113,7 @@ async def build(ctx: Context) -> Report:
     total = Acc()
     for a in accs.values():
         total.add(a)
-    t = dict(zip((c.key for c in COLUMNS), figures(total, fw_known), strict=True))
+    t = dict(zip((c.key for c in COLUMNS), figures(total), strict=True))
     sections = [
         Section("by_model", "Per model", (Column("model", "Model"), Column("supplier", "Supplier"), *COLUMNS),
                 by_model, chart=Chart("model", ("failures_per_100",), "Failures per 100 device-months by model",
@@ -142,6 +141,6 @@ async def build(ctx: Context) -> Report:
         "Downtime = hours in repair + hours offline when the timetable expected the device online.",
         "A warranty claim is due for each failure that happened before the device's warranty ended.",
     ]
-    if not fw_known:
-        notes.append("Firmware-update failure rate: no rollout records in this database yet.")
+    notes.append("Firmware-update failure rate: rollout updates that finished within the range and failed or "
+                 "were rolled back, over all that finished (cancelled ones never ran).")
     return ctx.report("reliability", TITLE, summary, sections, notes)
