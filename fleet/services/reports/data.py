@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.orm import aliased
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet.domain.enums import DeviceStatus
@@ -92,6 +93,11 @@ class Scope:
         if self.all_schools:
             return None
         return column.in_(sorted(self.schools) or [-1])
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite hands back the MQTT tables' times without a zone; they are UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _apply(stmt: Any, clause: ColumnElement[bool] | None) -> Any:
@@ -251,9 +257,13 @@ class Context:
     def step(self, stage: str, done: int, total: int) -> None:
         self.progress(stage, done, total)
 
+    async def rows(self, stmt: Any) -> Any:
+        """Run a column query at the Core level: plain rows, without the ORM's per-row overhead."""
+        return await (await self.session.connection()).execute(stmt)
+
     async def models(self) -> dict[int, ModelInfo]:
         if "models" not in self._cache:
-            rows = await self.session.execute(select(
+            rows = await self.rows(select(
                 DeviceModel.id, DeviceModel.vendor, DeviceModel.model_number, DeviceModel.kind,
                 DeviceModel.unit_price, DeviceModel.warranty_months, DeviceModel.supplier))
             self._cache["models"] = {r[0]: ModelInfo(*r) for r in rows}
@@ -263,7 +273,7 @@ class Context:
         if "rooms" not in self._cache:
             stmt = _apply(select(Room.id, Room.school_id, Room.name, Room.kind, Room.tier, Room.capacity),
                           self.scope.where(Room.school_id))
-            self._cache["rooms"] = {r[0]: RoomInfo(*r) for r in await self.session.execute(stmt)}
+            self._cache["rooms"] = {r[0]: RoomInfo(*r) for r in await self.rows(stmt)}
         return self._cache["rooms"]  # type: ignore[no-any-return]
 
     async def all_devices(self) -> list[Dev]:
@@ -273,7 +283,7 @@ class Context:
                 Device.id, Device.asset_tag, Device.serial_number, Device.model_id, Device.school_id, Device.room_id,
                 Device.status, Device.order_number, Device.purchase_date, Device.unit_cost, Device.funding_source,
                 Device.ownership, Device.created_at), self.scope.where(Device.school_id)).order_by(Device.id)
-            self._cache["devices"] = [Dev(*r) for r in await self.session.execute(stmt)]
+            self._cache["devices"] = [Dev(*r) for r in await self.rows(stmt)]
         return self._cache["devices"]  # type: ignore[no-any-return]
 
     async def timelines(self) -> dict[int, Timeline]:
@@ -285,7 +295,7 @@ class Context:
                 stmt = stmt.join(Device, Device.id == DeviceTransition.device_id).where(
                     self.scope.where(Device.school_id))  # type: ignore[arg-type]
             out: dict[int, Timeline] = defaultdict(list)
-            for dev_id, at, to in await self.session.execute(
+            for dev_id, at, to in await self.rows(
                     stmt.order_by(DeviceTransition.device_id, DeviceTransition.at, DeviceTransition.id)):
                 out[dev_id].append((at, to))
             self._cache["timelines"] = out
@@ -308,39 +318,25 @@ class Context:
         stmt = _apply(select(UsageActive.device_id, func.sum(UsageActive.active_minutes)).where(
             UsageActive.bucket_start >= self.scope.start_at, UsageActive.bucket_start < self.scope.end_at),
             self.scope.where(UsageActive.school_id)).group_by(UsageActive.device_id)
-        return {dev: int(total or 0) for dev, total in await self.session.execute(stmt)}
+        return {dev: int(total or 0) for dev, total in await self.rows(stmt)}
 
     async def unexpected_offline_seconds(self) -> dict[int, float]:
         """Seconds each device was offline when the timetable expected it online, within the range."""
         start, end = self.scope.start_at, self.scope.end_at
-        where = self.scope.where(PresenceTransition.school_id)
-        # The last transition before the range tells the state the range opens in.
-        last_before = _apply(select(PresenceTransition.device_id, func.max(PresenceTransition.at).label("at"))
-                             .where(PresenceTransition.at < start), where).group_by(
-            PresenceTransition.device_id).subquery()
-        opening = select(PresenceTransition.device_id, PresenceTransition.at, PresenceTransition.online,
-                         PresenceTransition.expected).join(
-            last_before, (last_before.c.device_id == PresenceTransition.device_id)
-            & (last_before.c.at == PresenceTransition.at))
-        inside = _apply(select(PresenceTransition.device_id, PresenceTransition.at, PresenceTransition.online,
-                               PresenceTransition.expected).where(
-            PresenceTransition.at >= start, PresenceTransition.at < end), where)
-        events: dict[int, list[tuple[datetime, bool, bool | None]]] = defaultdict(list)
-        for stmt in (opening, inside):
-            for dev, at, online, expected in await self.session.execute(stmt):
-                at = at if at.tzinfo else at.replace(tzinfo=UTC)
-                events[dev].append((max(at, start), online, expected))
-        out: dict[int, float] = {}
-        for dev, evs in events.items():
-            evs.sort(key=lambda e: e[0])
-            total = 0.0
-            for i, (at, online, expected) in enumerate(evs):
-                if online or expected is not False:
-                    continue
-                seg_end = evs[i + 1][0] if i + 1 < len(evs) else end
-                total += max(0.0, (seg_end - at).total_seconds())
-            if total:
-                out[dev] = total
+        p, nxt = PresenceTransition, aliased(PresenceTransition)
+        # Only unexpected offline transitions matter, each with the time of the device's next transition (the
+        # (device_id, at) index answers that); one that began before the range counts from its start.
+        next_at = select(func.min(nxt.at)).where(nxt.device_id == p.device_id, nxt.at > p.at).scalar_subquery()
+        spells = _apply(select(p.device_id, p.at, next_at.label("next_at")).where(
+            p.online.is_(False), p.expected.is_(False), p.at < end), self.scope.where(p.school_id)).subquery()
+        stmt = select(spells.c.device_id, spells.c.at, spells.c.next_at).where(
+            (spells.c.at >= start) | spells.c.next_at.is_(None) | (spells.c.next_at > start))
+        out: dict[int, float] = defaultdict(float)
+        for dev, began, ended in await self.rows(stmt):
+            lo = max(_utc(began), start)
+            hi = min(_utc(ended), end) if ended is not None else end
+            if hi > lo:
+                out[dev] += (hi - lo).total_seconds()
         return out
 
     async def fault_alerts(self, *, open_only: bool) -> dict[int, list[tuple[str, datetime]]]:
@@ -352,7 +348,7 @@ class Context:
         else:
             stmt = stmt.where(Alert.opened_at >= self.scope.start_at, Alert.opened_at < self.scope.end_at)
         out: dict[int, list[tuple[str, datetime]]] = defaultdict(list)
-        for dev, rule, at in await self.session.execute(stmt.order_by(Alert.opened_at)):
+        for dev, rule, at in await self.rows(stmt.order_by(Alert.opened_at)):
             out[dev].append((rule, at))
         return out
 
@@ -362,7 +358,7 @@ class Context:
             RolloutDevice.state.in_(FW_FINISHED), RolloutDevice.finished_at >= self.scope.start_at,
             RolloutDevice.finished_at < self.scope.end_at), self.scope.where(RolloutDevice.school_id))
         out: dict[int, tuple[int, int]] = {}
-        for dev, state in await self.session.execute(stmt):
+        for dev, state in await self.rows(stmt):
             attempts, failures = out.get(dev, (0, 0))
             out[dev] = (attempts + 1, failures + (state != "succeeded"))
         return out

@@ -6,6 +6,7 @@ matplotlib (the `reports` extra).
 
 from __future__ import annotations
 
+import copy
 import csv
 import html
 import io
@@ -142,13 +143,22 @@ def to_xlsx(report: Report) -> bytes:
 
     wb = Workbook(write_only=True)
     bold = Font(bold=True)
+    styles: dict[str, Any] = {}
 
     def cell(ws: Any, value: Any, kind: Kind = "text", *, strong: bool = False) -> Any:
-        c = WriteOnlyCell(ws, value=_xlsx_value(value, kind))
-        if kind in XLSX_FORMATS and value is not None:
-            c.number_format = XLSX_FORMATS[kind]
-        if strong:
-            c.font = bold
+        value = _xlsx_value(value, kind)
+        fmt = XLSX_FORMATS.get(kind) if value is not None and kind != "int" else None
+        if fmt is None and not strong:
+            return value  # a plain value: General format, typed by openpyxl from its Python type
+        c = WriteOnlyCell(ws, value=value)
+        key = f"{fmt}|{strong}"
+        if key not in styles:  # style once per format, then share the style array: ~2x faster on big sheets
+            if fmt:
+                c.number_format = fmt
+            if strong:
+                c.font = bold
+            styles[key] = c._style
+        c._style = copy.copy(styles[key])
         return c
 
     names = sheet_names(report)
