@@ -77,7 +77,7 @@ def build(path: Path, n_devices: int, rng: random.Random) -> dict[str, int]:
     for s in range(1, SCHOOLS + 1):
         for k in range(SMART_PER_SCHOOL):
             rid += 1
-            rooms.append((rid, s, f"Classroom {k + 1}", "smart_classroom", None, 20))
+            rooms.append((rid, s, f"Classroom {k + 1}", "smart_classroom", None, 18))
     for lab in range(LABS):
         rid += 1
         kind = "digital_lab" if lab < 30 else "ai_lab"
@@ -166,6 +166,25 @@ def build(path: Path, n_devices: int, rng: random.Random) -> dict[str, int]:
               for d in devices if d[0] % 50 == 0]
     conn.executemany("INSERT INTO alerts (device_id, school_id, room_id, rule, severity, status, dedup_key, detail, "
                      "occurrences, opened_at, last_seen_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)", alerts)
+    # Two firmware rollouts of the terminal models: ~3% of updates fail and ~1% are rolled back.
+    conn.execute("INSERT INTO rollouts (id, name, model_id, profile_key, target_version, artifact_sha256, school_ids, "
+                 "room_ids, from_versions, group_plan, success_threshold, error_threshold, max_attempts, policy, "
+                 "state, current_group, created_by, created_at, updated_at) VALUES (1, 'LT 2.1', 1, 'terminal', "
+                 "'2.1', ?, '[]', '[]', '[]', '{}', 0.9, 0.2, 3, '{}', 'finished', 0, 'bench', ?, ?)",
+                 ("0" * 64, now, now))
+    conn.execute("INSERT INTO rollout_groups (id, rollout_id, position, name, kind, state) "
+                 "VALUES (1, 1, 0, 'all', 'rest', 'succeeded')")
+    fw = []
+    for d in devices:
+        if d[4] > 3:
+            continue
+        roll = rng.random()
+        state = "failed" if roll < 0.03 else "rolled_back" if roll < 0.04 else "succeeded"
+        done = ts(datetime(2026, 3, 1) + timedelta(minutes=d[0]))
+        fw.append((1, 1, d[0], d[5], d[6], state, "2.0", "2.1", now, now, done))
+    conn.executemany("INSERT INTO rollout_devices (rollout_id, group_id, device_id, school_id, room_id, state, "
+                     "from_version, to_version, attempts, bytes_done, created_at, updated_at, finished_at) "
+                     "VALUES (?,?,?,?,?,?,?,?,1,0,?,?,?)", fw)
     conn.commit()
     counts = {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]  # noqa: S608 - fixed table names
               for t in ("devices", "rooms", "device_transitions", "usage_active", "presence_transitions", "alerts")}

@@ -259,7 +259,7 @@ class Context:
 
     async def rows(self, stmt: Any) -> Any:
         """Run a column query at the Core level: plain rows, without the ORM's per-row overhead."""
-        return await (await self.session.connection()).execute(stmt)
+        return (await (await self.session.connection()).execute(stmt)).all()
 
     async def models(self) -> dict[int, ModelInfo]:
         if "models" not in self._cache:
@@ -306,8 +306,9 @@ class Context:
         if "at_end" not in self._cache:
             tls = await self.timelines()
             out = []
+            end = self.scope.end_at
             for d in await self.all_devices():
-                s = status_at(d, tls.get(d.id, []), self.scope.end_at)
+                s = status_at(d, tls.get(d.id, []), end)
                 if s is not None:
                     out.append((d, s))
             self._cache["at_end"] = out
