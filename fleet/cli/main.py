@@ -357,11 +357,7 @@ def _monthly(cfg: Settings, month: Any) -> None:
     from fleet.runtime.report_job import MonthlyReports
 
     async def main() -> list[Path]:
-        engine = create_engine(cfg.database_url)
-        try:
-            return await MonthlyReports(cfg, session_factory(engine), SystemClock()).run(month)
-        finally:
-            await engine.dispose()
+        return await MonthlyReports(cfg, SystemClock()).run(month)
 
     upgrade_sync(cfg.database_url)
     try:

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import shutil
+import threading
 from contextlib import AsyncExitStack
 from datetime import date, timedelta
 from pathlib import Path
@@ -20,7 +21,7 @@ from fleet.domain.clock import Clock
 from fleet.domain.enums import Role
 from fleet.domain.permissions import Principal
 from fleet.errors import FeatureUnavailable
-from fleet.persistence.db import unit_of_work
+from fleet.persistence.db import create_engine, session_factory, unit_of_work
 from fleet.persistence.models import District
 from fleet.services.reports import ReportQuery, generate, render
 from fleet.settings import Settings
@@ -41,43 +42,52 @@ def previous_month(today: date) -> tuple[date, date]:
 
 
 class MonthlyReports:
-    """Writes <folder>/district-<id>/<YYYY-MM>/<report>.<format> and prunes all but the newest keep_last months."""
+    """Writes <folder>/district-<id>/<YYYY-MM>/<report>.<format> and prunes all but the newest keep_last months.
 
-    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], clock: Clock) -> None:
+    Each run happens in a worker thread with its own event loop and database engine: building a district's
+    reports is seconds of Python work, which must not stall the service's loop (API requests, MQTT ingest).
+    """
+
+    def __init__(self, settings: Settings, clock: Clock) -> None:
+        self.settings = settings
         self.cfg = settings.reports
-        self.sessions = sessions
         self.clock = clock
         self.folder = Path(self.cfg.folder)
         # One run at a time: the background loop and `labfleet report monthly` or a test may overlap.
-        self._lock = asyncio.Lock()
+        self._lock = threading.Lock()
 
     def month_dir(self, district_id: int, first: date) -> Path:
         return self.folder / f"district-{district_id}" / first.strftime("%Y-%m")
 
-    async def districts(self) -> list[int]:
-        async with self.sessions() as session:
-            return list((await session.execute(select(District.id).order_by(District.id))).scalars())
-
     async def tick(self) -> list[Path]:
         """Write last month's set for every district that lacks it; a no-op when all are there."""
-        first, _ = previous_month(self.clock.now().date())
-        written: list[Path] = []
-        async with self._lock:
-            for district_id in await self.districts():
-                if not self.month_dir(district_id, first).is_dir():
-                    written += await self._write(district_id, first)
-        return written
+        return await asyncio.to_thread(self._in_thread, None, False)
 
     async def run(self, month: date | None = None) -> list[Path]:
         """Write (or rewrite) one month's set for every district; default last month."""
-        first = month.replace(day=1) if month else previous_month(self.clock.now().date())[0]
-        written: list[Path] = []
-        async with self._lock:
-            for district_id in await self.districts():
-                written += await self._write(district_id, first)
-        return written
+        return await asyncio.to_thread(self._in_thread, month, True)
 
-    async def _write(self, district_id: int, first: date) -> list[Path]:
+    def _in_thread(self, month: date | None, force: bool) -> list[Path]:
+        with self._lock:
+            return asyncio.run(self._work(month, force))
+
+    async def _work(self, month: date | None, force: bool) -> list[Path]:
+        first = month.replace(day=1) if month else previous_month(self.clock.now().date())[0]
+        engine = create_engine(self.settings.database_url)
+        try:
+            sessions = session_factory(engine)
+            async with sessions() as session:
+                districts = list((await session.execute(select(District.id).order_by(District.id))).scalars())
+            written: list[Path] = []
+            for district_id in districts:
+                if force or not self.month_dir(district_id, first).is_dir():
+                    written += await self._write(sessions, district_id, first)
+            return written
+        finally:
+            await engine.dispose()
+
+    async def _write(self, sessions: async_sessionmaker[AsyncSession], district_id: int,
+                     first: date) -> list[Path]:
         last = (first.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
         target = self.month_dir(district_id, first)
         partial = target.with_name(target.name + ".partial")
@@ -86,7 +96,7 @@ class MonthlyReports:
         names: list[str] = []
         query = ReportQuery(district=district_id, start=first, end=last)
         for name in self.cfg.monthly_reports:
-            async with unit_of_work(self.sessions) as session:
+            async with unit_of_work(sessions) as session:
                 report = await generate(session, JOB, name, query, settings=self.cfg, now=self.clock.now())
             for fmt in self.cfg.monthly_formats:
                 try:
@@ -139,7 +149,7 @@ def monthly_reports_hook(clock: Clock | None = None) -> RuntimeHook:
     """A runtime hook that runs the monthly job in a named task for the app's lifetime."""
 
     async def hook(stack: AsyncExitStack, state: FleetState) -> None:
-        job = MonthlyReports(state.settings, state.sessions, clock or state.clock)
+        job = MonthlyReports(state.settings, clock or state.clock)
         task = asyncio.create_task(job.run_forever(), name="monthly-reports")
         state.extras["monthly_reports"] = job
         state.extras["monthly_reports_task"] = task
