@@ -7,8 +7,8 @@ HTML or PDF.
 from __future__ import annotations
 
 import logging
-from datetime import datetime as datetime_t
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -48,7 +48,7 @@ def check_name(name: str) -> Builder:
 
 
 async def generate(session: AsyncSession, principal: Principal, name: str, query: ReportQuery, *,
-                   settings: ReportSettings, now: datetime_t, progress: Progress | None = None) -> Report:
+                   settings: ReportSettings, now: datetime, progress: Progress | None = None) -> Report:
     """Build one report over the caller's schools, narrowed by the query's school, district and dates."""
     require(principal, Permission.READ_REPORTS)
     build = check_name(name)
@@ -59,6 +59,3 @@ async def generate(session: AsyncSession, principal: Principal, name: str, query
     log.info("report %s generated for %s (%s..%s, %d schools)", name, principal.actor, scope.start, scope.end,
              len(scope.schools))
     return report
-
-
-

@@ -4,6 +4,7 @@ of the equipment budget against its target; planned replacements for the next ye
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -14,6 +15,32 @@ from fleet.services.reports.model import Chart, Column, Report, Section, Summary
 TITLE = "Budget, depreciation and replacements"
 ZERO = Decimal(0)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class Spend:
+    devices: int = 0
+    spend: Decimal = ZERO
+    ai_spend: Decimal = ZERO
+
+    def add(self, cost: Decimal, ai: bool) -> None:
+        self.devices += 1
+        self.spend += cost
+        self.ai_spend += cost if ai else ZERO
+
+
+@dataclass
+class Book:
+    devices: int = 0
+    cost: Decimal = ZERO
+    book: Decimal = ZERO
+    written_off: Decimal = ZERO
+
+    def add(self, cost: Decimal, book: Decimal, gone: bool) -> None:
+        self.devices += 1
+        self.cost += cost
+        self.book += book
+        self.written_off += cost if gone else ZERO
 
 
 def cost_of(d: Dev, m: ModelInfo) -> Decimal:
@@ -43,11 +70,11 @@ async def build(ctx: Context) -> Report:
         room = rooms.get(d.room_id) if d.room_id is not None else None
         return models[d.model_id].kind in ai_kinds or (room is not None and room.kind == RoomKind.AI_LAB)
 
-    spend_src: dict[str, list[object]] = defaultdict(lambda: [0, ZERO, ZERO])  # devices, spend, ai spend
-    spend_school: dict[int, list[object]] = defaultdict(lambda: [0, ZERO, ZERO])
-    spend_year: dict[int, list[object]] = defaultdict(lambda: [0, ZERO, ZERO])
-    dep_src: dict[str, list[object]] = defaultdict(lambda: [0, ZERO, ZERO, ZERO])  # devices, cost, book, written off
-    dep_school: dict[int, list[object]] = defaultdict(lambda: [0, ZERO, ZERO, ZERO])
+    spend_src: dict[str, Spend] = defaultdict(Spend)
+    spend_school: dict[int, Spend] = defaultdict(Spend)
+    spend_year: dict[int, Spend] = defaultdict(Spend)
+    dep_src: dict[str, Book] = defaultdict(Book)
+    dep_school: dict[int, Book] = defaultdict(Book)
     leased = 0
     replacements = []
     horizon = end + timedelta(days=365)
@@ -60,17 +87,12 @@ async def build(ctx: Context) -> Report:
             ai = is_ai(d)
             src = d.funding_source or "(unspecified)"
             if start <= d.purchase_date:
-                for acc in (spend_src[src], spend_school[d.school_id], spend_year[d.purchase_date.year]):
-                    acc[0] += 1  # type: ignore[operator]
-                    acc[1] += cost  # type: ignore[operator]
-                    acc[2] += cost if ai else ZERO  # type: ignore[operator]
+                for spend in (spend_src[src], spend_school[d.school_id], spend_year[d.purchase_date.year]):
+                    spend.add(cost, ai)
             gone = status in GONE
             book = ZERO if gone else book_value(cost, full_months_between(d.purchase_date, end), life)
             for acc in (dep_src[src], dep_school[d.school_id]):
-                acc[0] += 1  # type: ignore[operator]
-                acc[1] += cost  # type: ignore[operator]
-                acc[2] += book  # type: ignore[operator]
-                acc[3] += cost if gone else ZERO  # type: ignore[operator]
+                acc.add(cost, book, gone)
         if status in GONE or status == DeviceStatus.ORDERED:
             continue
         failures = len(entries_into(tls.get(d.id, []), DeviceStatus.IN_REPAIR, EPOCH, ctx.scope.end_at))
@@ -90,37 +112,36 @@ async def build(ctx: Context) -> Report:
     year_rows = []
     years = list(range(start.year, end.year + 1))
     for year in years:
-        n, spend, ai_spend = spend_year[year] if year in spend_year else (0, ZERO, ZERO)
+        y = spend_year.get(year, Spend())
+        n, spend, ai_spend = y.devices, y.spend, y.ai_spend
         budget = budget_given if budget_given is not None else spend
         share = ratio(ai_spend, budget)  # type: ignore[arg-type]
-        year_rows.append((year, n, money(spend), money(ai_spend), money(budget), share, target,  # type: ignore[arg-type]
+        year_rows.append((year, n, money(spend), money(ai_spend), money(budget), share, target,
                           share is not None and share >= target))
-    total_spend = sum((a[1] for a in spend_year.values()), ZERO)  # type: ignore[misc]
-    total_ai = sum((a[2] for a in spend_year.values()), ZERO)  # type: ignore[misc]
+    total_spend = sum((a.spend for a in spend_year.values()), ZERO)
+    total_ai = sum((a.ai_spend for a in spend_year.values()), ZERO)
     # A yearly budget counts once for each calendar year the range touches.
     total_budget = budget_given * len(years) if budget_given is not None else total_spend
     total_share = ratio(total_ai, total_budget)
 
-    def dep_row(acc: list[object]) -> tuple[object, ...]:
-        cost, book, off = acc[1], acc[2], acc[3]
-        return (acc[0], money(cost), money(cost - book - off), money(off), money(book))  # type: ignore[operator,arg-type]
+    def dep_row(acc: Book) -> tuple[object, ...]:
+        return (acc.devices, money(acc.cost), money(acc.cost - acc.book - acc.written_off), money(acc.written_off),
+                money(acc.book))
 
-    src_rows = [(k, a[0], money(a[1]), money(a[2])) for k, a in sorted(spend_src.items())]  # type: ignore[arg-type]
-    school_rows = [(schools[k].code, schools[k].name, a[0], money(a[1]), money(a[2]))  # type: ignore[arg-type]
+    src_rows = [(k, a.devices, money(a.spend), money(a.ai_spend)) for k, a in sorted(spend_src.items())]
+    school_rows = [(schools[k].code, schools[k].name, a.devices, money(a.spend), money(a.ai_spend))
                    for k, a in sorted(spend_school.items(), key=lambda kv: schools[kv[0]].code)]
     dep_src_rows = [(k, *dep_row(a)) for k, a in sorted(dep_src.items())]
     dep_school_rows = [(schools[k].code, schools[k].name, *dep_row(a))
                        for k, a in sorted(dep_school.items(), key=lambda kv: schools[kv[0]].code)]
     replacements.sort(key=lambda r: (r[1], r[0]))
-    repl_model: dict[str, list[object]] = defaultdict(lambda: [0, ZERO, ZERO])
+    repl_model: dict[str, tuple[int, Decimal]] = {}
     for r in replacements:
-        acc = repl_model[r[1]]
-        acc[0] += 1  # type: ignore[operator]
-        acc[1] = r[9]
-        acc[2] += r[9]  # type: ignore[operator]
-    repl_model_rows = [(k, a[0], a[1], money(a[2])) for k, a in sorted(repl_model.items())]  # type: ignore[arg-type]
-    book_total = money(sum((a[2] for a in dep_src.values()), ZERO))  # type: ignore[misc]
-    cost_total = money(sum((a[1] for a in dep_src.values()), ZERO))  # type: ignore[misc]
+        count, _ = repl_model.get(r[1], (0, ZERO))
+        repl_model[r[1]] = (count + 1, r[9])
+    repl_model_rows = [(k, n, price, money(price * n)) for k, (n, price) in sorted(repl_model.items())]
+    book_total = money(sum((a.book for a in dep_src.values()), ZERO))
+    cost_total = money(sum((a.cost for a in dep_src.values()), ZERO))
     repl_cost = money(sum((r[9] for r in replacements), ZERO))
     ctx.step("devices", 3, 3)
     spend_cols = (Column("devices", "Devices bought", "int"), Column("spend", "Spend", "money"),

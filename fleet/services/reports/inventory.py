@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from decimal import Decimal
 
 from fleet.domain.enums import DeviceStatus, Ownership
@@ -16,16 +17,33 @@ AGE_BUCKETS = (("under 1 year", 0, 1), ("1-2 years", 1, 2), ("2-3 years", 2, 3),
 STATUSES = [s.value for s in DeviceStatus]
 
 
+@dataclass
+class Tally:
+    devices: int = 0
+    owned: int = 0
+    leased: int = 0
+    in_service: int = 0
+    in_repair: int = 0
+    cost: Decimal = Decimal(0)
+
+    def add(self, leased: bool, status: str, cost: Decimal) -> None:
+        self.devices += 1
+        self.owned += not leased
+        self.leased += leased
+        self.in_service += status == DeviceStatus.IN_SERVICE
+        self.in_repair += status == DeviceStatus.IN_REPAIR
+        self.cost += cost
+
+
 async def build(ctx: Context) -> Report:
     ctx.step("devices", 0, 2)
     models = await ctx.models()
     devices = await ctx.devices_at_end()
     ctx.step("devices", 1, 2)
     schools = ctx.scope.schools
-    # key -> [devices, owned, leased, in_service, in_repair, cost]
-    by_model: dict[int, list[object]] = defaultdict(lambda: [0, 0, 0, 0, 0, Decimal(0)])
-    by_supplier: dict[str, list[object]] = defaultdict(lambda: [0, 0, 0, 0, 0, Decimal(0)])
-    by_school: dict[int, list[object]] = defaultdict(lambda: [0, 0, 0, 0, 0, Decimal(0)])
+    by_model: dict[int, Tally] = defaultdict(Tally)
+    by_supplier: dict[str, Tally] = defaultdict(Tally)
+    by_school: dict[int, Tally] = defaultdict(Tally)
     by_status: Counter[str] = Counter()
     ages: Counter[str] = Counter()
     age_owned: Counter[str] = Counter()
@@ -34,12 +52,7 @@ async def build(ctx: Context) -> Report:
         cost = d.unit_cost if d.unit_cost is not None else Decimal(0)
         leased = d.ownership == Ownership.LEASED
         for acc in (by_model[d.model_id], by_supplier[m.supplier], by_school[d.school_id]):
-            acc[0] += 1  # type: ignore[operator]
-            acc[1] += not leased  # type: ignore[operator]
-            acc[2] += leased  # type: ignore[operator]
-            acc[3] += status == DeviceStatus.IN_SERVICE  # type: ignore[operator]
-            acc[4] += status == DeviceStatus.IN_REPAIR  # type: ignore[operator]
-            acc[5] += cost  # type: ignore[operator]
+            acc.add(leased, status, cost)
         by_status[status] += 1
         if d.purchase_date is None:
             bucket = "unknown purchase date"
@@ -53,8 +66,8 @@ async def build(ctx: Context) -> Report:
               Column("in_service", "In service", "int"), Column("in_repair", "In repair", "int"),
               Column("cost", "Purchase cost", "money"))
 
-    def tail(acc: list[object]) -> tuple[object, ...]:
-        return (*acc[:5], money(acc[5]))  # type: ignore[arg-type]
+    def tail(acc: Tally) -> tuple[object, ...]:
+        return (acc.devices, acc.owned, acc.leased, acc.in_service, acc.in_repair, money(acc.cost))
 
     model_rows = [(models[mid].label, models[mid].kind, models[mid].supplier, *tail(acc))
                   for mid, acc in sorted(by_model.items(), key=lambda kv: models[kv[0]].label)]

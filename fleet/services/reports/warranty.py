@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
 
@@ -24,7 +24,8 @@ async def build(ctx: Context) -> Report:
     horizon = ctx.settings.warranty_horizon_days
     expiring, faulty = [], []
     no_date = 0
-    per_model: dict[int, list[object]] = defaultdict(lambda: [0, 0, Decimal(0)])
+    expiring_n: Counter[int] = Counter()
+    faulty_n: Counter[int] = Counter()
     for d, status in devices:
         if status in GONE:
             continue
@@ -36,21 +37,20 @@ async def build(ctx: Context) -> Report:
         if as_of < ends <= as_of + timedelta(days=horizon):
             expiring.append((d.asset_tag, d.serial_number, m.label, m.supplier, schools[d.school_id].code, status,
                              d.purchase_date, ends, (ends - as_of).days, money(m.unit_price)))
-            per_model[d.model_id][0] += 1  # type: ignore[operator]
+            expiring_n[d.model_id] += 1
         elif ends <= as_of:
             reasons = (["in repair"] if status == DeviceStatus.IN_REPAIR else []) + sorted(
                 {rule for rule, _ in open_faults.get(d.id, ())})
             if reasons:
                 faulty.append((d.asset_tag, d.serial_number, m.label, m.supplier, schools[d.school_id].code, status,
                                ends, "; ".join(reasons), money(m.unit_price)))
-                per_model[d.model_id][1] += 1  # type: ignore[operator]
-                per_model[d.model_id][2] += m.unit_price  # type: ignore[operator]
+                faulty_n[d.model_id] += 1
     ctx.step("devices", 2, 2)
     expiring.sort(key=lambda r: (r[7], r[0]))
     faulty.sort(key=lambda r: (r[6], r[0]))
-    model_rows = [(models[mid].label, models[mid].supplier, acc[0], acc[1], money(models[mid].unit_price),
-                   money(acc[2]))  # type: ignore[arg-type]
-                  for mid, acc in sorted(per_model.items(), key=lambda kv: models[kv[0]].label)]
+    model_rows = [(models[mid].label, models[mid].supplier, expiring_n[mid], faulty_n[mid],
+                   money(models[mid].unit_price), money(models[mid].unit_price * faulty_n[mid]))
+                  for mid in sorted(set(expiring_n) | set(faulty_n), key=lambda k: models[k].label)]
     replacement = money(sum((r[8] for r in faulty), Decimal(0)))
     expiring_cost = money(sum((r[9] for r in expiring), Decimal(0)))
     ident = (Column("asset_tag", "Asset tag"), Column("serial_number", "Serial number"), Column("model", "Model"),
