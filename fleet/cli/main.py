@@ -297,6 +297,7 @@ app.add_typer(artifacts_app, name="artifacts")
 app.add_typer(profiles_app, name="profiles")
 
 
+@app.command()
 def report(name: Annotated[str, typer.Argument(help="coverage, inventory, reliability, warranty, utilisation, "
                                                     "budget; or monthly to write the monthly set now")],
            fmt: Annotated[str, typer.Option("--format", "-f", help="json | csv | xlsx | html | pdf")] = "json",
