@@ -3,6 +3,7 @@ with pdftoppm; the HTML has the expected structure, with or without matplotlib; 
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import shutil
@@ -143,13 +144,13 @@ async def test_pdf_renders_to_png_with_pdftoppm(rapi: Api, district: Fixture, tm
     assert r.content.startswith(b"%PDF")
     pdf = tmp_path / "reliability.pdf"
     pdf.write_bytes(r.content)
-    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, timeout=60) if shutil.which(
-        "pdfinfo") else None
-    if info is not None:
+    if shutil.which("pdfinfo"):  # same package as pdftoppm
+        info = await asyncio.to_thread(subprocess.run, ["pdfinfo", str(pdf)], capture_output=True, text=True,
+                                       timeout=60, check=True)
         pages = int(next(line.split()[-1] for line in info.stdout.splitlines() if line.startswith("Pages:")))
         assert pages == 4  # the cover and one page per section
-    subprocess.run(["pdftoppm", "-png", "-r", "40", "-f", "1", "-l", "2", str(pdf), str(tmp_path / "page")],
-                   check=True, timeout=60)
+    await asyncio.to_thread(subprocess.run, ["pdftoppm", "-png", "-r", "40", "-f", "1", "-l", "2", str(pdf),
+                                             str(tmp_path / "page")], check=True, timeout=60)
     pngs = sorted(tmp_path.glob("page-*.png"))
     assert len(pngs) == 2
     for png in pngs:

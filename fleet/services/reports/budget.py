@@ -9,7 +9,15 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from fleet.domain.enums import DeviceStatus, Ownership, RoomKind
-from fleet.services.reports.data import GONE, Context, Dev, ModelInfo, add_months, entries_into, full_months_between
+from fleet.services.reports.data import (
+    GONE,
+    Context,
+    Dev,
+    ModelInfo,
+    add_months,
+    entries_into,
+    full_months_between,
+)
 from fleet.services.reports.model import Chart, Column, Report, Section, SummaryItem, money, ratio
 
 TITLE = "Budget, depreciation and replacements"
@@ -51,7 +59,7 @@ def cost_of(d: Dev, m: ModelInfo) -> Decimal:
 def book_value(cost: Decimal, months_elapsed: int, life_years: int) -> Decimal:
     """Straight-line: cost x (1 - elapsed whole months / life in months), never below zero, in cents."""
     remaining = max(0, life_years * 12 - months_elapsed)
-    return money(cost * remaining / (life_years * 12))  # type: ignore[return-value]
+    return money(cost * remaining / (life_years * 12))
 
 
 async def build(ctx: Context) -> Report:
@@ -113,10 +121,9 @@ async def build(ctx: Context) -> Report:
     years = list(range(start.year, end.year + 1))
     for year in years:
         y = spend_year.get(year, Spend())
-        n, spend, ai_spend = y.devices, y.spend, y.ai_spend
-        budget = budget_given if budget_given is not None else spend
-        share = ratio(ai_spend, budget)  # type: ignore[arg-type]
-        year_rows.append((year, n, money(spend), money(ai_spend), money(budget), share, target,
+        budget = budget_given if budget_given is not None else y.spend
+        share = ratio(y.ai_spend, budget)
+        year_rows.append((year, y.devices, money(y.spend), money(y.ai_spend), money(budget), share, target,
                           share is not None and share >= target))
     total_spend = sum((a.spend for a in spend_year.values()), ZERO)
     total_ai = sum((a.ai_spend for a in spend_year.values()), ZERO)
@@ -194,11 +201,11 @@ async def build(ctx: Context) -> Report:
                    else "the actual equipment spend of each year (no budget set)")
     notes = [
         f"Spend counts owned devices purchased {start}..{end} at their recorded cost (the model's price if none).",
-        f"Depreciation: straight-line over {life} years by whole months since purchase; retired and lost devices "
-        "are written off. Leased devices are not capital spend.",
-        f"AI devices: kinds {', '.join(sorted(ai_kinds))} or placed in an AI lab. The share is measured against "
-        f"{budget_note}.",
-        f"Replacements: devices whose {life}-year service life ends by {horizon}, or with at least "
-        f"{cfg.replace_after_failures} failures, at their model's current unit price.",
+        (f"Depreciation: straight-line over {life} years by whole months since purchase; retired and lost devices "
+        "are written off. Leased devices are not capital spend."),
+        (f"AI devices: kinds {', '.join(sorted(ai_kinds))} or placed in an AI lab. The share is measured against "
+        f"{budget_note}."),
+        (f"Replacements: devices whose {life}-year service life ends by {horizon}, or with at least "
+        f"{cfg.replace_after_failures} failures, at their model's current unit price."),
     ]
     return ctx.report("budget", TITLE, summary, sections, notes)

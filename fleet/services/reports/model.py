@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 # Cell kinds: renderers type cells by these (XLSX number formats, JSON numbers, HTML alignment).
 Kind = Literal["text", "int", "year", "float", "money", "percent", "date", "datetime", "bool"]
@@ -17,7 +17,11 @@ Progress = Callable[[str, int, int], None]
 CENT = Decimal("0.01")
 
 
-def money(value: Decimal | int | float | None) -> Decimal | None:
+@overload
+def money(value: None) -> None: ...
+@overload
+def money(value: Decimal | float) -> Decimal: ...
+def money(value: Decimal | float | None) -> Decimal | None:
     """Round to cents, half up, as an accountant would."""
     if value is None:
         return None

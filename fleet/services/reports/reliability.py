@@ -7,9 +7,18 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import pairwise
 
 from fleet.domain.enums import DeviceStatus
-from fleet.services.reports.data import DAYS_PER_MONTH, Context, Dev, ModelInfo, add_months, entries_into, seconds_in
+from fleet.services.reports.data import (
+    DAYS_PER_MONTH,
+    Context,
+    Dev,
+    ModelInfo,
+    add_months,
+    entries_into,
+    seconds_in,
+)
 from fleet.services.reports.model import Chart, Column, Report, Section, SummaryItem, ratio
 
 TITLE = "Reliability by model, supplier and batch"
@@ -37,7 +46,7 @@ class Acc:
 
 def repairs_done(timeline: list[tuple[datetime, str]], start: datetime, end: datetime) -> int:
     """Repairs finished within the range: in_repair followed by in_service."""
-    return sum(1 for (_, a), (t, b) in zip(timeline, timeline[1:], strict=False)
+    return sum(1 for (_, a), (t, b) in pairwise(timeline)
                if a == DeviceStatus.IN_REPAIR and b == DeviceStatus.IN_SERVICE and start <= t < end)
 
 
@@ -136,8 +145,8 @@ async def build(ctx: Context) -> Report:
         SummaryItem("warranty_claims", "Warranty claims due", t["warranty_claims"], "int"),
     ]
     notes = [
-        "A failure is a device entering repair. Device-months count time in service within the range "
-        f"(a month is {DAYS_PER_MONTH:.4f} days). Mean time between faults = days in service / failures.",
+        ("A failure is a device entering repair. Device-months count time in service within the range "
+        f"(a month is {DAYS_PER_MONTH:.4f} days). Mean time between faults = days in service / failures."),
         "Downtime = hours in repair + hours offline when the timetable expected the device online.",
         "A warranty claim is due for each failure that happened before the device's warranty ended.",
     ]

@@ -329,12 +329,12 @@ def _table(columns: tuple[Column, ...], rows: Any, cls: str, key: str) -> str:
 def to_html(report: Report) -> bytes:
     """A self-contained printable page: metadata, summary, then each section with its chart and table."""
     e = html.escape
-    parts = [f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{e(report.title)}</title>'
-             f"<style>{CSS}</style></head><body>",
-             f'<header><h1>{e(report.title)}</h1><dl class="meta">'
+    parts = [(f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{e(report.title)}</title>'
+             f"<style>{CSS}</style></head><body>"),
+             (f'<header><h1>{e(report.title)}</h1><dl class="meta">'
              f"<dt>Report</dt><dd>{e(report.name)}</dd>"
              f"<dt>Covers</dt><dd>{report.start} to {report.end}</dd>"
-             f"<dt>Generated</dt><dd>{e(text_of(report.generated_at, 'datetime'))}</dd>"]
+             f"<dt>Generated</dt><dd>{e(text_of(report.generated_at, 'datetime'))}</dd>")]
     for k, v in report.filters.items() or {"filters": "none"}.items():
         parts.append(f"<dt>{e(k.capitalize())}</dt><dd>{e(v)}</dd>")
     parts.append("</dl></header>")

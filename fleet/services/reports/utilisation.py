@@ -34,15 +34,15 @@ async def build(ctx: Context) -> Report:
         device_rows.append(row)
         if idle:
             idle_rows.append(row)
-        for acc in ((per_room[d.room_id],) if room else ()) + (per_model[d.model_id],):
+        for acc in ((per_room[room.id],) if room else ()) + (per_model[d.model_id],):
             acc[0] += 1
             acc[1] += total
-            acc[2] += idle
+            acc[2] += int(idle)
     room_rows, over = [], []
     for rid, r in sorted(rooms.items(), key=lambda kv: (schools[kv[1].school_id].code, kv[1].name)):
-        n, total, idle = per_room.get(rid, (0, 0, 0))
+        n, total, idle_n = per_room.get(rid, [0, 0, 0])
         per_dev_week = round(total / n / weeks, 1) if n else None
-        room_rows.append((schools[r.school_id].code, r.name, r.kind, r.capacity, n, total, per_dev_week, idle))
+        room_rows.append((schools[r.school_id].code, r.name, r.kind, r.capacity, n, total, per_dev_week, idle_n))
         if r.capacity and n > r.capacity:
             over.append((schools[r.school_id].code, r.name, r.kind, r.capacity, n, n - r.capacity))
     model_rows = [(models[mid].label, n, total, round(total / n / weeks, 1), idle)
@@ -85,7 +85,7 @@ async def build(ctx: Context) -> Report:
         SummaryItem("idle_share", "Idle share", ratio(len(idle_rows), len(device_rows)), "percent"),
         SummaryItem("rooms_over_capacity", "Rooms over capacity", len(over), "int"),
     ]
-    notes = [f"Active minutes from the hourly usage roll-ups between {ctx.scope.start} and {ctx.scope.end} "
-             f"({ctx.scope.days} days = {weeks:.2f} weeks); fielded = provisioned, in service or in repair at the end.",
+    notes = [(f"Active minutes from the hourly usage roll-ups between {ctx.scope.start} and {ctx.scope.end} "
+             f"({ctx.scope.days} days = {weeks:.2f} weeks); fielded = provisioned, in service or in repair at the end."),
              "A room is over capacity when more devices are placed in it than its seat quota."]
     return ctx.report("utilisation", TITLE, summary, sections, notes)

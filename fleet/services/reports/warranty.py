@@ -78,6 +78,6 @@ async def build(ctx: Context) -> Report:
         SummaryItem("replacement_cost", "Estimated replacement cost (out of warranty, faulty)", replacement, "money"),
         SummaryItem("no_purchase_date", "Devices without a purchase date (warranty unknown)", no_date, "int"),
     ]
-    notes = ["Warranty ends purchase date + the model's warranty months. Open faults are critical alerts not yet "
-             "resolved, or the device being in repair. Replacement cost is the model's current unit price."]
+    notes = [("Warranty ends purchase date + the model's warranty months. Open faults are critical alerts not yet "
+             "resolved, or the device being in repair. Replacement cost is the model's current unit price.")]
     return ctx.report("warranty", TITLE, summary, sections, notes)
