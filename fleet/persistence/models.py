@@ -197,5 +197,3 @@ class AuditEntry(Base):
 from fleet.persistence import models_mqtt as _models_mqtt  # noqa: E402,F401
 # Firmware rollouts (migration 0020).
 from fleet.persistence import models_rollouts as _models_rollouts  # noqa: E402,F401
-# Indexes added for the reports (migration 0030).
-from fleet.persistence import models_reports as _models_reports  # noqa: E402,F401
