@@ -296,6 +296,10 @@ app.add_typer(rollout_app, name="rollout")
 app.add_typer(artifacts_app, name="artifacts")
 app.add_typer(profiles_app, name="profiles")
 
+from fleet.cli.provision import provision as provision_command  # noqa: E402
+
+app.command("provision")(provision_command)
+
 
 @app.command()
 def report(name: Annotated[str, typer.Argument(help="coverage, inventory, reliability, warranty, utilisation, "
