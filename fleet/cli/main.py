@@ -300,6 +300,10 @@ from fleet.cli.provision import provision as provision_command  # noqa: E402
 
 app.command("provision")(provision_command)
 
+from fleet.cli.agent import agent as agent_command  # noqa: E402
+
+app.command("agent")(agent_command)
+
 
 @app.command()
 def report(name: Annotated[str, typer.Argument(help="coverage, inventory, reliability, warranty, utilisation, "

@@ -1,0 +1,95 @@
+"""`labfleet agent`: the edge agent on a lab PC (USB kits <-> the fleet service over HTTP and MQTT)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from drivers.discovery import PortWatcher
+from drivers.edge import HEALTH_INTERVAL, EdgeSupervisor
+from fleet.runtime.edge_agent import AgentError, EdgeAgent
+
+log = logging.getLogger(__name__)
+
+# HTTP calls to the fleet service: enrollment is one small request; 15 s covers a slow school uplink.
+HTTP_TIMEOUT = 15.0
+
+
+async def resolve(http: httpx.AsyncClient, school: str, room: str | None) -> tuple[int, int | None]:
+    """School by id or code, room by id or name, through the API (the agent's token must see them)."""
+    if school.isdigit():
+        school_id = int(school)
+    else:
+        r = await http.get("/api/v1/schools", params={"limit": 500})
+        r.raise_for_status()
+        match = [s["id"] for s in r.json()["items"] if s["code"] == school]
+        if not match:
+            raise AgentError(f"school {school!r} is not visible to this token")
+        school_id = match[0]
+    if room is None or room.isdigit():
+        return school_id, int(room) if room else None
+    r = await http.get("/api/v1/rooms", params={"school": school_id, "limit": 500})
+    r.raise_for_status()
+    rooms = [x["id"] for x in r.json()["items"] if x["name"] == room]
+    if not rooms:
+        raise AgentError(f"room {room!r} not found in school {school}")
+    return school_id, rooms[0]
+
+
+@contextlib.asynccontextmanager
+async def watcher_for(bench: int, seed: int) -> AsyncIterator[tuple[PortWatcher, Any]]:
+    if bench <= 0:
+        yield PortWatcher(), None
+        return
+    from drivers.types import Family
+    from simulators.serial.bench import SimBench, make_devices
+
+    async with SimBench() as sim:
+        for device in make_devices(bench, families=(Family.ROBOT, Family.MICROPYTHON), seed=seed):
+            sim.add(device)
+        await sim.start()
+        yield PortWatcher(sim.lister), sim.reset_for
+
+
+async def run_agent(*, api: str, token: str, school: str, room: str | None, broker: str | None,
+                    bench: int, seed: int, health_interval: float) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=api, headers=headers, timeout=HTTP_TIMEOUT) as http:
+        school_id, room_id = await resolve(http, school, room)
+        agent = EdgeAgent(http, school_id=school_id, room_id=room_id, broker=broker)
+        async with watcher_for(bench, seed) as (watcher, reset_for):
+            supervisor = EdgeSupervisor(watcher, agent, reset_for=reset_for, health_interval=health_interval)
+            agent.supervisor = supervisor
+            try:
+                await supervisor.run()
+            finally:
+                await supervisor.aclose()
+                await agent.aclose()
+
+
+def agent(
+    school: Annotated[str, typer.Option(help="school code or id this lab PC belongs to")],
+    api: Annotated[str, typer.Option(help="fleet service base URL, e.g. http://fleet.local:8000")],
+    token: Annotated[str, typer.Option(help="API token (technician of the school)", envvar="LABFLEET_AGENT_TOKEN")],
+    room: Annotated[str | None, typer.Option(help="room name or id (new kits are placed there)")] = None,
+    broker: Annotated[str | None, typer.Option(help="MQTT broker URL (default: the one enrollment returns)")] = None,
+    bench: Annotated[int, typer.Option(help="bridge N simulated kits instead of USB ports")] = 0,
+    seed: Annotated[int, typer.Option(help="identity seed of the simulated kits")] = 0,
+    health_interval: Annotated[float, typer.Option(help="seconds between health samples")] = HEALTH_INTERVAL,
+) -> None:
+    """Run the edge agent: find kits as they are plugged in, enroll them, bridge them to MQTT until Ctrl-C."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(run_agent(api=api, token=token, school=school, room=room, broker=broker, bench=bench,
+                              seed=seed, health_interval=health_interval))
+    except KeyboardInterrupt:
+        pass
+    except (AgentError, httpx.HTTPError) as err:
+        typer.echo(f"Error: {err}", err=True)
+        raise typer.Exit(1) from None

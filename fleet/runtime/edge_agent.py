@@ -1,0 +1,287 @@
+"""The edge agent's fleet side: a gateway from serial kits (drivers/edge.py) to the fleet service.
+
+Each kit, once identified, is enrolled over HTTP with a one-use claim token (the service matches it to its
+inventory record by serial number, or registers it as `received`) and then gets its own MQTT connection with
+its own credentials, so the broker's per-device ACLs hold for kits exactly as for terminals: a kit can only
+publish under its own topics and read its own `cmd` topic. Presence is the kit's retained `status` (Last Will
+on a lost agent), health is published as `telemetry`, and commands from `cmd` run through the supervisor and
+are answered with `ack` and `result` as protocol v1 says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import paho.mqtt.client as mqtt
+
+from drivers.discovery import PortInfo
+from drivers.edge import CommandError, EdgeSupervisor
+from drivers.errors import DriverError
+from drivers.types import DeviceIdentity, Family, Health
+from firmware_profiles import ProfileError, load_profile_key
+
+log = logging.getLogger(__name__)
+
+# Protocol v1 keep-alive (section 1).
+KEEPALIVE = 60
+# One-use claim tokens live this long: the agent trades them at once, so a leaked one is useless soon.
+CLAIM_TTL_SECONDS = 300
+# Commands the agent can carry out on a serial kit; others are refused in the ack (protocol 5.4).
+SUPPORTED = {"reboot": "reboot", "diagnostics": "health"}
+# Bounded: a kit's command backlog beyond this is refused rather than queued without limit.
+MAX_PENDING_COMMANDS = 16
+
+
+class AgentError(Exception):
+    """The fleet service refused the agent (bad token, wrong school, unknown model)."""
+
+
+@dataclass
+class KitLink:
+    """One kit's enrollment and its own MQTT connection."""
+
+    hardware_id: str
+    identity: str
+    device_id: int
+    topics: dict[str, str]
+    client: mqtt.Client
+    seq: int = 0
+    done: set[str] = field(default_factory=set)  # correlation ids already executed (protocol 5.5)
+    pending: int = 0
+
+    def next_seq(self, now_ms: int) -> int:
+        # Time-based so a restarted agent never repeats a seq (protocol 5: no repeats across reboots).
+        self.seq = max(self.seq + 1, now_ms)
+        return self.seq
+
+
+class EdgeAgent:
+    """Implements drivers.edge.EdgeEvents; owns one paho client per online kit."""
+
+    def __init__(self, http: httpx.AsyncClient, *, school_id: int, room_id: int | None = None,
+                 broker: str | None = None, clock_ms: Callable[[], int] | None = None) -> None:
+        self.http = http
+        self.school_id = school_id
+        self.room_id = room_id
+        self.broker = broker
+        self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
+        self.supervisor: EdgeSupervisor | None = None
+        self.kits: dict[str, KitLink] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._models: dict[Family, tuple[str, str]] | None = None
+
+    # ---- HTTP -----------------------------------------------------------------------------
+
+    async def _json(self, method: str, url: str, **kw: Any) -> Any:
+        r = await self.http.request(method, url, **kw)
+        if r.status_code >= 400:
+            try:
+                message = r.json().get("message", r.text)
+            except ValueError:
+                message = r.text
+            raise AgentError(f"{method} {url}: HTTP {r.status_code}: {message}")
+        return r.json()
+
+    async def _model_for(self, family: Family) -> tuple[str, str]:
+        """(vendor, model_number) of the catalogue model whose firmware profile drives this family."""
+        if self._models is None:
+            self._models = {}
+            page = await self._json("GET", "/api/v1/device-models", params={"transport": "serial", "limit": 500})
+            for m in page.get("items", page if isinstance(page, list) else []):
+                if not m.get("profile_key"):
+                    continue
+                try:
+                    profile = await asyncio.to_thread(load_profile_key, m["profile_key"])
+                    fam = Family(profile.driver)
+                except (ProfileError, ValueError):
+                    continue
+                self._models.setdefault(fam, (m["vendor"], m["model_number"]))
+        if family not in self._models:
+            raise AgentError(f"no serial device model in the catalogue drives {family} kits")
+        return self._models[family]
+
+    async def enroll(self, identity: DeviceIdentity) -> dict[str, Any]:
+        """Match the kit to inventory (or register it as received) and get its own MQTT credentials."""
+        vendor, model_number = await self._model_for(identity.family)
+        token = await self._json("POST", f"/api/v1/schools/{self.school_id}/claim-tokens",
+                                 json={"max_uses": 1, "allow_unknown": True, "ttl_seconds": CLAIM_TTL_SECONDS,
+                                       "label": f"edge agent: {identity.hardware_id}"[:120]})
+        return dict(await self._json("POST", "/api/v1/enroll", json={
+            "claim_token": token["token"], "serial_number": identity.hardware_id, "vendor": vendor,
+            "model_number": model_number}))
+
+    async def _place(self, device_id: int) -> None:
+        """Put a kit registered just now into the agent's room (best effort: the kit is bridged anyway)."""
+        try:
+            device = await self._json("GET", f"/api/v1/devices/{device_id}")
+            if device.get("room_id") is None:
+                await self._json("PATCH", f"/api/v1/devices/{device_id}", json={"room_id": self.room_id})
+        except (AgentError, httpx.HTTPError) as err:
+            log.warning("device %s: not placed in room %s: %s", device_id, self.room_id, err)
+
+    # ---- EdgeEvents -------------------------------------------------------------------------
+
+    async def online(self, port: PortInfo, identity: DeviceIdentity) -> None:
+        self._loop = asyncio.get_running_loop()
+        hw = port.hardware_id
+        try:
+            creds = await self.enroll(identity)
+        except (AgentError, httpx.HTTPError) as err:
+            log.warning("%s: not bridged: %s", hw, err)
+            return
+        if self.room_id is not None:
+            await self._place(int(creds["device_id"]))
+        link = KitLink(hw, creds["username"], int(creds["device_id"]), creds["topics"],
+                       self._client(creds))
+        self.kits[hw] = link
+        await self._connect(link, creds)
+        self._publish(link, "status", {"v": 1, "state": "online", "ts": self.clock_ms()}, retain=True)
+        self._publish(link, "event", {"v": 1, "seq": link.next_seq(self.clock_ms()), "ts": self.clock_ms(),
+                                      "type": "boot"})
+        self._publish(link, "telemetry", {"v": 1, "seq": link.next_seq(self.clock_ms()), "ts": self.clock_ms(),
+                                          "fw": identity.firmware_version[:64]})
+        log.info("%s bridged as %s (device %s)", hw, link.identity, link.device_id)
+
+    async def offline(self, hardware_id: str, reason: str) -> None:
+        link = self.kits.pop(hardware_id, None)
+        if link is None:
+            return
+        info = self._publish(link, "status", {"v": 1, "state": "offline", "ts": self.clock_ms(),
+                                              "reason": "unplugged" if "unplug" in reason else "shutdown"},
+                             retain=True)
+        await asyncio.to_thread(info.wait_for_publish, 5.0)
+        await asyncio.to_thread(_stop, link.client)
+
+    async def health(self, hardware_id: str, health: Health) -> None:
+        link = self.kits.get(hardware_id)
+        if link is not None:
+            self._publish(link, "telemetry", telemetry(health, link.next_seq(self.clock_ms()), self.clock_ms()))
+
+    async def aclose(self) -> None:
+        for hw in list(self.kits):
+            await self.offline(hw, "agent stopping")
+        for task in list(self._tasks):
+            task.cancel()
+
+    # ---- MQTT ------------------------------------------------------------------------------
+
+    def _client(self, creds: Mapping[str, Any]) -> mqtt.Client:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=creds["username"], clean_session=False)
+        client.username_pw_set(creds["username"], creds["password"])
+        client.will_set(creds["topics"]["status"], json.dumps({"v": 1, "state": "offline", "reason": "lwt"}),
+                        qos=1, retain=True)
+        # Protocol 1: capped backoff; paho jitters nothing itself, but one lab PC has few kits.
+        client.reconnect_delay_set(1, 60)
+        return client
+
+    async def _connect(self, link: KitLink, creds: Mapping[str, Any]) -> None:
+        url = urlsplit(self.broker or creds.get("broker_url") or "mqtt://127.0.0.1:1883")
+        connected = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        cmd_topic = link.topics["cmd"]
+
+        def on_connect(client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+            if not reason.is_failure:
+                client.subscribe(cmd_topic, qos=1)
+                loop.call_soon_threadsafe(connected.set)
+            else:
+                log.warning("%s: broker refused the kit: %s", link.hardware_id, reason)
+
+        def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+            loop.call_soon_threadsafe(self._on_cmd, link, msg.payload)
+
+        link.client.on_connect = on_connect
+        link.client.on_message = on_message
+        if url.scheme == "mqtts":
+            link.client.tls_set()
+        await asyncio.to_thread(link.client.connect, url.hostname or "127.0.0.1",
+                                url.port or (8883 if url.scheme == "mqtts" else 1883), KEEPALIVE)
+        link.client.loop_start()
+        # The first connect must succeed promptly; later drops are paho's reconnect loop's job.
+        await asyncio.wait_for(connected.wait(), 10)
+
+    def _publish(self, link: KitLink, channel: str, body: Mapping[str, Any], *, retain: bool = False
+                 ) -> mqtt.MQTTMessageInfo:
+        return link.client.publish(link.topics[channel], json.dumps(body, separators=(",", ":")), qos=1,
+                                   retain=retain)
+
+    def _on_cmd(self, link: KitLink, payload: bytes) -> None:
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            log.warning("%s: undecodable cmd message dropped", link.hardware_id)
+            return
+        if not isinstance(body, dict) or body.get("type") != "command" or not isinstance(body.get("id"), str):
+            if isinstance(body, dict) and body.get("type") == "error":
+                log.warning("%s: service refused a message: %s", link.hardware_id, body.get("reason"))
+            return
+        cid = body["id"]
+        if cid in link.done:
+            return  # redelivered after a reconnect: executed once already
+        link.done.add(cid)
+        task = asyncio.get_running_loop().create_task(self._run_command(link, body), name=f"edge-cmd:{cid}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_command(self, link: KitLink, body: dict[str, Any]) -> None:
+        cid, name = body["id"], str(body.get("cmd", ""))
+        now = self.clock_ms()
+
+        def ack(accepted: bool, reason: str = "") -> None:
+            msg: dict[str, Any] = {"v": 1, "id": cid, "ts": self.clock_ms(), "accepted": accepted}
+            if reason:
+                msg["reason"] = reason[:64]
+            self._publish(link, "ack", msg)
+
+        expires = body.get("expires_at")
+        if isinstance(expires, int) and expires < now:
+            ack(False, "expired")
+            return
+        if name not in SUPPORTED or self.supervisor is None:
+            ack(False, f"unsupported on a serial kit: {name}")
+            return
+        if link.pending >= MAX_PENDING_COMMANDS:
+            ack(False, "busy")
+            return
+        ack(True)
+        link.pending += 1
+        try:
+            out = await self.supervisor.command(link.hardware_id, SUPPORTED[name])
+            result: dict[str, Any] = {"v": 1, "id": cid, "ts": self.clock_ms(), "ok": True}
+            if name == "diagnostics":
+                result["detail"] = out
+            self._publish(link, "result", result)
+            if name == "reboot":
+                self._publish(link, "event", {"v": 1, "seq": link.next_seq(self.clock_ms()), "ts": self.clock_ms(),
+                                              "type": "boot"})
+        except (CommandError, DriverError) as err:
+            self._publish(link, "result", {"v": 1, "id": cid, "ts": self.clock_ms(), "ok": False,
+                                           "code": type(err).__name__[:64]})
+        finally:
+            link.pending -= 1
+
+
+def telemetry(health: Health, seq: int, ts: int) -> dict[str, Any]:
+    """Protocol 5.1 telemetry from a driver health reading (only the fields a kit has)."""
+    readings = dict(health.readings)
+    body: dict[str, Any] = {"v": 1, "seq": seq, "ts": ts}
+    if "battery_pct" in readings:
+        body["battery"] = max(0, min(100, int(readings["battery_pct"])))
+    temp = readings.get("temperature_c", readings.get("temp_c"))
+    if temp is not None and -40 <= temp <= 150:
+        body["temp_c"] = round(float(temp), 1)
+    return body
+
+
+def _stop(client: mqtt.Client) -> None:
+    client.disconnect()
+    client.loop_stop()

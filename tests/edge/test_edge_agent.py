@@ -1,0 +1,121 @@
+"""The edge agent bridges a simulated kit (real pty) into a running fleet service (embedded broker, HTTP API):
+the kit is enrolled with its own credentials, shows online, its telemetry updates, and a reboot sent through
+the API reaches the simulator and is acknowledged and resulted."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from drivers.discovery import PortWatcher
+from drivers.edge import EdgeSupervisor
+from fleet.app import create_app
+from fleet.domain.clock import FakeClock
+from fleet.runtime.brokers import free_port
+from fleet.runtime.edge_agent import EdgeAgent
+from fleet.runtime.plane import device_plane_hook
+from simulators.serial.bench import SimBench
+from simulators.serial.robot import RobotSim
+from tests.conftest import Api, make_settings
+from tests.factories import build_world, post
+from tests.mqtt.mqtt_plane import wait_until
+
+V1 = "/api/v1"
+
+
+@pytest.fixture
+async def live_api(sqlite_url: str, clock: FakeClock) -> AsyncIterator[Api]:
+    settings = make_settings(sqlite_url, mqtt={"broker": "embedded", "listen_port": free_port(),
+                                               "ingest_batch_ms": 20})
+    app = create_app(settings, clock=clock, migrate=False, runtime_hooks=[device_plane_hook])
+    async with app.router.lifespan_context(app):
+        await app.state.fleet.extras["plane"].ingest.wait_connected()
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            api = Api(client=client, sessions=app.state.fleet.sessions, clock=clock)
+            api.port = settings.mqtt.listen_port  # type: ignore[attr-defined]
+            yield api
+
+
+async def test_edge_agent_bridges_a_simulated_kit_online_telemetry_and_reboot(live_api: Api,
+                                                                             clock: FakeClock) -> None:
+    api = live_api
+    w = await build_world(api)
+    await post(api, f"{V1}/device-models", {
+        "vendor": "RoboLearn", "model_number": "EduBot-R2", "kind": "robot", "transport": "serial",
+        "unit_price": "1290.00", "warranty_months": 24, "supplier": "RoboLearn", "profile_key": "robot-edubot-r2"})
+    tech = await api.as_("technician", (w.school_a,))
+    agent_http = httpx.AsyncClient(transport=api.client._transport, base_url="http://test", headers=tech)
+    agent = EdgeAgent(agent_http, school_id=w.school_a, room_id=w.room_a, broker=f"mqtt://127.0.0.1:{api.port}",  # type: ignore[attr-defined]
+                      clock_ms=lambda: int(clock.now().timestamp() * 1000))
+    robot = RobotSim(uid="cafe42", usb_serial="EB-CAFE42")
+    async with SimBench() as bench:
+        runner = bench.add(robot)
+        await bench.start()
+        supervisor = EdgeSupervisor(PortWatcher(bench.lister), agent, reset_for=bench.reset_for)
+        agent.supervisor = supervisor
+        try:
+            await supervisor.poll_once()  # the kit is "plugged in": identified, enrolled, bridged
+            [link] = agent.kits.values()
+            assert link.identity == "robot:cafe42"
+            device = (await api.client.get(f"{V1}/devices/{link.device_id}", headers=tech)).json()
+            assert (device["status"], device["serial_number"], device["school_id"]) == (
+                "received", "robot:cafe42", w.school_a)
+            assert device["room_id"] == w.room_a  # registered just now: placed in the agent's room
+
+            async def state() -> dict[str, object]:
+                r = await api.client.get(f"{V1}/devices/{link.device_id}/state", headers=tech)
+                return r.json()  # type: ignore[no-any-return]
+
+            async def online() -> bool:
+                return (await state())["online"] is True
+
+            await wait_until(online)
+
+            robot.battery_pct = 64
+            await supervisor.sample_once()
+
+            async def battery_is_64() -> bool:
+                return (await state())["battery_pct"] == 64
+
+            await wait_until(battery_is_64)
+            robot.battery_pct = 41
+            await supervisor.sample_once()
+
+            async def battery_is_41() -> bool:
+                return (await state())["battery_pct"] == 41
+
+            await wait_until(battery_is_41)
+
+            boots = robot.boots
+            sent = await api.client.post(f"{V1}/commands", headers=tech, json={
+                "target": {"kind": "device", "id": link.device_id}, "name": "reboot"})
+            assert sent.status_code == 202, sent.text
+            batch = sent.json()["batch_id"]
+
+            async def succeeded() -> bool:
+                got = (await api.client.get(f"{V1}/commands/{batch}", headers=tech)).json()
+                return bool(got["by_status"] == {"succeeded": 1})
+
+            await wait_until(succeeded)
+            assert robot.boots == boots + 1
+
+            # Unplugged and plugged back (maybe on another /dev path): offline, then matched to the same record.
+            await runner.unplug()
+            await supervisor.poll_once()
+
+            async def offline() -> bool:
+                return (await state())["online"] is False
+
+            await wait_until(offline)
+            await runner.plug()
+            await supervisor.poll_once()
+            [again] = agent.kits.values()
+            assert again.device_id == link.device_id
+            await wait_until(online)
+        finally:
+            await supervisor.aclose()
+            await agent.aclose()
+            await agent_http.aclose()
+    await wait_until(offline)  # the agent stopping says so on the kit's retained status
