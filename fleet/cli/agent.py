@@ -85,6 +85,7 @@ def agent(
 ) -> None:
     """Run the edge agent: find kits as they are plugged in, enroll them, bridge them to MQTT until Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the kit transitions
     try:
         asyncio.run(run_agent(api=api, token=token, school=school, room=room, broker=broker, bench=bench,
                               seed=seed, health_interval=health_interval))
