@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
@@ -81,6 +80,3 @@ def create_app(settings: Settings, *, clock: Clock | None = None, migrate: bool 
     app.include_router(reports.router)
     return app
 
-
-def state_of(app: FastAPI) -> Any:
-    return app.state.fleet

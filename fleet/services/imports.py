@@ -101,12 +101,10 @@ async def import_devices(session: AsyncSession, principal: Principal, clock: Clo
         scope_schools(select(School), principal, School.id))).scalars()}
     rooms = {(r.school_id, r.name): r.id for r in (await session.execute(
         select(Room).where(Room.school_id.in_([s.id for s in schools.values()] or [-1])))).scalars()}
-    tags_in_file = [r.get("asset_tag", "") for _, r in rows]
-    taken_tags = await _existing(session, Device.asset_tag, tags_in_file)
-    serials_in_file = [r.get("serial_number", "") for _, r in rows]
-    taken_serials = {(v, s) for v, s in (await session.execute(
-        select(Device.vendor, Device.serial_number).where(Device.serial_number.in_(set(serials_in_file))))).all()} \
-        if len(serials_in_file) <= 30000 else await _all_serials(session)
+    taken_tags = {r[0] for r in await _existing(session, (Device.asset_tag,), Device.asset_tag,
+                                                [r.get("asset_tag", "") for _, r in rows])}
+    taken_serials = await _existing(session, (Device.vendor, Device.serial_number), Device.serial_number,
+                                    [r.get("serial_number", "") for _, r in rows])
 
     errors: list[RowError] = []
     seen_tags: dict[str, int] = {}
@@ -208,18 +206,16 @@ async def import_devices(session: AsyncSession, principal: Principal, clock: Clo
     return ImportResult("devices", total, False)
 
 
-async def _existing(session: AsyncSession, column: Any, candidates: list[str]) -> set[str]:
-    found: set[str] = set()
+async def _existing(session: AsyncSession, columns: tuple[Any, ...], key: Any,
+                    candidates: list[str]) -> set[tuple[Any, ...]]:
+    """Rows (of `columns`) whose `key` is among the candidates, queried in chunks."""
+    found: set[tuple[Any, ...]] = set()
     unique = sorted(set(candidates))
     # SQLite allows 32,766 bound parameters per statement; stay well under.
     for start in range(0, len(unique), 5000):
-        found |= set((await session.execute(select(column).where(column.in_(unique[start:start + 5000]))))
-                     .scalars())
+        found |= {tuple(r) for r in (await session.execute(
+            select(*columns).where(key.in_(unique[start:start + 5000])))).all()}
     return found
-
-
-async def _all_serials(session: AsyncSession) -> set[tuple[str, str]]:
-    return {(v, s) for v, s in (await session.execute(select(Device.vendor, Device.serial_number))).all()}
 
 
 async def import_rooms(session: AsyncSession, principal: Principal, clock: Clock, text: str, *,

@@ -6,7 +6,6 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Select, delete, select
-from sqlalchemy.orm import selectinload
 
 from fleet.domain.enums import DeviceStatus, RoomKind
 from fleet.domain.lifecycle import INITIAL_STATUSES, check_transition
@@ -248,11 +247,6 @@ class DeviceService(CrudService):
         await self._get_visible(device_id)
         stmt = select(DeviceTransition).where(DeviceTransition.device_id == device_id)
         return await paginate(self.session, stmt, DeviceTransition, cursor, limit)
-
-
-async def device_with_model(session: Any, device_id: int) -> Device | None:
-    return (await session.execute(select(Device).options(selectinload(Device.model))
-                                  .where(Device.id == device_id))).scalar_one_or_none()
 
 
 __all__ = ["DeviceModelService", "DeviceService", "DistrictService", "RoomService", "SchoolService",

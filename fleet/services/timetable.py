@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -73,6 +73,3 @@ async def lesson_state(session: AsyncSession, room_id: int, at: datetime) -> Les
     periods, calendar = await load_school_timetable(session, school.id)
     return lesson_at(periods, calendar, at, school.timezone, room_id=room.id)
 
-
-def is_exam_day(calendar: list[CalendarEntry], day: date) -> bool:
-    return any(c.kind == "exam_day" and c.covers(day) for c in calendar)
