@@ -7,8 +7,8 @@
     process) for `--devices` simulated device ids;
 (c) b/a, the p99 heartbeat->state latency with the publisher paced at 1,000 msg/s, and the service's peak RSS.
 
-The publisher is a lean child process: pre-encoded QoS 1 PUBLISH packets over a few raw connections (the
-protocol codec of fleet/runtime/mqtt_codec.py), so the generator does not starve the service of CPU.
+The publisher is a lean child process: a few paho connections without network threads carry many device ids,
+so the generator does not starve the service of CPU.
 Targets (issue 3): b >= 10,000 msg/s, b/a >= 0.6, p99 <= 250 ms, RSS <= 200 MB. Ends with one JSON line.
 """
 
@@ -20,7 +20,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fleet.domain import wire  # noqa: E402
-from fleet.runtime import mqtt_codec as codec  # noqa: E402
 
 SVC_USER, SVC_PW = "labfleet-service", "bench-secret"
 SCHOOL = "BENCH1"
@@ -41,66 +39,54 @@ PUB_CONNECTIONS = 4
 # ------------------------------------------------------------------ publisher (child process)
 def publisher(port: int, devices: int, per_device: int, rate: float, seq_start: int) -> None:
     """Send devices x per_device telemetry messages (QoS 1); rate 0 = as fast as the broker takes them."""
+    import paho.mqtt.client as mqtt
+
     topics = wire.Topics("labfleet")
-    conns = []
+    clients = []
     for i in range(PUB_CONNECTIONS):
-        s = socket.create_connection(("127.0.0.1", port))
-        s.sendall(codec.encode_connect(f"bench-pub-{os.getpid()}-{i}", username=SVC_USER, password=SVC_PW,
-                                       clean_session=True, keepalive=60))
-        dec = codec.Decoder()
-        while not dec.feed(s.recv(64)):
-            pass
-        conns.append((s, dec))
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}-{i}",
+                        clean_session=True)
+        c.username_pw_set(SVC_USER, SVC_PW)
+        c.max_inflight_messages_set(0)  # unlimited: the broker's PUBACKs are read in bulk below
+        c.max_queued_messages_set(0)
+        c.connect("127.0.0.1", port, keepalive=60)
+        while not c.is_connected():
+            c.loop(0.05)
+        clients.append(c)
+    names = [topics.topic(SCHOOL, f"B{d:05d}", "telemetry") for d in range(devices)]
     total = devices * per_device
     sent = 0
-    pid = 0
-    acks = [0] * PUB_CONNECTIONS
     started = time.monotonic()
-    chunk: list[list[bytes]] = [[] for _ in conns]
-    # Paced mode sends in 10 ms ticks; fast mode in chunks of 500 per connection.
     for k in range(per_device):
         seq = seq_start + k
         for d in range(devices):
-            pid = pid % 65535 + 1
             ts = int(time.time() * 1000)
             body = b'{"v":1,"seq":%d,"ts":%d,"battery":77,"temp_c":36.5,"fw":"2.4.1","up":120,"down":900,"rssi":-55}' % (
                 seq, ts)
-            pkt = codec.encode_publish(topics.topic(SCHOOL, f"B{d:05d}", "telemetry"), body, qos=1, packet_id=pid)
-            chunk[sent % PUB_CONNECTIONS].append(pkt)
+            clients[sent % PUB_CONNECTIONS].publish(names[d], body, qos=1)
             sent += 1
             if rate:
                 due = started + sent / rate
                 if due > time.monotonic() and sent % 10 == 0:
-                    _flush(conns, chunk, acks)
+                    _pump(clients)
                     time.sleep(max(0.0, due - time.monotonic()))
-            elif sent % (500 * PUB_CONNECTIONS) == 0:
-                _flush(conns, chunk, acks)
-    _flush(conns, chunk, acks)
+            elif sent % 500 == 0:
+                _pump(clients)
     # Wait for the broker's PUBACKs so every message is really in the broker before we leave.
-    while sum(acks) < total:
-        for i, (s, dec) in enumerate(conns):
-            s.settimeout(0.01)
-            try:
-                acks[i] += sum(1 for p in dec.feed(s.recv(65536)) if isinstance(p, codec.Other) and p.packet_type == 4)
-            except (TimeoutError, BlockingIOError):
-                pass
-    for s, _ in conns:
-        s.sendall(codec.DISCONNECT_BYTES)
-        s.close()
+    while any(c._out_messages or c.want_write() for c in clients):  # noqa: SLF001 - paho keeps unacknowledged QoS 1 here
+        _pump(clients)
+        time.sleep(0.001)
+    for c in clients:
+        c.disconnect()
     print(json.dumps({"published": total, "seconds": round(time.monotonic() - started, 3)}), flush=True)
 
 
-def _flush(conns: list, chunk: list[list[bytes]], acks: list[int]) -> None:  # type: ignore[type-arg]
-    for i, (s, dec) in enumerate(conns):
-        if chunk[i]:
-            s.setblocking(True)
-            s.sendall(b"".join(chunk[i]))
-            chunk[i].clear()
-        s.setblocking(False)
-        try:
-            acks[i] += sum(1 for p in dec.feed(s.recv(1 << 20)) if isinstance(p, codec.Other) and p.packet_type == 4)
-        except (BlockingIOError, TimeoutError):
-            pass
+def _pump(clients: list) -> None:  # type: ignore[type-arg]
+    """Read the broker's PUBACKs and write what paho still holds, without blocking."""
+    for c in clients:
+        c.loop_read()
+        if c.want_write():
+            c.loop_write()
 
 
 def spawn_publisher(port: int, devices: int, per_device: int, rate: float, seq_start: int) -> subprocess.Popen[str]:

@@ -61,7 +61,7 @@ class Inbound:
     channel: Channel
     value: Uplink
     received_at: datetime
-    unresolved: tuple[str, str, Any] | None = None  # (identity, school, raw packet) while ref is None
+    unresolved: tuple[str, str, str, bytes] | None = None  # (identity, school, topic, payload) while ref is None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """Telemetry ingest: subscribe (QoS 1, shared), decode, batch, commit, then acknowledge.
 
-Flow per message: the subscriber's socket callback parses the topic and payload (fleet.domain.wire) and
+Flow per message: the subscriber's message callback (paho-mqtt, driven from this event loop) parses the topic and payload (fleet.domain.wire) and
 appends to a bounded in-memory batch. A writer task commits a batch every `ingest_batch_ms` or
 `ingest_batch_max` messages, then PUBACKs exactly the messages of that batch. A crash before the commit
 leaves them unacknowledged, so the broker's persistent session redelivers them; the per-device sequence
@@ -33,7 +33,6 @@ from fleet.persistence import ingest_repo
 from fleet.persistence.ingest_repo import DeviceRef, Inbound, Rejected
 from fleet.persistence.models import BellPeriod, CalendarDay, Device, DeviceModel, Room, School
 from fleet.persistence.models_mqtt import DeviceCredential
-from fleet.runtime import mqtt_codec
 from fleet.runtime.mqtt_subscriber import BrokerAddress, SubscriberSession
 from fleet.settings import Settings
 
@@ -42,6 +41,8 @@ logger = logging.getLogger(__name__)
 # An unknown identity is looked up again at most this often, so a misconfigured or hostile client
 # publishing under a made-up name cannot turn every message into a database query.
 NEGATIVE_CACHE_S = 30.0
+# The device_kind label under which this process's own broker connection is counted.
+SERVICE_KIND = "service"
 # Timetables change a few times a term; re-reading them every minute is plenty.
 TIMETABLE_REFRESH_S = 60.0
 
@@ -245,7 +246,7 @@ class IngestService:
         if self.shared:
             filters = [self.topics.shared(group, f) for f in filters]
         self._sub = SubscriberSession(self.address, self.client_id, filters, self.on_publish,
-                                      on_connected=self._on_connected)
+                                      on_state=self._on_connection)
         await self._sub.__aenter__()
         self._writer = asyncio.create_task(self._write_loop(), name=f"ingest-writer-{self.client_id}")
         self._refresher = asyncio.create_task(self._refresh_loop(), name=f"ingest-timetables-{self.client_id}")
@@ -270,42 +271,49 @@ class IngestService:
         assert self._sub is not None
         await asyncio.wait_for(self._sub.connected.wait(), timeout)
 
-    def _on_connected(self, up: bool) -> None:
-        if self.metrics is not None:
-            self.metrics.broker_connection(up)
+    def _on_connection(self, up: bool, reason: str) -> None:
+        m = self.metrics
+        if m is None:
+            return
+        m.broker_connection(up)
+        # The ingest connection is counted with the device sessions, as device kind "service".
+        if up:
+            m.mqtt_connected(SERVICE_KIND)
+        else:
+            m.mqtt_disconnected(SERVICE_KIND, reason)
 
     # ------------------------------------------------------------ hot path (socket callback)
-    def on_publish(self, pkt: mqtt_codec.Publish, gen: int) -> None:
+    def on_publish(self, topic: str, payload: bytes, packet_id: int | None, gen: int) -> None:
         self.stats.received += 1
         pend = self._pending
         if not pend.items and not pend.rejected:
-            pend.first_mono = time.monotonic()
-        if pkt.packet_id is not None:
+            pend.first_mono = self.clock.monotonic()
+        if packet_id is not None:
             acks = pend.acks.get(gen)
             if acks is None:
                 acks = pend.acks[gen] = []
-            acks.append(pkt.packet_id)
+            acks.append(packet_id)
         # One clock read per millisecond, not per message: a socket read delivers hundreds at once.
         mono = time.monotonic()
         if mono - self._now_mono > 0.001:
             self._now = self.clock.now()
             self._now_mono = mono
         now = self._now
-        ref = self.topics.parse(pkt.topic)
+        ref = self.topics.parse(topic)
         if type(ref) is wire.Rejection:
-            self._reject(pend, now, ref, pkt, None, None)
+            self._reject(pend, now, ref, topic, payload, None, None)
         else:
             dev = self.directory.get(ref.device)  # type: ignore[union-attr]
-            value = wire.decode_uplink(ref.channel, pkt.payload)  # type: ignore[union-attr]
+            value = wire.decode_uplink(ref.channel, payload)  # type: ignore[union-attr]
             if type(value) is wire.Rejection:
-                self._reject(pend, now, value, pkt, ref.device, ref.channel)  # type: ignore[union-attr]
+                self._reject(pend, now, value, topic, payload, ref.device, ref.channel)  # type: ignore[union-attr]
             elif dev is None or dev.school_code != ref.school:  # type: ignore[union-attr]
                 # Resolved by the writer (database lookup) unless this identity missed recently.
                 pend.items.append(Inbound(None, ref.channel, value, now,  # type: ignore[union-attr]
-                                          (ref.device, ref.school, pkt)))  # type: ignore[union-attr]
+                                          (ref.device, ref.school, topic, payload)))  # type: ignore[union-attr]
             elif dev.revoked:
-                self._reject(pend, now, wire.Rejection(wire.Reason.REVOKED_DEVICE, "credentials revoked"), pkt,
-                             ref.device, ref.channel)  # type: ignore[union-attr]
+                self._reject(pend, now, wire.Rejection(wire.Reason.REVOKED_DEVICE, "credentials revoked"), topic,
+                             payload, ref.device, ref.channel)  # type: ignore[union-attr]
             else:
                 pend.items.append(Inbound(dev, ref.channel, value, now))  # type: ignore[union-attr]
         n = len(pend.items) + len(pend.rejected)
@@ -315,14 +323,13 @@ class IngestService:
             self._paused = True
             self._sub.pause()
 
-    def _reject(self, pend: _Pending, now: datetime, rej: wire.Rejection, pkt: mqtt_codec.Publish,
+    def _reject(self, pend: _Pending, now: datetime, rej: wire.Rejection, topic: str, payload: bytes,
                 identity: str | None, channel: wire.Channel | None) -> None:
         self.stats.rejected += 1
-        payload: bytes | None = pkt.payload[:wire.MAX_UPLINK_BYTES]
+        kept: bytes | None = payload[:wire.MAX_UPLINK_BYTES]
         if channel == wire.Channel.EVENT or channel is None:
-            payload = _scrub(payload)  # type: ignore[arg-type]
-        pend.rejected.append(Rejected(now, rej.reason.value, pkt.topic, identity, payload, len(pkt.payload),
-                                      rej.detail))
+            kept = _scrub(kept)  # type: ignore[arg-type]
+        pend.rejected.append(Rejected(now, rej.reason.value, topic, identity, kept, len(payload), rej.detail))
 
     # ------------------------------------------------------------ writer
     async def _write_loop(self) -> None:
@@ -362,7 +369,7 @@ class IngestService:
             if self._sub is not None:
                 await self._sub.close()
                 self._sub = SubscriberSession(self._sub.address, self.client_id, self._sub.filters,
-                                              self.on_publish, on_connected=self._on_connected)
+                                              self.on_publish, on_state=self._on_connection)
                 await self._sub.__aenter__()
             return
         elapsed = time.monotonic() - started
@@ -394,14 +401,14 @@ class IngestService:
             if it.ref is not None:
                 keep.append(it)
                 continue
-            name, school, pkt = it.unresolved  # type: ignore[misc]
+            name, school, topic, payload = it.unresolved  # type: ignore[misc]
             dev = self.directory.get(name)
             if dev is None or dev.school_code != school:
                 self._reject(batch, it.received_at, wire.Rejection(wire.Reason.UNKNOWN_DEVICE, "not enrolled here"),
-                             pkt, name, it.channel)
+                             topic, payload, name, it.channel)
             elif dev.revoked:
                 self._reject(batch, it.received_at, wire.Rejection(wire.Reason.REVOKED_DEVICE, "credentials revoked"),
-                             pkt, name, it.channel)
+                             topic, payload, name, it.channel)
             else:
                 it.ref = dev
                 keep.append(it)

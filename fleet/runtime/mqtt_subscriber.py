@@ -1,14 +1,30 @@
-"""The ingest subscriber: one MQTT 3.1.1 connection that reconnects by itself and acks in batches."""
+"""The ingest subscriber: paho-mqtt 2.x driven from the asyncio loop, QoS 1 with manual acks after commit.
+
+paho is used without its network thread: its socket is registered with the event loop (`add_reader`,
+`add_writer`) and `loop_read` / `loop_write` / `loop_misc` run on the loop thread, the way aiomqtt drives it.
+So the message callback, the batch it fills, the commit and the acknowledgements all run on one thread, and
+an ack never has to cross threads. aiomqtt itself is not used here because aiomqtt 2.x has no manual acks,
+and a message may be acknowledged only after its database commit (DESIGN.md, "MQTT client").
+
+One `SubscriberSession` keeps a persistent-session (clean_session False, stable client id) QoS 1 subscription
+alive across broker restarts. Each connection is one paho `Client` (one connection lifetime, as a driver is);
+the session numbers connections with a generation, so a batch is acknowledged only on the connection it
+arrived on: after a reconnect the broker redelivers what was not acknowledged, and the device sequence window
+makes the redelivery harmless.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from fleet.runtime import mqtt_codec as codec
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
 logger = logging.getLogger(__name__)
 
@@ -17,6 +33,13 @@ HANDSHAKE_TIMEOUT_S = 10.0
 # Reconnect backoff: the broker is usually local (a restart takes ~1 s), so start fast and cap low.
 BACKOFF_START_S = 0.2
 BACKOFF_CAP_S = 5.0
+# paho's keepalive bookkeeping (PINGREQ, the PINGRESP deadline) runs from loop_misc; once a second is what
+# paho's own loop does and is ample for a 30 s keepalive.
+MISC_INTERVAL_S = 1.0
+# paho's loop_read handles one packet per call on a subscriber; a readable socket is drained by calling it
+# repeatedly, at most this many times before yielding to the loop so the writer and HTTP are not starved
+# (a 64 KiB socket buffer holds ~400 telemetry messages).
+READ_BURST = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,50 +62,152 @@ class BrokerAddress:
                    password if password is not None else (unquote(parts.password) if parts.password else None))
 
 
-Sink = Callable[[codec.Publish, int], None]
+# topic, payload, packet id (None for QoS 0), connection generation
+Sink = Callable[[str, bytes, int | None, int], None]
+# connected?, reason (for a disconnect: one of metrics.DISCONNECT_REASONS)
+StateListener = Callable[[bool, str], None]
 
 
-class _Proto(asyncio.Protocol):
-    def __init__(self, owner: SubscriberSession, gen: int) -> None:
+class BrokerRefused(ConnectionError):
+    """The broker refused our CONNECT or a subscription (bad credentials, ACL)."""
+
+
+def disconnect_reason(reason_code: Any) -> str:
+    """paho's disconnect reason code -> the bounded reason vocabulary of the metrics module."""
+    name = getattr(reason_code, "getName", lambda: str(reason_code))()
+    if getattr(reason_code, "value", None) == 0 or name in ("Success", "Normal disconnection"):
+        return "clean"
+    return {"Keep alive timeout": "keepalive_timeout", "Protocol error": "protocol_error",
+            "Malformed packet": "protocol_error", "Session taken over": "taken_over",
+            "Server shutting down": "server_shutdown", "Not authorized": "auth_failed",
+            "Bad user name or password": "auth_failed"}.get(name, "network")
+
+
+class _Connection:
+    """One paho client over one TCP connection, its socket registered with the running loop."""
+
+    def __init__(self, owner: SubscriberSession, gen: int, loop: asyncio.AbstractEventLoop) -> None:
         self.owner = owner
         self.gen = gen
-        self.decoder = codec.Decoder()
-        self.transport: asyncio.Transport | None = None
-        self.connack: asyncio.Future[codec.Connack] = asyncio.get_running_loop().create_future()
-        self.suback: asyncio.Future[codec.Suback] = asyncio.get_running_loop().create_future()
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.last_rx = 0.0
+        self.loop = loop
+        self.delivered = 0
+        self.sock: Any = None
+        self.reading = False
+        self.connack: asyncio.Future[tuple[bool, Any]] = loop.create_future()
+        self.suback: asyncio.Future[list[Any]] = loop.create_future()
+        self.lost: asyncio.Future[str] = loop.create_future()
+        addr = owner.address
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=owner.client_id, clean_session=owner.clean_session,
+                        protocol=MQTTProtocolVersion.MQTTv311, manual_ack=True)
+        if addr.username is not None:
+            c.username_pw_set(addr.username, addr.password)
+        c.connect_timeout = HANDSHAKE_TIMEOUT_S
+        c.on_connect = self._on_connect
+        c.on_subscribe = self._on_subscribe
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        self.client = c
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    # ---- paho callbacks (all on the loop thread once the socket is registered)
+    def _on_connect(self, _c: Any, _u: Any, flags: Any, reason_code: Any, _p: Any) -> None:
+        if not self.connack.done():
+            self.connack.set_result((bool(getattr(flags, "session_present", False)), reason_code))
 
-    def data_received(self, data: bytes) -> None:
-        self.last_rx = asyncio.get_running_loop().time()
-        try:
-            packets = self.decoder.feed(data)
-        except codec.MqttProtocolError as err:
-            logger.warning("broker sent invalid MQTT (%s); reconnecting", err)
-            if self.transport:
-                self.transport.abort()
-            return
-        sink = self.owner.sink
-        gen = self.gen
-        for p in packets:
-            if type(p) is codec.Publish:
-                sink(p, gen)
-            elif type(p) is codec.Connack:
-                if not self.connack.done():
-                    self.connack.set_result(p)
-            elif type(p) is codec.Suback:
-                if not self.suback.done():
-                    self.suback.set_result(p)
+    def _on_subscribe(self, _c: Any, _u: Any, _mid: int, reason_codes: list[Any], _p: Any) -> None:
+        if not self.suback.done():
+            self.suback.set_result(list(reason_codes))
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def _on_disconnect(self, _c: Any, _u: Any, _flags: Any, reason_code: Any, _p: Any) -> None:
+        self._unregister()
+        reason = disconnect_reason(reason_code)
         for fut in (self.connack, self.suback):
             if not fut.done():
-                fut.set_exception(ConnectionError("connection lost during handshake"))
+                fut.set_exception(ConnectionError(f"connection lost during handshake ({reason})"))
         if not self.lost.done():
-            self.lost.set_result(None)
+            self.lost.set_result(reason)
+
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        self.delivered += 1
+        qos = msg.qos
+        self.owner.sink(msg.topic, msg.payload, msg.mid if qos else None, self.gen)
+
+    def _on_register_write(self, _c: Any, _u: Any, sock: Any) -> None:
+        self.loop.add_writer(sock, self._writable)
+
+    def _on_unregister_write(self, _c: Any, _u: Any, sock: Any) -> None:
+        self.loop.remove_writer(sock)
+
+    def _on_socket_close(self, _c: Any, _u: Any, _sock: Any) -> None:
+        self._unregister()
+
+    # ---- socket events
+    def _readable(self) -> None:
+        c = self.client
+        owner = self.owner
+        seen = self.delivered
+        for _ in range(READ_BURST):
+            rc = c.loop_read()
+            # paho's loop_read reports "nothing more to read" and "read one packet" alike; a call that
+            # delivered no message (a partial packet, an ack, or an empty socket) ends the burst, and the
+            # loop calls us again when more bytes arrive.
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or owner._paused or self.delivered == seen or not self.reading:
+                break
+            seen = self.delivered
+
+    def _writable(self) -> None:
+        self.client.loop_write()
+
+    # ---- registration
+    def register(self) -> None:
+        """After the (blocking, off-loop) connect: hand paho's socket to the event loop."""
+        c = self.client
+        self.sock = c.socket()
+        if self.sock is None:
+            raise ConnectionError("paho has no socket after connect")
+        c.on_socket_register_write = self._on_register_write
+        c.on_socket_unregister_write = self._on_unregister_write
+        c.on_socket_close = self._on_socket_close
+        if not self.owner._paused:
+            self.start_reading()
+        if c.want_write():
+            self.loop.add_writer(self.sock, self._writable)
+
+    def start_reading(self) -> None:
+        if self.sock is not None and not self.reading and self.sock.fileno() >= 0:
+            self.loop.add_reader(self.sock, self._readable)
+            self.reading = True
+
+    def stop_reading(self) -> None:
+        if self.sock is not None and self.reading:
+            self.loop.remove_reader(self.sock)
+            self.reading = False
+
+    def _unregister(self) -> None:
+        if self.sock is None:
+            return
+        self.stop_reading()
+        with contextlib.suppress(ValueError, OSError):
+            self.loop.remove_writer(self.sock)
+        self.sock = None
+
+    def ack(self, mids: list[int]) -> None:
+        ack = self.client.ack
+        for mid in mids:
+            ack(mid, 1)
+        # Write now rather than on the next writable event: one loop pass less between commit and ack.
+        self.client.loop_write()
+
+    def close(self) -> None:
+        c = self.client
+        if self.sock is not None:
+            with contextlib.suppress(Exception):
+                c.disconnect()
+                c.loop_write()
+        self._unregister()
+        with contextlib.suppress(Exception):
+            sock = c.socket()
+            if sock is not None:
+                sock.close()
 
 
 class SubscriberSession:
@@ -90,16 +215,17 @@ class SubscriberSession:
 
     def __init__(self, address: BrokerAddress, client_id: str, filters: list[str], sink: Sink, *,
                  keepalive: int = 30, clean_session: bool = False,
-                 on_connected: Callable[[bool], None] | None = None) -> None:
+                 on_state: StateListener | None = None) -> None:
         self.address = address
         self.client_id = client_id
         self.filters = filters
         self.sink = sink
         self.keepalive = keepalive
         self.clean_session = clean_session
-        self.on_connected = on_connected
+        self.on_state = on_state
         self.connected = asyncio.Event()
-        self._proto: _Proto | None = None
+        self.session_present: bool | None = None
+        self._conn: _Connection | None = None
         self._gen = 0
         self._task: asyncio.Task[None] | None = None
         self._paused = False
@@ -114,16 +240,12 @@ class SubscriberSession:
 
     async def close(self) -> None:
         self._stopping = True
-        proto = self._proto
-        if proto and proto.transport and not proto.transport.is_closing():
-            proto.transport.write(codec.DISCONNECT_BYTES)
-            proto.transport.close()
+        if self._conn is not None:
+            self._conn.close()
         if self._task:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
 
     @property
@@ -132,93 +254,90 @@ class SubscriberSession:
 
     def ack(self, gen: int, packet_ids: list[int]) -> bool:
         """PUBACK the ids on the connection they arrived on; a newer connection gets them redelivered."""
-        proto = self._proto
-        if not packet_ids or proto is None or proto.gen != gen or proto.transport is None \
-                or proto.transport.is_closing():
+        conn = self._conn
+        if not packet_ids or conn is None or conn.gen != gen or conn.sock is None or conn.lost.done():
             return False
-        proto.transport.write(codec.encode_pubacks(packet_ids))
+        conn.ack(packet_ids)
         return True
 
     def pause(self) -> None:
         """Stop reading from the socket: the broker then holds further messages (backpressure)."""
         self._paused = True
-        if self._proto and self._proto.transport:
-            self._proto.transport.pause_reading()
+        if self._conn is not None:
+            self._conn.stop_reading()
 
     def resume(self) -> None:
         self._paused = False
-        if self._proto and self._proto.transport and not self._proto.transport.is_closing():
-            self._proto.transport.resume_reading()
+        if self._conn is not None and not self._conn.lost.done():
+            self._conn.start_reading()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         delay = BACKOFF_START_S
         failing = False
         while not self._stopping:
+            reason = "network"
             try:
-                await self._session(loop)
+                reason = await self._session(loop)
                 delay = BACKOFF_START_S
                 if failing:
                     logger.info("MQTT broker connection recovered")
                     failing = False
             except asyncio.CancelledError:
                 raise
-            except (OSError, ConnectionError, TimeoutError, PermissionError) as err:
+            except BrokerRefused as err:
+                reason = "auth_failed"
+                if not failing:
+                    logger.warning("MQTT broker %s:%s refused the ingest subscriber (%s); retrying",
+                                   self.address.host, self.address.port, err)
+                    failing = True
+            except (OSError, ConnectionError, TimeoutError) as err:
                 if not failing:
                     logger.warning("MQTT broker %s:%s unavailable (%s); retrying",
                                    self.address.host, self.address.port, err)
                     failing = True
             finally:
+                if self._conn is not None:
+                    self._conn.close()
                 if self.connected.is_set():
                     self.connected.clear()
-                    if self.on_connected:
-                        self.on_connected(False)
+                    if self.on_state:
+                        self.on_state(False, "clean" if self._stopping else reason)
             if self._stopping:
                 return
             await asyncio.sleep(delay * random.uniform(0.7, 1.3))
             delay = min(delay * 2, BACKOFF_CAP_S)
 
-    async def _session(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def _session(self, loop: asyncio.AbstractEventLoop) -> str:
+        """One connection lifetime; returns the reason it ended."""
         self._gen += 1
-        gen = self._gen
-        _, proto = await asyncio.wait_for(
-            loop.create_connection(lambda: _Proto(self, gen), self.address.host, self.address.port),
-            HANDSHAKE_TIMEOUT_S)
-        self._proto = proto
-        assert proto.transport is not None
-        try:
-            proto.transport.write(codec.encode_connect(
-                self.client_id, username=self.address.username, password=self.address.password,
-                clean_session=self.clean_session, keepalive=self.keepalive))
-            connack = await asyncio.wait_for(proto.connack, HANDSHAKE_TIMEOUT_S)
-            if connack.return_code != 0:
-                raise PermissionError(f"broker refused CONNECT (return code {connack.return_code})")
-            proto.transport.write(codec.encode_subscribe(1, [(f, 1) for f in self.filters]))
-            suback = await asyncio.wait_for(proto.suback, HANDSHAKE_TIMEOUT_S)
-            if any(code == 0x80 for code in suback.return_codes):
-                raise PermissionError(f"broker refused subscription(s) {self.filters}")
-            if self._paused:
-                proto.transport.pause_reading()
-            self.connected.set()
-            if self.on_connected:
-                self.on_connected(True)
-            logger.info("MQTT subscriber %s connected (session present: %s)", self.client_id,
-                        connack.session_present)
-            await self._keepalive(proto, loop)
-        finally:
-            if not proto.transport.is_closing():
-                proto.transport.abort()
+        conn = _Connection(self, self._gen, loop)
+        # paho's connect resolves, opens the TCP connection and sends CONNECT, blocking: off the loop. No
+        # socket callback is set yet, so paho writes CONNECT itself and nothing touches the loop from there.
+        await asyncio.to_thread(conn.client.connect, self.address.host, self.address.port, self.keepalive)
+        self._conn = conn
+        conn.register()
+        present, rc = await asyncio.wait_for(asyncio.shield(conn.connack), HANDSHAKE_TIMEOUT_S)
+        if rc.is_failure:
+            raise BrokerRefused(f"CONNECT refused: {rc}")
+        result, _ = conn.client.subscribe([(f, 1) for f in self.filters])
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise ConnectionError(f"SUBSCRIBE not sent ({result})")
+        codes = await asyncio.wait_for(asyncio.shield(conn.suback), HANDSHAKE_TIMEOUT_S)
+        if any(code.is_failure for code in codes):
+            raise BrokerRefused(f"subscription(s) {self.filters} refused")
+        self.session_present = present
+        self.connected.set()
+        if self.on_state:
+            self.on_state(True, "connected")
+        logger.info("MQTT subscriber %s connected (session present: %s)", self.client_id, present)
+        while not conn.lost.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(conn.lost), MISC_INTERVAL_S)
+            if not conn.lost.done():
+                # PINGREQ when due; closes the socket (-> on_disconnect) when the PINGRESP is overdue. While
+                # paused we read nothing, PINGRESP included, so a pause longer than the keepalive reconnects
+                # (and the broker redelivers what was not acknowledged).
+                conn.client.loop_misc()
+        return conn.lost.result()
 
-    async def _keepalive(self, proto: _Proto, loop: asyncio.AbstractEventLoop) -> None:
-        interval = self.keepalive / 2
-        while not proto.lost.done():
-            done, _ = await asyncio.wait({proto.lost}, timeout=interval)
-            if done:
-                break
-            # While paused we read nothing, PINGRESP included; the broker still sees our PINGREQs.
-            if not self._paused and loop.time() - proto.last_rx > self.keepalive * 1.5:
-                logger.warning("MQTT broker silent for %.0f s; reconnecting", loop.time() - proto.last_rx)
-                break
-            if proto.transport is not None and not proto.transport.is_closing():
-                proto.transport.write(codec.PINGREQ_BYTES)
-        raise ConnectionError("connection lost")

@@ -154,29 +154,39 @@ def terminal(port: int, school: str, serial: str, password: str, *, will: bool =
                           clean_session=False, will=lwt, **kw)  # type: ignore[arg-type]
 
 
-def raw_connect_with_will(port: int, school: str, serial: str, password: str):  # type: ignore[no-untyped-def]
-    """A bare socket MQTT session with a Last Will, announcing itself online; close() it to drop the link
-    without DISCONNECT (as a terminal that loses Wi-Fi or power does)."""
+class DroppableTerminal:
+    """A paho session with a Last Will, run without a network thread so the test can cut its socket."""
+
+    def __init__(self, client) -> None:  # type: ignore[no-untyped-def]
+        self.client = client
+
+    def close(self) -> None:
+        """Drop the link without DISCONNECT, as a terminal that loses Wi-Fi or power does."""
+        self.client.socket().close()
+
+
+def raw_connect_with_will(port: int, school: str, serial: str, password: str) -> DroppableTerminal:
+    """Connect with a Last Will and announce online (QoS 1, retained), as protocol v1 tells a terminal to."""
     import json
-    import socket
+    import time
+
+    import paho.mqtt.client as mqtt
 
     from fleet.domain import wire
-    from fleet.runtime import mqtt_codec as c
 
     t = wire.Topics("labfleet")
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    will = (t.topic(school, serial, "status"), json.dumps({"v": 1, "state": "offline", "reason": "lwt"}).encode(),
-            1, True)
-    sock.sendall(c.encode_connect(serial, username=serial, password=password, clean_session=False, keepalive=60,
-                                  will=will))
-    d = c.Decoder()
-    packets: list[object] = []
-    while not packets:
-        packets = d.feed(sock.recv(4096))
-    assert isinstance(packets[0], c.Connack) and packets[0].return_code == 0, packets
-    sock.sendall(c.encode_publish(t.topic(school, serial, "status"),
-                                  json.dumps({"v": 1, "state": "online"}).encode(), qos=1, packet_id=1, retain=True))
-    return sock
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=serial, clean_session=False)
+    c.username_pw_set(serial, password)
+    c.will_set(t.topic(school, serial, "status"), json.dumps({"v": 1, "state": "offline", "reason": "lwt"}),
+               qos=1, retain=True)
+    c.connect("127.0.0.1", port, keepalive=60)
+    info = c.publish(t.topic(school, serial, "status"), json.dumps({"v": 1, "state": "online"}), qos=1,
+                     retain=True)
+    deadline = time.monotonic() + 10  # a failure deadline, not a timing assertion
+    while not (c.is_connected() and info.is_published()):
+        assert time.monotonic() < deadline, "terminal could not connect and publish"
+        c.loop(0.05)
+    return DroppableTerminal(c)
 
 
 class LoadPublisher:
