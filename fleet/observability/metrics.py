@@ -47,8 +47,11 @@ class MetricSpec:
 # Values outside these sets are folded into OTHER by `bounded()`, so a buggy or hostile caller cannot grow
 # the series count. Schools, models, routes and commands are bounded by configuration, not by these sets.
 OTHER = "other"
+# lwt: the broker published the device's Last Will (its link dropped without DISCONNECT); heartbeat_timeout:
+# the presence sweep's backstop found it silent.
 DISCONNECT_REASONS = frozenset(
-    {"clean", "keepalive_timeout", "protocol_error", "auth_failed", "taken_over", "server_shutdown", "network"}
+    {"clean", "keepalive_timeout", "protocol_error", "auth_failed", "taken_over", "server_shutdown", "network",
+     "lwt", "heartbeat_timeout"}
 )
 ENROLLMENT_RESULTS = frozenset(
     {"ok", "bad_token", "expired_token", "exhausted_token", "unknown_serial", "wrong_school", "invalid", "error"}
@@ -105,9 +108,14 @@ def _g(name: str, labels: tuple[str, ...], help: str, source: Literal["event", "
 
 
 # --- direct instrumentation (events, per process) ------------------------------------------------------
-MQTT_CONNECTS = _c("mqtt_connects_total", ("device_kind",), "Device MQTT sessions established.")
+MQTT_CONNECTS = _c(
+    "mqtt_connects_total", ("device_kind",),
+    "MQTT sessions established: devices by kind, and this process's own broker connection as device_kind=service.",
+)
 MQTT_DISCONNECTS = _c(
-    "mqtt_disconnects_total", ("device_kind", "reason"), "Device MQTT sessions ended, by reason."
+    "mqtt_disconnects_total", ("device_kind", "reason"),
+    "MQTT sessions ended, by reason: devices by kind, and this process's own broker connection as "
+    "device_kind=service.",
 )
 MQTT_BROKER_CONNECTED = _g(
     "mqtt_broker_connected", (), "1 while this process holds its connection to the MQTT broker, else 0.", "event"
@@ -428,10 +436,10 @@ class FleetMetrics:
     def mqtt_disconnected(self, device_kind: str, reason: str) -> None:
         self.mqtt_disconnects.labels(device_kind, bounded(reason, DISCONNECT_REASONS)).inc()
 
-    def broker_connection(self, connected: bool) -> None:
-        """Record the broker link state; a drop from connected counts one loss."""
+    def broker_connection(self, connected: bool, *, lost: bool = True) -> None:
+        """Record the broker link state; a drop from connected counts one loss (unless we closed it: lost=False)."""
         with self._broker_lock:
-            if self._broker_up and not connected:
+            if self._broker_up and not connected and lost:
                 self.mqtt_broker_connection_losses.inc()
             self._broker_up = connected
             self.mqtt_broker_connected.set(1 if connected else 0)

@@ -84,6 +84,8 @@ class BatchOutcome:
     alerts_opened: list[str] = field(default_factory=list)  # severities
     acks: int = 0
     results: list[tuple[str, bool]] = field(default_factory=list)  # correlation id, ok
+    # Commands finished by this batch: (command name, result "ok"/"error"/"rejected", seconds since sent).
+    command_durations: list[tuple[str, str, float]] = field(default_factory=list)
     bytes_by_school: dict[str, list[int]] = field(default_factory=dict)  # school code -> [up, down]
     sessions: dict[int, str | None] = field(default_factory=dict)  # device -> pseudonym (None: signed out)
     firmware: dict[int, str] = field(default_factory=dict)  # device -> reported firmware version
@@ -399,6 +401,8 @@ async def apply_batch(session: AsyncSession, items: list[Inbound], rejected: lis
         await open_alerts_rows(session, open_alerts)
         out.alerts_opened.extend(a["severity"] for a in open_alerts)
     ct = DeviceCommand.__table__
+    if acks or results:
+        await _command_durations(session, acks, results, out)
     if acks:
         await session.execute(
             update(ct).where(ct.c.correlation_id == bindparam("b_cid"), ct.c.device_id == bindparam("b_dev"),
@@ -417,6 +421,28 @@ async def apply_batch(session: AsyncSession, items: list[Inbound], rejected: lis
     if rejected:
         await add_dead_letters(session, rejected, dead_letters_max)
     return out
+
+
+async def _command_durations(session: AsyncSession, acks: list[dict[str, Any]], results: list[dict[str, Any]],
+                             out: BatchOutcome) -> None:
+    """Sent-to-finished time of the commands this batch finishes (a result, or an ack refusing the command);
+    read before the update, with the update's own status guard, so a late or repeated reply is not counted."""
+    ct = DeviceCommand.__table__
+    finishing = {(r["b_cid"], r["b_dev"]): ("ok" if r["b_status"] == "succeeded" else "error", r["b_at"],
+                                            ("queued", "sent", "acked", "timed_out")) for r in results}
+    for a in acks:
+        if a["b_status"] == "rejected":
+            finishing.setdefault((a["b_cid"], a["b_dev"]), ("rejected", a["b_at"], ("queued", "sent")))
+    cids = sorted({cid for cid, _ in finishing})
+    for i in range(0, len(cids), IN_CHUNK):
+        rows = (await session.execute(select(ct.c.correlation_id, ct.c.device_id, ct.c.name, ct.c.status, ct.c.sent_at)
+                                      .where(ct.c.correlation_id.in_(cids[i:i + IN_CHUNK])))).all()
+        for cid, dev, name, status, sent_at in rows:
+            hit = finishing.get((cid, dev))
+            if hit is None or status not in hit[2] or sent_at is None:
+                continue
+            seconds = (hit[1] - _aware(sent_at)).total_seconds()  # type: ignore[operator]
+            out.command_durations.append((name, hit[0], max(0.0, seconds)))
 
 
 def _apply_event(st: dict[str, Any], v: Event, at: datetime, key: str, out: BatchOutcome, dev_id: int) -> None:

@@ -46,6 +46,9 @@ SERVICE_KIND = "service"
 # Timetables change a few times a term; re-reading them every minute is plenty.
 TIMETABLE_REFRESH_S = 60.0
 
+# Presence cause of an offline transition -> the metrics module's disconnect reasons.
+_DISCONNECT_REASON = {"lwt": "lwt", "shutdown": "clean", "status": "clean", "heartbeat_timeout": "heartbeat_timeout"}
+
 # wire.Reason -> the metrics module's closed label sets (ingest result, dead-letter reason).
 _METRIC_REASON = {
     "malformed_json": "invalid_json", "oversized": "too_large", "schema": "invalid_schema",
@@ -185,6 +188,7 @@ class IngestStats:
 
 class _Pending:
     __slots__ = ("items", "rejected", "acks", "first_mono")
+    # first_mono: when the oldest message of this batch arrived from the broker (clock.monotonic())
 
     def __init__(self) -> None:
         self.items: list[Inbound] = []
@@ -230,6 +234,7 @@ class IngestService:
         self._stopping = False
         self._now = clock.now()
         self._now_mono = 0.0
+        self._committing_since: float | None = None  # arrival of the oldest message in the batch being committed
         # Shared subscriptions split the stream over N workers; amqtt (embedded) has none: one worker.
         self.shared = settings.mqtt.ingest_shared if shared is None else shared
 
@@ -252,6 +257,8 @@ class IngestService:
         self._refresher = asyncio.create_task(self._refresh_loop(), name=f"ingest-timetables-{self.client_id}")
         if self.metrics is not None:
             self.metrics.ingest_queue_capacity.set(self.cfg.ingest_queue_max)
+            # Read at scrape time, so a commit that hangs shows as growing lag rather than a frozen value.
+            self.metrics.ingest_lag_seconds.set_function(self.lag_seconds)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -275,12 +282,19 @@ class IngestService:
         m = self.metrics
         if m is None:
             return
-        m.broker_connection(up)
+        m.broker_connection(up, lost=reason != "clean")
         # The ingest connection is counted with the device sessions, as device kind "service".
         if up:
             m.mqtt_connected(SERVICE_KIND)
         else:
             m.mqtt_disconnected(SERVICE_KIND, reason)
+
+    def lag_seconds(self) -> float:
+        """Age of the oldest message received from the broker and not yet committed (0 when none)."""
+        oldest = self._committing_since
+        if oldest is None and len(self._pending):
+            oldest = self._pending.first_mono
+        return 0.0 if oldest is None else max(0.0, self.clock.monotonic() - oldest)
 
     # ------------------------------------------------------------ hot path (socket callback)
     def on_publish(self, topic: str, payload: bytes, packet_id: int | None, gen: int) -> None:
@@ -350,6 +364,7 @@ class IngestService:
             self._paused = False
             self._sub.resume()
         started = time.monotonic()
+        self._committing_since = batch.first_mono
         try:
             await self._resolve_unknown(batch)
             async with self.sessions() as session:
@@ -359,9 +374,11 @@ class IngestService:
                     dead_letters_max=self.cfg.dead_letters_max)
                 await session.commit()
         except asyncio.CancelledError:
+            self._committing_since = None
             raise
         except Exception:
             # Not acked -> the broker redelivers after reconnect; drop the connection to force that now.
+            self._committing_since = None
             self.stats.commit_failures += 1
             logger.exception("ingest commit of %d messages failed; they stay unacknowledged", len(batch))
             if self.metrics is not None:
@@ -373,6 +390,7 @@ class IngestService:
                 await self._sub.__aenter__()
             return
         elapsed = time.monotonic() - started
+        self._committing_since = None
         if self._sub is not None:
             for gen, pids in batch.acks.items():
                 self._sub.ack(gen, pids)
@@ -439,6 +457,15 @@ class IngestService:
             m.health_transition(ref.model, state)
         for sev in outcome.alerts_opened:
             m.alert_opened(sev)
+        for command, result, seconds in outcome.command_durations:
+            m.command_finished(command, result, seconds)
+        for ref, online, _expected, cause in outcome.presence:
+            # A device's MQTT session shows up as presence: its `online` status (or first message) opens one,
+            # its Last Will, an `offline` status or a shutdown closes one.
+            if online:
+                m.mqtt_connected(ref.device_kind)
+            else:
+                m.mqtt_disconnected(ref.device_kind, _DISCONNECT_REASON.get(cause, cause))
         m.ingest_queue_depth.set(len(self._pending))
 
     async def _refresh_loop(self) -> None:

@@ -325,10 +325,11 @@ class DevicePlane:
             await s.execute(update(t).where(t.c.status == "queued", t.c.expires_at <= now)
                             .values(status="expired", finished_at=now))
             # Timed out: sent or acked, and no result within the timeout after sending.
-            sent = (await s.execute(select(t.c.id, t.c.sent_at, t.c.timeout_seconds)
+            sent = (await s.execute(select(t.c.id, t.c.sent_at, t.c.timeout_seconds, t.c.name)
                                     .where(t.c.status.in_(("sent", "acked"))))).all()
-            timed_out = [cid for cid, sent_at, tmo in sent
-                         if sent_at is not None and (now - _aware(sent_at)).total_seconds() >= tmo]
+            late = [(cid, name, (now - _aware(sent_at)).total_seconds()) for cid, sent_at, tmo, name in sent
+                    if sent_at is not None and (now - _aware(sent_at)).total_seconds() >= tmo]
+            timed_out = [cid for cid, _, _ in late]
             if timed_out:
                 await s.execute(update(t).where(t.c.id.in_(timed_out)).values(status="timed_out", finished_at=now))
             online_ids = [d for d, on in self.online.items() if on]
@@ -350,6 +351,9 @@ class DevicePlane:
             # Marked sent and committed before publishing: a fast device's ack can then never be
             # overwritten by a late "sent".
             await s.commit()
+        if self.metrics is not None:
+            for _, name, seconds in late:
+                self.metrics.command_finished(name, "timeout", seconds)
         unsent: list[int] = []
         for i, (cid, corr, name, args, expires, ref) in enumerate(out):
             payload = wire.encode_command(wire.Command(corr, wire.CommandName(name), int(now.timestamp() * 1000),
