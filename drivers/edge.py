@@ -28,7 +28,16 @@ from drivers.provisioning import (
     StateFile,
     open_device,
 )
-from drivers.types import ConfigResult, Device, DeviceIdentity, FirmwareImage, FlashResult, Health
+from drivers.types import (
+    NO_PROGRESS,
+    ConfigResult,
+    Device,
+    DeviceIdentity,
+    FirmwareImage,
+    FlashResult,
+    Health,
+    ProgressCallback,
+)
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +179,12 @@ class EdgeSupervisor:
     # ---- commands -------------------------------------------------------------------------
 
     async def command(self, hardware_id: str, name: str, args: Mapping[str, Any] | None = None,
-                      *, images: Callable[[str], Awaitable[FirmwareImage]] | None = None) -> dict[str, Any]:
-        """Run a fleet command on a kit; returns a JSON-able result or raises CommandError/DriverError."""
+                      *, images: Callable[[str], Awaitable[FirmwareImage]] | None = None,
+                      progress: ProgressCallback = NO_PROGRESS) -> dict[str, Any]:
+        """Run a fleet command on a kit; returns a JSON-able result or raises CommandError/DriverError.
+
+        `progress` sees a flash's phases ("flash" bytes, then "boot"), so a caller can report rebooting.
+        """
         held = self.devices.get(hardware_id)
         if held is None:
             raise CommandError(f"{hardware_id} is not attached to this agent")
@@ -186,7 +199,7 @@ class EdgeSupervisor:
             raise CommandError(f"{hardware_id} is busy") from None
         try:
             try:
-                return await self._run(held, cmd, args, images)
+                return await self._run(held, cmd, args, images, progress)
             except LinkError as err:
                 await self._drop(hardware_id, f"link lost: {err}")
                 raise
@@ -194,7 +207,8 @@ class EdgeSupervisor:
             held.lock.release()
 
     async def _run(self, held: _Held, cmd: Command, args: dict[str, Any],
-                   images: Callable[[str], Awaitable[FirmwareImage]] | None) -> dict[str, Any]:
+                   images: Callable[[str], Awaitable[FirmwareImage]] | None,
+                   progress: ProgressCallback = NO_PROGRESS) -> dict[str, Any]:
         dev = held.device
         if cmd is Command.IDENTIFY:
             held.identity = await dev.identify()
@@ -215,7 +229,7 @@ class EdgeSupervisor:
         version = args.get("version")
         if images is None or not isinstance(version, str):
             raise CommandError("flash needs a 'version' and an image source")
-        flashed: FlashResult = await dev.flash(await images(version))
+        flashed: FlashResult = await dev.flash(await images(version), progress)
         held.identity = await dev.identify()
         return {"ok": flashed.ok, "before": flashed.before, "after": flashed.after, "reason": flashed.reason}
 

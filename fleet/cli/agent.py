@@ -14,6 +14,7 @@ import typer
 from drivers.discovery import PortWatcher
 from drivers.edge import HEALTH_INTERVAL, EdgeSupervisor
 from fleet.runtime.edge_agent import AgentError, EdgeAgent
+from fleet.runtime.edge_flash import KitUpdater
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +59,22 @@ async def watcher_for(bench: int, seed: int) -> AsyncIterator[tuple[PortWatcher,
 
 
 async def run_agent(*, api: str, token: str, school: str, room: str | None, broker: str | None,
-                    bench: int, seed: int, health_interval: float) -> None:
+                    bench: int, seed: int, health_interval: float, signing_key: str = "") -> None:
     headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=api, headers=headers, timeout=HTTP_TIMEOUT) as http:
+    async with (httpx.AsyncClient(base_url=api, headers=headers, timeout=HTTP_TIMEOUT) as http,
+                httpx.AsyncClient() as downloads):
         school_id, room_id = await resolve(http, school, room)
         agent = EdgeAgent(http, school_id=school_id, room_id=room_id, broker=broker)
+        updater = KitUpdater(downloads, clock_ms=agent.clock_ms, publish=agent._publish, signing_key=signing_key)
+        agent.updates = updater
         async with watcher_for(bench, seed) as (watcher, reset_for):
             supervisor = EdgeSupervisor(watcher, agent, reset_for=reset_for, health_interval=health_interval)
             agent.supervisor = supervisor
+            updater.supervisor = supervisor
             try:
                 await supervisor.run()
             finally:
+                await updater.aclose()
                 await supervisor.aclose()
                 await agent.aclose()
 
@@ -82,13 +88,17 @@ def agent(
     bench: Annotated[int, typer.Option(help="bridge N simulated kits instead of USB ports")] = 0,
     seed: Annotated[int, typer.Option(help="identity seed of the simulated kits")] = 0,
     health_interval: Annotated[float, typer.Option(help="seconds between health samples")] = HEALTH_INTERVAL,
+    signing_key: Annotated[str, typer.Option(
+        help="district image-signing key: refuse unsigned or badly signed firmware for the kits",
+        envvar="LABFLEET_AGENT_SIGNING_KEY")] = "",
 ) -> None:
-    """Run the edge agent: find kits as they are plugged in, enroll them, bridge them to MQTT until Ctrl-C."""
+    """Run the edge agent: find kits as they are plugged in, enroll them, bridge them to MQTT, and flash
+    them when a rollout sends an update, until Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the kit transitions
     try:
         asyncio.run(run_agent(api=api, token=token, school=school, room=room, broker=broker, bench=bench,
-                              seed=seed, health_interval=health_interval))
+                              seed=seed, health_interval=health_interval, signing_key=signing_key))
     except KeyboardInterrupt:
         pass
     except (AgentError, httpx.HTTPError) as err:

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -38,6 +38,12 @@ CLAIM_TTL_SECONDS = 300
 SUPPORTED = {"reboot": "reboot", "diagnostics": "health"}
 # Bounded: a kit's command backlog beyond this is refused rather than queued without limit.
 MAX_PENDING_COMMANDS = 16
+
+
+class UpdateHandler(Protocol):
+    """Carries out `update` commands (firmware rollouts) for bridged kits: fleet.runtime.edge_flash."""
+
+    async def handle(self, link: KitLink, body: dict[str, Any]) -> None: ...
 
 
 class AgentError(Exception):
@@ -78,6 +84,8 @@ class EdgeAgent:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._models: dict[Family, tuple[str, str]] | None = None
+        # Rollout updates (download, flash, report); None: `update` is refused like any unsupported command.
+        self.updates: UpdateHandler | None = None
 
     # ---- HTTP -----------------------------------------------------------------------------
 
@@ -234,6 +242,10 @@ class EdgeAgent:
 
     async def _run_command(self, link: KitLink, body: dict[str, Any]) -> None:
         cid, name = body["id"], str(body.get("cmd", ""))
+        if name == "update" and self.updates is not None:
+            # Firmware updates answer with progress reports on the `update` channel, as terminals do.
+            await self.updates.handle(link, body)
+            return
         now = self.clock_ms()
 
         def ack(accepted: bool, reason: str = "") -> None:

@@ -182,8 +182,9 @@ def rollout_hook(settings: Settings, *, base_url: str = "") -> Any:
         else:
             log.warning("no MQTT broker: rollouts are planned but update commands cannot reach terminals")
         url = base_url or settings.rollouts.public_base_url or f"http://{settings.http.host}:{settings.http.port}"
-        engine = RolloutEngine(state.sessions, settings.rollouts, link, metrics=state.extras.get("metrics"),
-                               base_url=url)
+        # One link for both: a serial kit's edge agent holds the kit's own MQTT session on the kit's cmd topic.
+        engine = RolloutEngine(state.sessions, settings.rollouts, link, edge=link,
+                               metrics=state.extras.get("metrics"), base_url=url)
         state.extras["rollout_engine"] = engine
         await stack.enter_async_context(RolloutRuntime(engine, state.clock, settings.rollouts.step_seconds, link))
 

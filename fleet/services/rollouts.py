@@ -115,6 +115,8 @@ class DeviceTarget:
     identity: str  # MQTT client id (or serial number)
     school_code: str
     transport: str
+    # Presence as last reported; a serial kit is reachable only while an edge agent bridges it (online).
+    online: bool | None = None
 
 
 class UpdateSender(Protocol):
@@ -124,11 +126,12 @@ class UpdateSender(Protocol):
 
 
 class EdgeFlasher(Protocol):
-    """The edge agent's side for serial devices (robots, kits): flash `args` onto the device at `target`.
+    """Delivers an update command to a serial device (robot, kit) through the edge agent that bridges it.
 
-    The agent downloads the image with the same signed URL, flashes it with the drivers (robot A/B slots,
-    STK500, MicroPython files) and reports progress exactly like a terminal (UpdateProgress). Until an edge
-    agent registers, serial devices wait in `pending` with the reason "waiting for an edge agent".
+    In the service this is the MQTT link too: the agent holds an MQTT session per kit on the kit's own `cmd`
+    topic, downloads the image with the same signed URL, flashes it with the drivers (robot A/B slots,
+    STK500, MicroPython files; fleet.runtime.edge_flash) and reports progress exactly like a terminal.
+    A kit no agent bridges (offline) waits in `pending` with the reason "waiting for an edge agent".
     """
 
     async def send(self, target: DeviceTarget, command: wire.Command) -> None: ...
@@ -174,7 +177,9 @@ def _fraction(name: str, v: float) -> None:
 def _visible(principal: Principal, r: Rollout) -> bool:
     if principal.district_wide:
         return True
-    return bool(r.school_ids) and bool(set(r.school_ids) & principal.school_ids)
+    # A district-wide rollout (no school filter) updates every school's devices: their staff may watch it
+    # (`get` shows them only their own schools' devices); only district-wide principals control it.
+    return not r.school_ids or bool(set(r.school_ids) & principal.school_ids)
 
 
 def _may_control(principal: Principal, r: Rollout) -> bool:
@@ -514,11 +519,14 @@ async def _targets(session: AsyncSession, device_ids: Sequence[int]) -> dict[int
     if not device_ids:
         return {}
     rows = (await session.execute(
-        select(Device.id, Device.serial_number, School.code, DeviceModel.transport, DeviceCredential.username)
+        select(Device.id, Device.serial_number, School.code, DeviceModel.transport, DeviceCredential.username,
+               DeviceState.online)
         .join(School, School.id == Device.school_id).join(DeviceModel, DeviceModel.id == Device.model_id)
         .outerjoin(DeviceCredential, DeviceCredential.device_id == Device.id)
+        .outerjoin(DeviceState, DeviceState.device_id == Device.id)
         .where(Device.id.in_(list(device_ids))))).all()
-    return {i: DeviceTarget(i, user or serial, code, transport) for i, serial, code, transport, user in rows}
+    return {i: DeviceTarget(i, user or serial, code, transport, online)
+            for i, serial, code, transport, user, online in rows}
 
 
 def _command(phase: Phase, r: Rollout, rd: RolloutDevice, now: datetime, *, size: int, url: str | None = None,
@@ -767,7 +775,7 @@ class RolloutEngine:
             target = targets.get(rd.device_id)
             if target is None:
                 continue
-            if target.transport == Transport.SERIAL and self.edge is None:
+            if target.transport == Transport.SERIAL and (self.edge is None or not target.online):
                 report.waiting["no_edge_agent"] += 1
                 if rd.reason != "waiting for an edge agent":
                     rd.reason = "waiting for an edge agent"
