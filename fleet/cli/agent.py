@@ -92,8 +92,7 @@ def agent(
         help="district image-signing key: refuse unsigned or badly signed firmware for the kits",
         envvar="LABFLEET_AGENT_SIGNING_KEY")] = "",
 ) -> None:
-    """Run the edge agent: find kits as they are plugged in, enroll them, bridge them to MQTT, and flash
-    them when a rollout sends an update, until Ctrl-C."""
+    """Run the edge agent: enroll kits as they are plugged in, bridge them to MQTT, flash rollout updates."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the kit transitions
     try:

@@ -225,11 +225,14 @@ class RolloutService:
             raise InvalidInput(f"device model {spec.model_id} has no firmware profile")
         try:
             profile = load_profile_key(model.profile_key, self.profile_dir)
-            profile.version(spec.target_version)
-        except KeyError as err:
-            raise InvalidInput(f"version {spec.target_version} is not in profile {model.profile_key}") from err
         except Exception as err:  # a profile error names its file and key path
             raise InvalidInput(f"profile {model.profile_key}: {err}") from err
+        try:
+            profile.version(spec.target_version)
+        except KeyError as err:
+            known = ", ".join(v.version for v in profile.versions)
+            raise InvalidInput(f"version {spec.target_version} is not in profile {model.profile_key} "
+                               f"(it lists {known})") from err
         art = (await self.session.execute(select(FirmwareArtifact).where(
             FirmwareArtifact.profile_key == model.profile_key, FirmwareArtifact.version == spec.target_version))
         ).scalar_one_or_none()
@@ -279,11 +282,12 @@ class RolloutService:
             raise NotFound(f"rollout {rollout_id} not found")
         if r.state != RolloutStatus.DRAFT:
             raise IllegalTransition(f"rollout {r.id} is {r.state}; only a draft can start")
-        busy = (await self.session.execute(select(func.count()).select_from(Rollout).where(
+        busy = (await self.session.execute(select(Rollout.id, Rollout.state).where(
             Rollout.model_id == r.model_id, Rollout.id != r.id,
-            Rollout.state.in_([RolloutStatus.RUNNING.value, RolloutStatus.PAUSED.value])))).scalar_one()
+            Rollout.state.in_([RolloutStatus.RUNNING.value, RolloutStatus.PAUSED.value])).limit(1))).first()
         if busy:
-            raise Conflict(f"another rollout of model {r.profile_key} is running or paused; finish or abort it")
+            raise Conflict(f"rollout {busy[0]} of model {r.profile_key} is {busy[1]}; one rollout per model at a "
+                           f"time: let it finish or abort it first")
         before = _snap(r)
         matching = await _matching_devices(self.session, r)
         plan = _plan_of(r)
@@ -291,8 +295,10 @@ class RolloutService:
         if not groups:
             groups = [PlannedGroup("canary", "canary", ())]
         by_id = {d.id: (d, v) for d, v in matching}
+        codes = await _school_codes(self.session, [g.school_id for g in groups if g.school_id is not None])
         for pos, g in enumerate(groups):
-            row = RolloutGroup(rollout_id=r.id, position=pos, name=g.name, kind=g.kind, school_id=g.school_id,
+            name = f"school {codes.get(g.school_id, g.school_id)}" if g.school_id is not None else g.name
+            row = RolloutGroup(rollout_id=r.id, position=pos, name=name, kind=g.kind, school_id=g.school_id,
                                percent=g.percent, state="running" if pos == 0 else "pending",
                                started_at=self.now if pos == 0 else None)
             self.session.add(row)
@@ -515,6 +521,14 @@ async def cancel_unfinished(session: AsyncSession, r: Rollout, now: datetime,
     return len(rows)
 
 
+async def _school_codes(session: AsyncSession, school_ids: Sequence[int]) -> dict[int, str]:
+    """School codes by id: groups are named for people ("school north-primary", not "school 3")."""
+    if not school_ids:
+        return {}
+    rows = (await session.execute(select(School.id, School.code).where(School.id.in_(sorted(set(school_ids)))))).all()
+    return {i: code for i, code in rows}
+
+
 async def _targets(session: AsyncSession, device_ids: Sequence[int]) -> dict[int, DeviceTarget]:
     if not device_ids:
         return {}
@@ -658,7 +672,8 @@ class RolloutEngine:
             if plan.strategy == GroupStrategy.PER_SCHOOL:
                 target = next((g for g in groups if g.kind == "school" and g.school_id == dev.school_id), None)
                 if target is None:
-                    target = RolloutGroup(rollout_id=r.id, position=len(groups), name=f"school {dev.school_id}",
+                    code = (await _school_codes(session, [dev.school_id])).get(dev.school_id, dev.school_id)
+                    target = RolloutGroup(rollout_id=r.id, position=len(groups), name=f"school {code}",
                                           kind="school", school_id=dev.school_id, state="pending")
                     session.add(target)
                     await session.flush()

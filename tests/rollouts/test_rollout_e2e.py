@@ -70,7 +70,7 @@ async def test_bad_version_at_30_percent_pauses_at_error_threshold_and_next_grou
         assert detail["state"] == "paused"
         assert "error threshold" in detail["state_reason"]
         groups = {g["name"]: g for g in detail["group_progress"]}
-        school_b = next(g for g in detail["group_progress"] if g["name"] == f"school {b}")
+        school_b = next(g for g in detail["group_progress"] if g["name"] == "school S-B")
         assert school_b["state"] == "pending" and school_b["started_at"] is None
         rows = await lb.device_rows(rid)
         in_b = [row for row in rows.values() if row.group_id == school_b["id"]]
