@@ -7,19 +7,17 @@ The service wires both in `create_app`:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fleet.observability.exposition import MetricsAccess, render
-from fleet.observability.metrics import FleetMetrics
-
-# Requests that matched no route share one label value, so scanners probing random paths add no series.
-UNMATCHED_ROUTE = "unmatched"
+from fleet.observability.metrics import UNMATCHED_ROUTE, FleetMetrics
 
 
 def route_template(scope: Scope) -> str:
@@ -29,8 +27,14 @@ def route_template(scope: Scope) -> str:
     return path if isinstance(path, str) and path else UNMATCHED_ROUTE
 
 
+def route_templates(app: FastAPI) -> list[tuple[str, str]]:
+    """Every (method, route template) the app serves, from its OpenAPI schema (what the latency labels can be)."""
+    methods = ("get", "post", "put", "patch", "delete")
+    return [(m.upper(), path) for path, ops in app.openapi().get("paths", {}).items() for m in methods if m in ops]
+
+
 class HttpMetricsMiddleware:
-    """Observes every HTTP request's latency by method, route template and status class."""
+    """Observes every HTTP request's latency by method and route template, and counts it by status class."""
 
     def __init__(self, app: ASGIApp, metrics: FleetMetrics, timer: Callable[[], float] = time.perf_counter,
                  skip_routes: frozenset[str] = frozenset({"/metrics"})) -> None:
@@ -71,7 +75,8 @@ def metrics_router(registry: CollectorRegistry, access: MetricsAccess) -> APIRou
         if not access.allows(host, request.headers.get("authorization")):
             return Response("metrics need a bearer token from this network\n", status_code=401,
                             media_type="text/plain", headers={"WWW-Authenticate": "Bearer"})
-        body, content_type = render(registry, request.headers.get("accept"))
+        # Off the event loop: rendering the district takes tens of ms, which ingest on the loop should not wait for.
+        body, content_type = await asyncio.to_thread(render, registry, request.headers.get("accept"))
         return Response(body, media_type=content_type)
 
     return router

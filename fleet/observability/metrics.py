@@ -24,6 +24,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from fleet.domain.wire import CommandName
+
 logger = logging.getLogger(__name__)
 
 PREFIX = "labfleet_"
@@ -64,6 +66,10 @@ DEAD_LETTER_REASONS = frozenset(
     {"invalid_json", "invalid_schema", "too_large", "unknown_device", "commit_failed", "overload"}
 )
 COMMAND_RESULTS = frozenset({"ok", "error", "timeout", "expired", "rejected", "cancelled"})
+# The protocol's command catalogue (fleet.domain.wire.CommandName); a misspelt name becomes "other".
+COMMAND_NAMES = frozenset(c.value for c in CommandName)
+# HTTP methods a route can have; the method is a client-chosen token, so anything else becomes "OTHER".
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 DIRECTIONS = frozenset({"up", "down"})
 HEALTH_STATES = frozenset({"ok", "degraded", "fault", "unknown"})
 ALERT_SEVERITIES = frozenset({"info", "warning", "critical"})
@@ -90,9 +96,12 @@ BATCH_SIZE_BUCKETS = (1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2
 # One batched commit is ~1-50 ms on SQLite WAL; seconds mean the database is in trouble.
 COMMIT_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 # Commands round-trip in ~100 ms on a LAN; reboots and flashes take tens of seconds; 60 s is past timeout.
-COMMAND_SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-# API calls should answer in tens of ms; CSV imports of 10,000 rows may take seconds.
-HTTP_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Seven buckets: a quantile only needs to tell "LAN-fast", "slow" and "device busy for a while" apart.
+COMMAND_SECONDS_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0)
+# API calls should answer in tens of ms; 0.25 s is slow; CSV imports of 10,000 rows and reports take seconds.
+# Six buckets, not ten: with ~80 route templates each bucket costs 80 series, and p95 per route only has to
+# say which side of 25 ms / 100 ms / 250 ms a route is on.
+HTTP_SECONDS_BUCKETS = (0.01, 0.025, 0.1, 0.25, 1.0, 5.0)
 
 
 def _c(name: str, labels: tuple[str, ...], help: str) -> MetricSpec:
@@ -145,9 +154,13 @@ COMMAND_SECONDS = _h(
     COMMAND_SECONDS_BUCKETS,
 )
 HTTP_REQUEST_SECONDS = _h(
-    "http_request_duration_seconds", ("method", "route", "status_class"),
-    "HTTP request latency by route template (e.g. /api/v1/devices/{device_id}), never the raw path.",
+    "http_request_duration_seconds", ("route",),
+    "HTTP request latency by method and route template (e.g. GET /api/v1/devices/{device_id}), never the raw path.",
     HTTP_SECONDS_BUCKETS,
+)
+HTTP_REQUESTS = _c(
+    "http_requests_total", ("route", "status_class"),
+    "HTTP requests by method and route template and status class (2xx, 4xx, 5xx).",
 )
 SCHOOL_BYTES = _c(
     "school_bytes_total", ("school", "direction"),
@@ -196,7 +209,7 @@ SNAPSHOT_AGE = _g("state_snapshot_age_seconds", (), "Age of the fleet state snap
 EVENT_METRICS: tuple[MetricSpec, ...] = (
     MQTT_CONNECTS, MQTT_DISCONNECTS, MQTT_BROKER_CONNECTED, MQTT_BROKER_CONNECTION_LOSSES, ENROLLMENTS,
     INGEST_MESSAGES, INGEST_BATCH_SIZE, INGEST_COMMIT_SECONDS, INGEST_QUEUE_DEPTH, INGEST_QUEUE_CAPACITY,
-    INGEST_LAG_SECONDS, INGEST_DEAD_LETTERS, COMMAND_SECONDS, HTTP_REQUEST_SECONDS, SCHOOL_BYTES,
+    INGEST_LAG_SECONDS, INGEST_DEAD_LETTERS, COMMAND_SECONDS, HTTP_REQUEST_SECONDS, HTTP_REQUESTS, SCHOOL_BYTES,
     DEVICE_HEALTH_TRANSITIONS, ALERTS_OPENED, ROLLOUT_DEVICE_TRANSITIONS, ROLLOUT_PAUSES,
 )
 STATE_METRICS: tuple[MetricSpec, ...] = (
@@ -314,6 +327,9 @@ class FleetStateCollector(Collector):
         self._source = source
         self._clock = clock
         self._failing = False
+        # The families of the last snapshot served: a snapshot is immutable and replaced every ~15 s, so
+        # scrapes in between (Prometheus HA pairs, `labfleet top`, a human with curl) reuse them.
+        self._cached: tuple[FleetSnapshot, list[GaugeMetricFamily]] | None = None
 
     def describe(self) -> Iterable[Metric]:
         # Describing without samples keeps registration from calling the source.
@@ -333,7 +349,13 @@ class FleetStateCollector(Collector):
             self._failing = False
         if snap is None:
             return
-        yield from self.families(snap)
+        cached = self._cached
+        if cached is None or cached[0] is not snap:
+            cached = self._cached = (snap, [f for f in self.families(snap) if f.name != SNAPSHOT_AGE.name])
+        yield from cached[1]
+        age = _family(SNAPSHOT_AGE)
+        age.add_metric([], max(0.0, self._clock() - snap.taken_at))
+        yield age
 
     def families(self, snap: FleetSnapshot) -> list[GaugeMetricFamily]:
         """The gauge families for one snapshot (subclasses may add their own)."""
@@ -376,6 +398,17 @@ class FleetStateCollector(Collector):
 
 
 # --- direct instrumentation ----------------------------------------------------------------------------
+UNMATCHED_ROUTE = "unmatched"  # requests that matched no route: one label value, whatever the path or method
+
+
+def route_label(method: str, route: str) -> str:
+    """The `route` label: "<METHOD> <template>", or "unmatched" for requests that matched no route."""
+    if route == UNMATCHED_ROUTE:
+        return UNMATCHED_ROUTE
+    m = method.upper()
+    return f"{m if m in HTTP_METHODS else OTHER.upper()} {route}"
+
+
 def _status_class(status: int) -> str:
     return bounded(f"{status // 100}xx", HTTP_STATUS_CLASSES)
 
@@ -415,6 +448,7 @@ class FleetMetrics:
         self.ingest_dead_letters = counter(INGEST_DEAD_LETTERS)
         self.command_seconds = hist(COMMAND_SECONDS)
         self.http_request_seconds = hist(HTTP_REQUEST_SECONDS)
+        self.http_requests = counter(HTTP_REQUESTS)
         self.school_bytes = counter(SCHOOL_BYTES)
         self.device_health_transitions = counter(DEVICE_HEALTH_TRANSITIONS)
         self.alerts_opened = counter(ALERTS_OPENED)
@@ -458,11 +492,17 @@ class FleetMetrics:
         self.ingest_dead_letters.labels(bounded(reason, DEAD_LETTER_REASONS)).inc(count)
 
     def command_finished(self, command: str, result: str, seconds: float) -> None:
-        self.command_seconds.labels(command, bounded(result, COMMAND_RESULTS)).observe(seconds)
+        self.command_seconds.labels(bounded(command, COMMAND_NAMES), bounded(result, COMMAND_RESULTS)).observe(seconds)
 
     def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        """`route` must be the route template, never the raw path (which would carry ids)."""
-        self.http_request_seconds.labels(method.upper(), route, _status_class(status)).observe(seconds)
+        """`route` must be the route template, never the raw path (which would carry ids).
+
+        The method is folded into the route label ("GET /api/v1/devices/{device_id}"): a route template has one
+        or two methods, so a separate label only multiplied the series by combinations that never occur.
+        """
+        label = route_label(method, route)
+        self.http_request_seconds.labels(label).observe(seconds)
+        self.http_requests.labels(label, _status_class(status)).inc()
 
     def school_traffic(self, school: str, direction: str, nbytes: int) -> None:
         if direction not in DIRECTIONS:

@@ -6,10 +6,15 @@ district would produce, so the series count it yields is the budget the real ser
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, time
+from zoneinfo import ZoneInfo
 
+from fleet.domain.timetable import Period
 from fleet.observability.metrics import (
     ALERT_SEVERITIES,
+    COMMAND_NAMES,
     COMMAND_RESULTS,
     DEAD_LETTER_REASONS,
     DISCONNECT_REASONS,
@@ -26,15 +31,17 @@ from fleet.observability.metrics import (
     RolloutState,
     SchoolState,
 )
+from fleet.observability.state import DeviceView, RoomView, SchoolView
 
 DEVICE_KINDS = ("terminal", "robot", "mcu_kit", "sensor")
 MODELS = ("terminal-lt100", "terminal-lt200", "robot-edubot-r2", "kit-esp32-mpy", "kit-uno-firmata", "sensor-air-s1")
-COMMANDS = ("reboot", "ping", "set_config", "lock_screen", "unlock_screen", "update_firmware", "run_program",
-            "stop_program")
-# Route templates of the v1 API, as many as a grown service would have.
-ROUTES = tuple(f"/api/v1/{res}{suffix}" for res in (
+COMMANDS = tuple(sorted(COMMAND_NAMES))
+# Stand-in (method, route template) pairs for callers without the app at hand: 80, as many as the v1 API has
+# (tests/observability/test_metrics_cardinality.py and the scrape benchmark use the real app's routes).
+ROUTES = tuple((method, f"/api/v1/{res}{suffix}") for res in (
     "devices", "schools", "rooms", "models", "rollouts", "alerts", "commands", "claim-tokens", "reports",
-    "imports") for suffix in ("", "/{id}", "/{id}/actions")) + ("/metrics", "/healthz", "/api/v1/stats/peaks")
+    "imports", "timetables", "calendar", "audit", "tokens", "districts", "dead-letters")
+    for method, suffix in (("GET", ""), ("POST", ""), ("GET", "/{id}"), ("PATCH", "/{id}"), ("POST", "/{id}/actions")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +65,56 @@ def school_code(i: int) -> str:
     return f"s{i:03d}"
 
 
+_STATES = tuple((s, 10) for s in sorted(ROLLOUT_DEVICE_STATES))
+# Three rollouts under way (one paused) and one finished: what a busy term week looks like.
+ROLLOUTS = (
+    RolloutState("r-101", "terminal-lt100", "running", _STATES),
+    RolloutState("r-102", "terminal-lt200", "paused", _STATES),
+    RolloutState("r-103", "kit-esp32-mpy", "running", _STATES),
+    RolloutState("r-090", "terminal-lt100", "completed"),
+)
+# Seven 45-minute periods on each school day, 08:00 to 14:45.
+PERIODS = tuple(Period(f"P{i + 1}", day, time(8 + i, 0), time(8 + i, 45)) for day in range(5) for i in range(7))
+# Monday 2026-09-07 09:10 UTC: the second period, every room in a lesson.
+LESSON_AT = datetime(2026, 9, 7, 9, 10, tzinfo=UTC)
+_KIND_MODELS = {"terminal": ("terminal-lt100", "terminal-lt200"), "robot": ("robot-edubot-r2",),
+                "mcu_kit": ("kit-esp32-mpy", "kit-uno-firmata"), "sensor": ("sensor-air-s1",)}
+
+
+def district_views(shape: DistrictShape = DistrictShape()) -> tuple[list[SchoolView], list[RoomView], list[DeviceView]]:
+    """The district as the runtime holds it: one view per school, room and device (10,000 by default).
+
+    Devices vary over every model, health state and four firmware versions; 2% are offline; terminals have a
+    student signed in. `build_snapshot(LESSON_AT, *district_views())` is then the mid-lesson fleet state.
+    """
+    tz = ZoneInfo("UTC")
+    health_states = sorted(HEALTH_STATES)
+    schools: list[SchoolView] = []
+    rooms: list[RoomView] = []
+    devices: list[DeviceView] = []
+    n = 0
+    for i in range(shape.schools):
+        code = school_code(i)
+        schools.append(SchoolView(code, tz, 1e9, PERIODS))
+        lab_kind = "digital_lab" if i % 2 == 0 else "ai_lab"
+        room_specs = [("smart_classroom", {"terminal": shape.terminals_per_classroom,
+                                           "sensor": shape.sensors_per_classroom})] * shape.classrooms_per_school
+        room_specs.append((lab_kind, {"terminal": shape.lab_terminals, "robot": shape.lab_robots,
+                                      "mcu_kit": shape.lab_kits}))
+        for r, (room_kind, kinds) in enumerate(room_specs):
+            room_id = i * 100 + r
+            rooms.append(RoomView(code, room_id, room_kind))
+            for kind, count in kinds.items():
+                for _ in range(count):
+                    models = _KIND_MODELS[kind]
+                    devices.append(DeviceView(
+                        code, room_id, kind, models[n % len(models)], online=n % 50 != 0,
+                        health=health_states[(n // 7) % len(health_states)], firmware_version=f"1.{(n // 3) % 4}.0",
+                        session_active=kind == "terminal"))
+                    n += 1
+    return schools, rooms, devices
+
+
 def district_snapshot(shape: DistrictShape = DistrictShape(), taken_at: float = 0.0) -> FleetSnapshot:
     """A mid-lesson snapshot: most devices online, a few unexpectedly offline, one rollout paused."""
     presence: list[PresenceCount] = []
@@ -79,13 +136,6 @@ def district_snapshot(shape: DistrictShape = DistrictShape(), taken_at: float = 
     per_model = shape.devices // len(MODELS)
     health = tuple(HealthCount(m, s, per_model // 4) for m in MODELS for s in sorted(HEALTH_STATES))
     firmware = tuple(FirmwareCount(m, f"1.{v}.0", per_model // 4) for m in MODELS for v in range(4))
-    states = tuple((s, 10) for s in sorted(ROLLOUT_DEVICE_STATES))
-    rollouts = (
-        RolloutState("r-101", "terminal-lt100", "running", states),
-        RolloutState("r-102", "terminal-lt200", "paused", states),
-        RolloutState("r-103", "kit-esp32-mpy", "running", states),
-        RolloutState("r-090", "terminal-lt100", "completed"),
-    )
     return FleetSnapshot(
         taken_at=taken_at,
         presence=tuple(presence),
@@ -93,12 +143,13 @@ def district_snapshot(shape: DistrictShape = DistrictShape(), taken_at: float = 
         health=health,
         open_alerts=tuple((s, 3) for s in sorted(ALERT_SEVERITIES)),
         firmware=firmware,
-        rollouts=rollouts,
+        rollouts=ROLLOUTS,
     )
 
 
-def exercise_event_metrics(metrics: FleetMetrics, shape: DistrictShape = DistrictShape()) -> None:
-    """Touch every event metric with every label combination a district produces."""
+def exercise_event_metrics(metrics: FleetMetrics, shape: DistrictShape = DistrictShape(),
+                           routes: Iterable[tuple[str, str]] = ROUTES) -> None:
+    """Touch every event metric with every label combination a district produces (routes: (method, template))."""
     for kind in DEVICE_KINDS:
         metrics.mqtt_connected(kind)
         for reason in DISCONNECT_REASONS:
@@ -117,9 +168,10 @@ def exercise_event_metrics(metrics: FleetMetrics, shape: DistrictShape = Distric
     for command in COMMANDS:
         for result in COMMAND_RESULTS:
             metrics.command_finished(command, result, 0.2)
-    for route in ROUTES:
-        for method, status in (("GET", 200), ("POST", 201), ("GET", 404), ("POST", 422), ("GET", 500)):
+    for method, route in routes:
+        for status in (200, 404, 500):  # every route answering every status class: the worst case
             metrics.http_request(method, route, status, 0.01)
+    metrics.http_request("GET", "unmatched", 404, 0.001)
     for i in range(shape.schools):
         metrics.school_traffic(school_code(i), "up", 1000)
         metrics.school_traffic(school_code(i), "down", 1000)

@@ -17,7 +17,7 @@ async def test_metrics_counts_requests_by_route_template_not_raw_path(api: Api) 
     r = await api.client.get("/metrics")  # the in-process client is 127.0.0.1: loopback may scrape
     assert r.status_code == 200
     text = r.text
-    assert 'route="/api/v1/devices/{obj_id}"' in text
+    assert 'route="GET /api/v1/devices/{obj_id}"' in text
     assert f"/api/v1/devices/{w.device_a}" not in text
     assert "labfleet_" in text
 

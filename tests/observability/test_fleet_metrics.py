@@ -69,12 +69,28 @@ def test_ingest_commit_feeds_batch_size_and_latency_histograms(fm: FleetMetrics,
     assert registry.get_sample_value("labfleet_ingest_commit_seconds_bucket", {"le": "+Inf"}) == 2
 
 
-def test_http_latency_is_labelled_by_route_template_and_status_class(
+def test_http_latency_is_labelled_by_method_and_route_template_and_counted_by_status_class(
     fm: FleetMetrics, registry: CollectorRegistry
 ) -> None:
     fm.http_request("get", "/api/v1/devices/{device_id}", 404, 0.02)
-    labels = {"method": "GET", "route": "/api/v1/devices/{device_id}", "status_class": "4xx"}
-    assert registry.get_sample_value("labfleet_http_request_duration_seconds_count", labels) == 1
+    fm.http_request("GET", "/api/v1/devices/{device_id}", 200, 0.02)
+    route = {"route": "GET /api/v1/devices/{device_id}"}
+    assert registry.get_sample_value("labfleet_http_request_duration_seconds_count", route) == 2
+    assert registry.get_sample_value("labfleet_http_requests_total", {**route, "status_class": "4xx"}) == 1
+    assert registry.get_sample_value("labfleet_http_requests_total", {**route, "status_class": "2xx"}) == 1
+
+
+def test_http_method_and_command_names_come_from_closed_sets(fm: FleetMetrics, registry: CollectorRegistry) -> None:
+    # A client picks the method token freely (a 405 still matches the route): it must not become a label value.
+    for method in ("BREW", "PROPFIND", "X" * 40):
+        fm.http_request(method, "/api/v1/devices", 405, 0.001)
+    fm.http_request("PUT", "unmatched", 404, 0.001)
+    assert registry.get_sample_value("labfleet_http_request_duration_seconds_count",
+                                     {"route": "OTHER /api/v1/devices"}) == 3
+    assert registry.get_sample_value("labfleet_http_request_duration_seconds_count", {"route": "unmatched"}) == 1
+    fm.command_finished("self_destruct", "ok", 0.1)
+    assert registry.get_sample_value("labfleet_command_duration_seconds_count",
+                                     {"command": "other", "result": "ok"}) == 1
 
 
 def test_command_latency_per_command_and_result(fm: FleetMetrics, registry: CollectorRegistry) -> None:

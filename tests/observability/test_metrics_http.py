@@ -54,12 +54,11 @@ async def test_latency_is_labelled_by_route_template_not_the_raw_path() -> None:
     async with _client(app) as client:
         for device_id in (1, 2, 3, 404):
             await client.get(f"/api/v1/devices/{device_id}")
-    route = "/api/v1/devices/{device_id}"
-    ok = {"method": "GET", "route": route, "status_class": "2xx"}
-    assert registry.get_sample_value("labfleet_http_request_duration_seconds_count", ok) == 3
-    assert registry.get_sample_value("labfleet_http_request_duration_seconds_sum", ok) == pytest.approx(0.375)
-    missing = {"method": "GET", "route": route, "status_class": "4xx"}
-    assert registry.get_sample_value("labfleet_http_request_duration_seconds_count", missing) == 1
+    route = {"route": "GET /api/v1/devices/{device_id}"}
+    assert registry.get_sample_value("labfleet_http_request_duration_seconds_count", route) == 4
+    assert registry.get_sample_value("labfleet_http_request_duration_seconds_sum", route) == pytest.approx(0.5)
+    assert registry.get_sample_value("labfleet_http_requests_total", {**route, "status_class": "2xx"}) == 3
+    assert registry.get_sample_value("labfleet_http_requests_total", {**route, "status_class": "4xx"}) == 1
     text = (await _scrape(app)).text
     assert "/api/v1/devices/1" not in text and "/api/v1/devices/404" not in text
 
@@ -70,10 +69,10 @@ async def test_unmatched_paths_share_one_label_and_exceptions_count_as_5xx() -> 
         for i in range(5):
             assert (await client.get(f"/wp-admin/{i}.php")).status_code == 404
         assert (await client.get("/api/v1/boom")).status_code == 500
-    assert registry.get_sample_value("labfleet_http_request_duration_seconds_count",
-                                     {"method": "GET", "route": "unmatched", "status_class": "4xx"}) == 5
-    assert registry.get_sample_value("labfleet_http_request_duration_seconds_count",
-                                     {"method": "GET", "route": "/api/v1/boom", "status_class": "5xx"}) == 1
+    assert registry.get_sample_value("labfleet_http_requests_total",
+                                     {"route": "unmatched", "status_class": "4xx"}) == 5
+    assert registry.get_sample_value("labfleet_http_requests_total",
+                                     {"route": "GET /api/v1/boom", "status_class": "5xx"}) == 1
 
 
 async def _scrape(app: FastAPI, host: str = "127.0.0.1", **headers: str) -> httpx.Response:
@@ -88,7 +87,7 @@ async def test_metrics_from_loopback_need_no_token_and_are_not_timed_themselves(
     assert resp.headers["content-type"].startswith("text/plain; version=0.0.4")
     assert "# TYPE labfleet_enrollments_total counter" in resp.text
     assert registry.get_sample_value("labfleet_http_request_duration_seconds_count",
-                                     {"method": "GET", "route": "/metrics", "status_class": "2xx"}) is None
+                                     {"route": "GET /metrics"}) is None
 
 
 async def test_metrics_from_elsewhere_need_the_token() -> None:
