@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from fleet import __version__
 from fleet.api import errors
 from fleet.api.deps import FleetState
-from fleet.api.routes import admin, inventory, plane, reports, rollouts
+from fleet.api.routes import admin, inventory, plane, reports, rollouts, stats
 from fleet.domain.clock import Clock, SystemClock
 from fleet.observability.exposition import MetricsAccess
 from fleet.observability.http import HttpMetricsMiddleware, metrics_router
@@ -78,5 +78,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None, migrate: bool 
     app.include_router(rollouts.router)
     app.include_router(plane.router)
     app.include_router(reports.router)
+    app.include_router(stats.router)
     return app
 

@@ -522,6 +522,37 @@ class FleetMetrics:
         self.rollout_pauses.labels(bounded(reason, ROLLOUT_PAUSE_REASONS)).inc()
 
 
+@dataclass(frozen=True, slots=True)
+class IngestSummary:
+    """This process's ingest figures, read from its own metrics (for `GET /api/v1/stats/live`)."""
+
+    broker_connected: bool
+    messages: dict[str, float]  # result -> total since start
+    dead_letters: float
+    queue_depth: float
+    queue_capacity: float
+    lag_seconds: float
+
+
+def _samples(metric: Counter | Gauge, suffix: str = "") -> list[tuple[dict[str, str], float]]:
+    return [(s.labels, s.value) for fam in metric.collect() for s in fam.samples if s.name.endswith(suffix)]
+
+
+def ingest_summary(metrics: FleetMetrics) -> IngestSummary:
+    """Totals of the ingest metrics of this process (cheap: a handful of series, not the whole registry)."""
+    messages: dict[str, float] = {}
+    for labels, value in _samples(metrics.ingest_messages, "_total"):
+        messages[labels["result"]] = value
+    return IngestSummary(
+        broker_connected=bool(_samples(metrics.mqtt_broker_connected)[0][1]),
+        messages=messages,
+        dead_letters=sum(v for _, v in _samples(metrics.ingest_dead_letters, "_total")),
+        queue_depth=_samples(metrics.ingest_queue_depth)[0][1],
+        queue_capacity=_samples(metrics.ingest_queue_capacity)[0][1],
+        lag_seconds=_samples(metrics.ingest_lag_seconds)[0][1],
+    )
+
+
 def markdown_table(specs: Iterable[MetricSpec] = ALL_METRICS) -> str:
     """The metrics table for docs/metrics.md, built from the specs so docs and code agree."""
     rows = ["| name | type | labels | source | meaning |", "|---|---|---|---|---|"]

@@ -392,6 +392,9 @@ MATRIX: dict[tuple[str, str], Spec] = {
     ("GET", f"{V1}/commands/{{obj_id}}"): Spec(ALL, 200, on_batch(V1 + "/commands/{}"), out=404),
     ("POST", f"{V1}/commands/{{obj_id}}/cancel"): Spec(COMMANDERS, 200, on_batch(V1 + "/commands/{}/cancel"), out=404),
     ("GET", f"{V1}/dead-letters"): Spec(frozenset({A}), 200, fixed(f"{V1}/dead-letters")),
+    # peak-load stats: every role reads operations; a school outside the caller's scope is missing
+    ("GET", f"{V1}/stats/peaks"): Spec(ALL, 200, on(V1 + "/stats/peaks?school={}&date=2026-09-07", school), out=404),
+    ("GET", f"{V1}/stats/live"): Spec(ALL, 200, fixed(f"{V1}/stats/live")),
     # reports: admins, IT staff, procurement and auditors; a school filter outside the caller's scope is missing
     ("GET", f"{V1}/reports"): Spec(REPORT_READERS, 200, fixed(f"{V1}/reports")),
     ("GET", f"{V1}/reports/{{name}}"): Spec(REPORT_READERS, 200, on(V1 + "/reports/inventory?format=csv&school={}",
