@@ -68,6 +68,13 @@ class MetricsSettings(BaseModel):
     allowed_networks: list[str] = ["127.0.0.0/8", "::1/128"]
     # Bearer token for scrapes from elsewhere; empty = only the allowed networks may scrape.
     token: str = ""
+    # How often the device plane rebuilds the fleet-state snapshot the scrape reads (and the per-period
+    # concurrency roll-up): 15 s matches Prometheus' scrape interval, and each rebuild reads a few small tables.
+    snapshot_interval_s: float = Field(default=15.0, gt=0, le=300)
+    # `labfleet ingest` workers serve their own /metrics on worker_port_base + index (9101, 9102, ... as in
+    # monitoring/prometheus/prometheus.yml), on this host; 0 turns it off.
+    worker_host: str = "127.0.0.1"
+    worker_port_base: int = Field(default=9101, ge=0, le=65535)
 
 
 class RolloutSettings(BaseModel):

@@ -287,7 +287,7 @@ class DevicePlane:
                 if not failing:
                     logger.exception("snapshot/concurrency roll-up failed; retrying")
                 failing = True
-            await asyncio.sleep(SNAPSHOT_INTERVAL_S)
+            await asyncio.sleep(self.settings.metrics.snapshot_interval_s)  # default SNAPSHOT_INTERVAL_S
 
     # ------------------------------------------------------------ commands
     def wake_dispatcher(self) -> None:

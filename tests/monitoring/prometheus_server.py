@@ -70,14 +70,20 @@ class PrometheusServer:
         return {t["scrapePool"] + " " + t["labels"]["instance"]: t["health"] for t in body["data"]["activeTargets"]}
 
 
-@contextmanager
-def run_prometheus(workdir: Path, scrape_configs: list[dict[str, Any]], rule_files: list[Path] = (),  # type: ignore[assignment]
-                   scrape_interval: str = "1s") -> Iterator[PrometheusServer]:
-    """Start Prometheus with the given jobs and rule files; stop it (by pid) on exit."""
+def prometheus_binary() -> str:
+    """The `prometheus` binary; skips the test, or fails it when LABFLEET_TEST_REQUIRE_EXTERNAL=1."""
     binary = shutil.which("prometheus")
     if binary is None:
         need_external("prometheus (Debian package prometheus)")
     assert binary is not None
+    return binary
+
+
+@contextmanager
+def run_prometheus(workdir: Path, scrape_configs: list[dict[str, Any]], rule_files: list[Path] = (),  # type: ignore[assignment]
+                   scrape_interval: str = "1s") -> Iterator[PrometheusServer]:
+    """Start Prometheus with the given jobs and rule files; stop it (by pid) on exit."""
+    binary = prometheus_binary()
     config = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval,
                    "scrape_timeout": scrape_interval},
