@@ -304,6 +304,10 @@ from fleet.cli.agent import agent as agent_command  # noqa: E402
 
 app.command("agent")(agent_command)
 
+from fleet.cli.top import top as top_command  # noqa: E402
+
+app.command("top")(top_command)
+
 
 @app.command()
 def report(name: Annotated[str, typer.Argument(help="coverage, inventory, reliability, warranty, utilisation, "

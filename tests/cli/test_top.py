@@ -1,0 +1,86 @@
+"""`labfleet top`: one frame over the real API, in process and as the installed command against `labfleet serve`."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import time
+import urllib.request
+
+import httpx
+from rich.console import Console
+
+from fleet.cli.top import run_top
+from fleet.domain.enums import Role
+from tests.api.test_stats_peaks import Site, _morning, at, site  # noqa: F401 - `site` is a fixture
+from tests.cli.test_cli import LABFLEET, _free_port, env, run  # noqa: F401 - `env` is a fixture
+from tests.conftest import Api
+from tests.factories import build_world
+
+
+async def _frame(api: Api, token: str, **kw: object) -> str:
+    out = io.StringIO()
+    console = Console(file=out, width=200, color_system=None)
+    app = api.client._transport.app  # type: ignore[attr-defined]
+    await run_top("http://top", token, once=True, interval=5, school=kw.get("school"),  # type: ignore[arg-type]
+                  sort=str(kw.get("sort", "utilisation")), console=console, transport=httpx.ASGITransport(app=app))
+    return out.getvalue().replace("│", " ").replace("┃", " ")
+
+
+async def test_one_frame_shows_online_against_expected_lessons_bandwidth_alerts_and_ingest(
+        api: Api, site: Site) -> None:  # noqa: F811 - the imported fixture
+    await _morning(api, site)  # eight terminals came online in P1 and sent traffic; two went offline at 08:22
+    api.clock.set(at(8, 24))
+    holder = api.client._transport.app.state.fleet.extras["snapshot"]  # type: ignore[attr-defined]
+    holder.publish(await site.plane.build_snapshot())  # what the plane's snapshot loop publishes
+    text = await _frame(api, await api.token(Role.ADMIN), school="pk1")
+    # pk1: six of the ten classroom terminals the timetable expects are online (the lab has no lesson in P1).
+    row = next(line for line in text.splitlines() if line.strip().startswith("pk1 "))
+    assert "6 / 10 (60%)" in row and "P1" in row
+    # in service 14 (every enrolled device), 1 lesson in P1, 1 student session still on, 8 x 75 kB in the 240 s
+    # window = 0.02 Mbit/s of a 1 Mbit/s uplink, 1.6% on the busier (up) direction, two unexpected-offline alerts.
+    assert row.split()[5:] == ["14", "1", "P1", "1", "0.02", "1", "1.6", "2", "warning"]
+    assert "district: 1 schools" in text and "1 lessons in progress" in text
+    assert "ingest: BROKER DISCONNECTED" in text  # no broker in this app
+    # The school's periods today, from /stats/peaks.
+    assert "pk1 2026-09-07 (school day)" in text
+    p1 = next(line for line in text.splitlines() if line.strip().startswith("P1 "))
+    assert p1.split()[:7] == ["P1", "08:00", "08:45", "in_progress", "10", "8", "80"]
+
+
+async def test_a_scoped_token_sees_only_its_schools(api: Api, site: Site) -> None:  # noqa: F811
+    await build_world(api)
+    everyone = await _frame(api, await api.token(Role.ADMIN), sort="code")
+    first = [line.split()[0] for line in everyone.splitlines() if line.strip()]
+    assert [c for c in first if c in ("pk1", "school-a", "school-b")] == ["pk1", "school-a", "school-b"]
+    mine = await _frame(api, await api.token(Role.PROCUREMENT, (site.school,)))
+    assert "school-a" not in mine and "district: 1 schools" in mine
+
+
+def test_the_command_prints_one_frame_from_a_running_service(env: dict[str, str]) -> None:  # noqa: F811
+    run(env, "db", "upgrade")
+    run(env, "seed", "demo")
+    token = run(env, "token", "create", "--role", "it_staff", "--district").stdout.strip()
+    port = _free_port()
+    serve_env = {**env, "LABFLEET_MQTT__BROKER": "none"}
+    proc = subprocess.Popen([LABFLEET, "serve", "--port", str(port)], env=serve_env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60  # a loaded machine takes a while to import and migrate
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        api = f"http://127.0.0.1:{port}"
+        out = run({**env, "LABFLEET_TOKEN": token}, "top", "--once", "--api", api).stdout
+        assert "district: 3 schools" in out and "ingest: not reported" not in out
+        assert "online / expected" in out and "util %" in out
+        bad = run(env, "top", "--once", "--api", api, "--token", "lf_nope", ok=False)
+        assert bad.returncode == 1 and "refused the token" in bad.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
