@@ -1,0 +1,163 @@
+"""The managed mosquitto's access control over the wire: pattern ACLs confine each device to its own topics,
+bad identities never get in, a foreign school level is dead-lettered by the ingest, and credential changes in
+a burst share one password-file reload."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiomqtt
+import pytest
+from sqlalchemy import select
+
+from fleet.domain import acl, wire
+from fleet.persistence.models_mqtt import DeadLetter, DeviceState
+from fleet.runtime.brokers import BrokerAuthority, MosquittoBroker, free_port
+from fleet.runtime.ingest import IngestService
+from fleet.services import enrollment
+from tests.mqtt.mqtt_plane import TS0, Plane, need_mosquitto, terminal, wait_until
+
+SVC_USER, SVC_PW = "labfleet-service", "svc-acl-secret"
+T = wire.Topics("labfleet")
+
+
+@pytest.fixture
+async def mosq(plane: Plane, tmp_path: Path) -> AsyncIterator[MosquittoBroker]:
+    need_mosquitto()
+    settings = plane.settings(broker="mosquitto", listen_port=free_port(), data_dir=str(tmp_path / "mq"),
+                              service_password=SVC_PW)
+    async with MosquittoBroker(settings, BrokerAuthority(plane.sessions, T, SVC_USER, SVC_PW)) as broker:
+        yield broker
+
+
+def _service(port: int, ident: str) -> aiomqtt.Client:
+    return aiomqtt.Client("127.0.0.1", port, identifier=ident, username=SVC_USER, password=SVC_PW)
+
+
+async def _drain(client: aiomqtt.Client, until_topic: str, limit_s: float = 5.0) -> list[str]:
+    """Topics received up to and including `until_topic` (a marker sent last); the bound is a failure deadline."""
+    got: list[str] = []
+    async with asyncio.timeout(limit_s):
+        async for msg in client.messages:
+            got.append(str(msg.topic))
+            if str(msg.topic) == until_topic:
+                return got
+    return got
+
+
+def test_acl_file_is_fleet_wide_patterns_without_any_device_identity() -> None:
+    text = acl.mosquitto_acl(T, SVC_USER)
+    patterns = [line for line in text.splitlines() if line.startswith("pattern ")]
+    assert patterns == [f"pattern write labfleet/v1/+/%u/{ch.value}" for ch in wire.DEVICE_PUBLISH_CHANNELS] + \
+        ["pattern read labfleet/v1/+/%u/cmd"]
+    assert not [line for line in text.splitlines() if line.startswith("user ") and line != f"user {SVC_USER}"]
+
+
+async def test_devices_publish_and_receive_only_their_own_topics_on_mosquitto(plane: Plane,
+                                                                               mosq: MosquittoBroker) -> None:
+    await plane.add_devices(2)
+    pw = await plane.enroll(["TAB-00000", "TAB-00001"])
+    await mosq.sync()
+    assert "TAB-00000" not in (mosq.dir / "acl").read_text()  # the ACL never grows with the fleet
+    school = plane.school_code
+    own = T.topic(school, "TAB-00000", "telemetry")
+    async with _service(mosq.port, "svc-sub") as svc:
+        await svc.subscribe("labfleet/#", qos=1)
+        async with terminal(mosq.port, school, "TAB-00000", pw["TAB-00000"], will=False) as dev:
+            for topic in (T.topic(school, "TAB-00001", "telemetry"), T.topic(school, "TAB-00000", "cmd"),
+                          "labfleet/v1/other-prefix", f"labfleet/v1/{school}/TAB-00000/telemetry/extra"):
+                await dev.publish(topic, b'{"v":1}', qos=1)
+            for ch in wire.DEVICE_PUBLISH_CHANNELS:
+                if ch != wire.Channel.TELEMETRY:
+                    await dev.publish(T.topic(school, "TAB-00000", ch), b'{"v":1}', qos=1)
+            await dev.publish(own, b'{"v":1,"marker":1}', qos=1)
+        got = await _drain(svc, own)
+    assert sorted(got) == sorted(T.topic(school, "TAB-00000", ch) for ch in wire.DEVICE_PUBLISH_CHANNELS)
+
+    # Subscriptions: whatever filter a device asks for, only its own cmd topic reaches it.
+    async with terminal(mosq.port, school, "TAB-00000", pw["TAB-00000"], will=False) as dev:
+        for filt in ("#", f"labfleet/v1/{school}/+/cmd", f"labfleet/v1/{school}/TAB-00000/#",
+                     T.topic(school, "TAB-00001", "cmd"), T.topic(school, "TAB-00001", "telemetry")):
+            await dev.subscribe(filt, qos=1)
+        await dev.subscribe(T.topic(school, "TAB-00000", "cmd"), qos=1)
+        async with _service(mosq.port, "svc-pub") as svc:
+            await svc.publish(T.topic(school, "TAB-00001", "cmd"), b'{"other":1}', qos=1)
+            await svc.publish(T.topic(school, "TAB-00001", "telemetry"), b'{"other":1}', qos=1)
+            await svc.publish(T.topic(school, "TAB-00000", "cmd"), b'{"mine":1}', qos=1)
+        got = await _drain(dev, T.topic(school, "TAB-00000", "cmd"))
+    assert set(got) == {T.topic(school, "TAB-00000", "cmd")}
+
+    with pytest.raises(aiomqtt.MqttError):
+        async with terminal(mosq.port, school, "TAB-00000", "wrong-password", will=False, timeout=3):
+            pass
+
+
+@pytest.mark.parametrize("bad_identity", ["TAB+1", "TAB#1", "TAB/1", "$SYS"])
+async def test_wildcard_and_slash_identities_cannot_connect_to_mosquitto(mosq: MosquittoBroker,
+                                                                         bad_identity: str) -> None:
+    with pytest.raises(aiomqtt.MqttError):
+        async with aiomqtt.Client("127.0.0.1", mosq.port, identifier=bad_identity, username=bad_identity,
+                                  password="x", timeout=3):
+            pass
+
+
+async def test_message_under_another_school_level_is_dead_lettered_and_valid_data_still_lands(
+        plane: Plane, mosq: MosquittoBroker) -> None:
+    (dev_id,) = await plane.add_devices(1)
+    pw = await plane.enroll(["TAB-00000"])
+    await mosq.sync()
+    settings = plane.settings(broker="mosquitto", listen_port=mosq.port, service_password=SVC_PW, ingest_batch_ms=20)
+    async with IngestService(settings, plane.sessions, plane.clock, address=mosq.address, client_id="ingest-acl",
+                             shared=False) as ingest:
+        await ingest.wait_connected()
+        async with terminal(mosq.port, plane.school_code, "TAB-00000", pw["TAB-00000"], will=False) as dev:
+            # The pattern cannot pin the school level, so the broker lets this through; the ingest must not.
+            foreign = T.topic("OTHER-SCHOOL", "TAB-00000", "heartbeat")
+            await dev.publish(foreign, json.dumps({"v": 1, "seq": 5, "ts": TS0}), qos=1)
+            await dev.publish(T.topic(plane.school_code, "TAB-00000", "heartbeat"),
+                              json.dumps({"v": 1, "seq": 1, "ts": TS0}), qos=1)
+
+            async def landed() -> bool:
+                async with plane.sessions() as s:
+                    st = await s.get(DeviceState, dev_id)
+                    dead = (await s.execute(select(DeadLetter))).scalars().all()
+                return st is not None and st.last_seq == 1 and len(dead) == 1
+
+            await wait_until(landed)
+    async with plane.sessions() as s:
+        (dead,) = (await s.execute(select(DeadLetter))).scalars().all()
+        st = await s.get(DeviceState, dev_id)
+    assert dead.reason == wire.Reason.UNKNOWN_DEVICE.value and dead.topic == foreign
+    assert st is not None and st.messages_total == 1  # the foreign-school message counted nowhere
+    assert ingest.stats.rejected == 1
+
+
+async def test_a_burst_of_enrollments_shares_one_password_reload_and_revocation_still_kicks(
+        plane: Plane, mosq: MosquittoBroker) -> None:
+    ids = await plane.add_devices(20)
+    serials = [f"TAB-{i:05d}" for i in range(20)]
+    pw = await plane.enroll(serials)
+    before = mosq.reloads
+    await asyncio.gather(*(mosq.sync() for _ in serials))  # one sync per enrollment, as the API does
+    assert mosq.reloads == before + 1
+    await mosq.sync()  # nothing changed: no rewrite, no reload
+    assert mosq.reloads == before + 1
+    for serial in (serials[0], serials[-1]):
+        async with terminal(mosq.port, plane.school_code, serial, pw[serial], will=False) as c:
+            await c.publish(T.topic(plane.school_code, serial, "heartbeat"), json.dumps({"v": 1, "seq": 1, "ts": TS0}),
+                            qos=1)
+
+    async with terminal(mosq.port, plane.school_code, serials[0], pw[serials[0]], will=False) as c:
+        async with plane.sessions() as s:
+            await enrollment.revoke(s, ids[0], now=plane.clock.now())
+            await s.commit()
+        await mosq.sync()
+        assert mosq.reloads == before + 2
+        with pytest.raises(aiomqtt.MqttError):
+            for seq in range(2, 60):  # bounded: the broker drops the revoked device on the reload
+                await c.publish(T.topic(plane.school_code, serials[0], "heartbeat"),
+                                json.dumps({"v": 1, "seq": seq, "ts": TS0}), qos=1, timeout=1)
+                await asyncio.sleep(0.1)
