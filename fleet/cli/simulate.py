@@ -106,11 +106,13 @@ class DbEnroller:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], after: Callable[[], Awaitable[None]]) -> None:
         self.sessions = sessions
         self.after = after  # make the broker reload credentials
+        # One school at a time: each holds one write transaction, and SQLite has one writer.
+        self._lock = asyncio.Lock()
 
     async def enroll(self, school_code: str, serials: list[str]) -> dict[str, Credentials | str]:
         out: dict[str, Credentials | str] = {}
         now = datetime.now(UTC)
-        async with self.sessions() as s:
+        async with self._lock, self.sessions() as s:
             school = (await s.execute(select(School).where(School.code == school_code))).scalar_one()
             tok = await enrollment.create_claim_token(
                 s, school_id=school.id, max_uses=max(1, min(len(serials), enrollment.MAX_TOKEN_USES)),
@@ -204,7 +206,12 @@ class ServiceUnderTest:
             # The routes (enrollment, credentials, commands) find the plane here, as under `labfleet serve`.
             state.extras["plane"] = self.plane
 
-        app = create_app(cfg, clock=self.clock, migrate=False, runtime_hooks=[register_plane])
+        from fleet.runtime.rollouts import rollout_hook
+
+        # The rollout job too, as under `labfleet serve`: update commands reach the simulated terminals, whose
+        # download links point at this API.
+        app = create_app(cfg, clock=self.clock, migrate=False,
+                         runtime_hooks=[register_plane, rollout_hook(cfg, base_url=self.api)])
         if self.control:
             app.include_router(control_router(self))
         config = uvicorn.Config(app, host="127.0.0.1", port=self.http_port, log_level="warning", lifespan="on",

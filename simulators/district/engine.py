@@ -27,6 +27,7 @@ from simulators.district.fleetlink import Credentials, DeviceState, Enroller, Re
 from simulators.district.mqttpool import Pool, raise_fd_limit
 from simulators.district.spec import District, Room, School, TrafficIn
 from simulators.district.terminal import Phase, Terminal
+from simulators.district.updates import Updates
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,10 @@ class Stats:
         self.events.append((round(time.monotonic() - self.started_mono, 2), text))
         logger.info("%s", text)
 
+    def mark_once(self, text: str) -> None:
+        if all(e[1] != text for e in self.events):
+            self.mark(text)
+
 
 @dataclass(frozen=True)
 class Hooks:
@@ -139,6 +144,7 @@ class Simulation:
         self.flap_room: str | None = None
         self.storm_done_mono: float | None = None
         self.frozen = False
+        self.updates = Updates(self)
 
     # ---------------------------------------------------------------- time helpers
     @staticmethod
@@ -218,8 +224,9 @@ class Simulation:
             else:
                 need[s.code].append(d.serial)
         started = time.monotonic()
-        for code, serials in need.items():
-            got = await self.enroller.enroll(code, serials)
+        # Every school at once, as at a real first bell; the enroller bounds what is in flight overall.
+        results = await asyncio.gather(*(self.enroller.enroll(code, serials) for code, serials in need.items()))
+        for got in results:
             for serial, res in got.items():
                 if isinstance(res, Credentials):
                     creds[serial] = res
@@ -293,6 +300,7 @@ class Simulation:
         self.stats.mark(f"simulation starts at {self.start_local.isoformat()} local, x{self.speed:g}")
         self._spawn(self._connector(), "sim-connector")
         self._spawn(self._sampler(), "sim-sampler")
+        self._spawn(self.updates.run(), "sim-updates")
         if self.readback is not None:
             self._spawn(self._prober(), "sim-prober")
         self.plan_day()
@@ -475,6 +483,7 @@ class Simulation:
             self.storm_done_mono = self.stats.started_mono + max(self.stats.connect_times[:len(self.terminals)])
 
     async def shutdown(self) -> None:
+        await self.updates.aclose()
         for t in self.terminals:
             if t.phase == Phase.ONLINE:
                 t.sleep()

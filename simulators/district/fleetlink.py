@@ -24,9 +24,11 @@ logger = logging.getLogger(__name__)
 
 # Page size for listing what exists; the API caps pages at 500.
 PAGE = 500
-# Enrollment requests in flight at once: a SQLite-backed service writes one at a time, so more in flight only
-# queue on its write lock (and, past SQLite's busy timeout, fail); 4 keeps it busy without that.
-ENROLL_CONCURRENCY = 4
+# Enrollment requests in flight at once, across all schools. Each request commits in a few milliseconds and
+# then waits for the broker's coalesced credential reload (at most one a second), so throughput is about
+# this many per reload; a SQLite-backed service still writes one at a time, so far more would only queue
+# on its write lock. Failures (5xx) are retried below, as a terminal would.
+ENROLL_CONCURRENCY = 48
 # A terminal retries a failed enrollment (5xx, connection error) like any HTTP client: a few times, backing off.
 ENROLL_RETRIES = 3
 ENROLL_RETRY_S = 0.5
@@ -241,11 +243,13 @@ class FleetApi:
 class HttpEnroller:
     """Protocol section 3: a claim token per school (technician's step), then POST /api/v1/enroll per terminal."""
 
-    def __init__(self, api: FleetApi, school_ids: dict[str, int], *, token_uses: int = 5000) -> None:
+    def __init__(self, api: FleetApi, school_ids: dict[str, int], *, token_uses: int = 5000,
+                 concurrency: int = ENROLL_CONCURRENCY) -> None:
         self.api = api
         self.school_ids = school_ids
         self.token_uses = token_uses
         self.retries = 0  # enrollment attempts retried after a 5xx or a connection error
+        self._sem = asyncio.Semaphore(concurrency)  # shared by every school enrolling at once
 
     async def enroll(self, school_code: str, serials: list[str]) -> dict[str, Credentials | str]:
         token = await self.claim_token(self.school_ids[school_code], len(serials))
@@ -258,7 +262,7 @@ class HttpEnroller:
 
     async def enroll_with(self, token: str, serials: list[str], vendor: str | None = None
                           ) -> dict[str, Credentials | str]:
-        sem = asyncio.Semaphore(ENROLL_CONCURRENCY)
+        sem = self._sem
         out: dict[str, Credentials | str] = {}
 
         async def one(serial: str) -> None:

@@ -138,6 +138,8 @@ def build(sim: Simulation, *, service_clock_is_sim: bool, dead_letters_before: d
             "published": st.published, "acked": st.acked, "garbage_sent": dict(st.garbage),
             "error_replies": dict(st.error_replies), "commands": dict(st.commands)},
         "accounting": accounting, "publish_to_state": latency, "bandwidth": {"schools": schools},
+        "updates": {"progress_reports": dict(sim.updates.reports),
+                    "firmware": dict(Counter(t.firmware for t in terms).most_common())},
         "resources": res, "dead_letters": dl, "alerts": alert_summary,
         "events": st.events, "series": series,
         "outcome": {k: v for k, v in sim.outcome.items() if k not in ("states", "alerts", "dead_letters")},

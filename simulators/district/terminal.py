@@ -333,12 +333,20 @@ class Terminal:
         self.counters.garbage[kind] = self.counters.garbage.get(kind, 0) + 1
         self.sim.stats.garbage[kind] = self.sim.stats.garbage.get(kind, 0) + 1
 
-    def reboot_soon(self) -> None:
-        """Crash-reboot: the link drops (LWT), the terminal boots again and reconnects."""
+    def reboot_soon(self, dark_s: float = 30.0) -> None:
+        """Reboot: the link drops (LWT), the terminal boots again after `dark_s` simulated seconds and reconnects."""
         if self.client is None or self.phase != Phase.ONLINE:
             return
         self.boots = 0  # the next CONNACK sends a boot event
-        self.flap(self.sim.clock.real(30))
+        self.flap(self.sim.clock.real(dark_s))
+
+    def publish_update(self, payload: bytes) -> None:
+        """A firmware-update progress report (protocol 10): QoS 1, no seq; paho holds it while the link is down."""
+        if self.client is None:
+            return
+        info = self.client.publish(self.topic("update"), payload, qos=1)
+        self.pending[info.mid] = 0
+        self.sim.stats.published += 1
 
     # ---------------------------------------------------------------- commands
     def on_command(self, payload: bytes) -> None:
@@ -358,6 +366,9 @@ class Terminal:
         cid, name, args = str(msg.get("id", "")), msg.get("cmd"), msg.get("args") or {}
         self.counters.commands += 1
         self.sim.stats.commands[str(name)] = self.sim.stats.commands.get(str(name), 0) + 1
+        if name == "update":  # protocol 10: progress on the update channel, not ack/result
+            self.sim.updates.command(self, msg)
+            return
         now = self.sim.clock.now_ms()
         if isinstance(msg.get("expires_at"), int) and msg["expires_at"] < now:
             self._publish_raw("ack", {"v": 1, "id": cid, "ts": now, "accepted": False, "reason": "expired"})

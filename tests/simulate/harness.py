@@ -44,7 +44,9 @@ def district(**scenario: Any) -> District:
 @asynccontextmanager
 async def service(sqlite_url: str, tmp: Path, broker: str = "embedded") -> AsyncIterator[ServiceUnderTest]:
     settings = Settings(database_url=sqlite_url, mqtt={"broker": broker, "listen_port": free_port(),  # type: ignore[arg-type]
-                                                       "data_dir": str(tmp / "mqtt")})
+                                                       "data_dir": str(tmp / "mqtt")},
+                        # A fast rollout tick: the simulated clock runs at x60 in these tests.
+                        rollouts={"artifact_dir": str(tmp / "artifacts"), "step_seconds": 0.5})
     async with ServiceUnderTest(settings) as sut:
         yield sut
     shutil.rmtree(tmp / "mqtt", ignore_errors=True)
