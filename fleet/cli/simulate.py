@@ -368,6 +368,47 @@ class Controls:
     pids: Callable[[], dict[str, int]] | None = None
 
 
+def edge_agents(api: str, token: str, broker: tuple[str, int],
+                transport: httpx.AsyncBaseTransport | None = None) -> Any:
+    """The real edge agent (fleet.runtime.edge_agent over drivers.edge) for one simulated lab room's bench."""
+
+    @contextlib.asynccontextmanager
+    async def start(school_code: str, room_name: str, bench: Any, health_interval: float,
+                    clock_ms: Callable[[], int]) -> AsyncIterator[Any]:
+        from drivers.discovery import PortWatcher
+        from drivers.edge import EdgeSupervisor
+        from fleet.cli.agent import HTTP_TIMEOUT, resolve
+        from fleet.runtime.edge_agent import EdgeAgent
+
+        async with httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {token}"},
+                                     timeout=HTTP_TIMEOUT, transport=transport) as http:
+            school_id, room_id = await resolve(http, school_code, room_name)
+            agent = EdgeAgent(http, school_id=school_id, room_id=room_id, broker=f"mqtt://{broker[0]}:{broker[1]}",
+                              clock_ms=clock_ms)
+            supervisor = EdgeSupervisor(PortWatcher(bench.lister), agent, reset_for=bench.reset_for,
+                                        health_interval=health_interval)
+            agent.supervisor = supervisor
+            task = asyncio.create_task(supervisor.run(), name=f"edge-agent:{school_code}/{room_name}")
+            try:
+                yield agent
+            finally:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+                except Exception:  # the agent died mid-run (a kit it could not bridge): logged, the run goes on
+                    logger.exception("edge agent for %s/%s stopped", school_code, room_name)
+                for close in (supervisor.aclose, agent.aclose):
+                    try:
+                        await close()
+                    except Exception:  # a kit that never connected cannot say goodbye; the others still do
+                        logger.warning("edge agent for %s/%s: %s failed", school_code, room_name,
+                                       close.__qualname__, exc_info=True)
+
+    return start
+
+
 async def simulate(district: Any, scenarios: tuple[str, ...], *, api: str, token: str, broker: tuple[str, int],
                    database_url: str | None, duration_s: float, speed: float | None, controls: Controls,
                    state_file: Path | None = None, transport: httpx.AsyncBaseTransport | None = None,
@@ -409,7 +450,8 @@ async def simulate(district: Any, scenarios: tuple[str, ...], *, api: str, token
             await fleet.command("school", provisioned.school_ids[code], name, args)
 
         hooks = Hooks(restart_broker=controls.restart_broker, set_service_clock=controls.set_clock,
-                      add_exam_day=exam, service_pids=controls.pids, send_command=command)
+                      add_exam_day=exam, service_pids=controls.pids, send_command=command,
+                      start_lab_agent=edge_agents(api, token, broker, transport))
         dl_before = await readback.dead_letters() if readback is not None else None
         sim = Simulation(district, broker=broker, enroller=enroller, readback=readback, scenarios=scenarios,
                          duration_s=duration_s, speed=speed, prefix=prefix, state_file=state_file, hooks=hooks)

@@ -216,6 +216,7 @@ class MosquittoBroker:
         self._requested = 0  # sync() calls so far
         self._covered = 0  # sync() calls covered by the last finished reload
         self._last_reload = -RELOAD_MIN_INTERVAL_S
+        self._unwritable: set[str] = set()  # identities already warned about
 
     @property
     def conf_path(self) -> Path:
@@ -256,8 +257,17 @@ log_type warning
 
     def _passwd_text(self) -> str:
         lines = [self._service_line]
-        lines += [f"{identity}:{pw_hash}" for _school, identity, pw_hash in self.authority.active_devices()
-                  if wire.is_identity(identity)]  # never write a name that could break the file or the ACL
+        for _school, identity, pw_hash in self.authority.active_devices():
+            # Never write a name that could break the file or the ACL. mosquitto's password file splits each
+            # line at ':' and drops the entry, so an identity holding one (the edge agent's `robot:<uid>`) cannot
+            # log in to a managed mosquitto at all: say so once, instead of leaving it to a "Not authorized".
+            if not wire.is_identity(identity) or ":" in identity:
+                if identity not in self._unwritable:
+                    self._unwritable.add(identity)
+                    logger.warning("device identity %r cannot be written to mosquitto's password file (':' or not "
+                                   "an identity); it cannot connect to this broker", identity)
+                continue
+            lines.append(f"{identity}:{pw_hash}")
         return "\n".join(lines) + "\n"
 
     def _write_passwd(self, text: str) -> None:

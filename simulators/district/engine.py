@@ -24,6 +24,7 @@ import psutil
 
 from simulators.district.clock import Anchor, SimClock
 from simulators.district.fleetlink import Credentials, DeviceState, Enroller, ReadBack
+from simulators.district.labs import Labs, StartAgent
 from simulators.district.mqttpool import Pool, raise_fd_limit
 from simulators.district.spec import District, Room, School, TrafficIn
 from simulators.district.terminal import Phase, Terminal
@@ -103,6 +104,8 @@ class Hooks:
     service_pids: Callable[[], dict[str, int]] | None = None  # name -> pid, for CPU/RSS sampling
     # (school code, command, args): as a technician would through the commands API
     send_command: Callable[[str, str, dict[str, Any]], Awaitable[Any]] | None = None
+    # Runs the real edge agent for one lab room over its bench of pty devices (see simulators.district.labs)
+    start_lab_agent: StartAgent | None = None
 
 
 class Simulation:
@@ -140,6 +143,7 @@ class Simulation:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handles: set[asyncio.TimerHandle] = set()
         self.lab_devices = district.count(transport="serial")
+        self.labs = Labs()
         self._tz = {s.code: ZoneInfo(s.timezone) for s in district.schools}
         self.flap_room: str | None = None
         self.storm_done_mono: float | None = None
@@ -150,6 +154,9 @@ class Simulation:
     @staticmethod
     def mono() -> float:
         return time.monotonic()
+
+    def _clock_ms(self) -> int:
+        return self.clock.now_ms()
 
     def after_real(self, delay: float, fn: Callable[[], None]) -> asyncio.TimerHandle:
         loop = asyncio.get_running_loop()
@@ -283,6 +290,17 @@ class Simulation:
     async def run(self) -> dict[str, Any]:
         raise_fd_limit(len(self.district.devices()) + 2048)
         self.stats.started_mono = time.monotonic()
+        try:
+            return await self._run()
+        finally:
+            await self.labs.aclose()
+
+    async def _run(self) -> dict[str, Any]:
+        # Lab rooms first: their agents find, identify and enroll kits while the terminals enroll. Kits read the
+        # simulated clock, which runs once it is anchored below (and reads the real time until then).
+        edge = self.district.edge
+        await self.labs.start(self.district, edge.labs, self.hooks.start_lab_agent,
+                              max(0.5, edge.health_interval_s / self.speed), self._clock_ms)
         await self.enroll_all()
         self.build_terminals()
         if self.readback is not None and self.terminals:
@@ -465,6 +483,8 @@ class Simulation:
                 break
             await asyncio.sleep(0.25)
         self.outcome["states"] = states
+        if self.labs.serials:
+            self.outcome["lab_states"] = await self.readback.device_states(self.labs.serials)
         # Read before the terminals shut down: a clean shutdown mid-lesson is itself an unexpected offline.
         self.outcome["alerts"] = await self.readback.alerts(self.service_epoch_at_start)
         self.outcome["dead_letters"] = await self.readback.dead_letters()

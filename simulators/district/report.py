@@ -132,8 +132,8 @@ def build(sim: Simulation, *, service_clock_is_sim: bool, dead_letters_before: d
         "wall_s": _r(wall_s, 1),
         "simulated": {"start": sim.start_local.isoformat(), "minutes": _r(sim.clock.monotonic() / 60, 1)},
         "fleet": {"schools": len(sim.district.schools), "terminals": expected_terms,
-                  "lab_devices": sim.lab_devices,
-                  "lab_devices_note": "declared and provisioned; they run through the edge-agent path once it lands"},
+                  "lab_devices": sim.lab_devices},
+        "labs": labs_section(sim),
         "enrollment": enrollment, "connections": connections, "messages": {
             "published": st.published, "acked": st.acked, "garbage_sent": dict(st.garbage),
             "error_replies": dict(st.error_replies), "commands": dict(st.commands)},
@@ -146,6 +146,20 @@ def build(sim: Simulation, *, service_clock_is_sim: bool, dead_letters_before: d
     }
     report["verdict"] = verdict(sim, report)
     return report
+
+
+def labs_section(sim: Simulation) -> dict[str, Any]:
+    """Lab devices: declared, on ptys behind an edge agent, bridged by it, and what the service saw of them."""
+    labs = sim.labs
+    states: dict[str, DeviceState] = sim.outcome.get("lab_states") or {}
+    on_pty = labs.serials
+    online = [s for s in on_pty if states.get(s) is not None and states[s].online]
+    return {"declared": labs.declared, "on_ptys": len(on_pty),
+            "rooms_on_ptys": [f"{r.school}/{r.room}" for r in labs.rooms],
+            "bridged_by_agent": len(labs.bridged()), "online_at_end": len(online),
+            "online_ratio": _r(len(online) / len(on_pty), 4) if on_pty else None,
+            "messages_ingested": sum(states[s].messages for s in on_pty if s in states),
+            "offline_at_end": sorted(set(on_pty) - set(online))[:20], "agent_failures": labs.failed}
 
 
 def verdict(sim: Simulation, r: dict[str, Any]) -> dict[str, Any]:
@@ -184,6 +198,15 @@ def verdict(sim: Simulation, r: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- text
 
 
+def _labs_line(r: dict[str, Any]) -> str:
+    lb = r.get("labs") or {}
+    if not lb.get("on_ptys"):
+        return f"  labs: {lb.get('declared', 0)} lab devices declared, none on ptys (no edge agent)"
+    return (f"  labs: {lb['on_ptys']} of {lb['declared']} lab devices on ptys in {', '.join(lb['rooms_on_ptys'])}; "
+            f"bridged by the edge agent {lb['bridged_by_agent']}, online at the end {lb['online_at_end']}, "
+            f"messages ingested {lb['messages_ingested']}{'; agent failures ' + str(lb['agent_failures']) if lb['agent_failures'] else ''}")
+
+
 def text(r: dict[str, Any]) -> str:
     e, c, a, lat = r["enrollment"], r["connections"], r["accounting"], r["publish_to_state"]
     lines = [f"LabFleet load report: {r['district']} ({r['spec']}), scenarios {', '.join(r['scenarios']) or 'none'}",
@@ -191,6 +214,7 @@ def text(r: dict[str, Any]) -> str:
              f"{r['simulated']['start']}",
              f"  fleet: {r['fleet']['schools']} schools, {r['fleet']['terminals']} terminals, "
              f"{r['fleet']['lab_devices']} lab devices",
+             _labs_line(r),
              f"  enrollment: {e['succeeded']}/{e['requested']} new ({e['had_credentials']} had credentials), "
              f"success {e['success_ratio']:.2%}, {e['per_s'] or '-'} /s, failures {e['failed'] or 'none'}",
              f"  connections: {c['connected']}/{c['terminals']} connected; storm {c['storm_wall_s']} s, "
@@ -302,6 +326,7 @@ def to_html(r: dict[str, Any]) -> str:
         ("scenarios", ", ".join(r["scenarios"]) or "none"), ("run", f"{r['wall_s']} s real at x{r['speed']:g}"),
         ("fleet", f"{r['fleet']['schools']} schools, {r['fleet']['terminals']} terminals, "
                   f"{r['fleet']['lab_devices']} lab devices"),
+        ("labs", _labs_line(r).removeprefix("  labs: ")),
         ("enrollment", f"{e['success_ratio']:.2%} ({e['succeeded']} new, {e['had_credentials']} reused)"),
         ("connected", f"{c['connected']} / {c['terminals']}; storm {c['storm_wall_s']} s, "
                       f"{c['connects_per_s_mean']} connects/s"),

@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from simulators.district.labs import hardware_serial
+
 # The MQTT identity rule of docs/protocol-mqtt.md section 2: serials and school codes are topic levels.
 IDENTITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 # A spec larger than this is not a district but a mistake (10,000 terminals is the 2027 plan; 10x headroom).
@@ -181,6 +183,15 @@ class ScenarioParamsIn(_M):
     battery_drain_pct_per_hour: Annotated[float, Field(gt=0, le=10_000)] = 400.0
 
 
+class EdgeIn(_M):
+    # Lab rooms whose robots and kits run on real ptys behind a real edge agent. Each pty device is a serial
+    # session and a broker connection on this machine; the rest of the labs are declared and counted only.
+    labs: Annotated[int, Field(ge=0, le=50)] = 2
+    # Simulated seconds between health samples of a lab device (the agent publishes each as telemetry);
+    # well inside the 180 s heartbeat timeout.
+    health_interval_s: Annotated[float, Field(ge=5, le=600)] = 60.0
+
+
 class SpecIn(_M):
     version: Literal[1] = 1
     district: Annotated[str, Field(min_length=1, max_length=200)]
@@ -194,6 +205,7 @@ class SpecIn(_M):
     school_groups: list[SchoolGroupIn] = []
     verdict: VerdictIn = VerdictIn()
     scenario: ScenarioParamsIn = ScenarioParamsIn()
+    edge: EdgeIn = EdgeIn()
 
     @model_validator(mode="after")
     def _refs(self) -> SpecIn:
@@ -254,6 +266,9 @@ class Device:
     model: str  # model key
     kind: str
     transport: str
+    # The spec's name for the device; lab devices on ptys derive their simulated hardware (and so the identity
+    # their driver reads back, which is their serial) from it.
+    name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +301,7 @@ class District:
     schools: tuple[School, ...]
     verdict: VerdictIn
     scenario: ScenarioParamsIn
+    edge: EdgeIn = EdgeIn()
 
     def devices(self) -> list[tuple[School, Room, Device]]:
         return [(s, r, d) for s in self.schools for r in s.rooms for d in r.devices]
@@ -324,8 +340,9 @@ def _expand_school(code: str, name: str, uplink: int, tz: str, timetable: str, r
             for key, cnt in r.devices.items():
                 m = models[key]
                 for i in range(1, cnt + 1):
-                    serial = f"{code}-{tag}-{_KIND_ABBR[m.kind]}{key[:1].upper()}{i:02d}"
-                    devs.append(Device(serial, f"A-{serial}", key, m.kind, m.transport))
+                    name = f"{code}-{tag}-{_KIND_ABBR[m.kind]}{key[:1].upper()}{i:02d}"
+                    serial = hardware_serial(m.kind, name) if m.transport == "serial" else name
+                    devs.append(Device(serial, f"A-{name}", key, m.kind, m.transport, name))
             out.append(Room(room_name, r.kind, r.tier, tuple(devs)))
     return School(code, name, uplink, tz, timetable, tuple(out))
 
@@ -372,7 +389,7 @@ def parse_spec(data: Any, source: str = "<spec>") -> District:
                   for k, t in spec.timetables.items()}
     start = spec.start.replace(tzinfo=None)
     return District(spec.district, source, start, spec.speed, timetables, models, dict(spec.traffic),
-                    tuple(schools), spec.verdict, spec.scenario)
+                    tuple(schools), spec.verdict, spec.scenario, spec.edge)
 
 
 def load_spec(path: str | Path) -> District:

@@ -161,3 +161,20 @@ async def test_a_burst_of_enrollments_shares_one_password_reload_and_revocation_
                 await c.publish(T.topic(plane.school_code, serials[0], "heartbeat"),
                                 json.dumps({"v": 1, "seq": seq, "ts": TS0}), qos=1, timeout=1)
                 await asyncio.sleep(0.1)
+
+
+async def test_identity_the_password_file_cannot_hold_is_left_out_and_the_broker_keeps_working(
+        plane: Plane, mosq: MosquittoBroker) -> None:
+    await plane.add_devices(1)
+    await plane.add_devices(1, prefix="robot:cafe")  # the edge agent's kit identities carry a ':'
+    pw = await plane.enroll(["TAB-00000", "robot:cafe-00000"])
+    await mosq.sync()
+    users = [line.split(":", 1)[0] for line in (mosq.dir / "passwd").read_text().splitlines()]
+    assert users == [SVC_USER, "TAB-00000"]  # a "robot:cafe..." line would be split at its ':' by mosquitto
+    async with terminal(mosq.port, plane.school_code, "TAB-00000", pw["TAB-00000"], will=False) as c:
+        await c.publish(T.topic(plane.school_code, "TAB-00000", "heartbeat"), json.dumps({"v": 1, "seq": 1, "ts": TS0}),
+                        qos=1)
+    with pytest.raises(aiomqtt.MqttError):
+        async with terminal(mosq.port, plane.school_code, "robot:cafe-00000", pw["robot:cafe-00000"], will=False,
+                            timeout=3):
+            pass

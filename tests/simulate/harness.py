@@ -22,7 +22,8 @@ def small_spec(**scenario: Any) -> dict[str, Any]:
                                                 {"name": "P2", "start": "08:55", "end": "09:40"}]}},
         "models": {"tablet": {"vendor": "Acme", "model_number": "SIM-T10", "kind": "terminal", "transport": "mqtt",
                               "firmware": "2.4.1"},
-                   "robot": {"vendor": "RoboCo", "model_number": "SIM-R1", "kind": "robot", "transport": "serial"}},
+                   "robot": {"vendor": "RoboCo", "model_number": "SIM-R1", "kind": "robot", "transport": "serial",
+                             "profile_key": "robot-edubot-r2"}},
         "traffic": {"terminal": {"telemetry_interval_s": 60, "attendance": 1.0, "wake_jitter_s": 20,
                                  "burst": {"probability": 0.0, "bytes_down": 5_000_000}}},
         "schools": [

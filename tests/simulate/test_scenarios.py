@@ -83,6 +83,7 @@ async def test_exam_day_marks_the_calendar_sends_the_exam_policy_and_holds_back_
     import httpx
     from sqlalchemy import func, select
 
+    from fleet.persistence.models import Device, DeviceModel
     from fleet.persistence.models_mqtt import DeviceCommand
     from fleet.persistence.models_mqtt import DeviceState as DeviceStateRow
 
@@ -90,10 +91,16 @@ async def test_exam_day_marks_the_calendar_sends_the_exam_policy_and_holds_back_
         r = await run(sut, district(), ("bell-storm", "exam-day", "bad-firmware"), duration_s=4.0)
         assert sut.sessions is not None
         async with sut.sessions() as s:
+            # Terminals only: the lab's robots (bridged by the edge agent) refuse set_policy, a terminal command.
             statuses = dict((await s.execute(select(DeviceCommand.status, func.count())
-                                             .where(DeviceCommand.name == "set_policy")
+                                             .join(Device, Device.id == DeviceCommand.device_id)
+                                             .join(DeviceModel, DeviceModel.id == Device.model_id)
+                                             .where(DeviceCommand.name == "set_policy", DeviceModel.kind == "terminal")
                                              .group_by(DeviceCommand.status))).all())
-            apps = set((await s.execute(select(DeviceStateRow.app))).scalars())
+            apps = set((await s.execute(select(DeviceStateRow.app)
+                                        .join(Device, Device.id == DeviceStateRow.device_id)
+                                        .join(DeviceModel, DeviceModel.id == Device.model_id)
+                                        .where(DeviceModel.kind == "terminal"))).scalars())
         async with httpx.AsyncClient(base_url=sut.api, headers={"Authorization": f"Bearer {sut.token}"}) as http:
             rooms = (await http.get("/api/v1/rooms", params={"limit": 10})).json()["items"]
             lesson = (await http.get(f"/api/v1/rooms/{rooms[0]['id']}/lesson",
