@@ -465,6 +465,24 @@ def encode_command(cmd: Command) -> bytes:
     return data
 
 
+# Refusals answered with an error reply on the device's cmd topic: the message came from an enrolled device on
+# its own topics (the broker's ACL saw to that) and the device can fix what it sends. The other reasons have no
+# enrolled device to answer (bad_topic, invalid_identity, unknown_device) or must not be answered (revoked).
+REPLIED_REASONS = frozenset({Reason.OVERSIZED, Reason.MALFORMED_JSON, Reason.UNSUPPORTED_VERSION, Reason.SCHEMA})
+
+
+def seq_of(payload: bytes) -> int | None:
+    """The `seq` of a refused payload when it can be read (for the error reply), else None; never raises."""
+    if len(payload) > MAX_UPLINK_BYTES:
+        return None
+    try:
+        obj = json.loads(payload.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+    seq = obj.get("seq") if type(obj) is dict else None
+    return seq if type(seq) is int and 1 <= seq <= MAX_SEQ else None
+
+
 def encode_error(reason: Reason, channel: Channel | None, seq: int | None, detail: str = "") -> bytes:
     """An error reply telling a device why its message was refused (sent on its cmd topic)."""
     body = {"v": PROTOCOL_VERSION, "type": "error", "reason": reason.value,

@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 NEGATIVE_CACHE_S = 30.0
 # The device_kind label under which this process's own broker connection is counted.
 SERVICE_KIND = "service"
+# At most one error reply per device per minute (protocol 6.2): a terminal stuck sending a bad payload every
+# second must not get a reply flood back, and the service must not spend its hot path answering it.
+ERROR_REPLY_INTERVAL_S = 60.0
 # Timetables change a few times a term; re-reading them every minute is plenty.
 TIMETABLE_REFRESH_S = 60.0
 
@@ -187,7 +190,7 @@ class IngestStats:
 
 
 class _Pending:
-    __slots__ = ("items", "rejected", "acks", "first_mono")
+    __slots__ = ("items", "rejected", "acks", "first_mono", "replies")
     # first_mono: when the oldest message of this batch arrived from the broker (clock.monotonic())
 
     def __init__(self) -> None:
@@ -195,6 +198,7 @@ class _Pending:
         self.rejected: list[Rejected] = []
         self.acks: dict[int, list[int]] = {}
         self.first_mono = 0.0
+        self.replies: list[tuple[str, bytes]] = []  # (cmd topic, error reply) sent after the commit
 
     def __len__(self) -> int:
         return len(self.items) + len(self.rejected)
@@ -235,6 +239,7 @@ class IngestService:
         self._now = clock.now()
         self._now_mono = 0.0
         self._committing_since: float | None = None  # arrival of the oldest message in the batch being committed
+        self._replied: dict[int, float] = {}  # device id -> when it last got an error reply (clock.monotonic())
         # Shared subscriptions split the stream over N workers; amqtt (embedded) has none: one worker.
         self.shared = settings.mqtt.ingest_shared if shared is None else shared
 
@@ -321,6 +326,8 @@ class IngestService:
             value = wire.decode_uplink(ref.channel, payload)  # type: ignore[union-attr]
             if type(value) is wire.Rejection:
                 self._reject(pend, now, value, topic, payload, ref.device, ref.channel)  # type: ignore[union-attr]
+                if dev is not None and dev.school_code == ref.school and not dev.revoked:  # type: ignore[union-attr]
+                    self._error_reply(pend, dev, value, ref.channel, payload)  # type: ignore[union-attr, arg-type]
             elif dev is None or dev.school_code != ref.school:  # type: ignore[union-attr]
                 # Resolved by the writer (database lookup) unless this identity missed recently.
                 pend.items.append(Inbound(None, ref.channel, value, now,  # type: ignore[union-attr]
@@ -336,6 +343,18 @@ class IngestService:
         if n >= self.cfg.ingest_queue_max and not self._paused and self._sub is not None:
             self._paused = True
             self._sub.pause()
+
+    def _error_reply(self, pend: _Pending, dev: DeviceRef, rej: wire.Rejection, channel: wire.Channel,
+                     payload: bytes) -> None:
+        if rej.reason not in wire.REPLIED_REASONS:
+            return
+        mono = self.clock.monotonic()
+        last = self._replied.get(dev.device_id)
+        if last is not None and mono - last < ERROR_REPLY_INTERVAL_S:
+            return
+        self._replied[dev.device_id] = mono
+        pend.replies.append((self.topics.topic(dev.school_code, dev.username, wire.Channel.CMD),
+                             wire.encode_error(rej.reason, channel, wire.seq_of(payload), rej.detail)))
 
     def _reject(self, pend: _Pending, now: datetime, rej: wire.Rejection, topic: str, payload: bytes,
                 identity: str | None, channel: wire.Channel | None) -> None:
@@ -394,6 +413,9 @@ class IngestService:
         if self._sub is not None:
             for gen, pids in batch.acks.items():
                 self._sub.ack(gen, pids)
+            # Error replies go out once the refusal is recorded; best effort (QoS 0), as the protocol says.
+            for topic, body in batch.replies:
+                self._sub.publish(topic, body)
         st = self.stats
         st.batches += 1
         st.committed += len(batch)

@@ -260,6 +260,15 @@ class SubscriberSession:
         conn.ack(packet_ids)
         return True
 
+    def publish(self, topic: str, payload: bytes) -> bool:
+        """Publish QoS 0 on the current connection (error replies to devices); False when not connected."""
+        conn = self._conn
+        if conn is None or conn.sock is None or conn.lost.done():
+            return False
+        conn.client.publish(topic, payload, qos=0)
+        conn.client.loop_write()
+        return True
+
     def pause(self) -> None:
         """Stop reading from the socket: the broker then holds further messages (backpressure)."""
         self._paused = True

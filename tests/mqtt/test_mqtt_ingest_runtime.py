@@ -241,3 +241,45 @@ async def test_timed_out_command_is_observed_as_timeout(
 
     await wait_until(observed)
     assert _sample(registry, "labfleet_command_duration_seconds_sum", command="diagnostics", result="timeout") == 31
+
+
+async def test_refused_message_gets_one_error_reply_per_minute_on_the_devices_cmd_topic(plane: Plane) -> None:
+    await plane.add_devices(1)
+    pw = await plane.enroll(["TAB-00000"])
+    port = free_port()
+    settings = plane.settings(listen_port=port, broker="embedded", ingest_batch_ms=20)
+    school = plane.school_code
+    telemetry = T.topic(school, "TAB-00000", "telemetry")
+    async with EmbeddedBroker(settings, BrokerAuthority(plane.sessions, T, SVC_USER, SVC_PW)) as broker:
+        async with IngestService(settings, plane.sessions, plane.clock, address=broker.address,
+                                 client_id="ingest-replies", shared=False) as ingest:
+            await ingest.wait_connected()
+            async with terminal(port, school, "TAB-00000", pw["TAB-00000"], will=False) as c:
+                await c.subscribe(T.topic(school, "TAB-00000", "cmd"), qos=1)
+                replies = c.messages
+
+                async def refused(seq: int, field: object) -> None:
+                    before = ingest.stats.committed
+                    await c.publish(telemetry, json.dumps({"v": 1, "seq": seq, "ts": TS0, "battery": field}), qos=1)
+
+                    async def committed() -> bool:
+                        return ingest.stats.committed > before
+
+                    await wait_until(committed)
+
+                async def next_reply() -> dict[str, object]:
+                    async for msg in replies:
+                        if str(msg.topic).endswith("/cmd"):
+                            return wire.decode_downlink(bytes(msg.payload))  # type: ignore[arg-type, return-value]
+                    raise AssertionError("no reply")
+
+                await refused(1, 500)  # battery out of range
+                assert await asyncio.wait_for(next_reply(), 10) == {
+                    "v": 1, "type": "error", "reason": "schema", "channel": "telemetry", "seq": 1,
+                    "detail": "battery must be an integer in [0, 100]"}
+                await refused(2, "full")  # within the minute: recorded, not answered
+                plane.clock.advance(61)
+                await refused(3, -1)
+                reply = await asyncio.wait_for(next_reply(), 10)
+                assert (reply["reason"], reply["seq"]) == ("schema", 3)  # seq 2 never got one
+    assert ingest.stats.rejected == 3

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fleet.domain import wire
+from fleet.domain import seqwindow, wire
+from fleet.runtime.ingest import ERROR_REPLY_INTERVAL_S
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "protocol-mqtt.md").read_text()
@@ -45,7 +46,19 @@ def test_every_payload_field_the_decoders_read_is_documented() -> None:
 def test_limits_in_doc_match_code() -> None:
     assert f"{wire.MAX_UPLINK_BYTES} bytes" in DOC
     assert f"{wire.MAX_DOWNLINK_BYTES} bytes" in DOC
+    assert f"{wire.MAX_TOPIC_CHARS} characters" in DOC
     assert wire.IDENTITY_RE.pattern in DOC
+    assert f"more than {seqwindow.WINDOW} below the highest" in DOC
+
+
+def test_error_replies_in_doc_match_code() -> None:
+    """Which refusals get an error reply, and how often, are stated as the ingest implements them."""
+    for reason in wire.Reason:
+        row = next(line for line in DOC.splitlines() if line.startswith(f"| `{reason.value}` |") and "reply" not in
+                   line.split("|")[1] and line.count("|") == 4)
+        replied = row.split("|")[3].strip().startswith("yes")
+        assert replied == (reason in wire.REPLIED_REASONS), reason
+    assert f"one error reply per\ndevice every {int(ERROR_REPLY_INTERVAL_S)} s" in DOC
 
 
 def test_no_module_builds_topics_by_hand() -> None:
