@@ -134,6 +134,22 @@ class DbTopicPlugin(BaseTopicPlugin):
         return authority.allowed(session.username, topic, mapped)
 
 
+class _SnapshotSubscriptions(dict):  # type: ignore[type-arg]
+    """amqtt 0.12's subscription table, iterated over a snapshot.
+
+    amqtt walks `_subscriptions` across awaits (the topic-filter plugin call in `_run_broadcast`, retained
+    messages on connect). A client subscribing in that window raised "dictionary changed size during
+    iteration" inside the broadcast task, and that message was dropped for every subscriber, the ingest
+    included. Iterating a copy delivers it; a subscription added meanwhile starts with the next message.
+    """
+
+    def items(self):  # type: ignore[no-untyped-def,override]
+        return list(super().items())
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(list(super().keys()))
+
+
 class EmbeddedBroker:
     """amqtt in-process: zero setup, for demos and small sites (~1,700 msg/s on the design machine)."""
 
@@ -161,6 +177,7 @@ class EmbeddedBroker:
         if amqtt_log.getEffectiveLevel() < logging.INFO:
             amqtt_log.setLevel(logging.INFO)
         self._broker = _AmqttBroker(config)
+        self._broker._subscriptions = _SnapshotSubscriptions()
         await self._broker.start()
         logger.info("embedded MQTT broker listening on %s:%s", self.host, self.port)
         return self
