@@ -58,6 +58,16 @@ class ImportRejected(FleetError):
     code = "import_rejected"
 
 
+class RateLimited(FleetError):
+    """Too many attempts from one source or against one credential; retry after `retry_after_s` seconds."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: int, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_s = retry_after_s
+
+
 class FeatureUnavailable(FleetError):
     """The feature needs an optional part that is not installed; the message says how to install it."""
 

@@ -61,6 +61,11 @@ class ApiSettings(BaseModel):
     # Lists are capped so one request cannot pull the whole fleet into memory.
     max_page_size: int = 500
     default_page_size: int = 100
+    # Failed enrollments allowed per minute from one client address, and against one claim token, before
+    # further attempts get 429: enough for a technician's typos, far too few to guess tokens or serials.
+    # Successes are not limited: at the 08:00 bell a whole school enrolls through one NAT address.
+    enroll_failures_per_minute_per_source: int = Field(default=30, ge=1)
+    enroll_failures_per_minute_per_token: int = Field(default=10, ge=1)
 
 
 class MetricsSettings(BaseModel):

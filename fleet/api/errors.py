@@ -26,6 +26,7 @@ STATUS: dict[type[e.FleetError], int] = {
     e.InvalidInput: 422,
     e.ImportRejected: 422,
     e.FeatureUnavailable: 501,
+    e.RateLimited: 429,
 }
 
 
@@ -52,6 +53,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(e.FleetError)
     async def _fleet(_request: Request, err: e.FleetError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(err, e.Unauthenticated) else None
+        if isinstance(err, e.RateLimited):
+            headers = {"Retry-After": str(err.retry_after_s)}
         return JSONResponse(error_body(err.code, err.message, err.details), status_code=status_for(err),
                             headers=headers)
 

@@ -56,7 +56,8 @@ DISCONNECT_REASONS = frozenset(
      "lwt", "heartbeat_timeout"}
 )
 ENROLLMENT_RESULTS = frozenset(
-    {"ok", "bad_token", "expired_token", "exhausted_token", "unknown_serial", "wrong_school", "invalid", "error"}
+    {"ok", "bad_token", "expired_token", "exhausted_token", "unknown_serial", "wrong_school", "invalid", "error",
+     "rate_limited"}
 )
 INGEST_RESULTS = frozenset(
     {"ok", "invalid_json", "invalid_schema", "too_large", "unknown_device", "duplicate", "dropped_overload",

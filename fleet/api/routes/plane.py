@@ -7,7 +7,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
@@ -133,17 +133,31 @@ class EnrollOut(BaseModel):
     topics: dict[str, str]
 
 
-@router.post("/enroll", status_code=201, tags=["enrollment"])
-async def enroll(body: EnrollIn, session: Session, state: State) -> EnrollOut:
+@router.post("/enroll", status_code=201, tags=["enrollment"],
+             responses={429: {"description": "too many failed attempts from this address or for this token; "
+                                             "see Retry-After"}})
+async def enroll(body: EnrollIn, session: Session, state: State, request: Request) -> EnrollOut:
     """A terminal trades a claim token and its serial number for MQTT credentials (docs/protocol-mqtt.md §3)."""
+    from fleet.api.ratelimit import EnrollmentGuard
     from fleet.domain import wire
 
     metrics = state.extras.get("metrics")
+    api = state.settings.api
+    guard = state.extras.setdefault("enrollment_guard", EnrollmentGuard(
+        api.enroll_failures_per_minute_per_source, api.enroll_failures_per_minute_per_token))
+    source = request.client.host if request.client else "unknown"
     now = state.clock.now()
+    try:
+        guard.check(source, body.claim_token)
+    except FleetError:
+        if metrics is not None:
+            metrics.enrollment("rate_limited")
+        raise
     try:
         done = await enrollment.enroll(session, claim_token=body.claim_token, serial_number=body.serial_number,
                                        vendor=body.vendor, model_number=body.model_number, now=now)
     except FleetError as err:
+        guard.failed(source, body.claim_token)
         if metrics is not None:
             metrics.enrollment((err.details or {}).get("reason", "invalid") if isinstance(err.details, dict)
                                else "invalid")
