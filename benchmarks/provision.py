@@ -18,6 +18,7 @@ import statistics
 import sys
 import time
 
+from drivers.codecs import ihex
 from drivers.provisioning import AttachedDevice, Outcome, Provisioner, ProvisionPlan, ProvisionResult
 from drivers.types import DeviceIdentity, Family, FirmwareImage
 from simulators.serial.bench import SimBench, make_devices
@@ -37,8 +38,9 @@ def targets(seed: int) -> dict[Family, FirmwareImage]:
             "main.py": b"import lesson\nlesson.run()\n",
             "lib/lesson.py": bytes(rng.randrange(32, 127) for _ in range(MPY_APP_BYTES)),
         }),
-        Family.FIRMATA: FirmwareImage.from_bytes("2.6", sketch_image("StandardFirmata.ino", 2, 6,
-                                                                      size=FIRMATA_SKETCH_BYTES)),
+        # Intel HEX, as the district's profile ships it (firmware_profiles/kit-uno-firmata.yaml).
+        Family.FIRMATA: FirmwareImage.from_bytes("2.6.0", ihex.encode_ihex(sketch_image(
+            "StandardFirmata-2.6.0.ino", 2, 6, size=FIRMATA_SKETCH_BYTES))),
     }
 
 
@@ -56,10 +58,7 @@ async def provision(count: int, families: tuple[Family, ...], seed: int, error_r
                     images: dict[Family, FirmwareImage]) -> tuple[float, list[ProvisionResult]]:
     async with SimBench() as bench:
         for i, device in enumerate(make_devices(count, families=families, seed=seed)):
-            # Line noise goes to robots only: the kit families' protocols (raw REPL, Firmata) carry no
-            # checksum, so on them noise is detected late (hash or read-back) and fails the kit.
-            noise = error_rate if device.family is Family.ROBOT else 0.0
-            bench.add(device, faults=FaultPlan(byte_error_rate=noise, baud=baud or None, seed=seed + i))
+            bench.add(device, faults=FaultPlan(byte_error_rate=error_rate, baud=baud or None, seed=seed + i))
         await bench.start()
         start = time.perf_counter()
         results = await Provisioner(locate=bench.locate).run(bench.attached(), planner(images))
@@ -70,7 +69,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=30)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--byte-error-rate", type=float, default=0.0, help="line noise on the robots' lines")
+    parser.add_argument("--byte-error-rate", type=float, default=0.0, help="line noise on every kit's line")
     parser.add_argument("--baud", type=int, default=115200)
     args = parser.parse_args(argv)
     images = targets(args.seed)

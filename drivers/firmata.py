@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import statistics
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Self
+from typing import Any, Self
 
 from drivers.codecs import firmata as fm
-from drivers.codecs import stk500
+from drivers.codecs import ihex, stk500
 from drivers.errors import DeviceTimeout, FrameError, ProtocolError
 from drivers.links import Link, MemoryHub, open_link
 from drivers.session import StreamSession
@@ -42,10 +45,46 @@ STK_TIMEOUT = 1.0
 SUPPLY_LOW_FRACTION = 0.80
 SUPPLY_FAULT_FRACTION = 0.60
 ANALOG_FULL_SCALE = 1023
-# Health waits for this many analog reports to average out noise.
-HEALTH_SAMPLES = 4
+# Health takes the median of this many analog reports: electrical noise and line noise (Firmata has no
+# checksum, so a damaged report is a plausible wrong value) both stay out of the median.
+HEALTH_SAMPLES = 5
+# Firmata answers carry no checksum: an answer counts once the same one has arrived twice. At a 1% byte
+# error rate a 170-byte capability response arrives intact ~18% of the time, so 60 tries leave a
+# spurious failure at ~1e-5 (a silent board fails sooner, after MAX_SILENT).
+QUERY_ATTEMPTS = 60
+# Queries in a row without any answer before a board counts as silent: at a 1% byte error rate a query
+# or its answer is lost ~5% of the time, so four in a row happen about once in 100,000 queries.
+MAX_SILENT = 4
+# Rounds of set-then-read-back over all pins before a configuration counts as failed.
+CONFIG_ROUNDS = 12
+# Bootloader sessions (reset, sync, write, verify every page) before a flash counts as failed: on a
+# noisy line Optiboot drops out on a damaged terminator (~1 command in 10 at a 1% byte error rate)
+# and must be reset into again; progress is kept across sessions.
+FLASH_SESSIONS = 200
+# Writes of one page that read back wrong before the flash counts as failed (a dying flash cell): at a
+# 1% byte error rate a 128-byte page write and its read-back both arrive intact only ~7% of the time.
+PAGE_WRITES = 100
 
 ResetLine = Callable[[], Awaitable[None]]
+# Messages kept while waiting for an answer: a board left reporting (by noise, or by another program)
+# must not grow the queue without bound.
+MAX_QUEUED = 256
+# Pins read back around a configuration when the capability query has not run (an Uno has 20).
+DEFAULT_PINS = 20
+# StandardFirmata reports only major.minor; a sketch built for the fleet carries its full version in
+# its name (StandardFirmata-2.5.1.ino), which identify prefers.
+VERSION_IN_NAME = re.compile(r"[-_]v?(\d{1,3}\.\d{1,3}\.\d{1,3})(?:\.ino)?$")
+
+
+def same_version(reported: str, target: str) -> bool:
+    """After a flash: the board reports the target, or (a stock sketch name) the target's major.minor."""
+    return reported == target or (reported.count(".") == 1 and target.startswith(reported + "."))
+
+
+def firmware_version(major: int, minor: int, name: str) -> str:
+    """The version identify reports: the sketch name's x.y.z when it has one, else Firmata's major.minor."""
+    found = VERSION_IN_NAME.search(name)
+    return found.group(1) if found else f"{major}.{minor}"
 
 
 def serial_dtr_reset(port: object) -> ResetLine:
@@ -73,8 +112,12 @@ class FirmataBoard:
 
     def __init__(self, session: StreamSession, *, reset: ResetLine | None = None,
                  health_pin: int = 0, hardware_id: str = "", query_timeout: float = QUERY_TIMEOUT,
-                 boot_timeout: float = BOOT_TIMEOUT) -> None:
+                 boot_timeout: float = BOOT_TIMEOUT, stk_timeout: float = STK_TIMEOUT,
+                 journal: list[object] | None = None) -> None:
         self.session = session
+        self.stk_timeout = stk_timeout
+        # Every Firmata message and STK500 (command, arguments) sent, for tests to compare with what ran.
+        self.journal = journal
         self.query_timeout = query_timeout
         self.boot_timeout = boot_timeout
         # Firmata has no serial number of its own: the hardware id is the USB adapter's (discovery).
@@ -89,18 +132,18 @@ class FirmataBoard:
 
     @classmethod
     async def open(cls, url: str, *, memory_hub: MemoryHub | None = None, reset: ResetLine | None = None,
-                   health_pin: int = 0, hardware_id: str = "", **timeouts: float) -> FirmataBoard:
+                   health_pin: int = 0, hardware_id: str = "", **kwargs: Any) -> FirmataBoard:
         link = await open_link(url, memory_hub=memory_hub)
         if reset is None and url.startswith("serial:"):
             reset = _reset_from_link(link)
-        return await cls.over(link, reset=reset, health_pin=health_pin, hardware_id=hardware_id, **timeouts)
+        return await cls.over(link, reset=reset, health_pin=health_pin, hardware_id=hardware_id, **kwargs)
 
     @classmethod
     async def over(cls, link: Link, *, reset: ResetLine | None = None, health_pin: int = 0,
-                   hardware_id: str = "", **timeouts: float) -> FirmataBoard:
+                   hardware_id: str = "", **kwargs: Any) -> FirmataBoard:
         session = StreamSession(link, name=f"firmata:{link.url}")
         await session.start()
-        return cls(session, reset=reset, health_pin=health_pin, hardware_id=hardware_id, **timeouts)
+        return cls(session, reset=reset, health_pin=health_pin, hardware_id=hardware_id, **kwargs)
 
     async def aclose(self) -> None:
         await self.session.aclose()
@@ -115,8 +158,12 @@ class FirmataBoard:
 
     def _pump(self) -> None:
         self.messages += self.decoder.feed(self.session.discard())
+        if len(self.messages) > MAX_QUEUED:
+            del self.messages[: len(self.messages) - MAX_QUEUED]  # unasked-for reports nobody waits for
 
     async def _send(self, *msgs: fm.Message) -> None:
+        if self.journal is not None:
+            self.journal.extend(msgs)
         await self.session.write(b"".join(fm.encode(m) for m in msgs))
 
     async def _await(self, match: Callable[[fm.Message], bool], timeout: float, what: str) -> fm.Message:
@@ -143,16 +190,38 @@ class FirmataBoard:
             await self._send(request)
             return await self._await(match, timeout or self.query_timeout, what)
 
+    async def _stable(self, request: fm.Message, match: Callable[[fm.Message], bool], what: str) -> fm.Message:
+        """Ask until the same answer has arrived twice: Firmata has no checksum, so one answer may be
+        a damaged one that still parses."""
+        seen: Counter[fm.Message] = Counter()
+        silent = 0
+        for _ in range(QUERY_ATTEMPTS):
+            heard = self.decoder.bytes_seen
+            try:
+                msg = await self._query(request, match, what)
+            except DeviceTimeout:
+                # Silent means nothing at all came back; a damaged answer still leaves bytes behind.
+                self._pump()
+                silent = 0 if self.decoder.bytes_seen != heard else silent + 1
+                if silent >= MAX_SILENT:
+                    raise  # a board that never answers is not a noisy line
+                continue  # the request or the answer was lost on the line
+            silent = 0
+            seen[msg] += 1
+            if seen[msg] >= 2:
+                return msg
+        raise DeviceTimeout(f"{self.session.name}: no consistent {what} after {QUERY_ATTEMPTS} queries")
+
     # ---- device operations ----------------------------------------------------------------
 
     async def identify(self) -> DeviceIdentity:
-        version = await self._query(fm.VersionQuery(), lambda m: isinstance(m, fm.VersionReport),
-                                    "version report")
-        fw = await self._query(fm.Sysex(fm.REPORT_FIRMWARE), _sysex(fm.REPORT_FIRMWARE), "firmware report")
-        caps = await self._query(fm.Sysex(fm.CAPABILITY_QUERY), _sysex(fm.CAPABILITY_RESPONSE),
-                                 "capability response")
-        mapping = await self._query(fm.Sysex(fm.ANALOG_MAPPING_QUERY), _sysex(fm.ANALOG_MAPPING_RESPONSE),
-                                    "analog mapping")
+        version = await self._stable(fm.VersionQuery(), lambda m: isinstance(m, fm.VersionReport),
+                                     "version report")
+        fw = await self._stable(fm.Sysex(fm.REPORT_FIRMWARE), _sysex(fm.REPORT_FIRMWARE), "firmware report")
+        caps = await self._stable(fm.Sysex(fm.CAPABILITY_QUERY), _sysex(fm.CAPABILITY_RESPONSE),
+                                  "capability response")
+        mapping = await self._stable(fm.Sysex(fm.ANALOG_MAPPING_QUERY), _sysex(fm.ANALOG_MAPPING_RESPONSE),
+                                     "analog mapping")
         assert isinstance(version, fm.VersionReport)
         try:
             major, minor, name = fm.parse_firmware_report(fw)  # type: ignore[arg-type]
@@ -165,7 +234,7 @@ class FirmataBoard:
             Family.FIRMATA,
             self.hardware_id,
             _board_model(len(self.capabilities), analog_pins),
-            f"{major}.{minor}",
+            firmware_version(major, minor, name),
             (("firmware_name", name), ("protocol", f"{version.major}.{version.minor}"),
              ("pins", str(len(self.capabilities))), ("analog_pins", str(analog_pins))),
         )
@@ -177,18 +246,27 @@ class FirmataBoard:
         async with self.session.lock:
             self.messages = [m for m in self.messages if not isinstance(m, fm.AnalogValue)]
             await self._send(fm.ReportAnalog(channel, True))
-            samples = []
+            samples: list[int] = []
             try:
-                for _ in range(HEALTH_SAMPLES):
-                    msg = await self._await(
-                        lambda m: isinstance(m, fm.AnalogValue) and m.channel == channel, self.query_timeout,
-                        "analog report")
+                for _ in range(QUERY_ATTEMPTS):
+                    if len(samples) >= HEALTH_SAMPLES:
+                        break
+                    try:
+                        msg = await self._await(
+                            lambda m: isinstance(m, fm.AnalogValue) and m.channel == channel,
+                            self.query_timeout, "analog report")
+                    except DeviceTimeout:
+                        await self._send(fm.ReportAnalog(channel, True))  # the enable was lost on the line
+                        continue
                     assert isinstance(msg, fm.AnalogValue)
                     samples.append(msg.value)
+                else:
+                    raise DeviceTimeout(f"{self.session.name}: no analog reports on A{channel}")
             finally:
                 if self.session.is_open:
-                    await self._send(fm.ReportAnalog(channel, False))
-        value = sum(samples) / len(samples)
+                    # Sent twice: a lost disable would leave the board reporting until its next reset.
+                    await self._send(fm.ReportAnalog(channel, False), fm.ReportAnalog(channel, False))
+        value = statistics.median(samples)
         fraction = value / ANALOG_FULL_SCALE
         problems: tuple[str, ...]
         if fraction < SUPPLY_FAULT_FRACTION:
@@ -218,23 +296,51 @@ class FirmataBoard:
             if self.capabilities and (pin >= len(self.capabilities)
                                       or mode not in {m for m, _ in self.capabilities[pin]}):
                 return ConfigResult(False, (), f"pin {pin} does not support {fm.PinMode(mode).name}")
-        async with self.session.lock:
-            msgs: list[fm.Message] = [fm.SetPinMode(p, m) for p, m in modes.items()]
+        pins = range(len(self.capabilities) or DEFAULT_PINS)
+        # Firmata has no checksum: a damaged SET_PIN_MODE is executed as a command for another pin or
+        # mode. So every pin's mode is read before and after, and whatever the line changed is put back.
+        before = {pin: await self._pin_state(pin) for pin in pins} if modes else {}
+        want = {pin: (modes.get(pin, state[0]), state[1]) for pin, state in before.items()}
+        for _ in range(CONFIG_ROUNDS):
+            msgs: list[fm.Message] = []
+            for pin, (mode, level) in want.items():
+                if before.get(pin, (None, None))[0] != mode:
+                    msgs.append(fm.SetPinMode(pin, mode))
+                elif mode == fm.PinMode.OUTPUT and before[pin][1] != level:
+                    msgs.append(fm.SetDigitalPinValue(pin, level))
             if interval is not None:
                 msgs.append(fm.sampling_interval(interval))
             if msgs:
-                await self._send(*msgs)
-            for pin, mode in modes.items():
-                await self._send(fm.Sysex(fm.PIN_STATE_QUERY, bytes([pin])))
-                def is_state(m: fm.Message, p: int = pin) -> bool:
-                    return (isinstance(m, fm.Sysex) and m.command == fm.PIN_STATE_RESPONSE
-                            and m.data[:1] == bytes([p]))
-
-                state = await self._await(is_state, self.query_timeout, f"pin {pin} state")
-                _, got, _ = fm.parse_pin_state(state)  # type: ignore[arg-type]
-                if got != mode:
-                    return ConfigResult(False, (), f"pin {pin} reports mode {got}, wanted {mode}")
+                async with self.session.lock:
+                    await self._send(*msgs)
+            if not want:
+                break
+            before = {pin: await self._pin_state(pin) for pin in pins}
+            drift = [pin for pin, (mode, level) in want.items()
+                     if before[pin][0] != mode or (mode == fm.PinMode.OUTPUT and before[pin][1] != level)]
+            if not drift:
+                break
+            if any(pin not in modes for pin in drift):
+                log.info("%s: line noise changed pins %s; restoring them", self.session.name, drift)
+        else:
+            return ConfigResult(False, (), f"pins {sorted(drift)} do not keep their mode")
+        for pin, mode in modes.items():
+            if before.get(pin, (mode,))[0] != mode:
+                return ConfigResult(False, (), f"pin {pin} reports mode {before[pin][0]}, wanted {mode}")
         return ConfigResult(True, tuple(sorted(config)))
+
+    async def _pin_state(self, pin: int) -> tuple[int, int]:
+        """(mode, value) of a pin, read until two answers agree."""
+
+        def is_state(m: fm.Message) -> bool:
+            return isinstance(m, fm.Sysex) and m.command == fm.PIN_STATE_RESPONSE and m.data[:1] == bytes([pin])
+
+        msg = await self._stable(fm.Sysex(fm.PIN_STATE_QUERY, bytes([pin])), is_state, f"pin {pin} state")
+        try:
+            _, mode, value = fm.parse_pin_state(msg)  # type: ignore[arg-type]
+        except FrameError as err:
+            raise ProtocolError(f"malformed pin state: {err}") from err
+        return mode, value
 
     async def reboot(self) -> None:
         """SYSTEM_RESET: StandardFirmata resets its state; wait until it answers a version query."""
@@ -256,14 +362,23 @@ class FirmataBoard:
 
     # ---- firmware through the bootloader --------------------------------------------------
 
-    async def _stk(self, cmd: int, args: bytes = b"", timeout: float = STK_TIMEOUT) -> bytes:
+    async def _stk(self, cmd: int, args: bytes = b"", timeout: float | None = None) -> bytes:
         s = self.session
+        timeout = self.stk_timeout if timeout is None else timeout
+        if self.journal is not None:
+            self.journal.append((cmd, args))
         await s.write(stk500.command(cmd, args))
         raw = await s.read_exact(stk500.answer_length(cmd, args), timeout)
         return stk500.parse_answer(raw)
 
     async def flash(self, image: FirmwareImage, progress: ProgressCallback = NO_PROGRESS) -> FlashResult:
-        """Reset into Optiboot, write pages that differ (so a retry resumes), verify, start the sketch."""
+        """Reset into Optiboot, write the pages that differ (so a retry resumes), read each back, check
+        every page once more at the end, then start the sketch.
+
+        STK500 v1 has no checksum either: a damaged PROG_PAGE is written as it arrived, and a damaged
+        LOAD_ADDRESS sends a page elsewhere. Reading every page back (and the whole image again before
+        leaving the bootloader) finds both, and the page is written again.
+        """
         try:
             before = (await self.identify()).firmware_version
         except DeviceTimeout:
@@ -274,59 +389,125 @@ class FirmataBoard:
             return FlashResult(False, before, before, "image does not match its sha256; not sent")
         if before == image.version:
             return FlashResult(True, before, before, "already at target version")
-        if len(image.data) > stk500.APP_FLASH_SIZE:
+        try:
+            binary = ihex.parse_ihex(image.data) if ihex.looks_like_ihex(image.data) else image.data
+        except FrameError as err:
+            return FlashResult(False, before, before, f"image is not valid Intel HEX: {err}")
+        if len(binary) > stk500.APP_FLASH_SIZE:
             return FlashResult(False, before, before, "image larger than application flash")
         if self.reset_line is None:
             return FlashResult(False, before, before, "no reset line to reach the bootloader on this link")
-        data = image.data + b"\xff" * (-len(image.data) % stk500.PAGE_SIZE)
-        pages = len(data) // stk500.PAGE_SIZE
+        data = binary + b"\xff" * (-len(binary) % stk500.PAGE_SIZE)
+        pages = [data[a : a + stk500.PAGE_SIZE] for a in range(0, len(data), stk500.PAGE_SIZE)]
+        good: set[int] = set()  # pages read back equal to the image in this flash
+        first_pass: set[int] = set()  # pages already right when first read (an earlier attempt wrote them)
+        writes: Counter[int] = Counter()
+        checked: set[int] = set()  # pages read back right since the last page write
         written = 0
-        skipped = 0
         async with self.session.lock:
-            await self.reset_line()
-            await self._sync()
-            sig = await self._stk(stk500.READ_SIGN)
-            if sig != stk500.ATMEGA328P_SIGNATURE:
-                return FlashResult(False, before, before, f"unexpected chip signature {sig.hex()}")
-            await self._stk(stk500.ENTER_PROGMODE)
-            for i in range(pages):
-                addr = i * stk500.PAGE_SIZE
-                page = data[addr : addr + stk500.PAGE_SIZE]
-                await self._stk(stk500.LOAD_ADDRESS, (addr // 2).to_bytes(2, "little"))
-                current = await self._stk(stk500.READ_PAGE, len(page).to_bytes(2, "big") + b"F")
-                if current == page:
-                    skipped += 1  # already there (an earlier interrupted attempt wrote it)
-                else:
-                    await self._stk(stk500.LOAD_ADDRESS, (addr // 2).to_bytes(2, "little"))
-                    await self._stk(stk500.PROG_PAGE, len(page).to_bytes(2, "big") + b"F" + page)
-                    await self._stk(stk500.LOAD_ADDRESS, (addr // 2).to_bytes(2, "little"))
-                    check = await self._stk(stk500.READ_PAGE, len(page).to_bytes(2, "big") + b"F")
-                    if check != page:
-                        await self._stk(stk500.LEAVE_PROGMODE)
-                        return FlashResult(False, before, "unknown", f"verify failed at 0x{addr:04x}",
-                                           skipped * stk500.PAGE_SIZE, written)
-                    written += len(page)
-                progress(Progress("flash", (i + 1) * stk500.PAGE_SIZE, len(data)))
-            await self._stk(stk500.LEAVE_PROGMODE)
+            for _ in range(FLASH_SESSIONS):
+                try:
+                    sig = await self._enter_bootloader()
+                    if sig != stk500.ATMEGA328P_SIGNATURE:
+                        return FlashResult(False, before, before, f"unexpected chip signature {sig.hex()}")
+                    for i, page in enumerate(pages):
+                        if i in good:
+                            continue
+                        current = await self._page_state(i, page)
+                        if not writes[i] and current == page:
+                            first_pass.add(i)
+                        while current != page:
+                            if writes[i] >= PAGE_WRITES:
+                                await self._stk(stk500.LEAVE_PROGMODE)
+                                return FlashResult(False, before, "unknown",
+                                                   f"verify failed at 0x{i * stk500.PAGE_SIZE:04x}",
+                                                   len(first_pass) * stk500.PAGE_SIZE, written)
+                            writes[i] += 1
+                            checked.clear()  # this write may land elsewhere: check every page again
+                            await self._stk(stk500.LOAD_ADDRESS, (i * stk500.PAGE_SIZE // 2).to_bytes(2, "little"))
+                            await self._stk(stk500.PROG_PAGE, len(page).to_bytes(2, "big") + b"F" + page)
+                            written += len(page)
+                            current = await self._page_state(i, page)
+                        good.add(i)
+                        progress(Progress("flash", len(good) * stk500.PAGE_SIZE, len(data)))
+                    # A damaged address may have sent a page over one already checked: check them all
+                    # once after the last write (across sessions: reads write nothing).
+                    for i, page in enumerate(pages):
+                        if i in checked:
+                            continue
+                        if await self._page_state(i, page) != page:
+                            good.discard(i)
+                            break
+                        checked.add(i)
+                    if len(checked) < len(pages):
+                        continue
+                    await self._stk(stk500.LEAVE_PROGMODE)
+                    break
+                except (DeviceTimeout, FrameError) as err:
+                    # Optiboot leaves for the sketch on a damaged terminator; reset into it and go on.
+                    log.debug("%s: bootloader exchange lost (%s); resetting into it again", self.session.name, err)
+                    continue
+            else:
+                return FlashResult(False, before, "unknown", "bootloader exchange keeps failing",
+                                   len(first_pass) * stk500.PAGE_SIZE, written)
             self.session.discard()
             self.messages.clear()
         progress(Progress("boot", 0, 1))
+        resumed = len(first_pass) * stk500.PAGE_SIZE
         try:
             await self._wait_for_firmata(self.boot_timeout)
             after = (await self.identify()).firmware_version
         except DeviceTimeout:
             return FlashResult(False, before, "unknown", "sketch does not answer Firmata after flashing",
-                               skipped * stk500.PAGE_SIZE, written)
+                               resumed, written)
         progress(Progress("boot", 1, 1))
-        ok = after == image.version
-        return FlashResult(ok, before, after, "" if ok else f"board reports {after} after flashing",
-                           skipped * stk500.PAGE_SIZE, written)
+        ok = same_version(after, image.version)
+        return FlashResult(ok, before, after, "" if ok else f"board reports {after} after flashing", resumed,
+                           written)
 
-    async def _sync(self) -> None:
-        for _ in range(SYNC_ATTEMPTS):
+    async def _enter_bootloader(self) -> bytes:
+        """Reset into Optiboot and start programming; returns the chip signature (a wrong one only when
+        it read the same twice: a damaged answer is not a wrong chip)."""
+        assert self.reset_line is not None
+        await self.reset_line()
+        await self._sync()
+        seen: Counter[bytes] = Counter()
+        while True:
+            sig = await self._stk(stk500.READ_SIGN)
+            seen[sig] += 1
+            if sig == stk500.ATMEGA328P_SIGNATURE or seen[sig] >= 2:
+                break
+        await self._stk(stk500.ENTER_PROGMODE)
+        return sig
+
+    async def _read_page(self, index: int) -> bytes:
+        await self._stk(stk500.LOAD_ADDRESS, (index * stk500.PAGE_SIZE // 2).to_bytes(2, "little"))
+        return await self._stk(stk500.READ_PAGE, stk500.PAGE_SIZE.to_bytes(2, "big") + b"F")
+
+    async def _page_state(self, index: int, want: bytes) -> bytes:
+        """What page `index` holds: `want` as soon as one read shows it, else a content read twice alike
+        (a read damaged on the way back is not a wrong page)."""
+        seen: Counter[bytes] = Counter()
+        for _ in range(QUERY_ATTEMPTS):
+            try:
+                got = await self._read_page(index)
+            except FrameError:
+                # The answer's framing arrived damaged. If Optiboot still answers a sync, it is in
+                # the bootloader and only the answer was hit; otherwise the session is lost.
+                await self._sync(attempts=3)
+                continue
+            if got == want:
+                return got
+            seen[got] += 1
+            if seen[got] >= 2:
+                return got
+        raise DeviceTimeout(f"{self.session.name}: page {index} reads differently every time")
+
+    async def _sync(self, attempts: int = SYNC_ATTEMPTS) -> None:
+        for _ in range(attempts):
             self.session.discard()
             try:
-                await self._stk(stk500.GET_SYNC, timeout=SYNC_TIMEOUT)
+                await self._stk(stk500.GET_SYNC, timeout=min(SYNC_TIMEOUT, self.stk_timeout))
                 self.in_bootloader = True
                 return
             except (DeviceTimeout, FrameError):

@@ -338,13 +338,28 @@ class StreamSession(SessionBase):
         del self._buf[:n]
         return out
 
-    async def wait_for(self, predicate: Callable[[bytearray], int], timeout: float, what: str) -> bytes:
-        """Wait until `predicate(buffer)` returns a positive length; consume and return that prefix."""
-        deadline = asyncio.get_running_loop().time() + timeout
+    async def wait_for(self, predicate: Callable[[bytearray], int], timeout: float, what: str,
+                       *, idle: float | None = None) -> bytes:
+        """Wait until `predicate(buffer)` returns a positive length; consume and return that prefix.
+
+        With `idle`, a device that sent something and then stayed silent that long is done too: the
+        whole buffer is returned (the end marker may have been lost on the line).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         while True:
             n = predicate(self._buf)
             if n > 0:
                 out = bytes(self._buf[:n])
                 del self._buf[:n]
                 return out
+            if idle is not None and self._buf:
+                size = len(self._buf)
+                try:
+                    await self._wait_more(min(deadline, loop.time() + idle), what)
+                except DeviceTimeout:
+                    if len(self._buf) == size and loop.time() < deadline:
+                        return self.discard()
+                    raise
+                continue
             await self._wait_more(deadline, what)

@@ -257,6 +257,7 @@ class FirmataDecoder:
         self._need = 0
         self._data = bytearray()
         self._in_sysex = False
+        self.bytes_seen = 0  # every byte fed, good or not (tells a silent board from a noisy line)
 
     def _data_len(self, cmd: int) -> int | None:
         high = cmd & 0xF0
@@ -273,6 +274,7 @@ class FirmataDecoder:
         return None
 
     def feed(self, data: bytes) -> list[Message]:
+        self.bytes_seen += len(data)
         out: list[Message] = []
         for byte in data:
             if self._in_sysex:

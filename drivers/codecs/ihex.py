@@ -65,3 +65,20 @@ def parse_ihex(text: bytes, *, fill: int = 0xFF) -> bytes:
     for start, payload in memory.items():
         image[start : start + len(payload)] = payload
     return bytes(image)
+
+
+def encode_ihex(data: bytes, *, width: int = 16) -> bytes:
+    """`data` from address 0 as Intel HEX records, as avr-objcopy writes them (extended linear address
+    records past 64 KiB)."""
+    lines = []
+    for offset in range(0, len(data), width):
+        if offset and offset % 0x10000 == 0:
+            lines.append(_record(bytes([2, 0, 0, EXT_LINEAR]) + (offset >> 16).to_bytes(2, "big")))
+        chunk = data[offset : offset + width]
+        lines.append(_record(bytes([len(chunk)]) + (offset & 0xFFFF).to_bytes(2, "big") + bytes([DATA]) + chunk))
+    lines.append(":00000001FF")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _record(body: bytes) -> str:
+    return ":" + (body + bytes([-sum(body) & 0xFF])).hex().upper()

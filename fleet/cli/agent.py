@@ -52,7 +52,7 @@ async def watcher_for(bench: int, seed: int) -> AsyncIterator[tuple[PortWatcher,
     from simulators.serial.bench import SimBench, make_devices
 
     async with SimBench() as sim:
-        for device in make_devices(bench, families=(Family.ROBOT, Family.MICROPYTHON), seed=seed):
+        for device in make_devices(bench, families=tuple(Family), seed=seed):
             sim.add(device)
         await sim.start()
         yield PortWatcher(sim.lister), sim.reset_for

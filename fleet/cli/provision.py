@@ -34,7 +34,13 @@ from drivers.provisioning import (
     StateFile,
 )
 from drivers.types import DeviceIdentity, Family, FirmwareImage
-from firmware_profiles import DEFAULT_PROFILE_DIR, FirmwareProfile, ProfileError, artifact_path, load_profile_key
+from firmware_profiles import (
+    DEFAULT_PROFILE_DIR,
+    FirmwareProfile,
+    ProfileError,
+    artifact_path,
+    load_profile_key,
+)
 from fleet.domain import credentials
 from fleet.domain.clock import Clock, SystemClock
 from fleet.domain.enums import DeviceStatus, Role
@@ -56,9 +62,8 @@ SECRET_KEYS = frozenset({"mqtt_password"})
 # Firmata keeps no settings in flash; the profile's telemetry interval becomes its analog sampling
 # interval, capped at the protocol's 14-bit maximum.
 FIRMATA_MAX_INTERVAL_MS = 0x3FFF
-# Families the simulated bench builds: the Firmata simulator needs its DTR reset wired in-process,
-# which the bench does, but the district's Firmata profile flashes Intel HEX the simulator does not parse.
-BENCH_FAMILIES = (Family.ROBOT, Family.MICROPYTHON)
+# Families the simulated bench builds (the bench wires the Firmata simulator's DTR reset in-process).
+BENCH_FAMILIES = tuple(Family)
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,9 +58,9 @@ def image_for(family: Family, version: str, data: bytes) -> FirmwareImage:
     if family is Family.MICROPYTHON:
         return FirmwareImage.bundle(version, {"main.py": data})
     if family is Family.FIRMATA:
-        # Boards report Firmata's major.minor only; the sketch image is flat binary from the HEX records.
-        short = ".".join(version.split(".")[:2])
-        return FirmwareImage.from_bytes(short, parse_ihex(data) if looks_like_ihex(data) else data)
+        # The sketch image is flat binary from the HEX records. The driver reads the full version from
+        # the sketch name (StandardFirmata-2.5.1.ino) and accepts major.minor from a stock sketch.
+        return FirmwareImage.from_bytes(version, parse_ihex(data) if looks_like_ihex(data) else data)
     return FirmwareImage.from_bytes(version, data)
 
 

@@ -56,7 +56,9 @@ class Mode(Enum):
 @dataclass
 class FirmataSim(SimDevice):
     usb_serial: str
-    firmware_name: str = "StandardFirmata.ino"
+    # The district's shipped build (firmware_profiles/kit-uno-firmata.yaml, version 2.5.0): Firmata
+    # reports 2.5, the sketch name carries the build's full version.
+    firmware_name: str = "StandardFirmata-2.5.0.ino"
     version: tuple[int, int] = (2, 5)
     supply_raw: int = 1000  # A0 reads the 5 V rail through a divider
     fail_boot: bool = False  # fault: the next flashed sketch crashes at start
@@ -78,9 +80,15 @@ class FirmataSim(SimDevice):
         self._last_stk = 0.0
         self._reset_pins()
         self._link: Link | None = None
+        # Every command the board carried out, as it understood it: Firmata messages in the sketch,
+        # (command, arguments) in the bootloader. Noise tests compare this with what the host sent.
+        self.executed: list[fm.Message] = []
+        self.stk_executed: list[tuple[int, bytes]] = []
+        self.watchdog_resets = 0
 
     def _reset_pins(self) -> None:
         self.pin_modes = [int(fm.PinMode.ANALOG) if p >= 14 else int(fm.PinMode.OUTPUT) for p in range(20)]
+        self.pin_values = [0] * 20
         self.reporting: set[int] = set()
         self.sampling_ms = 19
 
@@ -97,7 +105,10 @@ class FirmataSim(SimDevice):
 
     def _boot_sketch(self) -> bytes:
         match = TAG.search(bytes(self.flash_mem))
-        if self.fail_boot or match is None or self.programming_interrupted:
+        if match is None or self.programming_interrupted:
+            self.mode = Mode.DEAD
+            return b""
+        if self.fail_boot:
             self.fail_boot = False
             self.mode = Mode.DEAD
             return b""
@@ -150,6 +161,19 @@ class FirmataSim(SimDevice):
                                           for ch in sorted(self.reporting)))
 
     def _handle(self, msg: fm.Message) -> bytes:
+        if isinstance(msg, fm.Sysex) and msg.command == fm.SAMPLING_INTERVAL \
+                or not isinstance(msg, fm.VersionQuery | fm.Sysex):
+            self.executed.append(msg)  # state-changing commands only (queries change nothing)
+        if isinstance(msg, fm.SetDigitalPinValue):
+            if msg.pin < 20 and self.pin_modes[msg.pin] == fm.PinMode.OUTPUT:
+                self.pin_values[msg.pin] = 1 if msg.value else 0
+            return b""
+        if isinstance(msg, fm.DigitalPort):
+            for bit in range(8):
+                pin = msg.port * 8 + bit
+                if pin < 20 and self.pin_modes[pin] == fm.PinMode.OUTPUT:
+                    self.pin_values[pin] = (msg.mask >> bit) & 1
+            return b""
         if isinstance(msg, fm.VersionQuery):
             return fm.encode(fm.VersionReport(2, 5))
         if isinstance(msg, fm.SystemReset):
@@ -172,7 +196,7 @@ class FirmataSim(SimDevice):
                                                                   for p in range(20))))
             if msg.command == fm.PIN_STATE_QUERY and msg.data and msg.data[0] < 20:
                 pin = msg.data[0]
-                return fm.encode(fm.pin_state_response(pin, self.pin_modes[pin], 0))
+                return fm.encode(fm.pin_state_response(pin, self.pin_modes[pin], self.pin_values[pin]))
             if msg.command == fm.SAMPLING_INTERVAL and len(msg.data) == 2:
                 self.sampling_ms = max(1, msg.data[0] | msg.data[1] << 7)
         return b""
@@ -180,25 +204,28 @@ class FirmataSim(SimDevice):
     def _stk_feed(self, data: bytes) -> bytes:
         self._stk_buf += data
         out = bytearray()
-        while self._stk_buf:
+        while self._stk_buf and self.mode is Mode.BOOTLOADER:
             cmd = self._stk_buf[0]
             if cmd == stk500.PROG_PAGE:
                 if len(self._stk_buf) < 4:
                     break
                 need = 1 + 3 + int.from_bytes(self._stk_buf[1:3], "big") + 1
-            elif cmd in _STK_ARGS:
-                need = 1 + _STK_ARGS[cmd] + 1
             else:
-                del self._stk_buf[0]
-                out.append(stk500.NOSYNC)
-                continue
+                # Optiboot answers a command it does not know like any other, after its terminator.
+                need = 1 + _STK_ARGS.get(cmd, 0) + 1
             if len(self._stk_buf) < need:
                 break
             frame = bytes(self._stk_buf[:need])
             del self._stk_buf[:need]
             if frame[-1] != stk500.CRC_EOP:
-                out.append(stk500.NOSYNC)
-                continue
+                # Optiboot's verifySpace(): a wrong terminator starts the watchdog, and the reset that
+                # follows leaves the bootloader for the sketch (half-written or not).
+                self.watchdog_resets += 1
+                self._stk_buf.clear()
+                self._reset_pins()
+                out += self._boot_sketch()
+                break
+            self.stk_executed.append((cmd, frame[1:-1]))
             out += self._stk_command(cmd, frame[1:-1])
         return bytes(out)
 
@@ -215,7 +242,7 @@ class FirmataSim(SimDevice):
         if cmd == stk500.PROG_PAGE:
             length = int.from_bytes(args[:2], "big")
             page = args[3 : 3 + length]
-            if self._address + length <= len(self.flash_mem):
+            if self._address + length <= len(self.flash_mem) and length == len(page):
                 self.flash_mem[self._address : self._address + length] = page
                 self.pages_written += 1
                 self.programming_interrupted = True

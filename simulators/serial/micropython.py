@@ -85,6 +85,11 @@ class MicroPythonSim(SimDevice):
                         self._soft_reset(out, raw=False)
                     continue
                 if self.mode is Mode.PASTE:
+                    if c == repl.CTRL_C:
+                        # As MicroPython's stdin reader: Ctrl-C ends the paste with KeyboardInterrupt.
+                        out.add(b"\x04\x04Traceback (most recent call last):\r\nKeyboardInterrupt: \r\n\x04>")
+                        self.mode, line = Mode.RAW, bytearray()
+                        continue
                     if c == repl.CTRL_D:
                         out.add(b"\x04")
                         self._run(bytes(line), out)

@@ -9,8 +9,12 @@ to `exec` or `eval`; unknown syntax raises an error the board reports like Micro
 from __future__ import annotations
 
 import ast
+import binascii
 import hashlib
+import json
 import operator
+import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -39,6 +43,30 @@ class _Continue(Exception):
     pass
 
 
+class _Return(Exception):
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+# Nested exec() calls and function calls a script may make before it is a runaway.
+MAX_DEPTH = 16
+
+
+class _Function:
+    """A function defined by submitted code: positional parameters, its own local scope."""
+
+    def __init__(self, interp: MiniPython, node: ast.FunctionDef) -> None:
+        self._interp = interp
+        self._node = node
+        self.name = node.name
+
+    def __call__(self, *args: Any) -> Any:
+        return self._interp._call(self._node, args)
+
+    def __repr__(self) -> str:
+        return f"<function {self.name}>"
+
+
 @dataclass
 class BoardState:
     """The simulated board: identity, filesystem, memory."""
@@ -59,6 +87,13 @@ class BoardState:
     ticks_ms: int = 0
     resets: int = 0
     corrupt_writes: bool = False  # fault: the flash flips a bit in every write (a dying chip)
+    # Every change to the filesystem or machine: (what, path, inside a verified exec()?). The noise
+    # tests check that nothing changes outside the code the driver's checked helper executes.
+    mutations: list[tuple[str, str, bool]] = field(default_factory=list)
+    exec_depth: int = 0
+
+    def mutated(self, what: str, path: str) -> None:
+        self.mutations.append((what, path, self.exec_depth > 0))
 
 
 class _Obj:
@@ -101,6 +136,7 @@ class _File(_Obj):
         self._pos = 0
         self._closed = False
         if "w" in mode:
+            board.mutated("truncate", path)
             board.files[path] = b""
         elif "a" in mode:
             board.files.setdefault(path, b"")
@@ -113,6 +149,7 @@ class _File(_Obj):
         raw = data if isinstance(data, bytes) else str(data).encode()
         if self._board.corrupt_writes and raw:
             raw = bytes([raw[0] ^ 0x01]) + raw[1:]
+        self._board.mutated("write", self._path)
         self._board.files[self._path] += raw
         return len(raw)
 
@@ -167,17 +204,20 @@ def make_modules(board: BoardState, on_reset: Callable[[], None]) -> dict[str, _
         return sorted(names)
 
     def remove(path: str) -> None:
+        board.mutated("remove", _norm(path))
         if board.files.pop(_norm(path), None) is None:
             raise MpyError("OSError", "[Errno 2] ENOENT")
 
     def rename(old: str, new: str) -> None:
         old, new = _norm(old), _norm(new)
+        board.mutated("rename", new)
         if old not in board.files:
             raise MpyError("OSError", "[Errno 2] ENOENT")
         board.files[new] = board.files.pop(old)
 
     def mkdir(path: str) -> None:
         path = _norm(path)
+        board.mutated("mkdir", path)
         if path in board.dirs or path in board.files:
             raise MpyError("OSError", "[Errno 17] EEXIST")
         if _parent(path) not in board.dirs:
@@ -207,7 +247,21 @@ def make_modules(board: BoardState, on_reset: Callable[[], None]) -> dict[str, _
     def hexlify(data: bytes, sep: Any = None) -> bytes:
         return data.hex().encode()
 
+    def a2b_base64(data: Any) -> bytes:
+        try:
+            return binascii.a2b_base64(data)
+        except (binascii.Error, ValueError) as err:
+            raise MpyError("ValueError", "incorrect padding") from err
+
+    def crc32(data: Any, crc: int = 0) -> int:
+        if isinstance(data, str):
+            data = data.encode()
+        if not isinstance(data, bytes | bytearray):
+            raise MpyError("TypeError", "object with buffer protocol required")
+        return zlib.crc32(data, crc)
+
     def reset() -> None:
+        board.mutated("reset", "")
         on_reset()
 
     return {
@@ -215,11 +269,12 @@ def make_modules(board: BoardState, on_reset: Callable[[], None]) -> dict[str, _
         "os": _Module("os", uname=uname, listdir=listdir, remove=remove, rename=rename, mkdir=mkdir,
                       statvfs=statvfs, stat=stat),
         "sys": _Module("sys", implementation=_Impl("micropython", board.impl_version), platform=board.sysname),
-        "binascii": _Module("binascii", hexlify=hexlify),
-        "ubinascii": _Module("ubinascii", hexlify=hexlify),
+        "binascii": _Module("binascii", hexlify=hexlify, a2b_base64=a2b_base64, crc32=crc32),
+        "ubinascii": _Module("ubinascii", hexlify=hexlify, a2b_base64=a2b_base64, crc32=crc32),
         "gc": _Module("gc", collect=lambda: None, mem_free=lambda: board.mem_total - board.mem_used,
                       mem_alloc=lambda: board.mem_used),
         "time": _Module("time", ticks_ms=ticks_ms),
+        "json": _Module("json", loads=_json_loads, dumps=json.dumps),
         "hashlib": _Module("hashlib", sha256=_Sha256),
     }
 
@@ -255,7 +310,15 @@ class MiniPython:
             "print": self._print, "repr": _mpy_repr, "open": self._open, "tuple": tuple, "len": len,
             "str": str, "int": int, "list": list, "bytes": _bytes, "True": True, "False": False, "None": None,
             "OSError": MpyError, "Exception": MpyError, "min": min, "max": max, "range": range,
+            "exec": self._exec, "globals": lambda: self.globals,
         }
+        # Function scope: the innermost call's locals and its `global` names (None at module level).
+        self._locals: dict[str, Any] | None = None
+        self._global_names: set[str] = set()
+        self._depth = 0
+        # Code run through exec(), with the value of the global `D` at that moment: the driver's
+        # checked helper passes a command's data operand in `D` (drivers/micropython.py).
+        self.exec_log: list[tuple[bytes, bytes]] = []
 
     def reset(self) -> None:
         self.globals.clear()
@@ -264,18 +327,25 @@ class MiniPython:
         """Run `code`; return (stdout, error text) as the raw REPL would send them."""
         self._out = []
         self._steps = 0
+        self._locals, self._global_names, self._depth = None, set(), 0
+        self.board.exec_depth = 0
         try:
-            tree = ast.parse(code, "<stdin>", "exec")
-        except SyntaxError as err:
-            return "", (f'Traceback (most recent call last):\r\n  File "<stdin>", line {err.lineno}\r\n' \
+            with warnings.catch_warnings():  # damaged code makes CPython's parser warn; a board would not
+                warnings.simplefilter("ignore")
+                tree = ast.parse(code, "<stdin>", "exec")
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as err:  # ValueError: a NUL byte
+            return "", (f'Traceback (most recent call last):\r\n  File "<stdin>", line {getattr(err, "lineno", 1)}\r\n' \
                        "SyntaxError: invalid syntax\r\n")
         try:
             self._block(tree.body)
         except MpyError as err:
             return "".join(self._out), _traceback(err.kind, err.message)
-        except (_Break, _Continue):
+        except (_Break, _Continue, _Return):
             return "".join(self._out), _traceback("SyntaxError", "'break' outside loop")
-        except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError, AttributeError) as err:
+        except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError, AttributeError, OverflowError,
+                MemoryError, RecursionError) as err:
+            # Damaged code on a noisy line reaches any corner of the interpreter: it must fail like a
+            # board would (an exception), never crash the simulator.
             return "".join(self._out), _traceback(type(err).__name__, str(err))
         return "".join(self._out), ""
 
@@ -294,6 +364,21 @@ class MiniPython:
         self._tick()
         if isinstance(node, ast.Expr):
             self._eval(node.value)
+        elif isinstance(node, ast.FunctionDef):
+            if node.args.vararg or node.args.kwarg or node.args.kwonlyargs or node.args.defaults \
+                    or node.decorator_list:
+                raise MpyError("SyntaxError", "only plain positional parameters are simulated")
+            self._set(node.name, _Function(self, node))
+        elif isinstance(node, ast.Global):
+            if self._locals is not None:
+                self._global_names.update(node.names)
+        elif isinstance(node, ast.Return):
+            raise _Return(self._eval(node.value) if node.value is not None else None)
+        elif isinstance(node, ast.Raise):
+            exc = self._eval(node.exc) if node.exc is not None else MpyError("RuntimeError", "re-raise")
+            if not isinstance(exc, MpyError):
+                raise MpyError("TypeError", "exceptions must derive from BaseException")
+            raise exc
         elif isinstance(node, ast.Assign):
             value = self._eval(node.value)
             for target in node.targets:
@@ -302,14 +387,14 @@ class MiniPython:
             op = _BIN_OPS.get(type(node.op))
             if op is None:
                 raise MpyError("SyntaxError", "unsupported operator")
-            self.globals[node.target.id] = op(self._name(node.target.id), self._eval(node.value))
+            self._set(node.target.id, op(self._name(node.target.id), self._eval(node.value)))
         elif isinstance(node, ast.Import):
             for alias in node.names:
-                self.globals[alias.asname or alias.name] = self._module(alias.name)
+                self._set(alias.asname or alias.name, self._module(alias.name))
         elif isinstance(node, ast.ImportFrom):
             mod = self._module(node.module or "")
             for alias in node.names:
-                self.globals[alias.asname or alias.name] = mod.get(alias.name)
+                self._set(alias.asname or alias.name, mod.get(alias.name))
         elif isinstance(node, ast.If):
             self._block(node.body if self._eval(node.test) else node.orelse)
         elif isinstance(node, ast.While):
@@ -324,7 +409,7 @@ class MiniPython:
         elif isinstance(node, ast.For) and isinstance(node.target, ast.Name):
             for item in self._eval(node.iter):
                 self._tick()
-                self.globals[node.target.id] = item
+                self._set(node.target.id, item)
                 try:
                     self._block(node.body)
                 except _Break:
@@ -339,13 +424,16 @@ class MiniPython:
             pass
         elif isinstance(node, ast.Try):
             try:
-                self._block(node.body)
+                try:
+                    self._block(node.body)
+                except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError, AttributeError) as native:
+                    raise MpyError(type(native).__name__, str(native)) from native
             except MpyError as err:
                 handler = next((h for h in node.handlers if self._matches(h, err)), None)
                 if handler is None:
                     raise
                 if handler.name:
-                    self.globals[handler.name] = err
+                    self._set(handler.name, err)
                 self._block(handler.body)
             else:
                 self._block(node.orelse)
@@ -357,15 +445,76 @@ class MiniPython:
             return True
         return isinstance(handler.type, ast.Name) and handler.type.id in (err.kind, "Exception")
 
+    def _set(self, name: str, value: Any) -> None:
+        if self._locals is not None and name not in self._global_names:
+            self._locals[name] = value
+        else:
+            self.globals[name] = value
+
+    def _call(self, node: ast.FunctionDef, args: tuple[Any, ...]) -> Any:
+        params = [a.arg for a in node.args.args]
+        if len(args) != len(params):
+            raise MpyError("TypeError", f"function takes {len(params)} positional arguments but {len(args)} were given")
+        if self._depth >= MAX_DEPTH:
+            raise MpyError("RuntimeError", "maximum recursion depth exceeded")
+        saved = self._locals, self._global_names
+        self._locals, self._global_names = dict(zip(params, args, strict=True)), set()
+        self._depth += 1
+        try:
+            self._block(node.body)
+        except _Return as ret:
+            return ret.value
+        finally:
+            self._locals, self._global_names = saved
+            self._depth -= 1
+        return None
+
+    def _exec(self, code: Any, scope: Any = None) -> None:
+        """exec(code[, globals()]): runs at module level, like MicroPython's exec at the REPL."""
+        if scope is not None and scope is not self.globals:
+            raise MpyError("TypeError", "the simulator runs exec() in the board's globals only")
+        if isinstance(code, bytes):
+            try:
+                code = code.decode()
+            except UnicodeDecodeError:
+                raise MpyError("UnicodeError", "") from None
+        if not isinstance(code, str):
+            raise MpyError("TypeError", "exec() arg 1 must be a string")
+        if self._depth >= MAX_DEPTH:
+            raise MpyError("RuntimeError", "maximum recursion depth exceeded")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tree = ast.parse(code, "<string>", "exec")
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            raise MpyError("SyntaxError", "invalid syntax") from None
+        data = self.globals.get("D", b"")
+        self.exec_log.append((code.encode(), data if isinstance(data, bytes) else b""))
+        saved = self._locals, self._global_names
+        self._locals, self._global_names = None, set()
+        self._depth += 1
+        self.board.exec_depth += 1
+        try:
+            self._block(tree.body)
+        finally:
+            self._locals, self._global_names = saved
+            self._depth -= 1
+            self.board.exec_depth -= 1
+
     def _assign(self, target: ast.expr, value: Any) -> None:
         if isinstance(target, ast.Name):
-            self.globals[target.id] = value
+            self._set(target.id, value)
         elif isinstance(target, ast.Tuple) and all(isinstance(t, ast.Name) for t in target.elts):
             values = list(value)
             if len(values) != len(target.elts):
                 raise MpyError("ValueError", "wrong number of values to unpack")
             for t, v in zip(target.elts, values, strict=True):
-                self.globals[t.id] = v  # type: ignore[attr-defined]
+                self._set(t.id, v)  # type: ignore[attr-defined]
+        elif isinstance(target, ast.Subscript) and not isinstance(target.slice, ast.Slice):
+            container = self._eval(target.value)
+            if not isinstance(container, dict | list):
+                raise MpyError("TypeError", "object doesn't support item assignment")
+            container[self._eval(target.slice)] = value
         else:
             raise MpyError("SyntaxError", "unsupported assignment target")
 
@@ -377,6 +526,8 @@ class MiniPython:
     # ---- expressions ----
 
     def _name(self, name: str) -> Any:
+        if self._locals is not None and name in self._locals and name not in self._global_names:
+            return self._locals[name]
         if name in self.globals:
             return self.globals[name]
         if name in self.builtins:
@@ -410,8 +561,10 @@ class MiniPython:
             if op is None:
                 raise MpyError("SyntaxError", "unsupported operator")
             left, right = self._eval(node.left), self._eval(node.right)
-            if (isinstance(node.op, ast.Mult) and isinstance(left, bytes | str | list | tuple)
-                    and isinstance(right, int) and len(left) * right > MAX_VALUE_LEN):
+            if isinstance(node.op, ast.Mult):
+                seq, times = (left, right) if isinstance(right, int) else (right, left)
+                if (isinstance(seq, bytes | str | list | tuple) and isinstance(times, int)
+                        and len(seq) * times > MAX_VALUE_LEN):
                     raise MpyError("MemoryError", "memory allocation failed")
             return op(left, right)
         if isinstance(node, ast.UnaryOp):
@@ -484,6 +637,8 @@ def _mpy_str(value: Any) -> str:
 
 
 def _mpy_repr(value: Any) -> str:
+    if isinstance(value, MpyError):
+        return f"{value.kind}({value.message!r})"
     if isinstance(value, _UName):
         return repr(tuple(value))
     if isinstance(value, _Sha256 | _File | _Module):
@@ -494,6 +649,13 @@ def _mpy_repr(value: Any) -> str:
 def _traceback(kind: str, message: str) -> str:
     text = f"{kind}: {message}" if message else kind
     return f'Traceback (most recent call last):\r\n  File "<stdin>", line 1, in <module>\r\n{text}\r\n'
+
+
+def _json_loads(text: Any) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError) as err:
+        raise MpyError("ValueError", "syntax error in JSON") from err
 
 
 def sha256_hex(data: bytes) -> str:

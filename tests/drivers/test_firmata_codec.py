@@ -88,3 +88,37 @@ def test_firmata_decoder_never_raises_on_garbage(data: bytes, from_device: bool)
     dec = fm.FirmataDecoder(from_device=from_device)
     for msg in dec.feed(data):
         assert fm.encode(msg)  # whatever it accepted is a well-formed message
+
+
+def test_intel_hex_byte_table_and_profile_artifact() -> None:
+    from drivers.codecs import ihex
+
+    assert ihex.encode_ihex(bytes([0x0C, 0x94, 0x34, 0x00])) == b":040000000C94340028\n:00000001FF\n"
+    assert ihex.parse_ihex(b":040000000C94340028\n:00000001FF\n") == bytes([0x0C, 0x94, 0x34, 0x00])
+    # Gaps are erased flash; an extended linear address moves the base.
+    assert ihex.parse_ihex(b":0100020055A8\n:00000001FF\n") == b"\xff\xff\x55"
+    from pathlib import Path
+
+    art = Path(__file__).parents[2] / "firmware_profiles/artifacts/kit-uno-firmata-2.5.1.hex"
+    assert b"LFFW/StandardFirmata-2.5.1.ino/2.5\x00" in ihex.parse_ihex(art.read_bytes())
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    (b":040000000C94340029\n:00000001FF\n", "checksum"),
+    (b":040000000C94340028\n", "end-of-file"),
+    (b"040000000C943400F0\n:00000001FF\n", "':'"),
+    (b":05000000 0C94340028\n:00000001FF\n", "length"),
+    (b":0400000\n:00000001FF\n", "hex digits"),
+])
+def test_damaged_intel_hex_is_a_frame_error_naming_the_problem(text: bytes, reason: str) -> None:
+    from drivers.codecs import ihex
+
+    with pytest.raises(FrameError, match=reason):
+        ihex.parse_ihex(text)
+
+
+@given(st.binary(max_size=3000))
+def test_intel_hex_round_trip(data: bytes) -> None:
+    from drivers.codecs import ihex
+
+    assert ihex.parse_ihex(ihex.encode_ihex(data)) == data

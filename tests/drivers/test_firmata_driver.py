@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 
 import pytest
 
+from drivers.codecs import ihex
 from drivers.codecs.firmata import PinMode
 from drivers.errors import LinkClosed
 from drivers.firmata import FirmataBoard
@@ -39,8 +41,8 @@ async def test_identify_uses_version_firmware_report_and_capabilities(runner: Si
     async with await open_board(runner) as board:
         ident = await board.identify()
     assert ident.hardware_id == "usb:2341:0043:test"
-    assert ident.firmware_version == "2.5"
-    assert ident.detail("firmware_name") == "StandardFirmata.ino"
+    assert ident.firmware_version == "2.5.0"
+    assert ident.detail("firmware_name") == "StandardFirmata-2.5.0.ino"
     assert ident.model == "arduino-uno-class" and ident.detail("analog_pins") == "6"
 
 
@@ -69,7 +71,7 @@ async def test_flash_through_bootloader_then_firmata_reports_new_version(runner:
     async with await open_board(runner) as board:
         result = await board.flash(NEW)
         ident = await board.identify()
-    assert result.ok and (result.before, result.after) == ("2.5", "2.6")
+    assert result.ok and (result.before, result.after) == ("2.5.0", "2.6")
     assert sim_of(runner).resets == 1 and ident.firmware_version == "2.6"
     assert bytes(sim_of(runner).flash_mem[: len(NEW.data)]) == NEW.data
 
@@ -79,7 +81,7 @@ async def test_reboot_resets_pin_state_and_board_answers_again(runner: SimRunner
         await board.apply_config({"pin.3": "pwm"})
         await board.reboot()
         ident = await board.identify()
-    assert sim_of(runner).pin_modes[3] == PinMode.OUTPUT and ident.firmware_version == "2.5"
+    assert sim_of(runner).pin_modes[3] == PinMode.OUTPUT and ident.firmware_version == "2.5.0"
 
 
 async def test_sketch_that_does_not_start_is_reported_as_failure(runner: SimRunner) -> None:
@@ -128,3 +130,39 @@ async def test_slow_board_at_uart_pace_still_flashes() -> None:
     finally:
         await run.aclose()
     assert result.ok and result.after == "2.6"
+
+
+async def test_one_percent_byte_errors_still_flash_and_configure_and_whatever_noise_ran_is_put_back() -> None:
+    """Firmata and STK500 v1 carry no checksum, so a damaged command that still parses IS executed by a
+    real StandardFirmata or Optiboot (docs/protocol-serial-kits.md, "Noise"). What the driver guarantees
+    is the end state: every page read back equal to the image, every pin's mode read back as intended
+    (pins the noise touched are restored), and answers believed only once two agree."""
+    sketch = random.Random(5).randbytes(1_500) + b"LFFW/StandardFirmata-2.5.1.ino/2.5\x00"
+    image = FirmwareImage.from_bytes("2.5.1", ihex.encode_ihex(sketch))
+    sim = FirmataSim(usb_serial="NOISY1")
+    run = SimRunner(sim, faults=FaultPlan(byte_error_rate=0.01, seed=2024), name="uno-noisy")
+    await run.plug()
+    sent: list[object] = []
+    try:
+        board = await FirmataBoard.open(run.url, reset=run.pulse_reset, query_timeout=0.15, boot_timeout=1.5, stk_timeout=0.15,
+                                        journal=sent)
+        try:
+            before = await board.identify()
+            flashed = await board.flash(image)
+            config = await board.apply_config({"pin.3": "pwm", "pin.4": "input", "pin.13": "output"})
+            health = await board.read_health()
+        finally:
+            await board.aclose()
+    finally:
+        await run.aclose()
+    assert before.firmware_version == "2.5.0"
+    assert flashed.ok and flashed.after == "2.5.1"
+    binary = ihex.parse_ihex(image.data)
+    assert bytes(sim.flash_mem[: len(binary)]) == binary
+    expected = [int(PinMode.ANALOG) if p >= 14 else int(PinMode.OUTPUT) for p in range(20)]
+    expected[3], expected[4] = int(PinMode.PWM), int(PinMode.INPUT)
+    assert config.ok and sim.pin_modes == expected
+    assert health.reading("a0_raw") == 1000
+    # The line really was noisy: the board saw commands the host never sent (and they were undone).
+    assert sim.watchdog_resets + sum(1 for m in sim.executed if m not in sent) \
+        + sum(1 for c in sim.stk_executed if c not in sent) > 0

@@ -11,7 +11,7 @@ from drivers.codecs.repl import parse_literal
 from drivers.errors import FrameError, LinkClosed
 from drivers.micropython import APP_MANIFEST, CONFIG_PATH, MicroPythonBoard
 from drivers.types import FirmwareImage, HealthStatus
-from simulators.serial.faults import FaultPlan
+from simulators.serial.faults import FaultPlan, FaultyLink
 from simulators.serial.micropython import MicroPythonSim
 from simulators.serial.minipython import BoardState, MiniPython
 from simulators.serial.pty import SimRunner
@@ -157,3 +157,47 @@ async def test_slow_board_still_identifies_and_takes_config() -> None:
         await run.aclose()
     assert ident.hardware_id == "mpy:30aea4c0ffee" and result.ok
     assert json.loads(sim.board.files[CONFIG_PATH]) == {"school": "S-8"}
+
+
+NOISY_BUNDLE = FirmwareImage.bundle("1.6.0", {
+    "main.py": b"import app\napp.run()\n",
+    "lib/app.py": b"def run():\n    print('noisy lab, steady kit')\n" * 12,
+})
+
+
+@pytest.mark.parametrize("raw_paste", [True, False], ids=["raw-paste", "raw-repl-fallback"])
+async def test_one_percent_byte_errors_never_run_damaged_code_and_the_flash_completes(raw_paste: bool) -> None:
+    sim = MicroPythonSim(unique_id=UID, raw_paste=raw_paste)
+    plan = FaultPlan(byte_error_rate=0.01, seed=4321)  # seeds 1-11 pass too (checked by hand)
+    run = SimRunner(sim, faults=plan, name="mpy-noisy")
+    await run.plug()
+    journal: list[tuple[bytes, bytes | None]] = []
+    try:
+        board = await MicroPythonBoard.open(run.url, journal=journal, ack_timeout=0.1, enter_timeout=0.3,
+                                            reboot_timeout=0.5)
+        try:
+            ident = await board.identify()
+            config = await board.apply_config({"school": "S-9", "mqtt_host": "edge.local"})
+            result = await board.flash(NOISY_BUNDLE)
+            health = await board.read_health()
+            failures = board.failures
+            assert isinstance(run.link, FaultyLink)
+            damaged = run.link.corrupted
+        finally:
+            await board.aclose()
+    finally:
+        await run.aclose()
+    assert ident.hardware_id == "mpy:30aea4c0ffee"
+    assert config.ok and json.loads(sim.board.files[CONFIG_PATH]) == {"school": "S-9", "mqtt_host": "edge.local"}
+    assert result.ok and result.after == "1.6.0"
+    for path, blob in NOISY_BUNDLE.files:
+        assert sim.board.files["/" + path] == blob
+    assert health.reading("heap_free_bytes") > 0
+    # What ran is only ever code the driver sent through its checked helper, byte for byte, with the
+    # data operand it was sent with; nothing on the board changed outside that helper.
+    intended = set(journal)
+    for code, data in sim.interp.exec_log:
+        assert (code, data) in intended or (code, None) in intended, (code[:60], data[:20])
+    assert sim.board.mutations and all(inside for _, _, inside in sim.board.mutations)
+    # The noise was real: the line damaged bytes and submissions had to be repeated.
+    assert damaged > 50 and failures > 10
