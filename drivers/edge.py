@@ -54,6 +54,7 @@ class Command(StrEnum):
     HEALTH = "health"
     REBOOT = "reboot"
     APPLY_CONFIG = "apply_config"
+    READ_CONFIG = "read_config"
     FLASH = "flash"
 
 
@@ -220,6 +221,10 @@ class EdgeSupervisor:
         if cmd is Command.REBOOT:
             await dev.reboot()
             return {"rebooted": True}
+        if cmd is Command.READ_CONFIG:
+            reader = getattr(dev, "read_config", None)
+            # None: the kit keeps no settings of its own (Firmata).
+            return {"config": None if reader is None else dict(await reader())}
         if cmd is Command.APPLY_CONFIG:
             config = args.get("config")
             if not isinstance(config, dict):

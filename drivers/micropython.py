@@ -596,8 +596,14 @@ class MicroPythonBoard:
         return ConfigResult(True, tuple(sorted(str(k) for k in config)))
 
     async def read_config(self) -> dict[str, str]:
+        """The settings file on the board ({} when it has none yet)."""
+        if (await self.file_hash(CONFIG_PATH))[0] < 0:
+            return {}
         text = await self.call(f"R=F({py_str(CONFIG_PATH)})")
-        return dict(json.loads(str(text)))
+        try:
+            return {str(k): str(v) for k, v in dict(json.loads(str(text))).items()}
+        except (ValueError, TypeError) as err:
+            raise DeviceError(f"{CONFIG_PATH} on the board is not a JSON object") from err
 
     async def file_hash(self, path: str) -> tuple[int, str]:
         """(size, sha256 hex) of a file on the board, or (-1, '') if it does not exist."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Coroutine
 from typing import Annotated, Any
 
 import httpx
@@ -72,11 +73,36 @@ async def run_agent(*, api: str, token: str, school: str, room: str | None, brok
             agent.supervisor = supervisor
             updater.supervisor = supervisor
             try:
-                await supervisor.run()
+                await _until_stopped(supervisor.run())
             finally:
+                # Mirror of setup: no more updates, every kit's port closed and its retained status set
+                # to offline (then its MQTT connection closed with a DISCONNECT, so no Last Will fires).
                 await updater.aclose()
                 await supervisor.aclose()
                 await agent.aclose()
+                log.info("edge agent stopped")
+
+
+async def _until_stopped(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` until it ends or SIGTERM/SIGINT arrives; a signal cancels it so teardown runs in order."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    running = asyncio.create_task(work, name="edge-agent")
+    stopping = asyncio.create_task(stop.wait(), name="edge-agent-stop")
+    try:
+        await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            log.info("stop signal received: closing ports and taking kits offline")
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        stopping.cancel()
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running  # re-raises what ended it, unless that was our cancel
 
 
 def agent(

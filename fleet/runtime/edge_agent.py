@@ -36,6 +36,9 @@ KEEPALIVE = 60
 CLAIM_TTL_SECONDS = 300
 # Commands the agent can carry out on a serial kit; others are refused in the ack (protocol 5.4).
 SUPPORTED = {"reboot": "reboot", "diagnostics": "health"}
+# CONNACK codes for a refused login (MQTT 3.1.1: 4, 5; as paho reports them: 134, 135): the kit's password
+# was rotated elsewhere, so the agent enrolls it again instead of letting paho retry a dead password.
+REFUSED_CREDENTIALS = frozenset({4, 5, 134, 135})
 # Bounded: a kit's command backlog beyond this is refused rather than queued without limit.
 MAX_PENDING_COMMANDS = 16
 
@@ -62,6 +65,10 @@ class KitLink:
     seq: int = 0
     done: set[str] = field(default_factory=set)  # correlation ids already executed (protocol 5.5)
     pending: int = 0
+    # Where and what the kit is, to bridge it again when the broker stops taking its credentials.
+    port: PortInfo | None = None
+    kit: DeviceIdentity | None = None
+    connected_once: bool = False
 
     def next_seq(self, now_ms: int) -> int:
         # Time-based so a restarted agent never repeats a seq (protocol 5: no repeats across reboots).
@@ -141,15 +148,19 @@ class EdgeAgent:
     async def online(self, port: PortInfo, identity: DeviceIdentity) -> None:
         self._loop = asyncio.get_running_loop()
         hw = port.hardware_id
+        stale = self.kits.pop(hw, None)
+        if stale is not None:  # identified again (after provisioning, or a refused login): a fresh bridge
+            await asyncio.to_thread(_stop, stale.client)
         try:
             creds = await self.enroll(identity)
         except (AgentError, httpx.HTTPError) as err:
             log.warning("%s: not bridged: %s", hw, err)
             return
+        await self._keep_on_kit(hw, creds)
         if self.room_id is not None:
             await self._place(int(creds["device_id"]))
         link = KitLink(hw, creds["username"], int(creds["device_id"]), creds["topics"],
-                       self._client(creds))
+                       self._client(creds), port=port, kit=identity)
         self.kits[hw] = link
         await self._connect(link, creds)
         self._publish(link, "status", {"v": 1, "state": "online", "ts": self.clock_ms()}, retain=True)
@@ -158,6 +169,39 @@ class EdgeAgent:
         self._publish(link, "telemetry", {"v": 1, "seq": link.next_seq(self.clock_ms()), "ts": self.clock_ms(),
                                           "fw": identity.firmware_version[:64]})
         log.info("%s bridged as %s (device %s)", hw, link.identity, link.device_id)
+
+    async def _keep_on_kit(self, hw: str, creds: Mapping[str, Any]) -> None:
+        """Store the credentials enrollment just issued in the kit's own settings.
+
+        One credential per kit: the fleet keeps its hash, the kit keeps the password in its settings, and
+        the agent logs in with it. Whoever mints a new one writes it to both (`labfleet provision` writes
+        the kit, then records the hash; the agent enrolls, then writes the kit), so neither is left stale.
+        Firmata kits keep no settings: there the agent's copy is the only one.
+        """
+        if self.supervisor is None:
+            return
+        try:
+            stored = (await self.supervisor.command(hw, "read_config"))["config"]
+            if stored is None:
+                return
+            if stored.get("mqtt_username") == creds["username"] and stored.get("mqtt_password") == creds["password"]:
+                return
+            merged = {**stored, "mqtt_username": creds["username"], "mqtt_password": creds["password"]}
+            result = await self.supervisor.command(hw, "apply_config", {"config": merged})
+            if not result["ok"]:
+                log.warning("%s: new MQTT credentials not stored on the kit: %s", hw, result["reason"])
+        except (CommandError, DriverError) as err:
+            log.warning("%s: new MQTT credentials not stored on the kit: %s", hw, err)
+
+    def _rebridge(self, link: KitLink) -> None:
+        """The broker refused a kit's password (rotated elsewhere, e.g. by a provisioning run): enroll
+        it again, which also writes the new password to the kit."""
+        if self.kits.get(link.hardware_id) is not link or link.port is None or link.kit is None:
+            return
+        task = asyncio.get_running_loop().create_task(self.online(link.port, link.kit),
+                                                      name=f"edge-rebridge:{link.hardware_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def offline(self, hardware_id: str, reason: str) -> None:
         link = self.kits.pop(hardware_id, None)
@@ -200,9 +244,12 @@ class EdgeAgent:
         def on_connect(client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
             if not reason.is_failure:
                 client.subscribe(cmd_topic, qos=1)
+                link.connected_once = True
                 loop.call_soon_threadsafe(connected.set)
             else:
                 log.warning("%s: broker refused the kit: %s", link.hardware_id, reason)
+                if link.connected_once and getattr(reason, "value", None) in REFUSED_CREDENTIALS:
+                    loop.call_soon_threadsafe(self._rebridge, link)
 
         def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
             loop.call_soon_threadsafe(self._on_cmd, link, msg.payload)

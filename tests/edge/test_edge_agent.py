@@ -119,3 +119,99 @@ async def test_edge_agent_bridges_a_simulated_kit_online_telemetry_and_reboot(li
             await agent.aclose()
             await agent_http.aclose()
     await wait_until(offline)  # the agent stopping says so on the kit's retained status
+
+
+async def _fleet_verifies(api: Api, identity: str, password: str) -> bool:
+    from sqlalchemy import select
+
+    from fleet.domain import credentials
+    from fleet.persistence.models_mqtt import DeviceCredential
+
+    async with api.sessions() as s:
+        cred = (await s.execute(select(DeviceCredential).where(DeviceCredential.username == identity))
+                ).scalar_one_or_none()
+    return cred is not None and cred.revoked_at is None and credentials.verify_password(password, cred.password_hash)
+
+
+async def test_provisioned_kit_is_bridged_with_one_credential_shared_by_kit_fleet_and_agent(
+        live_api: Api, clock: FakeClock) -> None:
+    """`labfleet provision` writes a password to the kit and records its hash; the agent then bridges the same
+    kit and whatever it logs in with is also what the kit stores and the fleet verifies. The same after the
+    kit goes back to the provisioning bench (a new password) and is plugged into the agent again."""
+    from drivers.provisioning import Provisioner
+    from firmware_profiles import DEFAULT_PROFILE_DIR
+    from fleet.cli.provision import BenchRun, load_catalogue, make_planner, record, resolve_place
+    from fleet.persistence.db import unit_of_work
+
+    api = live_api
+    w = await build_world(api)
+    await post(api, f"{V1}/device-models", {
+        "vendor": "RoboLearn", "model_number": "EduBot-R2", "kind": "robot", "transport": "serial",
+        "unit_price": "1290.00", "warranty_months": 24, "supplier": "RoboLearn", "profile_key": "robot-edubot-r2"})
+    tech = await api.as_("technician", (w.school_a,))
+    async with unit_of_work(api.sessions) as s:
+        place, lab = await resolve_place(s, str(w.school_a), str(w.room_a))
+        catalogue = await load_catalogue(s, DEFAULT_PROFILE_DIR)
+        s.expunge_all()
+    run = BenchRun(place, lab, catalogue)
+    robot = RobotSim(uid="beef01", usb_serial="EB-BEEF01")
+
+    async def provision_at_the_bench() -> str:
+        [dev] = bench.attached()
+        result = await Provisioner(locate=bench.locate).provision(dev, make_planner(run, "mqtt://edge.local"))
+        assert result.outcome.value == "provisioned", result
+        async with unit_of_work(api.sessions) as s:
+            await record(s, clock, run, dev, result)
+        password = robot.config["mqtt_password"]
+        assert await _fleet_verifies(api, "robot:beef01", password)
+        return password
+
+    agent_http = httpx.AsyncClient(transport=api.client._transport, base_url="http://test", headers=tech)
+    agent = EdgeAgent(agent_http, school_id=w.school_a, room_id=w.room_a, broker=f"mqtt://127.0.0.1:{api.port}",  # type: ignore[attr-defined]
+                      clock_ms=lambda: int(clock.now().timestamp() * 1000))
+    async with SimBench() as bench:
+        runner = bench.add(robot)
+        await bench.start()
+        first = await provision_at_the_bench()
+        supervisor = EdgeSupervisor(PortWatcher(bench.lister), agent, reset_for=bench.reset_for)
+        agent.supervisor = supervisor
+        try:
+            await supervisor.poll_once()  # plugged into the agent's hub
+            [link] = agent.kits.values()
+
+            async def online() -> bool:
+                r = await api.client.get(f"{V1}/devices/{link.device_id}/state", headers=tech)
+                return r.json()["online"] is True  # type: ignore[no-any-return]
+
+            await wait_until(online)  # the broker took the agent's login for the kit
+            bridged = robot.config["mqtt_password"]
+            assert await _fleet_verifies(api, "robot:beef01", bridged)  # the kit holds the password in use
+            assert not await _fleet_verifies(api, "robot:beef01", first) or bridged == first
+            assert robot.config["school"] == place.code  # provisioning's school settings are kept
+
+            # Back to the provisioning bench (a new password), then into the agent's hub again.
+            await runner.unplug()
+            await supervisor.poll_once()
+
+            async def offline() -> bool:
+                return not await online()
+
+            await wait_until(offline)
+            await runner.plug()
+            second = await provision_at_the_bench()
+            await supervisor.poll_once()
+            [again] = agent.kits.values()
+            assert again.device_id == link.device_id
+
+            async def online_again() -> bool:
+                r = await api.client.get(f"{V1}/devices/{again.device_id}/state", headers=tech)
+                return r.json()["online"] is True  # type: ignore[no-any-return]
+
+            await wait_until(online_again)
+            final = robot.config["mqtt_password"]
+            assert await _fleet_verifies(api, "robot:beef01", final)
+            assert final == second or not await _fleet_verifies(api, "robot:beef01", second)
+        finally:
+            await supervisor.aclose()
+            await agent.aclose()
+            await agent_http.aclose()
