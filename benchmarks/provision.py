@@ -23,7 +23,6 @@ from drivers.provisioning import AttachedDevice, Outcome, Provisioner, Provision
 from drivers.types import DeviceIdentity, Family, FirmwareImage
 from simulators.serial.bench import SimBench, make_devices
 from simulators.serial.faults import FaultPlan
-from simulators.serial.firmata import sketch_image
 
 ROBOT_IMAGE_BYTES = 32 * 1024  # a small robot app image; real ones are 100-400 KiB
 MPY_APP_BYTES = 6 * 1024  # two files of a lesson app bundle
@@ -38,9 +37,10 @@ def targets(seed: int) -> dict[Family, FirmwareImage]:
             "main.py": b"import lesson\nlesson.run()\n",
             "lib/lesson.py": bytes(rng.randrange(32, 127) for _ in range(MPY_APP_BYTES)),
         }),
-        # Intel HEX, as the district's profile ships it (firmware_profiles/kit-uno-firmata.yaml).
-        Family.FIRMATA: FirmwareImage.from_bytes("2.6.0", ihex.encode_ihex(sketch_image(
-            "StandardFirmata-2.6.0.ino", 2, 6, size=FIRMATA_SKETCH_BYTES))),
+        # Intel HEX, as the district's profile ships it (firmware_profiles/kit-uno-firmata.yaml); a body
+        # unlike the installed sketch's, so every page is written (a real new build differs throughout).
+        Family.FIRMATA: FirmwareImage.from_bytes("2.6.0", ihex.encode_ihex(
+            rng.randbytes(FIRMATA_SKETCH_BYTES) + b"LFFW/StandardFirmata-2.6.0.ino/2.6\x00")),
     }
 
 
