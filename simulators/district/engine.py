@@ -46,6 +46,9 @@ PROBE_TIMEOUT_S = 10.0
 # Poll period of a probe round: 50 ms resolution on a latency target of 1-2 s, at 20 light queries a second.
 PROBE_POLL_S = 0.05
 # seq persistence (protocol 5): on start skip to the next block of 1,000 above the stored high-water mark.
+# Presence settles when the service's last online change is no older than the terminal's last connect, less
+# this many simulated seconds (the two clocks are one anchor on one machine; this only absorbs rounding).
+PRESENCE_SLACK_S = 1.0
 SEQ_BLOCK = 1000
 
 
@@ -479,7 +482,7 @@ class Simulation:
         states: dict[str, DeviceState] = {}
         while True:
             states = await self.readback.device_states([t.serial for t in self.terminals])
-            if self._lost(states) == 0 or time.monotonic() > deadline:
+            if (self._lost(states) == 0 and self._presence_settled(states)) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.25)
         self.outcome["states"] = states
@@ -488,6 +491,28 @@ class Simulation:
         # Read before the terminals shut down: a clean shutdown mid-lesson is itself an unexpected offline.
         self.outcome["alerts"] = await self.readback.alerts(self.service_epoch_at_start)
         self.outcome["dead_letters"] = await self.readback.dead_letters()
+
+    def _presence_settled(self, states: dict[str, DeviceState]) -> bool:
+        """The service's presence has caught up with every online terminal's last connect.
+
+        A terminal that dropped and came back (wifi-flap, a reboot) is online on both sides before and after
+        its Last Will is ingested; only the time of the last change tells them apart. Alerts and presence are
+        read once this holds, so they do not depend on how busy the machine is. Needs the service on the
+        simulated clock (otherwise: True).
+        """
+        if self.hooks.set_service_clock is None:
+            return True
+        a = self.clock.anchor
+        for t in self.terminals:
+            if t.phase != Phase.ONLINE:
+                continue
+            st = states.get(t.serial)
+            if st is None or not st.online or st.online_changed_at is None:
+                return False
+            connected_epoch = a.sim_start.timestamp() + (t.connected_at - a.mono_start) * a.speed
+            if st.online_changed_at < connected_epoch - PRESENCE_SLACK_S:
+                return False
+        return True
 
     def _lost(self, states: dict[str, DeviceState]) -> int:
         lost = 0
