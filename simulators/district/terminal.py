@@ -67,6 +67,7 @@ class Terminal:
         "connect_started",
         "connected_at",
         "counters",
+        "crashed",
         "drain",
         "exam",
         "firmware",
@@ -112,6 +113,7 @@ class Terminal:
         self.attending = True
         self.drain = 1.0
         self.bad_fw = False
+        self.crashed = False
         self.malformed = False
         self.exam = False
         self.connect_started = 0.0
@@ -244,7 +246,10 @@ class Terminal:
         else:
             rate = sim.traffic.battery_drain_pct_per_hour * (1.0 if in_lesson else 0.3)
             self.battery = max(0.0, self.battery - rate * self.drain * hours)
-        if self.bad_fw and self.rng.random() < 0.5:
+        # A bad image crashes on its first tick (so every affected terminal shows it, however few ticks a short
+        # run leaves), then on half of the ticks after.
+        if self.bad_fw and (not self.crashed or self.rng.random() < 0.5):
+            self.crashed = True
             self.event("error", code="E_FW_PANIC")
             self.reboot_soon()
         if self.malformed:
@@ -283,6 +288,7 @@ class Terminal:
         info = c.publish(self.topic(channel), json.dumps(body, separators=(",", ":")), qos=1, retain=retain)
         self.pending[info.mid] = seq
         self.sim.stats.published += 1
+        self.sim.pool.flush(c)
 
     def _next_seq(self) -> int:
         self.seq += 1
@@ -330,6 +336,7 @@ class Terminal:
         assert self.client is not None
         info = self.client.publish(self.topic("telemetry"), payload, qos=1)
         self.pending[info.mid] = 0
+        self.sim.pool.flush(self.client)
         self.counters.garbage[kind] = self.counters.garbage.get(kind, 0) + 1
         self.sim.stats.garbage[kind] = self.sim.stats.garbage.get(kind, 0) + 1
 
@@ -347,6 +354,7 @@ class Terminal:
         info = self.client.publish(self.topic("update"), payload, qos=1)
         self.pending[info.mid] = 0
         self.sim.stats.published += 1
+        self.sim.pool.flush(self.client)
 
     # ---------------------------------------------------------------- commands
     def on_command(self, payload: bytes) -> None:
