@@ -240,6 +240,14 @@ async def apply_batch(session: AsyncSession, items: list[Inbound], rejected: lis
     for it in items:
         by_dev[it.ref.device_id].append(it)  # type: ignore[union-attr]
     ids = sorted(by_dev)
+    if _is_sqlite(session) and ids:
+        # Write first, read second: pysqlite opens its transaction at the first write, so reading the states
+        # before it would let two ingest processes read the same row and the later commit overwrite the
+        # earlier one's counts (a lost update, seen with two workers on one SQLite file). A one-row no-op
+        # UPDATE takes SQLite's writer lock (a write statement does, whether or not a row matches), so the
+        # reads below see every committed batch and no other writer commits meanwhile (PostgreSQL: FOR UPDATE).
+        conn = await session.connection()
+        await conn.exec_driver_sql("UPDATE device_state SET device_id = device_id WHERE device_id = ?", (ids[0],))
     states = await _load_states(session, ids)
     missing = [i for i in ids if i not in states]
     if missing:

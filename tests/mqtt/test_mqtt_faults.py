@@ -164,7 +164,16 @@ async def pg_plane(postgres_url: str, tmp_path: Path) -> AsyncIterator[Plane]:
 
 async def test_two_workers_share_one_qos1_stream_on_postgres_without_loss_or_duplicates(pg_plane: Plane,
                                                                                        tmp_path: Path) -> None:
-    plane = pg_plane
+    await _two_workers(pg_plane, tmp_path)
+
+
+async def test_two_workers_on_one_sqlite_file_lose_no_update(plane: Plane, tmp_path: Path) -> None:
+    """Each device's messages alternate between the workers: both update the same state rows, and neither
+    may overwrite the other's counts (SQLite has no row locks; the batch takes the writer lock first)."""
+    await _two_workers(plane, tmp_path)
+
+
+async def _two_workers(plane: Plane, tmp_path: Path) -> None:
     serials = await _fleet(plane)
     broker = _broker(plane, tmp_path)
     async with broker:
