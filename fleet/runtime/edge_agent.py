@@ -162,7 +162,15 @@ class EdgeAgent:
         link = KitLink(hw, creds["username"], int(creds["device_id"]), creds["topics"],
                        self._client(creds), port=port, kit=identity)
         self.kits[hw] = link
-        await self._connect(link, creds)
+        try:
+            await self._connect(link, creds)
+        except (TimeoutError, OSError) as err:
+            # One kit the broker will not take (down, or refusing its login) must not stop the lab's
+            # supervisor: drop this bridge; the next plug-in or identify tries again.
+            log.warning("%s: not bridged: broker did not accept the kit: %s", hw, err or type(err).__name__)
+            self.kits.pop(hw, None)
+            await asyncio.to_thread(_stop, link.client)
+            return
         self._publish(link, "status", {"v": 1, "state": "online", "ts": self.clock_ms()}, retain=True)
         self._publish(link, "event", {"v": 1, "seq": link.next_seq(self.clock_ms()), "ts": self.clock_ms(),
                                       "type": "boot"})
@@ -210,7 +218,10 @@ class EdgeAgent:
         info = self._publish(link, "status", {"v": 1, "state": "offline", "ts": self.clock_ms(),
                                               "reason": "unplugged" if "unplug" in reason else "shutdown"},
                              retain=True)
-        await asyncio.to_thread(info.wait_for_publish, 5.0)
+        try:
+            await asyncio.to_thread(info.wait_for_publish, 5.0)
+        except (RuntimeError, ValueError) as err:  # paho: not connected, or the queue refused it
+            log.warning("%s: offline status not published: %s", hardware_id, err)
         await asyncio.to_thread(_stop, link.client)
 
     async def health(self, hardware_id: str, health: Health) -> None:

@@ -215,3 +215,32 @@ async def test_provisioned_kit_is_bridged_with_one_credential_shared_by_kit_flee
             await supervisor.aclose()
             await agent.aclose()
             await agent_http.aclose()
+
+
+async def test_a_kit_the_broker_will_not_take_is_left_unbridged_and_the_supervisor_keeps_going(
+        live_api: Api, clock: FakeClock) -> None:
+    api = live_api
+    w = await build_world(api)
+    await post(api, f"{V1}/device-models", {
+        "vendor": "RoboLearn", "model_number": "EduBot-R2", "kind": "robot", "transport": "serial",
+        "unit_price": "1290.00", "warranty_months": 24, "supplier": "RoboLearn", "profile_key": "robot-edubot-r2"})
+    tech = await api.as_("technician", (w.school_a,))
+    agent_http = httpx.AsyncClient(transport=api.client._transport, base_url="http://test", headers=tech)
+    # Nothing listens here: the kit enrolls over HTTP, but its MQTT connect is refused.
+    agent = EdgeAgent(agent_http, school_id=w.school_a, room_id=w.room_a, broker=f"mqtt://127.0.0.1:{free_port()}",
+                      clock_ms=lambda: int(clock.now().timestamp() * 1000))
+    async with SimBench() as bench:
+        runner = bench.add(RobotSim(uid="beef01", usb_serial="EB-BEEF01"))
+        await bench.start()
+        supervisor = EdgeSupervisor(PortWatcher(bench.lister), agent, reset_for=bench.reset_for)
+        agent.supervisor = supervisor
+        try:
+            await supervisor.poll_once()  # must return, not raise out of the supervisor
+            assert agent.kits == {}
+            await runner.unplug()
+            await supervisor.poll_once()  # an unplug of the unbridged kit is not an error either
+            assert agent.kits == {}
+        finally:
+            await supervisor.aclose()
+            await agent.aclose()
+            await agent_http.aclose()
