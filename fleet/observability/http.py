@@ -8,12 +8,15 @@ The service wires both in `create_app`:
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from fastapi import APIRouter, FastAPI, Request, Response
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fleet.observability.exposition import MetricsAccess, render
@@ -80,3 +83,33 @@ def metrics_router(registry: CollectorRegistry, access: MetricsAccess) -> APIRou
         return Response(body, media_type=content_type)
 
     return router
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per scrape (one every 15 s per worker is noise)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+def serve_metrics_thread(registry: CollectorRegistry, access: MetricsAccess, host: str, port: int) -> WSGIServer:
+    """/metrics for a process without the API (an ingest worker), on its own thread, with the service's access rule.
+
+    A thread, not the worker's event loop: a scrape is answered even while the loop is busy committing a batch.
+    Raises OSError when the port is taken; stop it with `shutdown()` and `server_close()`.
+    """
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        if not access.allows(environ.get("REMOTE_ADDR"), environ.get("HTTP_AUTHORIZATION")):
+            start_response("401 Unauthorized", [("Content-Type", "text/plain"), ("WWW-Authenticate", "Bearer")])
+            return [b"metrics need a bearer token from this network\n"]
+        return metrics_app(environ, start_response)
+
+    httpd = make_server(host, port, app, _ThreadingServer, handler_class=_QuietHandler)
+    threading.Thread(target=httpd.serve_forever, name=f"metrics-http-{port}", daemon=True).start()
+    return httpd

@@ -15,8 +15,14 @@ import signal
 import subprocess
 import sys
 from dataclasses import asdict
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry
 
 from fleet.domain.clock import SystemClock
+from fleet.observability.exposition import MetricsAccess
+from fleet.observability.http import serve_metrics_thread
+from fleet.observability.metrics import FleetMetrics
 from fleet.persistence.db import create_engine, session_factory
 from fleet.runtime.ingest import IngestService
 from fleet.settings import Settings
@@ -35,22 +41,45 @@ async def run_worker(settings: Settings, index: int, *, stop: asyncio.Event | No
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     engine = create_engine(settings.database_url)
+    # Its own registry and /metrics (prometheus.yml's labfleet-ingest job): messages, batches, lag, bytes per school.
+    registry = CollectorRegistry()
+    metrics = FleetMetrics(registry)
+    httpd = _metrics_server(settings, registry, index)
     try:
         ingest = IngestService(settings, session_factory(engine), SystemClock(),
-                               client_id=f"labfleet-ingest-{index}",
+                               client_id=f"labfleet-ingest-{index}", metrics=metrics,
                                shared=settings.mqtt.ingest_shared and settings.mqtt.broker != "embedded")
         async with ingest:
             logger.info("ingest worker %d started", index)
             # One line on stdout when connected, so a supervisor (or a test) knows the worker is live.
             await ingest.wait_connected(timeout=30)
-            print(json.dumps({"worker": index, "state": "connected"}), flush=True)
+            print(json.dumps({"worker": index, "state": "connected",
+                              "metrics_port": httpd.server_port if httpd else None}), flush=True)
             await stop.wait()
             await ingest.flush()  # commit (and ack) what is pending before leaving
         stats = asdict(ingest.stats)
         print(json.dumps({"worker": index, "state": "stopped", **stats}), flush=True)
         return stats
     finally:
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
         await engine.dispose()
+
+
+def _metrics_server(settings: Settings, registry: CollectorRegistry, index: int) -> WSGIServer | None:
+    """Serve this worker's /metrics on worker_port_base + index; a taken port costs the metrics, not the worker."""
+    cfg = settings.metrics
+    if not cfg.worker_port_base:
+        return None
+    port = cfg.worker_port_base + index
+    access = MetricsAccess.from_settings(cfg.allowed_networks, cfg.token or None)
+    try:
+        return serve_metrics_thread(registry, access, cfg.worker_host, port)
+    except OSError as err:
+        logger.warning("ingest worker %d serves no /metrics: %s:%d is unavailable (%s)", index, cfg.worker_host,
+                       port, err)
+        return None
 
 
 def run_workers(n: int, *, python: str = sys.executable) -> int:

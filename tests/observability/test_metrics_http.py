@@ -98,3 +98,29 @@ async def test_metrics_from_elsewhere_need_the_token() -> None:
     assert "labfleet_" not in refused.text
     assert (await _scrape(app, "10.9.8.7", authorization="Bearer wrong")).status_code == 401
     assert (await _scrape(app, "10.9.8.7", authorization="Bearer s3cret")).status_code == 200
+
+
+def test_worker_metrics_thread_keeps_the_access_rule_and_reports_a_taken_port() -> None:
+    import urllib.error
+    import urllib.request
+
+    from fleet.observability.http import serve_metrics_thread
+
+    registry = CollectorRegistry()
+    FleetMetrics(registry).ingest_message("ok", 3)
+    # Loopback is not among the allowed networks here, so even a local scrape needs the token.
+    access = MetricsAccess.from_settings(["10.0.0.0/8"], "s3cret")
+    httpd = serve_metrics_thread(registry, access, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{httpd.server_port}/metrics"
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=5)
+        assert refused.value.code == 401
+        req = urllib.request.Request(url, headers={"Authorization": "Bearer s3cret"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert 'labfleet_ingest_messages_total{result="ok"} 3.0' in r.read().decode()
+        with pytest.raises(OSError):  # the port is taken (by the first server): the caller decides what that costs
+            serve_metrics_thread(registry, access, "127.0.0.1", httpd.server_port)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
