@@ -18,6 +18,8 @@ from tests.mqtt.mqtt_plane import LoadPublisher, Plane, need_mosquitto, telemetr
 SVC_USER, SVC_PW = "labfleet-service", "svc-metrics-secret"
 # Deadline for the worker to connect, ingest and show it in a scrape: generous for a loaded machine.
 DEADLINE_S = 60.0
+# Tries at a free port for the worker's /metrics (see the loop below).
+PORT_ATTEMPTS = 3
 
 
 def _scrape(url: str) -> str:
@@ -48,16 +50,26 @@ async def test_an_ingest_worker_serves_its_own_metrics(plane: Plane, tmp_path: P
                               service_password=SVC_PW)
     async with MosquittoBroker(settings, BrokerAuthority(plane.sessions, wire.Topics("labfleet"), SVC_USER, SVC_PW)) \
             as broker:
-        metrics_port = free_port()
-        env = dict(os.environ, LABFLEET_DATABASE_URL=plane.url, LABFLEET_MQTT__BROKER="external",
-                   LABFLEET_MQTT__URL=f"mqtt://127.0.0.1:{broker.port}", LABFLEET_MQTT__SERVICE_USERNAME=SVC_USER,
-                   LABFLEET_MQTT__SERVICE_PASSWORD=SVC_PW, LABFLEET_MQTT__TOPIC_PREFIX="labfleet",
-                   LABFLEET_METRICS__WORKER_PORT_BASE=str(metrics_port - 3), LABFLEET_LOG_LEVEL="WARNING")
-        proc = await asyncio.to_thread(_spawn, env, tmp_path / "worker.log")
-        try:
+        # A free port can be taken by someone else before the worker binds it (the machine is shared); the worker
+        # then runs without /metrics and says so, and the test tries another port.
+        for _attempt in range(PORT_ATTEMPTS):
+            metrics_port = free_port()
+            env = dict(os.environ, LABFLEET_DATABASE_URL=plane.url, LABFLEET_MQTT__BROKER="external",
+                       LABFLEET_MQTT__URL=f"mqtt://127.0.0.1:{broker.port}", LABFLEET_MQTT__SERVICE_USERNAME=SVC_USER,
+                       LABFLEET_MQTT__SERVICE_PASSWORD=SVC_PW, LABFLEET_MQTT__TOPIC_PREFIX="labfleet",
+                       LABFLEET_METRICS__WORKER_PORT_BASE=str(metrics_port - 3), LABFLEET_LOG_LEVEL="WARNING")
+            proc = await asyncio.to_thread(_spawn, env, tmp_path / "worker.log")
             assert proc.stdout is not None
             line = await asyncio.to_thread(proc.stdout.readline)
-            assert '"connected"' in line and f'"metrics_port": {metrics_port}' in line, line
+            assert '"connected"' in line, (line, (tmp_path / "worker.log").read_text()[-2000:])
+            if f'"metrics_port": {metrics_port}' in line:
+                break
+            assert '"metrics_port": null' in line, line
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(proc.communicate, timeout=30)
+        else:
+            raise AssertionError(f"no free port for the worker's /metrics in {PORT_ATTEMPTS} attempts")
+        try:
             pub = await asyncio.to_thread(LoadPublisher, broker.port, SVC_USER, SVC_PW, 1)
             stream = list(telemetry_stream(plane.school_code, serials, 3))
             for topic, payload in stream:
