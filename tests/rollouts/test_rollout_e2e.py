@@ -3,7 +3,8 @@ over HTTP, install, reboot and report; thresholds advance or pause, abort cancel
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import math
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fleet.domain.rollouts import FINAL_STATES
@@ -32,9 +33,17 @@ async def test_canary_succeeds_then_groups_advance_to_completion(sqlite_url: str
         assert all(g["state"] == "succeeded" for g in groups)
         assert detail["totals"] == {"succeeded": 8}
         assert all(s.version == NEW for s in lb.sims.values())
-        # Groups started one after the other, each after the previous one reached its threshold.
-        starts = [g["started_at"] for g in groups]
+        # Groups started one after the other, each only once the previous one reached its success threshold
+        # (0.9 of its devices succeeded), read from the per-device timeline.
+        starts = [datetime.fromisoformat(g["started_at"]) for g in groups]
         assert starts == sorted(starts) and starts[0] < starts[1]
+        rows = await lb.device_rows(rid)
+        succeeded_at = {e.device_id: e.at for e in await lb.timeline(rid) if e.event == "succeeded"}
+        for prev, nxt_start in zip(groups, starts[1:], strict=False):
+            members = sorted(succeeded_at[d] for d, row in rows.items() if row.group_id == prev["id"])
+            needed = math.ceil(0.9 * prev["total"])
+            threshold_at = members[needed - 1].replace(tzinfo=UTC)
+            assert nxt_start >= threshold_at, f"{prev['name']} reached its threshold at {threshold_at}"
 
 
 async def test_canary_runs_alone_until_it_succeeds(sqlite_url: str, tmp_path: Path) -> None:
@@ -78,6 +87,19 @@ async def test_bad_version_at_30_percent_pauses_at_error_threshold_and_next_grou
         assert all(row.state == "pending" and row.scheduled_at is None for row in in_b)
         assert all(lb.sims[row.device_id].version == OLD and not lb.sims[row.device_id].requests for row in in_b)
         assert groups["canary"]["by_state"] == {"succeeded": 2}
+        # The pause came at the error threshold: in the first engine step (30 s apart) after the report that made
+        # school A's failures reach 20% of its group, not later.
+        school_a = groups["school S-A"]
+        rows = await lb.device_rows(rid)
+        failed_at = sorted(e.at.replace(tzinfo=UTC) for e in await lb.timeline(rid)
+                           if e.event == "rolled_back" and rows[e.device_id].group_id == school_a["id"])
+        at_threshold = failed_at[math.ceil(0.2 * school_a["total"]) - 1]
+        [pause] = (await lb.get("/api/v1/audit?action=rollout.pause"))["items"]
+        paused_at = datetime.fromisoformat(pause["at"]).replace(tzinfo=UTC)
+        assert at_threshold <= paused_at <= at_threshold + timedelta(seconds=30)
+        failed_by_then = sum(1 for t in failed_at if t <= paused_at)
+        assert f"{failed_by_then} of {school_a['total']} devices failed in group school S-A" in detail["state_reason"]
+        assert failed_by_then / school_a["total"] >= 0.2
         # Rolled-back devices report their old version, and the API shows why.
         rolled = [row for row in rows.values() if row.state == "rolled_back"]
         assert rolled
