@@ -102,12 +102,17 @@ class KitUpdater:
             self._report(link, cid, Progress.REFUSED, reason=f"image over {MAX_KIT_IMAGE_BYTES} bytes")
             return
         st = self.kits.setdefault(link.hardware_id, KitUpdate())
-        if args.phase == Phase.CANCEL:
-            await self._cancel(link, cid, st)
-        elif args.phase == Phase.DOWNLOAD:
-            await self._download(link, cid, args, st)
-        else:
-            await self._install(link, cid, args, st)
+        try:
+            if args.phase == Phase.CANCEL:
+                await self._cancel(link, cid, st)
+            elif args.phase == Phase.DOWNLOAD:
+                await self._download(link, cid, args, st)
+            else:
+                await self._install(link, cid, args, st)
+        except Exception as err:  # a bug here must still answer, or the rollout waits an hour for a stall
+            log.exception("%s: update command %s failed", link.hardware_id, cid)
+            failed = Progress.INSTALL_FAILED if args.phase == Phase.INSTALL else Progress.DOWNLOAD_FAILED
+            self._report(link, cid, failed, reason=f"agent error: {type(err).__name__}")
 
     # ---- phases ------------------------------------------------------------------------------
 
@@ -123,6 +128,13 @@ class KitUpdater:
         self._report(link, cid, Progress.CANCELLED, version=self._version(link))
 
     async def _download(self, link: KitLink, cid: str, args: UpdateArgs, st: KitUpdate) -> None:
+        running = st.download
+        if running is not None and running is not asyncio.current_task() and not running.done():
+            # A newer command (the engine retried a stalled attempt) supersedes the old transfer; two writers
+            # into one partial image would only produce a hash mismatch.
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
         if st.staged is not None and st.sha256 == args.sha256:
             self._report(link, cid, Progress.DOWNLOADED, size=len(st.staged))
             return

@@ -210,3 +210,30 @@ class _cut(httpx.AsyncByteStream):
     async def __aiter__(self):  # type: ignore[no-untyped-def]
         yield self.data[: self.n]
         raise httpx.ReadError("connection reset")
+
+
+async def test_agent_holding_the_district_key_refuses_unsigned_and_badly_signed_kit_images() -> None:
+    import hmac
+
+    image = b"LABFLEET-FW 1\nmodel=robot\nversion=9.9.9\n\n" + bytes(200)
+    sha = hashlib.sha256(image).hexdigest()
+    requests: list[str | None] = []
+    paho = PahoStub()
+    async with httpx.AsyncClient(transport=artifact_server(image, requests)) as http:
+        updater = KitUpdater(http, clock_ms=lambda: NOW_MS, publish=lambda *a, **k: None, signing_key="district")
+        link = KitLink("robot:1", "robot:1", 1, {"update": "update"}, paho)  # type: ignore[arg-type]
+
+        async def download(cid: str, signature: str | None) -> Any:
+            args = UpdateArgs(Phase.DOWNLOAD, "9.9.9", sha, len(image), URL, signature,
+                              "hmac-sha256" if signature else "none")
+            body = json.loads(wire.encode_command(wire.Command(cid, wire.CommandName.UPDATE, NOW_MS,
+                                                               NOW_MS + 60_000, update_args(args))))
+            await updater.handle(link, body)
+            return paho.reports()[-1]
+
+        unsigned = await download("u1", None)
+        assert unsigned.state == Progress.VERIFY_FAILED and "unsigned" in (unsigned.reason or "")
+        wrong = hmac.new(b"another key", bytes.fromhex(sha), hashlib.sha256).hexdigest()
+        assert (await download("u2", wrong)).state == Progress.VERIFY_FAILED
+        right = hmac.new(b"district", bytes.fromhex(sha), hashlib.sha256).hexdigest()
+        assert (await download("u3", right)).state == Progress.DOWNLOADED
