@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -128,8 +129,15 @@ def command(phase: Phase, data: bytes, version: str, cid: str) -> dict[str, Any]
                                                        update_args(args))))  # type: ignore[no-any-return]
 
 
-async def test_firmata_kit_is_flashed_from_an_intel_hex_artifact_through_stk500() -> None:
-    hex_file = to_ihex(sketch_image("StandardFirmata.ino", 2, 6, size=4_000))
+SHIPPED_HEX = Path(__file__).resolve().parents[2] / "firmware_profiles" / "artifacts" / "kit-uno-firmata-2.5.1.hex"
+
+
+@pytest.mark.parametrize(("hex_file", "version", "reported"), [
+    (to_ihex(sketch_image("StandardFirmata.ino", 2, 6, size=4_000)), "2.6.0", (2, 6)),  # stock name: major.minor
+    (SHIPPED_HEX.read_bytes(), "2.5.1", (2, 5)),  # the demo profile's artifact, x.y.z in the sketch name
+], ids=["stock-sketch", "shipped-2.5.1"])
+async def test_firmata_kit_is_flashed_from_an_intel_hex_artifact_through_stk500(
+        hex_file: bytes, version: str, reported: tuple[int, int]) -> None:
     requests: list[str | None] = []
     uno = FirmataSim(usb_serial="UNO-1")
     async with SimBench() as bench, httpx.AsyncClient(transport=artifact_server(hex_file, requests)) as http:
@@ -144,17 +152,18 @@ async def test_firmata_kit_is_flashed_from_an_intel_hex_artifact_through_stk500(
             await supervisor.poll_once()
             [hw] = events.online_ids
             link = KitLink(hw, "uno-1", 1, {"update": "update"}, paho)  # type: ignore[arg-type]
-            await updater.handle(link, command(Phase.DOWNLOAD, hex_file, "2.6.0", "c-download"))
+            await updater.handle(link, command(Phase.DOWNLOAD, hex_file, version, "c-download"))
             assert [(p.id, p.state) for p in paho.reports()] == [("c-download", Progress.DOWNLOADING),
                                                                  ("c-download", Progress.DOWNLOADED)]
-            await updater.handle(link, command(Phase.INSTALL, hex_file, "2.6.0", "c-install"))
+            await updater.handle(link, command(Phase.INSTALL, hex_file, version, "c-install"))
             reports = paho.reports()
-            assert [p.state for p in reports] == [Progress.INSTALLING, Progress.REBOOTING, Progress.SUCCEEDED]
-            assert reports[-1].version == "2.6.0"
+            assert [p.state for p in reports] == [Progress.INSTALLING, Progress.REBOOTING, Progress.SUCCEEDED], \
+                reports
+            assert reports[-1].version == version
         finally:
             await updater.aclose()
             await supervisor.aclose()
-    assert uno.version == (2, 6) and uno.resets >= 1
+    assert uno.version == reported and uno.resets >= 1
     assert requests == [None]
 
 
