@@ -47,3 +47,8 @@ class FakeClock:
             raise ValueError("FakeClock.set needs an aware datetime")
         self._mono += (at - self._now).total_seconds()
         self._now = at
+
+
+def as_utc(value: datetime) -> datetime:
+    """A stored time, zone-aware: SQLite hands back naive datetimes for timezone=True columns; they are UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

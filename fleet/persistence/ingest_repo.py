@@ -20,6 +20,7 @@ from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fleet.domain.clock import as_utc
 from fleet.domain import health as health_rules
 from fleet.domain import seqwindow
 from fleet.domain.wire import Ack, Channel, Event, EventType, Heartbeat, Result, Status, Telemetry, Uplink
@@ -118,9 +119,6 @@ def _bucket(at: datetime, seconds: int) -> datetime:
     return datetime.fromtimestamp(epoch - epoch % seconds, UTC)
 
 
-def _aware(dt: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes for timezone=True columns; they were stored as UTC.
-    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
 
 
 # On SQLite the two hot statements (read and write 2,000 device_state rows per batch) go to the driver
@@ -343,7 +341,7 @@ async def apply_batch(session: AsyncSession, items: list[Inbound], rejected: lis
                         open_alerts.append(_alert_row(ref, "unexpected_offline", "warning",
                                                       f"offline ({cause}) during a lesson", at))
             else:
-                last_seen = _aware(st["last_seen_at"])
+                last_seen = None if st["last_seen_at"] is None else as_utc(st["last_seen_at"])
                 if last_seen is None or at > last_seen:
                     st["last_seen_at"] = at
                 if not st["online"]:
@@ -449,7 +447,7 @@ async def _command_durations(session: AsyncSession, acks: list[dict[str, Any]], 
             hit = finishing.get((cid, dev))
             if hit is None or status not in hit[2] or sent_at is None:
                 continue
-            seconds = (hit[1] - _aware(sent_at)).total_seconds()  # type: ignore[operator]
+            seconds = (hit[1] - as_utc(sent_at)).total_seconds()  # type: ignore[operator]
             out.command_durations.append((name, hit[0], max(0.0, seconds)))
 
 

@@ -18,6 +18,7 @@ import aiomqtt
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from fleet.domain.clock import as_utc
 from fleet.domain import wire
 from fleet.domain.clock import Clock
 from fleet.persistence import ingest_repo
@@ -327,8 +328,8 @@ class DevicePlane:
             # Timed out: sent or acked, and no result within the timeout after sending.
             sent = (await s.execute(select(t.c.id, t.c.sent_at, t.c.timeout_seconds, t.c.name)
                                     .where(t.c.status.in_(("sent", "acked"))))).all()
-            late = [(cid, name, (now - _aware(sent_at)).total_seconds()) for cid, sent_at, tmo, name in sent
-                    if sent_at is not None and (now - _aware(sent_at)).total_seconds() >= tmo]
+            late = [(cid, name, (now - as_utc(sent_at)).total_seconds()) for cid, sent_at, tmo, name in sent
+                    if sent_at is not None and (now - as_utc(sent_at)).total_seconds() >= tmo]
             timed_out = [cid for cid, _, _ in late]
             if timed_out:
                 await s.execute(update(t).where(t.c.id.in_(timed_out)).values(status="timed_out", finished_at=now))
@@ -347,7 +348,7 @@ class DevicePlane:
                     continue
                 cmd.status = "sent"
                 cmd.sent_at = now
-                out.append((cmd.id, cmd.correlation_id, cmd.name, cmd.args, _aware(cmd.expires_at), ref))
+                out.append((cmd.id, cmd.correlation_id, cmd.name, cmd.args, as_utc(cmd.expires_at), ref))
             # Marked sent and committed before publishing: a fast device's ack can then never be
             # overwritten by a late "sent".
             await s.commit()
@@ -373,10 +374,6 @@ class DevicePlane:
         return len(out)
 
 
-def _aware(dt: datetime) -> datetime:
-    from datetime import UTC
-
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
 
 
 async def device_plane_hook(stack: contextlib.AsyncExitStack, state: Any) -> None:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fleet.domain.clock import as_utc
 from fleet.domain import credentials, wire
 from fleet.domain.enums import DeviceStatus
 from fleet.errors import Conflict, InvalidInput, NotFound, Unauthenticated
@@ -39,10 +40,6 @@ class Enrolled:
     created: bool  # registered as `received` by this enrollment
 
 
-def _aware(dt: datetime) -> datetime:
-    from datetime import UTC
-
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
 
 
 async def create_claim_token(session: AsyncSession, *, school_id: int, max_uses: int, ttl: timedelta,
@@ -83,7 +80,7 @@ async def _token(session: AsyncSession, token: str, now: datetime) -> ClaimToken
     if row is None or parts is None or not credentials.check_secret(parts[1], row.secret_hash) \
             or row.revoked_at is not None:
         raise Unauthenticated("claim token not valid", details={"reason": "bad_token"})
-    if _aware(row.expires_at) <= now:
+    if as_utc(row.expires_at) <= now:
         raise Unauthenticated("claim token expired", details={"reason": "expired_token"})
     if row.uses >= row.max_uses:
         raise Unauthenticated("claim token has no uses left", details={"reason": "exhausted_token"})

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fleet.domain.clock import as_utc
 from fleet.domain.peaks import PeriodWindow, day_windows, peak_rate, utilisation_pct
 from fleet.domain.permissions import Permission, Principal
 from fleet.domain.timetable import day_kind, lesson_at
@@ -37,7 +38,6 @@ from fleet.persistence.models_mqtt import (
     UsageConcurrency,
 )
 from fleet.services.common import check_school, require, scope_schools
-from fleet.services.reports.data import _utc
 from fleet.services.timetable import load_school_timetable
 
 # The furthest date asked about: a decade either way covers any school year and rejects nonsense early.
@@ -217,7 +217,7 @@ async def _buckets(session: AsyncSession, school_id: int, windows: list[PeriodWi
         .group_by(UsageBytes.bucket_start))
     acc: dict[datetime, list[int]] = defaultdict(lambda: [0, 0])
     for start, up, down in rows.all():
-        cell = acc[_utc(start)]
+        cell = acc[as_utc(start)]
         cell[0] += int(up or 0)
         cell[1] += int(down or 0)
     return {k: (v[0], v[1]) for k, v in acc.items()}

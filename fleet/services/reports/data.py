@@ -17,6 +17,7 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from fleet.domain.clock import as_utc
 from fleet.domain.enums import DeviceStatus
 from fleet.domain.permissions import Principal
 from fleet.errors import InvalidInput, NotFound
@@ -95,9 +96,6 @@ class Scope:
         return column.in_(sorted(self.schools) or [-1])
 
 
-def _utc(value: datetime) -> datetime:
-    """SQLite hands back the MQTT tables' times without a zone; they are UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _apply(stmt: Any, clause: ColumnElement[bool] | None) -> Any:
@@ -334,8 +332,8 @@ class Context:
             (spells.c.at >= start) | spells.c.next_at.is_(None) | (spells.c.next_at > start))
         out: dict[int, float] = defaultdict(float)
         for dev, began, ended in await self.rows(stmt):
-            lo = max(_utc(began), start)
-            hi = min(_utc(ended), end) if ended is not None else end
+            lo = max(as_utc(began), start)
+            hi = min(as_utc(ended), end) if ended is not None else end
             if hi > lo:
                 out[dev] += (hi - lo).total_seconds()
         return out
