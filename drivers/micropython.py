@@ -553,7 +553,7 @@ class MicroPythonBoard:
             raise ProtocolError(f"identify returned something unexpected: {str(got)[:80]!r}") from err
         self.identity = DeviceIdentity(
             Family.MICROPYTHON,
-            f"mpy:{uid}",
+            f"mpy-{uid}",  # no ':': the identity becomes an MQTT username (mosquitto's password file)
             str(machine),
             str(app_version) or "none",
             (("sysname", str(sysname)), ("micropython", str(release)), ("implementation", str(impl)),

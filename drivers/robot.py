@@ -130,7 +130,7 @@ class RobotDevice:
         slot_versions = (r.str8(), r.str8())
         self.identity = DeviceIdentity(
             Family.ROBOT,
-            f"robot:{uid}",
+            f"robot-{uid}",  # no ':': the identity becomes an MQTT username (mosquitto's password file)
             model,
             version,
             (

@@ -16,7 +16,7 @@ class Action(StrEnum):
 
 def device_allowed(topics: wire.Topics, school: str, identity: str, topic: str, action: Action) -> bool:
     """A device may publish only on its own uplink topics and subscribe/receive only its own cmd topic."""
-    if not (wire.is_identity(school) and wire.is_identity(identity)):
+    if not (wire.is_identity(school) and wire.is_device_identity(identity)):
         return False
     if action == Action.PUBLISH:
         base = topics.base(school, identity) + "/"

@@ -29,6 +29,9 @@ MAX_SEQ = 2**53 - 1
 # Identity: device serials and school codes as they appear in topics. No MQTT wildcards (+ #), no level
 # separator (/), no leading $ (reserved for broker topics), no whitespace or control characters.
 IDENTITY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+# A device identity is also the device's MQTT username and client id, so on top of that it holds no ':':
+# mosquitto's password file is `username:hash`, split at the first ':', and such a device could never log in.
+DEVICE_IDENTITY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CORRELATION_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 # Short free-text fields (firmware version, app id, error code) are capped so one field cannot fill a row.
 MAX_SHORT_TEXT = 128
@@ -106,6 +109,20 @@ def check_identity(value: str) -> str:
 
 def is_identity(value: str) -> bool:
     return isinstance(value, str) and IDENTITY_RE.match(value) is not None
+
+
+def check_device_identity(value: str) -> str:
+    """Return `value` if it can be a device identity (a topic level and a broker username), else raise."""
+    if isinstance(value, str) and ":" in value and IDENTITY_RE.match(value):
+        raise InvalidIdentity(f"device identity {value!r} holds a ':', which an MQTT username cannot "
+                              f"(mosquitto's password file is username:hash); use '-' instead")
+    if not is_device_identity(value):
+        raise InvalidIdentity(f"device identity {value!r} must match {DEVICE_IDENTITY_RE.pattern}")
+    return value
+
+
+def is_device_identity(value: str) -> bool:
+    return isinstance(value, str) and DEVICE_IDENTITY_RE.match(value) is not None
 
 
 # ---------------------------------------------------------------- topics

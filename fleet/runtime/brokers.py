@@ -73,7 +73,9 @@ class BrokerAuthority:
         if username == self.service_username:
             return bool(self.service_password) and password == self.service_password
         cred = self._creds.get(username)
-        if cred is None or cred.revoked or client_id != username:
+        # The same rule on every broker: a device connects as its identity only (client id == username), and only
+        # with an identity mosquitto's password file could hold.
+        if cred is None or cred.revoked or client_id != username or not wire.is_device_identity(username):
             return False
         return credentials.verify_password(password, cred.password_hash)
 
@@ -276,9 +278,9 @@ log_type warning
         lines = [self._service_line]
         for _school, identity, pw_hash in self.authority.active_devices():
             # Never write a name that could break the file or the ACL. mosquitto's password file splits each
-            # line at ':' and drops the entry, so an identity holding one (the edge agent's `robot:<uid>`) cannot
-            # log in to a managed mosquitto at all: say so once, instead of leaving it to a "Not authorized".
-            if not wire.is_identity(identity) or ":" in identity:
+            # line at ':', so an identity holding one cannot log in. Enrollment refuses such identities and
+            # migration 0040 renamed the kits' old `robot:<uid>` forms; a row left from before is said once.
+            if not wire.is_device_identity(identity):
                 if identity not in self._unwritable:
                     self._unwritable.add(identity)
                     logger.warning("device identity %r cannot be written to mosquitto's password file (':' or not "

@@ -90,9 +90,12 @@ async def _token(session: AsyncSession, token: str, now: datetime) -> ClaimToken
 async def enroll(session: AsyncSession, *, claim_token: str, serial_number: str, vendor: str | None,
                  model_number: str | None, now: datetime) -> Enrolled:
     """Trade a claim token and a serial number for device credentials."""
-    if not wire.is_identity(serial_number):
-        raise InvalidInput("serial number cannot be an MQTT identity (no + # / $ or spaces)",
-                           details={"field": "serial_number", "reason": "invalid"})
+    try:
+        wire.check_device_identity(serial_number)
+    except wire.InvalidIdentity as err:
+        # The serial becomes the MQTT username and client id: no + # / $ : or spaces.
+        raise InvalidInput(f"serial number cannot be an MQTT identity: {err}",
+                           details={"field": "serial_number", "reason": "invalid"}) from err
     token = await _token(session, claim_token, now)
     school = await session.get(School, token.school_id)
     assert school is not None

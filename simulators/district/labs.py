@@ -6,7 +6,7 @@ from a hook the `labfleet simulate` command supplies, since simulators import no
 first `edge.labs` lab rooms of the spec get ptys: each pty device is a task and a serial session on this
 machine, so the 50 labs of a full district are bounded to a few (the rest are declared and counted only).
 
-A device's inventory serial is the identity its driver reads back (`robot:<uid>`, `mpy:<hex unique id>`), so the
+A device's inventory serial is the identity its driver reads back (`robot-<uid>`, `mpy-<hex unique id>`), so the
 agent's enrollment matches the provisioned record instead of registering a new one.
 """
 
@@ -33,9 +33,9 @@ PTY_KINDS = ("robot", "mcu_kit")
 def hardware_serial(kind: str, base: str) -> str:
     """The identity the driver will read from the simulated device built for (kind, base)."""
     if kind == "robot":
-        return f"robot:{base}"
+        return f"robot-{base}"
     if kind == "mcu_kit":
-        return f"mpy:{_unique_id(base).hex()}"
+        return f"mpy-{_unique_id(base).hex()}"
     return base
 
 

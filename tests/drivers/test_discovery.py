@@ -12,8 +12,8 @@ MOUSE_SERIAL = PortInfo("/dev/ttyS0")
 
 
 def test_hardware_id_prefers_usb_serial_then_hub_port_then_path() -> None:
-    assert UNO.hardware_id == "usb:2341:0043:75830333238351D0E1C1"
-    assert CH340.hardware_id == "usb-port:1a86:7523:1-1.3"
+    assert UNO.hardware_id == "usb-2341-0043-75830333238351D0E1C1"
+    assert CH340.hardware_id == "usbport-1a86-7523-1-1.3"
     assert MOUSE_SERIAL.hardware_id == "path:/dev/ttyS0"
 
 

@@ -74,7 +74,7 @@ async def test_reboot_command_reaches_the_simulated_kit_and_is_acknowledged() ->
         with pytest.raises(CommandError):
             await sup.command(robot_hw, "self_destruct")
         with pytest.raises(CommandError):
-            await sup.command("usb:dead:beef:none", "reboot")
+            await sup.command("usb-dead-beef-none", "reboot")
         await sup.aclose()
     assert robot.boots == 1 and board.soft_resets == 1
     assert config["ok"] and robot.config == {"school": "S-9"}
@@ -118,5 +118,5 @@ async def test_run_loop_notices_a_hot_plug_without_manual_polls() -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await sup.aclose()
-    assert rec.online_ids == [("usb:1209:000a:EB-HOT01", "robot:hot01")]
+    assert rec.online_ids == [("usb-1209-000a-EB-HOT01", "robot-hot01")]
     assert rec.healths and rec.healths[0][1].status == HealthStatus.OK

@@ -33,14 +33,14 @@ def sim_of(run: SimRunner) -> FirmataSim:
 
 
 async def open_board(run: SimRunner) -> FirmataBoard:
-    return await FirmataBoard.open(run.url, reset=run.pulse_reset, hardware_id="usb:2341:0043:test",
+    return await FirmataBoard.open(run.url, reset=run.pulse_reset, hardware_id="usb-2341-0043-test",
                                    query_timeout=0.3, boot_timeout=0.6)
 
 
 async def test_identify_uses_version_firmware_report_and_capabilities(runner: SimRunner) -> None:
     async with await open_board(runner) as board:
         ident = await board.identify()
-    assert ident.hardware_id == "usb:2341:0043:test"
+    assert ident.hardware_id == "usb-2341-0043-test"
     assert ident.firmware_version == "2.5.0"
     assert ident.detail("firmware_name") == "StandardFirmata-2.5.0.ino"
     assert ident.model == "arduino-uno-class" and ident.detail("analog_pins") == "6"

@@ -40,7 +40,7 @@ async def test_identify_reads_unique_id_uname_and_implementation(runner: SimRunn
     async with await MicroPythonBoard.open(runner.url) as board:
         ident = await board.identify()
         paste = board.use_raw_paste
-    assert ident.hardware_id == "mpy:30aea4c0ffee"
+    assert ident.hardware_id == "mpy-30aea4c0ffee"
     assert ident.model == "Generic ESP32 module with ESP32"
     assert ident.detail("micropython") == "1.23.0" and ident.detail("implementation") == "micropython"
     assert ident.firmware_version == "none"
@@ -155,7 +155,7 @@ async def test_slow_board_still_identifies_and_takes_config() -> None:
             result = await board.apply_config({"school": "S-8"})
     finally:
         await run.aclose()
-    assert ident.hardware_id == "mpy:30aea4c0ffee" and result.ok
+    assert ident.hardware_id == "mpy-30aea4c0ffee" and result.ok
     assert json.loads(sim.board.files[CONFIG_PATH]) == {"school": "S-8"}
 
 
@@ -187,7 +187,7 @@ async def test_one_percent_byte_errors_never_run_damaged_code_and_the_flash_comp
             await board.aclose()
     finally:
         await run.aclose()
-    assert ident.hardware_id == "mpy:30aea4c0ffee"
+    assert ident.hardware_id == "mpy-30aea4c0ffee"
     assert config.ok and json.loads(sim.board.files[CONFIG_PATH]) == {"school": "S-9", "mqtt_host": "edge.local"}
     assert result.ok and result.after == "1.6.0"
     for path, blob in NOISY_BUNDLE.files:

@@ -35,7 +35,7 @@ async def open_robot(run: SimRunner, **kwargs: object) -> RobotDevice:
 async def test_identify_over_pty_reports_hardware_id_version_and_slot(runner: SimRunner) -> None:
     async with await open_robot(runner) as dev:
         ident = await dev.identify()
-    assert ident.hardware_id == "robot:e1b0c0de0001"
+    assert ident.hardware_id == "robot-e1b0c0de0001"
     assert ident.firmware_version == "1.0.0"
     assert ident.detail("active_slot") == "A"
     assert ident.detail("boot_status") == "ok"
@@ -100,7 +100,7 @@ async def test_driver_works_over_memory_link() -> None:
     dev = await RobotDevice.open("memory://robot1", memory_hub=hub, rng=random.Random(1))
     serve = asyncio.create_task(_serve_next(sim, incoming), name="sim")
     try:
-        assert (await dev.identify()).hardware_id == "robot:mem1"
+        assert (await dev.identify()).hardware_id == "robot-mem1"
         assert (await dev.flash(IMAGE)).ok
     finally:
         await dev.aclose()
@@ -260,7 +260,7 @@ async def test_driver_works_over_a_socket_link() -> None:
     finally:
         server.close()
         await server.wait_closed()
-    assert ident.hardware_id == "robot:tcp01"
+    assert ident.hardware_id == "robot-tcp01"
 
 
 async def test_keepalive_marks_a_silent_device_dead() -> None:

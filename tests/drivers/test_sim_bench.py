@@ -52,4 +52,4 @@ async def test_bench_cli_prints_one_usb_identity_per_device(capsys: pytest.Captu
     assert await run_cli(["--count", "3", "--seconds", "0", "--with-firmata"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [d["family"] for d in lines] == ["micropython", "firmata", "robot"]
-    assert all(d["path"].startswith("/dev/pts/") and d["hardware_id"].startswith("usb:") for d in lines)
+    assert all(d["path"].startswith("/dev/pts/") and d["hardware_id"].startswith("usb-") for d in lines)

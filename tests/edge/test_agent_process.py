@@ -78,7 +78,7 @@ async def test_agent_process_stops_cleanly_on_a_signal_and_takes_its_kits_offlin
             async def kit() -> dict[str, object] | None:
                 page = (await api.client.get(f"{V1}/devices", headers=tech,
                                              params={"school": w.school_a, "limit": 500})).json()
-                found = [d for d in page["items"] if str(d["serial_number"]).startswith("mpy:")]
+                found = [d for d in page["items"] if str(d["serial_number"]).startswith("mpy-")]
                 return found[0] if found else None
 
             async def online() -> bool:

@@ -58,10 +58,10 @@ async def test_edge_agent_bridges_a_simulated_kit_online_telemetry_and_reboot(li
         try:
             await supervisor.poll_once()  # the kit is "plugged in": identified, enrolled, bridged
             [link] = agent.kits.values()
-            assert link.identity == "robot:cafe42"
+            assert link.identity == "robot-cafe42"
             device = (await api.client.get(f"{V1}/devices/{link.device_id}", headers=tech)).json()
             assert (device["status"], device["serial_number"], device["school_id"]) == (
-                "received", "robot:cafe42", w.school_a)
+                "received", "robot-cafe42", w.school_a)
             assert device["room_id"] == w.room_a  # registered just now: placed in the agent's room
 
             async def state() -> dict[str, object]:
@@ -163,7 +163,7 @@ async def test_provisioned_kit_is_bridged_with_one_credential_shared_by_kit_flee
         async with unit_of_work(api.sessions) as s:
             await record(s, clock, run, dev, result)
         password = robot.config["mqtt_password"]
-        assert await _fleet_verifies(api, "robot:beef01", password)
+        assert await _fleet_verifies(api, "robot-beef01", password)
         return password
 
     agent_http = httpx.AsyncClient(transport=api.client._transport, base_url="http://test", headers=tech)
@@ -185,8 +185,8 @@ async def test_provisioned_kit_is_bridged_with_one_credential_shared_by_kit_flee
 
             await wait_until(online)  # the broker took the agent's login for the kit
             bridged = robot.config["mqtt_password"]
-            assert await _fleet_verifies(api, "robot:beef01", bridged)  # the kit holds the password in use
-            assert not await _fleet_verifies(api, "robot:beef01", first) or bridged == first
+            assert await _fleet_verifies(api, "robot-beef01", bridged)  # the kit holds the password in use
+            assert not await _fleet_verifies(api, "robot-beef01", first) or bridged == first
             assert robot.config["school"] == place.code  # provisioning's school settings are kept
 
             # Back to the provisioning bench (a new password), then into the agent's hub again.
@@ -209,8 +209,8 @@ async def test_provisioned_kit_is_bridged_with_one_credential_shared_by_kit_flee
 
             await wait_until(online_again)
             final = robot.config["mqtt_password"]
-            assert await _fleet_verifies(api, "robot:beef01", final)
-            assert final == second or not await _fleet_verifies(api, "robot:beef01", second)
+            assert await _fleet_verifies(api, "robot-beef01", final)
+            assert final == second or not await _fleet_verifies(api, "robot-beef01", second)
         finally:
             await supervisor.aclose()
             await agent.aclose()

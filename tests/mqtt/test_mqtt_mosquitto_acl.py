@@ -13,8 +13,9 @@ import aiomqtt
 import pytest
 from sqlalchemy import select
 
-from fleet.domain import acl, wire
-from fleet.persistence.models_mqtt import DeadLetter, DeviceState
+from fleet.domain import acl, credentials, wire
+from fleet.errors import InvalidInput
+from fleet.persistence.models_mqtt import DeadLetter, DeviceCredential, DeviceState
 from fleet.runtime.brokers import BrokerAuthority, MosquittoBroker, free_port
 from fleet.runtime.ingest import IngestService
 from fleet.services import enrollment
@@ -163,11 +164,22 @@ async def test_a_burst_of_enrollments_shares_one_password_reload_and_revocation_
                 await asyncio.sleep(0.1)
 
 
+async def test_enrollment_refuses_an_identity_with_a_colon_with_a_clear_error(plane: Plane) -> None:
+    await plane.add_devices(1, prefix="robot:cafe")  # as the old edge agent read kits back: `robot:<uid>`
+    with pytest.raises(InvalidInput, match="holds a ':'.*mosquitto's password file") as err:
+        await plane.enroll(["robot:cafe-00000"])
+    assert err.value.details == {"field": "serial_number", "reason": "invalid"}
+
+
 async def test_identity_the_password_file_cannot_hold_is_left_out_and_the_broker_keeps_working(
         plane: Plane, mosq: MosquittoBroker) -> None:
     await plane.add_devices(1)
-    await plane.add_devices(1, prefix="robot:cafe")  # the edge agent's kit identities carry a ':'
-    pw = await plane.enroll(["TAB-00000", "robot:cafe-00000"])
+    (legacy,) = await plane.add_devices(1, prefix="robot:cafe")
+    pw = await plane.enroll(["TAB-00000"])
+    async with plane.sessions() as s:  # a credential from before enrollment refused ':' (and migration 0040 missed)
+        s.add(DeviceCredential(device_id=legacy, username="robot:cafe-00000", school_code=plane.school_code,
+                               password_hash=credentials.hash_password("legacy-pw"), created_at=plane.clock.now()))
+        await s.commit()
     await mosq.sync()
     users = [line.split(":", 1)[0] for line in (mosq.dir / "passwd").read_text().splitlines()]
     assert users == [SVC_USER, "TAB-00000"]  # a "robot:cafe..." line would be split at its ':' by mosquitto
@@ -175,6 +187,5 @@ async def test_identity_the_password_file_cannot_hold_is_left_out_and_the_broker
         await c.publish(T.topic(plane.school_code, "TAB-00000", "heartbeat"), json.dumps({"v": 1, "seq": 1, "ts": TS0}),
                         qos=1)
     with pytest.raises(aiomqtt.MqttError):
-        async with terminal(mosq.port, plane.school_code, "robot:cafe-00000", pw["robot:cafe-00000"], will=False,
-                            timeout=3):
+        async with terminal(mosq.port, plane.school_code, "robot:cafe-00000", "legacy-pw", will=False, timeout=3):
             pass

@@ -48,6 +48,7 @@ def test_limits_in_doc_match_code() -> None:
     assert f"{wire.MAX_DOWNLINK_BYTES} bytes" in DOC
     assert f"{wire.MAX_TOPIC_CHARS} characters" in DOC
     assert wire.IDENTITY_RE.pattern in DOC
+    assert wire.DEVICE_IDENTITY_RE.pattern in DOC
     assert f"more than {seqwindow.WINDOW} below the highest" in DOC
 
 

@@ -185,7 +185,7 @@ async def test_interrupted_kit_download_resumes_with_range_and_a_corrupt_one_is_
     paho = PahoStub()
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
         updater = KitUpdater(http, clock_ms=lambda: NOW_MS, publish=lambda *a, **k: None)
-        link = KitLink("robot:1", "robot:1", 1, {"update": "update"}, paho)  # type: ignore[arg-type]
+        link = KitLink("robot-1", "robot-1", 1, {"update": "update"}, paho)  # type: ignore[arg-type]
         await updater.handle(link, command(Phase.DOWNLOAD, good, "9.9.9", "c1"))
         first = paho.reports()
         assert [p.state for p in first] == [Progress.DOWNLOADING, Progress.DOWNLOAD_FAILED]
@@ -194,7 +194,7 @@ async def test_interrupted_kit_download_resumes_with_range_and_a_corrupt_one_is_
         second = paho.reports()
         assert [(p.state, p.offset) for p in second] == [(Progress.DOWNLOADING, 300), (Progress.DOWNLOADED, None)]
         assert requests == [None, "bytes=300-"]
-        assert updater.kits["robot:1"].staged == good
+        assert updater.kits["robot-1"].staged == good
 
         # Another image whose bytes are damaged on the way: refused, nothing staged.
         bad = good.replace(b"9.9.9", b"9.9.8")
@@ -204,7 +204,7 @@ async def test_interrupted_kit_download_resumes_with_range_and_a_corrupt_one_is_
         third = paho.reports()
         assert [p.state for p in third] == [Progress.DOWNLOADING, Progress.VERIFY_FAILED]
         assert "sha256" in (third[-1].reason or "")
-        assert updater.kits["robot:1"].staged is None
+        assert updater.kits["robot-1"].staged is None
         # And installing without a verified image is refused before anything touches the kit.
         await updater.handle(link, command(Phase.INSTALL, bad, "9.9.8", "c4"))
         assert [(p.state, p.reason) for p in paho.reports()] == [(Progress.INSTALL_FAILED, "no verified image staged")]
@@ -230,7 +230,7 @@ async def test_agent_holding_the_district_key_refuses_unsigned_and_badly_signed_
     paho = PahoStub()
     async with httpx.AsyncClient(transport=artifact_server(image, requests)) as http:
         updater = KitUpdater(http, clock_ms=lambda: NOW_MS, publish=lambda *a, **k: None, signing_key="district")
-        link = KitLink("robot:1", "robot:1", 1, {"update": "update"}, paho)  # type: ignore[arg-type]
+        link = KitLink("robot-1", "robot-1", 1, {"update": "update"}, paho)  # type: ignore[arg-type]
 
         async def download(cid: str, signature: str | None) -> Any:
             args = UpdateArgs(Phase.DOWNLOAD, "9.9.9", sha, len(image), URL, signature,

@@ -27,8 +27,8 @@ def _spec(labs: int = 1) -> dict:  # type: ignore[type-arg]
 def test_lab_device_serials_are_the_identities_their_drivers_read_back() -> None:
     d = parse_spec(_spec(), "labs.yaml")
     lab = [dev for _s, _r, dev in d.devices() if dev.transport == "serial"]
-    assert [dev.serial for dev in lab[:2]] == ["robot:TS1-L01-RR01", "robot:TS1-L01-RR02"]
-    assert all(dev.serial == hardware_serial("mcu_kit", dev.name) and dev.serial.startswith("mpy:")
+    assert [dev.serial for dev in lab[:2]] == ["robot-TS1-L01-RR01", "robot-TS1-L01-RR02"]
+    assert all(dev.serial == hardware_serial("mcu_kit", dev.name) and dev.serial.startswith("mpy-")
                for dev in lab if dev.kind == "mcu_kit")
     assert lab[0].asset_tag == "A-TS1-L01-RR01"
 
