@@ -69,7 +69,9 @@ def test_full_telemetry_decodes_to_typed_value() -> None:
         (Channel.TELEMETRY, b'{"v":1,"seq":0,"ts":%d}' % TS, Reason.SCHEMA),
         (Channel.TELEMETRY, b'{"v":1,"seq":1,"ts":5}', Reason.SCHEMA),
         (Channel.TELEMETRY, b'{"v":1,"seq":1,"ts":%d,"battery":101}' % TS, Reason.SCHEMA),
-        (Channel.TELEMETRY, b'{"v":1,"seq":1,"ts":%d,"temp_c":NaN}' % TS, Reason.SCHEMA),
+        # NaN is not JSON (RFC 8259); an integer beyond 64 bits reads as a number, not an integer.
+        (Channel.TELEMETRY, b'{"v":1,"seq":1,"ts":%d,"temp_c":NaN}' % TS, Reason.MALFORMED_JSON),
+        (Channel.TELEMETRY, b'{"v":1,"seq":1,"ts":%d,"up":1%s}' % (TS, b"0" * 30), Reason.SCHEMA),
         (Channel.TELEMETRY, b'{"v":1,"seq":1,"ts":%d,"fw":""}' % TS, Reason.SCHEMA),
         (Channel.EVENT, b'{"v":1,"seq":1,"ts":%d,"type":"error"}' % TS, Reason.SCHEMA),
         (Channel.EVENT, b'{"v":1,"seq":1,"ts":%d,"type":"login"}' % TS, Reason.SCHEMA),
