@@ -374,7 +374,15 @@ async def apply_batch(session: AsyncSession, items: list[Inbound], rejected: lis
 
     if ids:
         await _write_states(session, [states[i] for i in ids])
-    if bytes_acc:
+    if bytes_acc and _is_sqlite(session):
+        # One row per room and 5-minute bucket: up to 500 rows a batch, through the driver like the states.
+        conn = await session.connection()
+        await conn.exec_driver_sql(
+            "INSERT INTO usage_bytes (school_id, room_id, bucket_start, bytes_up, bytes_down) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (school_id, room_id, bucket_start) "
+            "DO UPDATE SET bytes_up = bytes_up + excluded.bytes_up, bytes_down = bytes_down + excluded.bytes_down",
+            [(s, r, b.astimezone(UTC).strftime(_SQLITE_DT), u, d) for (s, r, b), (u, d) in bytes_acc.items()])
+    elif bytes_acc:
         ins = _insert(session, UsageBytes.__table__)
         await session.execute(
             ins.on_conflict_do_update(
