@@ -33,6 +33,11 @@ class MqttSettings(BaseModel):
     # Managed brokers (embedded, mosquitto) listen here; loopback unless deliberately opened up.
     listen_host: str = "127.0.0.1"
     listen_port: int = 1883
+    # Managed mosquitto only: the loopback listener for the service's own clients (ingest workers, commands,
+    # rollouts), where client ids are free; on listen_port every client id is replaced by the username, so
+    # no device can take over another's session. 0 picks a free port at start; set it when separate
+    # `labfleet ingest` workers run beside a managed mosquitto (their mqtt.url points here).
+    service_listen_port: int = 0
     # Generated mosquitto config, password and ACL files, and its persistence store.
     data_dir: str = "var/mqtt"
     mosquitto_bin: str = "mosquitto"

@@ -102,13 +102,21 @@ class Broker(Protocol):
 try:
     from amqtt.broker import Broker as _AmqttBroker
     from amqtt.contexts import Action as _AmqttAction
+    from amqtt.errors import MQTTError as _AmqttMQTTError
+    from amqtt.mqtt.connack import NOT_AUTHORIZED as _NOT_AUTHORIZED
+    from amqtt.mqtt.connack import ConnackPacket as _ConnackPacket
+    from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler as _BrokerProtocolHandler
     from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+    from amqtt.utils import gen_client_id as _gen_client_id
 except ImportError:  # pragma: no cover - amqtt is a hard dependency; kept importable for type checkers
-    _AmqttBroker = None  # type: ignore[assignment,misc]
+    _AmqttBroker = object  # type: ignore[assignment,misc]
 
 
 class DbAuthPlugin(BaseAuthPlugin):
-    """amqtt auth plugin: CONNECT checked against device credentials (client id must equal username)."""
+    """amqtt auth plugin: CONNECT checked against device credentials (client id must equal username).
+
+    Runs before amqtt looks at any session (`_AuthFirstBroker`), so a refused CONNECT cannot take one over.
+    """
 
     @dataclass
     class Config:
@@ -152,6 +160,51 @@ class _SnapshotSubscriptions(dict):  # type: ignore[type-arg]
         return iter(list(super().keys()))
 
 
+class _AuthFirstBroker(_AmqttBroker):  # type: ignore[misc,valid-type]
+    """amqtt's broker, authenticating a CONNECT before it touches the session of the client id it names.
+
+    amqtt 0.12 looks the client id up first and authenticates afterwards: a clean-session CONNECT deleted that
+    session (its subscriptions and queued commands), a persistent one adopted it and overwrote its username,
+    and the live connection of that id was taken over, all before the auth plugin said no. So anyone who knew
+    a device's identity (it is in its topics) could knock it off with a wrong password. Here a refused CONNECT
+    gets CONNACK "not authorized" and is closed without touching any session; an accepted one (a device's
+    client id is its username, see BrokerAuthority.authenticate) goes on exactly as amqtt's own code does.
+    """
+
+    async def _initialize_client_session(self, reader: Any, writer: Any, remote_address: str,
+                                         remote_port: int) -> tuple[Any, Any]:
+        try:
+            handler, session = await _BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager)
+        except _AmqttMQTTError:
+            await writer.close()
+            raise
+        if not await self._authenticate(session, None):
+            connack = _ConnackPacket.build(0, _NOT_AUTHORIZED)
+            with contextlib.suppress(Exception):  # the client may be gone already; it is refused either way
+                await connack.to_stream(writer)
+            await writer.close()
+            raise _AmqttMQTTError("CONNECT refused before any session was touched")
+        # From here on as amqtt 0.12.1's Broker._initialize_client_session.
+        if session.clean_session:
+            if session.client_id:
+                await self._delete_session(session.client_id)
+            else:
+                session.client_id = _gen_client_id()
+            session.parent = 0
+        elif session.client_id in self._sessions:
+            existing, _ = self._sessions[session.client_id]
+            for attr in ("will_flag", "will_message", "will_topic", "will_qos", "keep_alive", "username", "password"):
+                setattr(existing, attr, getattr(session, attr))
+            session = existing
+            session.parent = 1
+        else:
+            session.parent = 0
+        delay = self.config.get("timeout-disconnect-delay", 0)
+        if session.keep_alive > 0 and isinstance(delay, int):
+            session.keep_alive += delay
+        return handler, session
+
+
 class EmbeddedBroker:
     """amqtt in-process: zero setup, for demos and small sites (~1,700 msg/s on the design machine)."""
 
@@ -178,7 +231,7 @@ class EmbeddedBroker:
         amqtt_log = logging.getLogger("amqtt")
         if amqtt_log.getEffectiveLevel() < logging.INFO:
             amqtt_log.setLevel(logging.INFO)
-        self._broker = _AmqttBroker(config)
+        self._broker = _AuthFirstBroker(config)
         self._broker._subscriptions = _SnapshotSubscriptions()
         await self._broker.start()
         logger.info("embedded MQTT broker listening on %s:%s", self.host, self.port)
@@ -224,9 +277,13 @@ class MosquittoBroker:
         self.authority = authority
         self.topics = authority.topics
         self.host, self.port = cfg.listen_host, cfg.listen_port
+        # The service's own listener: loopback, whatever listen_host says (nothing but this machine uses it).
+        self.service_host = "127.0.0.1"
+        self.service_port = cfg.service_listen_port or free_port(self.service_host)
         self.dir = Path(data_dir or cfg.data_dir)
         self.binary = shutil.which(cfg.mosquitto_bin) or cfg.mosquitto_bin
-        self.address = BrokerAddress(self.host, self.port, authority.service_username, authority.service_password)
+        self.address = BrokerAddress(self.service_host, self.service_port, authority.service_username,
+                                     authority.service_password)
         self.proc: asyncio.subprocess.Process | None = None
         self.reloads = 0  # SIGHUPs sent: the coalescing is visible to tests and benchmarks
         self._service_line = ""
@@ -248,15 +305,28 @@ class MosquittoBroker:
         self._service_line = (f"{self.authority.service_username}:"
                               f"{credentials.hash_password(self.authority.service_password)}")
         self._write_passwd(self._passwd_text())
+        _atomic_write(self.dir / "passwd-service", self._service_line + "\n", mode=0o600)
         _atomic_write(self.dir / "acl", acl.mosquitto_acl(self.topics, self.authority.service_username), mode=0o600)
         conf = f"""# Generated by LabFleet (labfleet serve --broker mosquitto); rewritten on every start.
-per_listener_settings false
+# Each listener has its own password file: the service's listener takes the service identity only.
+per_listener_settings true
+
+# Devices. A client's id is replaced by its username, so a device only ever holds its own session: nobody can
+# connect with another device's identity as client id to kick it off or wipe its queued commands (MQTT session
+# takeover). The service identity may log in here too, but then as one client id: its own clients use the
+# listener below, where each keeps its own id (ingest workers' persistent sessions, $share groups).
+listener {self.port} {self.host}
+use_username_as_clientid true
 allow_anonymous false
 password_file {self.dir / 'passwd'}
 acl_file {self.dir / 'acl'}
-listener {self.port} {self.host}
-# Not set: use_username_as_clientid (it would make every service connection share one client id and
-# kick each other). The pattern ACLs bind topics to the username, whatever the client id.
+
+# The service's own clients, on loopback.
+listener {self.service_port} {self.service_host}
+allow_anonymous false
+password_file {self.dir / 'passwd-service'}
+acl_file {self.dir / 'acl'}
+
 # Persistent sessions survive a broker restart: queued QoS 1 telemetry and commands are not lost.
 persistence true
 persistence_location {self.dir / 'store'}/
@@ -312,10 +382,12 @@ log_type warning
                 self.binary, "-c", str(self.conf_path), stdout=asyncio.subprocess.DEVNULL, stderr=log)
         try:
             await wait_for_port(self.host, self.port, MOSQUITTO_START_TIMEOUT_S, self.proc)
+            await wait_for_port(self.service_host, self.service_port, MOSQUITTO_START_TIMEOUT_S, self.proc)
         except RuntimeError as err:
             tail = (self.dir / "mosquitto.log").read_text(errors="replace")[-500:]
             raise RuntimeError(f"{err}; log: {tail}") from None
-        logger.info("mosquitto (pid %s) listening on %s:%s", self.proc.pid, self.host, self.port)
+        logger.info("mosquitto (pid %s) listening on %s:%s (service clients on %s:%s)", self.proc.pid, self.host,
+                    self.port, self.service_host, self.service_port)
 
     async def stop(self, *, kill: bool = False) -> None:
         proc, self.proc = self.proc, None

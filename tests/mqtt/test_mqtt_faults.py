@@ -59,7 +59,7 @@ async def test_broker_restart_under_qos1_load_loses_no_seq_and_counts_no_duplica
         async with IngestService(settings, plane.sessions, plane.clock, address=broker.address,
                                  client_id="labfleet-ingest-fault", shared=False) as ingest:
             await ingest.wait_connected()
-            pub = await asyncio.to_thread(LoadPublisher, broker.port, SVC_USER, SVC_PW)
+            pub = await asyncio.to_thread(LoadPublisher, broker.service_port, SVC_USER, SVC_PW)
             stream = list(telemetry_stream(plane.school_code, serials, PER_DEVICE))
             half = len(stream) // 2
             for topic, payload in stream[:half]:
@@ -107,8 +107,8 @@ async def test_kill_9_of_ingest_mid_stream_then_restart_loses_no_committed_state
     serials = await _fleet(plane)
     broker = _broker(plane, tmp_path)
     async with broker:
-        worker = await asyncio.to_thread(_worker, plane.url, broker.port, 0, tmp_path)
-        pub = await asyncio.to_thread(LoadPublisher, broker.port, SVC_USER, SVC_PW)
+        worker = await asyncio.to_thread(_worker, plane.url, broker.service_port, 0, tmp_path)
+        pub = await asyncio.to_thread(LoadPublisher, broker.service_port, SVC_USER, SVC_PW)
         stream = list(telemetry_stream(plane.school_code, serials, PER_DEVICE))
         half = len(stream) // 2
         try:
@@ -137,7 +137,7 @@ async def test_kill_9_of_ingest_mid_stream_then_restart_loses_no_committed_state
 
                 before = dict((await s.execute(select(DeviceState.device_id, DeviceState.messages_total))).all())
             await asyncio.to_thread(pub.wait_acked)
-            worker = await asyncio.to_thread(_worker, plane.url, broker.port, 0, tmp_path)
+            worker = await asyncio.to_thread(_worker, plane.url, broker.service_port, 0, tmp_path)
             t = await _wait_ingested(plane, len(stream))
             stats = await asyncio.to_thread(_stop, worker)
         finally:
@@ -177,8 +177,8 @@ async def _two_workers(plane: Plane, tmp_path: Path) -> None:
     serials = await _fleet(plane)
     broker = _broker(plane, tmp_path)
     async with broker:
-        workers = [await asyncio.to_thread(_worker, plane.url, broker.port, i, tmp_path, shared=True) for i in (0, 1)]
-        pub = await asyncio.to_thread(LoadPublisher, broker.port, SVC_USER, SVC_PW)
+        workers = [await asyncio.to_thread(_worker, plane.url, broker.service_port, i, tmp_path, shared=True) for i in (0, 1)]
+        pub = await asyncio.to_thread(LoadPublisher, broker.service_port, SVC_USER, SVC_PW)
         try:
             stream = list(telemetry_stream(plane.school_code, serials, PER_DEVICE))
             for topic, payload in stream:

@@ -65,7 +65,7 @@ async def test_enrollment_good_expired_exhausted_and_wrong_school(plane: Plane, 
         await s.commit()
     await plane_rt.credentials_changed("TAB-00000")
     # The issued credentials work on the real broker.
-    async with terminal(plane_rt.address.port, plane.school_code, "TAB-00000", e.password):
+    async with terminal(plane_rt.settings.mqtt.listen_port, plane.school_code, "TAB-00000", e.password):
         pass
     async with plane.sessions() as s:
         with pytest.raises(Unauthenticated) as exhausted:
@@ -125,7 +125,7 @@ async def test_unknown_device_registered_as_received_when_token_allows(plane: Pl
 
 async def test_lwt_flips_presence_and_unexpected_offline_alerts(plane: Plane, plane_rt: DevicePlane) -> None:
     dev, pw = await _enroll_one(plane, plane_rt)
-    sock = await asyncio.to_thread(raw_connect_with_will, plane_rt.address.port, plane.school_code, "TAB-00000",
+    sock = await asyncio.to_thread(raw_connect_with_will, plane_rt.settings.mqtt.listen_port, plane.school_code, "TAB-00000",
                                    pw)
 
     async def online() -> bool:
@@ -152,7 +152,7 @@ async def test_lwt_flips_presence_and_unexpected_offline_alerts(plane: Plane, pl
 
 async def test_revoked_device_is_disconnected_within_5_s(plane: Plane, plane_rt: DevicePlane) -> None:
     dev, pw = await _enroll_one(plane, plane_rt)
-    async with terminal(plane_rt.address.port, plane.school_code, "TAB-00000", pw) as c:
+    async with terminal(plane_rt.settings.mqtt.listen_port, plane.school_code, "TAB-00000", pw) as c:
         async with plane.sessions() as s:
             await enrollment.revoke(s, dev, now=plane.clock.now())
             await s.commit()
@@ -166,7 +166,7 @@ async def test_revoked_device_is_disconnected_within_5_s(plane: Plane, plane_rt:
                 await asyncio.sleep(0.1)
     # and it cannot come back
     with pytest.raises(aiomqtt.MqttError):
-        async with terminal(plane_rt.address.port, plane.school_code, "TAB-00000", pw, timeout=3):
+        async with terminal(plane_rt.settings.mqtt.listen_port, plane.school_code, "TAB-00000", pw, timeout=3):
             pass
 
 
@@ -204,7 +204,7 @@ async def test_command_round_trip_and_queued_command_delivered_on_reconnect(plan
     handled: list[dict] = []
     stop = asyncio.Event()
     stop.set()  # leave after the first command
-    runner = asyncio.create_task(_run_terminal(plane_rt.address.port, plane.school_code, "TAB-00000", pw, handled,
+    runner = asyncio.create_task(_run_terminal(plane_rt.settings.mqtt.listen_port, plane.school_code, "TAB-00000", pw, handled,
                                                stop), name="terminal")
     async with plane.sessions() as s:
         batch = await commands.create(s, target_kind="device", target_id=dev, name="diagnostics", args=None,
@@ -220,7 +220,7 @@ async def test_command_round_trip_and_queued_command_delivered_on_reconnect(plan
     assert handled[0]["cmd"] == "diagnostics" and handled[0]["id"] == batch.commands[0].correlation_id
 
     # The terminal is gone (clean disconnect + offline status): a new command waits for it.
-    async with terminal(plane_rt.address.port, plane.school_code, "TAB-00000", pw, will=False) as c:
+    async with terminal(plane_rt.settings.mqtt.listen_port, plane.school_code, "TAB-00000", pw, will=False) as c:
         await c.publish(T.topic(plane.school_code, "TAB-00000", "status"),
                         json.dumps({"v": 1, "state": "offline", "reason": "shutdown"}), qos=1, retain=True)
 
@@ -239,7 +239,7 @@ async def test_command_round_trip_and_queued_command_delivered_on_reconnect(plan
     await asyncio.sleep(0.3)  # let a dispatch pass run while the device is offline
     assert (await _batch_done(plane, queued.batch_id))["by_status"] == {"queued": 1}
     handled.clear()
-    runner = asyncio.create_task(_run_terminal(plane_rt.address.port, plane.school_code, "TAB-00000", pw, handled,
+    runner = asyncio.create_task(_run_terminal(plane_rt.settings.mqtt.listen_port, plane.school_code, "TAB-00000", pw, handled,
                                                stop, seq_start=2), name="terminal-again")
 
     async def delivered() -> bool:

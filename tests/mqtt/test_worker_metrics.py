@@ -55,7 +55,7 @@ async def test_an_ingest_worker_serves_its_own_metrics(plane: Plane, tmp_path: P
         for _attempt in range(PORT_ATTEMPTS):
             metrics_port = free_port()
             env = dict(os.environ, LABFLEET_DATABASE_URL=plane.url, LABFLEET_MQTT__BROKER="external",
-                       LABFLEET_MQTT__URL=f"mqtt://127.0.0.1:{broker.port}", LABFLEET_MQTT__SERVICE_USERNAME=SVC_USER,
+                       LABFLEET_MQTT__URL=f"mqtt://127.0.0.1:{broker.service_port}", LABFLEET_MQTT__SERVICE_USERNAME=SVC_USER,
                        LABFLEET_MQTT__SERVICE_PASSWORD=SVC_PW, LABFLEET_MQTT__TOPIC_PREFIX="labfleet",
                        LABFLEET_METRICS__WORKER_PORT_BASE=str(metrics_port - 3), LABFLEET_LOG_LEVEL="WARNING")
             proc = await asyncio.to_thread(_spawn, env, tmp_path / "worker.log")
@@ -70,7 +70,7 @@ async def test_an_ingest_worker_serves_its_own_metrics(plane: Plane, tmp_path: P
         else:
             raise AssertionError(f"no free port for the worker's /metrics in {PORT_ATTEMPTS} attempts")
         try:
-            pub = await asyncio.to_thread(LoadPublisher, broker.port, SVC_USER, SVC_PW, 1)
+            pub = await asyncio.to_thread(LoadPublisher, broker.service_port, SVC_USER, SVC_PW, 1)
             stream = list(telemetry_stream(plane.school_code, serials, 3))
             for topic, payload in stream:
                 pub.publish(topic, payload)
