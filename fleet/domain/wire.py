@@ -325,6 +325,9 @@ def _bool(obj: dict[str, Any], key: str, *, required: bool = False) -> bool | No
 # RTC reads 1970, which is refused rather than stored as a 56-year-old reading.
 TS_MIN_MS = 1_577_836_800_000
 TS_MAX_MS = 4_102_444_800_000
+# Telemetry `up`/`down` are bytes since the previous message; 10 GB caps a single bogus value's damage to
+# the roll-ups.
+MAX_BYTES_DELTA = 10**10
 
 
 def _load(payload: bytes, max_bytes: int) -> dict[str, Any] | Rejection:
@@ -344,6 +347,28 @@ def _load(payload: bytes, max_bytes: int) -> dict[str, Any] | Rejection:
 
 
 def _telemetry(o: dict[str, Any]) -> Telemetry:
+    # Fast path for the message every terminal sends every minute: the common valid shape checked inline,
+    # without a helper call per field, and the value built positionally (together ~2x cheaper). Anything it
+    # does not accept, valid or not, goes through the field checks, which give the precise reason; a property
+    # test pins that the two agree on every message the fast path accepts.
+    g = o.get
+    seq, ts, battery, temp, storage = g("seq"), g("ts"), g("battery"), g("temp_c"), g("storage_pct")
+    fw, app, up, down, rssi, charging = g("fw"), g("app"), g("up"), g("down"), g("rssi"), g("charging")
+    if (type(seq) is int and 1 <= seq <= MAX_SEQ and type(ts) is int and TS_MIN_MS <= ts <= TS_MAX_MS
+            and (battery is None or type(battery) is int and 0 <= battery <= 100)
+            and (temp is None or type(temp) is float and -40.0 <= temp <= 150.0)
+            and (storage is None or type(storage) is float and 0.0 <= storage <= 100.0)
+            and (fw is None or type(fw) is str and 0 < len(fw) <= 64 and fw.isprintable())
+            and (app is None or type(app) is str and 0 < len(app) <= MAX_SHORT_TEXT and app.isprintable())
+            and (up is None or type(up) is int and 0 <= up <= MAX_BYTES_DELTA)
+            and (down is None or type(down) is int and 0 <= down <= MAX_BYTES_DELTA)
+            and (rssi is None or type(rssi) is int and -130 <= rssi <= 0)
+            and (charging is None or type(charging) is bool)):
+        return Telemetry(seq, ts, battery, temp, storage, fw, app, up or 0, down or 0, rssi, charging)
+    return _telemetry_checked(o)
+
+
+def _telemetry_checked(o: dict[str, Any]) -> Telemetry:
     return Telemetry(
         seq=_int(o, "seq", 1, MAX_SEQ),  # type: ignore[arg-type]
         ts_ms=_int(o, "ts", TS_MIN_MS, TS_MAX_MS),  # type: ignore[arg-type]
@@ -352,9 +377,8 @@ def _telemetry(o: dict[str, Any]) -> Telemetry:
         storage_used_pct=_num(o, "storage_pct", 0.0, 100.0),
         firmware=_text(o, "fw", max_len=64),
         app=_text(o, "app"),
-        # Bytes since the previous telemetry message; 10 GB caps a single bogus value's damage to roll-ups.
-        bytes_up=_int(o, "up", 0, 10**10, required=False) or 0,
-        bytes_down=_int(o, "down", 0, 10**10, required=False) or 0,
+        bytes_up=_int(o, "up", 0, MAX_BYTES_DELTA, required=False) or 0,
+        bytes_down=_int(o, "down", 0, MAX_BYTES_DELTA, required=False) or 0,
         rssi_dbm=_int(o, "rssi", -130, 0, required=False),
         charging=_bool(o, "charging"),
     )

@@ -169,3 +169,27 @@ def test_fuzz_exercised_several_reasons() -> None:
 
 def test_heartbeat_minimal() -> None:
     assert decode_uplink(Channel.HEARTBEAT, b'{"v":1,"seq":3,"ts":%d}' % TS) == Heartbeat(3, TS)
+
+
+# Near-bound and wrong-typed values for every telemetry field, each tried alone in an otherwise valid message.
+_ODD_VALUES = [None, True, False, 0, 1, -1, 100, 101, -40, -41, 150, 151, -130, -131, 2**53 - 1, 2**53,
+               wire.TS_MIN_MS - 1, wire.TS_MIN_MS, wire.TS_MAX_MS, wire.TS_MAX_MS + 1, wire.MAX_BYTES_DELTA,
+               wire.MAX_BYTES_DELTA + 1, 0.0, 36.5, -40.0, -40.5, 150.0, 150.5, 100.0, 100.5, -0.5, "", "2.4.1",
+               "x" * 64, "x" * 65, "y" * 128, "y" * 129, "a\nb", "\x00", "\u00a0", [], {}, "77"]
+_FULL_TELEMETRY = {"v": 1, "seq": 3, "ts": TS, "battery": 50, "temp_c": 30.5, "storage_pct": 40.0, "fw": "2.4.1",
+                   "app": "org.lab.reader", "up": 10, "down": 20, "rssi": -60, "charging": False}
+
+
+@pytest.mark.parametrize("field", [k for k in _FULL_TELEMETRY if k != "v"])
+@pytest.mark.parametrize("value", _ODD_VALUES, ids=repr)
+def test_telemetry_fast_path_accepts_exactly_what_the_field_checks_accept(field: str, value: object) -> None:
+    obj = dict(_FULL_TELEMETRY, **{field: value})
+    try:
+        expected: object = wire._telemetry_checked(obj)
+    except wire._Bad as err:
+        expected = ("refused", str(err))
+    try:
+        got: object = wire._telemetry(obj)
+    except wire._Bad as err:
+        got = ("refused", str(err))
+    assert got == expected
