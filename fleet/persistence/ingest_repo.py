@@ -260,6 +260,8 @@ async def apply_batch(session: AsyncSession, items: list[Inbound], rejected: lis
     open_alerts: list[dict[str, Any]] = []
     resolve_keys: list[str] = []
     now_ms = int(now.timestamp() * 1000)
+    # Receive time -> its bytes bucket: messages read in the same millisecond share one datetime.
+    bytes_buckets: dict[datetime, datetime] = {}
 
     for dev_id in ids:
         st = states[dev_id]
@@ -285,7 +287,10 @@ async def apply_batch(session: AsyncSession, items: list[Inbound], rejected: lis
                     if v.bytes_up or v.bytes_down:
                         st["bytes_up_total"] += v.bytes_up
                         st["bytes_down_total"] += v.bytes_down
-                        acc = bytes_acc[(ref.school_id, ref.room_id or 0, _bucket(at, BYTES_BUCKET_SECONDS))]
+                        bucket = bytes_buckets.get(at)
+                        if bucket is None:
+                            bucket = bytes_buckets[at] = _bucket(at, BYTES_BUCKET_SECONDS)
+                        acc = bytes_acc[(ref.school_id, ref.room_id or 0, bucket)]
                         acc[0] += v.bytes_up
                         acc[1] += v.bytes_down
                         sb = out.bytes_by_school.setdefault(ref.school_code, [0, 0])
@@ -408,7 +413,7 @@ async def apply_batch(session: AsyncSession, items: list[Inbound], rejected: lis
             [{"device_id": dev, "bucket_start": b, "active_minutes": n, "school_id": s, "room_id": r}
              for (dev, b), (n, s, r) in active_acc.items()])
     if transitions:
-        await session.execute(PresenceTransition.__table__.insert(), transitions)
+        await _insert_transitions(session, transitions)
     if resolve_keys:
         await resolve_alerts(session, resolve_keys, now, by="system")
     if open_alerts:
@@ -496,11 +501,30 @@ async def open_alerts_rows(session: AsyncSession, rows: list[dict[str, Any]]) ->
 
 
 async def resolve_alerts(session: AsyncSession, keys: list[str], at: datetime, *, by: str) -> None:
+    """Resolve the open alerts with these dedup keys (keys without an open alert are no-ops).
+
+    One UPDATE ... WHERE dedup_key IN (...) per chunk, not one statement per key: at the bell every device
+    coming online resolves its unexpected-offline key, and almost none has one open."""
     t = Alert.__table__
-    await session.execute(
-        update(t).where(t.c.dedup_key == bindparam("b_key"))
-        .values(status="resolved", dedup_key=None, resolved_at=at, resolved_by=by),
-        [{"b_key": k} for k in keys], execution_options={"synchronize_session": False})
+    for i in range(0, len(keys), IN_CHUNK):
+        await session.execute(
+            update(t).where(t.c.dedup_key.in_(keys[i:i + IN_CHUNK]))
+            .values(status="resolved", dedup_key=None, resolved_at=at, resolved_by=by),
+            execution_options={"synchronize_session": False})
+
+
+async def _insert_transitions(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    if not _is_sqlite(session):
+        await session.execute(PresenceTransition.__table__.insert(), rows)
+        return
+    # At the bell every device comes online in the same few batches: thousands of rows, through the driver
+    # as the states are (same stored forms: naive UTC text, 0/1).
+    conn = await session.connection()
+    await conn.exec_driver_sql(
+        "INSERT INTO presence_transitions (device_id, school_id, at, online, expected, cause) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [(r["device_id"], r["school_id"], r["at"].astimezone(UTC).strftime(_SQLITE_DT), 1 if r["online"] else 0,
+          None if r["expected"] is None else (1 if r["expected"] else 0), r["cause"]) for r in rows])
 
 
 async def add_dead_letters(session: AsyncSession, rejected: list[Rejected], keep: int) -> None:
@@ -536,7 +560,7 @@ async def sweep_heartbeats(session: AsyncSession, *, now: datetime, timeout_s: i
             alerts.append(_alert_row(ref, "unexpected_offline", "warning", "no heartbeat during a lesson", now))
         changes.append((ref, False, expected, "heartbeat_timeout"))
     if transitions:
-        await session.execute(PresenceTransition.__table__.insert(), transitions)
+        await _insert_transitions(session, transitions)
     if alerts:
         await open_alerts_rows(session, alerts)
     return changes
