@@ -203,7 +203,13 @@ async def main() -> None:
         "bare_connack_p99_s": round(base_conn["connack_p99_s"], 3),
         "lesson_peak_ingest_msg_per_s": round(ingest_rate, 1), "bare_receive_msg_per_s": round(base_rx, 1),
         "ingest_ratio": round(ingest_rate / base_rx, 3) if base_rx else None,
+        # Offered (published) against what the service committed, after the storm; the ingest backlog is
+        # acknowledged by the broker and not yet committed by the service.
+        "offered_msg_per_s": r["load"]["offered_msg_per_s"], "real_clock_msg_per_s": r["load"]["real_clock_msg_per_s"],
+        "service_ingested_msg_per_s": r["load"]["ingested_msg_per_s"], "ingest_backlog_max": r["load"]["backlog_max"],
+        "generator_loop_lag_max_s": r["load"]["loop_lag_max_s"],
         "sent": a["sent"], "ingested": a["ingested"], "lost": a["lost"], "duplicated": a["duplicated"],
+        "p50_publish_to_state_s": r["publish_to_state"]["p50_s"],
         "p99_publish_to_state_s": r["publish_to_state"]["p99_s"],
         "generator_cpu": res.get("sim", {}).get("cpu_mean"), "service_and_broker_cpu": round(svc_cpu, 3),
         "generator_vs_service_cpu": res.get("generator_vs_service_cpu"),

@@ -84,6 +84,10 @@ class DbReadBack:
                                          _epoch(changed), batt, fw, health, int(down or 0))
         return out
 
+    async def messages_total(self) -> int:
+        async with self.sessions() as s:
+            return int((await s.execute(select(func.coalesce(func.sum(DeviceStateRow.messages_total), 0)))).scalar_one())
+
     async def dead_letters(self) -> dict[str, int]:
         async with self.sessions() as s:
             rows = (await s.execute(select(DeadLetter.reason, func.count()).group_by(DeadLetter.reason))).all()

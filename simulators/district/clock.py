@@ -38,7 +38,7 @@ class SimClock:
 
     def __init__(self, anchor: Anchor | None = None, mono: Callable[[], float] = time.monotonic) -> None:
         self._mono = mono
-        self.anchor = anchor or Anchor(datetime.now(UTC), mono(), 1.0)
+        self.set_anchor(anchor or Anchor(datetime.now(UTC), mono(), 1.0))
 
     @property
     def speed(self) -> float:
@@ -46,6 +46,7 @@ class SimClock:
 
     def set_anchor(self, anchor: Anchor) -> None:
         self.anchor = anchor
+        self._epoch0 = anchor.sim_start.timestamp()  # now_ms is asked per message: no datetime on that path
 
     def now(self) -> datetime:
         a = self.anchor
@@ -56,7 +57,8 @@ class SimClock:
         return (self._mono() - a.mono_start) * a.speed
 
     def now_ms(self) -> int:
-        return int(self.now().timestamp() * 1000)
+        a = self.anchor
+        return int((self._epoch0 + (self._mono() - a.mono_start) * a.speed) * 1000)
 
     def wall_of(self, sim: datetime) -> float:
         """The monotonic instant at which simulated time reaches `sim`."""

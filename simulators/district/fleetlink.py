@@ -92,6 +92,10 @@ class ReadBack(Protocol):
 
     async def dead_letters(self) -> dict[str, int]: ...
 
+    async def messages_total(self) -> int:
+        """Messages the service has accepted from every device together (the report's ingest rate and backlog)."""
+        ...
+
     async def alerts(self, since: float | None = None) -> list[AlertRow]:
         """Alerts opened at or after `since` (epoch seconds on the service's clock), any status."""
         ...

@@ -18,6 +18,9 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,33 @@ def raise_fd_limit(wanted: int) -> int:
     return target
 
 
+# What paho hands on_publish for an MQTT 3.1.1 PUBACK, which has neither a reason code nor properties: one shared
+# pair (the pool's callbacks only read the mid) instead of two fresh objects per acknowledgement.
+_PUBACK_OK = ReasonCode(PacketTypes.PUBACK)
+_NO_PROPERTIES = Properties(PacketTypes.PUBACK)
+
+
+class PoolClient(paho.Client):
+    """A paho client whose MQTT 3.1.1 PUBACK path allocates nothing per acknowledgement.
+
+    paho decodes every PUBACK through its MQTT 5 path, building a ReasonCode and a Properties object (whose
+    constructor builds a name table) that a 3.1.1 PUBACK can never carry: measured at 40 % of the generator's
+    cost per PUBACK with 10,000 clients. Here a well-formed 3.1.1 PUBACK (two bytes: the packet id) goes
+    straight to paho's own completion (`_do_on_publish`: callback, out-message and in-flight bookkeeping);
+    anything else (MQTT 5, PUBCOMP, a malformed length) takes paho's path unchanged.
+    """
+
+    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
+        packet = self._in_packet["packet"]
+        if cmd != "PUBACK" or self._protocol != paho.MQTTv311 or len(packet) != 2:
+            return super()._handle_pubackcomp(cmd)
+        mid = (packet[0] << 8) | packet[1]
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                return self._do_on_publish(mid, _PUBACK_OK, _NO_PROPERTIES)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
 class Pool:
     """Owns the socket registrations of many paho clients on one loop, and a bounded connect gate."""
 
@@ -55,11 +85,14 @@ class Pool:
         self.port = port
         self.loop = asyncio.get_running_loop()
         self.clients: set[paho.Client] = set()
+        # Sockets with a writer registered: unregistering one that has none is asyncio raising and formatting a
+        # KeyError inside, once per paho write (paho asks after every packet).
+        self._writing: set[Any] = set()
         self.connecting = asyncio.Semaphore(max_connecting)
         self._misc: asyncio.Task[None] | None = None
 
     def new_client(self, client_id: str, username: str, password: str, *, userdata: Any = None) -> paho.Client:
-        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+        c = PoolClient(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
                         userdata=userdata, protocol=paho.MQTTv311, reconnect_on_failure=False)
         c.username_pw_set(username, password)
         c.max_inflight_messages_set(MAX_INFLIGHT)
@@ -111,16 +144,22 @@ class Pool:
     def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         self._unregister(sock)
 
-    def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+    def _add_writer(self, client: paho.Client, sock: Any) -> None:
         self.loop.add_writer(sock, self._write, client)
+        self._writing.add(sock)
+
+    def _remove_writer(self, sock: Any) -> None:
+        if sock in self._writing:
+            self._writing.discard(sock)
+            self.loop.remove_writer(sock)
 
     def _on_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self.loop.remove_writer(sock)
+        self._remove_writer(sock)
 
     def _unregister(self, sock: Any) -> None:
         try:
             self.loop.remove_reader(sock)
-            self.loop.remove_writer(sock)
+            self._remove_writer(sock)
         except (ValueError, OSError):  # already closed: nothing registered any more
             pass
 
@@ -133,7 +172,7 @@ class Pool:
         if not client.want_write():
             sock = client.socket()
             if sock is not None:
-                self.loop.remove_writer(sock)
+                self._remove_writer(sock)
 
     def flush(self, client: paho.Client) -> None:
         """Write what paho still holds, at once, or once the socket can take it."""
@@ -142,7 +181,7 @@ class Pool:
         client.loop_write()
         sock = client.socket()
         if client.want_write() and sock is not None:
-            self.loop.add_writer(sock, self._write, client)
+            self._add_writer(client, sock)
 
     async def _misc_loop(self) -> None:
         while True:

@@ -114,6 +114,7 @@ def build(sim: Simulation, *, service_clock_is_sim: bool, dead_letters_before: d
                     "rss_max_mb": _r(max(rss, default=None), 1)}
     service_cpu = sum((v["cpu_mean"] or 0) for k, v in res.items() if k != "sim")
     res["generator_vs_service_cpu"] = _r(res.get("sim", {}).get("cpu_mean", 0) / service_cpu, 3) if service_cpu else None
+    load = load_section(series, sim.speed)
     # ---- dead letters, alerts
     dl = None
     if dead_letters_after is not None:
@@ -140,7 +141,7 @@ def build(sim: Simulation, *, service_clock_is_sim: bool, dead_letters_before: d
         "accounting": accounting, "publish_to_state": latency, "bandwidth": {"schools": schools},
         "updates": {"progress_reports": dict(sim.updates.reports),
                     "firmware": dict(Counter(t.firmware for t in terms).most_common())},
-        "resources": res, "dead_letters": dl, "alerts": alert_summary,
+        "load": load, "resources": res, "dead_letters": dl, "alerts": alert_summary,
         "events": st.events, "series": series,
         "outcome": {k: v for k, v in sim.outcome.items() if k not in ("states", "alerts", "dead_letters")},
     }
@@ -207,6 +208,37 @@ def _labs_line(r: dict[str, Any]) -> str:
             f"messages ingested {lb['messages_ingested']}{'; agent failures ' + str(lb['agent_failures']) if lb['agent_failures'] else ''}")
 
 
+def load_section(series: list[dict[str, float]], speed: float) -> dict[str, Any]:
+    """Offered load against what the broker acknowledged and the service ingested, after the storm.
+
+    The steady part is every sample with no connects; `real_clock_msg_per_s` is the same traffic on a real
+    clock (offered / speed), the rate the district itself would offer at this profile.
+    """
+    steady = [p for p in series if not p.get("connects_per_s") and p.get("online")] or series
+
+    def mean(key: str) -> float | None:
+        xs = [p[key] for p in steady if key in p]
+        return _r(sum(xs) / len(xs), 1) if xs else None
+
+    offered = mean("published_per_s")
+    backlog = [p["backlog"] for p in steady if "backlog" in p]
+    lags = [p["loop_lag_s"] for p in series if "loop_lag_s" in p]
+    return {"steady_samples": len(steady), "offered_msg_per_s": offered,
+            "real_clock_msg_per_s": _r(offered / speed, 1) if offered is not None else None,
+            "acked_msg_per_s": mean("acked_per_s"), "ingested_msg_per_s": mean("ingested_per_s"),
+            "backlog_max": max(backlog, default=None), "backlog_end": backlog[-1] if backlog else None,
+            "loop_lag_max_s": _r(max(lags, default=None)), "loop_lag_p99_s": _r(percentile(lags, 99))}
+
+
+def _load_line(r: dict[str, Any]) -> str:
+    ld = r.get("load") or {}
+    return (f"  load after the storm ({ld.get('steady_samples')} s): offered {ld.get('offered_msg_per_s')} msg/s "
+            f"(on a real clock {ld.get('real_clock_msg_per_s')} msg/s), acked {ld.get('acked_msg_per_s')}/s, "
+            f"ingested {ld.get('ingested_msg_per_s')}/s, ingest backlog max {ld.get('backlog_max')} "
+            f"(end {ld.get('backlog_end')}); generator loop lag max {ld.get('loop_lag_max_s')} s, "
+            f"p99 {ld.get('loop_lag_p99_s')} s")
+
+
 def text(r: dict[str, Any]) -> str:
     e, c, a, lat = r["enrollment"], r["connections"], r["accounting"], r["publish_to_state"]
     lines = [f"LabFleet load report: {r['district']} ({r['spec']}), scenarios {', '.join(r['scenarios']) or 'none'}",
@@ -226,6 +258,7 @@ def text(r: dict[str, Any]) -> str:
                      f"{a['ingested']}, lost {a['lost']}, duplicated {a['duplicated']} (redeliveries absorbed "
                      f"{a['redeliveries_absorbed']})")
     lines.append(f"  publish-to-state: p50 {lat['p50_s']} s, p99 {lat['p99_s']} s over {lat['samples']} probes")
+    lines.append(_load_line(r))
     top = r["bandwidth"]["schools"][:3]
     lines.append("  peak bandwidth: " + "; ".join(f"{s['school']} {s['peak_mbps']} of {s['uplink_mbps']} Mbit/s"
                                                   for s in top))
@@ -311,9 +344,10 @@ def to_html(r: dict[str, Any]) -> str:
         _line_chart("Terminals online and connects per second", xs,
                     {"online": [p.get("online", 0) for p in s], "connects/s": [p.get("connects_per_s", 0) for p in s]},
                     "real time"),
-        _line_chart("Messages per second (published, acknowledged)", xs,
+        _line_chart("Messages per second (published, acknowledged, ingested)", xs,
                     {"published/s": [p.get("published_per_s", 0) for p in s],
-                     "acked/s": [p.get("acked_per_s", 0) for p in s]}, "real time"),
+                     "acked/s": [p.get("acked_per_s", 0) for p in s],
+                     "ingested/s": [p.get("ingested_per_s", 0) for p in s]}, "real time"),
         _line_chart("CPU (cores): generator against the system under test", xs,
                     {f"{k} CPU": [p.get(f"{k}_cpu", 0) for p in s] for k in res_keys}, "real time"),
         _bar_chart("Peak bandwidth per school against its uplink (top 15)",
@@ -334,6 +368,7 @@ def to_html(r: dict[str, Any]) -> str:
         ("sent / ingested / lost / duplicated", "n/a" if a is None else
          f"{a['sent']} / {a['ingested']} / {a['lost']} / {a['duplicated']}"),
         ("publish-to-state p50 / p99", f"{lat['p50_s']} s / {lat['p99_s']} s ({lat['samples']} probes)"),
+        ("load after the storm", _load_line(r).split(": ", 1)[1]),
         ("dead letters", r["dead_letters"] if r["dead_letters"] is not None else "n/a"),
         ("alerts opened by rule", (r["alerts"] or {}).get("opened_by_rule", "n/a")),
     ] + [(f"{k} CPU / RSS", f"{x['cpu_mean']} cores mean, {x['rss_max_mb']} MB max")

@@ -7,6 +7,7 @@ counted when sent and when the broker acknowledges it, so the report can compare
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -25,6 +26,31 @@ logger = logging.getLogger(__name__)
 BACKOFF_START_S = 1.0
 BACKOFF_CAP_S = 60.0
 BACKOFF_JITTER = 0.3
+
+
+# Telemetry and heartbeat bodies (protocol sections 4.1 and 4.2), pre-encoded: a %-format over bytes builds the
+# same JSON as json.dumps of the dict, at a fraction of the cost of a dict and an encoder pass per message.
+_TELEMETRY = (b'{"v":1,"seq":%d,"ts":%d,"battery":%d,"charging":%s,"temp_c":%.1f,"storage_pct":61.0,"fw":%s,'
+              b'"up":%d,"down":%d,"rssi":%d%s}')
+_HEARTBEAT = b'{"v":1,"seq":%d,"ts":%d,"rssi":%d}'
+
+
+@functools.lru_cache(maxsize=256)
+def _json_str(value: str) -> bytes:
+    """A JSON string literal, cached: firmware versions and app names repeat across the fleet."""
+    return json.dumps(value).encode()
+
+
+def telemetry_payload(seq: int, ts_ms: int, battery: int, charging: bool, temp_c: float, fw: str, up: int,
+                      down: int, rssi: int, app: str | None) -> bytes:
+    """The telemetry body (protocol 4.1), the same JSON as json.dumps of its dict (temp_c to one decimal)."""
+    return _TELEMETRY % (seq, ts_ms, battery, b"true" if charging else b"false", temp_c, _json_str(fw), up, down,
+                         rssi, b',"app":' + _json_str(app) if app else b"")
+
+
+def heartbeat_payload(seq: int, ts_ms: int, rssi: int) -> bytes:
+    """The heartbeat body (protocol 4.2)."""
+    return _HEARTBEAT % (seq, ts_ms, rssi)
 
 
 class Phase(Enum):
@@ -85,7 +111,8 @@ class Terminal:
         "seq",
         "serial",
         "sim",
-        "timer",
+        "tick_gen",
+        "topics",
         "used_s",
     )
 
@@ -119,7 +146,8 @@ class Terminal:
         self.connect_started = 0.0
         self.connected_at = 0.0
         self.first_connect_at = 0.0
-        self.timer: Any = None
+        self.tick_gen = 0  # the tick wheel's entry for this terminal is current only while this matches
+        self.topics: dict[str, str] = {}
         self.backoff = BACKOFF_START_S
         self.boots = 0
         self.used_s = 0.0  # continuous use in this session (simulated seconds), for the screen-time policy
@@ -127,7 +155,10 @@ class Terminal:
 
     # ---------------------------------------------------------------- topics
     def topic(self, channel: str) -> str:
-        return f"{self.sim.prefix}/v1/{self.school}/{self.serial}/{channel}"
+        got = self.topics.get(channel)
+        if got is None:
+            got = self.topics[channel] = f"{self.sim.prefix}/v1/{self.school}/{self.serial}/{channel}"
+        return got
 
     # ---------------------------------------------------------------- connection
     def wake(self) -> None:
@@ -194,9 +225,7 @@ class Terminal:
     def on_disconnected(self) -> None:
         self.counters.disconnects += 1
         self.sim.stats.disconnects += 1
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.sim.ticks.cancel(self)
         if self.phase == Phase.CONNECTING:  # refused or dropped before CONNACK
             self.sim.pool.connecting.release()
         if self.phase in (Phase.ONLINE, Phase.CONNECTING):
@@ -211,9 +240,7 @@ class Terminal:
         self._publish_raw("status", {"v": 1, "state": "offline", "reason": "shutdown", "ts": self.sim.clock.now_ms()},
                           retain=True)
         self.phase = Phase.ASLEEP
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.sim.ticks.cancel(self)
         self.client.disconnect()
 
     def flap(self, down_real_s: float) -> None:
@@ -221,25 +248,22 @@ class Terminal:
         if self.client is None:
             return
         self.phase = Phase.DARK
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.sim.ticks.cancel(self)
         self.sim.pool.drop(self.client)
         self.sim.after_real(down_real_s, self.wake)
 
     # ---------------------------------------------------------------- traffic
     def schedule_tick(self, first: bool = False) -> None:
         interval = self.sim.telemetry_interval(self)
-        delay = self.rng.uniform(0, interval) if first else interval
-        self.timer = self.sim.after_sim(delay, self.tick)
+        self.sim.tick_after(self, self.rng.uniform(0, interval) if first else interval)
 
     def tick(self) -> None:
-        self.timer = None
         if self.phase != Phase.ONLINE or self.sim.frozen:
             return
         sim = self.sim
-        interval = sim.telemetry_interval(self)
-        in_lesson = sim.in_lesson(self)
+        period = sim.current_period(self)  # once per tick: interval, lesson and bytes all follow from it
+        interval = sim.telemetry_interval(self, period, known=True)
+        in_lesson = period is not None
         hours = interval / 3600
         if self.charging:
             self.battery = min(100.0, self.battery + 30 * hours)
@@ -255,14 +279,14 @@ class Terminal:
         if self.malformed:
             self.send_garbage()
         if in_lesson and self.attending and not self.locked and self._policy_allows(interval):
-            up, down = sim.lesson_bytes(self, interval)
+            up, down = sim.lesson_bytes(self, interval, period)
             self.app = self._allowed_app("edu.exam" if self.exam else "edu.classroom")
             self.telemetry(up, down)
         else:  # between lessons (or not attending): idle, with a heartbeat or a small telemetry
             self.app = None
             idle = int(sim.traffic.idle_bytes_per_minute * interval / 60)
             self.telemetry(idle // 4, idle) if self.rng.random() < 0.5 else self.heartbeat()
-        self.schedule_tick()
+        sim.tick_after(self, interval)
 
     def _policy_allows(self, interval: float) -> bool:
         """The myopia-prevention policy (protocol 6.1 set_policy): a break after `session_minutes` of use."""
@@ -282,38 +306,41 @@ class Terminal:
         return wanted if not allowed or wanted in allowed else str(allowed[0])
 
     def _publish_raw(self, channel: str, body: dict[str, Any], *, retain: bool = False, seq: int = 0) -> None:
+        self._publish_bytes(channel, json.dumps(body, separators=(",", ":")).encode(), retain=retain, seq=seq)
+
+    def _publish_bytes(self, channel: str, payload: bytes, *, retain: bool = False, seq: int = 0) -> None:
         c = self.client
         if c is None:
             return
-        info = c.publish(self.topic(channel), json.dumps(body, separators=(",", ":")), qos=1, retain=retain)
+        info = c.publish(self.topic(channel), payload, qos=1, retain=retain)
         self.pending[info.mid] = seq
         self.sim.stats.published += 1
-        self.sim.pool.flush(c)
+        self.sim.pool.flush(c)  # paho wrote it at once unless the socket was full
 
     def _next_seq(self) -> int:
         self.seq += 1
         self.counters.sent += 1
         return self.seq
 
+    def _rssi(self) -> int:
+        return -75 + int(self.rng.random() * 31)  # -75..-45 dBm (randint costs several calls per message)
+
     def telemetry(self, up: int, down: int) -> None:
         seq = self._next_seq()
-        self.counters.telemetry += 1
-        self.counters.bytes_up += up
-        self.counters.bytes_down += down
-        self.sim.stats.add_bytes(self.school, up + down, self.sim.clock.now())
-        body = {"v": 1, "seq": seq, "ts": self.sim.clock.now_ms(), "battery": int(self.battery),
-                "charging": self.charging, "temp_c": round(self.rng.uniform(30, 42), 1),
-                "storage_pct": 61.0, "fw": self.firmware, "up": up, "down": down,
-                "rssi": self.rng.randint(-75, -45)}
-        if self.app:
-            body["app"] = self.app
-        self._publish_raw("telemetry", body, seq=seq)
+        c = self.counters
+        c.telemetry += 1
+        c.bytes_up += up
+        c.bytes_down += down
+        now_ms = self.sim.clock.now_ms()
+        self.sim.stats.add_bytes(self.school, up + down, now_ms)
+        payload = telemetry_payload(seq, now_ms, int(self.battery), self.charging, 30 + self.rng.random() * 12,
+                                    self.firmware, up, down, self._rssi(), self.app)
+        self._publish_bytes("telemetry", payload, seq=seq)
 
     def heartbeat(self) -> None:
         seq = self._next_seq()
         self.counters.heartbeats += 1
-        self._publish_raw("heartbeat", {"v": 1, "seq": seq, "ts": self.sim.clock.now_ms(),
-                                        "rssi": self.rng.randint(-75, -45)}, seq=seq)
+        self._publish_bytes("heartbeat", heartbeat_payload(seq, self.sim.clock.now_ms(), self._rssi()), seq=seq)
 
     def event(self, kind: str, **extra: Any) -> None:
         seq = self._next_seq()

@@ -1,0 +1,129 @@
+"""The lean generator's parts: pre-encoded payloads, the tick wheel, and paho's PUBACK completion in the pool."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fleet.domain import wire
+from fleet.runtime.brokers import free_port, wait_for_port
+from simulators.district.engine import TickWheel
+from simulators.district.mqttpool import Pool
+from simulators.district.terminal import heartbeat_payload, telemetry_payload
+
+from ..conftest import need_external
+
+
+@given(seq=st.integers(1, wire.MAX_SEQ), ts=st.integers(wire.TS_MIN_MS, wire.TS_MAX_MS), battery=st.integers(0, 100), charging=st.booleans(),
+       temp=st.floats(30, 42), fw=st.sampled_from(["2.4.1", "2.5.0-rc1", 'odd "fw"\\x']),
+       up=st.integers(0, 10**9), down=st.integers(0, 10**9), rssi=st.integers(-75, -45),
+       app=st.sampled_from([None, "edu.classroom", "edu.exam"]))
+def test_pre_encoded_telemetry_is_the_json_of_its_dict_and_the_service_decodes_it(
+        seq: int, ts: int, battery: int, charging: bool, temp: float, fw: str, up: int, down: int, rssi: int,
+        app: str | None) -> None:
+    payload = telemetry_payload(seq, ts, battery, charging, temp, fw, up, down, rssi, app)
+    body = {"v": 1, "seq": seq, "ts": ts, "battery": battery, "charging": charging, "temp_c": round(temp, 1),
+            "storage_pct": 61.0, "fw": fw, "up": up, "down": down, "rssi": rssi}
+    if app:
+        body["app"] = app
+    assert json.loads(payload) == body
+    got = wire.decode_uplink(wire.Channel.TELEMETRY, payload)
+    assert isinstance(got, wire.Telemetry)
+    assert (got.seq, got.ts_ms, got.battery_pct, got.firmware, got.app, got.bytes_up, got.bytes_down, got.rssi_dbm,
+            got.charging) == (seq, ts, battery, fw, app, up, down, rssi, charging)
+
+
+def test_pre_encoded_heartbeat_decodes_as_a_heartbeat() -> None:
+    got = wire.decode_uplink(wire.Channel.HEARTBEAT, heartbeat_payload(7, 1_788_764_400_000, -60))
+    assert isinstance(got, wire.Heartbeat) and got.seq == 7
+
+
+class _Ticking:
+    """Stands in for a terminal: the wheel only reads `tick_gen` and calls `tick`."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name, self.log, self.tick_gen = name, log, 0
+
+    def tick(self) -> None:
+        self.log.append(self.name)
+
+
+async def test_tick_wheel_runs_due_ticks_once_in_slot_order_and_skips_cancelled_ones() -> None:
+    now = [100.0]
+    wheel = TickWheel(slot_s=0.02, mono=lambda: now[0])
+    log: list[str] = []
+    a, b, c, d = (_Ticking(n, log) for n in "abcd")
+    wheel.schedule(a, 0.10)
+    wheel.schedule(b, 0.01)
+    wheel.schedule(c, 0.05)
+    wheel.schedule(d, 0.05)
+    wheel.cancel(c)  # e.g. the terminal went dark
+    wheel.schedule(a, 0.03)  # rescheduled: only the newest entry counts
+    wheel.run_due()
+    assert log == []  # nothing is early
+    now[0] += 0.045
+    wheel.run_due()
+    assert log == ["b", "a"]
+    now[0] += 1.0
+    wheel.run_due()
+    assert log == ["b", "a", "d"] and not wheel.slots
+    wheel.stop()
+
+
+@pytest.fixture
+async def bare_broker(tmp_path: Path) -> AsyncIterator[int]:
+    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if binary is None:
+        need_external("mosquitto")
+        pytest.skip("mosquitto is not installed")
+    port = free_port()
+    conf = tmp_path / "bare.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await wait_for_port("127.0.0.1", port, 10, None)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_pool_client_completes_qos1_publishes_on_their_pubacks(bare_broker: int) -> None:
+    pool = Pool("127.0.0.1", bare_broker)
+    pool.start()
+    connected, acked = asyncio.Event(), asyncio.Event()
+    seen: list[int] = []
+
+    def on_connect(c: paho.Client, u: object, f: object, rc: object, p: object) -> None:
+        pool.connecting.release()
+        connected.set()
+
+    def on_publish(c: paho.Client, u: object, mid: int, rc: object, p: object) -> None:
+        seen.append(mid)
+        if len(seen) == 3:
+            acked.set()
+
+    c = pool.new_client("gen-test", "gen-test", "x")
+    c.on_connect, c.on_publish = on_connect, on_publish
+    await pool.connecting.acquire()
+    assert pool.connect(c, "gen/test/status", b"offline") == paho.MQTT_ERR_SUCCESS
+    try:
+        await asyncio.wait_for(connected.wait(), 10)
+        infos = [c.publish("gen/test/telemetry", b"{}", qos=1) for _ in range(3)]
+        for _ in infos:
+            pool.flush(c)
+        await asyncio.wait_for(acked.wait(), 10)
+        assert sorted(seen) == sorted(i.mid for i in infos)
+        assert all(i.is_published() for i in infos)
+        assert c.want_write() is False
+    finally:
+        await pool.close()
