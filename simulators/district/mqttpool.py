@@ -60,8 +60,8 @@ class PoolClient(paho.Client):
     """A paho client whose MQTT 3.1.1 PUBACK path allocates nothing per acknowledgement.
 
     paho decodes every PUBACK through its MQTT 5 path, building a ReasonCode and a Properties object (whose
-    constructor builds a name table) that a 3.1.1 PUBACK can never carry: measured at 40 % of the generator's
-    cost per PUBACK with 10,000 clients. Here a well-formed 3.1.1 PUBACK (two bytes: the packet id) goes
+    constructor builds a name table) that a 3.1.1 PUBACK can never carry: a third of the cost of reading a
+    PUBACK in a cProfile of the rollout-2027 generator (7.1 of 21 s). Here a well-formed 3.1.1 PUBACK (two bytes: the packet id) goes
     straight to paho's own completion (`_do_on_publish`: callback, out-message and in-flight bookkeeping);
     anything else (MQTT 5, PUBCOMP, a malformed length) takes paho's path unchanged.
     """
