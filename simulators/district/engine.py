@@ -124,12 +124,12 @@ class TickWheel:
         self._armed: asyncio.TimerHandle | None = None
         self.stopped = False
 
-    def schedule(self, t: Terminal, delay_real: float) -> None:
+    def schedule(self, t: Terminal, when: float) -> None:
+        """Tick `t` once the monotonic clock reaches `when` (in the first slot that begins at or after it)."""
         t.tick_gen += 1
-        now = self._mono()
         if not self.slots:  # nothing pending: the wheel starts at the present slot
-            self._next = int(now / self.slot_s)
-        slot = max(self._next, int((now + delay_real) / self.slot_s) + 1)  # never early
+            self._next = int(self._mono() / self.slot_s)
+        slot = max(self._next, math.ceil(when / self.slot_s))  # never early
         self.slots[slot].append((t, t.tick_gen))
         if self._armed is None and not self.stopped:
             self._arm()
@@ -245,8 +245,19 @@ class Simulation:
         h = loop.call_later(max(0.0, delay), fn)
         return h
 
-    def tick_after(self, t: Terminal, sim_seconds: float) -> None:
-        self.ticks.schedule(t, sim_seconds / self.speed)
+    def tick_after(self, t: Terminal, sim_seconds: float, *, first: bool = False) -> None:
+        """Schedule `t`'s next tick `sim_seconds` after its previous one was due (or after now, when `first`).
+
+        Counting from when the tick was due, not from when it ran, keeps the offered rate at the spec's however
+        late a busy loop runs the ticks: lateness does not accumulate into a lower rate, it is caught up.
+        """
+        real = sim_seconds / self.speed
+        now = time.monotonic()
+        due = now + real if first else t.due + real
+        if due < now - real:  # more than an interval behind (back from a long stall): restart the cadence
+            due = now + real
+        t.due = due
+        self.ticks.schedule(t, due)
 
     def after_sim(self, sim_seconds: float, fn: Callable[[], None]) -> asyncio.TimerHandle:
         return self.after_real(sim_seconds / self.speed, fn)

@@ -95,6 +95,7 @@ class Terminal:
         "counters",
         "crashed",
         "drain",
+        "due",
         "exam",
         "firmware",
         "first_connect_at",
@@ -147,6 +148,7 @@ class Terminal:
         self.connected_at = 0.0
         self.first_connect_at = 0.0
         self.tick_gen = 0  # the tick wheel's entry for this terminal is current only while this matches
+        self.due = 0.0  # monotonic time the next (or running) tick is due
         self.topics: dict[str, str] = {}
         self.backoff = BACKOFF_START_S
         self.boots = 0
@@ -255,7 +257,10 @@ class Terminal:
     # ---------------------------------------------------------------- traffic
     def schedule_tick(self, first: bool = False) -> None:
         interval = self.sim.telemetry_interval(self)
-        self.sim.tick_after(self, self.rng.uniform(0, interval) if first else interval)
+        if first:
+            self.sim.tick_after(self, self.rng.uniform(0, interval), first=True)
+        else:
+            self.sim.tick_after(self, interval)
 
     def tick(self) -> None:
         if self.phase != Phase.ONLINE or self.sim.frozen:

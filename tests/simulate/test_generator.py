@@ -62,12 +62,12 @@ async def test_tick_wheel_runs_due_ticks_once_in_slot_order_and_skips_cancelled_
     wheel = TickWheel(slot_s=0.02, mono=lambda: now[0])
     log: list[str] = []
     a, b, c, d = (_Ticking(n, log) for n in "abcd")
-    wheel.schedule(a, 0.10)
-    wheel.schedule(b, 0.01)
-    wheel.schedule(c, 0.05)
-    wheel.schedule(d, 0.05)
+    wheel.schedule(a, 100.10)
+    wheel.schedule(b, 100.01)
+    wheel.schedule(c, 100.05)
+    wheel.schedule(d, 100.05)
     wheel.cancel(c)  # e.g. the terminal went dark
-    wheel.schedule(a, 0.03)  # rescheduled: only the newest entry counts
+    wheel.schedule(a, 100.03)  # rescheduled: only the newest entry counts
     wheel.run_due()
     assert log == []  # nothing is early
     now[0] += 0.045
