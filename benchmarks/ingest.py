@@ -270,6 +270,10 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         sessions = session_factory(engine)
         authority = BrokerAuthority(sessions, wire.Topics("labfleet"), SVC_USER, SVC_PW)
         async with MosquittoBroker(settings, authority) as broker:
+            # Every client here logs in with the service identity (the publisher carries many device ids over a
+            # few connections), so all of them use the service's own listener: the device listener replaces a
+            # client id by the username, and several service clients there would take each other's session.
+            port = broker.service_port
             # (a) live: a bare paho subscriber while the publisher runs
             a = await asyncio.to_thread(bare_paho, port, n, args.devices, per, seq, drain=False)
             print(f"(a) bare paho subscriber, QoS 1, live: {a:,.0f} msg/s ({n:,} messages)")
