@@ -122,6 +122,8 @@ class TickWheel:
         self.slots: dict[int, list[tuple[Terminal, int]]] = collections.defaultdict(list)
         self._next = int(mono() / slot_s)  # first slot not yet run
         self._armed: asyncio.TimerHandle | None = None
+        self._armed_slot = 0
+        self._turning = False
         self.stopped = False
 
     def schedule(self, t: Terminal, when: float) -> None:
@@ -131,16 +133,22 @@ class TickWheel:
             self._next = int(self._mono() / self.slot_s)
         slot = max(self._next, math.ceil(when / self.slot_s))  # never early
         self.slots[slot].append((t, t.tick_gen))
-        if self._armed is None and not self.stopped:
-            self._arm()
+        if self.stopped:
+            return
+        if self._armed is None:
+            self._arm(slot)
+        elif slot < self._armed_slot and not self._turning:  # due before what the wheel waits for: wake earlier
+            self._armed.cancel()
+            self._arm(slot)
 
     @staticmethod
     def cancel(t: Terminal) -> None:
         t.tick_gen += 1
 
-    def _arm(self) -> None:
-        delay = min(self.slots) * self.slot_s - self._mono()
+    def _arm(self, slot: int) -> None:
+        delay = slot * self.slot_s - self._mono()
         self._armed = asyncio.get_running_loop().call_later(max(0.0, delay), self._turn)
+        self._armed_slot = slot
 
     def run_due(self) -> None:
         """Run every tick whose slot has begun, in slot order."""
@@ -155,13 +163,15 @@ class TickWheel:
                         t.tick()
 
     def _turn(self) -> None:
-        # `_armed` stays set while the slot runs, so the ticks it reschedules do not arm the wheel again.
+        # `_armed` stays set while the slots run, so the ticks they reschedule do not arm the wheel again.
+        self._turning = True
         try:
             self.run_due()
         finally:
+            self._turning = False
             self._armed = None
             if self.slots and not self.stopped:
-                self._arm()
+                self._arm(min(self.slots))
 
     def stop(self) -> None:
         self.stopped = True
@@ -402,9 +412,11 @@ class Simulation:
             return await self._run()
         finally:
             await self.labs.aclose()
-            # Hand what the sampler froze back to the cyclic GC: a second run in the same process (the district
-            # benchmark's x1 run) would otherwise keep this run's 10,000 clients and terminals for good.
+            # Hand what the sampler froze back to the cyclic GC, and collect it now, between runs: a second run
+            # in the same process (the district benchmark's x1 run) would otherwise keep this run's 10,000 clients
+            # for good, or pay for collecting them in the middle of its own measurements.
             gc.unfreeze()
+            gc.collect()
 
     async def _run(self) -> dict[str, Any]:
         # Lab rooms first: their agents find, identify and enroll kits while the terminals enroll. Kits read the

@@ -127,3 +127,21 @@ async def test_pool_client_completes_qos1_publishes_on_their_pubacks(bare_broker
         assert c.want_write() is False
     finally:
         await pool.close()
+
+
+async def test_tick_wheel_wakes_for_a_tick_due_before_the_one_it_waits_for() -> None:
+    # A terminal connecting later can draw a first tick earlier than everything pending (ticks start at a
+    # random point of the first interval): the wheel must not hold it until the later one.
+    wheel = TickWheel(slot_s=0.01)
+    log: list[str] = []
+    ticked = asyncio.Event()
+    late, early = _Ticking("late", log), _Ticking("early", log)
+    early.tick = lambda: (log.append("early"), ticked.set())  # type: ignore[method-assign]
+    loop = asyncio.get_running_loop()
+    wheel.schedule(late, loop.time() + 60.0)  # TickWheel and the loop both read the monotonic clock
+    wheel.schedule(early, loop.time() + 0.02)
+    try:
+        await asyncio.wait_for(ticked.wait(), 10)
+    finally:
+        wheel.stop()
+    assert log == ["early"]
