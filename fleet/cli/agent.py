@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
 import httpx
@@ -59,28 +59,47 @@ async def watcher_for(bench: int, seed: int) -> AsyncIterator[tuple[PortWatcher,
         yield PortWatcher(sim.lister), sim.reset_for
 
 
+@contextlib.asynccontextmanager
+async def edge_agent(http: httpx.AsyncClient, downloads: httpx.AsyncClient, *, school_id: int, room_id: int | None,
+                     broker: str | None, watcher: PortWatcher, reset_for: Any, health_interval: float,
+                     signing_key: str = "", clock_ms: Callable[[], int] | None = None
+                     ) -> AsyncIterator[tuple[EdgeAgent, EdgeSupervisor]]:
+    """The edge agent's parts wired together: the fleet bridge, its kit updater (rollouts) and the USB supervisor.
+
+    `labfleet agent` and the district simulator's lab rooms both run this, so simulated kits are bridged and
+    updated exactly as real ones. `downloads` must not carry the API token: image links are signed on their own.
+    """
+    agent = EdgeAgent(http, school_id=school_id, room_id=room_id, broker=broker, clock_ms=clock_ms)
+    updater = KitUpdater(downloads, clock_ms=agent.clock_ms, publish=agent._publish, signing_key=signing_key)
+    agent.updates = updater
+    supervisor = EdgeSupervisor(watcher, agent, reset_for=reset_for, health_interval=health_interval)
+    agent.supervisor = supervisor
+    updater.supervisor = supervisor
+    try:
+        yield agent, supervisor
+    finally:
+        # Mirror of setup: no more updates, every kit's port closed and its retained status set to offline
+        # (then its MQTT connection closed with a DISCONNECT, so no Last Will fires). One part failing on the way
+        # out (a kit that never connected cannot say goodbye) must not keep the others from closing.
+        for close in (updater.aclose, supervisor.aclose, agent.aclose):
+            try:
+                await close()
+            except Exception:
+                log.warning("edge agent: %s failed on the way out", close.__qualname__, exc_info=True)
+
+
 async def run_agent(*, api: str, token: str, school: str, room: str | None, broker: str | None,
                     bench: int, seed: int, health_interval: float, signing_key: str = "") -> None:
     headers = {"Authorization": f"Bearer {token}"}
     async with (httpx.AsyncClient(base_url=api, headers=headers, timeout=HTTP_TIMEOUT) as http,
                 httpx.AsyncClient() as downloads):
         school_id, room_id = await resolve(http, school, room)
-        agent = EdgeAgent(http, school_id=school_id, room_id=room_id, broker=broker)
-        updater = KitUpdater(downloads, clock_ms=agent.clock_ms, publish=agent._publish, signing_key=signing_key)
-        agent.updates = updater
-        async with watcher_for(bench, seed) as (watcher, reset_for):
-            supervisor = EdgeSupervisor(watcher, agent, reset_for=reset_for, health_interval=health_interval)
-            agent.supervisor = supervisor
-            updater.supervisor = supervisor
-            try:
-                await _until_stopped(supervisor.run())
-            finally:
-                # Mirror of setup: no more updates, every kit's port closed and its retained status set
-                # to offline (then its MQTT connection closed with a DISCONNECT, so no Last Will fires).
-                await updater.aclose()
-                await supervisor.aclose()
-                await agent.aclose()
-                log.info("edge agent stopped")
+        async with (watcher_for(bench, seed) as (watcher, reset_for),
+                    edge_agent(http, downloads, school_id=school_id, room_id=room_id, broker=broker, watcher=watcher,
+                               reset_for=reset_for, health_interval=health_interval,
+                               signing_key=signing_key) as (_agent, supervisor)):
+            await _until_stopped(supervisor.run())
+        log.info("edge agent stopped")
 
 
 async def _until_stopped(work: Coroutine[Any, Any, None]) -> None:

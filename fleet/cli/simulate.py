@@ -380,35 +380,28 @@ def edge_agents(api: str, token: str, broker: tuple[str, int],
     async def start(school_code: str, room_name: str, bench: Any, health_interval: float,
                     clock_ms: Callable[[], int]) -> AsyncIterator[Any]:
         from drivers.discovery import PortWatcher
-        from drivers.edge import EdgeSupervisor
-        from fleet.cli.agent import HTTP_TIMEOUT, resolve
-        from fleet.runtime.edge_agent import EdgeAgent
+        from fleet.cli.agent import HTTP_TIMEOUT, edge_agent, resolve
 
-        async with httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {token}"},
-                                     timeout=HTTP_TIMEOUT, transport=transport) as http:
+        # The agent of `labfleet agent`, kit updater included: a rollout to lab kits is carried out as in a lab.
+        async with (httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {token}"},
+                                      timeout=HTTP_TIMEOUT, transport=transport) as http,
+                    httpx.AsyncClient(transport=transport) as downloads):
             school_id, room_id = await resolve(http, school_code, room_name)
-            agent = EdgeAgent(http, school_id=school_id, room_id=room_id, broker=f"mqtt://{broker[0]}:{broker[1]}",
-                              clock_ms=clock_ms)
-            supervisor = EdgeSupervisor(PortWatcher(bench.lister), agent, reset_for=bench.reset_for,
-                                        health_interval=health_interval)
-            agent.supervisor = supervisor
-            task = asyncio.create_task(supervisor.run(), name=f"edge-agent:{school_code}/{room_name}")
-            try:
-                yield agent
-            finally:
-                task.cancel()
+            async with edge_agent(http, downloads, school_id=school_id, room_id=room_id,
+                                  broker=f"mqtt://{broker[0]}:{broker[1]}", watcher=PortWatcher(bench.lister),
+                                  reset_for=bench.reset_for, health_interval=health_interval,
+                                  clock_ms=clock_ms) as (agent, supervisor):
+                task = asyncio.create_task(supervisor.run(), name=f"edge-agent:{school_code}/{room_name}")
                 try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
-                except Exception:  # the agent died mid-run (a kit it could not bridge): logged, the run goes on
-                    logger.exception("edge agent for %s/%s stopped", school_code, room_name)
-                for close in (supervisor.aclose, agent.aclose):
+                    yield agent
+                finally:
+                    task.cancel()
                     try:
-                        await close()
-                    except Exception:  # a kit that never connected cannot say goodbye; the others still do
-                        logger.warning("edge agent for %s/%s: %s failed", school_code, room_name,
-                                       close.__qualname__, exc_info=True)
+                        await task
+                    except asyncio.CancelledError:
+                        pass
+                    except Exception:  # the agent died mid-run (a kit it could not bridge): logged, the run goes on
+                        logger.exception("edge agent for %s/%s stopped", school_code, room_name)
 
     return start
 

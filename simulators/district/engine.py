@@ -28,6 +28,7 @@ from simulators.district.fleetlink import Credentials, DeviceState, Enroller, Re
 from simulators.district.labs import Labs, StartAgent
 from simulators.district.mqttpool import Pool, raise_fd_limit
 from simulators.district.spec import District, Room, School, TrafficIn
+from simulators.district.tasks import cancel_and_wait
 from simulators.district.terminal import Phase, Terminal
 from simulators.district.updates import Updates
 
@@ -461,15 +462,7 @@ class Simulation:
             if task.get_name() in ("sim-prober", "sim-sampler", "sim-lag-probe"):
                 task.cancel()
         await self._settle()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception:  # a helper task's failure must not lose the report; it is logged
-                logger.exception("simulation task %s failed", task.get_name())
+        await cancel_and_wait(self._tasks)  # a helper task's failure must not lose the report; it is logged
         await self.shutdown()
         self.save_state()
         return self.outcome

@@ -1,8 +1,9 @@
 """Lab devices (robots, microcontroller kits) on real ptys, bridged to the fleet by an edge agent per lab room.
 
 The simulator owns the hardware side: one SimBench per lab room, a simulated device per robot or kit on its own
-pty, listed as a USB device. The agent side (the real edge agent, its serial drivers and its MQTT links) comes
-from a hook the `labfleet simulate` command supplies, since simulators import nothing from `fleet`. Only the
+pty, listed as a USB device. The agent side (the real edge agent, its serial drivers, its MQTT links and its kit
+updater, which carries out rollouts to the kits) comes from a hook the `labfleet simulate` command supplies, since
+simulators import nothing from `fleet`. Only the
 first `edge.labs` lab rooms of the spec get ptys: each pty device is a task and a serial session on this
 machine, so the 50 labs of a full district are bounded to a few (the rest are declared and counted only).
 

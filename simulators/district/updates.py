@@ -16,6 +16,7 @@ import httpx
 
 from fleet.domain import wire  # protocol modules only, as simulators/terminal/update.py
 from fleet.domain.update_wire import Progress, UpdateProgress, encode_progress
+from simulators.district.tasks import cancel_and_wait
 from simulators.terminal.update import SimState, SimTerminal
 
 if TYPE_CHECKING:
@@ -107,15 +108,7 @@ class Updates:
         task.add_done_callback(self._tasks.discard)
 
     async def aclose(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception:  # logged, never lost: the report is built after this
-                logger.exception("update task %s failed", task.get_name())
+        await cancel_and_wait(self._tasks)
         if self.http is not None:
             await self.http.aclose()
 

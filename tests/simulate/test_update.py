@@ -16,6 +16,8 @@ from simulators.district.spec import parse_spec
 from .harness import run, service, small_spec
 
 OLD, NEW = "1.1.0", "1.2.0"
+# The simulated robots boot the factory image; the robot-edubot-r2 profile ships 3.5.0 (firmware_profiles/artifacts).
+ROBOT_OLD, ROBOT_NEW = "1.0.0", "3.5.0"
 
 
 def _spec() -> dict[str, Any]:
@@ -72,3 +74,45 @@ async def test_rollout_updates_simulated_terminals_over_http_range_end_to_end(sq
     assert up["progress_reports"]["succeeded"] == len(serials)
     assert {"downloading", "downloaded", "installing", "rebooting"} <= set(up["progress_reports"])
     assert report["accounting"]["lost"] == 0 and report["accounting"]["duplicated"] == 0
+
+
+async def test_rollout_to_lab_robots_is_carried_out_by_the_simulated_labs_edge_agent(sqlite_url: str,
+                                                                                     tmp_path: Path) -> None:
+    """The lab rooms' agents are the production agent, KitUpdater included: an `update` for a robot is downloaded,
+    flashed into the simulated robot's inactive slot over its pty, trial-booted, confirmed and reported."""
+    spec = small_spec()
+    spec["start"] = "2026-09-07T07:00:00"  # an hour before the first lesson: updates are allowed
+    spec["schools"] = spec["schools"][:1]  # TS1: two classrooms and a lab with two robots
+    spec["edge"] = {"labs": 1, "health_interval_s": 30}
+    d = parse_spec(spec, "kits.yaml")
+    robots = [dev.serial for _s, _r, dev in d.devices() if dev.transport == "serial"]
+    assert len(robots) == 2
+    async with service(sqlite_url, tmp_path) as sut:
+        assert sut.sessions is not None
+        readback = DbReadBack(sut.sessions)
+        sim = asyncio.create_task(run(sut, d, ("bell-storm",), duration_s=40.0))
+        async with httpx.AsyncClient(base_url=sut.api, headers={"Authorization": f"Bearer {sut.token}"}) as http:
+            async def robots_on_factory_image() -> bool:
+                states = await readback.device_states(robots)
+                return len(states) == len(robots) and all(s.firmware == ROBOT_OLD for s in states.values())
+
+            await _poll(robots_on_factory_image, 20)
+            models = (await http.get("/api/v1/device-models", params={"limit": 500})).json()["items"]
+            model_id = next(m["id"] for m in models if m["model_number"] == "SIM-R1")
+            assert (await http.post("/api/v1/artifacts/import", json={"source": "profiles"})).status_code == 201
+            r = await http.post("/api/v1/rollouts", json={
+                "name": "lab robots to 3.5.0", "model_id": model_id, "target_version": ROBOT_NEW,
+                "groups": {"canary_size": 1, "strategy": "per_school"}})
+            assert r.status_code == 201, r.text
+            rollout = r.json()["id"]
+
+            async def completed() -> bool:
+                got = (await http.get(f"/api/v1/rollouts/{rollout}")).json()
+                assert got["state"] not in ("paused", "failed", "cancelled"), got
+                return bool(got["state"] == "completed")
+
+            await _poll(completed, 30)
+        report = await sim
+        states = await readback.device_states(robots)
+    assert {s.firmware for s in states.values()} == {ROBOT_NEW}  # as the agent read it back from the robots
+    assert report["labs"]["bridged_by_agent"] == 2 and not report["labs"]["agent_failures"]
