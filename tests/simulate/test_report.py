@@ -59,3 +59,24 @@ async def test_report_json_and_static_html_have_the_figures_charts_and_verdict(s
     assert shape.scripts == 0  # static: no JavaScript
     text = reports.text(r)
     assert "sequence accounting" in text and "verdict:" in text
+    # Offered against ingested, read back from the service while the run went on.
+    assert data["load"]["offered_msg_per_s"] is not None and data["load"]["ingested_msg_per_s"] is not None
+    assert all(p["backlog"] >= 0 and "loop_lag_s" in p for p in data["series"] if "backlog" in p)
+    assert "load after the storm" in text
+
+
+def test_load_section_sets_offered_against_ingested_after_the_storm_and_on_a_real_clock() -> None:
+    series = [
+        {"online": 5, "connects_per_s": 5, "published_per_s": 50, "acked_per_s": 40, "ingested_per_s": 10,
+         "backlog": 30, "loop_lag_s": 0.5},  # the storm: left out of the steady figures
+        {"online": 10, "connects_per_s": 0, "published_per_s": 200, "acked_per_s": 200, "ingested_per_s": 150,
+         "backlog": 80, "loop_lag_s": 0.01},
+        {"online": 10, "connects_per_s": 0, "published_per_s": 100, "acked_per_s": 100, "ingested_per_s": 130,
+         "backlog": 50, "loop_lag_s": 0.02},
+    ]
+    ld = reports.load_section(series, speed=20)
+    assert ld["steady_samples"] == 2
+    assert (ld["offered_msg_per_s"], ld["real_clock_msg_per_s"]) == (150.0, 7.5)
+    assert (ld["acked_msg_per_s"], ld["ingested_msg_per_s"]) == (150.0, 140.0)
+    assert (ld["backlog_max"], ld["backlog_end"]) == (80, 50)
+    assert ld["loop_lag_max_s"] == 0.5  # the loop's lag counts over the whole run
