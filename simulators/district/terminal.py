@@ -164,7 +164,9 @@ class Terminal:
 
     # ---------------------------------------------------------------- connection
     def wake(self) -> None:
-        if self.phase not in (Phase.ASLEEP, Phase.BACKOFF, Phase.DARK):
+        # Once the run is over (frozen) nobody reconnects: a terminal back from a reboot after the service was
+        # read would resend and be acknowledged after the accounting, and count as lost.
+        if self.phase not in (Phase.ASLEEP, Phase.BACKOFF, Phase.DARK) or self.sim.frozen:
             return
         self.sim.connect_queue.append(self)
         self.phase = Phase.CONNECTING
@@ -219,7 +221,7 @@ class Terminal:
         assert c is not None
         c.subscribe(self.topic("cmd"), qos=1)
         self._publish_raw("status", {"v": 1, "state": "online", "ts": self.sim.clock.now_ms()}, retain=True)
-        if self.boots == 0:
+        if self.boots == 0 and not self.sim.frozen:  # no new sequence numbers once the run is accounted
             self.boots = 1
             self.event("boot")
         self.schedule_tick(first=True)
