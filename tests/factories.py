@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
+from fleet.app import create_app
+from fleet.domain.clock import FakeClock
+from fleet.runtime.plane import device_plane_hook
+from fleet.settings import Settings
 from tests.conftest import Api
+
+
+@contextlib.asynccontextmanager
+async def plane_api(settings: Settings, clock: FakeClock) -> AsyncIterator[Api]:
+    """The whole app with its device plane (broker from `settings`, ingest connected), driven through the API;
+    `api.port` is the broker's device port."""
+    app = create_app(settings, clock=clock, migrate=False, runtime_hooks=[device_plane_hook])
+    async with app.router.lifespan_context(app):
+        await app.state.fleet.extras["plane"].ingest.wait_connected()
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            api = Api(client=client, sessions=app.state.fleet.sessions, clock=clock)
+            api.port = settings.mqtt.listen_port  # type: ignore[attr-defined]
+            yield api
 
 
 @dataclass

@@ -11,15 +11,13 @@ import pytest
 
 from drivers.discovery import PortWatcher
 from drivers.edge import EdgeSupervisor
-from fleet.app import create_app
 from fleet.domain.clock import FakeClock
 from fleet.runtime.brokers import free_port
 from fleet.runtime.edge_agent import EdgeAgent
-from fleet.runtime.plane import device_plane_hook
 from simulators.serial.bench import SimBench
 from simulators.serial.robot import RobotSim
 from tests.conftest import Api, make_settings
-from tests.factories import build_world, post
+from tests.factories import build_world, plane_api, post
 from tests.mqtt.mqtt_plane import wait_until
 
 V1 = "/api/v1"
@@ -29,13 +27,8 @@ V1 = "/api/v1"
 async def live_api(sqlite_url: str, clock: FakeClock) -> AsyncIterator[Api]:
     settings = make_settings(sqlite_url, mqtt={"broker": "embedded", "listen_port": free_port(),
                                                "ingest_batch_ms": 20})
-    app = create_app(settings, clock=clock, migrate=False, runtime_hooks=[device_plane_hook])
-    async with app.router.lifespan_context(app):
-        await app.state.fleet.extras["plane"].ingest.wait_connected()
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-            api = Api(client=client, sessions=app.state.fleet.sessions, clock=clock)
-            api.port = settings.mqtt.listen_port  # type: ignore[attr-defined]
-            yield api
+    async with plane_api(settings, clock) as api:
+        yield api
 
 
 async def test_edge_agent_bridges_a_simulated_kit_online_telemetry_and_reboot(live_api: Api,

@@ -12,17 +12,15 @@ import pytest
 
 from drivers.discovery import PortWatcher
 from drivers.edge import EdgeSupervisor
-from fleet.app import create_app
 from fleet.domain.clock import FakeClock
 from fleet.runtime.brokers import free_port
 from fleet.runtime.edge_agent import EdgeAgent
-from fleet.runtime.plane import device_plane_hook
 from simulators.serial.bench import SimBench
 from simulators.serial.firmata import FirmataSim
 from simulators.serial.micropython import MicroPythonSim
 from simulators.serial.robot import RobotSim
 from tests.conftest import Api, make_settings
-from tests.factories import build_world, post
+from tests.factories import build_world, plane_api, post
 from tests.mqtt.mqtt_plane import need_mosquitto, wait_until
 
 V1 = "/api/v1"
@@ -35,13 +33,8 @@ async def mosquitto_api(sqlite_url: str, clock: FakeClock, tmp_path: Path) -> As
     need_mosquitto()
     settings = make_settings(sqlite_url, mqtt={"broker": "mosquitto", "listen_port": free_port(),
                                                "data_dir": str(tmp_path / "mq"), "ingest_batch_ms": 20})
-    app = create_app(settings, clock=clock, migrate=False, runtime_hooks=[device_plane_hook])
-    async with app.router.lifespan_context(app):
-        await app.state.fleet.extras["plane"].ingest.wait_connected()
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-            api = Api(client=client, sessions=app.state.fleet.sessions, clock=clock)
-            api.port = settings.mqtt.listen_port  # type: ignore[attr-defined]
-            yield api
+    async with plane_api(settings, clock) as api:
+        yield api
 
 
 async def test_kits_of_every_family_log_in_to_managed_mosquitto_and_come_online(mosquitto_api: Api,
