@@ -10,6 +10,7 @@ broker's listen backlog is not full, so the pool bounds how many connects wait f
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import resource
 import socket
@@ -39,6 +40,11 @@ CONNECT_TIMEOUT_S = 5.0
 # QoS 1 messages in flight per terminal: a terminal sends one message a minute, so 20 (paho's default) is
 # plenty; a larger window would only hide a stalled broker.
 MAX_INFLIGHT = 20
+# select() cannot watch a file descriptor at or above FD_SETSIZE (1024 on Linux): paho's own network thread
+# (loop_start, used by the lab rooms' edge agents in this process) gets "filedescriptor out of range" there,
+# counts it as a lost connection and never sees a CONNACK. The pool's sockets, driven by the asyncio loop
+# (epoll), are moved to numbers from here up, so 10,000 terminals leave the low numbers to select() users.
+SELECT_FD_LIMIT = 1024
 
 
 def raise_fd_limit(wanted: int) -> int:
@@ -75,6 +81,24 @@ class PoolClient(paho.Client):
             if mid in self._out_messages:
                 return self._do_on_publish(mid, _PUBACK_OK, _NO_PROPERTIES)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _create_socket_connection(self) -> socket.socket:
+        # paho 2.x's one hook where its TCP socket is made (pinned <3: re-check on a paho upgrade).
+        return above_select_range(super()._create_socket_connection())
+
+
+def above_select_range(sock: socket.socket) -> socket.socket:
+    """The same connection on a file descriptor >= SELECT_FD_LIMIT (the socket itself when none is free)."""
+    if sock.fileno() >= SELECT_FD_LIMIT:
+        return sock
+    try:
+        high = fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD_CLOEXEC, SELECT_FD_LIMIT)
+    except OSError:  # the fd limit is below SELECT_FD_LIMIT or reached: keep the low number, as before
+        return sock
+    moved = socket.socket(fileno=high)
+    moved.settimeout(sock.gettimeout())
+    sock.close()
+    return moved
 
 
 class Pool:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from fleet.domain import wire
 from fleet.runtime.brokers import free_port, wait_for_port
 from simulators.district.engine import TickWheel
-from simulators.district.mqttpool import Pool
+from simulators.district.mqttpool import SELECT_FD_LIMIT, Pool, raise_fd_limit
 from simulators.district.terminal import heartbeat_payload, telemetry_payload
 
 from ..conftest import need_external
@@ -125,6 +125,44 @@ async def test_pool_client_completes_qos1_publishes_on_their_pubacks(bare_broker
         assert sorted(seen) == sorted(i.mid for i in infos)
         assert all(i.is_published() for i in infos)
         assert c.want_write() is False
+    finally:
+        await pool.close()
+
+
+async def test_pool_sockets_sit_above_select_range_so_a_lab_agent_in_the_process_can_still_connect(
+        bare_broker: int) -> None:
+    """10,000 terminals took every file descriptor below 1024, so the lab agents' paho clients (whose network
+    thread runs select()) got one above it, never saw a CONNACK, and in the benchmark's x1 run only the 2-4 kits
+    bridged before the bell storm came online. The pool's sockets live above select()'s range instead."""
+    raise_fd_limit(SELECT_FD_LIMIT + 256)
+    pool = Pool("127.0.0.1", bare_broker)
+    pool.start()
+    connected = asyncio.Event()
+
+    def on_connect(c: paho.Client, u: object, f: object, rc: object, p: object) -> None:
+        pool.connecting.release()
+        connected.set()
+
+    c = pool.new_client("gen-fd", "gen-fd", "x")
+    c.on_connect = on_connect
+    await pool.connecting.acquire()
+    assert pool.connect(c, "gen/fd/status", b"offline") == paho.MQTT_ERR_SUCCESS
+    try:
+        await asyncio.wait_for(connected.wait(), 10)
+        sock = c.socket()
+        assert sock is not None and sock.fileno() >= SELECT_FD_LIMIT
+        # A select()-driven client (as the edge agent runs, loop_start) still gets a low descriptor and connects.
+        agent_side = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="agent-side")
+        agent_up = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        agent_side.on_connect = lambda *_a: loop.call_soon_threadsafe(agent_up.set)
+        agent_side.connect("127.0.0.1", bare_broker)
+        agent_side.loop_start()
+        try:
+            await asyncio.wait_for(agent_up.wait(), 10)
+        finally:
+            agent_side.disconnect()
+            agent_side.loop_stop()
     finally:
         await pool.close()
 
