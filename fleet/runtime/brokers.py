@@ -178,7 +178,7 @@ class _AuthFirstBroker(_AmqttBroker):  # type: ignore[misc,valid-type]
         except _AmqttMQTTError:
             await writer.close()
             raise
-        if not await self._authenticate(session, None):
+        if not await super()._authenticate(session, None):
             connack = _ConnackPacket.build(0, _NOT_AUTHORIZED)
             with contextlib.suppress(Exception):  # the client may be gone already; it is refused either way
                 await connack.to_stream(writer)
@@ -202,7 +202,16 @@ class _AuthFirstBroker(_AmqttBroker):  # type: ignore[misc,valid-type]
         delay = self.config.get("timeout-disconnect-delay", 0)
         if session.keep_alive > 0 and isinstance(delay, int):
             session.keep_alive += delay
+        session.labfleet_authenticated = True
         return handler, session
+
+    async def _authenticate(self, session: Any, listener: Any) -> bool:
+        # amqtt authenticates again right after _initialize_client_session (its only caller of this): the
+        # CONNECT was checked above, so that second database lookup and password check is skipped once.
+        if getattr(session, "labfleet_authenticated", False):
+            session.labfleet_authenticated = False
+            return True
+        return await super()._authenticate(session, listener)
 
 
 class EmbeddedBroker:
