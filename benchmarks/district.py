@@ -49,8 +49,21 @@ SPEC = Path(__file__).resolve().parents[1] / "simulators" / "districts" / "rollo
 # Messages in the bare receive-rate baseline: ~5 s of stream at paho's QoS 1 ceiling, enough for a stable rate.
 BASELINE_MESSAGES = 50_000
 # A 150-byte telemetry-shaped payload, as in the design document's baselines.
-PAYLOAD = json.dumps({"v": 1, "seq": 1042, "ts": 1788764400000, "battery": 81, "charging": False, "temp_c": 38.5,
-                      "storage_pct": 61.2, "fw": "2.4.1", "up": 52311, "down": 1203344, "rssi": -58})
+PAYLOAD = json.dumps(
+    {
+        "v": 1,
+        "seq": 1042,
+        "ts": 1788764400000,
+        "battery": 81,
+        "charging": False,
+        "temp_c": 38.5,
+        "storage_pct": 61.2,
+        "fw": "2.4.1",
+        "up": 52311,
+        "down": 1203344,
+        "rssi": -58,
+    }
+)
 # The x1 run starts 10 s before the third lesson (10:00), after the x20 run's simulated half hour.
 REAL_START = datetime(2026, 9, 7, 9, 59, 50)
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -61,14 +74,17 @@ def bare_mosquitto(tmp: Path, fds: int) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     conf = tmp / "bare.conf"
     user = "user root\n" if os.geteuid() == 0 else ""
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\n"
-                    f"max_inflight_messages 1000\nmax_queued_messages 200000\n{user}")
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\n"
+        f"max_inflight_messages 1000\nmax_queued_messages 200000\n{user}"
+    )
 
     def limits() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (fds, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            preexec_fn=limits)
+    proc = subprocess.Popen(
+        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=limits
+    )
     return proc, port
 
 
@@ -102,7 +118,11 @@ async def baseline_connects(port: int, n: int) -> dict[str, float]:
     wall = time.monotonic() - t0
     await pool.close()
     latencies.sort()
-    return {"connects_per_s": n / wall, "wall_s": wall, "connack_p99_s": latencies[int(len(latencies) * 0.99) - 1]}
+    return {
+        "connects_per_s": n / wall,
+        "wall_s": wall,
+        "connack_p99_s": latencies[int(len(latencies) * 0.99) - 1],
+    }
 
 
 def baseline_receive(port: int) -> float:
@@ -127,8 +147,12 @@ def baseline_receive(port: int) -> float:
     sub.subscribe("bench/#", qos=1)
     sub.loop_start()
     time.sleep(0.3)
-    pub = subprocess.Popen([MOSQUITTO_PUB, "-h", "127.0.0.1", "-p", str(port), "-t", "bench/t", "-q", "1", "-l"],
-                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pub = subprocess.Popen(
+        [MOSQUITTO_PUB, "-h", "127.0.0.1", "-p", str(port), "-t", "bench/t", "-q", "1", "-l"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     assert pub.stdin is not None
     pub.stdin.write(((PAYLOAD + "\n") * BASELINE_MESSAGES).encode())
     pub.stdin.close()
@@ -149,8 +173,9 @@ async def main() -> None:
     # The x20 run offers 20 times the district's real message rate (every terminal's minute of telemetry in
     # 3 s): the stress and capacity figures. Publish-to-state is a real-time promise, so it is also measured
     # with the same fleet on a real clock, at the rate a real lesson offers.
-    ap.add_argument("--real-duration", type=float, default=60.0,
-                    help="real seconds of a second run at x1 (0: skip)")
+    ap.add_argument(
+        "--real-duration", type=float, default=60.0, help="real seconds of a second run at x1 (0: skip)"
+    )
     args = ap.parse_args()
     district = load_spec(SPEC)
     n = district.count("terminal")
@@ -166,9 +191,12 @@ async def main() -> None:
         finally:
             bare.terminate()
             bare.wait(20)
-        print(f"baseline (bare mosquitto): {base_conn['connects_per_s']:.0f} connects/s, {n} in "
-              f"{base_conn['wall_s']:.1f} s, CONNACK p99 {base_conn['connack_p99_s'] * 1000:.0f} ms; "
-              f"plain paho QoS 1 receive {base_rx:.0f} msg/s", flush=True)
+        print(
+            f"baseline (bare mosquitto): {base_conn['connects_per_s']:.0f} connects/s, {n} in "
+            f"{base_conn['wall_s']:.1f} s, CONNACK p99 {base_conn['connack_p99_s'] * 1000:.0f} ms; "
+            f"plain paho QoS 1 receive {base_rx:.0f} msg/s",
+            flush=True,
+        )
 
         # ---------------------------------------------------------------- the district
         db = f"sqlite+aiosqlite:///{tmp / 'district.db'}"
@@ -182,15 +210,25 @@ async def main() -> None:
                     got["broker"] = b
                 return got
 
-            state = tmp / "simulate.state.json"  # credentials and seq marks carried from the x20 run to the x1 run
+            state = (
+                tmp / "simulate.state.json"
+            )  # credentials and seq marks carried from the x20 run to the x1 run
 
             async def run(d: District, duration: float, speed: float | None) -> dict[str, Any]:
-                return await simulate(d, ("bell-storm", "lesson-peak"), api=child.info.api,
-                                      token=child.info.token, broker=(child.info.broker_host, child.info.broker_port),
-                                      database_url=db, duration_s=duration, speed=speed,
-                                      controls=Controls(ctl.sync_credentials, ctl.restart_broker, ctl.set_clock, pids),
-                                      progress=lambda m: print("  " + m, flush=True), enroll=args.enroll,
-                                      state_file=state)
+                return await simulate(
+                    d,
+                    ("bell-storm", "lesson-peak"),
+                    api=child.info.api,
+                    token=child.info.token,
+                    broker=(child.info.broker_host, child.info.broker_port),
+                    database_url=db,
+                    duration_s=duration,
+                    speed=speed,
+                    controls=Controls(ctl.sync_credentials, ctl.restart_broker, ctl.set_clock, pids),
+                    progress=lambda m: print("  " + m, flush=True),
+                    enroll=args.enroll,
+                    state_file=state,
+                )
 
             try:
                 r = await run(district, args.duration, None)
@@ -218,32 +256,45 @@ async def main() -> None:
     storm = c["storm_wall_s"] or 0.0
     # The lesson peak: the second half of the run, when the storm is over and every terminal is in class.
     series = r["series"]
-    peak = series[len(series) // 2:]
+    peak = series[len(series) // 2 :]
     ingest_rate = sum(p["acked_per_s"] for p in peak) / len(peak) if peak else 0.0
     svc_cpu = sum((v or {}).get("cpu_mean") or 0 for k, v in res.items() if k in ("service", "broker"))
     figures = {
-        "terminals": n, "connected": c["connected"], "enroll_success": e["success_ratio"], "enroll_per_s": e["per_s"],
-        "connects_per_s": c["connects_per_s_mean"], "bare_connects_per_s": round(base_conn["connects_per_s"], 1),
+        "terminals": n,
+        "connected": c["connected"],
+        "enroll_success": e["success_ratio"],
+        "enroll_per_s": e["per_s"],
+        "connects_per_s": c["connects_per_s_mean"],
+        "bare_connects_per_s": round(base_conn["connects_per_s"], 1),
         "connects_ratio": round((c["connects_per_s_mean"] or 0) / base_conn["connects_per_s"], 3),
-        "storm_wall_s": storm, "bare_connect_wall_s": round(base_conn["wall_s"], 2),
+        "storm_wall_s": storm,
+        "bare_connect_wall_s": round(base_conn["wall_s"], 2),
         "p99_connect_to_online_s": c["connect_to_online_p99_s"],
         "bare_connack_p99_s": round(base_conn["connack_p99_s"], 3),
-        "lesson_peak_ingest_msg_per_s": round(ingest_rate, 1), "bare_receive_msg_per_s": round(base_rx, 1),
+        "lesson_peak_ingest_msg_per_s": round(ingest_rate, 1),
+        "bare_receive_msg_per_s": round(base_rx, 1),
         "ingest_ratio": round(ingest_rate / base_rx, 3) if base_rx else None,
         # Offered (published) against what the service committed, after the storm; the ingest backlog is
         # acknowledged by the broker and not yet committed by the service.
-        "offered_msg_per_s": r["load"]["offered_msg_per_s"], "real_clock_msg_per_s": r["load"]["real_clock_msg_per_s"],
-        "service_ingested_msg_per_s": r["load"]["ingested_msg_per_s"], "ingest_backlog_max": r["load"]["backlog_max"],
+        "offered_msg_per_s": r["load"]["offered_msg_per_s"],
+        "real_clock_msg_per_s": r["load"]["real_clock_msg_per_s"],
+        "service_ingested_msg_per_s": r["load"]["ingested_msg_per_s"],
+        "ingest_backlog_max": r["load"]["backlog_max"],
         "generator_loop_lag_max_s": r["load"]["loop_lag_max_s"],
-        "sent": a["sent"], "ingested": a["ingested"], "lost": a["lost"], "duplicated": a["duplicated"],
+        "sent": a["sent"],
+        "ingested": a["ingested"],
+        "lost": a["lost"],
+        "duplicated": a["duplicated"],
         "p50_publish_to_state_s": r["publish_to_state"]["p50_s"],
         "p99_publish_to_state_s": r["publish_to_state"]["p99_s"],
-        "generator_cpu": res.get("sim", {}).get("cpu_mean"), "service_and_broker_cpu": round(svc_cpu, 3),
+        "generator_cpu": res.get("sim", {}).get("cpu_mean"),
+        "service_and_broker_cpu": round(svc_cpu, 3),
         "generator_vs_service_cpu": res.get("generator_vs_service_cpu"),
         "generator_rss_mb": res.get("sim", {}).get("rss_max_mb"),
         "service_rss_mb": res.get("service", {}).get("rss_max_mb"),
         "broker_rss_mb": res.get("broker", {}).get("rss_max_mb"),
-        "lab_devices_on_ptys": r["labs"]["on_ptys"], "lab_devices_online": r["labs"]["online_at_end"],
+        "lab_devices_on_ptys": r["labs"]["on_ptys"],
+        "lab_devices_online": r["labs"]["online_at_end"],
         # The machine is shared: other processes' load at the end of the run, for reading the figures.
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "verdict": r["verdict"]["result"],
@@ -251,27 +302,42 @@ async def main() -> None:
     if real is not None:
         ra, rl = real["accounting"], real["load"]
         figures["real_clock_run"] = {
-            "speed": 1, "connected": real["connections"]["connected"], "storm_wall_s": real["connections"]["storm_wall_s"],
-            "offered_msg_per_s": rl["offered_msg_per_s"], "service_ingested_msg_per_s": rl["ingested_msg_per_s"],
-            "ingest_backlog_max": rl["backlog_max"], "generator_loop_lag_max_s": rl["loop_lag_max_s"],
-            "sent": ra["sent"], "lost": ra["lost"], "duplicated": ra["duplicated"],
+            "speed": 1,
+            "connected": real["connections"]["connected"],
+            "storm_wall_s": real["connections"]["storm_wall_s"],
+            "offered_msg_per_s": rl["offered_msg_per_s"],
+            "service_ingested_msg_per_s": rl["ingested_msg_per_s"],
+            "ingest_backlog_max": rl["backlog_max"],
+            "generator_loop_lag_max_s": rl["loop_lag_max_s"],
+            "sent": ra["sent"],
+            "lost": ra["lost"],
+            "duplicated": ra["duplicated"],
             "p50_publish_to_state_s": real["publish_to_state"]["p50_s"],
-            "p99_publish_to_state_s": real["publish_to_state"]["p99_s"], "probes": real["publish_to_state"]["samples"],
+            "p99_publish_to_state_s": real["publish_to_state"]["p99_s"],
+            "probes": real["publish_to_state"]["samples"],
             "generator_vs_service_cpu": real["resources"].get("generator_vs_service_cpu"),
-            "verdict": real["verdict"]["result"], "failed": real["verdict"]["failed"]}
-    print(f"connects/s {figures['connects_per_s']} (x{figures['connects_ratio']} of bare), storm wall "
-          f"{storm} s (bare {figures['bare_connect_wall_s']} s), p99 connect-to-online "
-          f"{figures['p99_connect_to_online_s']} s; lesson-peak ingest {figures['lesson_peak_ingest_msg_per_s']} msg/s "
-          f"(x{figures['ingest_ratio']} of bare receive), lost {a['lost']}, duplicated {a['duplicated']}")
-    print(f"enrollment ({args.enroll}): {e['per_s']}/s, success {e['success_ratio']}; generator CPU "
-          f"{figures['generator_cpu']} cores vs service + broker {figures['service_and_broker_cpu']} "
-          f"(ratio {figures['generator_vs_service_cpu']}); lab devices online through the edge agent "
-          f"{figures['lab_devices_online']}/{figures['lab_devices_on_ptys']}")
+            "verdict": real["verdict"]["result"],
+            "failed": real["verdict"]["failed"],
+        }
+    print(
+        f"connects/s {figures['connects_per_s']} (x{figures['connects_ratio']} of bare), storm wall "
+        f"{storm} s (bare {figures['bare_connect_wall_s']} s), p99 connect-to-online "
+        f"{figures['p99_connect_to_online_s']} s; lesson-peak ingest {figures['lesson_peak_ingest_msg_per_s']} msg/s "
+        f"(x{figures['ingest_ratio']} of bare receive), lost {a['lost']}, duplicated {a['duplicated']}"
+    )
+    print(
+        f"enrollment ({args.enroll}): {e['per_s']}/s, success {e['success_ratio']}; generator CPU "
+        f"{figures['generator_cpu']} cores vs service + broker {figures['service_and_broker_cpu']} "
+        f"(ratio {figures['generator_vs_service_cpu']}); lab devices online through the edge agent "
+        f"{figures['lab_devices_online']}/{figures['lab_devices_on_ptys']}"
+    )
     if real is not None:
         x1 = figures["real_clock_run"]
-        print(f"on a real clock (x1, {args.real_duration:g} s): offered {x1['offered_msg_per_s']} msg/s, "
-              f"publish-to-state p50 {x1['p50_publish_to_state_s']} s, p99 {x1['p99_publish_to_state_s']} s over "
-              f"{x1['probes']} probes, lost {x1['lost']}, duplicated {x1['duplicated']}; verdict {x1['verdict']}")
+        print(
+            f"on a real clock (x1, {args.real_duration:g} s): offered {x1['offered_msg_per_s']} msg/s, "
+            f"publish-to-state p50 {x1['p50_publish_to_state_s']} s, p99 {x1['p99_publish_to_state_s']} s over "
+            f"{x1['probes']} probes, lost {x1['lost']}, duplicated {x1['duplicated']}; verdict {x1['verdict']}"
+        )
     print(json.dumps(figures))
 
 

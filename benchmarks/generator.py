@@ -26,12 +26,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.district import SPEC, bare_mosquitto  # noqa: E402
-from fleet.runtime.brokers import wait_for_port  # noqa: E402
-from simulators.district.engine import Hooks, Simulation  # noqa: E402
-from simulators.district.fleetlink import Credentials  # noqa: E402
-from simulators.district.mqttpool import raise_fd_limit  # noqa: E402
-from simulators.district.spec import load_spec  # noqa: E402
+from benchmarks.district import SPEC, bare_mosquitto
+from fleet.runtime.brokers import wait_for_port
+from simulators.district.engine import Hooks, Simulation
+from simulators.district.fleetlink import Credentials
+from simulators.district.mqttpool import raise_fd_limit
+from simulators.district.spec import load_spec
 
 
 class AnyoneEnroller:
@@ -72,9 +72,15 @@ async def main() -> None:
         await wait_for_port("127.0.0.1", port, 10, None)
         # No lab rooms: they need the service's API; this measures the terminals only.
         district = dataclasses.replace(district, edge=district.edge.model_copy(update={"labs": 0}))
-        sim = Simulation(district, broker=("127.0.0.1", port), enroller=AnyoneEnroller(), readback=None,
-                         scenarios=("bell-storm", "lesson-peak"), duration_s=args.duration,
-                         hooks=Hooks(service_pids=lambda: {"broker": broker.pid}))
+        sim = Simulation(
+            district,
+            broker=("127.0.0.1", port),
+            enroller=AnyoneEnroller(),
+            readback=None,
+            scenarios=("bell-storm", "lesson-peak"),
+            duration_s=args.duration,
+            hooks=Hooks(service_pids=lambda: {"broker": broker.pid}),
+        )
         if prof is not None:
             prof.enable()
         await sim.run()
@@ -96,23 +102,33 @@ async def main() -> None:
     storm = max(st.connect_times[:n]) if st.connect_times else None
     storm_cpu = mean([p["sim_cpu"] for p in series if p["online"] < 0.99 * n])
     figures: dict[str, Any] = {
-        "benchmark": "generator", "terminals": n, "connected": len(st.connack_mono),
-        "storm_wall_s": round(storm, 2) if storm else None, "storm_generator_cpu": round(storm_cpu, 3),
-        "peak_seconds": len(peak), "peak_published_per_s": round(rate, 1), "peak_acked_per_s": round(acked, 1),
-        "peak_generator_cpu": round(gen, 3), "peak_broker_cpu": round(brk, 3),
+        "benchmark": "generator",
+        "terminals": n,
+        "connected": len(st.connack_mono),
+        "storm_wall_s": round(storm, 2) if storm else None,
+        "storm_generator_cpu": round(storm_cpu, 3),
+        "peak_seconds": len(peak),
+        "peak_published_per_s": round(rate, 1),
+        "peak_acked_per_s": round(acked, 1),
+        "peak_generator_cpu": round(gen, 3),
+        "peak_broker_cpu": round(brk, 3),
         "generator_vs_broker_cpu": round(gen / brk, 3) if brk else None,
         "generator_us_per_msg": round(gen / rate * 1e6, 1) if rate else None,
         "broker_us_per_msg": round(brk / rate * 1e6, 1) if rate else None,
-        "sent": sum(t.counters.sent for t in sim.terminals), "acked": st.acked,
+        "sent": sum(t.counters.sent for t in sim.terminals),
+        "acked": st.acked,
         "generator_rss_mb": max((p["sim_rss_mb"] for p in series), default=None),
-        "gc_full_collections": len(pauses[2]), "gc_full_pause_max_s": round(max(pauses[2], default=0.0), 3),
+        "gc_full_collections": len(pauses[2]),
+        "gc_full_pause_max_s": round(max(pauses[2], default=0.0), 3),
         "gc_pause_total_s": round(sum(sum(v) for v in pauses.values()), 2),
         "loop_lag_max_s": max((p.get("loop_lag_s", 0.0) for p in series), default=None),
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
-    print(f"storm {figures['storm_wall_s']} s; lesson peak {rate:.0f} msg/s offered, {acked:.0f}/s acked; generator "
-          f"{gen:.3f} cores ({figures['generator_us_per_msg']} us/msg) vs bare broker {brk:.3f} cores "
-          f"({figures['broker_us_per_msg']} us/msg): ratio {figures['generator_vs_broker_cpu']}")
+    print(
+        f"storm {figures['storm_wall_s']} s; lesson peak {rate:.0f} msg/s offered, {acked:.0f}/s acked; generator "
+        f"{gen:.3f} cores ({figures['generator_us_per_msg']} us/msg) vs bare broker {brk:.3f} cores "
+        f"({figures['broker_us_per_msg']} us/msg): ratio {figures['generator_vs_broker_cpu']}"
+    )
     print(json.dumps(figures))
 
 

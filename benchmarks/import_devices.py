@@ -18,12 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fleet.domain.clock import SystemClock  # noqa: E402
-from fleet.domain.permissions import SYSTEM  # noqa: E402
-from fleet.persistence.db import create_engine, session_factory, unit_of_work, upgrade_sync  # noqa: E402
-from fleet.services import imports  # noqa: E402
-from fleet.services.inventory import DeviceModelService, DistrictService, RoomService, SchoolService  # noqa: E402
-from tests.csvgen import delivery_csv  # noqa: E402
+from fleet.domain.clock import SystemClock
+from fleet.domain.permissions import SYSTEM
+from fleet.persistence.db import create_engine, session_factory, unit_of_work, upgrade_sync
+from fleet.services import imports
+from fleet.services.inventory import DeviceModelService, DistrictService, RoomService, SchoolService
+from tests.csvgen import delivery_csv
 
 ROWS = 10_000
 TARGET_ROWS_PER_S = 2_000
@@ -34,13 +34,30 @@ async def setup(url: str) -> None:
     clock = SystemClock()
     async with unit_of_work(session_factory(engine)) as s:
         d = await DistrictService(s, SYSTEM, clock).create({"name": "Bench"})
-        school = await SchoolService(s, SYSTEM, clock).create({"district_id": d.id, "code": "school-a", "name": "A",
-                                                               "uplink_mbps": 100, "timezone": "UTC"})
-        await RoomService(s, SYSTEM, clock).create({"school_id": school.id, "name": "Room 1",
-                                                    "kind": "smart_classroom", "tier": None, "capacity": 30})
-        await DeviceModelService(s, SYSTEM, clock).create({
-            "vendor": "EduTech", "model_number": "LT-100", "kind": "terminal", "transport": "mqtt",
-            "unit_price": Decimal("329.00"), "warranty_months": 36, "supplier": "S", "profile_key": None})
+        school = await SchoolService(s, SYSTEM, clock).create(
+            {"district_id": d.id, "code": "school-a", "name": "A", "uplink_mbps": 100, "timezone": "UTC"}
+        )
+        await RoomService(s, SYSTEM, clock).create(
+            {
+                "school_id": school.id,
+                "name": "Room 1",
+                "kind": "smart_classroom",
+                "tier": None,
+                "capacity": 30,
+            }
+        )
+        await DeviceModelService(s, SYSTEM, clock).create(
+            {
+                "vendor": "EduTech",
+                "model_number": "LT-100",
+                "kind": "terminal",
+                "transport": "mqtt",
+                "unit_price": Decimal("329.00"),
+                "warranty_months": 36,
+                "supplier": "S",
+                "profile_key": None,
+            }
+        )
     await engine.dispose()
 
 
@@ -57,15 +74,35 @@ async def run_import(url: str, text: str) -> float:
 
 def raw_floor(path: Path) -> float:
     now = datetime.now(UTC).isoformat()
-    rows = [("EduTech", f"RAW-{i}", f"RAW-TAG-{i}", 1, 1, 1, "received", "PO-1", "2026-08-01", "329.00", "grant",
-             "owned", now, now) for i in range(ROWS)]
+    rows = [
+        (
+            "EduTech",
+            f"RAW-{i}",
+            f"RAW-TAG-{i}",
+            1,
+            1,
+            1,
+            "received",
+            "PO-1",
+            "2026-08-01",
+            "329.00",
+            "grant",
+            "owned",
+            now,
+            now,
+        )
+        for i in range(ROWS)
+    ]
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     t0 = time.perf_counter()
-    conn.executemany("INSERT INTO devices (vendor, serial_number, asset_tag, model_id, school_id, room_id, status, "
-                     "order_number, purchase_date, unit_cost, funding_source, ownership, created_at, updated_at) "
-                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    conn.executemany(
+        "INSERT INTO devices (vendor, serial_number, asset_tag, model_id, school_id, room_id, status, "
+        "order_number, purchase_date, unit_cost, funding_source, ownership, created_at, updated_at) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        rows,
+    )
     conn.commit()
     elapsed = time.perf_counter() - t0
     conn.close()
@@ -82,14 +119,26 @@ def main() -> None:
         baseline_s = raw_floor(raw_db)
         ours_s = asyncio.run(run_import(f"sqlite+aiosqlite:///{ours_db}", text))
     ours_rate, base_rate = ROWS / ours_s, ROWS / baseline_s
-    print(f"import of {ROWS} devices (validate every row, insert, lifecycle rows, audit): "
-          f"{ours_s:.2f} s = {ours_rate:,.0f} rows/s (target >= {TARGET_ROWS_PER_S:,})")
+    print(
+        f"import of {ROWS} devices (validate every row, insert, lifecycle rows, audit): "
+        f"{ours_s:.2f} s = {ours_rate:,.0f} rows/s (target >= {TARGET_ROWS_PER_S:,})"
+    )
     print(f"baseline raw sqlite3 executemany of the same rows: {baseline_s:.3f} s = {base_rate:,.0f} rows/s")
     print(f"ratio import/raw: {ours_rate / base_rate:.3f}")
-    print(json.dumps({"benchmark": "import_devices", "rows": ROWS, "seconds": round(ours_s, 3),
-                      "rows_per_s": round(ours_rate), "baseline_rows_per_s": round(base_rate),
-                      "ratio": round(ours_rate / base_rate, 4), "target_rows_per_s": TARGET_ROWS_PER_S,
-                      "meets_target": ours_rate >= TARGET_ROWS_PER_S}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "import_devices",
+                "rows": ROWS,
+                "seconds": round(ours_s, 3),
+                "rows_per_s": round(ours_rate),
+                "baseline_rows_per_s": round(base_rate),
+                "ratio": round(ours_rate / base_rate, 4),
+                "target_rows_per_s": TARGET_ROWS_PER_S,
+                "meets_target": ours_rate >= TARGET_ROWS_PER_S,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fleet.domain import wire  # noqa: E402
+from fleet.domain import wire
 
 SVC_USER, SVC_PW = "labfleet-service", "bench-secret"
 SCHOOL = "BENCH1"
@@ -49,8 +49,9 @@ def publisher(port: int, devices: int, per_device: int, rate: float, seq_start: 
     topics = wire.Topics("labfleet")
     clients = []
     for i in range(PUB_CONNECTIONS):
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}-{i}",
-                        clean_session=True)
+        c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}-{i}", clean_session=True
+        )
         c.username_pw_set(SVC_USER, SVC_PW)
         c.max_inflight_messages_set(0)  # unlimited: the broker's PUBACKs are read in bulk below
         c.max_queued_messages_set(0)
@@ -66,8 +67,10 @@ def publisher(port: int, devices: int, per_device: int, rate: float, seq_start: 
         seq = seq_start + k
         for d in range(devices):
             ts = int(time.time() * 1000)
-            body = b'{"v":1,"seq":%d,"ts":%d,"battery":77,"temp_c":36.5,"fw":"2.4.1","up":120,"down":900,"rssi":-55}' % (
-                seq, ts)
+            body = (
+                b'{"v":1,"seq":%d,"ts":%d,"battery":77,"temp_c":36.5,"fw":"2.4.1","up":120,"down":900,"rssi":-55}'
+                % (seq, ts)
+            )
             clients[sent % PUB_CONNECTIONS].publish(names[d], body, qos=1)
             sent += 1
             if rate:
@@ -78,7 +81,7 @@ def publisher(port: int, devices: int, per_device: int, rate: float, seq_start: 
             elif sent % 500 == 0:
                 _pump(clients)
     # Wait for the broker's PUBACKs so every message is really in the broker before we leave.
-    while any(c._out_messages or c.want_write() for c in clients):  # noqa: SLF001 - paho keeps unacknowledged QoS 1 here
+    while any(c._out_messages or c.want_write() for c in clients):
         _pump(clients)
         time.sleep(0.001)
     for c in clients:
@@ -94,9 +97,23 @@ def _pump(clients: list) -> None:  # type: ignore[type-arg]
             c.loop_write()
 
 
-def spawn_publisher(port: int, devices: int, per_device: int, rate: float, seq_start: int) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, __file__, "--publish", str(port), str(devices), str(per_device),
-                             str(rate), str(seq_start)], stdout=subprocess.PIPE, text=True)
+def spawn_publisher(
+    port: int, devices: int, per_device: int, rate: float, seq_start: int
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--publish",
+            str(port),
+            str(devices),
+            str(per_device),
+            str(rate),
+            str(seq_start),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 # ------------------------------------------------------------------ (a) bare paho subscriber (child process)
@@ -159,20 +176,84 @@ async def seed(url: str, devices: int) -> None:
     pw_hash = hash_password("unused-by-the-benchmark")
     async with engine.begin() as c:
         await c.execute(insert(District), [{"id": 1, "name": "Bench", "created_at": now}])
-        await c.execute(insert(School), [{"id": 1, "district_id": 1, "code": SCHOOL, "name": "Bench school",
-                                          "uplink_mbps": 1000, "timezone": "UTC", "created_at": now}])
-        await c.execute(insert(Room), [{"id": 1 + r, "school_id": 1, "name": f"Room {r}", "kind": "smart_classroom",
-                                        "tier": None, "capacity": 20, "created_at": now} for r in range(500)])
-        await c.execute(insert(DeviceModel), [{"id": 1, "vendor": "Acme", "model_number": "T10", "kind": "terminal",
-                                               "transport": "mqtt", "unit_price": Decimal("300"), "warranty_months": 24,
-                                               "supplier": "Acme", "profile_key": "terminal-lt100", "created_at": now}])
-        await c.execute(insert(Device), [{"id": 1 + d, "vendor": "Acme", "serial_number": f"B{d:05d}",
-                                          "asset_tag": f"BA{d:05d}", "model_id": 1, "school_id": 1,
-                                          "room_id": 1 + d % 500, "status": "in_service", "ownership": "owned",
-                                          "created_at": now, "updated_at": now} for d in range(devices)])
-        await c.execute(insert(DeviceCredential), [{"device_id": 1 + d, "username": f"B{d:05d}", "school_code": SCHOOL,
-                                                    "password_hash": pw_hash, "created_at": now}
-                                                   for d in range(devices)])
+        await c.execute(
+            insert(School),
+            [
+                {
+                    "id": 1,
+                    "district_id": 1,
+                    "code": SCHOOL,
+                    "name": "Bench school",
+                    "uplink_mbps": 1000,
+                    "timezone": "UTC",
+                    "created_at": now,
+                }
+            ],
+        )
+        await c.execute(
+            insert(Room),
+            [
+                {
+                    "id": 1 + r,
+                    "school_id": 1,
+                    "name": f"Room {r}",
+                    "kind": "smart_classroom",
+                    "tier": None,
+                    "capacity": 20,
+                    "created_at": now,
+                }
+                for r in range(500)
+            ],
+        )
+        await c.execute(
+            insert(DeviceModel),
+            [
+                {
+                    "id": 1,
+                    "vendor": "Acme",
+                    "model_number": "T10",
+                    "kind": "terminal",
+                    "transport": "mqtt",
+                    "unit_price": Decimal(300),
+                    "warranty_months": 24,
+                    "supplier": "Acme",
+                    "profile_key": "terminal-lt100",
+                    "created_at": now,
+                }
+            ],
+        )
+        await c.execute(
+            insert(Device),
+            [
+                {
+                    "id": 1 + d,
+                    "vendor": "Acme",
+                    "serial_number": f"B{d:05d}",
+                    "asset_tag": f"BA{d:05d}",
+                    "model_id": 1,
+                    "school_id": 1,
+                    "room_id": 1 + d % 500,
+                    "status": "in_service",
+                    "ownership": "owned",
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for d in range(devices)
+            ],
+        )
+        await c.execute(
+            insert(DeviceCredential),
+            [
+                {
+                    "device_id": 1 + d,
+                    "username": f"B{d:05d}",
+                    "school_code": SCHOOL,
+                    "password_hash": pw_hash,
+                    "created_at": now,
+                }
+                for d in range(devices)
+            ],
+        )
     await engine.dispose()
 
 
@@ -186,13 +267,19 @@ async def committed_total(sessions) -> int:  # type: ignore[no-untyped-def]
     from fleet.persistence.models_mqtt import DeviceState
 
     async with sessions() as s:
-        return int((await s.execute(select(func.coalesce(func.sum(DeviceState.messages_total), 0)))).scalar_one())
+        return int(
+            (await s.execute(select(func.coalesce(func.sum(DeviceState.messages_total), 0)))).scalar_one()
+        )
 
 
 def bare_paho(port: int, n: int, devices: int, per_device: int, seq_start: int, *, drain: bool) -> float:
     """(a) in its own process; drain: the whole backlog is in the broker before the subscriber reconnects."""
-    sub = subprocess.Popen([sys.executable, __file__, "--paho", str(port), str(n), f"bench-paho-{int(drain)}",
-                            str(int(drain))], stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
+    sub = subprocess.Popen(
+        [sys.executable, __file__, "--paho", str(port), str(n), f"bench-paho-{int(drain)}", str(int(drain))],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        text=True,
+    )
     assert sub.stdout is not None and sub.stdin is not None
     sub.stdout.readline()
     pub = spawn_publisher(port, devices, per_device, 0, seq_start)
@@ -208,18 +295,38 @@ def bare_paho(port: int, n: int, devices: int, per_device: int, seq_start: int, 
 
 
 def spawn_worker(url: str, port: int, index: int, log: Path) -> subprocess.Popen[str]:
-    env = dict(os.environ, LABFLEET_DATABASE_URL=url, LABFLEET_MQTT__INGEST_SHARED="true",
-               LABFLEET_MQTT__BROKER="external", LABFLEET_MQTT__URL=f"mqtt://127.0.0.1:{port}",
-               LABFLEET_MQTT__SERVICE_USERNAME=SVC_USER, LABFLEET_MQTT__SERVICE_PASSWORD=SVC_PW,
-               LABFLEET_MQTT__TOPIC_PREFIX="labfleet", LABFLEET_LOG_LEVEL="WARNING")
-    proc = subprocess.Popen([sys.executable, "-m", "fleet.runtime.worker", "--index", str(index)], env=env,
-                            stdout=subprocess.PIPE, stderr=open(log, "a"), text=True,
-                            cwd=Path(__file__).resolve().parents[1])
+    env = dict(
+        os.environ,
+        LABFLEET_DATABASE_URL=url,
+        LABFLEET_MQTT__INGEST_SHARED="true",
+        LABFLEET_MQTT__BROKER="external",
+        LABFLEET_MQTT__URL=f"mqtt://127.0.0.1:{port}",
+        LABFLEET_MQTT__SERVICE_USERNAME=SVC_USER,
+        LABFLEET_MQTT__SERVICE_PASSWORD=SVC_PW,
+        LABFLEET_MQTT__TOPIC_PREFIX="labfleet",
+        LABFLEET_LOG_LEVEL="WARNING",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fleet.runtime.worker", "--index", str(index)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=open(log, "a"),
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     return proc
 
 
-async def workers_live(url: str, port: int, sessions, workers: int, devices: int, per_device: int,  # type: ignore[no-untyped-def]
-                       seq_start: int, tmp: Path) -> tuple[float, list[int]]:
+async def workers_live(
+    url: str,
+    port: int,
+    sessions,
+    workers: int,
+    devices: int,
+    per_device: int,  # type: ignore[no-untyped-def]
+    seq_start: int,
+    tmp: Path,
+) -> tuple[float, list[int]]:
     """N `labfleet ingest` worker processes on one $share subscription, same SQLite, while the publisher runs.
 
     Live, not draining: mosquitto 2.0 does not queue messages of a shared subscription for a member that is
@@ -264,8 +371,15 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         await upgrade(url)
         await seed(url, args.devices)
         port = free_port()
-        settings = Settings(database_url=url, mqtt={"broker": "mosquitto", "listen_port": port,  # type: ignore[arg-type]
-                                                    "data_dir": str(tmp / "mq"), "service_password": SVC_PW})
+        settings = Settings(
+            database_url=url,
+            mqtt={
+                "broker": "mosquitto",
+                "listen_port": port,  # type: ignore[arg-type]
+                "data_dir": str(tmp / "mq"),
+                "service_password": SVC_PW,
+            },
+        )
         engine = create_engine(url)
         sessions = session_factory(engine)
         authority = BrokerAuthority(sessions, wire.Topics("labfleet"), SVC_USER, SVC_PW)
@@ -279,8 +393,14 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             print(f"(a) bare paho subscriber, QoS 1, live: {a:,.0f} msg/s ({n:,} messages)")
 
             # (b) live: end-to-end through the ingest service (this process) into SQLite
-            ingest = IngestService(settings, sessions, SystemClock(), address=broker.address,
-                                   client_id="labfleet-ingest-bench", shared=False)
+            ingest = IngestService(
+                settings,
+                sessions,
+                SystemClock(),
+                address=broker.address,
+                client_id="labfleet-ingest-bench",
+                shared=False,
+            )
             async with ingest:
                 await ingest.wait_connected()
                 cpu0 = time.process_time()
@@ -295,9 +415,11 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                 await asyncio.to_thread(pub.wait, 60)
                 seq += per
                 b = n / b_seconds
-                print(f"(b) end-to-end publish -> state committed (SQLite), {args.devices:,} devices, live: "
-                      f"{b:,.0f} msg/s ({n:,} messages in {b_seconds:.2f} s, {ingest.stats.batches} commits, "
-                      f"{ingest.stats.duplicates} duplicates; service CPU {b_cpu_us:.0f} us/msg)")
+                print(
+                    f"(b) end-to-end publish -> state committed (SQLite), {args.devices:,} devices, live: "
+                    f"{b:,.0f} msg/s ({n:,} messages in {b_seconds:.2f} s, {ingest.stats.batches} commits, "
+                    f"{ingest.stats.duplicates} duplicates; service CPU {b_cpu_us:.0f} us/msg)"
+                )
 
                 # (c) latency at 1,000 msg/s: commit time minus the publisher's timestamp, per message
                 latencies: list[float] = []
@@ -321,8 +443,10 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                 latencies.sort()
                 p50 = latencies[len(latencies) // 2]
                 p99 = latencies[int(len(latencies) * 0.99) - 1]
-                print(f"(c) heartbeat->state latency at 1,000 msg/s: p50 {p50:.0f} ms, p99 {p99:.0f} ms "
-                      f"({len(latencies):,} messages)")
+                print(
+                    f"(c) heartbeat->state latency at 1,000 msg/s: p50 {p50:.0f} ms, p99 {p99:.0f} ms "
+                    f"({len(latencies):,} messages)"
+                )
                 ingest.flush = orig_flush  # type: ignore[method-assign]
             rss = rss_mb()
             print(f"    live b/a = {b / a:.2f}; service peak RSS {rss:.0f} MB")
@@ -332,15 +456,27 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             a_drain = await asyncio.to_thread(bare_paho, port, n, args.devices, per, seq, drain=True)
             seq += per
             print(f"(a) bare paho subscriber, QoS 1, draining a {n:,}-message backlog: {a_drain:,.0f} msg/s")
-            ingest = IngestService(settings, sessions, SystemClock(), address=broker.address,
-                                   client_id="labfleet-ingest-drain", shared=False)
+            ingest = IngestService(
+                settings,
+                sessions,
+                SystemClock(),
+                address=broker.address,
+                client_id="labfleet-ingest-drain",
+                shared=False,
+            )
             async with ingest:
                 await ingest.wait_connected()
             pub = spawn_publisher(port, args.devices, per, 0, seq)
             await asyncio.to_thread(pub.wait, 300)
             seq += per
-            ingest = IngestService(settings, sessions, SystemClock(), address=broker.address,
-                                   client_id="labfleet-ingest-drain", shared=False)
+            ingest = IngestService(
+                settings,
+                sessions,
+                SystemClock(),
+                address=broker.address,
+                client_id="labfleet-ingest-drain",
+                shared=False,
+            )
             async with ingest:
                 # __aenter__ has loaded the device directory and started connecting: the backlog flows from here.
                 cpu0 = time.process_time()
@@ -352,28 +488,50 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                 b_drain_seconds = time.monotonic() - t0
             b_drain = n / b_drain_seconds
             b_drain_cpu_us = (time.process_time() - cpu0) / n * 1e6
-            print(f"(b) end-to-end, draining the same backlog into SQLite: {b_drain:,.0f} msg/s "
-                  f"(service CPU {b_drain_cpu_us:.0f} us/msg); b/a {b_drain / a_drain:.2f}")
+            print(
+                f"(b) end-to-end, draining the same backlog into SQLite: {b_drain:,.0f} msg/s "
+                f"(service CPU {b_drain_cpu_us:.0f} us/msg); b/a {b_drain / a_drain:.2f}"
+            )
             w_rate: float | None = None
             shares: list[int] = []
             if args.workers > 1:
-                w_rate, shares = await workers_live(url, port, sessions, args.workers, args.devices, per, seq, tmp)
+                w_rate, shares = await workers_live(
+                    url, port, sessions, args.workers, args.devices, per, seq, tmp
+                )
                 seq += per
-                print(f"(b) {args.workers} ingest worker processes on one $share subscription, same SQLite, live: "
-                      f"{w_rate:,.0f} msg/s aggregate (messages per worker {shares}; compare live b {b:,.0f})")
+                print(
+                    f"(b) {args.workers} ingest worker processes on one $share subscription, same SQLite, live: "
+                    f"{w_rate:,.0f} msg/s aggregate (messages per worker {shares}; compare live b {b:,.0f})"
+                )
             rss = rss_mb()
         await engine.dispose()
         best_b = max(b, b_drain, w_rate or 0.0)
-        return {"benchmark": "ingest", "devices": args.devices, "messages_per_phase": n,
-                "a_paho_msg_s": round(a), "b_end_to_end_msg_s": round(b), "b_over_a": round(b / a, 3),
-                "a_drain_msg_s": round(a_drain), "b_drain_msg_s": round(b_drain),
-                "b_drain_over_a_drain": round(b_drain / a_drain, 3), "service_cpu_us_per_msg": round(b_drain_cpu_us),
-                "workers": args.workers, "b_workers_live_msg_s": round(w_rate) if w_rate else None,
-                "worker_shares": shares, "p50_ms": round(p50, 1), "p99_ms": round(p99, 1), "rss_mb": round(rss, 1),
-                "load_average_1m": round(os.getloadavg()[0], 2),
-                "targets": {"b": 10000, "b_over_a": 0.6, "p99_ms": 250, "rss_mb": 200},
-                "met": {"b": best_b >= 10000, "b_over_a": b / a >= 0.6 and b_drain / a_drain >= 0.6,
-                        "p99_ms": p99 <= 250, "rss_mb": rss <= 200}}
+        return {
+            "benchmark": "ingest",
+            "devices": args.devices,
+            "messages_per_phase": n,
+            "a_paho_msg_s": round(a),
+            "b_end_to_end_msg_s": round(b),
+            "b_over_a": round(b / a, 3),
+            "a_drain_msg_s": round(a_drain),
+            "b_drain_msg_s": round(b_drain),
+            "b_drain_over_a_drain": round(b_drain / a_drain, 3),
+            "service_cpu_us_per_msg": round(b_drain_cpu_us),
+            "workers": args.workers,
+            "b_workers_live_msg_s": round(w_rate) if w_rate else None,
+            "worker_shares": shares,
+            "p50_ms": round(p50, 1),
+            "p99_ms": round(p99, 1),
+            "rss_mb": round(rss, 1),
+            "load_average_1m": round(os.getloadavg()[0], 2),
+            "targets": {"b": 10000, "b_over_a": 0.6, "p99_ms": 250, "rss_mb": 200},
+            "met": {
+                "b": best_b >= 10000,
+                "b_over_a": b / a >= 0.6 and b_drain / a_drain >= 0.6,
+                "p99_ms": p99 <= 250,
+                "rss_mb": rss <= 200,
+            },
+        }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -390,6 +548,8 @@ if __name__ == "__main__":
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--per-device", type=int, default=5)
     parser.add_argument("--latency-seconds", type=int, default=10)
-    parser.add_argument("--workers", type=int, default=2, help="ingest worker processes for the $share drain phase")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="ingest worker processes for the $share drain phase"
+    )
     result = asyncio.run(main(parser.parse_args()))
     print(json.dumps(result))

@@ -81,17 +81,33 @@ def main() -> None:
     print(f"district: {shape.schools} schools, {shape.devices} devices, {len(routes)} API routes")
     print(f"build_snapshot over {len(views[2])} device views: {build_ms:.1f} ms")
     print(f"baseline (event metrics only): {base_ms:.1f} ms for {base_series} series")
-    print(f"full scrape, fresh snapshot (events + state collector): {full_ms:.1f} ms for {series} series, {size} bytes")
+    print(
+        f"full scrape, fresh snapshot (events + state collector): {full_ms:.1f} ms for {series} series, {size} bytes"
+    )
     print(f"full scrape, same snapshot as the previous scrape: {warm_ms:.1f} ms")
-    print(f"ratio full/baseline: {full_ms / base_ms:.2f}; budget {SCRAPE_BUDGET_MS:.0f} ms "
-          f"({'within' if full_ms <= SCRAPE_BUDGET_MS else 'OVER'}); load average {load:.1f}")
-    print(json.dumps({
-        "benchmark": "metrics_scrape", "devices": shape.devices, "schools": shape.schools, "routes": len(routes),
-        "series": series, "bytes": size, "scrape_ms_median": round(full_ms, 2),
-        "scrape_same_snapshot_ms_median": round(warm_ms, 2), "baseline_ms_median": round(base_ms, 2),
-        "ratio": round(full_ms / base_ms, 2), "budget_ms": SCRAPE_BUDGET_MS,
-        "build_snapshot_ms_median": round(build_ms, 2), "loadavg_1m": round(load, 1),
-    }))
+    print(
+        f"ratio full/baseline: {full_ms / base_ms:.2f}; budget {SCRAPE_BUDGET_MS:.0f} ms "
+        f"({'within' if full_ms <= SCRAPE_BUDGET_MS else 'OVER'}); load average {load:.1f}"
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "metrics_scrape",
+                "devices": shape.devices,
+                "schools": shape.schools,
+                "routes": len(routes),
+                "series": series,
+                "bytes": size,
+                "scrape_ms_median": round(full_ms, 2),
+                "scrape_same_snapshot_ms_median": round(warm_ms, 2),
+                "baseline_ms_median": round(base_ms, 2),
+                "ratio": round(full_ms / base_ms, 2),
+                "budget_ms": SCRAPE_BUDGET_MS,
+                "build_snapshot_ms_median": round(build_ms, 2),
+                "loadavg_1m": round(load, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -25,10 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fleet.domain.permissions import SYSTEM  # noqa: E402
-from fleet.persistence.db import create_engine, session_factory, unit_of_work, upgrade_sync  # noqa: E402
-from fleet.services.reports import REPORTS, ReportQuery, generate, render  # noqa: E402
-from fleet.settings import ReportSettings  # noqa: E402
+from fleet.domain.permissions import SYSTEM
+from fleet.persistence.db import create_engine, session_factory, unit_of_work, upgrade_sync
+from fleet.services.reports import REPORTS, ReportQuery, generate, render
+from fleet.settings import ReportSettings
 
 TARGET_S = 10.0  # issue 8: each report at most 10 s on SQLite for the full district
 SCHOOLS = 100
@@ -69,9 +69,11 @@ def build(path: Path, n_devices: int, rng: random.Random) -> dict[str, int]:
     conn.execute("PRAGMA journal_mode=MEMORY")
     now = ts(datetime(2026, 9, 1, tzinfo=UTC))
     conn.execute("INSERT INTO districts (id, name, created_at) VALUES (1, 'Bench District', ?)", (now,))
-    conn.executemany("INSERT INTO schools (id, district_id, code, name, uplink_mbps, timezone, created_at) "
-                     "VALUES (?, 1, ?, ?, 1000, 'UTC', ?)",
-                     [(i, f"school-{i:03d}", f"School {i}", now) for i in range(1, SCHOOLS + 1)])
+    conn.executemany(
+        "INSERT INTO schools (id, district_id, code, name, uplink_mbps, timezone, created_at) "
+        "VALUES (?, 1, ?, ?, 1000, 'UTC', ?)",
+        [(i, f"school-{i:03d}", f"School {i}", now) for i in range(1, SCHOOLS + 1)],
+    )
     rooms: list[tuple[int, int, str, str, str | None, int]] = []
     rid = 0
     for s in range(1, SCHOOLS + 1):
@@ -81,12 +83,19 @@ def build(path: Path, n_devices: int, rng: random.Random) -> dict[str, int]:
     for lab in range(LABS):
         rid += 1
         kind = "digital_lab" if lab < 30 else "ai_lab"
-        rooms.append((rid, lab + 1, f"Lab {lab + 1}", kind, "subject_integration" if kind == "ai_lab" else None, 20))
-    conn.executemany("INSERT INTO rooms (id, school_id, name, kind, tier, capacity, created_at) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?)", [(*r, now) for r in rooms])
-    conn.executemany("INSERT INTO device_models (id, vendor, model_number, kind, transport, unit_price, "
-                     "warranty_months, supplier, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                     [(i + 1, *m, now) for i, m in enumerate(MODELS)])
+        rooms.append(
+            (rid, lab + 1, f"Lab {lab + 1}", kind, "subject_integration" if kind == "ai_lab" else None, 20)
+        )
+    conn.executemany(
+        "INSERT INTO rooms (id, school_id, name, kind, tier, capacity, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(*r, now) for r in rooms],
+    )
+    conn.executemany(
+        "INSERT INTO device_models (id, vendor, model_number, kind, transport, unit_price, "
+        "warranty_months, supplier, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(i + 1, *m, now) for i, m in enumerate(MODELS)],
+    )
     smart = [r for r in rooms if r[3] == "smart_classroom"]
     labs = [r for r in rooms if r[3] != "smart_classroom"]
     devices, transitions = [], []
@@ -100,8 +109,11 @@ def build(path: Path, n_devices: int, rng: random.Random) -> dict[str, int]:
             model = 4 + (i % 3)
         bought = date(2020, 1, 1) + timedelta(days=rng.randrange(0, 6 * 365 + 200))
         received = datetime.combine(bought + timedelta(days=5), datetime.min.time(), tzinfo=UTC)
-        hist = [(received, "received"), (received + timedelta(days=2), "provisioned"),
-                (received + timedelta(days=3), "in_service")]
+        hist = [
+            (received, "received"),
+            (received + timedelta(days=2), "provisioned"),
+            (received + timedelta(days=3), "in_service"),
+        ]
         t = hist[-1][0]
         while True:  # repairs: on average one every ~3 years of service
             t += timedelta(days=rng.expovariate(1 / 1000))
@@ -116,18 +128,39 @@ def build(path: Path, n_devices: int, rng: random.Random) -> dict[str, int]:
         if roll < 0.02 and hist[-1][1] == "in_service":
             hist.append((max(hist[-1][0], datetime(2026, 1, 1, tzinfo=UTC)) + timedelta(days=30), "retired"))
         status = hist[-1][1]
-        devices.append((i, MODELS[model - 1][0], f"SN-{i:06d}", f"AT-{i:06d}", model, room[1], room[0], status,
-                        f"PO-{bought.year}-{(i % 8) + 1:02d}", bought.isoformat(), MODELS[model - 1][4],
-                        FUNDS[i % 3], "leased" if i % 20 == 0 else "owned", ts(hist[0][0]), ts(hist[-1][0])))
+        devices.append(
+            (
+                i,
+                MODELS[model - 1][0],
+                f"SN-{i:06d}",
+                f"AT-{i:06d}",
+                model,
+                room[1],
+                room[0],
+                status,
+                f"PO-{bought.year}-{(i % 8) + 1:02d}",
+                bought.isoformat(),
+                MODELS[model - 1][4],
+                FUNDS[i % 3],
+                "leased" if i % 20 == 0 else "owned",
+                ts(hist[0][0]),
+                ts(hist[-1][0]),
+            )
+        )
         prev = None
         for at, to in hist:
             transitions.append((i, prev, to, "bench", ts(at)))
             prev = to
-    conn.executemany("INSERT INTO devices (id, vendor, serial_number, asset_tag, model_id, school_id, room_id, status, "
-                     "order_number, purchase_date, unit_cost, funding_source, ownership, created_at, updated_at) "
-                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", devices)
-    conn.executemany("INSERT INTO device_transitions (device_id, from_status, to_status, actor, at) "
-                     "VALUES (?,?,?,?,?)", transitions)
+    conn.executemany(
+        "INSERT INTO devices (id, vendor, serial_number, asset_tag, model_id, school_id, room_id, status, "
+        "order_number, purchase_date, unit_cost, funding_source, ownership, created_at, updated_at) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        devices,
+    )
+    conn.executemany(
+        "INSERT INTO device_transitions (device_id, from_status, to_status, actor, at) VALUES (?,?,?,?,?)",
+        transitions,
+    )
     days = school_days()
     # Secondary indexes are rebuilt after the bulk insert: much faster than maintaining them row by row.
     for ix in ("ix_usage_active_bucket_start", "ix_usage_active_school_id", "ix_usage_active_report"):
@@ -147,12 +180,17 @@ def build(path: Path, n_devices: int, rng: random.Random) -> dict[str, int]:
                         k += 1
                         yield (dev, school, room, bucket, minutes[k % 997])
 
-    conn.executemany("INSERT INTO usage_active (device_id, school_id, room_id, bucket_start, active_minutes) "
-                     "VALUES (?,?,?,?,?)", usage())
+    conn.executemany(
+        "INSERT INTO usage_active (device_id, school_id, room_id, bucket_start, active_minutes) "
+        "VALUES (?,?,?,?,?)",
+        usage(),
+    )
     conn.execute("CREATE INDEX ix_usage_active_bucket_start ON usage_active (bucket_start)")
     conn.execute("CREATE INDEX ix_usage_active_school_id ON usage_active (school_id)")
-    conn.execute("CREATE INDEX ix_usage_active_report ON usage_active (device_id, bucket_start, school_id, "
-                 "active_minutes)")
+    conn.execute(
+        "CREATE INDEX ix_usage_active_report ON usage_active (device_id, bucket_start, school_id, "
+        "active_minutes)"
+    )
     presence = []
     for d in devices:
         for _ in range(12):  # a dozen offline spells a year, half of them expected (after school)
@@ -160,20 +198,33 @@ def build(path: Path, n_devices: int, rng: random.Random) -> dict[str, int]:
             off = datetime(day.year, day.month, day.day, rng.randint(8, 15))
             presence.append((d[0], d[5], ts(off), False, rng.random() < 0.5, "heartbeat_timeout"))
             presence.append((d[0], d[5], ts(off + timedelta(hours=rng.randint(1, 5))), True, None, "status"))
-    conn.executemany("INSERT INTO presence_transitions (device_id, school_id, at, online, expected, cause) "
-                     "VALUES (?,?,?,?,?,?)", presence)
-    alerts = [(d[0], d[5], d[6], "error_code", "critical", "open", f"{d[0]}:error_code", "E1", 1, now, now)
-              for d in devices if d[0] % 50 == 0]
-    conn.executemany("INSERT INTO alerts (device_id, school_id, room_id, rule, severity, status, dedup_key, detail, "
-                     "occurrences, opened_at, last_seen_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)", alerts)
+    conn.executemany(
+        "INSERT INTO presence_transitions (device_id, school_id, at, online, expected, cause) "
+        "VALUES (?,?,?,?,?,?)",
+        presence,
+    )
+    alerts = [
+        (d[0], d[5], d[6], "error_code", "critical", "open", f"{d[0]}:error_code", "E1", 1, now, now)
+        for d in devices
+        if d[0] % 50 == 0
+    ]
+    conn.executemany(
+        "INSERT INTO alerts (device_id, school_id, room_id, rule, severity, status, dedup_key, detail, "
+        "occurrences, opened_at, last_seen_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        alerts,
+    )
     # Two firmware rollouts of the terminal models: ~3% of updates fail and ~1% are rolled back.
-    conn.execute("INSERT INTO rollouts (id, name, model_id, profile_key, target_version, artifact_sha256, school_ids, "
-                 "room_ids, from_versions, group_plan, success_threshold, error_threshold, max_attempts, policy, "
-                 "state, current_group, created_by, created_at, updated_at) VALUES (1, 'LT 2.1', 1, 'terminal', "
-                 "'2.1', ?, '[]', '[]', '[]', '{}', 0.9, 0.2, 3, '{}', 'finished', 0, 'bench', ?, ?)",
-                 ("0" * 64, now, now))
-    conn.execute("INSERT INTO rollout_groups (id, rollout_id, position, name, kind, state) "
-                 "VALUES (1, 1, 0, 'all', 'rest', 'succeeded')")
+    conn.execute(
+        "INSERT INTO rollouts (id, name, model_id, profile_key, target_version, artifact_sha256, school_ids, "
+        "room_ids, from_versions, group_plan, success_threshold, error_threshold, max_attempts, policy, "
+        "state, current_group, created_by, created_at, updated_at) VALUES (1, 'LT 2.1', 1, 'terminal', "
+        "'2.1', ?, '[]', '[]', '[]', '{}', 0.9, 0.2, 3, '{}', 'finished', 0, 'bench', ?, ?)",
+        ("0" * 64, now, now),
+    )
+    conn.execute(
+        "INSERT INTO rollout_groups (id, rollout_id, position, name, kind, state) "
+        "VALUES (1, 1, 0, 'all', 'rest', 'succeeded')"
+    )
     fw = []
     for d in devices:
         if d[4] > 3:
@@ -182,12 +233,17 @@ def build(path: Path, n_devices: int, rng: random.Random) -> dict[str, int]:
         state = "failed" if roll < 0.03 else "rolled_back" if roll < 0.04 else "succeeded"
         done = ts(datetime(2026, 3, 1) + timedelta(minutes=d[0]))
         fw.append((1, 1, d[0], d[5], d[6], state, "2.0", "2.1", now, now, done))
-    conn.executemany("INSERT INTO rollout_devices (rollout_id, group_id, device_id, school_id, room_id, state, "
-                     "from_version, to_version, attempts, bytes_done, created_at, updated_at, finished_at) "
-                     "VALUES (?,?,?,?,?,?,?,?,1,0,?,?,?)", fw)
+    conn.executemany(
+        "INSERT INTO rollout_devices (rollout_id, group_id, device_id, school_id, room_id, state, "
+        "from_version, to_version, attempts, bytes_done, created_at, updated_at, finished_at) "
+        "VALUES (?,?,?,?,?,?,?,?,1,0,?,?,?)",
+        fw,
+    )
     conn.commit()
-    counts = {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]  # noqa: S608 - fixed table names
-              for t in ("devices", "rooms", "device_transitions", "usage_active", "presence_transitions", "alerts")}
+    counts = {
+        t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+        for t in ("devices", "rooms", "device_transitions", "usage_active", "presence_transitions", "alerts")
+    }
     conn.execute("ANALYZE")
     conn.close()
     return counts
@@ -223,10 +279,18 @@ async def run_reports(url: str) -> dict[str, dict[str, float]]:
         render(report, "xlsx")
         t3 = time.perf_counter()
         rows = sum(len(s.rows) for s in report.sections)
-        out[name] = {"build_s": round(t1 - t0, 3), "json_s": round(t2 - t1, 3), "xlsx_s": round(t3 - t2, 3),
-                     "total_s": round(t3 - t0, 3), "rows": rows}
-        print(f"{name:<12} build {t1 - t0:6.2f} s   json {t2 - t1:5.2f} s   xlsx {t3 - t2:5.2f} s   "
-              f"total {t3 - t0:6.2f} s   ({rows:,} rows)", flush=True)
+        out[name] = {
+            "build_s": round(t1 - t0, 3),
+            "json_s": round(t2 - t1, 3),
+            "xlsx_s": round(t3 - t2, 3),
+            "total_s": round(t3 - t0, 3),
+            "rows": rows,
+        }
+        print(
+            f"{name:<12} build {t1 - t0:6.2f} s   json {t2 - t1:5.2f} s   xlsx {t3 - t2:5.2f} s   "
+            f"total {t3 - t0:6.2f} s   ({rows:,} rows)",
+            flush=True,
+        )
     await engine.dispose()
     return out
 
@@ -244,19 +308,37 @@ def main() -> None:
         upgrade_sync(url)
         t0 = time.perf_counter()
         counts = build(path, n, random.Random(8))
-        print(f"built the district in {time.perf_counter() - t0:.1f} s: " +
-              ", ".join(f"{v:,} {k}" for k, v in counts.items()), flush=True)
+        print(
+            f"built the district in {time.perf_counter() - t0:.1f} s: "
+            + ", ".join(f"{v:,} {k}" for k, v in counts.items()),
+            flush=True,
+        )
         base = baseline(path)
         print(f"baseline: COUNT/SUM scan over a year of usage roll-ups {base:.3f} s", flush=True)
         results = asyncio.run(run_reports(url))
     worst = max(r["total_s"] for r in results.values())
     for name, r in results.items():
         r["ratio_to_scan"] = round(r["total_s"] / base, 1) if base else 0.0
-    print(f"slowest report {worst:.2f} s (target <= {TARGET_S:.0f} s each): {'OK' if worst <= TARGET_S else 'SLOW'}")
-    print(json.dumps({"benchmark": "reports", "devices": counts["devices"], "rooms": counts["rooms"],
-                      "usage_rows": counts["usage_active"], "presence_rows": counts["presence_transitions"],
-                      "transitions": counts["device_transitions"], "baseline_scan_s": round(base, 3),
-                      "reports": results, "slowest_s": worst, "target_s": TARGET_S, "ok": worst <= TARGET_S}))
+    print(
+        f"slowest report {worst:.2f} s (target <= {TARGET_S:.0f} s each): {'OK' if worst <= TARGET_S else 'SLOW'}"
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "reports",
+                "devices": counts["devices"],
+                "rooms": counts["rooms"],
+                "usage_rows": counts["usage_active"],
+                "presence_rows": counts["presence_transitions"],
+                "transitions": counts["device_transitions"],
+                "baseline_scan_s": round(base, 3),
+                "reports": results,
+                "slowest_s": worst,
+                "target_s": TARGET_S,
+                "ok": worst <= TARGET_S,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -83,8 +83,15 @@ def list_ports() -> list[PortInfo]:
     from serial.tools import list_ports as lp
 
     return [
-        PortInfo(p.device, p.vid, p.pid, p.serial_number or None, p.manufacturer or "", p.product or "",
-                 p.location or None)
+        PortInfo(
+            p.device,
+            p.vid,
+            p.pid,
+            p.serial_number or None,
+            p.manufacturer or "",
+            p.product or "",
+            p.location or None,
+        )
         for p in lp.comports()
     ]
 
@@ -108,8 +115,14 @@ PortLister = Callable[[], Sequence[PortInfo]]
 class PortWatcher:
     """Polls a port lister and reports what changed, keyed by hardware identity."""
 
-    def __init__(self, lister: PortLister = list_ports, *, interval: float = POLL_INTERVAL,
-                 kits: Mapping[tuple[int, int], KitType] = KNOWN_KITS, only_known: bool = True) -> None:
+    def __init__(
+        self,
+        lister: PortLister = list_ports,
+        *,
+        interval: float = POLL_INTERVAL,
+        kits: Mapping[tuple[int, int], KitType] = KNOWN_KITS,
+        only_known: bool = True,
+    ) -> None:
         self._lister = lister
         self.interval = interval
         self._kits = kits

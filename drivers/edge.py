@@ -86,8 +86,15 @@ ResetFor = Callable[[PortInfo], ResetLine | None]
 class EdgeSupervisor:
     """Owns the port watcher and one open connection per attached, identified kit."""
 
-    def __init__(self, watcher: PortWatcher, events: EdgeEvents, *, opener: DeviceOpener = open_device,
-                 reset_for: ResetFor | None = None, health_interval: float = HEALTH_INTERVAL) -> None:
+    def __init__(
+        self,
+        watcher: PortWatcher,
+        events: EdgeEvents,
+        *,
+        opener: DeviceOpener = open_device,
+        reset_for: ResetFor | None = None,
+        health_interval: float = HEALTH_INTERVAL,
+    ) -> None:
         self.watcher = watcher
         self.events = events
         self._opener = opener
@@ -179,9 +186,15 @@ class EdgeSupervisor:
 
     # ---- commands -------------------------------------------------------------------------
 
-    async def command(self, hardware_id: str, name: str, args: Mapping[str, Any] | None = None,
-                      *, images: Callable[[str], Awaitable[FirmwareImage]] | None = None,
-                      progress: ProgressCallback = NO_PROGRESS) -> dict[str, Any]:
+    async def command(
+        self,
+        hardware_id: str,
+        name: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        images: Callable[[str], Awaitable[FirmwareImage]] | None = None,
+        progress: ProgressCallback = NO_PROGRESS,
+    ) -> dict[str, Any]:
         """Run a fleet command on a kit; returns a JSON-able result or raises CommandError/DriverError.
 
         `progress` sees a flash's phases ("flash" bytes, then "boot"), so a caller can report rebooting.
@@ -207,14 +220,23 @@ class EdgeSupervisor:
         finally:
             held.lock.release()
 
-    async def _run(self, held: _Held, cmd: Command, args: dict[str, Any],
-                   images: Callable[[str], Awaitable[FirmwareImage]] | None,
-                   progress: ProgressCallback = NO_PROGRESS) -> dict[str, Any]:
+    async def _run(
+        self,
+        held: _Held,
+        cmd: Command,
+        args: dict[str, Any],
+        images: Callable[[str], Awaitable[FirmwareImage]] | None,
+        progress: ProgressCallback = NO_PROGRESS,
+    ) -> dict[str, Any]:
         dev = held.device
         if cmd is Command.IDENTIFY:
             held.identity = await dev.identify()
-            return {"hardware_id": held.identity.hardware_id, "model": held.identity.model,
-                    "firmware_version": held.identity.firmware_version, "details": dict(held.identity.details)}
+            return {
+                "hardware_id": held.identity.hardware_id,
+                "model": held.identity.model,
+                "firmware_version": held.identity.firmware_version,
+                "details": dict(held.identity.details),
+            }
         if cmd is Command.HEALTH:
             h = await dev.read_health()
             return {"status": h.status.value, "readings": dict(h.readings), "problems": list(h.problems)}
@@ -251,9 +273,15 @@ class EdgeSupervisor:
         kit = classify(port)
         return None if kit is None else AttachedDevice(port, kit.family, self._reset_for(port))
 
-    async def provision(self, plan_for: PlanFor, *, only: Sequence[str] | None = None,
-                        state: StateFile | None = None, progress: ProgressSink | None = None,
-                        **kwargs: Any) -> list[ProvisionResult]:
+    async def provision(
+        self,
+        plan_for: PlanFor,
+        *,
+        only: Sequence[str] | None = None,
+        state: StateFile | None = None,
+        progress: ProgressSink | None = None,
+        **kwargs: Any,
+    ) -> list[ProvisionResult]:
         """Provision attached kits (or the named ones): their held connections are released for the
         duration (a port has one owner) and re-established afterwards."""
         targets = [h.attached for hw, h in self.devices.items() if only is None or hw in only]
@@ -262,8 +290,9 @@ class EdgeSupervisor:
             held = self.devices.pop(a.hardware_id)
             await _close_quietly(held.device)
         try:
-            provisioner = Provisioner(opener=self._opener, state=state, progress=progress, locate=self.locate,
-                                      **kwargs)
+            provisioner = Provisioner(
+                opener=self._opener, state=state, progress=progress, locate=self.locate, **kwargs
+            )
             results = await provisioner.run(targets, plan_for)
         finally:
             for a in targets:

@@ -110,10 +110,18 @@ class FirmataBoard:
 
     family = Family.FIRMATA
 
-    def __init__(self, session: StreamSession, *, reset: ResetLine | None = None,
-                 health_pin: int = 0, hardware_id: str = "", query_timeout: float = QUERY_TIMEOUT,
-                 boot_timeout: float = BOOT_TIMEOUT, stk_timeout: float = STK_TIMEOUT,
-                 journal: list[object] | None = None) -> None:
+    def __init__(
+        self,
+        session: StreamSession,
+        *,
+        reset: ResetLine | None = None,
+        health_pin: int = 0,
+        hardware_id: str = "",
+        query_timeout: float = QUERY_TIMEOUT,
+        boot_timeout: float = BOOT_TIMEOUT,
+        stk_timeout: float = STK_TIMEOUT,
+        journal: list[object] | None = None,
+    ) -> None:
         self.session = session
         self.stk_timeout = stk_timeout
         # Every Firmata message and STK500 (command, arguments) sent, for tests to compare with what ran.
@@ -131,16 +139,31 @@ class FirmataBoard:
         self.in_bootloader = False
 
     @classmethod
-    async def open(cls, url: str, *, memory_hub: MemoryHub | None = None, reset: ResetLine | None = None,
-                   health_pin: int = 0, hardware_id: str = "", **kwargs: Any) -> FirmataBoard:
+    async def open(
+        cls,
+        url: str,
+        *,
+        memory_hub: MemoryHub | None = None,
+        reset: ResetLine | None = None,
+        health_pin: int = 0,
+        hardware_id: str = "",
+        **kwargs: Any,
+    ) -> FirmataBoard:
         link = await open_link(url, memory_hub=memory_hub)
         if reset is None and url.startswith("serial:"):
             reset = _reset_from_link(link)
         return await cls.over(link, reset=reset, health_pin=health_pin, hardware_id=hardware_id, **kwargs)
 
     @classmethod
-    async def over(cls, link: Link, *, reset: ResetLine | None = None, health_pin: int = 0,
-                   hardware_id: str = "", **kwargs: Any) -> FirmataBoard:
+    async def over(
+        cls,
+        link: Link,
+        *,
+        reset: ResetLine | None = None,
+        health_pin: int = 0,
+        hardware_id: str = "",
+        **kwargs: Any,
+    ) -> FirmataBoard:
         session = StreamSession(link, name=f"firmata:{link.url}")
         await session.start()
         return cls(session, reset=reset, health_pin=health_pin, hardware_id=hardware_id, **kwargs)
@@ -184,13 +207,20 @@ class FirmataBoard:
             except DeviceTimeout:
                 continue
 
-    async def _query(self, request: fm.Message, match: Callable[[fm.Message], bool], what: str,
-                     timeout: float | None = None) -> fm.Message:
+    async def _query(
+        self,
+        request: fm.Message,
+        match: Callable[[fm.Message], bool],
+        what: str,
+        timeout: float | None = None,
+    ) -> fm.Message:
         async with self.session.lock:
             await self._send(request)
             return await self._await(match, timeout or self.query_timeout, what)
 
-    async def _stable(self, request: fm.Message, match: Callable[[fm.Message], bool], what: str) -> fm.Message:
+    async def _stable(
+        self, request: fm.Message, match: Callable[[fm.Message], bool], what: str
+    ) -> fm.Message:
         """Ask until the same answer has arrived twice: Firmata has no checksum, so one answer may be
         a damaged one that still parses."""
         seen: Counter[fm.Message] = Counter()
@@ -215,13 +245,16 @@ class FirmataBoard:
     # ---- device operations ----------------------------------------------------------------
 
     async def identify(self) -> DeviceIdentity:
-        version = await self._stable(fm.VersionQuery(), lambda m: isinstance(m, fm.VersionReport),
-                                     "version report")
+        version = await self._stable(
+            fm.VersionQuery(), lambda m: isinstance(m, fm.VersionReport), "version report"
+        )
         fw = await self._stable(fm.Sysex(fm.REPORT_FIRMWARE), _sysex(fm.REPORT_FIRMWARE), "firmware report")
-        caps = await self._stable(fm.Sysex(fm.CAPABILITY_QUERY), _sysex(fm.CAPABILITY_RESPONSE),
-                                  "capability response")
-        mapping = await self._stable(fm.Sysex(fm.ANALOG_MAPPING_QUERY), _sysex(fm.ANALOG_MAPPING_RESPONSE),
-                                     "analog mapping")
+        caps = await self._stable(
+            fm.Sysex(fm.CAPABILITY_QUERY), _sysex(fm.CAPABILITY_RESPONSE), "capability response"
+        )
+        mapping = await self._stable(
+            fm.Sysex(fm.ANALOG_MAPPING_QUERY), _sysex(fm.ANALOG_MAPPING_RESPONSE), "analog mapping"
+        )
         assert isinstance(version, fm.VersionReport)
         try:
             major, minor, name = fm.parse_firmware_report(fw)  # type: ignore[arg-type]
@@ -235,8 +268,12 @@ class FirmataBoard:
             self.hardware_id,
             _board_model(len(self.capabilities), analog_pins),
             firmware_version(major, minor, name),
-            (("firmware_name", name), ("protocol", f"{version.major}.{version.minor}"),
-             ("pins", str(len(self.capabilities))), ("analog_pins", str(analog_pins))),
+            (
+                ("firmware_name", name),
+                ("protocol", f"{version.major}.{version.minor}"),
+                ("pins", str(len(self.capabilities))),
+                ("analog_pins", str(analog_pins)),
+            ),
         )
         return self.identity
 
@@ -254,7 +291,9 @@ class FirmataBoard:
                     try:
                         msg = await self._await(
                             lambda m: isinstance(m, fm.AnalogValue) and m.channel == channel,
-                            self.query_timeout, "analog report")
+                            self.query_timeout,
+                            "analog report",
+                        )
                     except DeviceTimeout:
                         await self._send(fm.ReportAnalog(channel, True))  # the enable was lost on the line
                         continue
@@ -293,8 +332,9 @@ class FirmataBoard:
         except (ValueError, KeyError) as err:
             return ConfigResult(False, (), f"unsupported Firmata setting: {err}")
         for pin, mode in modes.items():
-            if self.capabilities and (pin >= len(self.capabilities)
-                                      or mode not in {m for m, _ in self.capabilities[pin]}):
+            if self.capabilities and (
+                pin >= len(self.capabilities) or mode not in {m for m, _ in self.capabilities[pin]}
+            ):
                 return ConfigResult(False, (), f"pin {pin} does not support {fm.PinMode(mode).name}")
         pins = range(len(self.capabilities) or DEFAULT_PINS)
         # Firmata has no checksum: a damaged SET_PIN_MODE is executed as a command for another pin or
@@ -316,8 +356,11 @@ class FirmataBoard:
             if not want:
                 break
             before = {pin: await self._pin_state(pin) for pin in pins}
-            drift = [pin for pin, (mode, level) in want.items()
-                     if before[pin][0] != mode or (mode == fm.PinMode.OUTPUT and before[pin][1] != level)]
+            drift = [
+                pin
+                for pin, (mode, level) in want.items()
+                if before[pin][0] != mode or (mode == fm.PinMode.OUTPUT and before[pin][1] != level)
+            ]
             if not drift:
                 break
             if any(pin not in modes for pin in drift):
@@ -333,7 +376,9 @@ class FirmataBoard:
         """(mode, value) of a pin, read until two answers agree."""
 
         def is_state(m: fm.Message) -> bool:
-            return isinstance(m, fm.Sysex) and m.command == fm.PIN_STATE_RESPONSE and m.data[:1] == bytes([pin])
+            return (
+                isinstance(m, fm.Sysex) and m.command == fm.PIN_STATE_RESPONSE and m.data[:1] == bytes([pin])
+            )
 
         msg = await self._stable(fm.Sysex(fm.PIN_STATE_QUERY, bytes([pin])), is_state, f"pin {pin} state")
         try:
@@ -353,8 +398,12 @@ class FirmataBoard:
         deadline = loop.time() + timeout
         while True:
             try:
-                await self._query(fm.VersionQuery(), lambda m: isinstance(m, fm.VersionReport),
-                                  "version report", timeout=min(self.query_timeout, timeout))
+                await self._query(
+                    fm.VersionQuery(),
+                    lambda m: isinstance(m, fm.VersionReport),
+                    "version report",
+                    timeout=min(self.query_timeout, timeout),
+                )
                 return
             except DeviceTimeout:
                 if loop.time() > deadline:
@@ -419,12 +468,19 @@ class FirmataBoard:
                         while current != page:
                             if writes[i] >= PAGE_WRITES:
                                 await self._stk(stk500.LEAVE_PROGMODE)
-                                return FlashResult(False, before, "unknown",
-                                                   f"verify failed at 0x{i * stk500.PAGE_SIZE:04x}",
-                                                   len(first_pass) * stk500.PAGE_SIZE, written)
+                                return FlashResult(
+                                    False,
+                                    before,
+                                    "unknown",
+                                    f"verify failed at 0x{i * stk500.PAGE_SIZE:04x}",
+                                    len(first_pass) * stk500.PAGE_SIZE,
+                                    written,
+                                )
                             writes[i] += 1
                             checked.clear()  # this write may land elsewhere: check every page again
-                            await self._stk(stk500.LOAD_ADDRESS, (i * stk500.PAGE_SIZE // 2).to_bytes(2, "little"))
+                            await self._stk(
+                                stk500.LOAD_ADDRESS, (i * stk500.PAGE_SIZE // 2).to_bytes(2, "little")
+                            )
                             await self._stk(stk500.PROG_PAGE, len(page).to_bytes(2, "big") + b"F" + page)
                             written += len(page)
                             current = await self._page_state(i, page)
@@ -445,11 +501,19 @@ class FirmataBoard:
                     break
                 except (DeviceTimeout, FrameError) as err:
                     # Optiboot leaves for the sketch on a damaged terminator; reset into it and go on.
-                    log.debug("%s: bootloader exchange lost (%s); resetting into it again", self.session.name, err)
+                    log.debug(
+                        "%s: bootloader exchange lost (%s); resetting into it again", self.session.name, err
+                    )
                     continue
             else:
-                return FlashResult(False, before, "unknown", "bootloader exchange keeps failing",
-                                   len(first_pass) * stk500.PAGE_SIZE, written)
+                return FlashResult(
+                    False,
+                    before,
+                    "unknown",
+                    "bootloader exchange keeps failing",
+                    len(first_pass) * stk500.PAGE_SIZE,
+                    written,
+                )
             self.session.discard()
             self.messages.clear()
         progress(Progress("boot", 0, 1))
@@ -458,12 +522,14 @@ class FirmataBoard:
             await self._wait_for_firmata(self.boot_timeout)
             after = (await self.identify()).firmware_version
         except DeviceTimeout:
-            return FlashResult(False, before, "unknown", "sketch does not answer Firmata after flashing",
-                               resumed, written)
+            return FlashResult(
+                False, before, "unknown", "sketch does not answer Firmata after flashing", resumed, written
+            )
         progress(Progress("boot", 1, 1))
         ok = same_version(after, image.version)
-        return FlashResult(ok, before, after, "" if ok else f"board reports {after} after flashing", resumed,
-                           written)
+        return FlashResult(
+            ok, before, after, "" if ok else f"board reports {after} after flashing", resumed, written
+        )
 
     async def _enter_bootloader(self) -> bytes:
         """Reset into Optiboot and start programming; returns the chip signature (a wrong one only when
@@ -532,4 +598,3 @@ def _reset_from_link(link: Link) -> ResetLine | None:
     if port is None:
         return None
     return serial_dtr_reset(port)
-

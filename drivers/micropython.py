@@ -178,6 +178,7 @@ REPLY = re.compile(rb"LF<([^\r\n]*)\|(\d{1,10})>")
 # What the journal records for code exec'd with whatever data happens to be in D (stub, library).
 ANY_DATA = None
 
+
 def _split(path: str) -> tuple[str, str]:
     folder, _, name = path.rpartition("/")
     return folder or "/", name
@@ -207,9 +208,15 @@ class MicroPythonBoard:
 
     family = Family.MICROPYTHON
 
-    def __init__(self, session: StreamSession, *, ack_timeout: float = ACK_TIMEOUT,
-                 enter_timeout: float = ENTER_TIMEOUT, reboot_timeout: float = REBOOT_TIMEOUT,
-                 journal: list[tuple[bytes, bytes | None]] | None = None) -> None:
+    def __init__(
+        self,
+        session: StreamSession,
+        *,
+        ack_timeout: float = ACK_TIMEOUT,
+        enter_timeout: float = ENTER_TIMEOUT,
+        reboot_timeout: float = REBOOT_TIMEOUT,
+        journal: list[tuple[bytes, bytes | None]] | None = None,
+    ) -> None:
         self.session = session
         self.ack_timeout = ack_timeout
         self.enter_timeout = enter_timeout
@@ -378,8 +385,9 @@ class MicroPythonBoard:
 
     # ---- checked execution ------------------------------------------------------------------
 
-    async def _attempt(self, code: bytes, data: bytes, *, timeout: float = EXEC_TIMEOUT,
-                       journal_data: bytes | None = b"") -> tuple[bool, Any]:
+    async def _attempt(
+        self, code: bytes, data: bytes, *, timeout: float = EXEC_TIMEOUT, journal_data: bytes | None = b""
+    ) -> tuple[bool, Any]:
         """One submission through G: (True, R) when the board ran `code` and its reply arrived intact,
         (False, None) when the line damaged either. Raises DeviceError when the code itself failed."""
         if self.journal is not None:
@@ -450,8 +458,11 @@ class MicroPythonBoard:
         pieces = [STUB[i : i + STUB_PIECE] for i in range(0, len(STUB), STUB_PIECE)]
         stored: set[int] = set()
         misses = 0
-        assemble = ("p=" + "+".join(f"T{i}" for i in range(len(pieces))) +
-                    f"\nexec({{{zlib.crc32(STUB)}:p}}.get(B.crc32(p),b''))\n").encode()
+        assemble = (
+            "p="
+            + "+".join(f"T{i}" for i in range(len(pieces)))
+            + f"\nexec({{{zlib.crc32(STUB)}:p}}.get(B.crc32(p),b''))\n"
+        ).encode()
         for _ in range(MAX_FAILURES):
             for i, piece in enumerate(pieces):
                 if i in stored:
@@ -459,8 +470,10 @@ class MicroPythonBoard:
                 # The slot comes from the checked bytes (index first), so a damaged name cannot put
                 # a good piece in the wrong place.
                 checked = bytes([i]) + piece
-                code = (f"import binascii as B\nq=B.a2b_base64('{_b64(checked)}')\nif B.crc32(q)=="
-                        f"{zlib.crc32(checked)}:globals()['T%d'%q[0]]=q[1:];print('LF+%d.'%q[0])\n").encode()
+                code = (
+                    f"import binascii as B\nq=B.a2b_base64('{_b64(checked)}')\nif B.crc32(q)=="
+                    f"{zlib.crc32(checked)}:globals()['T%d'%q[0]]=q[1:];print('LF+%d.'%q[0])\n"
+                ).encode()
                 raw = await self._unchecked(code)
                 if f"LF+{i}.".encode() in raw:
                     stored.add(i)
@@ -478,8 +491,10 @@ class MicroPythonBoard:
             if misses >= 3:
                 stored.clear()  # a reset may have taken the pieces with it: send them all again
                 misses = 0
-        raise DeviceError(f"{self.session.name}: the checked-exec helper does not install "
-                          "(the board needs exec, binascii.a2b_base64 and binascii.crc32)")
+        raise DeviceError(
+            f"{self.session.name}: the checked-exec helper does not install "
+            "(the board needs exec, binascii.a2b_base64 and binascii.crc32)"
+        )
 
     async def _unchecked(self, code: bytes) -> bytes:
         """Submit inert or self-checking code whose answer only steers retries; b'' if it got lost."""
@@ -495,7 +510,9 @@ class MicroPythonBoard:
                 await self._resync(self.ack_timeout * 2)
         return raw
 
-    async def call(self, code: str, data: bytes = b"", *, timeout: float = EXEC_TIMEOUT, lib: bool = True) -> Any:
+    async def call(
+        self, code: str, data: bytes = b"", *, timeout: float = EXEC_TIMEOUT, lib: bool = True
+    ) -> Any:
         """Run `code` through the checked helper until it ran once intact; return the value it left in R.
 
         The code must be idempotent: a run whose reply was lost is run again.
@@ -528,8 +545,10 @@ class MicroPythonBoard:
                 self.chunk = min(WRITE_CHUNK, self.chunk + CHUNK_STEP)
                 offset = got if isinstance(got, int) and 0 <= got <= len(code) else 0
             # U is gone if the board reset since the upload: that reads as a damaged buffer (send again).
-            check = (f"u=globals().get('U',b'')\nif len(u)=={len(code)} and B.crc32(u)=={zlib.crc32(code)}:\n"
-                     " exec(u,globals())\nelse:\n R='LFBAD'\n").encode()
+            check = (
+                f"u=globals().get('U',b'')\nif len(u)=={len(code)} and B.crc32(u)=={zlib.crc32(code)}:\n"
+                " exec(u,globals())\nelse:\n R='LFBAD'\n"
+            ).encode()
             if self.journal is not None:
                 self.journal.append((code, ANY_DATA))
             for _ in range(MAX_FAILURES):
@@ -556,8 +575,12 @@ class MicroPythonBoard:
             f"mpy-{uid}",  # no ':': the identity becomes an MQTT username (mosquitto's password file)
             str(machine),
             str(app_version) or "none",
-            (("sysname", str(sysname)), ("micropython", str(release)), ("implementation", str(impl)),
-             ("implementation_version", ".".join(str(v) for v in impl_version))),
+            (
+                ("sysname", str(sysname)),
+                ("micropython", str(release)),
+                ("implementation", str(impl)),
+                ("implementation_version", ".".join(str(v) for v in impl_version)),
+            ),
         )
         return self.identity
 
@@ -582,9 +605,14 @@ class MicroPythonBoard:
             problems.append("filesystem nearly full")
             if status is HealthStatus.OK:
                 status = HealthStatus.DEGRADED
-        readings = (("heap_free_bytes", float(mem_free)), ("heap_total_bytes", float(heap_total)),
-                    ("fs_free_bytes", float(fs_free)), ("fs_total_bytes", float(fs_total)),
-                    ("cpu_hz", float(freq)), ("ticks_ms", float(ticks)))
+        readings = (
+            ("heap_free_bytes", float(mem_free)),
+            ("heap_total_bytes", float(heap_total)),
+            ("fs_free_bytes", float(fs_free)),
+            ("fs_total_bytes", float(fs_total)),
+            ("cpu_hz", float(freq)),
+            ("ticks_ms", float(ticks)),
+        )
         return Health(status, readings, tuple(problems))
 
     async def apply_config(self, config: Mapping[str, str]) -> ConfigResult:
@@ -623,8 +651,9 @@ class MicroPythonBoard:
             cur = f"{cur}/{part}"
             await self.call(f"M({py_str(parent)},{py_str(part)},{py_str(cur)})")
 
-    async def write_file(self, path: str, data: bytes, progress: ProgressCallback = NO_PROGRESS,
-                         *, label: str = "write") -> int:
+    async def write_file(
+        self, path: str, data: bytes, progress: ProgressCallback = NO_PROGRESS, *, label: str = "write"
+    ) -> int:
         """Write `data` to `path` through a temp file verified by sha256; resume a partial temp file.
 
         Each piece goes through the checked helper and is appended only at the offset the host names,
@@ -685,6 +714,7 @@ class MicroPythonBoard:
             manifest["files"][full] = digest  # type: ignore[index]
             _, have = await self.file_hash(full)
             if have != digest:
+
                 def file_progress(p: Progress, base: int = done) -> None:
                     progress(Progress("flash", base + p.done, total))
 

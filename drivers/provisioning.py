@@ -111,11 +111,16 @@ class ProvisionResult:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ProvisionResult:
         return cls(
-            hardware_id=str(data["hardware_id"]), family=Family(data["family"]), outcome=Outcome(data["outcome"]),
-            device_id=str(data.get("device_id", "")), model=str(data.get("model", "")),
+            hardware_id=str(data["hardware_id"]),
+            family=Family(data["family"]),
+            outcome=Outcome(data["outcome"]),
+            device_id=str(data.get("device_id", "")),
+            model=str(data.get("model", "")),
             firmware_before=str(data.get("firmware_before", "")),
-            firmware_after=str(data.get("firmware_after", "")), reason=str(data.get("reason", "")),
-            attempts=int(data.get("attempts", 0)), seconds=float(data.get("seconds", 0.0)),
+            firmware_after=str(data.get("firmware_after", "")),
+            reason=str(data.get("reason", "")),
+            attempts=int(data.get("attempts", 0)),
+            seconds=float(data.get("seconds", 0.0)),
             resumed_from=int(data.get("resumed_from", 0)),
             details=tuple((str(k), str(v)) for k, v in dict(data.get("details", {})).items()),
         )
@@ -167,7 +172,9 @@ class StateFile:
     async def record(self, result: ProvisionResult, fingerprint: str) -> None:
         async with self._lock:
             self.entries[result.hardware_id] = {"fingerprint": fingerprint, "result": result.to_json()}
-            payload = json.dumps({"version": STATE_VERSION, "devices": self.entries}, indent=1, sort_keys=True)
+            payload = json.dumps(
+                {"version": STATE_VERSION, "devices": self.entries}, indent=1, sort_keys=True
+            )
             await asyncio.to_thread(_atomic_write, self.path, payload)
 
 
@@ -180,10 +187,18 @@ def _atomic_write(path: Path, text: str) -> None:
 class Provisioner:
     """Runs one provisioning pass over a set of attached devices."""
 
-    def __init__(self, *, opener: DeviceOpener = open_device, state: StateFile | None = None,
-                 progress: ProgressSink | None = None, concurrency: int = DEFAULT_CONCURRENCY,
-                 attempts: int = DEFAULT_ATTEMPTS, locate: Locator | None = None,
-                 replug_wait: float = REPLUG_WAIT, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        opener: DeviceOpener = open_device,
+        state: StateFile | None = None,
+        progress: ProgressSink | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        attempts: int = DEFAULT_ATTEMPTS,
+        locate: Locator | None = None,
+        replug_wait: float = REPLUG_WAIT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._opener = opener
         self._state = state
         self._progress = progress or (lambda _p: None)
@@ -232,9 +247,15 @@ class Provisioner:
                 last_error = f"internal error: {type(err).__name__}"
                 break
             return result
-        result = ProvisionResult(hw, attached.family, Outcome.FAILED, firmware_before=before,
-                                 reason=last_error or "device not found", attempts=self._attempts,
-                                 seconds=self._clock() - started)
+        result = ProvisionResult(
+            hw,
+            attached.family,
+            Outcome.FAILED,
+            firmware_before=before,
+            reason=last_error or "device not found",
+            attempts=self._attempts,
+            seconds=self._clock() - started,
+        )
         self._emit(hw, "failed", detail=result.reason)
         return result
 
@@ -251,8 +272,9 @@ class Provisioner:
                 return None
             await asyncio.sleep(REPLUG_POLL)
 
-    async def _attempt(self, attached: AttachedDevice, plan_for: PlanFor, attempt: int,
-                       started: float) -> ProvisionResult:
+    async def _attempt(
+        self, attached: AttachedDevice, plan_for: PlanFor, attempt: int, started: float
+    ) -> ProvisionResult:
         hw = attached.hardware_id
         self._emit(hw, "open")
         device = await self._opener(attached)
@@ -260,28 +282,53 @@ class Provisioner:
             self._emit(hw, "identify")
             ident = await device.identify()
             plan = plan_for(attached, ident)
-            common = {"device_id": ident.hardware_id, "model": ident.model, "firmware_before": ident.firmware_version,
-                          "attempts": attempt, "details": ident.details}
+            common = {
+                "device_id": ident.hardware_id,
+                "model": ident.model,
+                "firmware_before": ident.firmware_version,
+                "attempts": attempt,
+                "details": ident.details,
+            }
             if plan is None:
                 self._emit(hw, "done", detail="no plan")
-                return ProvisionResult(hw, attached.family, Outcome.SKIPPED, firmware_after=ident.firmware_version,
-                                       reason="no provisioning plan for this device",
-                                       seconds=self._clock() - started, **common)  # type: ignore[arg-type]
+                return ProvisionResult(
+                    hw,
+                    attached.family,
+                    Outcome.SKIPPED,
+                    firmware_after=ident.firmware_version,
+                    reason="no provisioning plan for this device",
+                    seconds=self._clock() - started,
+                    **common,
+                )  # type: ignore[arg-type]
             fingerprint = plan.fingerprint()
             if self._state is not None:
                 done = self._state.finished(hw, fingerprint)
                 if done is not None and ident.firmware_version == done.firmware_after:
                     self._emit(hw, "done", detail="already provisioned")
-                    return ProvisionResult(hw, attached.family, Outcome.PROVISIONED, firmware_after=done.firmware_after,
-                                           reason="already provisioned (resumed run)",
-                                           seconds=self._clock() - started, **common)  # type: ignore[arg-type]
+                    return ProvisionResult(
+                        hw,
+                        attached.family,
+                        Outcome.PROVISIONED,
+                        firmware_after=done.firmware_after,
+                        reason="already provisioned (resumed run)",
+                        seconds=self._clock() - started,
+                        **common,
+                    )  # type: ignore[arg-type]
             self._emit(hw, "configure")
             config = await device.apply_config(plan.config)
             if not config.ok:
-                return await self._finish(ProvisionResult(
-                    hw, attached.family, Outcome.FAILED, firmware_after=ident.firmware_version,
-                    reason=f"configuration: {config.reason}", seconds=self._clock() - started,
-                    **common), fingerprint)  # type: ignore[arg-type]
+                return await self._finish(
+                    ProvisionResult(
+                        hw,
+                        attached.family,
+                        Outcome.FAILED,
+                        firmware_after=ident.firmware_version,
+                        reason=f"configuration: {config.reason}",
+                        seconds=self._clock() - started,
+                        **common,
+                    ),
+                    fingerprint,
+                )  # type: ignore[arg-type]
             after = ident.firmware_version
             resumed_from = 0
             if plan.firmware is not None and plan.firmware.version != ident.firmware_version:
@@ -289,13 +336,27 @@ class Provisioner:
                 after = flashed.after
                 resumed_from = flashed.resumed_from
                 if not flashed.ok:
-                    return await self._finish(ProvisionResult(
-                        hw, attached.family, Outcome.FAILED, firmware_after=after,
-                        reason=f"firmware: {flashed.reason}", seconds=self._clock() - started,
-                        **common), fingerprint)  # type: ignore[arg-type]
-            result = ProvisionResult(hw, attached.family, Outcome.PROVISIONED, firmware_after=after,
-                                     seconds=self._clock() - started, resumed_from=resumed_from,
-                                     **common)  # type: ignore[arg-type]
+                    return await self._finish(
+                        ProvisionResult(
+                            hw,
+                            attached.family,
+                            Outcome.FAILED,
+                            firmware_after=after,
+                            reason=f"firmware: {flashed.reason}",
+                            seconds=self._clock() - started,
+                            **common,
+                        ),
+                        fingerprint,
+                    )  # type: ignore[arg-type]
+            result = ProvisionResult(
+                hw,
+                attached.family,
+                Outcome.PROVISIONED,
+                firmware_after=after,
+                seconds=self._clock() - started,
+                resumed_from=resumed_from,
+                **common,
+            )  # type: ignore[arg-type]
             self._emit(hw, "done")
             return await self._finish(result, fingerprint)
         finally:

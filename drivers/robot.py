@@ -84,8 +84,9 @@ class RobotDevice:
 
     family = Family.ROBOT
 
-    def __init__(self, session: ArqSession, *, boot_timeout: float = BOOT_TIMEOUT,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self, session: ArqSession, *, boot_timeout: float = BOOT_TIMEOUT, rng: random.Random | None = None
+    ) -> None:
         self.session = session
         self.boot_timeout = boot_timeout
         self._rng = rng or random.Random()
@@ -97,8 +98,14 @@ class RobotDevice:
         return await cls.over(link, **kwargs)  # type: ignore[arg-type]
 
     @classmethod
-    async def over(cls, link: Link, *, rng: random.Random | None = None, boot_timeout: float = BOOT_TIMEOUT,
-                   **session_kwargs: object) -> RobotDevice:
+    async def over(
+        cls,
+        link: Link,
+        *,
+        rng: random.Random | None = None,
+        boot_timeout: float = BOOT_TIMEOUT,
+        **session_kwargs: object,
+    ) -> RobotDevice:
         rng = rng or random.Random()
         session = ArqSession(link, name=f"robot:{link.url}", rng=rng, **session_kwargs)  # type: ignore[arg-type]
         await session.start()
@@ -118,8 +125,9 @@ class RobotDevice:
     async def identify(self, *, timeout: float | None = None, attempts: int | None = None) -> DeviceIdentity:
         """HELLO: starts a protocol session on the device (clearing its duplicate cache) and identifies it."""
         session_id = self._rng.getrandbits(32)
-        frame = await self.session.request(MsgType.HELLO, session_id.to_bytes(4, "big"),
-                                           timeout=timeout, attempts=attempts)
+        frame = await self.session.request(
+            MsgType.HELLO, session_id.to_bytes(4, "big"), timeout=timeout, attempts=attempts
+        )
         r = _check(frame, MsgType.IDENTITY)
         proto = r.u8()
         uid = r.str8()
@@ -151,7 +159,9 @@ class RobotDevice:
         battery_pct = r.u8()
         temp_c = r.i8()
         readings: list[tuple[str, float]] = [
-            ("battery_mv", battery_mv), ("battery_pct", battery_pct), ("temperature_c", temp_c)
+            ("battery_mv", battery_mv),
+            ("battery_pct", battery_pct),
+            ("temperature_c", temp_c),
         ]
         problems: list[str] = []
         status = HealthStatus.OK
@@ -208,7 +218,7 @@ class RobotDevice:
             return FlashResult(False, before, before, "image does not match its sha256; not sent")
         if before == image.version and ident.detail("boot_status") == "ok":
             return FlashResult(True, before, before, "already at target version")
-        begin = (len(image.data).to_bytes(4, "big") + bytes.fromhex(image.sha256) + pack_str8(image.version))
+        begin = len(image.data).to_bytes(4, "big") + bytes.fromhex(image.sha256) + pack_str8(image.version)
         try:
             r = _check(await self.session.request(MsgType.FW_BEGIN, begin), MsgType.FW_BEGIN_ACK)
         except DeviceError as err:
@@ -243,8 +253,9 @@ class RobotDevice:
             status = rr.u8()
             next_offset = rr.u32()
             if status not in (Status.OK, Status.CHUNK_CRC, Status.OUT_OF_ORDER):
-                return FlashResult(False, before, before, f"chunk at {offset}: {_status_name(status)}",
-                                   resumed_from, sent)
+                return FlashResult(
+                    False, before, before, f"chunk at {offset}: {_status_name(status)}", resumed_from, sent
+                )
             if not 0 <= next_offset <= total:
                 raise ProtocolError(f"device asked for offset {next_offset} of {total}")
             sent += len(data) if status == Status.OK else 0
@@ -264,15 +275,27 @@ class RobotDevice:
             raise ProtocolError(f"expected FW_COMMIT_ACK, got {frame.type:#x}")
         status = BodyReader(frame.body).u8()
         if status != Status.OK:
-            return FlashResult(False, before, before, f"device rejected the image: {_status_name(status)}",
-                               resumed_from, sent)
+            return FlashResult(
+                False,
+                before,
+                before,
+                f"device rejected the image: {_status_name(status)}",
+                resumed_from,
+                sent,
+            )
         progress(Progress("boot", 0, 1))
         after_boot = await self._reboot_and_wait(REBOOT_TRIAL)
         boot = after_boot.detail("boot_status")
         if after_boot.firmware_version != image.version or boot != "trial":
-            return FlashResult(False, before, after_boot.firmware_version,
-                               f"new image failed to boot (boot status {boot}); "
-                               f"running slot {after_boot.detail('active_slot')}", resumed_from, sent)
+            return FlashResult(
+                False,
+                before,
+                after_boot.firmware_version,
+                f"new image failed to boot (boot status {boot}); "
+                f"running slot {after_boot.detail('active_slot')}",
+                resumed_from,
+                sent,
+            )
         _check(await self.session.request(MsgType.FW_CONFIRM), MsgType.FW_CONFIRM_ACK)
         progress(Progress("boot", 1, 1))
         log.info("%s: firmware %s -> %s in slot %s", self.session.name, before, image.version, slot)

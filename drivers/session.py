@@ -187,7 +187,9 @@ class ArqSession(SessionBase):
                         self.timeouts += 1
                         if not fixed:  # back off: the device may be busy (flash erase), not deaf
                             wait = min(self.ack_timeout + shift, wait * 2)  # type: ignore[operator]
-                raise DeviceTimeout(f"{self.name}: no answer to {_type_name(mtype)} after {attempts} attempts")
+                raise DeviceTimeout(
+                    f"{self.name}: no answer to {_type_name(mtype)} after {attempts} attempts"
+                )
             finally:
                 self._pending.pop(seq, None)
 
@@ -338,8 +340,9 @@ class StreamSession(SessionBase):
         del self._buf[:n]
         return out
 
-    async def wait_for(self, predicate: Callable[[bytearray], int], timeout: float, what: str,
-                       *, idle: float | None = None) -> bytes:
+    async def wait_for(
+        self, predicate: Callable[[bytearray], int], timeout: float, what: str, *, idle: float | None = None
+    ) -> bytes:
         """Wait until `predicate(buffer)` returns a positive length; consume and return that prefix.
 
         With `idle`, a device that sent something and then stayed silent that long is done too: the

@@ -25,8 +25,23 @@ from firmware_profiles.schema import (
 )
 
 __all__ = [
-    "DEFAULT_PROFILE_DIR", "DeviceSettings", "ErrorCodeRule", "FirmwareProfile", "FirmwareVersion",
-    "HealthRules", "MqttTransport", "ProfileError", "ProfileIssue", "RebootRule", "ScreenTimePolicy",
-    "SerialTransport", "artifact_path", "check_all", "check_profiles_command", "load_all", "load_profile", "load_profile_key",
+    "DEFAULT_PROFILE_DIR",
+    "DeviceSettings",
+    "ErrorCodeRule",
+    "FirmwareProfile",
+    "FirmwareVersion",
+    "HealthRules",
+    "MqttTransport",
+    "ProfileError",
+    "ProfileIssue",
+    "RebootRule",
+    "ScreenTimePolicy",
+    "SerialTransport",
+    "artifact_path",
+    "check_all",
+    "check_profiles_command",
+    "load_all",
+    "load_profile",
+    "load_profile_key",
     "parse_profile",
 ]

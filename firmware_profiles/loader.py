@@ -119,8 +119,9 @@ def _check_plain_yaml(text: str) -> list[tuple[str, str]]:
             tracker.stack.pop()
             tracker.node_finished()
             continue
-        if not isinstance(event, (yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent,
-                                  yaml.AliasEvent)):
+        if not isinstance(
+            event, (yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent, yaml.AliasEvent)
+        ):
             continue
         is_key = bool(tracker.stack) and tracker.stack[-1][0] == "map" and tracker.stack[-1][1]
         tracker.node_started(event)
@@ -128,8 +129,10 @@ def _check_plain_yaml(text: str) -> list[tuple[str, str]]:
         line = _line(event)
         tag = getattr(event, "tag", None)
         if tag is not None and tag != "!":
-            shown = "!!" + tag[len(_YAML_TAG_PREFIX):] if tag.startswith(_YAML_TAG_PREFIX) else tag
-            problems.append((where, f"line {line}: YAML tag {shown} is not allowed (profiles are plain data)"))
+            shown = "!!" + tag[len(_YAML_TAG_PREFIX) :] if tag.startswith(_YAML_TAG_PREFIX) else tag
+            problems.append(
+                (where, f"line {line}: YAML tag {shown} is not allowed (profiles are plain data)")
+            )
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             problems.append((where, f"line {line}: YAML anchors and aliases are not allowed"))
         if is_key and not isinstance(event, yaml.ScalarEvent):
@@ -150,7 +153,9 @@ def parse_profile(text: str, file: str, *, expected_model: str | None = None) ->
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise ProfileError([ProfileIssue(file, "", f"{where}invalid YAML: {getattr(err, 'problem', err)}")]) from err
+        raise ProfileError(
+            [ProfileIssue(file, "", f"{where}invalid YAML: {getattr(err, 'problem', err)}")]
+        ) from err
     if problems:
         raise ProfileError([ProfileIssue(file, p, m) for p, m in problems])
     data = yaml.safe_load(text)
@@ -167,7 +172,11 @@ def parse_profile(text: str, file: str, *, expected_model: str | None = None) ->
         ) from err
     if expected_model is not None and profile.model != expected_model:
         raise ProfileError(
-            [ProfileIssue(file, "model", f"{profile.model!r} does not match the file name ({expected_model}.yaml)")]
+            [
+                ProfileIssue(
+                    file, "model", f"{profile.model!r} does not match the file name ({expected_model}.yaml)"
+                )
+            ]
         )
     return profile
 
@@ -179,7 +188,9 @@ def load_profile(path: str | Path, *, verify_artifacts: bool = False) -> Firmwar
     try:
         size = p.stat().st_size
         if size > MAX_PROFILE_BYTES:
-            raise ProfileError([ProfileIssue(name, "", f"file is {size} bytes, over the {MAX_PROFILE_BYTES} limit")])
+            raise ProfileError(
+                [ProfileIssue(name, "", f"file is {size} bytes, over the {MAX_PROFILE_BYTES} limit")]
+            )
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise ProfileError([ProfileIssue(name, "", "not UTF-8 text")]) from err
@@ -193,8 +204,9 @@ def load_profile(path: str | Path, *, verify_artifacts: bool = False) -> Firmwar
     return profile
 
 
-def load_profile_key(key: str, directory: str | Path = DEFAULT_PROFILE_DIR, *,
-                     verify_artifacts: bool = False) -> FirmwareProfile:
+def load_profile_key(
+    key: str, directory: str | Path = DEFAULT_PROFILE_DIR, *, verify_artifacts: bool = False
+) -> FirmwareProfile:
     """The profile of a model key (a device model's `profile_key`, e.g. terminal-lt100) from the folder."""
     if not _SAFE_KEY.match(key):
         raise ProfileError([ProfileIssue(f"{key}.yaml", "", "not a profile key")])
@@ -236,10 +248,14 @@ def artifact_issues(profile: FirmwareProfile, profile_dir: str | Path, file: str
             continue
         actual = path.stat().st_size
         if actual != v.size:
-            issues.append(ProfileIssue(file, f"{where}.size", f"{v.size} but {v.artifact} has {actual} bytes"))
+            issues.append(
+                ProfileIssue(file, f"{where}.size", f"{v.size} but {v.artifact} has {actual} bytes")
+            )
             continue
         if _sha256_of(path) != v.sha256:
-            issues.append(ProfileIssue(file, f"{where}.sha256", f"does not match the content of {v.artifact}"))
+            issues.append(
+                ProfileIssue(file, f"{where}.sha256", f"does not match the content of {v.artifact}")
+            )
     return issues
 
 
@@ -247,8 +263,9 @@ def _profile_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("*.yaml") if p.is_file())
 
 
-def load_all(directory: str | Path = DEFAULT_PROFILE_DIR, *, verify_artifacts: bool = False
-             ) -> dict[str, FirmwareProfile]:
+def load_all(
+    directory: str | Path = DEFAULT_PROFILE_DIR, *, verify_artifacts: bool = False
+) -> dict[str, FirmwareProfile]:
     """Every `*.yaml` profile in the folder by model key; raises ProfileError listing all problems."""
     directory = Path(directory)
     profiles: dict[str, FirmwareProfile] = {}
@@ -295,5 +312,7 @@ def check_profiles_command(path: str | Path | None = None) -> tuple[bool, list[s
 
 
 def _summary(file: str, profile: FirmwareProfile) -> str:
-    return (f"{file}: OK ({profile.kind}, {profile.transport}, driver {profile.driver}, "
-            f"{len(profile.versions)} version(s), target {profile.target_version})")
+    return (
+        f"{file}: OK ({profile.kind}, {profile.transport}, driver {profile.driver}, "
+        f"{len(profile.versions)} version(s), target {profile.target_version})"
+    )

@@ -34,8 +34,13 @@ Objects outside your schools answer 404; actions outside your role answer 403.
 """
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None, migrate: bool = True,
-               runtime_hooks: list[RuntimeHook] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    migrate: bool = True,
+    runtime_hooks: list[RuntimeHook] | None = None,
+) -> FastAPI:
     """Build the service. `migrate` upgrades the schema on start; hooks start optional background parts."""
 
     # One registry per app (never the global one): event metrics, plus state gauges read from memory at scrape.
@@ -51,27 +56,66 @@ def create_app(settings: Settings, *, clock: Clock | None = None, migrate: bool 
                 await upgrade(settings.database_url)
             engine = create_engine(settings.database_url)
             stack.push_async_callback(engine.dispose)
-            state = FleetState(settings=settings, engine=engine, sessions=session_factory(engine),
-                               clock=clock or SystemClock(),
-                               extras={"metrics": fleet_metrics, "snapshot": snapshot, "registry": registry})
+            state = FleetState(
+                settings=settings,
+                engine=engine,
+                sessions=session_factory(engine),
+                clock=clock or SystemClock(),
+                extras={"metrics": fleet_metrics, "snapshot": snapshot, "registry": registry},
+            )
             app.state.fleet = state
             for hook in runtime_hooks or []:
                 await hook(stack, state)
-            log.info("LabFleet %s ready (database %s)", __version__, engine.url.render_as_string(hide_password=True))
+            log.info(
+                "LabFleet %s ready (database %s)",
+                __version__,
+                engine.url.render_as_string(hide_password=True),
+            )
             yield
         log.info("LabFleet stopped")
 
-    app = FastAPI(title="LabFleet", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  openapi_tags=[{"name": t} for t in ("districts", "schools", "rooms", "device-models", "devices",
-                                                      "timetables", "calendar", "imports", "tokens", "audit",
-                                                      "health", "rollouts", "enrollment", "alerts", "commands",
-                                                      "operations", "reports")])
+    app = FastAPI(
+        title="LabFleet",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": t}
+            for t in (
+                "districts",
+                "schools",
+                "rooms",
+                "device-models",
+                "devices",
+                "timetables",
+                "calendar",
+                "imports",
+                "tokens",
+                "audit",
+                "health",
+                "rollouts",
+                "enrollment",
+                "alerts",
+                "commands",
+                "operations",
+                "reports",
+            )
+        ],
+    )
     errors.install(app)
-    app.add_middleware(errors.BodyLimit, max_bytes=settings.http.max_body_bytes,
-                       import_max_bytes=settings.http.max_import_bytes, import_prefix="/api/v1/imports/")
+    app.add_middleware(
+        errors.BodyLimit,
+        max_bytes=settings.http.max_body_bytes,
+        import_max_bytes=settings.http.max_import_bytes,
+        import_prefix="/api/v1/imports/",
+    )
     app.add_middleware(HttpMetricsMiddleware, metrics=fleet_metrics)
-    app.include_router(metrics_router(registry, MetricsAccess.from_settings(settings.metrics.allowed_networks,
-                                                                            settings.metrics.token or None)))
+    app.include_router(
+        metrics_router(
+            registry,
+            MetricsAccess.from_settings(settings.metrics.allowed_networks, settings.metrics.token or None),
+        )
+    )
     app.include_router(admin.health)
     app.include_router(inventory.router)
     app.include_router(admin.router)
@@ -80,4 +124,3 @@ def create_app(settings: Settings, *, clock: Clock | None = None, migrate: bool 
     app.include_router(reports.router)
     app.include_router(stats.router)
     return app
-

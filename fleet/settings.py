@@ -179,6 +179,6 @@ class Settings(BaseSettings):
         """The database file when the URL is SQLite, else None."""
         prefix = "sqlite+aiosqlite:///"
         if self.database_url.startswith(prefix):
-            rest = self.database_url[len(prefix):]
+            rest = self.database_url[len(prefix) :]
             return None if rest in ("", ":memory:") else Path(rest)
         return None

@@ -145,9 +145,15 @@ class Api:
         key = (role, schools or ())
         if key not in self.tokens:
             async with unit_of_work(self.sessions) as session:
-                _, plain = await create_token(session, principal=SYSTEM, at=self.clock.now(),
-                                              name=f"{role}-{key[1]}", role=role, school_ids=list(schools or []),
-                                              district_wide=schools is None)
+                _, plain = await create_token(
+                    session,
+                    principal=SYSTEM,
+                    at=self.clock.now(),
+                    name=f"{role}-{key[1]}",
+                    role=role,
+                    school_ids=list(schools or []),
+                    district_wide=schools is None,
+                )
             self.tokens[key] = plain
         return self.tokens[key]
 

@@ -117,8 +117,18 @@ class Sysex:
     data: bytes = b""
 
 
-Message = (VersionQuery | VersionReport | SystemReset | AnalogValue | DigitalPort | ReportAnalog
-           | ReportDigital | SetPinMode | SetDigitalPinValue | Sysex)
+Message = (
+    VersionQuery
+    | VersionReport
+    | SystemReset
+    | AnalogValue
+    | DigitalPort
+    | ReportAnalog
+    | ReportDigital
+    | SetPinMode
+    | SetDigitalPinValue
+    | Sysex
+)
 
 
 def _7(value: int) -> bytes:

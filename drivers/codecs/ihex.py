@@ -46,7 +46,9 @@ def parse_ihex(text: bytes, *, fill: int = 0xFF) -> bytes:
         if kind == DATA:
             start = base + address
             if start + count > MAX_IMAGE_BYTES:
-                raise FrameError("ihex_too_large", f"line {number}: address {start:#x} beyond {MAX_IMAGE_BYTES}")
+                raise FrameError(
+                    "ihex_too_large", f"line {number}: address {start:#x} beyond {MAX_IMAGE_BYTES}"
+                )
             memory[start] = payload
             top = max(top, start + count)
         elif kind == EOF:
@@ -75,7 +77,9 @@ def encode_ihex(data: bytes, *, width: int = 16) -> bytes:
         if offset and offset % 0x10000 == 0:
             lines.append(_record(bytes([2, 0, 0, EXT_LINEAR]) + (offset >> 16).to_bytes(2, "big")))
         chunk = data[offset : offset + width]
-        lines.append(_record(bytes([len(chunk)]) + (offset & 0xFFFF).to_bytes(2, "big") + bytes([DATA]) + chunk))
+        lines.append(
+            _record(bytes([len(chunk)]) + (offset & 0xFFFF).to_bytes(2, "big") + bytes([DATA]) + chunk)
+        )
     lines.append(":00000001FF")
     return ("\n".join(lines) + "\n").encode()
 

@@ -53,8 +53,9 @@ Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
 _bearer = HTTPBearer(auto_error=False, description="API token from `labfleet token create`")
 
 
-async def get_principal(state: State, session: Session,
-                        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+async def get_principal(
+    state: State, session: Session, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
     if creds is None or creds.scheme.lower() != "bearer":
         raise Unauthenticated("an API token is required (Authorization: Bearer <token>)")
     return await authenticate(session, creds.credentials, state.clock.now())

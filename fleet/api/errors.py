@@ -44,8 +44,13 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 def _jsonable_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for err in errors:
-        out.append({"loc": [str(x) for x in err.get("loc", ())], "msg": str(err.get("msg", "")),
-                    "type": str(err.get("type", ""))})
+        out.append(
+            {
+                "loc": [str(x) for x in err.get("loc", ())],
+                "msg": str(err.get("msg", "")),
+                "type": str(err.get("type", "")),
+            }
+        )
     return out
 
 
@@ -55,35 +60,48 @@ def install(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(err, e.Unauthenticated) else None
         if isinstance(err, e.RateLimited):
             headers = {"Retry-After": str(err.retry_after_s)}
-        return JSONResponse(error_body(err.code, err.message, err.details), status_code=status_for(err),
-                            headers=headers)
+        return JSONResponse(
+            error_body(err.code, err.message, err.details), status_code=status_for(err), headers=headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, err: RequestValidationError) -> JSONResponse:
         errs = _jsonable_errors(list(err.errors()))
         first = errs[0] if errs else {"loc": [], "msg": "invalid request"}
         where = ".".join(first["loc"])
-        return JSONResponse(error_body("invalid_request", f"{where}: {first['msg']}" if where else first["msg"],
-                                       errs), status_code=422)
+        return JSONResponse(
+            error_body("invalid_request", f"{where}: {first['msg']}" if where else first["msg"], errs),
+            status_code=422,
+        )
 
     @app.exception_handler(IntegrityError)
     async def _integrity(_request: Request, err: IntegrityError) -> JSONResponse:
         # A race between two writers: the pre-checks passed, the database constraint caught it.
         log.info("integrity conflict: %s", type(err.orig).__name__)
-        return JSONResponse(error_body("conflict", "the change clashes with an existing record"), status_code=409)
+        return JSONResponse(
+            error_body("conflict", "the change clashes with an existing record"), status_code=409
+        )
 
     @app.exception_handler(OperationalError)
     async def _busy(_request: Request, err: OperationalError) -> JSONResponse:
         # SQLite's writer lock held past the busy timeout, or PostgreSQL gone: the request can be retried.
         log.warning("database unavailable for a request: %s", type(err.orig).__name__)
-        return JSONResponse(error_body("unavailable", "the database is busy or unavailable; retry shortly"),
-                            status_code=503, headers={"Retry-After": "1"})
+        return JSONResponse(
+            error_body("unavailable", "the database is busy or unavailable; retry shortly"),
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, err: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(err.status_code, "http_error")
-        return JSONResponse(error_body(code, str(err.detail)), status_code=err.status_code,
-                            headers=getattr(err, "headers", None))
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            err.status_code, "http_error"
+        )
+        return JSONResponse(
+            error_body(code, str(err.detail)),
+            status_code=err.status_code,
+            headers=getattr(err, "headers", None),
+        )
 
 
 class BodyLimit:
@@ -141,6 +159,11 @@ class _TooLarge(HTTPException):
 
 async def _send_413(send: Send, limit: int) -> None:
     body = json.dumps(error_body("too_large", f"request body is larger than {limit} bytes")).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

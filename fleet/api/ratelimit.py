@@ -30,8 +30,11 @@ class EnrollmentGuard:
             if not self._limiter.test(item, scope, key):
                 reset_at = self._limiter.get_window_stats(item, scope, key).reset_time
                 retry = max(1, math.ceil(reset_at - time.time()))
-                raise RateLimited(f"too many failed enrollment attempts from this {scope}; retry in {retry} s",
-                                  retry_after_s=retry, details={"reason": "rate_limited", "scope": scope})
+                raise RateLimited(
+                    f"too many failed enrollment attempts from this {scope}; retry in {retry} s",
+                    retry_after_s=retry,
+                    details={"reason": "rate_limited", "scope": scope},
+                )
 
     def failed(self, source: str, token: str) -> None:
         for item, scope, key in self._keys(source, token):

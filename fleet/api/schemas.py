@@ -27,8 +27,11 @@ def _no_control(value: str) -> str:
 
 
 def Text(max_length: int, min_length: int = 1) -> Any:
-    return Annotated[str, StringConstraints(strip_whitespace=True, min_length=min_length, max_length=max_length),
-                     AfterValidator(_no_control)]
+    return Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=min_length, max_length=max_length),
+        AfterValidator(_no_control),
+    ]
 
 
 # Ids are 32-bit in every backend; anything larger is a 422, not a database error.

@@ -60,10 +60,19 @@ async def watcher_for(bench: int, seed: int) -> AsyncIterator[tuple[PortWatcher,
 
 
 @contextlib.asynccontextmanager
-async def edge_agent(http: httpx.AsyncClient, downloads: httpx.AsyncClient, *, school_id: int, room_id: int | None,
-                     broker: str | None, watcher: PortWatcher, reset_for: Any, health_interval: float,
-                     signing_key: str = "", clock_ms: Callable[[], int] | None = None
-                     ) -> AsyncIterator[tuple[EdgeAgent, EdgeSupervisor]]:
+async def edge_agent(
+    http: httpx.AsyncClient,
+    downloads: httpx.AsyncClient,
+    *,
+    school_id: int,
+    room_id: int | None,
+    broker: str | None,
+    watcher: PortWatcher,
+    reset_for: Any,
+    health_interval: float,
+    signing_key: str = "",
+    clock_ms: Callable[[], int] | None = None,
+) -> AsyncIterator[tuple[EdgeAgent, EdgeSupervisor]]:
     """The edge agent's parts wired together: the fleet bridge, its kit updater (rollouts) and the USB supervisor.
 
     `labfleet agent` and the district simulator's lab rooms both run this, so simulated kits are bridged and
@@ -88,16 +97,38 @@ async def edge_agent(http: httpx.AsyncClient, downloads: httpx.AsyncClient, *, s
                 log.warning("edge agent: %s failed on the way out", close.__qualname__, exc_info=True)
 
 
-async def run_agent(*, api: str, token: str, school: str, room: str | None, broker: str | None,
-                    bench: int, seed: int, health_interval: float, signing_key: str = "") -> None:
+async def run_agent(
+    *,
+    api: str,
+    token: str,
+    school: str,
+    room: str | None,
+    broker: str | None,
+    bench: int,
+    seed: int,
+    health_interval: float,
+    signing_key: str = "",
+) -> None:
     headers = {"Authorization": f"Bearer {token}"}
-    async with (httpx.AsyncClient(base_url=api, headers=headers, timeout=HTTP_TIMEOUT) as http,
-                httpx.AsyncClient() as downloads):
+    async with (
+        httpx.AsyncClient(base_url=api, headers=headers, timeout=HTTP_TIMEOUT) as http,
+        httpx.AsyncClient() as downloads,
+    ):
         school_id, room_id = await resolve(http, school, room)
-        async with (watcher_for(bench, seed) as (watcher, reset_for),
-                    edge_agent(http, downloads, school_id=school_id, room_id=room_id, broker=broker, watcher=watcher,
-                               reset_for=reset_for, health_interval=health_interval,
-                               signing_key=signing_key) as (_agent, supervisor)):
+        async with (
+            watcher_for(bench, seed) as (watcher, reset_for),
+            edge_agent(
+                http,
+                downloads,
+                school_id=school_id,
+                room_id=room_id,
+                broker=broker,
+                watcher=watcher,
+                reset_for=reset_for,
+                health_interval=health_interval,
+                signing_key=signing_key,
+            ) as (_agent, supervisor),
+        ):
             await _until_stopped(supervisor.run())
         log.info("edge agent stopped")
 
@@ -127,22 +158,41 @@ async def _until_stopped(work: Coroutine[Any, Any, None]) -> None:
 def agent(
     school: Annotated[str, typer.Option(help="school code or id this lab PC belongs to")],
     api: Annotated[str, typer.Option(help="fleet service base URL, e.g. http://fleet.local:8000")],
-    token: Annotated[str, typer.Option(help="API token (technician of the school)", envvar="LABFLEET_AGENT_TOKEN")],
+    token: Annotated[
+        str, typer.Option(help="API token (technician of the school)", envvar="LABFLEET_AGENT_TOKEN")
+    ],
     room: Annotated[str | None, typer.Option(help="room name or id (new kits are placed there)")] = None,
-    broker: Annotated[str | None, typer.Option(help="MQTT broker URL (default: the one enrollment returns)")] = None,
+    broker: Annotated[
+        str | None, typer.Option(help="MQTT broker URL (default: the one enrollment returns)")
+    ] = None,
     bench: Annotated[int, typer.Option(help="bridge N simulated kits instead of USB ports")] = 0,
     seed: Annotated[int, typer.Option(help="identity seed of the simulated kits")] = 0,
     health_interval: Annotated[float, typer.Option(help="seconds between health samples")] = HEALTH_INTERVAL,
-    signing_key: Annotated[str, typer.Option(
-        help="district image-signing key: refuse unsigned or badly signed firmware for the kits",
-        envvar="LABFLEET_AGENT_SIGNING_KEY")] = "",
+    signing_key: Annotated[
+        str,
+        typer.Option(
+            help="district image-signing key: refuse unsigned or badly signed firmware for the kits",
+            envvar="LABFLEET_AGENT_SIGNING_KEY",
+        ),
+    ] = "",
 ) -> None:
     """Run the edge agent: enroll kits as they are plugged in, bridge them to MQTT, flash rollout updates."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the kit transitions
     try:
-        asyncio.run(run_agent(api=api, token=token, school=school, room=room, broker=broker, bench=bench,
-                              seed=seed, health_interval=health_interval, signing_key=signing_key))
+        asyncio.run(
+            run_agent(
+                api=api,
+                token=token,
+                school=school,
+                room=room,
+                broker=broker,
+                bench=bench,
+                seed=seed,
+                health_interval=health_interval,
+                signing_key=signing_key,
+            )
+        )
     except KeyboardInterrupt:
         pass
     except (AgentError, httpx.HTTPError) as err:

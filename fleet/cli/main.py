@@ -22,8 +22,11 @@ from fleet.errors import FleetError, ImportRejected
 from fleet.persistence.db import create_engine, session_factory, unit_of_work, upgrade_sync
 from fleet.settings import Settings
 
-app = typer.Typer(help="LabFleet: the hardware fleet of a school district's AI-education rollout.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="LabFleet: the hardware fleet of a school district's AI-education rollout.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 import_app = typer.Typer(help="Bulk CSV import (all rows or none).", no_args_is_help=True)
@@ -85,9 +88,11 @@ def run_db(work: Callable[[Any], Awaitable[T]], *, migrate: bool = True) -> T:
 
 
 @app.command()
-def serve(host: Annotated[str, typer.Option(help="address to listen on")] = "",
-          port: Annotated[int, typer.Option(help="TCP port")] = 0,
-          broker: Annotated[str, typer.Option(help="embedded | mosquitto | external | none")] = "") -> None:
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "",
+    port: Annotated[int, typer.Option(help="TCP port")] = 0,
+    broker: Annotated[str, typer.Option(help="embedded | mosquitto | external | none")] = "",
+) -> None:
     """Upgrade the schema and serve the API (and the device plane) until Ctrl-C."""
     import uvicorn
 
@@ -108,8 +113,10 @@ def serve(host: Annotated[str, typer.Option(help="address to listen on")] = "",
 
 
 @app.command()
-def ingest(workers: Annotated[int, typer.Option(help="worker processes on this host")] = 1,
-           index: Annotated[int | None, typer.Option(help="run only the worker with this index")] = None) -> None:
+def ingest(
+    workers: Annotated[int, typer.Option(help="worker processes on this host")] = 1,
+    index: Annotated[int | None, typer.Option(help="run only the worker with this index")] = None,
+) -> None:
     """Run MQTT ingest workers (shared subscription) against the configured broker and database."""
     from fleet.runtime.worker import main as worker_main
     from fleet.runtime.worker import run_workers
@@ -131,16 +138,25 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="target revision")] 
 
 
 @token_app.command("create")
-def token_create(role: Annotated[Role, typer.Option(help="admin, technician, it_staff, procurement, auditor")],
-                 school: Annotated[list[int] | None, typer.Option(help="school id (repeatable)")] = None,
-                 district: Annotated[bool, typer.Option("--district", help="district-wide scope")] = False,
-                 name: Annotated[str, typer.Option(help="who or what uses the token")] = "cli-token") -> None:
+def token_create(
+    role: Annotated[Role, typer.Option(help="admin, technician, it_staff, procurement, auditor")],
+    school: Annotated[list[int] | None, typer.Option(help="school id (repeatable)")] = None,
+    district: Annotated[bool, typer.Option("--district", help="district-wide scope")] = False,
+    name: Annotated[str, typer.Option(help="who or what uses the token")] = "cli-token",
+) -> None:
     """Create an API token and print it once; only its hash is stored."""
     from fleet.services.tokens import create_token
 
     async def work(session: Any) -> str:
-        _row, plain = await create_token(session, principal=CLI, at=SystemClock().now(), name=name, role=role,
-                                        school_ids=school or [], district_wide=district)
+        _row, plain = await create_token(
+            session,
+            principal=CLI,
+            at=SystemClock().now(),
+            name=name,
+            role=role,
+            school_ids=school or [],
+            district_wide=district,
+        )
         return plain
 
     plain = run_db(work)
@@ -158,8 +174,14 @@ def token_list() -> None:
 
     table = Table("id", "name", "role", "scope", "created", "revoked")
     for t in run_db(work):
-        table.add_row(str(t.id), t.name, t.role, "district" if t.district_wide else ",".join(map(str, t.school_ids)),
-                      t.created_at.isoformat(timespec="seconds"), "yes" if t.revoked_at else "")
+        table.add_row(
+            str(t.id),
+            t.name,
+            t.role,
+            "district" if t.district_wide else ",".join(map(str, t.school_ids)),
+            t.created_at.isoformat(timespec="seconds"),
+            "yes" if t.revoked_at else "",
+        )
     console.print(table)
 
 
@@ -182,8 +204,14 @@ def _import(kind: str, path: Path, dry_run: bool) -> None:
         err_console.print(f"[red]Error:[/red] no such file: {path}")
         raise typer.Exit(2)
     text = imports.decode_upload(path.read_bytes()) if path.stat().st_size else ""
-    with Progress(TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=False) as bar:
+    with Progress(
+        TextColumn("{task.description:<11}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    ) as bar:
         tasks: dict[str, Any] = {}
 
         def progress(phase: str, done: int, total: int) -> None:
@@ -228,15 +256,19 @@ def _export(kind: str, out: Path | None, school: int | None) -> None:
 
 
 @export_app.command("devices")
-def export_devices(out: Annotated[Path | None, typer.Option("--out", "-o")] = None,
-                   school: Annotated[int | None, typer.Option()] = None) -> None:
+def export_devices(
+    out: Annotated[Path | None, typer.Option("--out", "-o")] = None,
+    school: Annotated[int | None, typer.Option()] = None,
+) -> None:
     """Export devices as CSV (stdout, or --out FILE)."""
     _export("devices", out, school)
 
 
 @export_app.command("rooms")
-def export_rooms(out: Annotated[Path | None, typer.Option("--out", "-o")] = None,
-                 school: Annotated[int | None, typer.Option()] = None) -> None:
+def export_rooms(
+    out: Annotated[Path | None, typer.Option("--out", "-o")] = None,
+    school: Annotated[int | None, typer.Option()] = None,
+) -> None:
     """Export rooms as CSV."""
     _export("rooms", out, school)
 
@@ -256,26 +288,54 @@ def seed_demo() -> None:
 
 
 @app.command()
-def simulate(spec: Annotated[Path, typer.Argument(help="district spec YAML, e.g. simulators/districts/demo.yaml")],
-             scenario: Annotated[str, typer.Option(help="comma-separated: bell-storm, lesson-peak, exam-day, "
-                                                        "wifi-flap, broker-restart, bad-firmware, malformed, "
-                                                        "battery-drain")] = "bell-storm,lesson-peak",
-             duration: Annotated[float, typer.Option(help="real seconds to run")] = 60.0,
-             speed: Annotated[float, typer.Option(help="simulated seconds per real second (default: the spec's)")] = 0,
-             api: Annotated[str, typer.Option(help="service URL; empty: start a service under test")] = "",
-             token: Annotated[str, typer.Option(help="admin API token for --api")] = "",
-             broker: Annotated[str, typer.Option(help="broker URL for --api (mqtt://host:port)")] = "",
-             serve: Annotated[str, typer.Option(help="broker of the started service: embedded | mosquitto")] = "embedded",
-             db: Annotated[str, typer.Option(help="the service's database URL, for read-back (and enrollment when "
-                                                  "the API has no /enroll)")] = "",
-             out: Annotated[Path, typer.Option(help="report directory")] = Path("var/simulate"),
-             enroll: Annotated[str, typer.Option(help="auto | http | db (bulk through the service's use case)")]
-             = "auto") -> None:
+def simulate(
+    spec: Annotated[Path, typer.Argument(help="district spec YAML, e.g. simulators/districts/demo.yaml")],
+    scenario: Annotated[
+        str,
+        typer.Option(
+            help="comma-separated: bell-storm, lesson-peak, exam-day, "
+            "wifi-flap, broker-restart, bad-firmware, malformed, "
+            "battery-drain"
+        ),
+    ] = "bell-storm,lesson-peak",
+    duration: Annotated[float, typer.Option(help="real seconds to run")] = 60.0,
+    speed: Annotated[float, typer.Option(help="simulated seconds per real second (default: the spec's)")] = 0,
+    api: Annotated[str, typer.Option(help="service URL; empty: start a service under test")] = "",
+    token: Annotated[str, typer.Option(help="admin API token for --api")] = "",
+    broker: Annotated[str, typer.Option(help="broker URL for --api (mqtt://host:port)")] = "",
+    serve: Annotated[
+        str, typer.Option(help="broker of the started service: embedded | mosquitto")
+    ] = "embedded",
+    db: Annotated[
+        str,
+        typer.Option(
+            help="the service's database URL, for read-back (and enrollment when the API has no /enroll)"
+        ),
+    ] = "",
+    out: Annotated[Path, typer.Option(help="report directory")] = Path("var/simulate"),
+    enroll: Annotated[
+        str, typer.Option(help="auto | http | db (bulk through the service's use case)")
+    ] = "auto",
+) -> None:
     """Simulate the district from SPEC against the service and write a load report (JSON + HTML)."""
     from fleet.cli.simulate import main as simulate_main
 
-    raise typer.Exit(simulate_main(spec, scenario, duration, speed or None, api, token, broker, serve, db, out,
-                                   settings(), enroll=enroll))
+    raise typer.Exit(
+        simulate_main(
+            spec,
+            scenario,
+            duration,
+            speed or None,
+            api,
+            token,
+            broker,
+            serve,
+            db,
+            out,
+            settings(),
+            enroll=enroll,
+        )
+    )
 
 
 @app.command("simulate-service", hidden=True)
@@ -290,39 +350,46 @@ def simulate_service(http_port: Annotated[int, typer.Option()] = 0) -> None:
 
 
 # Rollouts, artifacts and profiles live in their own module; registered here so `labfleet --help` lists them.
-from fleet.cli.rollouts import artifacts_app, profiles_app, rollout_app  # noqa: E402
+from fleet.cli.rollouts import artifacts_app, profiles_app, rollout_app
 
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(artifacts_app, name="artifacts")
 app.add_typer(profiles_app, name="profiles")
 
-from fleet.cli.provision import provision as provision_command  # noqa: E402
+from fleet.cli.provision import provision as provision_command
 
 app.command("provision")(provision_command)
 
-from fleet.cli.agent import agent as agent_command  # noqa: E402
+from fleet.cli.agent import agent as agent_command
 
 app.command("agent")(agent_command)
 
-from fleet.cli.top import top as top_command  # noqa: E402
+from fleet.cli.top import top as top_command
 
 app.command("top")(top_command)
 
 
 @app.command()
-def report(name: Annotated[str, typer.Argument(help="coverage, inventory, reliability, warranty, utilisation, "
-                                                    "budget; or monthly to write the monthly set now")],
-           fmt: Annotated[str, typer.Option("--format", "-f", help="json | csv | xlsx | html | pdf")] = "json",
-           out: Annotated[Path | None, typer.Option("--out", "-o", help="file to write (stdout for text)")] = None,
-           school: Annotated[int | None, typer.Option(help="only this school")] = None,
-           district: Annotated[int | None, typer.Option(help="only this district")] = None,
-           start: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="first day (UTC)")] = None,
-           end: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="last day (UTC)")] = None,
-           section: Annotated[str | None, typer.Option(help="json/csv: only this section")] = None,
-           budget: Annotated[float | None, typer.Option(help="budget report: the yearly equipment budget")] = None,
-           month: Annotated[datetime | None, typer.Option(formats=["%Y-%m"], help="monthly: which month "
-                                                                                   "(default last month)")] = None,
-           ) -> None:
+def report(
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="coverage, inventory, reliability, warranty, utilisation, "
+            "budget; or monthly to write the monthly set now"
+        ),
+    ],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="json | csv | xlsx | html | pdf")] = "json",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="file to write (stdout for text)")] = None,
+    school: Annotated[int | None, typer.Option(help="only this school")] = None,
+    district: Annotated[int | None, typer.Option(help="only this district")] = None,
+    start: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="first day (UTC)")] = None,
+    end: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="last day (UTC)")] = None,
+    section: Annotated[str | None, typer.Option(help="json/csv: only this section")] = None,
+    budget: Annotated[float | None, typer.Option(help="budget report: the yearly equipment budget")] = None,
+    month: Annotated[
+        datetime | None, typer.Option(formats=["%Y-%m"], help="monthly: which month (default last month)")
+    ] = None,
+) -> None:
     """Generate a report (with a progress bar), or `report monthly` to write the monthly set once."""
     from decimal import Decimal
 
@@ -338,11 +405,21 @@ def report(name: Annotated[str, typer.Argument(help="coverage, inventory, reliab
     if out is None and fmt in ("xlsx", "pdf"):
         err_console.print(f"[red]Error:[/red] --out FILE is needed for {fmt}")
         raise typer.Exit(2)
-    query = rep.ReportQuery(school=school, district=district, start=start.date() if start else None,
-                            end=end.date() if end else None,
-                            budget=Decimal(str(budget)) if budget is not None else None)
-    with Progress(TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=False) as bar:
+    query = rep.ReportQuery(
+        school=school,
+        district=district,
+        start=start.date() if start else None,
+        end=end.date() if end else None,
+        budget=Decimal(str(budget)) if budget is not None else None,
+    )
+    with Progress(
+        TextColumn("{task.description:<11}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    ) as bar:
         tasks: dict[str, Any] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -351,8 +428,9 @@ def report(name: Annotated[str, typer.Argument(help="coverage, inventory, reliab
             bar.update(tasks[stage], completed=done, total=total)
 
         async def work(session: Any) -> bytes:
-            result = await rep.generate(session, CLI, name, query, settings=cfg.reports, now=SystemClock().now(),
-                                        progress=progress)
+            result = await rep.generate(
+                session, CLI, name, query, settings=cfg.reports, now=SystemClock().now(), progress=progress
+            )
             progress("rendering", 0, 1)
             body = await asyncio.to_thread(rep.render, result, fmt, section=section)
             progress("rendering", 1, 1)
@@ -380,8 +458,10 @@ def _monthly(cfg: Settings, month: Any) -> None:
         raise typer.Exit(1) from None
     for path in written:
         console.print(str(path))
-    err_console.print(f"[green]wrote {len(written)} files[/green] (keeping the last {cfg.reports.keep_last} months "
-                      f"in {cfg.reports.folder})")
+    err_console.print(
+        f"[green]wrote {len(written)} files[/green] (keeping the last {cfg.reports.keep_last} months "
+        f"in {cfg.reports.folder})"
+    )
 
 
 if __name__ == "__main__":

@@ -120,8 +120,15 @@ def _image(profile: FirmwareProfile, profile_dir: Path, family: Family) -> Firmw
 async def load_catalogue(session: AsyncSession, profile_dir: Path) -> dict[Family, Catalogue]:
     """Device models whose firmware profile has a serial driver, by family."""
     out: dict[Family, Catalogue] = {}
-    rows = (await session.execute(select(DeviceModel).where(DeviceModel.profile_key.is_not(None))
-                                  .order_by(DeviceModel.id))).scalars().all()
+    rows = (
+        (
+            await session.execute(
+                select(DeviceModel).where(DeviceModel.profile_key.is_not(None)).order_by(DeviceModel.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
     for model in rows:
         try:
             profile = await asyncio.to_thread(load_profile_key, model.profile_key or "", profile_dir)
@@ -157,7 +164,9 @@ async def resolve_place(session: AsyncSession, school: str, room: str | None) ->
     return found, place
 
 
-def make_planner(run: BenchRun, mqtt_host: str) -> Callable[[AttachedDevice, DeviceIdentity], ProvisionPlan | None]:
+def make_planner(
+    run: BenchRun, mqtt_host: str
+) -> Callable[[AttachedDevice, DeviceIdentity], ProvisionPlan | None]:
     def plan_for(dev: AttachedDevice, ident: DeviceIdentity) -> ProvisionPlan | None:
         entry = run.catalogue.get(dev.family)
         if entry is None:
@@ -167,40 +176,79 @@ def make_planner(run: BenchRun, mqtt_host: str) -> Callable[[AttachedDevice, Dev
             ms = min(int(interval * 1000), FIRMATA_MAX_INTERVAL_MS)
             return _Plan({"sampling_interval_ms": str(ms)}, entry.target)
         password = run.passwords.setdefault(ident.hardware_id, credentials.new_password())
-        config = {"school": run.school.code, "room": run.room.name if run.room else "",
-                  "mqtt_host": mqtt_host, "mqtt_username": ident.hardware_id, "mqtt_password": password,
-                  "telemetry_interval_seconds": str(interval)}
+        config = {
+            "school": run.school.code,
+            "room": run.room.name if run.room else "",
+            "mqtt_host": mqtt_host,
+            "mqtt_username": ident.hardware_id,
+            "mqtt_password": password,
+            "telemetry_interval_seconds": str(interval),
+        }
         return _Plan(config, entry.target)
 
     return plan_for
 
 
-async def record(session: AsyncSession, clock: Clock, run: BenchRun, dev: AttachedDevice,
-                 result: ProvisionResult) -> str:
+async def record(
+    session: AsyncSession, clock: Clock, run: BenchRun, dev: AttachedDevice, result: ProvisionResult
+) -> str:
     """Match the kit to its inventory record (or register it as received), move it to provisioned on
     success, store its MQTT credential and write the audit entry. Returns the asset tag."""
     serials = [s for s in (result.device_id, dev.port.serial_number) if s]
     device = None
     if serials:
-        device = (await session.execute(select(Device).where(Device.serial_number.in_(serials))
-                                        .order_by(Device.id))).scalars().first()
+        device = (
+            (
+                await session.execute(
+                    select(Device).where(Device.serial_number.in_(serials)).order_by(Device.id)
+                )
+            )
+            .scalars()
+            .first()
+        )
     entry = run.catalogue.get(dev.family)
     service = DeviceService(session, PROVISIONER, clock)
     if device is None and entry is not None and result.device_id:
-        device = await service.create({"serial_number": result.device_id, "model_id": entry.model_id,
-                                       "school_id": run.school.id,
-                                       "room_id": run.room.id if run.room else None,
-                                       "asset_tag": f"KIT-{result.device_id.replace(':', '-')}"[:64], "status": DeviceStatus.RECEIVED})
-        audit.record(session, principal=PROVISIONER, at=clock.now(), action="device.registered",
-                     object_type="device", object_id=device.id, school_id=device.school_id,
-                     after={"serial_number": result.device_id, "hardware_id": dev.hardware_id},
-                     summary="unknown kit registered as received at the provisioning bench")
-    after = {"outcome": result.outcome.value, "firmware_before": result.firmware_before,
-             "firmware_after": result.firmware_after, "hardware_id": dev.hardware_id, "reason": result.reason}
+        device = await service.create(
+            {
+                "serial_number": result.device_id,
+                "model_id": entry.model_id,
+                "school_id": run.school.id,
+                "room_id": run.room.id if run.room else None,
+                "asset_tag": f"KIT-{result.device_id.replace(':', '-')}"[:64],
+                "status": DeviceStatus.RECEIVED,
+            }
+        )
+        audit.record(
+            session,
+            principal=PROVISIONER,
+            at=clock.now(),
+            action="device.registered",
+            object_type="device",
+            object_id=device.id,
+            school_id=device.school_id,
+            after={"serial_number": result.device_id, "hardware_id": dev.hardware_id},
+            summary="unknown kit registered as received at the provisioning bench",
+        )
+    after = {
+        "outcome": result.outcome.value,
+        "firmware_before": result.firmware_before,
+        "firmware_after": result.firmware_after,
+        "hardware_id": dev.hardware_id,
+        "reason": result.reason,
+    }
     if device is None:
-        audit.record(session, principal=PROVISIONER, at=clock.now(), action=f"kit.provision_{result.outcome}",
-                     object_type="kit", object_id=dev.hardware_id[:64], school_id=run.school.id, after=after,
-                     summary=result.reason or None)
+        audit.record(
+            session,
+            principal=PROVISIONER,
+            at=clock.now(),
+            action=f"kit.provision_{result.outcome}",
+            object_type="kit",
+            object_id=dev.hardware_id[:64],
+            school_id=run.school.id,
+            after=after,
+            summary=result.reason or None,
+        )
         return ""
     fresh = result.outcome is Outcome.PROVISIONED and not result.reason.startswith("already provisioned")
     if result.outcome is Outcome.PROVISIONED:
@@ -211,22 +259,39 @@ async def record(session: AsyncSession, clock: Clock, run: BenchRun, dev: Attach
         password = run.passwords.get(result.device_id)
         if fresh and password is not None:
             await _store_credential(session, clock, device, result.device_id, run.school.code, password)
-    audit.record(session, principal=PROVISIONER, at=clock.now(), action=f"device.provision_{result.outcome}",
-                 object_type="device", object_id=device.id, school_id=device.school_id, after=after,
-                 summary=result.reason or None)
+    audit.record(
+        session,
+        principal=PROVISIONER,
+        at=clock.now(),
+        action=f"device.provision_{result.outcome}",
+        object_type="device",
+        object_id=device.id,
+        school_id=device.school_id,
+        after=after,
+        summary=result.reason or None,
+    )
     return device.asset_tag
 
 
-async def _store_credential(session: AsyncSession, clock: Clock, device: Device, username: str,
-                            school_code: str, password: str) -> None:
+async def _store_credential(
+    session: AsyncSession, clock: Clock, device: Device, username: str, school_code: str, password: str
+) -> None:
     """The password written to the kit becomes its MQTT credential (only the hash is kept)."""
     now = clock.now()
     hashed = await asyncio.to_thread(credentials.hash_password, password)
-    cred = (await session.execute(select(DeviceCredential).where(
-        DeviceCredential.device_id == device.id))).scalar_one_or_none()
+    cred = (
+        await session.execute(select(DeviceCredential).where(DeviceCredential.device_id == device.id))
+    ).scalar_one_or_none()
     if cred is None:
-        session.add(DeviceCredential(device_id=device.id, username=username[:64], school_code=school_code,
-                                     password_hash=hashed, created_at=now))
+        session.add(
+            DeviceCredential(
+                device_id=device.id,
+                username=username[:64],
+                school_code=school_code,
+                password_hash=hashed,
+                created_at=now,
+            )
+        )
     else:
         cred.username, cred.school_code, cred.password_hash = username[:64], school_code, hashed
         cred.rotated_at, cred.revoked_at = now, None
@@ -234,8 +299,9 @@ async def _store_credential(session: AsyncSession, clock: Clock, device: Device,
 
 
 @contextlib.asynccontextmanager
-async def attached_devices(ports: Sequence[str], all_ports: bool, bench: int, seed: int
-                           ) -> AsyncIterator[tuple[list[AttachedDevice], Any]]:
+async def attached_devices(
+    ports: Sequence[str], all_ports: bool, bench: int, seed: int
+) -> AsyncIterator[tuple[list[AttachedDevice], Any]]:
     """The kits to provision and a locator for replugs: simulated (`bench` > 0) or the real USB ports."""
     if bench > 0:
         from simulators.serial.bench import SimBench, make_devices
@@ -265,9 +331,20 @@ async def attached_devices(ports: Sequence[str], all_ports: bool, bench: int, se
     yield attached, locate
 
 
-async def provision_bench(cfg: Settings, *, school: str, room: str | None, ports: Sequence[str],
-                          all_ports: bool, state_file: Path | None, bench: int, seed: int, console: Console,
-                          profile_dir: Path = DEFAULT_PROFILE_DIR, clock: Clock | None = None) -> list[Row]:
+async def provision_bench(
+    cfg: Settings,
+    *,
+    school: str,
+    room: str | None,
+    ports: Sequence[str],
+    all_ports: bool,
+    state_file: Path | None,
+    bench: int,
+    seed: int,
+    console: Console,
+    profile_dir: Path = DEFAULT_PROFILE_DIR,
+    clock: Clock | None = None,
+) -> list[Row]:
     """Run one bench pass and record every result; returns the table rows."""
     clock = clock or SystemClock()
     engine = create_engine(cfg.database_url)
@@ -287,12 +364,19 @@ async def provision_bench(cfg: Settings, *, school: str, room: str | None, ports
                 console.print("No kits attached (use --all, --ports, or --bench N to try simulated kits).")
                 return []
             rows: dict[str, Row] = {}
-            with Progress(TextColumn("{task.fields[port]:<16}"), TextColumn("{task.fields[step]:<10}"),
-                          BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
-                          console=console, transient=False) as bars:
+            with Progress(
+                TextColumn("{task.fields[port]:<16}"),
+                TextColumn("{task.fields[step]:<10}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=False,
+            ) as bars:
                 tasks: dict[str, TaskID] = {
                     d.hardware_id: bars.add_task("", total=1, port=d.port.device, step="waiting")
-                    for d in devices}
+                    for d in devices
+                }
 
                 def on_progress(p: DeviceProgress) -> None:
                     task = tasks.get(p.hardware_id)
@@ -328,24 +412,34 @@ async def provision_bench(cfg: Settings, *, school: str, room: str | None, ports
 
 
 def result_table(rows: Sequence[Row]) -> Table:
-    table = Table("device", "identity", "asset tag", "firmware", "result", "reason", title="Provisioning bench")
+    table = Table(
+        "device", "identity", "asset tag", "firmware", "result", "reason", title="Provisioning bench"
+    )
     for row in rows:
         r = row.result
         colour = {"provisioned": "green", "failed": "red", "skipped": "yellow"}[r.outcome.value]
         reason = "; ".join(x for x in (r.reason, "" if row.recorded == "recorded" else row.recorded) if x)
-        table.add_row(row.port, r.device_id or r.hardware_id, row.asset_tag or "-",
-                      f"{r.firmware_before or '?'} -> {r.firmware_after or '?'}", f"[{colour}]{r.outcome}[/]",
-                      reason)
+        table.add_row(
+            row.port,
+            r.device_id or r.hardware_id,
+            row.asset_tag or "-",
+            f"{r.firmware_before or '?'} -> {r.firmware_after or '?'}",
+            f"[{colour}]{r.outcome}[/]",
+            reason,
+        )
     return table
 
 
 def provision(
-    ports: Annotated[list[str] | None, typer.Option("--ports", help="ports (/dev path or hardware id)")] = None,
+    ports: Annotated[
+        list[str] | None, typer.Option("--ports", help="ports (/dev path or hardware id)")
+    ] = None,
     all_ports: Annotated[bool, typer.Option("--all", help="every attached kit")] = False,
     school: Annotated[str, typer.Option(help="school code or id the kits belong to")] = "",
     room: Annotated[str | None, typer.Option(help="room name or id")] = None,
-    state_file: Annotated[Path | None, typer.Option(help="resume file (kits done in an earlier run are "
-                                                          "skipped)")] = None,
+    state_file: Annotated[
+        Path | None, typer.Option(help="resume file (kits done in an earlier run are skipped)")
+    ] = None,
     bench: Annotated[int, typer.Option(help="run against N simulated kits instead of USB ports")] = 0,
     seed: Annotated[int, typer.Option(help="identity seed of the simulated kits")] = 0,
 ) -> None:
@@ -360,8 +454,19 @@ def provision(
     cfg = Settings()
     upgrade_sync(cfg.database_url)
     try:
-        rows = asyncio.run(provision_bench(cfg, school=school, room=room, ports=ports or [], all_ports=all_ports,
-                                           state_file=state_file, bench=bench, seed=seed, console=console))
+        rows = asyncio.run(
+            provision_bench(
+                cfg,
+                school=school,
+                room=room,
+                ports=ports or [],
+                all_ports=all_ports,
+                state_file=state_file,
+                bench=bench,
+                seed=seed,
+                console=console,
+            )
+        )
     except FleetError as err:
         console.print(f"[red]Error:[/red] {err.message}")
         raise typer.Exit(1) from None

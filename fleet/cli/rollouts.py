@@ -11,7 +11,9 @@ from rich.table import Table
 from fleet.domain.clock import SystemClock
 from fleet.domain.rollouts import GroupPlan, GroupStrategy, Window
 
-rollout_app = typer.Typer(help="Staged firmware rollouts (timetable-aware, paced per school).", no_args_is_help=True)
+rollout_app = typer.Typer(
+    help="Staged firmware rollouts (timetable-aware, paced per school).", no_args_is_help=True
+)
 artifacts_app = typer.Typer(help="The content-addressed firmware artifact store.", no_args_is_help=True)
 profiles_app = typer.Typer(help="Firmware profiles (one YAML file per device model).", no_args_is_help=True)
 
@@ -38,16 +40,28 @@ async def resolve_model(session: Any, text: str) -> int:
 
     if text.isdigit():
         return int(text)
-    rows = (await session.execute(select(DeviceModel.id, DeviceModel.profile_key).where(or_(
-        DeviceModel.profile_key == text, DeviceModel.model_number == text)).order_by(DeviceModel.id))).all()
+    rows = (
+        await session.execute(
+            select(DeviceModel.id, DeviceModel.profile_key)
+            .where(or_(DeviceModel.profile_key == text, DeviceModel.model_number == text))
+            .order_by(DeviceModel.id)
+        )
+    ).all()
     if not rows:
-        known = (await session.execute(select(DeviceModel.id, DeviceModel.model_number, DeviceModel.profile_key)
-                                       .order_by(DeviceModel.id))).all()
+        known = (
+            await session.execute(
+                select(DeviceModel.id, DeviceModel.model_number, DeviceModel.profile_key).order_by(
+                    DeviceModel.id
+                )
+            )
+        ).all()
         listing = ", ".join(f"{i} {num} ({key or 'no profile'})" for i, num, key in known) or "none yet"
         raise NotFound(f"no device model {text!r}; models: {listing}")
     if len(rows) > 1:
-        raise InvalidInput(f"{text!r} names {len(rows)} device models (ids "
-                           f"{', '.join(str(i) for i, _ in rows)}); pass the id")
+        raise InvalidInput(
+            f"{text!r} names {len(rows)} device models (ids "
+            f"{', '.join(str(i) for i, _ in rows)}); pass the id"
+        )
     return int(rows[0][0])
 
 
@@ -96,22 +110,39 @@ async def resolve_rooms(session: Any, items: list[str], school_ids: tuple[int, .
 
 @rollout_app.command("create")
 def rollout_create(
-        model: Annotated[str, typer.Option(help="device model: id, profile key (terminal-lt100) or model number")],
-        version: Annotated[str, typer.Option(help="target firmware version (one of the model's profile versions)")],
-        name: Annotated[str, typer.Option(help="a name for people (default: profile and version)")] = "",
-        school: Annotated[list[str] | None, typer.Option(help="school id or code (repeatable; default: all)")] = None,
-        room: Annotated[list[str] | None, typer.Option(help="room id, or name within --school (repeatable)")] = None,
-        from_version: Annotated[list[str] | None, typer.Option(help="only devices on this version (repeatable)")] = None,
-        canary: Annotated[int, typer.Option(help="canary group size (devices)")] = 1,
-        canary_percent: Annotated[float | None, typer.Option(help="canary as a percentage instead")] = None,
-        strategy: Annotated[GroupStrategy, typer.Option(help="groups after the canary")] = GroupStrategy.PER_SCHOOL,
-        percents: Annotated[str, typer.Option(help="cumulative percentages for --strategy percent")] = "25,50,100",
-        success: Annotated[float, typer.Option(help="success share (0-1) that starts the next group")] = 0.9,
-        error: Annotated[float, typer.Option(help="failure share (0-1) of a group that pauses the rollout")] = 0.2,
-        max_attempts: Annotated[int, typer.Option(help="tries per device (1-10)")] = 3,
-        download_window: Annotated[Window, typer.Option(help="when downloads may run")] = Window.OUTSIDE_LESSONS,
-        install_window: Annotated[Window, typer.Option(help="when installs may run")] = Window.OUTSIDE_LESSONS,
-        draft: Annotated[bool, typer.Option("--draft", help="create without starting")] = False) -> None:
+    model: Annotated[
+        str, typer.Option(help="device model: id, profile key (terminal-lt100) or model number")
+    ],
+    version: Annotated[
+        str, typer.Option(help="target firmware version (one of the model's profile versions)")
+    ],
+    name: Annotated[str, typer.Option(help="a name for people (default: profile and version)")] = "",
+    school: Annotated[
+        list[str] | None, typer.Option(help="school id or code (repeatable; default: all)")
+    ] = None,
+    room: Annotated[
+        list[str] | None, typer.Option(help="room id, or name within --school (repeatable)")
+    ] = None,
+    from_version: Annotated[
+        list[str] | None, typer.Option(help="only devices on this version (repeatable)")
+    ] = None,
+    canary: Annotated[int, typer.Option(help="canary group size (devices)")] = 1,
+    canary_percent: Annotated[float | None, typer.Option(help="canary as a percentage instead")] = None,
+    strategy: Annotated[
+        GroupStrategy, typer.Option(help="groups after the canary")
+    ] = GroupStrategy.PER_SCHOOL,
+    percents: Annotated[
+        str, typer.Option(help="cumulative percentages for --strategy percent")
+    ] = "25,50,100",
+    success: Annotated[float, typer.Option(help="success share (0-1) that starts the next group")] = 0.9,
+    error: Annotated[
+        float, typer.Option(help="failure share (0-1) of a group that pauses the rollout")
+    ] = 0.2,
+    max_attempts: Annotated[int, typer.Option(help="tries per device (1-10)")] = 3,
+    download_window: Annotated[Window, typer.Option(help="when downloads may run")] = Window.OUTSIDE_LESSONS,
+    install_window: Annotated[Window, typer.Option(help="when installs may run")] = Window.OUTSIDE_LESSONS,
+    draft: Annotated[bool, typer.Option("--draft", help="create without starting")] = False,
+) -> None:
     """Create a rollout and start it (canary first); `labfleet serve` drives it."""
     from fleet.services.rollouts import RolloutService, RolloutSpec
 
@@ -126,10 +157,21 @@ def rollout_create(
 
         dm = await session.get(DeviceModel, model_id)
         label = name or f"{(dm.profile_key if dm else None) or f'model {model_id}'} to {version}"
-        spec = RolloutSpec(name=label, model_id=model_id, target_version=version, school_ids=schools,
-                           room_ids=rooms, from_versions=tuple(from_version or ()), plan=plan,
-                           success_threshold=success, error_threshold=error, max_attempts=max_attempts,
-                           download_window=download_window, install_window=install_window, start=not draft)
+        spec = RolloutSpec(
+            name=label,
+            model_id=model_id,
+            target_version=version,
+            school_ids=schools,
+            room_ids=rooms,
+            from_versions=tuple(from_version or ()),
+            plan=plan,
+            success_threshold=success,
+            error_threshold=error,
+            max_attempts=max_attempts,
+            download_window=download_window,
+            install_window=install_window,
+            start=not draft,
+        )
         r = await RolloutService(session, m.CLI, SystemClock().now()).create(spec)
         return await RolloutService(session, m.CLI, SystemClock().now()).get(r.id)
 
@@ -138,8 +180,10 @@ def rollout_create(
     if draft:
         m.console.print(f"Draft: start it with `labfleet rollout start {detail.rollout.id}`.")
     else:
-        m.console.print(f"Follow it with `labfleet rollout show {detail.rollout.id} --watch` "
-                        f"(the service running `labfleet serve` sends the commands).")
+        m.console.print(
+            f"Follow it with `labfleet rollout show {detail.rollout.id} --watch` "
+            f"(the service running `labfleet serve` sends the commands)."
+        )
 
 
 @rollout_app.command("list")
@@ -150,14 +194,23 @@ def rollout_list(status: Annotated[str | None, typer.Option(help="only this stat
     m = _cli()
 
     async def work(session: Any) -> Any:
-        return (await RolloutService(session, m.CLI, SystemClock().now()).list(cursor=None, limit=500,
-                                                                               state=status)).items
+        return (
+            await RolloutService(session, m.CLI, SystemClock().now()).list(
+                cursor=None, limit=500, state=status
+            )
+        ).items
 
     table = Table("id", "name", "profile", "target", "state", "group", "reason")
     for r in m.run_db(work):
-        table.add_row(str(r.id), r.name, r.profile_key, r.target_version, r.state,
-                      "canary" if r.current_group == 0 else f"#{r.current_group + 1}",
-                      r.state_reason if r.state_reason and r.state_reason != r.state else "")
+        table.add_row(
+            str(r.id),
+            r.name,
+            r.profile_key,
+            r.target_version,
+            r.state,
+            "canary" if r.current_group == 0 else f"#{r.current_group + 1}",
+            r.state_reason if r.state_reason and r.state_reason != r.state else "",
+        )
     m.console.print(table)
 
 
@@ -173,9 +226,11 @@ def _bar(by_state: dict[str, int], total: int) -> str:
     """A text bar: succeeded green, failed or rolled back red, in flight yellow, the rest dim."""
     if total <= 0:
         return "[dim]" + "·" * BAR_WIDTH + "[/dim]"
-    parts = [(sum(by_state.get(s, 0) for s in ("succeeded",)), "green", "█"),
-             (sum(by_state.get(s, 0) for s in ("failed", "rolled_back")), "red", "█"),
-             (sum(by_state.get(s, 0) for s in IN_FLIGHT), "yellow", "▒")]
+    parts = [
+        (sum(by_state.get(s, 0) for s in ("succeeded",)), "green", "█"),
+        (sum(by_state.get(s, 0) for s in ("failed", "rolled_back")), "red", "█"),
+        (sum(by_state.get(s, 0) for s in IN_FLIGHT), "yellow", "▒"),
+    ]
     out, used = "", 0
     for n, colour, ch in parts:
         w = round(n / total * BAR_WIDTH)
@@ -191,10 +246,14 @@ def _summary(totals: dict[str, int]) -> str:
     done = totals.get("succeeded", 0)
     failed = totals.get("failed", 0) + totals.get("rolled_back", 0)
     flying = sum(totals.get(s, 0) for s in IN_FLIGHT)
-    rest = [f"{n} {s}" for s, n in sorted(totals.items())
-            if s not in ("succeeded", "failed", "rolled_back", *IN_FLIGHT) and n]
-    return (f"{done}/{total} succeeded, {failed} failed or rolled back, {flying} in flight"
-            + (f", {', '.join(rest)}" if rest else ""))
+    rest = [
+        f"{n} {s}"
+        for s, n in sorted(totals.items())
+        if s not in ("succeeded", "failed", "rolled_back", *IN_FLIGHT) and n
+    ]
+    return f"{done}/{total} succeeded, {failed} failed or rolled back, {flying} in flight" + (
+        f", {', '.join(rest)}" if rest else ""
+    )
 
 
 def render(d: Any, *, devices: bool = False) -> Any:
@@ -202,37 +261,63 @@ def render(d: Any, *, devices: bool = False) -> Any:
     from rich.console import Group
 
     r = d.rollout
-    colour = {"running": "cyan", "paused": "yellow", "completed": "green", "aborted": "red"}.get(r.state, "white")
-    head = (f"rollout {r.id} [bold]{r.name}[/bold]: {r.profile_key} -> {r.target_version}, "
-            f"[{colour}]{r.state}[/{colour}]"
-            + (f" ({r.state_reason})" if r.state_reason and r.state_reason != r.state else ""))
+    colour = {"running": "cyan", "paused": "yellow", "completed": "green", "aborted": "red"}.get(
+        r.state, "white"
+    )
+    head = (
+        f"rollout {r.id} [bold]{r.name}[/bold]: {r.profile_key} -> {r.target_version}, "
+        f"[{colour}]{r.state}[/{colour}]"
+        + (f" ({r.state_reason})" if r.state_reason and r.state_reason != r.state else "")
+    )
     table = Table("group", "kind", "state", "progress", "devices", "by state")
     for g in d.groups:
-        table.add_row(g.name, g.kind, g.state, _bar(g.by_state, g.total), str(g.total),
-                      ", ".join(f"{k} {v}" for k, v in sorted(g.by_state.items())))
+        table.add_row(
+            g.name,
+            g.kind,
+            g.state,
+            _bar(g.by_state, g.total),
+            str(g.total),
+            ", ".join(f"{k} {v}" for k, v in sorted(g.by_state.items())),
+        )
     parts: list[Any] = [head, _summary(d.totals), table]
     if devices:
         dt = Table("device", "school", "room", "state", "from", "reported", "attempts", "reason")
         for x in d.devices:
-            dt.add_row(str(x.device_id), str(x.school_id), str(x.room_id or ""), x.state, x.from_version or "",
-                       x.reported_version or "", str(x.attempts), x.reason or "")
+            dt.add_row(
+                str(x.device_id),
+                str(x.school_id),
+                str(x.room_id or ""),
+                x.state,
+                x.from_version or "",
+                x.reported_version or "",
+                str(x.attempts),
+                x.reason or "",
+            )
         parts.append(dt)
     return Group(*parts)
 
 
 @rollout_app.command("show")
-def rollout_show(rollout_id: int,
-                 devices: Annotated[bool, typer.Option("--devices", help="list per-device states")] = False,
-                 device: Annotated[int | None, typer.Option(help="one device's timeline in this rollout")] = None,
-                 watch: Annotated[bool, typer.Option("--watch", help="refresh until it completes or is aborted "
-                                                     "(Ctrl-C stops watching, not the rollout)")] = False,
-                 every: Annotated[float, typer.Option(help="seconds between refreshes with --watch")] = 2.0) -> None:
+def rollout_show(
+    rollout_id: int,
+    devices: Annotated[bool, typer.Option("--devices", help="list per-device states")] = False,
+    device: Annotated[int | None, typer.Option(help="one device's timeline in this rollout")] = None,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="refresh until it completes or is aborted (Ctrl-C stops watching, not the rollout)",
+        ),
+    ] = False,
+    every: Annotated[float, typer.Option(help="seconds between refreshes with --watch")] = 2.0,
+) -> None:
     """A rollout's totals and group progress (per-device states with --devices, one device's timeline with
     --device ID); --watch keeps it on screen as the service drives it."""
     from fleet.services.rollouts import RolloutService
 
     m = _cli()
     if device is not None:
+
         async def timeline(session: Any) -> Any:
             return await RolloutService(session, m.CLI, SystemClock().now()).timeline(rollout_id, device)
 
@@ -303,8 +388,10 @@ def _control(action: str, rollout_id: int) -> None:
     d = m.run_db(work)
     m.console.print(render(d))
     if action == "abort":
-        m.console.print("Devices holding a partial or staged image are told to drop it by the service's next step; "
-                        "installs already running finish and report.")
+        m.console.print(
+            "Devices holding a partial or staged image are told to drop it by the service's next step; "
+            "installs already running finish and report."
+        )
 
 
 @rollout_app.command("pause")
@@ -335,14 +422,16 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def parse_window(text: str) -> list[dict[str, object]]:
-    """"mon-fri 16:30-22:00" or "sat 08:00-12:00" -> the policy's window objects (one per weekday)."""
+    """ "mon-fri 16:30-22:00" or "sat 08:00-12:00" -> the policy's window objects (one per weekday)."""
     try:
         days, hours = text.strip().lower().split()
         first, _, last = days.partition("-")
         a, b = DAYS.index(first[:3]), DAYS.index((last or first)[:3])
         start, end = hours.split("-")
     except ValueError:
-        raise typer.BadParameter(f"{text!r}: write a window as DAYS HH:MM-HH:MM, e.g. 'mon-fri 16:30-22:00'") from None
+        raise typer.BadParameter(
+            f"{text!r}: write a window as DAYS HH:MM-HH:MM, e.g. 'mon-fri 16:30-22:00'"
+        ) from None
     if b < a:
         raise typer.BadParameter(f"{text!r}: days run Monday to Sunday, e.g. 'mon-fri'")
     return [{"weekday": d, "start": start, "end": end} for d in range(a, b + 1)]
@@ -363,14 +452,24 @@ def describe_windows(windows: list[dict[str, Any]]) -> str:
 
 @rollout_app.command("policy")
 def rollout_policy(
-        school: Annotated[str, typer.Argument(help="school id or code")],
-        window: Annotated[list[str] | None, typer.Option(
-            help="maintenance window, e.g. 'mon-fri 16:30-22:00' (repeatable; replaces the school's windows)")] = None,
-        no_windows: Annotated[bool, typer.Option("--no-windows", help="drop the maintenance windows "
-                                                 "(updates may run whenever no lesson is on)")] = False,
-        max_concurrent: Annotated[int | None, typer.Option(help="downloads at once at this school")] = None,
-        max_mbps: Annotated[float | None, typer.Option(help="cap on update traffic in Mbit/s")] = None,
-        uplink_share: Annotated[float | None, typer.Option(help="share (0-1] of the uplink updates may use")] = None,
+    school: Annotated[str, typer.Argument(help="school id or code")],
+    window: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="maintenance window, e.g. 'mon-fri 16:30-22:00' (repeatable; replaces the school's windows)"
+        ),
+    ] = None,
+    no_windows: Annotated[
+        bool,
+        typer.Option(
+            "--no-windows", help="drop the maintenance windows (updates may run whenever no lesson is on)"
+        ),
+    ] = False,
+    max_concurrent: Annotated[int | None, typer.Option(help="downloads at once at this school")] = None,
+    max_mbps: Annotated[float | None, typer.Option(help="cap on update traffic in Mbit/s")] = None,
+    uplink_share: Annotated[
+        float | None, typer.Option(help="share (0-1] of the uplink updates may use")
+    ] = None,
 ) -> None:
     """Show a school's update policy, or change it: maintenance windows and download caps (unset options keep
     their current value)."""
@@ -379,34 +478,50 @@ def rollout_policy(
     m = _cli()
     cfg = m.settings()
     windows = [w for text in (window or []) for w in parse_window(text)]
-    changing = bool(window) or no_windows or any(v is not None for v in (max_concurrent, max_mbps, uplink_share))
+    changing = (
+        bool(window) or no_windows or any(v is not None for v in (max_concurrent, max_mbps, uplink_share))
+    )
 
     async def work(session: Any) -> Any:
         [sid] = await resolve_schools(session, [school])
         row = await get_school_policy(session, m.CLI, sid)
         if changing:
-            current = {"windows": row.windows if row else [],
-                       "max_concurrent_downloads": row.max_concurrent_downloads if row else None,
-                       "uplink_share": row.uplink_share if row else None,
-                       "max_bytes_per_second": row.max_bytes_per_second if row else None}
+            current = {
+                "windows": row.windows if row else [],
+                "max_concurrent_downloads": row.max_concurrent_downloads if row else None,
+                "uplink_share": row.uplink_share if row else None,
+                "max_bytes_per_second": row.max_bytes_per_second if row else None,
+            }
             row = await set_school_policy(
-                session, m.CLI, SystemClock().now(), sid,
+                session,
+                m.CLI,
+                SystemClock().now(),
+                sid,
                 windows=[] if no_windows else (windows or current["windows"]),
-                max_concurrent_downloads=max_concurrent if max_concurrent is not None
+                max_concurrent_downloads=max_concurrent
+                if max_concurrent is not None
                 else current["max_concurrent_downloads"],
                 uplink_share=uplink_share if uplink_share is not None else current["uplink_share"],
-                max_bytes_per_second=int(max_mbps * 1_000_000 / 8) if max_mbps is not None
-                else current["max_bytes_per_second"])
+                max_bytes_per_second=int(max_mbps * 1_000_000 / 8)
+                if max_mbps is not None
+                else current["max_bytes_per_second"],
+            )
         return sid, row, await school_budget(session, cfg.rollouts, sid)
 
     sid, row, budget = m.run_db(work)
     windows_text = describe_windows(row.windows if row else []) or "none (any time no lesson is on)"
     conc = (row.max_concurrent_downloads if row else None) or cfg.rollouts.default_max_concurrent_downloads
     m.console.print(f"school {school}: maintenance windows: {windows_text}")
-    m.console.print(f"  downloads at once: {conc}; update budget: {budget * 8 / 1e6:.1f} Mbit/s "
-                    f"(uplink share {(row.uplink_share if row else None) or cfg.rollouts.default_uplink_share:g}"
-                    + (f", capped at {row.max_bytes_per_second * 8 / 1e6:g} Mbit/s" if row and row.max_bytes_per_second
-                       else "") + ")")
+    m.console.print(
+        f"  downloads at once: {conc}; update budget: {budget * 8 / 1e6:.1f} Mbit/s "
+        f"(uplink share {(row.uplink_share if row else None) or cfg.rollouts.default_uplink_share:g}"
+        + (
+            f", capped at {row.max_bytes_per_second * 8 / 1e6:g} Mbit/s"
+            if row and row.max_bytes_per_second
+            else ""
+        )
+        + ")"
+    )
 
 
 @artifacts_app.command("import")
@@ -419,8 +534,9 @@ def artifacts_import() -> None:
 
     async def work(session: Any) -> Any:
         store = artifacts.ArtifactStore(cfg.rollouts.artifact_dir)
-        return await artifacts.import_profile_artifacts(session, store, m.CLI, SystemClock().now(),
-                                                        signing_key=cfg.rollouts.signing_key)
+        return await artifacts.import_profile_artifacts(
+            session, store, m.CLI, SystemClock().now(), signing_key=cfg.rollouts.signing_key
+        )
 
     res = m.run_db(work)
     m.console.print(f"artifacts: {res.imported} imported, {res.already_present} already present")
@@ -428,10 +544,15 @@ def artifacts_import() -> None:
 
 @artifacts_app.command("add")
 def artifacts_add(
-        file: Annotated[Path, typer.Argument(help="the image file (e.g. a vendor download)", exists=True,
-                                             dir_okay=False, readable=True)],
-        profile: Annotated[str, typer.Option(help="firmware profile key, e.g. terminal-lt100")],
-        version: Annotated[str, typer.Option(help="the profile version this file is")]) -> None:
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="the image file (e.g. a vendor download)", exists=True, dir_okay=False, readable=True
+        ),
+    ],
+    profile: Annotated[str, typer.Option(help="firmware profile key, e.g. terminal-lt100")],
+    version: Annotated[str, typer.Option(help="the profile version this file is")],
+) -> None:
     """Upload one image into the store: it must match the sha256 and size its profile version declares."""
     import asyncio
     import hashlib
@@ -450,9 +571,11 @@ def artifacts_add(
             raise InvalidInput(f"profile {profile}: {err}") from err
         declared = next((v for v in prof.versions if v.version == version), None)
         if declared is None:
-            raise InvalidInput(f"version {version} is not in profile {profile} (it lists "
-                               f"{', '.join(v.version for v in prof.versions)}); add it to "
-                               f"firmware_profiles/{profile}.yaml with the file's size and sha256 first")
+            raise InvalidInput(
+                f"version {version} is not in profile {profile} (it lists "
+                f"{', '.join(v.version for v in prof.versions)}); add it to "
+                f"firmware_profiles/{profile}.yaml with the file's size and sha256 first"
+            )
 
         def digest() -> tuple[str, int]:
             h = hashlib.sha256()
@@ -463,22 +586,34 @@ def artifacts_add(
 
         sha, size = await asyncio.to_thread(digest)
         if (sha, size) != (declared.sha256, declared.size):
-            raise InvalidInput(f"{file.name} is {size} bytes with sha256 {sha[:16]}...; profile {profile} "
-                               f"{version} declares {declared.size} bytes with sha256 {declared.sha256[:16]}...")
+            raise InvalidInput(
+                f"{file.name} is {size} bytes with sha256 {sha[:16]}...; profile {profile} "
+                f"{version} declares {declared.size} bytes with sha256 {declared.sha256[:16]}..."
+            )
         store = artifacts.ArtifactStore(cfg.rollouts.artifact_dir)
         await asyncio.to_thread(store.put_file, file)
         try:
             existing = await artifacts.artifact_by_sha(session, sha)
             return existing, False
         except NotFound:
-            art = await artifacts.register(session, m.CLI, SystemClock().now(), sha256=sha, size=size,
-                                           profile_key=profile, version=version, filename=file.name,
-                                           signing_key=cfg.rollouts.signing_key)
+            art = await artifacts.register(
+                session,
+                m.CLI,
+                SystemClock().now(),
+                sha256=sha,
+                size=size,
+                profile_key=profile,
+                version=version,
+                filename=file.name,
+                signing_key=cfg.rollouts.signing_key,
+            )
             return art, True
 
     art, new = m.run_db(work)
-    m.console.print(f"{'stored' if new else 'already stored'}: {art.profile_key} {art.version}, {art.size} bytes, "
-                    f"sha256 {art.sha256}" + (", signed" if art.signature else ""))
+    m.console.print(
+        f"{'stored' if new else 'already stored'}: {art.profile_key} {art.version}, {art.size} bytes, "
+        f"sha256 {art.sha256}" + (", signed" if art.signature else "")
+    )
 
 
 @artifacts_app.command("list")
@@ -498,7 +633,9 @@ def artifacts_list() -> None:
 
 
 @profiles_app.command("check")
-def profiles_check(path: Annotated[Path | None, typer.Argument(help="a profile file or folder")] = None) -> None:
+def profiles_check(
+    path: Annotated[Path | None, typer.Argument(help="a profile file or folder")] = None,
+) -> None:
     """Validate every firmware profile (and its artifacts); errors name the file and key path."""
     from firmware_profiles import check_profiles_command
 

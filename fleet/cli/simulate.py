@@ -71,32 +71,62 @@ class DbReadBack:
         out: dict[str, DeviceState] = {}
         async with self.sessions() as s:
             for i in range(0, len(identities), IN_CHUNK):
-                chunk = identities[i:i + IN_CHUNK]
-                rows = (await s.execute(
-                    select(DeviceCredential.username, DeviceStateRow.last_seq, DeviceStateRow.messages_total,
-                           DeviceStateRow.duplicates_total, DeviceStateRow.online, DeviceStateRow.online_changed_at,
-                           DeviceStateRow.battery_pct, DeviceStateRow.firmware_version, DeviceStateRow.health,
-                           DeviceStateRow.bytes_down_total)
-                    .join(DeviceStateRow, DeviceStateRow.device_id == DeviceCredential.device_id)
-                    .where(DeviceCredential.username.in_(chunk)))).all()
+                chunk = identities[i : i + IN_CHUNK]
+                rows = (
+                    await s.execute(
+                        select(
+                            DeviceCredential.username,
+                            DeviceStateRow.last_seq,
+                            DeviceStateRow.messages_total,
+                            DeviceStateRow.duplicates_total,
+                            DeviceStateRow.online,
+                            DeviceStateRow.online_changed_at,
+                            DeviceStateRow.battery_pct,
+                            DeviceStateRow.firmware_version,
+                            DeviceStateRow.health,
+                            DeviceStateRow.bytes_down_total,
+                        )
+                        .join(DeviceStateRow, DeviceStateRow.device_id == DeviceCredential.device_id)
+                        .where(DeviceCredential.username.in_(chunk))
+                    )
+                ).all()
                 for u, last, msgs, dups, online, changed, batt, fw, health, down in rows:
-                    out[u] = DeviceState(u, int(last or 0), int(msgs or 0), int(dups or 0), bool(online),
-                                         _epoch(changed), batt, fw, health, int(down or 0))
+                    out[u] = DeviceState(
+                        u,
+                        int(last or 0),
+                        int(msgs or 0),
+                        int(dups or 0),
+                        bool(online),
+                        _epoch(changed),
+                        batt,
+                        fw,
+                        health,
+                        int(down or 0),
+                    )
         return out
 
     async def messages_total(self) -> int:
         async with self.sessions() as s:
-            return int((await s.execute(select(func.coalesce(func.sum(DeviceStateRow.messages_total), 0)))).scalar_one())
+            return int(
+                (
+                    await s.execute(select(func.coalesce(func.sum(DeviceStateRow.messages_total), 0)))
+                ).scalar_one()
+            )
 
     async def dead_letters(self) -> dict[str, int]:
         async with self.sessions() as s:
-            rows = (await s.execute(select(DeadLetter.reason, func.count()).group_by(DeadLetter.reason))).all()
+            rows = (
+                await s.execute(select(DeadLetter.reason, func.count()).group_by(DeadLetter.reason))
+            ).all()
         return {r: int(n) for r, n in rows}
 
     async def alerts(self, since: float | None = None) -> list[AlertRow]:
-        q = (select(Device.serial_number, School.code, Room.name, Alert.rule, Alert.status)
-             .join(Device, Device.id == Alert.device_id).join(School, School.id == Alert.school_id)
-             .outerjoin(Room, Room.id == Alert.room_id))
+        q = (
+            select(Device.serial_number, School.code, Room.name, Alert.rule, Alert.status)
+            .join(Device, Device.id == Alert.device_id)
+            .join(School, School.id == Alert.school_id)
+            .outerjoin(Room, Room.id == Alert.room_id)
+        )
         if since is not None:
             q = q.where(Alert.opened_at >= datetime.fromtimestamp(since, UTC))
         async with self.sessions() as s:
@@ -107,7 +137,9 @@ class DbReadBack:
 class DbEnroller:
     """Enrollment through the service's enrollment use case, for services whose API has no /enroll yet."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], after: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], after: Callable[[], Awaitable[None]]
+    ) -> None:
         self.sessions = sessions
         self.after = after  # make the broker reload credentials
         # One school at a time: each holds one write transaction, and SQLite has one writer.
@@ -119,13 +151,26 @@ class DbEnroller:
         async with self._lock, self.sessions() as s:
             school = (await s.execute(select(School).where(School.code == school_code))).scalar_one()
             tok = await enrollment.create_claim_token(
-                s, school_id=school.id, max_uses=max(1, min(len(serials), enrollment.MAX_TOKEN_USES)),
-                ttl=timedelta(hours=1), allow_unknown=False, label="labfleet simulate", actor="simulate", now=now)
+                s,
+                school_id=school.id,
+                max_uses=max(1, min(len(serials), enrollment.MAX_TOKEN_USES)),
+                ttl=timedelta(hours=1),
+                allow_unknown=False,
+                label="labfleet simulate",
+                actor="simulate",
+                now=now,
+            )
             await s.commit()
             for serial in serials:
                 try:
-                    e = await enrollment.enroll(s, claim_token=tok.token, serial_number=serial, vendor=None,
-                                                model_number=None, now=now)
+                    e = await enrollment.enroll(
+                        s,
+                        claim_token=tok.token,
+                        serial_number=serial,
+                        vendor=None,
+                        model_number=None,
+                        now=now,
+                    )
                     out[serial] = Credentials(e.identity, e.password, e.school_code, e.device_id)
                 except FleetError as err:
                     await s.rollback()
@@ -196,8 +241,15 @@ class ServiceUnderTest:
         self._stack.push_async_callback(self._engine.dispose)
         self.sessions = session_factory(self._engine)
         async with self.sessions() as s:
-            _, self.token = await create_token(s, principal=SYSTEM, at=datetime.now(UTC), name="labfleet-simulate",
-                                               role=Role.ADMIN, school_ids=[], district_wide=True)
+            _, self.token = await create_token(
+                s,
+                principal=SYSTEM,
+                at=datetime.now(UTC),
+                name="labfleet-simulate",
+                role=Role.ADMIN,
+                school_ids=[],
+                district_wide=True,
+            )
             await s.commit()
         if cfg.mqtt.broker not in ("embedded", "mosquitto"):
             raise ValueError("the service under test manages its broker: embedded or mosquitto")
@@ -206,6 +258,7 @@ class ServiceUnderTest:
         self.ingest = self.plane.ingest
         assert self.ingest is not None
         await self.ingest.wait_connected()
+
         async def register_plane(stack: Any, state: Any) -> None:
             # The routes (enrollment, credentials, commands) find the plane here, as under `labfleet serve`.
             state.extras["plane"] = self.plane
@@ -214,12 +267,17 @@ class ServiceUnderTest:
 
         # The rollout job too, as under `labfleet serve`: update commands reach the simulated terminals, whose
         # download links point at this API.
-        app = create_app(cfg, clock=self.clock, migrate=False,
-                         runtime_hooks=[register_plane, rollout_hook(cfg, base_url=self.api)])
+        app = create_app(
+            cfg,
+            clock=self.clock,
+            migrate=False,
+            runtime_hooks=[register_plane, rollout_hook(cfg, base_url=self.api)],
+        )
         if self.control:
             app.include_router(control_router(self))
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.http_port, log_level="warning", lifespan="on",
-                                access_log=False)
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.http_port, log_level="warning", lifespan="on", access_log=False
+        )
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         task = asyncio.create_task(self._server.serve(), name="sut-http")
@@ -241,8 +299,15 @@ class ServiceUnderTest:
 
     def info(self) -> ServiceInfo:
         proc = getattr(self.broker, "proc", None)
-        return ServiceInfo(self.api, self.token, self.broker.host, self.broker.port, os.getpid(),
-                           proc.pid if proc is not None else None, self.settings.database_url)
+        return ServiceInfo(
+            self.api,
+            self.token,
+            self.broker.host,
+            self.broker.port,
+            os.getpid(),
+            proc.pid if proc is not None else None,
+            self.settings.database_url,
+        )
 
     async def sync_credentials(self) -> None:
         await self.plane.credentials_changed()
@@ -314,17 +379,31 @@ class ChildService:
 
 
 @contextlib.asynccontextmanager
-async def child_service(database_url: str, broker: str, data_dir: Path, *, mqtt_port: int | None = None,
-                        log: Path | None = None) -> AsyncIterator[ChildService]:
+async def child_service(
+    database_url: str, broker: str, data_dir: Path, *, mqtt_port: int | None = None, log: Path | None = None
+) -> AsyncIterator[ChildService]:
     """Start `labfleet simulate-service` as a child process and yield its addresses."""
-    env = dict(os.environ, LABFLEET_DATABASE_URL=database_url, LABFLEET_MQTT__BROKER=broker,
-               LABFLEET_MQTT__LISTEN_PORT=str(mqtt_port or free_port()), LABFLEET_MQTT__DATA_DIR=str(data_dir),
-               LABFLEET_LOG_LEVEL="WARNING")
+    env = dict(
+        os.environ,
+        LABFLEET_DATABASE_URL=database_url,
+        LABFLEET_MQTT__BROKER=broker,
+        LABFLEET_MQTT__LISTEN_PORT=str(mqtt_port or free_port()),
+        LABFLEET_MQTT__DATA_DIR=str(data_dir),
+        LABFLEET_LOG_LEVEL="WARNING",
+    )
     data_dir.mkdir(parents=True, exist_ok=True)
     err = open(log or data_dir / "service.log", "ab")  # noqa: SIM115 - closed below
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fleet.cli.main", "simulate-service", "--http-port", str(free_port()), env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=err)
+        sys.executable,
+        "-m",
+        "fleet.cli.main",
+        "simulate-service",
+        "--http-port",
+        str(free_port()),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=err,
+    )
     try:
         assert proc.stdout is not None
         line = await asyncio.wait_for(proc.stdout.readline(), SERVICE_START_TIMEOUT_S)
@@ -372,25 +451,40 @@ class Controls:
     pids: Callable[[], dict[str, int]] | None = None
 
 
-def edge_agents(api: str, token: str, broker: tuple[str, int],
-                transport: httpx.AsyncBaseTransport | None = None) -> Any:
+def edge_agents(
+    api: str, token: str, broker: tuple[str, int], transport: httpx.AsyncBaseTransport | None = None
+) -> Any:
     """The real edge agent (fleet.runtime.edge_agent over drivers.edge) for one simulated lab room's bench."""
 
     @contextlib.asynccontextmanager
-    async def start(school_code: str, room_name: str, bench: Any, health_interval: float,
-                    clock_ms: Callable[[], int]) -> AsyncIterator[Any]:
+    async def start(
+        school_code: str, room_name: str, bench: Any, health_interval: float, clock_ms: Callable[[], int]
+    ) -> AsyncIterator[Any]:
         from drivers.discovery import PortWatcher
         from fleet.cli.agent import HTTP_TIMEOUT, edge_agent, resolve
 
         # The agent of `labfleet agent`, kit updater included: a rollout to lab kits is carried out as in a lab.
-        async with (httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {token}"},
-                                      timeout=HTTP_TIMEOUT, transport=transport) as http,
-                    httpx.AsyncClient(transport=transport) as downloads):
+        async with (
+            httpx.AsyncClient(
+                base_url=api,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=HTTP_TIMEOUT,
+                transport=transport,
+            ) as http,
+            httpx.AsyncClient(transport=transport) as downloads,
+        ):
             school_id, room_id = await resolve(http, school_code, room_name)
-            async with edge_agent(http, downloads, school_id=school_id, room_id=room_id,
-                                  broker=f"mqtt://{broker[0]}:{broker[1]}", watcher=PortWatcher(bench.lister),
-                                  reset_for=bench.reset_for, health_interval=health_interval,
-                                  clock_ms=clock_ms) as (agent, supervisor):
+            async with edge_agent(
+                http,
+                downloads,
+                school_id=school_id,
+                room_id=room_id,
+                broker=f"mqtt://{broker[0]}:{broker[1]}",
+                watcher=PortWatcher(bench.lister),
+                reset_for=bench.reset_for,
+                health_interval=health_interval,
+                clock_ms=clock_ms,
+            ) as (agent, supervisor):
                 task = asyncio.create_task(supervisor.run(), name=f"edge-agent:{school_code}/{room_name}")
                 try:
                     yield agent
@@ -400,17 +494,31 @@ def edge_agents(api: str, token: str, broker: tuple[str, int],
                         await task
                     except asyncio.CancelledError:
                         pass
-                    except Exception:  # the agent died mid-run (a kit it could not bridge): logged, the run goes on
+                    except (
+                        Exception
+                    ):  # the agent died mid-run (a kit it could not bridge): logged, the run goes on
                         logger.exception("edge agent for %s/%s stopped", school_code, room_name)
 
     return start
 
 
-async def simulate(district: Any, scenarios: tuple[str, ...], *, api: str, token: str, broker: tuple[str, int],
-                   database_url: str | None, duration_s: float, speed: float | None, controls: Controls,
-                   state_file: Path | None = None, transport: httpx.AsyncBaseTransport | None = None,
-                   progress: Callable[[str], None] = lambda _m: None, prefix: str = "labfleet",
-                   enroll: str = "auto") -> dict[str, Any]:
+async def simulate(
+    district: Any,
+    scenarios: tuple[str, ...],
+    *,
+    api: str,
+    token: str,
+    broker: tuple[str, int],
+    database_url: str | None,
+    duration_s: float,
+    speed: float | None,
+    controls: Controls,
+    state_file: Path | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    progress: Callable[[str], None] = lambda _m: None,
+    prefix: str = "labfleet",
+    enroll: str = "auto",
+) -> dict[str, Any]:
     """Provision, enroll, run and report; returns the report as a dict.
 
     `enroll`: "http" (POST /api/v1/enroll per terminal, as terminals do), "db" (the service's enrollment use
@@ -432,13 +540,16 @@ async def simulate(district: Any, scenarios: tuple[str, ...], *, api: str, token
         if enroll == "http" or (enroll == "auto" and await fleet.has_route("/api/v1/enroll")):
             enroller: Any = HttpEnroller(fleet, provisioned.school_ids)
         elif engine is not None:
+
             async def after() -> None:
                 if controls.sync_credentials is not None:
                     await controls.sync_credentials()
 
             enroller = DbEnroller(session_factory(engine), after)
         else:
-            raise RuntimeError("the service has no /api/v1/enroll route; pass --db so the simulator can enroll")
+            raise RuntimeError(
+                "the service has no /api/v1/enroll route; pass --db so the simulator can enroll"
+            )
 
         async def exam(code: str, day: str) -> None:
             await fleet.add_exam_day(provisioned.school_ids[code], day)
@@ -446,26 +557,60 @@ async def simulate(district: Any, scenarios: tuple[str, ...], *, api: str, token
         async def command(code: str, name: str, args: dict[str, Any]) -> None:
             await fleet.command("school", provisioned.school_ids[code], name, args)
 
-        hooks = Hooks(restart_broker=controls.restart_broker, set_service_clock=controls.set_clock,
-                      add_exam_day=exam, service_pids=controls.pids, send_command=command,
-                      start_lab_agent=edge_agents(api, token, broker, transport))
+        hooks = Hooks(
+            restart_broker=controls.restart_broker,
+            set_service_clock=controls.set_clock,
+            add_exam_day=exam,
+            service_pids=controls.pids,
+            send_command=command,
+            start_lab_agent=edge_agents(api, token, broker, transport),
+        )
         dl_before = await readback.dead_letters() if readback is not None else None
-        sim = Simulation(district, broker=broker, enroller=enroller, readback=readback, scenarios=scenarios,
-                         duration_s=duration_s, speed=speed, prefix=prefix, state_file=state_file, hooks=hooks)
+        sim = Simulation(
+            district,
+            broker=broker,
+            enroller=enroller,
+            readback=readback,
+            scenarios=scenarios,
+            duration_s=duration_s,
+            speed=speed,
+            prefix=prefix,
+            state_file=state_file,
+            hooks=hooks,
+        )
         progress(f"running {len(scenarios) and ','.join(scenarios) or 'a plain day'} for {duration_s:g} s")
         await sim.run()
         dl_after = sim.outcome.get("dead_letters")
         alerts = sim.outcome.get("alerts")
-        return reports.build(sim, service_clock_is_sim=controls.set_clock is not None, dead_letters_before=dl_before,
-                             dead_letters_after=dl_after, alerts=alerts, wall_s=time.monotonic() - started)
+        return reports.build(
+            sim,
+            service_clock_is_sim=controls.set_clock is not None,
+            dead_letters_before=dl_before,
+            dead_letters_after=dl_after,
+            alerts=alerts,
+            wall_s=time.monotonic() - started,
+        )
     finally:
         await fleet.close()
         if engine is not None:
             await engine.dispose()
 
 
-def main(spec_path: Path, scenario: str, duration: float, speed: float | None, api: str, token: str, broker: str,
-         serve: str, db: str, out: Path, cfg: Settings, *, enroll: str = "auto") -> int:
+def main(
+    spec_path: Path,
+    scenario: str,
+    duration: float,
+    speed: float | None,
+    api: str,
+    token: str,
+    broker: str,
+    serve: str,
+    db: str,
+    out: Path,
+    cfg: Settings,
+    *,
+    enroll: str = "auto",
+) -> int:
     """The `labfleet simulate` command: 0 when the verdict passes, 1 when it fails, 2 on a bad spec."""
     from rich.console import Console
 
@@ -497,10 +642,21 @@ def main(spec_path: Path, scenario: str, duration: float, speed: float | None, a
             from fleet.runtime.mqtt_subscriber import BrokerAddress
 
             addr = BrokerAddress.from_url(broker or cfg.mqtt.url)
-            return await simulate(district, scenarios, api=api, token=token, broker=(addr.host, addr.port),
-                                  database_url=db or cfg.database_url, duration_s=duration, speed=speed,
-                                  controls=Controls(), state_file=state_file, progress=err.print,
-                                  prefix=cfg.mqtt.topic_prefix, enroll=enroll)
+            return await simulate(
+                district,
+                scenarios,
+                api=api,
+                token=token,
+                broker=(addr.host, addr.port),
+                database_url=db or cfg.database_url,
+                duration_s=duration,
+                speed=speed,
+                controls=Controls(),
+                state_file=state_file,
+                progress=err.print,
+                prefix=cfg.mqtt.topic_prefix,
+                enroll=enroll,
+            )
         database_url = db or f"sqlite+aiosqlite:///{out / (spec_path.stem + '.db')}"
         err.print(f"starting a service under test ({serve} broker, {database_url})")
         async with child_service(database_url, serve, out / f"{spec_path.stem}-{serve}") as child:
@@ -514,12 +670,21 @@ def main(spec_path: Path, scenario: str, duration: float, speed: float | None, a
                 return got
 
             try:
-                return await simulate(district, scenarios, api=child.info.api, token=child.info.token,
-                                      broker=(child.info.broker_host, child.info.broker_port),
-                                      database_url=database_url, duration_s=duration, speed=speed,
-                                      controls=Controls(ctl.sync_credentials, ctl.restart_broker, ctl.set_clock, pids),
-                                      state_file=state_file, progress=err.print, prefix=cfg.mqtt.topic_prefix,
-                                      enroll=enroll)
+                return await simulate(
+                    district,
+                    scenarios,
+                    api=child.info.api,
+                    token=child.info.token,
+                    broker=(child.info.broker_host, child.info.broker_port),
+                    database_url=database_url,
+                    duration_s=duration,
+                    speed=speed,
+                    controls=Controls(ctl.sync_credentials, ctl.restart_broker, ctl.set_clock, pids),
+                    state_file=state_file,
+                    progress=err.print,
+                    prefix=cfg.mqtt.topic_prefix,
+                    enroll=enroll,
+                )
             finally:
                 await ctl.close()
 

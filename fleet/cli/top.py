@@ -67,41 +67,60 @@ def _sorted(schools: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
     if sort == "code":
         return sorted(schools, key=lambda s: s["code"])
     if sort == "online":
-        return sorted(schools, key=lambda s: (_online_pct(s) if _online_pct(s) is not None else 101.0, s["code"]))
+        return sorted(
+            schools, key=lambda s: (_online_pct(s) if _online_pct(s) is not None else 101.0, s["code"])
+        )
     return sorted(schools, key=lambda s: (-(s.get("uplink_utilisation_pct") or 0.0), s["code"]))
 
 
 def school_table(live: dict[str, Any], sort: str = "utilisation") -> Table:
     """Schools by uplink utilisation (busiest first): online against expected, lessons, bandwidth, alerts."""
     table = Table(title="Schools", title_justify="left", expand=False, header_style="bold")
-    for col, justify in (("school", "left"), ("online / expected", "right"), ("in service", "right"),
-                         ("lessons", "right"), ("period", "left"), ("sessions", "right"),
-                         ("Mbit/s", "right"), ("uplink", "right"), ("util %", "right"), ("alerts", "left")):
+    for col, justify in (
+        ("school", "left"),
+        ("online / expected", "right"),
+        ("in service", "right"),
+        ("lessons", "right"),
+        ("period", "left"),
+        ("sessions", "right"),
+        ("Mbit/s", "right"),
+        ("uplink", "right"),
+        ("util %", "right"),
+        ("alerts", "left"),
+    ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for s in _sorted(list(live.get("schools", [])), sort):
         pct = _online_pct(s)
         online = "—" if s.get("online") is None else f"{s['online']} / {s.get('expected_online', 0)}"
         util = s.get("uplink_utilisation_pct")
         alerts = s.get("alerts_open") or {}
-        alert_text = Text(" ".join(f"{n} {sev}" for sev, n in sorted(alerts.items())) or "—",
-                          style="bold red" if alerts.get("critical") else "yellow" if alerts else "dim")
+        alert_text = Text(
+            " ".join(f"{n} {sev}" for sev, n in sorted(alerts.items())) or "—",
+            style="bold red" if alerts.get("critical") else "yellow" if alerts else "dim",
+        )
         table.add_row(
             s["code"],
-            Text(online + (f" ({pct:.0f}%)" if pct is not None else ""),
-                 style=_pct_style(pct, WARN_ONLINE_PCT, CRIT_ONLINE_PCT, high_is_bad=False)),
+            Text(
+                online + (f" ({pct:.0f}%)" if pct is not None else ""),
+                style=_pct_style(pct, WARN_ONLINE_PCT, CRIT_ONLINE_PCT, high_is_bad=False),
+            ),
             "—" if s.get("in_service") is None else str(s["in_service"]),
             "—" if s.get("lessons_in_progress") is None else str(s["lessons_in_progress"]),
             s.get("current_period") or "—",
             "—" if s.get("active_sessions") is None else str(s["active_sessions"]),
             _mbit(s.get("bytes_per_second") or 0.0),
             f"{s.get('uplink_mbps', 0)}",
-            Text("—" if util is None else f"{util:.1f}", style=_pct_style(util, WARN_UTIL_PCT, CRIT_UTIL_PCT)),
+            Text(
+                "—" if util is None else f"{util:.1f}", style=_pct_style(util, WARN_UTIL_PCT, CRIT_UTIL_PCT)
+            ),
             alert_text,
         )
     return table
 
 
-def district_line(live: dict[str, Any], previous: Sample | None, now_mono: float) -> tuple[Text, Sample | None]:
+def district_line(
+    live: dict[str, Any], previous: Sample | None, now_mono: float
+) -> tuple[Text, Sample | None]:
     """Totals, alerts and ingest health in one block; returns the ingest sample for the next frame's rate."""
     schools = live.get("schools", [])
     known = [s for s in schools if s.get("online") is not None]
@@ -115,10 +134,14 @@ def district_line(live: dict[str, Any], previous: Sample | None, now_mono: float
     out.append(f"district: {len(schools)} schools · ", style="bold")
     out.append(f"online {online}" + (f" of {expected} expected" if expected else "") if known else "online —")
     out.append(f" · {lessons} lessons in progress · {_mbit(rate)} Mbit/s")
-    out.append(f" · alerts: {' '.join(f'{n} {k}' for k, n in sorted(alerts.items())) or 'none'}",
-               style="bold red" if alerts.get("critical") else "yellow" if alerts else "")
-    out.append(f" · fleet snapshot {'not yet published' if age is None else f'{age:.0f} s old'}"
-               f" · byte rate over the last {live.get('rate_window_seconds', 0):.0f} s\n")
+    out.append(
+        f" · alerts: {' '.join(f'{n} {k}' for k, n in sorted(alerts.items())) or 'none'}",
+        style="bold red" if alerts.get("critical") else "yellow" if alerts else "",
+    )
+    out.append(
+        f" · fleet snapshot {'not yet published' if age is None else f'{age:.0f} s old'}"
+        f" · byte rate over the last {live.get('rate_window_seconds', 0):.0f} s\n"
+    )
     ingest = live.get("ingest")
     sample = None
     if ingest is None:
@@ -128,17 +151,25 @@ def district_line(live: dict[str, Any], previous: Sample | None, now_mono: float
     dead = float(ingest.get("dead_letters") or 0)
     sample = Sample(now_mono, total, dead)
     out.append("ingest: ")
-    out.append("broker connected" if ingest.get("broker_connected") else "BROKER DISCONNECTED",
-               style="green" if ingest.get("broker_connected") else "bold red")
+    out.append(
+        "broker connected" if ingest.get("broker_connected") else "BROKER DISCONNECTED",
+        style="green" if ingest.get("broker_connected") else "bold red",
+    )
     if previous is not None and now_mono > previous.at:
         msg_rate = (total - previous.messages) / (now_mono - previous.at)
         dead_rate = (dead - previous.dead_letters) / (now_mono - previous.at)
         out.append(f" · {msg_rate:.0f} msg/s · dead letters {dead_rate:.1f}/s")
     else:
         out.append(f" · {total:.0f} messages since start · {dead:.0f} dead letters")
-    depth, cap, lag = ingest.get("queue_depth") or 0, ingest.get("queue_capacity") or 0, ingest.get("lag_seconds") or 0
-    out.append(f" · queue {depth:.0f}/{cap:.0f} · lag {lag:.1f} s",
-               style="bold red" if lag > 10 else "yellow" if cap and depth > cap / 2 else "")
+    depth, cap, lag = (
+        ingest.get("queue_depth") or 0,
+        ingest.get("queue_capacity") or 0,
+        ingest.get("lag_seconds") or 0,
+    )
+    out.append(
+        f" · queue {depth:.0f}/{cap:.0f} · lag {lag:.1f} s",
+        style="bold red" if lag > 10 else "yellow" if cap and depth > cap / 2 else "",
+    )
     return out, sample
 
 
@@ -147,19 +178,38 @@ def peaks_table(peaks: dict[str, Any]) -> Table:
     day = peaks["day"]
     title = f"{peaks['school']['code']} {day['local_date']} ({day['kind'].replace('_', ' ')})"
     table = Table(title=title, title_justify="left", header_style="bold")
-    for col in ("period", "from", "to", "status", "expected", "peak online", "online %", "peak sessions",
-                "peak Mbit/s", "util %"):
+    for col in (
+        "period",
+        "from",
+        "to",
+        "status",
+        "expected",
+        "peak online",
+        "online %",
+        "peak sessions",
+        "peak Mbit/s",
+        "util %",
+    ):
         table.add_column(col, justify="left" if col in ("period", "status") else "right")
     for p in peaks["periods"]:
         pct, util = p.get("online_vs_expected_pct"), p.get("uplink_utilisation_pct")
         table.add_row(
-            p["name"], p["start"][11:16], p["end"][11:16], p["status"] if p["lesson"] else "no lesson",
-            str(p["expected_online"]), "—" if p["peak_online"] is None else str(p["peak_online"]),
-            Text("—" if pct is None else f"{pct:.0f}", style=_pct_style(pct, WARN_ONLINE_PCT, CRIT_ONLINE_PCT,
-                                                                        high_is_bad=False)),
+            p["name"],
+            p["start"][11:16],
+            p["end"][11:16],
+            p["status"] if p["lesson"] else "no lesson",
+            str(p["expected_online"]),
+            "—" if p["peak_online"] is None else str(p["peak_online"]),
+            Text(
+                "—" if pct is None else f"{pct:.0f}",
+                style=_pct_style(pct, WARN_ONLINE_PCT, CRIT_ONLINE_PCT, high_is_bad=False),
+            ),
             "—" if p["peak_sessions"] is None else str(p["peak_sessions"]),
             "—" if p["peak_bytes_per_second"] is None else _mbit(p["peak_bytes_per_second"]),
-            Text("—" if util is None else f"{util:.1f}", style=_pct_style(util, WARN_UTIL_PCT, CRIT_UTIL_PCT)))
+            Text(
+                "—" if util is None else f"{util:.1f}", style=_pct_style(util, WARN_UTIL_PCT, CRIT_UTIL_PCT)
+            ),
+        )
     return table
 
 
@@ -179,23 +229,38 @@ async def _get(http: httpx.AsyncClient, path: str, **params: str) -> dict[str, A
     return r.json()  # type: ignore[no-any-return]
 
 
-async def frame(http: httpx.AsyncClient, *, school: str | None, sort: str, previous: Sample | None
-                ) -> tuple[RenderableType, Sample | None]:
+async def frame(
+    http: httpx.AsyncClient, *, school: str | None, sort: str, previous: Sample | None
+) -> tuple[RenderableType, Sample | None]:
     """One screen: the district line, the schools table, and a school's periods when asked for."""
     live = await _get(http, "/api/v1/stats/live")
     line, sample = district_line(live, previous, time.monotonic())
-    parts: list[RenderableType] = [Text(f"LabFleet top · {live['generated_at'][:19].replace('T', ' ')} UTC",
-                                        style="bold"), line, school_table(live, sort)]
+    parts: list[RenderableType] = [
+        Text(f"LabFleet top · {live['generated_at'][:19].replace('T', ' ')} UTC", style="bold"),
+        line,
+        school_table(live, sort),
+    ]
     if school:
         parts.append(peaks_table(await _get(http, "/api/v1/stats/peaks", school=school)))
     return Group(*parts), sample
 
 
-async def run_top(api: str, token: str, *, once: bool, interval: float, school: str | None, sort: str,
-                  console: Console, transport: httpx.AsyncBaseTransport | None = None) -> None:
+async def run_top(
+    api: str,
+    token: str,
+    *,
+    once: bool,
+    interval: float,
+    school: str | None,
+    sort: str,
+    console: Console,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> None:
     """Print one frame (`once`) or refresh in place until interrupted; errors in a live view show in the frame."""
     headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=api, headers=headers, timeout=HTTP_TIMEOUT_S, transport=transport) as http:
+    async with httpx.AsyncClient(
+        base_url=api, headers=headers, timeout=HTTP_TIMEOUT_S, transport=transport
+    ) as http:
         if once:
             view, _ = await frame(http, school=school, sort=sort, previous=None)
             console.print(view)
@@ -212,12 +277,19 @@ async def run_top(api: str, token: str, *, once: bool, interval: float, school: 
 
 
 def top(
-    api: Annotated[str, typer.Option(help="service base URL", envvar="LABFLEET_API")] = "http://127.0.0.1:8000",
-    token: Annotated[str, typer.Option(help="API token (any role; shows the token's schools)",
-                                       envvar="LABFLEET_TOKEN")] = "",
+    api: Annotated[
+        str, typer.Option(help="service base URL", envvar="LABFLEET_API")
+    ] = "http://127.0.0.1:8000",
+    token: Annotated[
+        str, typer.Option(help="API token (any role; shows the token's schools)", envvar="LABFLEET_TOKEN")
+    ] = "",
     once: Annotated[bool, typer.Option("--once", help="print one frame and exit")] = False,
-    interval: Annotated[float, typer.Option(help="seconds between refreshes", min=1.0, max=3600.0)] = DEFAULT_INTERVAL_S,
-    school: Annotated[str | None, typer.Option(help="also show this school's periods today (id or code)")] = None,
+    interval: Annotated[
+        float, typer.Option(help="seconds between refreshes", min=1.0, max=3600.0)
+    ] = DEFAULT_INTERVAL_S,
+    school: Annotated[
+        str | None, typer.Option(help="also show this school's periods today (id or code)")
+    ] = None,
     sort: Annotated[str, typer.Option(help="utilisation | online | code")] = "utilisation",
 ) -> None:
     """Live district picture: schools by uplink utilisation, online against expected, lessons, alerts, ingest."""
@@ -227,8 +299,9 @@ def top(
         raise typer.BadParameter(f"sort must be one of {', '.join(SORTS)}")
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(run_top(api, token, once=once, interval=interval, school=school, sort=sort,
-                                console=Console()))
+            asyncio.run(
+                run_top(api, token, once=once, interval=interval, school=school, sort=sort, console=Console())
+            )
     except TopError as err:
         typer.echo(f"Error: {err}", err=True)
         raise typer.Exit(1) from None

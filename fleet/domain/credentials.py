@@ -34,8 +34,9 @@ def verify_password(password: str, stored: str) -> bool:
         if kind != "7":
             return False
         digest = base64.b64decode(digest_b64)
-        got = hashlib.pbkdf2_hmac("sha512", password.encode(), base64.b64decode(salt_b64), int(iterations),
-                                  len(digest))
+        got = hashlib.pbkdf2_hmac(
+            "sha512", password.encode(), base64.b64decode(salt_b64), int(iterations), len(digest)
+        )
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(got, digest)
@@ -51,7 +52,7 @@ def new_claim_token() -> tuple[str, str, str]:
 def split_claim_token(token: str) -> tuple[str, str] | None:
     if not isinstance(token, str) or not token.startswith(CLAIM_PREFIX) or len(token) > 128:
         return None
-    prefix, sep, secret = token[len(CLAIM_PREFIX):].partition("_")
+    prefix, sep, secret = token[len(CLAIM_PREFIX) :].partition("_")
     if not sep or not prefix or not secret:
         return None
     return prefix, secret

@@ -33,11 +33,27 @@ class Finding:
     detail: str
 
 
-RULES = ("battery_low", "temperature_high", "storage_full", "error_code", "repeated_reboots", "unexpected_offline")
+RULES = (
+    "battery_low",
+    "temperature_high",
+    "storage_full",
+    "error_code",
+    "repeated_reboots",
+    "unexpected_offline",
+)
 
 
-def evaluate(t: Thresholds, *, battery: int | None, charging: bool | None, temperature: float | None,
-             storage: float | None, error_code: str | None, boots_ms: Sequence[int], now_ms: int) -> list[Finding]:
+def evaluate(
+    t: Thresholds,
+    *,
+    battery: int | None,
+    charging: bool | None,
+    temperature: float | None,
+    storage: float | None,
+    error_code: str | None,
+    boots_ms: Sequence[int],
+    now_ms: int,
+) -> list[Finding]:
     out: list[Finding] = []
     if battery is not None and not charging:
         if battery <= t.battery_critical_pct:
@@ -56,7 +72,9 @@ def evaluate(t: Thresholds, *, battery: int | None, charging: bool | None, tempe
         out.append(Finding("error_code", sev, f"error {error_code}"))
     recent = [b for b in boots_ms if now_ms - b <= t.reboot_window_s * 1000]
     if len(recent) >= t.reboot_count:
-        out.append(Finding("repeated_reboots", "warning", f"{len(recent)} boots in {t.reboot_window_s // 60} min"))
+        out.append(
+            Finding("repeated_reboots", "warning", f"{len(recent)} boots in {t.reboot_window_s // 60} min")
+        )
     return out
 
 
@@ -82,7 +100,7 @@ def thresholds_from_profile(health: Any) -> Thresholds:
     battery_crit = get("battery_critical_percent", None)
     temp_crit = get("temperature_critical_c", None)
     reboots = get("repeated_reboots", None)
-    r_get = (reboots.get if isinstance(reboots, Mapping) else (lambda k, dflt=None: getattr(reboots, k, dflt)))
+    r_get = reboots.get if isinstance(reboots, Mapping) else (lambda k, dflt=None: getattr(reboots, k, dflt))
     codes = get("error_codes", ()) or ()
     fault_codes = []
     for rule in codes:
@@ -94,15 +112,17 @@ def thresholds_from_profile(health: Any) -> Thresholds:
         return Thresholds(
             battery_low_pct=-1 if battery is None else int(battery),
             # Critical battery is a quarter of the low mark (5 % for the default 20 %).
-            battery_critical_pct=-1 if battery is None else (
-                int(battery_crit) if battery_crit is not None else max(1, int(battery) // 4)),
+            battery_critical_pct=-1
+            if battery is None
+            else (int(battery_crit) if battery_crit is not None else max(1, int(battery) // 4)),
             temperature_high_c=float(temp),
             # 15 degrees over the warning mark is where SoCs throttle hard or shut down.
             temperature_critical_c=float(temp_crit) if temp_crit is not None else float(temp) + 15.0,
             storage_full_pct=101.0 if storage is None else float(storage),
             reboot_count=int(r_get("count", d.reboot_count)) if reboots is not None else d.reboot_count,
             reboot_window_s=int(r_get("window_minutes", d.reboot_window_s // 60)) * 60
-            if reboots is not None else d.reboot_window_s,
+            if reboots is not None
+            else d.reboot_window_s,
             fault_error_codes=tuple(fault_codes),
         )
     except (TypeError, ValueError):

@@ -34,8 +34,12 @@ class PeriodWindow:
 def day_windows(periods: Iterable[Period], day: date, tz: ZoneInfo) -> list[PeriodWindow]:
     """The school-wide bell periods of `day`'s weekday, in start order."""
     today = [p for p in periods_for_room(periods, None) if p.weekday == day.weekday()]
-    return [PeriodWindow(p.name, datetime.combine(day, p.start, tzinfo=tz), datetime.combine(day, p.end, tzinfo=tz))
-            for p in sorted(today, key=lambda p: (p.start, p.name))]
+    return [
+        PeriodWindow(
+            p.name, datetime.combine(day, p.start, tzinfo=tz), datetime.combine(day, p.end, tzinfo=tz)
+        )
+        for p in sorted(today, key=lambda p: (p.start, p.name))
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +55,9 @@ class BucketPeak:
     busier_direction_bytes_per_second: float = 0.0
 
 
-def peak_rate(buckets: Mapping[datetime, tuple[int, int]], start: datetime, end: datetime, width_s: int,
-              now: datetime) -> BucketPeak:
+def peak_rate(
+    buckets: Mapping[datetime, tuple[int, int]], start: datetime, end: datetime, width_s: int, now: datetime
+) -> BucketPeak:
     """Peak of (up + down) / seconds over the buckets that overlap [start, end).
 
     A bucket still filling at `now` is divided by the seconds elapsed in it (at least one), not by its full
@@ -72,8 +77,9 @@ def peak_rate(buckets: Mapping[datetime, tuple[int, int]], start: datetime, end:
         busier = max(busier, up / seconds, down / seconds)
         if best.bucket_start is None or rate > best.bytes_per_second:
             best = BucketPeak(rate, up / seconds, down / seconds, bucket)
-    return BucketPeak(best.bytes_per_second, best.up_bytes_per_second, best.down_bytes_per_second, best.bucket_start,
-                      busier)
+    return BucketPeak(
+        best.bytes_per_second, best.up_bytes_per_second, best.down_bytes_per_second, best.bucket_start, busier
+    )
 
 
 def utilisation_pct(bytes_per_second: float, uplink_mbps: float) -> float | None:

@@ -9,19 +9,19 @@ from fleet.domain.enums import Role
 
 
 class Permission(StrEnum):
-    READ_INVENTORY = "read_inventory"          # districts, schools, rooms, models, devices, timetables
-    MANAGE_SCHOOLS = "manage_schools"          # districts and schools
-    MANAGE_ROOMS = "manage_rooms"              # rooms and timetables
-    MANAGE_MODELS = "manage_models"            # the device-model catalogue
-    MANAGE_DEVICES = "manage_devices"          # devices, lifecycle transitions, imports
+    READ_INVENTORY = "read_inventory"  # districts, schools, rooms, models, devices, timetables
+    MANAGE_SCHOOLS = "manage_schools"  # districts and schools
+    MANAGE_ROOMS = "manage_rooms"  # rooms and timetables
+    MANAGE_MODELS = "manage_models"  # the device-model catalogue
+    MANAGE_DEVICES = "manage_devices"  # devices, lifecycle transitions, imports
     READ_AUDIT = "read_audit"
     MANAGE_TOKENS = "manage_tokens"
     # Used by the device plane, rollouts and reports.
-    MANAGE_ENROLLMENT = "manage_enrollment"    # claim tokens, device credentials
+    MANAGE_ENROLLMENT = "manage_enrollment"  # claim tokens, device credentials
     SEND_COMMANDS = "send_commands"
     MANAGE_ALERTS = "manage_alerts"
     MANAGE_ROLLOUTS = "manage_rollouts"
-    READ_OPERATIONS = "read_operations"        # telemetry state, presence, alerts, stats, rollouts
+    READ_OPERATIONS = "read_operations"  # telemetry state, presence, alerts, stats, rollouts
     READ_REPORTS = "read_reports"
 
 

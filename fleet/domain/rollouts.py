@@ -23,10 +23,10 @@ class RolloutStatus(StrEnum):
 
 class DeviceUpdateState(StrEnum):
     PENDING = "pending"
-    SCHEDULED = "scheduled"        # a download command was sent; the device has not started yet
+    SCHEDULED = "scheduled"  # a download command was sent; the device has not started yet
     DOWNLOADING = "downloading"
-    DOWNLOADED = "downloaded"      # image staged and verified; waiting for an install window
-    INSTALLING = "installing"      # install command sent: installing or rebooting
+    DOWNLOADED = "downloaded"  # image staged and verified; waiting for an install window
+    INSTALLING = "installing"  # install command sent: installing or rebooting
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     ROLLED_BACK = "rolled_back"
@@ -34,8 +34,14 @@ class DeviceUpdateState(StrEnum):
 
 
 # States a device never leaves; every other state is "in flight" or waiting.
-FINAL_STATES = frozenset({DeviceUpdateState.SUCCEEDED, DeviceUpdateState.FAILED, DeviceUpdateState.ROLLED_BACK,
-                          DeviceUpdateState.CANCELLED})
+FINAL_STATES = frozenset(
+    {
+        DeviceUpdateState.SUCCEEDED,
+        DeviceUpdateState.FAILED,
+        DeviceUpdateState.ROLLED_BACK,
+        DeviceUpdateState.CANCELLED,
+    }
+)
 # States that hold a download slot at the school (the concurrency cap counts these).
 DOWNLOAD_SLOT_STATES = frozenset({DeviceUpdateState.SCHEDULED, DeviceUpdateState.DOWNLOADING})
 
@@ -108,7 +114,9 @@ def plan_groups(devices: Sequence[tuple[int, int]], plan: GroupPlan) -> list[Pla
     for pct in plan.percents:
         upto = min(len(rest), math.ceil(len(rest) * pct / 100))
         if upto > done:
-            groups.append(PlannedGroup(f"{pct:g}%", "percent", tuple(d for d, _ in rest[done:upto]), percent=pct))
+            groups.append(
+                PlannedGroup(f"{pct:g}%", "percent", tuple(d for d, _ in rest[done:upto]), percent=pct)
+            )
             done = upto
     if done < len(rest):
         groups.append(PlannedGroup("100%", "percent", tuple(d for d, _ in rest[done:]), percent=100.0))
@@ -126,7 +134,7 @@ class GroupTally:
 class GroupVerdict(StrEnum):
     WAIT = "wait"
     ADVANCE = "advance"  # the success threshold is reached: start the next group
-    PAUSE = "pause"      # the error threshold is reached
+    PAUSE = "pause"  # the error threshold is reached
 
 
 def judge_group(t: GroupTally, success_threshold: float, error_threshold: float) -> GroupVerdict:
@@ -195,7 +203,7 @@ def _next_lesson_start(tt: SchoolTimetable, room_id: int | None, at: datetime) -
     zone = ZoneInfo(tt.timezone)
     local = at.astimezone(zone)
     room_periods = periods_for_room(tt.periods, room_id)
-    for offset in range(0, 2):
+    for offset in range(2):
         day = (local + timedelta(days=offset)).date()
         in_term, holiday, _ = day_kind(tt.calendar, day)
         if holiday or not in_term:

@@ -23,23 +23,23 @@ MAX_IMAGE_BYTES = 4 * 1024**3
 
 class Phase(StrEnum):
     DOWNLOAD = "download"  # fetch (resuming with Range), verify sha256 and signature, stage
-    INSTALL = "install"    # install the staged image and reboot; roll back if the new image fails to boot
-    CANCEL = "cancel"      # drop a download in progress or a staged image; never interrupts an install
+    INSTALL = "install"  # install the staged image and reboot; roll back if the new image fails to boot
+    CANCEL = "cancel"  # drop a download in progress or a staged image; never interrupts an install
 
 
 class Progress(StrEnum):
     DOWNLOADING = "downloading"
-    DOWNLOAD_PAUSED = "download_paused"    # stopped at not_after; resumes with Range on the next command
-    DOWNLOADED = "downloaded"              # verified and staged
-    DOWNLOAD_FAILED = "download_failed"    # HTTP or I/O error; partial data kept for a resume
-    VERIFY_FAILED = "verify_failed"        # sha256 or signature mismatch: the image was discarded
+    DOWNLOAD_PAUSED = "download_paused"  # stopped at not_after; resumes with Range on the next command
+    DOWNLOADED = "downloaded"  # verified and staged
+    DOWNLOAD_FAILED = "download_failed"  # HTTP or I/O error; partial data kept for a resume
+    VERIFY_FAILED = "verify_failed"  # sha256 or signature mismatch: the image was discarded
     INSTALLING = "installing"
     REBOOTING = "rebooting"
-    SUCCEEDED = "succeeded"                # booted the new version
-    ROLLED_BACK = "rolled_back"            # the new version failed to boot; back on `version` (the old one)
-    INSTALL_FAILED = "install_failed"      # install refused before reboot (no staged image, low battery)
+    SUCCEEDED = "succeeded"  # booted the new version
+    ROLLED_BACK = "rolled_back"  # the new version failed to boot; back on `version` (the old one)
+    INSTALL_FAILED = "install_failed"  # install refused before reboot (no staged image, low battery)
     CANCELLED = "cancelled"
-    REFUSED = "refused"                    # bad arguments or an expired command
+    REFUSED = "refused"  # bad arguments or an expired command
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +69,17 @@ class UpdateProgress:
 
 
 def update_args(a: UpdateArgs) -> dict[str, Any]:
-    body: dict[str, Any] = {"phase": a.phase.value, "version": a.version, "sha256": a.sha256, "size": a.size,
-                            "url": a.url, "signature": a.signature, "signature_alg": a.signature_alg,
-                            "max_bytes_per_second": a.max_bytes_per_second, "not_after": a.not_after_ms}
+    body: dict[str, Any] = {
+        "phase": a.phase.value,
+        "version": a.version,
+        "sha256": a.sha256,
+        "size": a.size,
+        "url": a.url,
+        "signature": a.signature,
+        "signature_alg": a.signature_alg,
+        "max_bytes_per_second": a.max_bytes_per_second,
+        "not_after": a.not_after_ms,
+    }
     return {k: v for k, v in body.items() if v is not None}
 
 
@@ -97,7 +105,9 @@ def parse_update_args(args: dict[str, Any]) -> UpdateArgs:
     if rate is not None and (type(rate) is not int or rate < 1):
         raise ValueError("max_bytes_per_second must be a positive integer")
     not_after = args.get("not_after")
-    if not_after is not None and (type(not_after) is not int or not wire.TS_MIN_MS <= not_after <= wire.TS_MAX_MS):
+    if not_after is not None and (
+        type(not_after) is not int or not wire.TS_MIN_MS <= not_after <= wire.TS_MAX_MS
+    ):
         raise ValueError("not_after must be ms since epoch")
     sig = args.get("signature")
     alg = args.get("signature_alg", "none")
@@ -107,8 +117,16 @@ def parse_update_args(args: dict[str, Any]) -> UpdateArgs:
 
 
 def encode_progress(p: UpdateProgress) -> bytes:
-    body = {"v": wire.PROTOCOL_VERSION, "id": p.id, "ts": p.ts_ms, "state": p.state.value, "version": p.version,
-            "offset": p.offset, "size": p.size, "reason": p.reason}
+    body = {
+        "v": wire.PROTOCOL_VERSION,
+        "id": p.id,
+        "ts": p.ts_ms,
+        "state": p.state.value,
+        "version": p.version,
+        "offset": p.offset,
+        "size": p.size,
+        "reason": p.reason,
+    }
     return json.dumps({k: v for k, v in body.items() if v is not None}, separators=(",", ":")).encode()
 
 

@@ -56,7 +56,12 @@ class Channel(StrEnum):
 
 
 UPLINK_CHANNELS: tuple[Channel, ...] = (
-    Channel.TELEMETRY, Channel.HEARTBEAT, Channel.EVENT, Channel.ACK, Channel.RESULT, Channel.STATUS,
+    Channel.TELEMETRY,
+    Channel.HEARTBEAT,
+    Channel.EVENT,
+    Channel.ACK,
+    Channel.RESULT,
+    Channel.STATUS,
 )
 # Every channel a device may publish on: the ingest channels plus update progress.
 DEVICE_PUBLISH_CHANNELS: tuple[Channel, ...] = (*UPLINK_CHANNELS, Channel.UPDATE)
@@ -116,8 +121,10 @@ def is_identity(value: str) -> bool:
 def check_device_identity(value: str) -> str:
     """Return `value` if it can be a device identity (a topic level and a broker username), else raise."""
     if isinstance(value, str) and ":" in value and IDENTITY_RE.match(value):
-        raise InvalidIdentity(f"device identity {value!r} holds a ':', which an MQTT username cannot "
-                              f"(mosquitto's password file is username:hash); use '-' instead")
+        raise InvalidIdentity(
+            f"device identity {value!r} holds a ':', which an MQTT username cannot "
+            f"(mosquitto's password file is username:hash); use '-' instead"
+        )
     if not is_device_identity(value):
         raise InvalidIdentity(f"device identity {value!r} must match {DEVICE_IDENTITY_RE.pattern}")
     return value
@@ -138,7 +145,11 @@ class Topics:
 
     def __post_init__(self) -> None:
         parts = self.prefix.split("/")
-        if not self.prefix or any(not p or "+" in p or "#" in p for p in parts) or self.prefix.startswith("$"):
+        if (
+            not self.prefix
+            or any(not p or "+" in p or "#" in p for p in parts)
+            or self.prefix.startswith("$")
+        ):
             raise InvalidIdentity(f"topic prefix {self.prefix!r} must be non-empty levels without wildcards")
 
     def base(self, school: str, device: str) -> str:
@@ -163,7 +174,7 @@ class Topics:
         head = self.prefix + "/" + TOPIC_VERSION + "/"
         if not topic.startswith(head):
             return Rejection(Reason.BAD_TOPIC, "topic outside the protocol prefix")
-        rest = topic[len(head):].split("/")
+        rest = topic[len(head) :].split("/")
         if len(rest) != 3:
             return Rejection(Reason.BAD_TOPIC, "topic must be <school>/<device>/<channel>")
         school, device, channel = rest
@@ -299,7 +310,9 @@ def _num(obj: dict[str, Any], key: str, lo: float, hi: float) -> float | None:
     return float(v)
 
 
-def _text(obj: dict[str, Any], key: str, *, required: bool = False, max_len: int = MAX_SHORT_TEXT) -> str | None:
+def _text(
+    obj: dict[str, Any], key: str, *, required: bool = False, max_len: int = MAX_SHORT_TEXT
+) -> str | None:
     v = obj.get(key)
     if v is None:
         if required:
@@ -354,16 +367,21 @@ def _telemetry(o: dict[str, Any]) -> Telemetry:
     g = o.get
     seq, ts, battery, temp, storage = g("seq"), g("ts"), g("battery"), g("temp_c"), g("storage_pct")
     fw, app, up, down, rssi, charging = g("fw"), g("app"), g("up"), g("down"), g("rssi"), g("charging")
-    if (type(seq) is int and 1 <= seq <= MAX_SEQ and type(ts) is int and TS_MIN_MS <= ts <= TS_MAX_MS
-            and (battery is None or type(battery) is int and 0 <= battery <= 100)
-            and (temp is None or type(temp) is float and -40.0 <= temp <= 150.0)
-            and (storage is None or type(storage) is float and 0.0 <= storage <= 100.0)
-            and (fw is None or type(fw) is str and 0 < len(fw) <= 64 and fw.isprintable())
-            and (app is None or type(app) is str and 0 < len(app) <= MAX_SHORT_TEXT and app.isprintable())
-            and (up is None or type(up) is int and 0 <= up <= MAX_BYTES_DELTA)
-            and (down is None or type(down) is int and 0 <= down <= MAX_BYTES_DELTA)
-            and (rssi is None or type(rssi) is int and -130 <= rssi <= 0)
-            and (charging is None or type(charging) is bool)):
+    if (
+        type(seq) is int
+        and 1 <= seq <= MAX_SEQ
+        and type(ts) is int
+        and TS_MIN_MS <= ts <= TS_MAX_MS
+        and (battery is None or type(battery) is int and 0 <= battery <= 100)
+        and (temp is None or type(temp) is float and -40.0 <= temp <= 150.0)
+        and (storage is None or type(storage) is float and 0.0 <= storage <= 100.0)
+        and (fw is None or type(fw) is str and 0 < len(fw) <= 64 and fw.isprintable())
+        and (app is None or type(app) is str and 0 < len(app) <= MAX_SHORT_TEXT and app.isprintable())
+        and (up is None or type(up) is int and 0 <= up <= MAX_BYTES_DELTA)
+        and (down is None or type(down) is int and 0 <= down <= MAX_BYTES_DELTA)
+        and (rssi is None or type(rssi) is int and -130 <= rssi <= 0)
+        and (charging is None or type(charging) is bool)
+    ):
         return Telemetry(seq, ts, battery, temp, storage, fw, app, up or 0, down or 0, rssi, charging)
     return _telemetry_checked(o)
 
@@ -486,8 +504,10 @@ def parse_policy(args: dict[str, Any]) -> Policy:
     except _Bad as err:
         raise ValueError(str(err)) from None
     apps = args.get("allowed_apps", [])
-    if type(apps) is not list or len(apps) > MAX_ALLOWED_APPS or not all(
-        type(a) is str and 0 < len(a) <= MAX_SHORT_TEXT and a.isprintable() for a in apps
+    if (
+        type(apps) is not list
+        or len(apps) > MAX_ALLOWED_APPS
+        or not all(type(a) is str and 0 < len(a) <= MAX_SHORT_TEXT and a.isprintable() for a in apps)
     ):
         raise ValueError(f"allowed_apps must be a list of at most {MAX_ALLOWED_APPS} app ids")
     if session > daily:  # type: ignore[operator]
@@ -496,13 +516,24 @@ def parse_policy(args: dict[str, Any]) -> Policy:
 
 
 def policy_args(p: Policy) -> dict[str, Any]:
-    return {"session_minutes": p.session_minutes, "daily_minutes": p.daily_minutes,
-            "break_minutes": p.break_minutes, "allowed_apps": list(p.allowed_apps)}
+    return {
+        "session_minutes": p.session_minutes,
+        "daily_minutes": p.daily_minutes,
+        "break_minutes": p.break_minutes,
+        "allowed_apps": list(p.allowed_apps),
+    }
 
 
 def encode_command(cmd: Command) -> bytes:
-    body = {"v": PROTOCOL_VERSION, "type": "command", "id": cmd.id, "cmd": cmd.name.value,
-            "args": cmd.args, "issued_at": cmd.issued_at_ms, "expires_at": cmd.expires_at_ms}
+    body = {
+        "v": PROTOCOL_VERSION,
+        "type": "command",
+        "id": cmd.id,
+        "cmd": cmd.name.value,
+        "args": cmd.args,
+        "issued_at": cmd.issued_at_ms,
+        "expires_at": cmd.expires_at_ms,
+    }
     data = json.dumps(body, separators=(",", ":")).encode()
     if len(data) > MAX_DOWNLINK_BYTES:
         raise ValueError(f"command is {len(data)} bytes, over {MAX_DOWNLINK_BYTES}")
@@ -512,7 +543,9 @@ def encode_command(cmd: Command) -> bytes:
 # Refusals answered with an error reply on the device's cmd topic: the message came from an enrolled device on
 # its own topics (the broker's ACL saw to that) and the device can fix what it sends. The other reasons have no
 # enrolled device to answer (bad_topic, invalid_identity, unknown_device) or must not be answered (revoked).
-REPLIED_REASONS = frozenset({Reason.OVERSIZED, Reason.MALFORMED_JSON, Reason.UNSUPPORTED_VERSION, Reason.SCHEMA})
+REPLIED_REASONS = frozenset(
+    {Reason.OVERSIZED, Reason.MALFORMED_JSON, Reason.UNSUPPORTED_VERSION, Reason.SCHEMA}
+)
 
 
 def seq_of(payload: bytes) -> int | None:
@@ -529,8 +562,14 @@ def seq_of(payload: bytes) -> int | None:
 
 def encode_error(reason: Reason, channel: Channel | None, seq: int | None, detail: str = "") -> bytes:
     """An error reply telling a device why its message was refused (sent on its cmd topic)."""
-    body = {"v": PROTOCOL_VERSION, "type": "error", "reason": reason.value,
-            "channel": channel.value if channel else None, "seq": seq, "detail": detail[:200]}
+    body = {
+        "v": PROTOCOL_VERSION,
+        "type": "error",
+        "reason": reason.value,
+        "channel": channel.value if channel else None,
+        "seq": seq,
+        "detail": detail[:200],
+    }
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -547,8 +586,13 @@ def decode_downlink(payload: bytes) -> Command | dict[str, Any] | Rejection:
         args = obj.get("args", {})
         if type(args) is not dict:
             raise _Bad("args must be an object")
-        return Command(_correlation(obj), name, _int(obj, "issued_at", TS_MIN_MS, TS_MAX_MS),  # type: ignore[arg-type]
-                       _int(obj, "expires_at", TS_MIN_MS, TS_MAX_MS), args)  # type: ignore[arg-type]
+        return Command(
+            _correlation(obj),
+            name,
+            _int(obj, "issued_at", TS_MIN_MS, TS_MAX_MS),  # type: ignore[arg-type]
+            _int(obj, "expires_at", TS_MIN_MS, TS_MAX_MS),
+            args,
+        )  # type: ignore[arg-type]
     except (_Bad, ValueError) as err:
         return Rejection(Reason.SCHEMA, str(err))
 
@@ -557,9 +601,19 @@ def encode_uplink(value: Uplink) -> bytes:
     """The reference encoding of an uplink message (used by simulators and tests)."""
     body: dict[str, Any] = {"v": PROTOCOL_VERSION}
     if isinstance(value, Telemetry):
-        body.update(seq=value.seq, ts=value.ts_ms, battery=value.battery_pct, temp_c=value.temperature_c,
-                    storage_pct=value.storage_used_pct, fw=value.firmware, app=value.app,
-                    up=value.bytes_up, down=value.bytes_down, rssi=value.rssi_dbm, charging=value.charging)
+        body.update(
+            seq=value.seq,
+            ts=value.ts_ms,
+            battery=value.battery_pct,
+            temp_c=value.temperature_c,
+            storage_pct=value.storage_used_pct,
+            fw=value.firmware,
+            app=value.app,
+            up=value.bytes_up,
+            down=value.bytes_down,
+            rssi=value.rssi_dbm,
+            charging=value.charging,
+        )
     elif isinstance(value, Heartbeat):
         body.update(seq=value.seq, ts=value.ts_ms, rssi=value.rssi_dbm)
     elif isinstance(value, Event):

@@ -33,14 +33,21 @@ def route_template(scope: Scope) -> str:
 def route_templates(app: FastAPI) -> list[tuple[str, str]]:
     """Every (method, route template) the app serves, from its OpenAPI schema (what the latency labels can be)."""
     methods = ("get", "post", "put", "patch", "delete")
-    return [(m.upper(), path) for path, ops in app.openapi().get("paths", {}).items() for m in methods if m in ops]
+    return [
+        (m.upper(), path) for path, ops in app.openapi().get("paths", {}).items() for m in methods if m in ops
+    ]
 
 
 class HttpMetricsMiddleware:
     """Observes every HTTP request's latency by method and route template, and counts it by status class."""
 
-    def __init__(self, app: ASGIApp, metrics: FleetMetrics, timer: Callable[[], float] = time.perf_counter,
-                 skip_routes: frozenset[str] = frozenset({"/metrics"})) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: FleetMetrics,
+        timer: Callable[[], float] = time.perf_counter,
+        skip_routes: frozenset[str] = frozenset({"/metrics"}),
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.timer = timer
@@ -76,8 +83,12 @@ def metrics_router(registry: CollectorRegistry, access: MetricsAccess) -> APIRou
     async def metrics(request: Request) -> Any:
         host = request.client.host if request.client else None
         if not access.allows(host, request.headers.get("authorization")):
-            return Response("metrics need a bearer token from this network\n", status_code=401,
-                            media_type="text/plain", headers={"WWW-Authenticate": "Bearer"})
+            return Response(
+                "metrics need a bearer token from this network\n",
+                status_code=401,
+                media_type="text/plain",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         # Off the event loop: rendering the district takes tens of ms, which ingest on the loop should not wait for.
         body, content_type = await asyncio.to_thread(render, registry, request.headers.get("accept"))
         return Response(body, media_type=content_type)
@@ -96,7 +107,9 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
 
-def serve_metrics_thread(registry: CollectorRegistry, access: MetricsAccess, host: str, port: int) -> WSGIServer:
+def serve_metrics_thread(
+    registry: CollectorRegistry, access: MetricsAccess, host: str, port: int
+) -> WSGIServer:
     """/metrics for a process without the API (an ingest worker), on its own thread, with the service's access rule.
 
     A thread, not the worker's event loop: a scrape is answered even while the loop is busy committing a batch.
@@ -106,7 +119,9 @@ def serve_metrics_thread(registry: CollectorRegistry, access: MetricsAccess, hos
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
         if not access.allows(environ.get("REMOTE_ADDR"), environ.get("HTTP_AUTHORIZATION")):
-            start_response("401 Unauthorized", [("Content-Type", "text/plain"), ("WWW-Authenticate", "Bearer")])
+            start_response(
+                "401 Unauthorized", [("Content-Type", "text/plain"), ("WWW-Authenticate", "Bearer")]
+            )
             return [b"metrics need a bearer token from this network\n"]
         return metrics_app(environ, start_response)
 

@@ -52,16 +52,42 @@ OTHER = "other"
 # lwt: the broker published the device's Last Will (its link dropped without DISCONNECT); heartbeat_timeout:
 # the presence sweep's backstop found it silent.
 DISCONNECT_REASONS = frozenset(
-    {"clean", "keepalive_timeout", "protocol_error", "auth_failed", "taken_over", "server_shutdown", "network",
-     "lwt", "heartbeat_timeout"}
+    {
+        "clean",
+        "keepalive_timeout",
+        "protocol_error",
+        "auth_failed",
+        "taken_over",
+        "server_shutdown",
+        "network",
+        "lwt",
+        "heartbeat_timeout",
+    }
 )
 ENROLLMENT_RESULTS = frozenset(
-    {"ok", "bad_token", "expired_token", "exhausted_token", "unknown_serial", "wrong_school", "invalid", "error",
-     "rate_limited"}
+    {
+        "ok",
+        "bad_token",
+        "expired_token",
+        "exhausted_token",
+        "unknown_serial",
+        "wrong_school",
+        "invalid",
+        "error",
+        "rate_limited",
+    }
 )
 INGEST_RESULTS = frozenset(
-    {"ok", "invalid_json", "invalid_schema", "too_large", "unknown_device", "duplicate", "dropped_overload",
-     "error"}
+    {
+        "ok",
+        "invalid_json",
+        "invalid_schema",
+        "too_large",
+        "unknown_device",
+        "duplicate",
+        "dropped_overload",
+        "error",
+    }
 )
 DEAD_LETTER_REASONS = frozenset(
     {"invalid_json", "invalid_schema", "too_large", "unknown_device", "commit_failed", "overload"}
@@ -76,8 +102,17 @@ HEALTH_STATES = frozenset({"ok", "degraded", "fault", "unknown"})
 ALERT_SEVERITIES = frozenset({"info", "warning", "critical"})
 ROLLOUT_STATUSES = frozenset({"draft", "running", "paused", "completed", "aborted"})
 ROLLOUT_DEVICE_STATES = frozenset(
-    {"pending", "scheduled", "downloading", "downloaded", "installing", "succeeded", "failed", "rolled_back",
-     "cancelled"}
+    {
+        "pending",
+        "scheduled",
+        "downloading",
+        "downloaded",
+        "installing",
+        "succeeded",
+        "failed",
+        "rolled_back",
+        "cancelled",
+    }
 )
 ROLLOUT_PAUSE_REASONS = frozenset({"error_threshold", "manual"})
 HTTP_STATUS_CLASSES = frozenset({"1xx", "2xx", "3xx", "4xx", "5xx"})
@@ -113,58 +148,74 @@ def _h(name: str, labels: tuple[str, ...], help: str, buckets: tuple[float, ...]
     return MetricSpec(PREFIX + name, "histogram", labels, help, "event", buckets)
 
 
-def _g(name: str, labels: tuple[str, ...], help: str, source: Literal["event", "state"] = "state") -> MetricSpec:
+def _g(
+    name: str, labels: tuple[str, ...], help: str, source: Literal["event", "state"] = "state"
+) -> MetricSpec:
     return MetricSpec(PREFIX + name, "gauge", labels, help, source)
 
 
 # --- direct instrumentation (events, per process) ------------------------------------------------------
 MQTT_CONNECTS = _c(
-    "mqtt_connects_total", ("device_kind",),
+    "mqtt_connects_total",
+    ("device_kind",),
     "MQTT sessions established: devices by kind, and this process's own broker connection as device_kind=service.",
 )
 MQTT_DISCONNECTS = _c(
-    "mqtt_disconnects_total", ("device_kind", "reason"),
+    "mqtt_disconnects_total",
+    ("device_kind", "reason"),
     "MQTT sessions ended, by reason: devices by kind, and this process's own broker connection as "
     "device_kind=service.",
 )
 MQTT_BROKER_CONNECTED = _g(
-    "mqtt_broker_connected", (), "1 while this process holds its connection to the MQTT broker, else 0.", "event"
+    "mqtt_broker_connected",
+    (),
+    "1 while this process holds its connection to the MQTT broker, else 0.",
+    "event",
 )
 MQTT_BROKER_CONNECTION_LOSSES = _c(
     "mqtt_broker_connection_losses_total", (), "Times this process lost its MQTT broker connection."
 )
-ENROLLMENTS = _c("enrollments_total", ("result",), "Device enrollment attempts (claim-token trades), by result.")
-INGEST_MESSAGES = _c("ingest_messages_total", ("result",), "Telemetry messages handled by ingest, by result.")
-INGEST_BATCH_SIZE = _h(
-    "ingest_batch_size", (), "Messages per ingest database commit.", BATCH_SIZE_BUCKETS
+ENROLLMENTS = _c(
+    "enrollments_total", ("result",), "Device enrollment attempts (claim-token trades), by result."
 )
+INGEST_MESSAGES = _c("ingest_messages_total", ("result",), "Telemetry messages handled by ingest, by result.")
+INGEST_BATCH_SIZE = _h("ingest_batch_size", (), "Messages per ingest database commit.", BATCH_SIZE_BUCKETS)
 INGEST_COMMIT_SECONDS = _h(
     "ingest_commit_seconds", (), "Time to commit one ingest batch to the database.", COMMIT_SECONDS_BUCKETS
 )
-INGEST_QUEUE_DEPTH = _g("ingest_queue_depth", (), "Messages waiting in this worker's bounded ingest queue.", "event")
+INGEST_QUEUE_DEPTH = _g(
+    "ingest_queue_depth", (), "Messages waiting in this worker's bounded ingest queue.", "event"
+)
 INGEST_QUEUE_CAPACITY = _g("ingest_queue_capacity", (), "Size limit of this worker's ingest queue.", "event")
 INGEST_LAG_SECONDS = _g(
-    "ingest_lag_seconds", (), "Age of the oldest received but uncommitted message (0 when the queue is empty).",
+    "ingest_lag_seconds",
+    (),
+    "Age of the oldest received but uncommitted message (0 when the queue is empty).",
     "event",
 )
 INGEST_DEAD_LETTERS = _c(
     "ingest_dead_letters_total", ("reason",), "Messages set aside as dead letters, by reason."
 )
 COMMAND_SECONDS = _h(
-    "command_duration_seconds", ("command", "result"), "Time from command sent to its result, by command and result.",
+    "command_duration_seconds",
+    ("command", "result"),
+    "Time from command sent to its result, by command and result.",
     COMMAND_SECONDS_BUCKETS,
 )
 HTTP_REQUEST_SECONDS = _h(
-    "http_request_duration_seconds", ("route",),
+    "http_request_duration_seconds",
+    ("route",),
     "HTTP request latency by method and route template (e.g. GET /api/v1/devices/{device_id}), never the raw path.",
     HTTP_SECONDS_BUCKETS,
 )
 HTTP_REQUESTS = _c(
-    "http_requests_total", ("route", "status_class"),
+    "http_requests_total",
+    ("route", "status_class"),
     "HTTP requests by method and route template and status class (2xx, 4xx, 5xx).",
 )
 SCHOOL_BYTES = _c(
-    "school_bytes_total", ("school", "direction"),
+    "school_bytes_total",
+    ("school", "direction"),
     "Bytes carried for a school's devices: direction=up (device to cloud) or down (cloud to device).",
 )
 DEVICE_HEALTH_TRANSITIONS = _c(
@@ -181,14 +232,17 @@ _PRESENCE = ("school", "room_kind", "device_kind")
 DEVICES_IN_SERVICE = _g("devices_in_service", _PRESENCE, "Devices in service.")
 DEVICES_ONLINE = _g("devices_online", _PRESENCE, "Devices online now.")
 DEVICES_EXPECTED_ONLINE = _g(
-    "devices_expected_online", _PRESENCE, "Devices the timetable expects online now (their room has a lesson)."
+    "devices_expected_online",
+    _PRESENCE,
+    "Devices the timetable expects online now (their room has a lesson).",
 )
 DEVICES_UNEXPECTED_OFFLINE = _g(
     "devices_unexpectedly_offline", _PRESENCE, "Devices expected online that are offline."
 )
 SCHOOL_LESSONS = _g("school_lessons_in_progress", ("school",), "Rooms with a lesson in progress now.")
 SCHOOL_PERIOD = _g(
-    "school_current_period", ("school", "period"),
+    "school_current_period",
+    ("school", "period"),
     "1 for the school's current bell period (absent between periods); join on it to label by period.",
 )
 SCHOOL_UPLINK_CAPACITY = _g(
@@ -202,21 +256,51 @@ ALERTS_OPEN = _g("alerts_open", ("severity",), "Open (unresolved) alerts, by sev
 FIRMWARE_VERSIONS = _g("firmware_devices", ("model", "version"), "Devices running each firmware version.")
 ROLLOUTS = _g("rollouts", ("status",), "Rollouts per status.")
 ROLLOUT_DEVICES = _g(
-    "rollout_devices", ("rollout", "model", "state"), "Devices per rollout state, for running and paused rollouts."
+    "rollout_devices",
+    ("rollout", "model", "state"),
+    "Devices per rollout state, for running and paused rollouts.",
 )
 ROLLOUT_PAUSED = _g("rollout_paused", ("rollout", "model"), "1 for each paused rollout.")
 SNAPSHOT_AGE = _g("state_snapshot_age_seconds", (), "Age of the fleet state snapshot served by this scrape.")
 
 EVENT_METRICS: tuple[MetricSpec, ...] = (
-    MQTT_CONNECTS, MQTT_DISCONNECTS, MQTT_BROKER_CONNECTED, MQTT_BROKER_CONNECTION_LOSSES, ENROLLMENTS,
-    INGEST_MESSAGES, INGEST_BATCH_SIZE, INGEST_COMMIT_SECONDS, INGEST_QUEUE_DEPTH, INGEST_QUEUE_CAPACITY,
-    INGEST_LAG_SECONDS, INGEST_DEAD_LETTERS, COMMAND_SECONDS, HTTP_REQUEST_SECONDS, HTTP_REQUESTS, SCHOOL_BYTES,
-    DEVICE_HEALTH_TRANSITIONS, ALERTS_OPENED, ROLLOUT_DEVICE_TRANSITIONS, ROLLOUT_PAUSES,
+    MQTT_CONNECTS,
+    MQTT_DISCONNECTS,
+    MQTT_BROKER_CONNECTED,
+    MQTT_BROKER_CONNECTION_LOSSES,
+    ENROLLMENTS,
+    INGEST_MESSAGES,
+    INGEST_BATCH_SIZE,
+    INGEST_COMMIT_SECONDS,
+    INGEST_QUEUE_DEPTH,
+    INGEST_QUEUE_CAPACITY,
+    INGEST_LAG_SECONDS,
+    INGEST_DEAD_LETTERS,
+    COMMAND_SECONDS,
+    HTTP_REQUEST_SECONDS,
+    HTTP_REQUESTS,
+    SCHOOL_BYTES,
+    DEVICE_HEALTH_TRANSITIONS,
+    ALERTS_OPENED,
+    ROLLOUT_DEVICE_TRANSITIONS,
+    ROLLOUT_PAUSES,
 )
 STATE_METRICS: tuple[MetricSpec, ...] = (
-    DEVICES_IN_SERVICE, DEVICES_ONLINE, DEVICES_EXPECTED_ONLINE, DEVICES_UNEXPECTED_OFFLINE, SCHOOL_LESSONS,
-    SCHOOL_PERIOD, SCHOOL_UPLINK_CAPACITY, SCHOOL_ACTIVE_SESSIONS, DEVICES_BY_HEALTH, ALERTS_OPEN,
-    FIRMWARE_VERSIONS, ROLLOUTS, ROLLOUT_DEVICES, ROLLOUT_PAUSED, SNAPSHOT_AGE,
+    DEVICES_IN_SERVICE,
+    DEVICES_ONLINE,
+    DEVICES_EXPECTED_ONLINE,
+    DEVICES_UNEXPECTED_OFFLINE,
+    SCHOOL_LESSONS,
+    SCHOOL_PERIOD,
+    SCHOOL_UPLINK_CAPACITY,
+    SCHOOL_ACTIVE_SESSIONS,
+    DEVICES_BY_HEALTH,
+    ALERTS_OPEN,
+    FIRMWARE_VERSIONS,
+    ROLLOUTS,
+    ROLLOUT_DEVICES,
+    ROLLOUT_PAUSED,
+    SNAPSHOT_AGE,
 )
 ALL_METRICS: tuple[MetricSpec, ...] = EVENT_METRICS + STATE_METRICS
 
@@ -493,7 +577,9 @@ class FleetMetrics:
         self.ingest_dead_letters.labels(bounded(reason, DEAD_LETTER_REASONS)).inc(count)
 
     def command_finished(self, command: str, result: str, seconds: float) -> None:
-        self.command_seconds.labels(bounded(command, COMMAND_NAMES), bounded(result, COMMAND_RESULTS)).observe(seconds)
+        self.command_seconds.labels(
+            bounded(command, COMMAND_NAMES), bounded(result, COMMAND_RESULTS)
+        ).observe(seconds)
 
     def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """`route` must be the route template, never the raw path (which would carry ids).

@@ -76,8 +76,10 @@ def build_snapshot(
         school = by_code.get(room.school)
         key = (room.school, room.room_id)
         room_kind[key] = room.room_kind
-        on = school is not None and lesson_at(school.periods, school.calendar, now, school.timezone,
-                                              room.room_id).in_lesson
+        on = (
+            school is not None
+            and lesson_at(school.periods, school.calendar, now, school.timezone, room.room_id).in_lesson
+        )
         in_lesson[key] = on
         if on:
             lessons[room.school] += 1
@@ -107,8 +109,9 @@ def build_snapshot(
     school_states = []
     for s in school_list:
         bell = lesson_at(s.periods, s.calendar, now, s.timezone, None)
-        school_states.append(SchoolState(s.code, lessons[s.code], bell.period, s.uplink_capacity_bps,
-                                         sessions[s.code]))
+        school_states.append(
+            SchoolState(s.code, lessons[s.code], bell.period, s.uplink_capacity_bps, sessions[s.code])
+        )
     return FleetSnapshot(
         taken_at=now.timestamp(),
         presence=tuple(PresenceCount(sc, rk, dk, *counts) for (sc, rk, dk), counts in sorted(cells.items())),

@@ -34,14 +34,45 @@ from fleet.observability.metrics import (
 from fleet.observability.state import DeviceView, RoomView, SchoolView
 
 DEVICE_KINDS = ("terminal", "robot", "mcu_kit", "sensor")
-MODELS = ("terminal-lt100", "terminal-lt200", "robot-edubot-r2", "kit-esp32-mpy", "kit-uno-firmata", "sensor-air-s1")
+MODELS = (
+    "terminal-lt100",
+    "terminal-lt200",
+    "robot-edubot-r2",
+    "kit-esp32-mpy",
+    "kit-uno-firmata",
+    "sensor-air-s1",
+)
 COMMANDS = tuple(sorted(COMMAND_NAMES))
 # Stand-in (method, route template) pairs for callers without the app at hand: 80, as many as the v1 API has
 # (tests/observability/test_metrics_cardinality.py and the scrape benchmark use the real app's routes).
-ROUTES = tuple((method, f"/api/v1/{res}{suffix}") for res in (
-    "devices", "schools", "rooms", "models", "rollouts", "alerts", "commands", "claim-tokens", "reports",
-    "imports", "timetables", "calendar", "audit", "tokens", "districts", "dead-letters")
-    for method, suffix in (("GET", ""), ("POST", ""), ("GET", "/{id}"), ("PATCH", "/{id}"), ("POST", "/{id}/actions")))
+ROUTES = tuple(
+    (method, f"/api/v1/{res}{suffix}")
+    for res in (
+        "devices",
+        "schools",
+        "rooms",
+        "models",
+        "rollouts",
+        "alerts",
+        "commands",
+        "claim-tokens",
+        "reports",
+        "imports",
+        "timetables",
+        "calendar",
+        "audit",
+        "tokens",
+        "districts",
+        "dead-letters",
+    )
+    for method, suffix in (
+        ("GET", ""),
+        ("POST", ""),
+        ("GET", "/{id}"),
+        ("PATCH", "/{id}"),
+        ("POST", "/{id}/actions"),
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,14 +105,22 @@ ROLLOUTS = (
     RolloutState("r-090", "terminal-lt100", "completed"),
 )
 # Seven 45-minute periods on each school day, 08:00 to 14:45.
-PERIODS = tuple(Period(f"P{i + 1}", day, time(8 + i, 0), time(8 + i, 45)) for day in range(5) for i in range(7))
+PERIODS = tuple(
+    Period(f"P{i + 1}", day, time(8 + i, 0), time(8 + i, 45)) for day in range(5) for i in range(7)
+)
 # Monday 2026-09-07 09:10 UTC: the second period, every room in a lesson.
 LESSON_AT = datetime(2026, 9, 7, 9, 10, tzinfo=UTC)
-_KIND_MODELS = {"terminal": ("terminal-lt100", "terminal-lt200"), "robot": ("robot-edubot-r2",),
-                "mcu_kit": ("kit-esp32-mpy", "kit-uno-firmata"), "sensor": ("sensor-air-s1",)}
+_KIND_MODELS = {
+    "terminal": ("terminal-lt100", "terminal-lt200"),
+    "robot": ("robot-edubot-r2",),
+    "mcu_kit": ("kit-esp32-mpy", "kit-uno-firmata"),
+    "sensor": ("sensor-air-s1",),
+}
 
 
-def district_views(shape: DistrictShape = DistrictShape()) -> tuple[list[SchoolView], list[RoomView], list[DeviceView]]:
+def district_views(
+    shape: DistrictShape = DistrictShape(),
+) -> tuple[list[SchoolView], list[RoomView], list[DeviceView]]:
     """The district as the runtime holds it: one view per school, room and device (10,000 by default).
 
     Devices vary over every model, health state and four firmware versions; 2% are offline; terminals have a
@@ -97,20 +136,36 @@ def district_views(shape: DistrictShape = DistrictShape()) -> tuple[list[SchoolV
         code = school_code(i)
         schools.append(SchoolView(code, tz, 1e9, PERIODS))
         lab_kind = "digital_lab" if i % 2 == 0 else "ai_lab"
-        room_specs = [("smart_classroom", {"terminal": shape.terminals_per_classroom,
-                                           "sensor": shape.sensors_per_classroom})] * shape.classrooms_per_school
-        room_specs.append((lab_kind, {"terminal": shape.lab_terminals, "robot": shape.lab_robots,
-                                      "mcu_kit": shape.lab_kits}))
+        room_specs = [
+            (
+                "smart_classroom",
+                {"terminal": shape.terminals_per_classroom, "sensor": shape.sensors_per_classroom},
+            )
+        ] * shape.classrooms_per_school
+        room_specs.append(
+            (
+                lab_kind,
+                {"terminal": shape.lab_terminals, "robot": shape.lab_robots, "mcu_kit": shape.lab_kits},
+            )
+        )
         for r, (room_kind, kinds) in enumerate(room_specs):
             room_id = i * 100 + r
             rooms.append(RoomView(code, room_id, room_kind))
             for kind, count in kinds.items():
                 for _ in range(count):
                     models = _KIND_MODELS[kind]
-                    devices.append(DeviceView(
-                        code, room_id, kind, models[n % len(models)], online=n % 50 != 0,
-                        health=health_states[(n // 7) % len(health_states)], firmware_version=f"1.{(n // 3) % 4}.0",
-                        session_active=kind == "terminal"))
+                    devices.append(
+                        DeviceView(
+                            code,
+                            room_id,
+                            kind,
+                            models[n % len(models)],
+                            online=n % 50 != 0,
+                            health=health_states[(n // 7) % len(health_states)],
+                            firmware_version=f"1.{(n // 3) % 4}.0",
+                            session_active=kind == "terminal",
+                        )
+                    )
                     n += 1
     return schools, rooms, devices
 
@@ -132,7 +187,9 @@ def district_snapshot(shape: DistrictShape = DistrictShape(), taken_at: float = 
         for room_kind, kind, n in cells:
             offline = n // 50  # 2% unexpectedly offline
             presence.append(PresenceCount(code, room_kind, kind, n, n - offline, n, offline))
-        schools.append(SchoolState(code, shape.classrooms_per_school, "P3", 1e9, shape.classrooms_per_school * 17))
+        schools.append(
+            SchoolState(code, shape.classrooms_per_school, "P3", 1e9, shape.classrooms_per_school * 17)
+        )
     per_model = shape.devices // len(MODELS)
     health = tuple(HealthCount(m, s, per_model // 4) for m in MODELS for s in sorted(HEALTH_STATES))
     firmware = tuple(FirmwareCount(m, f"1.{v}.0", per_model // 4) for m in MODELS for v in range(4))
@@ -147,8 +204,9 @@ def district_snapshot(shape: DistrictShape = DistrictShape(), taken_at: float = 
     )
 
 
-def exercise_event_metrics(metrics: FleetMetrics, shape: DistrictShape = DistrictShape(),
-                           routes: Iterable[tuple[str, str]] = ROUTES) -> None:
+def exercise_event_metrics(
+    metrics: FleetMetrics, shape: DistrictShape = DistrictShape(), routes: Iterable[tuple[str, str]] = ROUTES
+) -> None:
     """Touch every event metric with every label combination a district produces (routes: (method, template))."""
     for kind in DEVICE_KINDS:
         metrics.mqtt_connected(kind)

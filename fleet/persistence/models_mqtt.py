@@ -76,7 +76,9 @@ class DeviceState(Base):
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     seq_mask: Mapped[int] = mapped_column(BigInteger, default=0)
     last_ts_ms: Mapped[int | None] = mapped_column(BigInteger)
-    state_seq: Mapped[int] = mapped_column(BigInteger, default=0)  # seq of the telemetry the fields below are from
+    state_seq: Mapped[int] = mapped_column(
+        BigInteger, default=0
+    )  # seq of the telemetry the fields below are from
     battery_pct: Mapped[int | None] = mapped_column(Integer)
     charging: Mapped[bool | None] = mapped_column(Boolean)
     temperature_c: Mapped[float | None] = mapped_column(Float)

@@ -49,8 +49,13 @@ class _Cred:
 class BrokerAuthority:
     """Device credentials and ACLs from the database, held in memory for the broker's per-packet checks."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], topics: wire.Topics, service_username: str,
-                 service_password: str) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        topics: wire.Topics,
+        service_username: str,
+        service_password: str,
+    ) -> None:
         self._sessions = sessions
         self.topics = topics
         self.service_username = service_username
@@ -59,8 +64,16 @@ class BrokerAuthority:
 
     async def load(self) -> None:
         async with self._sessions() as s:
-            rows = (await s.execute(select(DeviceCredential.username, DeviceCredential.password_hash,
-                                           DeviceCredential.school_code, DeviceCredential.revoked_at))).all()
+            rows = (
+                await s.execute(
+                    select(
+                        DeviceCredential.username,
+                        DeviceCredential.password_hash,
+                        DeviceCredential.school_code,
+                        DeviceCredential.revoked_at,
+                    )
+                )
+            ).all()
         self._creds = {u: _Cred(h, code, rev is not None) for u, h, code, rev in rows}
 
     def active_devices(self) -> list[tuple[str, str, str]]:
@@ -134,13 +147,17 @@ class DbTopicPlugin(BaseTopicPlugin):
     class Config:
         authority: Any = None
 
-    async def topic_filtering(self, *, session: Any = None, topic: str | None = None,
-                              action: Any = None) -> bool | None:
+    async def topic_filtering(
+        self, *, session: Any = None, topic: str | None = None, action: Any = None
+    ) -> bool | None:
         authority: BrokerAuthority = self.context.config.authority  # type: ignore[union-attr]
         if session is None or topic is None:
             return False
-        mapped = {_AmqttAction.PUBLISH: acl.Action.PUBLISH, _AmqttAction.SUBSCRIBE: acl.Action.SUBSCRIBE,
-                  _AmqttAction.RECEIVE: acl.Action.RECEIVE}[action]
+        mapped = {
+            _AmqttAction.PUBLISH: acl.Action.PUBLISH,
+            _AmqttAction.SUBSCRIBE: acl.Action.SUBSCRIBE,
+            _AmqttAction.RECEIVE: acl.Action.RECEIVE,
+        }[action]
         return authority.allowed(session.username, topic, mapped)
 
 
@@ -171,10 +188,13 @@ class _AuthFirstBroker(_AmqttBroker):  # type: ignore[misc,valid-type]
     client id is its username, see BrokerAuthority.authenticate) goes on exactly as amqtt's own code does.
     """
 
-    async def _initialize_client_session(self, reader: Any, writer: Any, remote_address: str,
-                                         remote_port: int) -> tuple[Any, Any]:
+    async def _initialize_client_session(
+        self, reader: Any, writer: Any, remote_address: str, remote_port: int
+    ) -> tuple[Any, Any]:
         try:
-            handler, session = await _BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager)
+            handler, session = await _BrokerProtocolHandler.init_from_connect(
+                reader, writer, self.plugins_manager
+            )
         except _AmqttMQTTError:
             await writer.close()
             raise
@@ -193,7 +213,15 @@ class _AuthFirstBroker(_AmqttBroker):  # type: ignore[misc,valid-type]
             session.parent = 0
         elif session.client_id in self._sessions:
             existing, _ = self._sessions[session.client_id]
-            for attr in ("will_flag", "will_message", "will_topic", "will_qos", "keep_alive", "username", "password"):
+            for attr in (
+                "will_flag",
+                "will_message",
+                "will_topic",
+                "will_qos",
+                "keep_alive",
+                "username",
+                "password",
+            ):
                 setattr(existing, attr, getattr(session, attr))
             session = existing
             session.parent = 1
@@ -223,7 +251,9 @@ class EmbeddedBroker:
         cfg = settings.mqtt
         self.authority = authority
         self.host, self.port = cfg.listen_host, cfg.listen_port
-        self.address = BrokerAddress(self.host, self.port, authority.service_username, authority.service_password)
+        self.address = BrokerAddress(
+            self.host, self.port, authority.service_username, authority.service_password
+        )
         self._broker: Any = None
 
     async def __aenter__(self) -> EmbeddedBroker:
@@ -281,7 +311,9 @@ class MosquittoBroker:
 
     shared_subscriptions = True
 
-    def __init__(self, settings: Settings, authority: BrokerAuthority, *, data_dir: Path | None = None) -> None:
+    def __init__(
+        self, settings: Settings, authority: BrokerAuthority, *, data_dir: Path | None = None
+    ) -> None:
         cfg = settings.mqtt
         self.authority = authority
         self.topics = authority.topics
@@ -291,8 +323,9 @@ class MosquittoBroker:
         self.service_port = cfg.service_listen_port or free_port(self.service_host)
         self.dir = Path(data_dir or cfg.data_dir)
         self.binary = shutil.which(cfg.mosquitto_bin) or cfg.mosquitto_bin
-        self.address = BrokerAddress(self.service_host, self.service_port, authority.service_username,
-                                     authority.service_password)
+        self.address = BrokerAddress(
+            self.service_host, self.service_port, authority.service_username, authority.service_password
+        )
         self.proc: asyncio.subprocess.Process | None = None
         self.reloads = 0  # SIGHUPs sent: the coalescing is visible to tests and benchmarks
         self._service_line = ""
@@ -311,11 +344,14 @@ class MosquittoBroker:
         """Config and ACL (fixed for the broker's life) and the password file; blocking, for start-up."""
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "store").mkdir(exist_ok=True)
-        self._service_line = (f"{self.authority.service_username}:"
-                              f"{credentials.hash_password(self.authority.service_password)}")
+        self._service_line = (
+            f"{self.authority.service_username}:{credentials.hash_password(self.authority.service_password)}"
+        )
         self._write_passwd(self._passwd_text())
         _atomic_write(self.dir / "passwd-service", self._service_line + "\n", mode=0o600)
-        _atomic_write(self.dir / "acl", acl.mosquitto_acl(self.topics, self.authority.service_username), mode=0o600)
+        _atomic_write(
+            self.dir / "acl", acl.mosquitto_acl(self.topics, self.authority.service_username), mode=0o600
+        )
         conf = f"""# Generated by LabFleet (labfleet serve --broker mosquitto); rewritten on every start.
 # Each listener has its own password file: the service's listener takes the service identity only.
 per_listener_settings true
@@ -327,18 +363,18 @@ per_listener_settings true
 listener {self.port} {self.host}
 use_username_as_clientid true
 allow_anonymous false
-password_file {self.dir / 'passwd'}
-acl_file {self.dir / 'acl'}
+password_file {self.dir / "passwd"}
+acl_file {self.dir / "acl"}
 
 # The service's own clients, on loopback.
 listener {self.service_port} {self.service_host}
 allow_anonymous false
-password_file {self.dir / 'passwd-service'}
-acl_file {self.dir / 'acl'}
+password_file {self.dir / "passwd-service"}
+acl_file {self.dir / "acl"}
 
 # Persistent sessions survive a broker restart: queued QoS 1 telemetry and commands are not lost.
 persistence true
-persistence_location {self.dir / 'store'}/
+persistence_location {self.dir / "store"}/
 autosave_interval 1
 # Ingest acks after its database commit, in batches of up to 2,000: the default of 20 in-flight
 # messages per client would cap it at 20 per commit.
@@ -362,8 +398,11 @@ log_type warning
             if not wire.is_device_identity(identity):
                 if identity not in self._unwritable:
                     self._unwritable.add(identity)
-                    logger.warning("device identity %r cannot be written to mosquitto's password file (':' or not "
-                                   "an identity); it cannot connect to this broker", identity)
+                    logger.warning(
+                        "device identity %r cannot be written to mosquitto's password file (':' or not "
+                        "an identity); it cannot connect to this broker",
+                        identity,
+                    )
                 continue
             lines.append(f"{identity}:{pw_hash}")
         return "\n".join(lines) + "\n"
@@ -388,15 +427,22 @@ log_type warning
         # stderr to a file, not a pipe: nobody reads a pipe while the broker runs, and a full pipe blocks it.
         with open(self.dir / "mosquitto.log", "ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                self.binary, "-c", str(self.conf_path), stdout=asyncio.subprocess.DEVNULL, stderr=log)
+                self.binary, "-c", str(self.conf_path), stdout=asyncio.subprocess.DEVNULL, stderr=log
+            )
         try:
             await wait_for_port(self.host, self.port, MOSQUITTO_START_TIMEOUT_S, self.proc)
             await wait_for_port(self.service_host, self.service_port, MOSQUITTO_START_TIMEOUT_S, self.proc)
         except RuntimeError as err:
             tail = (self.dir / "mosquitto.log").read_text(errors="replace")[-500:]
             raise RuntimeError(f"{err}; log: {tail}") from None
-        logger.info("mosquitto (pid %s) listening on %s:%s (service clients on %s:%s)", self.proc.pid, self.host,
-                    self.port, self.service_host, self.service_port)
+        logger.info(
+            "mosquitto (pid %s) listening on %s:%s (service clients on %s:%s)",
+            self.proc.pid,
+            self.host,
+            self.port,
+            self.service_host,
+            self.service_port,
+        )
 
     async def stop(self, *, kill: bool = False) -> None:
         proc, self.proc = self.proc, None
@@ -425,7 +471,9 @@ log_type warning
                 return  # a reload that started after this call was made has already covered it
             wait = self._last_reload + RELOAD_MIN_INTERVAL_S - loop.time()
             if wait > 0:
-                await asyncio.sleep(wait)  # callers arriving meanwhile queue on the lock and share the next reload
+                await asyncio.sleep(
+                    wait
+                )  # callers arriving meanwhile queue on the lock and share the next reload
             covering = self._requested
             await self.authority.load()
             text = self._passwd_text()
@@ -478,8 +526,12 @@ def broker_from_settings(settings: Settings, sessions: async_sessionmaker[AsyncS
         return None
     if kind == "external":
         return ExternalBroker(settings)
-    authority = BrokerAuthority(sessions, wire.Topics(settings.mqtt.topic_prefix), settings.mqtt.service_username,
-                                service_password(settings))
+    authority = BrokerAuthority(
+        sessions,
+        wire.Topics(settings.mqtt.topic_prefix),
+        settings.mqtt.service_username,
+        service_password(settings),
+    )
     if kind == "embedded":
         return EmbeddedBroker(settings, authority)
     if kind == "mosquitto":
@@ -500,7 +552,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-async def wait_for_port(host: str, port: int, timeout: float, proc: asyncio.subprocess.Process | None = None) -> None:
+async def wait_for_port(
+    host: str, port: int, timeout: float, proc: asyncio.subprocess.Process | None = None
+) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:

@@ -79,8 +79,15 @@ class KitLink:
 class EdgeAgent:
     """Implements drivers.edge.EdgeEvents; owns one paho client per online kit."""
 
-    def __init__(self, http: httpx.AsyncClient, *, school_id: int, room_id: int | None = None,
-                 broker: str | None = None, clock_ms: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        school_id: int,
+        room_id: int | None = None,
+        broker: str | None = None,
+        clock_ms: Callable[[], int] | None = None,
+    ) -> None:
         self.http = http
         self.school_id = school_id
         self.room_id = room_id
@@ -110,7 +117,9 @@ class EdgeAgent:
         """(vendor, model_number) of the catalogue model whose firmware profile drives this family."""
         if self._models is None:
             self._models = {}
-            page = await self._json("GET", "/api/v1/device-models", params={"transport": "serial", "limit": 500})
+            page = await self._json(
+                "GET", "/api/v1/device-models", params={"transport": "serial", "limit": 500}
+            )
             for m in page.get("items", page if isinstance(page, list) else []):
                 if not m.get("profile_key"):
                     continue
@@ -127,12 +136,28 @@ class EdgeAgent:
     async def enroll(self, identity: DeviceIdentity) -> dict[str, Any]:
         """Match the kit to inventory (or register it as received) and get its own MQTT credentials."""
         vendor, model_number = await self._model_for(identity.family)
-        token = await self._json("POST", f"/api/v1/schools/{self.school_id}/claim-tokens",
-                                 json={"max_uses": 1, "allow_unknown": True, "ttl_seconds": CLAIM_TTL_SECONDS,
-                                       "label": f"edge agent: {identity.hardware_id}"[:120]})
-        return dict(await self._json("POST", "/api/v1/enroll", json={
-            "claim_token": token["token"], "serial_number": identity.hardware_id, "vendor": vendor,
-            "model_number": model_number}))
+        token = await self._json(
+            "POST",
+            f"/api/v1/schools/{self.school_id}/claim-tokens",
+            json={
+                "max_uses": 1,
+                "allow_unknown": True,
+                "ttl_seconds": CLAIM_TTL_SECONDS,
+                "label": f"edge agent: {identity.hardware_id}"[:120],
+            },
+        )
+        return dict(
+            await self._json(
+                "POST",
+                "/api/v1/enroll",
+                json={
+                    "claim_token": token["token"],
+                    "serial_number": identity.hardware_id,
+                    "vendor": vendor,
+                    "model_number": model_number,
+                },
+            )
+        )
 
     async def _place(self, device_id: int) -> None:
         """Put a kit registered just now into the agent's room (best effort: the kit is bridged anyway)."""
@@ -159,8 +184,15 @@ class EdgeAgent:
         await self._keep_on_kit(hw, creds)
         if self.room_id is not None:
             await self._place(int(creds["device_id"]))
-        link = KitLink(hw, creds["username"], int(creds["device_id"]), creds["topics"],
-                       self._client(creds), port=port, kit=identity)
+        link = KitLink(
+            hw,
+            creds["username"],
+            int(creds["device_id"]),
+            creds["topics"],
+            self._client(creds),
+            port=port,
+            kit=identity,
+        )
         self.kits[hw] = link
         try:
             await self._connect(link, creds)
@@ -172,10 +204,21 @@ class EdgeAgent:
             await asyncio.to_thread(_stop, link.client)
             return
         self._publish(link, "status", {"v": 1, "state": "online", "ts": self.clock_ms()}, retain=True)
-        self._publish(link, "event", {"v": 1, "seq": link.next_seq(self.clock_ms()), "ts": self.clock_ms(),
-                                      "type": "boot"})
-        self._publish(link, "telemetry", {"v": 1, "seq": link.next_seq(self.clock_ms()), "ts": self.clock_ms(),
-                                          "fw": identity.firmware_version[:64]})
+        self._publish(
+            link,
+            "event",
+            {"v": 1, "seq": link.next_seq(self.clock_ms()), "ts": self.clock_ms(), "type": "boot"},
+        )
+        self._publish(
+            link,
+            "telemetry",
+            {
+                "v": 1,
+                "seq": link.next_seq(self.clock_ms()),
+                "ts": self.clock_ms(),
+                "fw": identity.firmware_version[:64],
+            },
+        )
         log.info("%s bridged as %s (device %s)", hw, link.identity, link.device_id)
 
     async def _keep_on_kit(self, hw: str, creds: Mapping[str, Any]) -> None:
@@ -192,7 +235,10 @@ class EdgeAgent:
             stored = (await self.supervisor.command(hw, "read_config"))["config"]
             if stored is None:
                 return
-            if stored.get("mqtt_username") == creds["username"] and stored.get("mqtt_password") == creds["password"]:
+            if (
+                stored.get("mqtt_username") == creds["username"]
+                and stored.get("mqtt_password") == creds["password"]
+            ):
                 return
             merged = {**stored, "mqtt_username": creds["username"], "mqtt_password": creds["password"]}
             result = await self.supervisor.command(hw, "apply_config", {"config": merged})
@@ -206,8 +252,9 @@ class EdgeAgent:
         it again, which also writes the new password to the kit."""
         if self.kits.get(link.hardware_id) is not link or link.port is None or link.kit is None:
             return
-        task = asyncio.get_running_loop().create_task(self.online(link.port, link.kit),
-                                                      name=f"edge-rebridge:{link.hardware_id}")
+        task = asyncio.get_running_loop().create_task(
+            self.online(link.port, link.kit), name=f"edge-rebridge:{link.hardware_id}"
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -215,9 +262,17 @@ class EdgeAgent:
         link = self.kits.pop(hardware_id, None)
         if link is None:
             return
-        info = self._publish(link, "status", {"v": 1, "state": "offline", "ts": self.clock_ms(),
-                                              "reason": "unplugged" if "unplug" in reason else "shutdown"},
-                             retain=True)
+        info = self._publish(
+            link,
+            "status",
+            {
+                "v": 1,
+                "state": "offline",
+                "ts": self.clock_ms(),
+                "reason": "unplugged" if "unplug" in reason else "shutdown",
+            },
+            retain=True,
+        )
         try:
             await asyncio.to_thread(info.wait_for_publish, 5.0)
         except (RuntimeError, ValueError) as err:  # paho: not connected, or the queue refused it
@@ -227,7 +282,9 @@ class EdgeAgent:
     async def health(self, hardware_id: str, health: Health) -> None:
         link = self.kits.get(hardware_id)
         if link is not None:
-            self._publish(link, "telemetry", telemetry(health, link.next_seq(self.clock_ms()), self.clock_ms()))
+            self._publish(
+                link, "telemetry", telemetry(health, link.next_seq(self.clock_ms()), self.clock_ms())
+            )
 
     async def aclose(self) -> None:
         for hw in list(self.kits):
@@ -238,10 +295,16 @@ class EdgeAgent:
     # ---- MQTT ------------------------------------------------------------------------------
 
     def _client(self, creds: Mapping[str, Any]) -> mqtt.Client:
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=creds["username"], clean_session=False)
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=creds["username"], clean_session=False
+        )
         client.username_pw_set(creds["username"], creds["password"])
-        client.will_set(creds["topics"]["status"], json.dumps({"v": 1, "state": "offline", "reason": "lwt"}),
-                        qos=1, retain=True)
+        client.will_set(
+            creds["topics"]["status"],
+            json.dumps({"v": 1, "state": "offline", "reason": "lwt"}),
+            qos=1,
+            retain=True,
+        )
         # Protocol 1: capped backoff; paho jitters nothing itself, but one lab PC has few kits.
         client.reconnect_delay_set(1, 60)
         return client
@@ -269,16 +332,22 @@ class EdgeAgent:
         link.client.on_message = on_message
         if url.scheme == "mqtts":
             link.client.tls_set()
-        await asyncio.to_thread(link.client.connect, url.hostname or "127.0.0.1",
-                                url.port or (8883 if url.scheme == "mqtts" else 1883), KEEPALIVE)
+        await asyncio.to_thread(
+            link.client.connect,
+            url.hostname or "127.0.0.1",
+            url.port or (8883 if url.scheme == "mqtts" else 1883),
+            KEEPALIVE,
+        )
         link.client.loop_start()
         # The first connect must succeed promptly; later drops are paho's reconnect loop's job.
         await asyncio.wait_for(connected.wait(), 10)
 
-    def _publish(self, link: KitLink, channel: str, body: Mapping[str, Any], *, retain: bool = False
-                 ) -> mqtt.MQTTMessageInfo:
-        return link.client.publish(link.topics[channel], json.dumps(body, separators=(",", ":")), qos=1,
-                                   retain=retain)
+    def _publish(
+        self, link: KitLink, channel: str, body: Mapping[str, Any], *, retain: bool = False
+    ) -> mqtt.MQTTMessageInfo:
+        return link.client.publish(
+            link.topics[channel], json.dumps(body, separators=(",", ":")), qos=1, retain=retain
+        )
 
     def _on_cmd(self, link: KitLink, payload: bytes) -> None:
         try:
@@ -331,11 +400,17 @@ class EdgeAgent:
                 result["detail"] = out
             self._publish(link, "result", result)
             if name == "reboot":
-                self._publish(link, "event", {"v": 1, "seq": link.next_seq(self.clock_ms()), "ts": self.clock_ms(),
-                                              "type": "boot"})
+                self._publish(
+                    link,
+                    "event",
+                    {"v": 1, "seq": link.next_seq(self.clock_ms()), "ts": self.clock_ms(), "type": "boot"},
+                )
         except (CommandError, DriverError) as err:
-            self._publish(link, "result", {"v": 1, "id": cid, "ts": self.clock_ms(), "ok": False,
-                                           "code": type(err).__name__[:64]})
+            self._publish(
+                link,
+                "result",
+                {"v": 1, "id": cid, "ts": self.clock_ms(), "ok": False, "code": type(err).__name__[:64]},
+            )
         finally:
             link.pending -= 1
 

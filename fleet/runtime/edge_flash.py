@@ -27,7 +27,14 @@ from drivers.edge import CommandError, EdgeSupervisor
 from drivers.errors import DriverError, FrameError
 from drivers.types import Family, FirmwareImage
 from drivers.types import Progress as FlashProgress
-from fleet.domain.update_wire import Phase, Progress, UpdateArgs, UpdateProgress, encode_progress, parse_update_args
+from fleet.domain.update_wire import (
+    Phase,
+    Progress,
+    UpdateArgs,
+    UpdateProgress,
+    encode_progress,
+    parse_update_args,
+)
 
 if TYPE_CHECKING:
     from fleet.runtime.edge_agent import KitLink
@@ -75,8 +82,14 @@ def signature_ok(args: UpdateArgs, key: str) -> bool:
 class KitUpdater:
     """Carries out `update` commands for the agent's kits; one instance per agent."""
 
-    def __init__(self, downloads: httpx.AsyncClient, *, clock_ms: Callable[[], int],
-                 publish: Callable[[KitLink, str, dict[str, Any]], Any], signing_key: str = "") -> None:
+    def __init__(
+        self,
+        downloads: httpx.AsyncClient,
+        *,
+        clock_ms: Callable[[], int],
+        publish: Callable[[KitLink, str, dict[str, Any]], Any],
+        signing_key: str = "",
+    ) -> None:
         # A client without the agent's API token: download links carry their own signature, and a link
         # from a command must never receive the technician's credentials.
         self.downloads = downloads
@@ -156,38 +169,67 @@ class KitUpdater:
         self._report(link, cid, Progress.DOWNLOADING, offset=start, size=args.size)
         headers = {"Range": f"bytes={start}-"} if start else {}
         try:
-            async with self.downloads.stream("GET", args.url, headers=headers, timeout=DOWNLOAD_TIMEOUT) as resp:
+            async with self.downloads.stream(
+                "GET", args.url, headers=headers, timeout=DOWNLOAD_TIMEOUT
+            ) as resp:
                 if resp.status_code not in (200, 206):
-                    self._report(link, cid, Progress.DOWNLOAD_FAILED, offset=start, reason=f"HTTP {resp.status_code}")
+                    self._report(
+                        link, cid, Progress.DOWNLOAD_FAILED, offset=start, reason=f"HTTP {resp.status_code}"
+                    )
                     return
                 if resp.status_code == 200 and start:
                     st.partial.clear()  # the server ignored the range: start over
                 async for chunk in resp.aiter_bytes():
                     if len(st.partial) + len(chunk) > max(args.size, 1):
                         st.partial.clear()
-                        self._report(link, cid, Progress.VERIFY_FAILED, version=self._version(link),
-                                     reason=f"more than the announced {args.size} bytes; image discarded")
+                        self._report(
+                            link,
+                            cid,
+                            Progress.VERIFY_FAILED,
+                            version=self._version(link),
+                            reason=f"more than the announced {args.size} bytes; image discarded",
+                        )
                         return
                     st.partial.extend(chunk)
         except httpx.HTTPError as err:
             # Partial bytes are kept: the next download command resumes from them with a Range request.
             log.info("%s: download interrupted at byte %d: %s", link.hardware_id, len(st.partial), err)
-            self._report(link, cid, Progress.DOWNLOAD_FAILED, offset=len(st.partial),
-                         reason=f"{type(err).__name__} at byte {len(st.partial)}")
+            self._report(
+                link,
+                cid,
+                Progress.DOWNLOAD_FAILED,
+                offset=len(st.partial),
+                reason=f"{type(err).__name__} at byte {len(st.partial)}",
+            )
             return
         if len(st.partial) < args.size:
-            self._report(link, cid, Progress.DOWNLOAD_FAILED, offset=len(st.partial),
-                         reason=f"connection closed at byte {len(st.partial)} of {args.size}")
+            self._report(
+                link,
+                cid,
+                Progress.DOWNLOAD_FAILED,
+                offset=len(st.partial),
+                reason=f"connection closed at byte {len(st.partial)} of {args.size}",
+            )
             return
         data = bytes(st.partial)
         st.partial.clear()
         if hashlib.sha256(data).hexdigest() != args.sha256:
-            self._report(link, cid, Progress.VERIFY_FAILED, version=self._version(link),
-                         reason="sha256 mismatch; image discarded")
+            self._report(
+                link,
+                cid,
+                Progress.VERIFY_FAILED,
+                version=self._version(link),
+                reason="sha256 mismatch; image discarded",
+            )
             return
         if self.signing_key and not signature_ok(args, self.signing_key):
-            self._report(link, cid, Progress.VERIFY_FAILED, version=self._version(link),
-                         reason="unsigned or badly signed image; discarded")
+            self._report(
+                link,
+                cid,
+                Progress.VERIFY_FAILED,
+                version=self._version(link),
+                reason="unsigned or badly signed image; discarded",
+            )
             return
         st.staged = data
         log.info("%s: %s staged (%d bytes, sha256 verified)", link.hardware_id, args.version, len(data))
@@ -198,7 +240,9 @@ class KitUpdater:
             self._report(link, cid, Progress.INSTALL_FAILED, reason="no verified image staged")
             return
         if args.not_after_ms is not None and self.clock_ms() >= args.not_after_ms:
-            self._report(link, cid, Progress.INSTALL_FAILED, reason="install window closed before the flash began")
+            self._report(
+                link, cid, Progress.INSTALL_FAILED, reason="install window closed before the flash began"
+            )
             return
         held = self.supervisor.devices.get(link.hardware_id) if self.supervisor else None
         if held is None or self.supervisor is None:
@@ -224,16 +268,26 @@ class KitUpdater:
         self._report(link, cid, Progress.INSTALLING, version=args.version)
         st.installing = True
         try:
-            out = await self.supervisor.command(link.hardware_id, "flash", {"version": args.version},
-                                                images=images, progress=on_progress)
+            out = await self.supervisor.command(
+                link.hardware_id, "flash", {"version": args.version}, images=images, progress=on_progress
+            )
         except (CommandError, DriverError) as err:
             # Nothing confirmed: a robot still runs its old slot, a half-written sketch is repaired on retry.
-            self._report(link, cid, Progress.INSTALL_FAILED, version=self._version(link),
-                         reason=f"{type(err).__name__}: {err}")
+            self._report(
+                link,
+                cid,
+                Progress.INSTALL_FAILED,
+                version=self._version(link),
+                reason=f"{type(err).__name__}: {err}",
+            )
             return
         finally:
             st.installing = False
-        before, after, reason = str(out.get("before", "")), str(out.get("after", "")), str(out.get("reason", ""))
+        before, after, reason = (
+            str(out.get("before", "")),
+            str(out.get("after", "")),
+            str(out.get("reason", "")),
+        )
         self.kits.pop(link.hardware_id, None)
         if out.get("ok"):
             log.info("%s: flashed %s -> %s", link.hardware_id, before, args.version)
@@ -241,10 +295,14 @@ class KitUpdater:
             self._announce(link, args.version)
         elif booting and after == before:
             log.warning("%s: %s rolled back to %s: %s", link.hardware_id, args.version, before, reason)
-            self._report(link, cid, Progress.ROLLED_BACK, version=before, reason=reason or "new image failed to boot")
+            self._report(
+                link, cid, Progress.ROLLED_BACK, version=before, reason=reason or "new image failed to boot"
+            )
             self._announce(link, before)
         else:
-            self._report(link, cid, Progress.INSTALL_FAILED, version=after or None, reason=reason or "flash failed")
+            self._report(
+                link, cid, Progress.INSTALL_FAILED, version=after or None, reason=reason or "flash failed"
+            )
 
     # ---- reports -----------------------------------------------------------------------------
 

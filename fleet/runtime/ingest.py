@@ -54,21 +54,35 @@ TIMETABLE_REFRESH_S = 60.0
 TOPIC_CACHE_MAX = 65_536
 
 # Presence cause of an offline transition -> the metrics module's disconnect reasons.
-_DISCONNECT_REASON = {"lwt": "lwt", "shutdown": "clean", "status": "clean", "heartbeat_timeout": "heartbeat_timeout"}
+_DISCONNECT_REASON = {
+    "lwt": "lwt",
+    "shutdown": "clean",
+    "status": "clean",
+    "heartbeat_timeout": "heartbeat_timeout",
+}
 
 # wire.Reason -> the metrics module's closed label sets (ingest result, dead-letter reason).
 _METRIC_REASON = {
-    "malformed_json": "invalid_json", "oversized": "too_large", "schema": "invalid_schema",
-    "unsupported_version": "invalid_schema", "bad_topic": "invalid_schema", "invalid_identity": "invalid_schema",
-    "unknown_device": "unknown_device", "revoked_device": "unknown_device",
+    "malformed_json": "invalid_json",
+    "oversized": "too_large",
+    "schema": "invalid_schema",
+    "unsupported_version": "invalid_schema",
+    "bad_topic": "invalid_schema",
+    "invalid_identity": "invalid_schema",
+    "unknown_device": "unknown_device",
+    "revoked_device": "unknown_device",
 }
 
 
 class DeviceDirectory:
     """MQTT identity -> DeviceRef, cached in memory; misses go to the database (negative-cached)."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Clock,
-                 profile_loader: health_rules.ProfileLoader | None = None) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        profile_loader: health_rules.ProfileLoader | None = None,
+    ) -> None:
         self._sessions = sessions
         self._clock = clock
         self._by_name: dict[str, DeviceRef] = {}
@@ -99,9 +113,18 @@ class DeviceDirectory:
     async def load(self, usernames: list[str] | None = None) -> None:
         """Load all enrolled devices (None) or the given identities."""
         stmt = (
-            select(DeviceCredential.username, Device.id, Device.school_id, Device.room_id,
-                   DeviceCredential.school_code, DeviceCredential.revoked_at, DeviceModel.model_number,
-                   DeviceModel.kind, Room.kind, DeviceModel.profile_key)
+            select(
+                DeviceCredential.username,
+                Device.id,
+                Device.school_id,
+                Device.room_id,
+                DeviceCredential.school_code,
+                DeviceCredential.revoked_at,
+                DeviceModel.model_number,
+                DeviceModel.kind,
+                Room.kind,
+                DeviceModel.profile_key,
+            )
             .join(Device, Device.id == DeviceCredential.device_id)
             .join(DeviceModel, DeviceModel.id == Device.model_id)
             .outerjoin(Room, Room.id == Device.room_id)
@@ -109,12 +132,26 @@ class DeviceDirectory:
         found: set[str] = set()
         async with self._sessions() as session:
             for i in range(0, len(usernames or [None]), ingest_repo.IN_CHUNK):  # type: ignore[list-item]
-                q = stmt if usernames is None else stmt.where(
-                    DeviceCredential.username.in_(usernames[i:i + ingest_repo.IN_CHUNK]))
+                q = (
+                    stmt
+                    if usernames is None
+                    else stmt.where(DeviceCredential.username.in_(usernames[i : i + ingest_repo.IN_CHUNK]))
+                )
                 for name, dev_id, school_id, room_id, code, revoked, model, kind, room_kind, profile in (
-                        await session.execute(q)).all():
-                    ref = DeviceRef(dev_id, school_id, room_id, code, name, revoked is not None, model, kind,
-                                    room_kind, self._thresholds(profile))
+                    await session.execute(q)
+                ).all():
+                    ref = DeviceRef(
+                        dev_id,
+                        school_id,
+                        room_id,
+                        code,
+                        name,
+                        revoked is not None,
+                        model,
+                        kind,
+                        room_kind,
+                        self._thresholds(profile),
+                    )
                     old = self._by_id.get(dev_id)
                     if old is not None and old.username != name:
                         self._by_name.pop(old.username, None)
@@ -159,15 +196,22 @@ class Timetables:
                 self._codes[sid] = code
             for p in (await s.execute(select(BellPeriod))).scalars():
                 periods.setdefault(p.school_id, []).append(
-                    Period(p.name, p.weekday, p.start_time, p.end_time, p.room_id))
+                    Period(p.name, p.weekday, p.start_time, p.end_time, p.room_id)
+                )
             for c in (await s.execute(select(CalendarDay))).scalars():
                 calendar.setdefault(c.school_id, []).append(
-                    CalendarEntry(c.kind, c.start_date, c.end_date, c.name))  # type: ignore[arg-type]
+                    CalendarEntry(c.kind, c.start_date, c.end_date, c.name)
+                )  # type: ignore[arg-type]
         self._periods, self._calendar, self._tz = periods, calendar, tz
 
     def lesson(self, school_id: int, room_id: int | None, at: datetime) -> tuple[bool, str | None]:
-        state = lesson_at(self._periods.get(school_id, []), self._calendar.get(school_id, []), at,
-                          self._tz.get(school_id, ZoneInfo("UTC")), room_id)
+        state = lesson_at(
+            self._periods.get(school_id, []),
+            self._calendar.get(school_id, []),
+            at,
+            self._tz.get(school_id, ZoneInfo("UTC")),
+            room_id,
+        )
         return state.in_lesson, state.period
 
     def expected_offline(self, ref: DeviceRef, at: datetime) -> bool:
@@ -194,7 +238,7 @@ class IngestStats:
 
 
 class _Pending:
-    __slots__ = ("items", "rejected", "acks", "first_mono", "replies")
+    __slots__ = ("acks", "first_mono", "items", "rejected", "replies")
     # first_mono: when the oldest message of this batch arrived from the broker (clock.monotonic())
 
     def __init__(self) -> None:
@@ -214,10 +258,20 @@ PresenceListener = Callable[[ingest_repo.BatchOutcome], None]
 class IngestService:
     """One ingest worker: a subscriber session, a bounded batch, a writer task. Use `async with`."""
 
-    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], clock: Clock, *,
-                 directory: DeviceDirectory | None = None, timetables: Timetables | None = None,
-                 metrics: Any = None, client_id: str | None = None, address: BrokerAddress | None = None,
-                 listeners: list[PresenceListener] | None = None, shared: bool | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        *,
+        directory: DeviceDirectory | None = None,
+        timetables: Timetables | None = None,
+        metrics: Any = None,
+        client_id: str | None = None,
+        address: BrokerAddress | None = None,
+        listeners: list[PresenceListener] | None = None,
+        shared: bool | None = None,
+    ) -> None:
         self.settings = settings
         self.cfg = settings.mqtt
         self.sessions = sessions
@@ -226,8 +280,9 @@ class IngestService:
         self.topics = wire.Topics(self.cfg.topic_prefix)
         self.directory = directory or DeviceDirectory(sessions, clock)
         self.timetables = timetables or Timetables(sessions)
-        self.address = address or BrokerAddress.from_url(self.cfg.url, self.cfg.service_username,
-                                                         self.cfg.service_password or None)
+        self.address = address or BrokerAddress.from_url(
+            self.cfg.url, self.cfg.service_username, self.cfg.service_password or None
+        )
         # Stable per worker so the broker keeps our persistent session (and its unacked messages) across
         # restarts of this process; several workers need distinct ids (LABFLEET worker index or pid).
         self.client_id = client_id or f"labfleet-ingest-{os.getpid()}"
@@ -242,8 +297,12 @@ class IngestService:
         self._stopping = False
         self._now = clock.now()
         self._now_mono = 0.0
-        self._committing_since: float | None = None  # arrival of the oldest message in the batch being committed
-        self._replied: dict[int, float] = {}  # device id -> when it last got an error reply (clock.monotonic())
+        self._committing_since: float | None = (
+            None  # arrival of the oldest message in the batch being committed
+        )
+        self._replied: dict[
+            int, float
+        ] = {}  # device id -> when it last got an error reply (clock.monotonic())
         self._topic_cache: dict[str, wire.TopicRef | wire.Rejection] = {}
         self._woken = False  # the writer has been told the batch is full (once per batch, not per message)
         # Shared subscriptions split the stream over N workers; amqtt (embedded) has none: one worker.
@@ -261,11 +320,14 @@ class IngestService:
         filters = [self.topics.uplink_filter(ch) for ch in wire.UPLINK_CHANNELS]
         if self.shared:
             filters = [self.topics.shared(group, f) for f in filters]
-        self._sub = SubscriberSession(self.address, self.client_id, filters, self.on_publish,
-                                      on_state=self._on_connection)
+        self._sub = SubscriberSession(
+            self.address, self.client_id, filters, self.on_publish, on_state=self._on_connection
+        )
         await self._sub.__aenter__()
         self._writer = asyncio.create_task(self._write_loop(), name=f"ingest-writer-{self.client_id}")
-        self._refresher = asyncio.create_task(self._refresh_loop(), name=f"ingest-timetables-{self.client_id}")
+        self._refresher = asyncio.create_task(
+            self._refresh_loop(), name=f"ingest-timetables-{self.client_id}"
+        )
         if self.metrics is not None:
             self.metrics.ingest_queue_capacity.set(self.cfg.ingest_queue_max)
             # Read at scrape time, so a commit that hangs shows as growing lag rather than a frozen value.
@@ -341,11 +403,25 @@ class IngestService:
                     self._error_reply(pend, dev, value, ref.channel, payload)  # type: ignore[union-attr, arg-type]
             elif dev is None or dev.school_code != ref.school:  # type: ignore[union-attr]
                 # Resolved by the writer (database lookup) unless this identity missed recently.
-                pend.items.append(Inbound(None, ref.channel, value, now,  # type: ignore[union-attr]
-                                          (ref.device, ref.school, topic, payload)))  # type: ignore[union-attr]
+                pend.items.append(
+                    Inbound(
+                        None,
+                        ref.channel,
+                        value,
+                        now,  # type: ignore[union-attr]
+                        (ref.device, ref.school, topic, payload),
+                    )
+                )  # type: ignore[union-attr]
             elif dev.revoked:
-                self._reject(pend, now, wire.Rejection(wire.Reason.REVOKED_DEVICE, "credentials revoked"), topic,
-                             payload, ref.device, ref.channel)  # type: ignore[union-attr]
+                self._reject(
+                    pend,
+                    now,
+                    wire.Rejection(wire.Reason.REVOKED_DEVICE, "credentials revoked"),
+                    topic,
+                    payload,
+                    ref.device,
+                    ref.channel,
+                )  # type: ignore[union-attr]
             else:
                 pend.items.append(Inbound(dev, ref.channel, value, now))  # type: ignore[union-attr]
         n = len(pend.items) + len(pend.rejected)
@@ -356,8 +432,9 @@ class IngestService:
             self._paused = True
             self._sub.pause()
 
-    def _error_reply(self, pend: _Pending, dev: DeviceRef, rej: wire.Rejection, channel: wire.Channel,
-                     payload: bytes) -> None:
+    def _error_reply(
+        self, pend: _Pending, dev: DeviceRef, rej: wire.Rejection, channel: wire.Channel, payload: bytes
+    ) -> None:
         if rej.reason not in wire.REPLIED_REASONS:
             return
         mono = self.clock.monotonic()
@@ -365,13 +442,25 @@ class IngestService:
         if last is not None and mono - last < ERROR_REPLY_INTERVAL_S:
             return
         self._replied[dev.device_id] = mono
-        pend.replies.append((self.topics.topic(dev.school_code, dev.username, wire.Channel.CMD),
-                             wire.encode_error(rej.reason, channel, wire.seq_of(payload), rej.detail)))
+        pend.replies.append(
+            (
+                self.topics.topic(dev.school_code, dev.username, wire.Channel.CMD),
+                wire.encode_error(rej.reason, channel, wire.seq_of(payload), rej.detail),
+            )
+        )
 
-    def _reject(self, pend: _Pending, now: datetime, rej: wire.Rejection, topic: str, payload: bytes,
-                identity: str | None, channel: wire.Channel | None) -> None:
+    def _reject(
+        self,
+        pend: _Pending,
+        now: datetime,
+        rej: wire.Rejection,
+        topic: str,
+        payload: bytes,
+        identity: str | None,
+        channel: wire.Channel | None,
+    ) -> None:
         self.stats.rejected += 1
-        kept: bytes | None = payload[:wire.MAX_UPLINK_BYTES]
+        kept: bytes | None = payload[: wire.MAX_UPLINK_BYTES]
         if channel == wire.Channel.EVENT or channel is None:
             kept = _scrub(kept)  # type: ignore[arg-type]
         pend.rejected.append(Rejected(now, rej.reason.value, topic, identity, kept, len(payload), rej.detail))
@@ -401,9 +490,14 @@ class IngestService:
             await self._resolve_unknown(batch)
             async with self.sessions() as session:
                 outcome = await ingest_repo.apply_batch(
-                    session, batch.items, batch.rejected, now=self.clock.now(),
-                    pseudonym_key=self.settings.pseudonym_key, expected_offline=self.timetables.expected_offline,
-                    dead_letters_max=self.cfg.dead_letters_max)
+                    session,
+                    batch.items,
+                    batch.rejected,
+                    now=self.clock.now(),
+                    pseudonym_key=self.settings.pseudonym_key,
+                    expected_offline=self.timetables.expected_offline,
+                    dead_letters_max=self.cfg.dead_letters_max,
+                )
                 await session.commit()
         except asyncio.CancelledError:
             self._committing_since = None
@@ -417,8 +511,13 @@ class IngestService:
                 self.metrics.ingest_message("error", len(batch))
             if self._sub is not None:
                 await self._sub.close()
-                self._sub = SubscriberSession(self._sub.address, self.client_id, self._sub.filters,
-                                              self.on_publish, on_state=self._on_connection)
+                self._sub = SubscriberSession(
+                    self._sub.address,
+                    self.client_id,
+                    self._sub.filters,
+                    self.on_publish,
+                    on_state=self._on_connection,
+                )
                 await self._sub.__aenter__()
             return
         elapsed = time.monotonic() - started
@@ -438,15 +537,20 @@ class IngestService:
         for listener in self.listeners:
             try:
                 listener(outcome)
-            except Exception:  # noqa: BLE001 - a broken listener must not stop ingest
+            except Exception:
                 logger.exception("ingest listener failed")
 
     async def _resolve_unknown(self, batch: _Pending) -> None:
         unresolved = [it for it in batch.items if it.ref is None]
         if not unresolved:
             return
-        names = sorted({it.unresolved[0] for it in unresolved  # type: ignore[index]
-                        if not self.directory.recently_missed(it.unresolved[0])})  # type: ignore[index]
+        names = sorted(
+            {
+                it.unresolved[0]
+                for it in unresolved  # type: ignore[index]
+                if not self.directory.recently_missed(it.unresolved[0])
+            }
+        )  # type: ignore[index]
         if names:
             await self.directory.load(names)
         keep = []
@@ -457,11 +561,25 @@ class IngestService:
             name, school, topic, payload = it.unresolved  # type: ignore[misc]
             dev = self.directory.get(name)
             if dev is None or dev.school_code != school:
-                self._reject(batch, it.received_at, wire.Rejection(wire.Reason.UNKNOWN_DEVICE, "not enrolled here"),
-                             topic, payload, name, it.channel)
+                self._reject(
+                    batch,
+                    it.received_at,
+                    wire.Rejection(wire.Reason.UNKNOWN_DEVICE, "not enrolled here"),
+                    topic,
+                    payload,
+                    name,
+                    it.channel,
+                )
             elif dev.revoked:
-                self._reject(batch, it.received_at, wire.Rejection(wire.Reason.REVOKED_DEVICE, "credentials revoked"),
-                             topic, payload, name, it.channel)
+                self._reject(
+                    batch,
+                    it.received_at,
+                    wire.Rejection(wire.Reason.REVOKED_DEVICE, "credentials revoked"),
+                    topic,
+                    payload,
+                    name,
+                    it.channel,
+                )
             else:
                 it.ref = dev
                 keep.append(it)
@@ -508,7 +626,7 @@ class IngestService:
             await asyncio.sleep(TIMETABLE_REFRESH_S)
             try:
                 await self.timetables.load()
-            except Exception:  # noqa: BLE001 - keep the last good timetable
+            except Exception:
                 logger.exception("timetable refresh failed; keeping the previous one")
 
 

@@ -61,9 +61,12 @@ class BrokerAddress:
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "tcp"):
             raise ValueError(f"unsupported broker URL scheme {parts.scheme!r} (use mqtt://host:port)")
-        return cls(parts.hostname or "127.0.0.1", parts.port or 1883,
-                   username if username is not None else (unquote(parts.username) if parts.username else None),
-                   password if password is not None else (unquote(parts.password) if parts.password else None))
+        return cls(
+            parts.hostname or "127.0.0.1",
+            parts.port or 1883,
+            username if username is not None else (unquote(parts.username) if parts.username else None),
+            password if password is not None else (unquote(parts.password) if parts.password else None),
+        )
 
 
 # topic, payload, packet id (None for QoS 0), connection generation
@@ -81,10 +84,15 @@ def disconnect_reason(reason_code: Any) -> str:
     name = getattr(reason_code, "getName", lambda: str(reason_code))()
     if getattr(reason_code, "value", None) == 0 or name in ("Success", "Normal disconnection"):
         return "clean"
-    return {"Keep alive timeout": "keepalive_timeout", "Protocol error": "protocol_error",
-            "Malformed packet": "protocol_error", "Session taken over": "taken_over",
-            "Server shutting down": "server_shutdown", "Not authorized": "auth_failed",
-            "Bad user name or password": "auth_failed"}.get(name, "network")
+    return {
+        "Keep alive timeout": "keepalive_timeout",
+        "Protocol error": "protocol_error",
+        "Malformed packet": "protocol_error",
+        "Session taken over": "taken_over",
+        "Server shutting down": "server_shutdown",
+        "Not authorized": "auth_failed",
+        "Bad user name or password": "auth_failed",
+    }.get(name, "network")
 
 
 class BufferedClient(mqtt.Client):
@@ -141,8 +149,13 @@ class _Connection:
         self.suback: asyncio.Future[list[Any]] = loop.create_future()
         self.lost: asyncio.Future[str] = loop.create_future()
         addr = owner.address
-        c = BufferedClient(CallbackAPIVersion.VERSION2, client_id=owner.client_id,
-                           clean_session=owner.clean_session, protocol=MQTTProtocolVersion.MQTTv311, manual_ack=True)
+        c = BufferedClient(
+            CallbackAPIVersion.VERSION2,
+            client_id=owner.client_id,
+            clean_session=owner.clean_session,
+            protocol=MQTTProtocolVersion.MQTTv311,
+            manual_ack=True,
+        )
         if addr.username is not None:
             c.username_pw_set(addr.username, addr.password)
         c.connect_timeout = HANDSHAKE_TIMEOUT_S
@@ -266,9 +279,17 @@ class _Connection:
 class SubscriberSession:
     """Owns one named supervisor task that keeps a persistent-session QoS 1 subscription alive."""
 
-    def __init__(self, address: BrokerAddress, client_id: str, filters: list[str], sink: Sink, *,
-                 keepalive: int = 30, clean_session: bool = False,
-                 on_state: StateListener | None = None) -> None:
+    def __init__(
+        self,
+        address: BrokerAddress,
+        client_id: str,
+        filters: list[str],
+        sink: Sink,
+        *,
+        keepalive: int = 30,
+        clean_session: bool = False,
+        on_state: StateListener | None = None,
+    ) -> None:
         self.address = address
         self.client_id = client_id
         self.filters = filters
@@ -350,13 +371,21 @@ class SubscriberSession:
             except BrokerRefused as err:
                 reason = "auth_failed"
                 if not failing:
-                    logger.warning("MQTT broker %s:%s refused the ingest subscriber (%s); retrying",
-                                   self.address.host, self.address.port, err)
+                    logger.warning(
+                        "MQTT broker %s:%s refused the ingest subscriber (%s); retrying",
+                        self.address.host,
+                        self.address.port,
+                        err,
+                    )
                     failing = True
             except (OSError, ConnectionError, TimeoutError) as err:
                 if not failing:
-                    logger.warning("MQTT broker %s:%s unavailable (%s); retrying",
-                                   self.address.host, self.address.port, err)
+                    logger.warning(
+                        "MQTT broker %s:%s unavailable (%s); retrying",
+                        self.address.host,
+                        self.address.port,
+                        err,
+                    )
                     failing = True
             finally:
                 if self._conn is not None:
@@ -402,4 +431,3 @@ class SubscriberSession:
                 # (and the broker redelivers what was not acknowledged).
                 conn.client.loop_misc()
         return conn.lost.result()
-

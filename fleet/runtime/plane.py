@@ -18,9 +18,8 @@ import aiomqtt
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from fleet.domain.clock import as_utc
 from fleet.domain import wire
-from fleet.domain.clock import Clock
+from fleet.domain.clock import Clock, as_utc
 from fleet.persistence import ingest_repo
 from fleet.persistence.models import School
 from fleet.persistence.models_mqtt import Alert, DeviceCommand, DeviceState, UsageConcurrency
@@ -73,8 +72,16 @@ class CoalescedSync:
 class DevicePlane:
     """Owns the broker (when managed), one ingest worker, the presence sweeper and the command dispatcher."""
 
-    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], clock: Clock, *,
-                 metrics: Any = None, snapshot: Any = None, run_ingest: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        *,
+        metrics: Any = None,
+        snapshot: Any = None,
+        run_ingest: bool = True,
+    ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.clock = clock
@@ -120,10 +127,18 @@ class DevicePlane:
         # amqtt has no $share; elsewhere the settings decide (see MqttSettings.ingest_shared).
         shared = self.settings.mqtt.ingest_shared and bool(getattr(self.broker, "shared_subscriptions", True))
         if self.run_ingest and self.settings.mqtt.ingest_in_service:
-            self.ingest = IngestService(self.settings, self.sessions, self.clock, directory=self.directory,
-                                        timetables=self.timetables, metrics=self.metrics, address=self.address,
-                                        client_id=f"labfleet-ingest-{os.getpid()}" if shared else "labfleet-ingest",
-                                        listeners=[self._on_batch], shared=shared)
+            self.ingest = IngestService(
+                self.settings,
+                self.sessions,
+                self.clock,
+                directory=self.directory,
+                timetables=self.timetables,
+                metrics=self.metrics,
+                address=self.address,
+                client_id=f"labfleet-ingest-{os.getpid()}" if shared else "labfleet-ingest",
+                listeners=[self._on_batch],
+                shared=shared,
+            )
             await self._stack.enter_async_context(self.ingest)
         self._spawn(self._dispatch_loop(), "plane-commands")
         self._spawn(self._sweep_loop(), "plane-presence-sweep")
@@ -165,8 +180,17 @@ class DevicePlane:
     # ------------------------------------------------------------ in-memory board
     async def _load_board(self) -> None:
         async with self.sessions() as s:
-            rows = (await s.execute(select(DeviceState.device_id, DeviceState.online, DeviceState.health,
-                                           DeviceState.firmware_version, DeviceState.session_pseudonym))).all()
+            rows = (
+                await s.execute(
+                    select(
+                        DeviceState.device_id,
+                        DeviceState.online,
+                        DeviceState.health,
+                        DeviceState.firmware_version,
+                        DeviceState.session_pseudonym,
+                    )
+                )
+            ).all()
         for dev, online, health, fw, pseud in rows:
             self.online[dev] = bool(online)
             self.health[dev] = health
@@ -190,8 +214,12 @@ class DevicePlane:
     async def sweep_once(self) -> list[tuple[ingest_repo.DeviceRef, bool, bool | None, str]]:
         async with self.sessions() as s:
             changes = await ingest_repo.sweep_heartbeats(
-                s, now=self.clock.now(), timeout_s=self.settings.mqtt.heartbeat_timeout_s,
-                refs=self.directory.by_id, expected_offline=self.timetables.expected_offline)
+                s,
+                now=self.clock.now(),
+                timeout_s=self.settings.mqtt.heartbeat_timeout_s,
+                refs=self.directory.by_id,
+                expected_offline=self.timetables.expected_offline,
+            )
             await s.commit()
         for ref, online, expected, _ in changes:
             self.online[ref.device_id] = online
@@ -228,22 +256,36 @@ class DevicePlane:
             in_lesson, period = self.timetables.lesson(school_id, None, now)
             if not in_lesson or period is None:
                 continue
-            rows.append({"school_id": school_id, "day": now.date(), "period": period,
-                         "peak_online": online_by_school[school_id], "peak_sessions": sessions_by_school[school_id],
-                         "updated_at": now})
+            rows.append(
+                {
+                    "school_id": school_id,
+                    "day": now.date(),
+                    "period": period,
+                    "peak_online": online_by_school[school_id],
+                    "peak_sessions": sessions_by_school[school_id],
+                    "updated_at": now,
+                }
+            )
         if not rows:
             return
         async with self.sessions() as s:
             t = UsageConcurrency.__table__
             ins = ingest_repo._insert(s, t)
-            await s.execute(ins.on_conflict_do_update(
-                index_elements=["school_id", "day", "period"],
-                set_={"peak_online": func.max(t.c.peak_online, ins.excluded.peak_online)
-                      if s.bind.dialect.name == "sqlite" else func.greatest(t.c.peak_online, ins.excluded.peak_online),
-                      "peak_sessions": func.max(t.c.peak_sessions, ins.excluded.peak_sessions)
-                      if s.bind.dialect.name == "sqlite" else func.greatest(t.c.peak_sessions,
-                                                                            ins.excluded.peak_sessions),
-                      "updated_at": ins.excluded.updated_at}), rows)
+            await s.execute(
+                ins.on_conflict_do_update(
+                    index_elements=["school_id", "day", "period"],
+                    set_={
+                        "peak_online": func.max(t.c.peak_online, ins.excluded.peak_online)
+                        if s.bind.dialect.name == "sqlite"
+                        else func.greatest(t.c.peak_online, ins.excluded.peak_online),
+                        "peak_sessions": func.max(t.c.peak_sessions, ins.excluded.peak_sessions)
+                        if s.bind.dialect.name == "sqlite"
+                        else func.greatest(t.c.peak_sessions, ins.excluded.peak_sessions),
+                        "updated_at": ins.excluded.updated_at,
+                    },
+                ),
+                rows,
+            )
             await s.commit()
 
     # ------------------------------------------------------------ metrics snapshot
@@ -255,8 +297,13 @@ class DevicePlane:
         from fleet.persistence.models import Room
 
         async with self.sessions() as s:
-            alerts = (await s.execute(select(Alert.severity, func.count()).where(Alert.status != "resolved")
-                                      .group_by(Alert.severity))).all()
+            alerts = (
+                await s.execute(
+                    select(Alert.severity, func.count())
+                    .where(Alert.status != "resolved")
+                    .group_by(Alert.severity)
+                )
+            ).all()
             schools = (await s.execute(select(School.id, School.code, School.uplink_mbps))).all()
             from fleet.services.rollouts import rollout_states  # rollouts: state for labfleet_rollout_paused
 
@@ -264,17 +311,39 @@ class DevicePlane:
             rooms = (await s.execute(select(Room.id, Room.school_id, Room.kind))).all()
         codes = {sid: code for sid, code, _ in schools}
         tt = self.timetables
-        school_views = [SchoolView(code, tt._tz.get(sid, ZoneInfo("UTC")), float(mbps) * 1e6,
-                                   tuple(tt._periods.get(sid, ())), tuple(tt._calendar.get(sid, ())))
-                        for sid, code, mbps in schools]
+        school_views = [
+            SchoolView(
+                code,
+                tt._tz.get(sid, ZoneInfo("UTC")),
+                float(mbps) * 1e6,
+                tuple(tt._periods.get(sid, ())),
+                tuple(tt._calendar.get(sid, ())),
+            )
+            for sid, code, mbps in schools
+        ]
         room_views = [RoomView(codes[sid], rid, kind) for rid, sid, kind in rooms if sid in codes]
-        device_views = [DeviceView(ref.school_code if ref.school_id not in codes else codes[ref.school_id],
-                                   ref.room_id, ref.device_kind, ref.model, self.online.get(ref.device_id, False),
-                                   self.health.get(ref.device_id, "unknown"), self.firmware.get(ref.device_id),
-                                   self.sessions_active.get(ref.device_id, False))
-                        for ref in self.directory.all() if not ref.revoked]
-        return build_snapshot(self.clock.now(), school_views, room_views, device_views,
-                              open_alerts=[(sev, int(n)) for sev, n in alerts], rollouts=rollouts)
+        device_views = [
+            DeviceView(
+                ref.school_code if ref.school_id not in codes else codes[ref.school_id],
+                ref.room_id,
+                ref.device_kind,
+                ref.model,
+                self.online.get(ref.device_id, False),
+                self.health.get(ref.device_id, "unknown"),
+                self.firmware.get(ref.device_id),
+                self.sessions_active.get(ref.device_id, False),
+            )
+            for ref in self.directory.all()
+            if not ref.revoked
+        ]
+        return build_snapshot(
+            self.clock.now(),
+            school_views,
+            room_views,
+            device_views,
+            open_alerts=[(sev, int(n)) for sev, n in alerts],
+            rollouts=rollouts,
+        )
 
     async def _snapshot_loop(self) -> None:
         failing = False
@@ -300,8 +369,13 @@ class DevicePlane:
         failing = False
         while True:
             try:
-                async with aiomqtt.Client(addr.host, addr.port, identifier=f"labfleet-commands-{os.getpid()}",
-                                          username=addr.username, password=addr.password) as client:
+                async with aiomqtt.Client(
+                    addr.host,
+                    addr.port,
+                    identifier=f"labfleet-commands-{os.getpid()}",
+                    username=addr.username,
+                    password=addr.password,
+                ) as client:
                     self._publisher = client
                     if failing:
                         logger.info("command publisher reconnected")
@@ -323,24 +397,48 @@ class DevicePlane:
         now = self.clock.now()
         t = DeviceCommand.__table__
         async with self.sessions() as s:
-            await s.execute(update(t).where(t.c.status == "queued", t.c.expires_at <= now)
-                            .values(status="expired", finished_at=now))
+            await s.execute(
+                update(t)
+                .where(t.c.status == "queued", t.c.expires_at <= now)
+                .values(status="expired", finished_at=now)
+            )
             # Timed out: sent or acked, and no result within the timeout after sending.
-            sent = (await s.execute(select(t.c.id, t.c.sent_at, t.c.timeout_seconds, t.c.name)
-                                    .where(t.c.status.in_(("sent", "acked"))))).all()
-            late = [(cid, name, (now - as_utc(sent_at)).total_seconds()) for cid, sent_at, tmo, name in sent
-                    if sent_at is not None and (now - as_utc(sent_at)).total_seconds() >= tmo]
+            sent = (
+                await s.execute(
+                    select(t.c.id, t.c.sent_at, t.c.timeout_seconds, t.c.name).where(
+                        t.c.status.in_(("sent", "acked"))
+                    )
+                )
+            ).all()
+            late = [
+                (cid, name, (now - as_utc(sent_at)).total_seconds())
+                for cid, sent_at, tmo, name in sent
+                if sent_at is not None and (now - as_utc(sent_at)).total_seconds() >= tmo
+            ]
             timed_out = [cid for cid, _, _ in late]
             if timed_out:
-                await s.execute(update(t).where(t.c.id.in_(timed_out)).values(status="timed_out", finished_at=now))
+                await s.execute(
+                    update(t).where(t.c.id.in_(timed_out)).values(status="timed_out", finished_at=now)
+                )
             online_ids = [d for d, on in self.online.items() if on]
             queued = []
             if online_ids:
                 for i in range(0, len(online_ids), ingest_repo.IN_CHUNK):
-                    queued += (await s.execute(
-                        select(DeviceCommand).where(DeviceCommand.status == "queued",
-                                                    DeviceCommand.device_id.in_(online_ids[i:i + ingest_repo.IN_CHUNK]))
-                        .order_by(DeviceCommand.id).limit(DISPATCH_BATCH))).scalars().all()
+                    queued += (
+                        (
+                            await s.execute(
+                                select(DeviceCommand)
+                                .where(
+                                    DeviceCommand.status == "queued",
+                                    DeviceCommand.device_id.in_(online_ids[i : i + ingest_repo.IN_CHUNK]),
+                                )
+                                .order_by(DeviceCommand.id)
+                                .limit(DISPATCH_BATCH)
+                            )
+                        )
+                        .scalars()
+                        .all()
+                    )
             out = []
             for cmd in queued[:DISPATCH_BATCH]:
                 ref = self.directory.by_id(cmd.device_id)
@@ -357,27 +455,41 @@ class DevicePlane:
                 self.metrics.command_finished(name, "timeout", seconds)
         unsent: list[int] = []
         for i, (cid, corr, name, args, expires, ref) in enumerate(out):
-            payload = wire.encode_command(wire.Command(corr, wire.CommandName(name), int(now.timestamp() * 1000),
-                                                       int(expires.timestamp() * 1000), args or {}))
+            payload = wire.encode_command(
+                wire.Command(
+                    corr,
+                    wire.CommandName(name),
+                    int(now.timestamp() * 1000),
+                    int(expires.timestamp() * 1000),
+                    args or {},
+                )
+            )
             try:
-                await client.publish(self.topics.topic(ref.school_code, ref.username, wire.Channel.CMD), payload,
-                                     qos=1)
+                await client.publish(
+                    self.topics.topic(ref.school_code, ref.username, wire.Channel.CMD), payload, qos=1
+                )
             except aiomqtt.MqttError:
                 unsent = [c[0] for c in out[i:]]
                 break
         if unsent:
             async with self.sessions() as s:
-                await s.execute(update(t).where(t.c.id.in_(unsent), t.c.status == "sent")
-                                .values(status="queued", sent_at=None))
+                await s.execute(
+                    update(t)
+                    .where(t.c.id.in_(unsent), t.c.status == "sent")
+                    .values(status="queued", sent_at=None)
+                )
                 await s.commit()
             raise aiomqtt.MqttError("publisher lost the broker mid-dispatch")
         return len(out)
 
 
-
-
 async def device_plane_hook(stack: contextlib.AsyncExitStack, state: Any) -> None:
     """create_app runtime hook: start the device plane inside the lifespan; routes find it in extras."""
-    plane = DevicePlane(state.settings, state.sessions, state.clock, metrics=state.extras.get("metrics"),
-                        snapshot=state.extras.get("snapshot"))
+    plane = DevicePlane(
+        state.settings,
+        state.sessions,
+        state.clock,
+        metrics=state.extras.get("metrics"),
+        snapshot=state.extras.get("snapshot"),
+    )
     state.extras["plane"] = await stack.enter_async_context(plane)

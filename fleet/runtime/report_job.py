@@ -86,8 +86,9 @@ class MonthlyReports:
         finally:
             await engine.dispose()
 
-    async def _write(self, sessions: async_sessionmaker[AsyncSession], district_id: int,
-                     first: date) -> list[Path]:
+    async def _write(
+        self, sessions: async_sessionmaker[AsyncSession], district_id: int, first: date
+    ) -> list[Path]:
         last = (first.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
         target = self.month_dir(district_id, first)
         partial = target.with_name(target.name + ".partial")
@@ -109,7 +110,9 @@ class MonthlyReports:
         # The month appears complete or not at all: readers never see a half-written set.
         await asyncio.to_thread(self._publish, partial, target)
         await asyncio.to_thread(self._prune, target.parent)
-        log.info("monthly reports for district %s, %s written to %s", district_id, first.strftime("%Y-%m"), target)
+        log.info(
+            "monthly reports for district %s, %s written to %s", district_id, first.strftime("%Y-%m"), target
+        )
         return [target / n for n in names]
 
     @staticmethod
@@ -124,8 +127,10 @@ class MonthlyReports:
             os.replace(partial, target)
 
     def _prune(self, district_dir: Path) -> None:
-        months = sorted(p for p in district_dir.iterdir() if p.is_dir() and len(p.name) == 7 and p.name[4] == "-")
-        for old in months[:-self.cfg.keep_last]:
+        months = sorted(
+            p for p in district_dir.iterdir() if p.is_dir() and len(p.name) == 7 and p.name[4] == "-"
+        )
+        for old in months[: -self.cfg.keep_last]:
             shutil.rmtree(old, ignore_errors=True)
             log.info("monthly reports: removed %s (keeping the last %d)", old, self.cfg.keep_last)
 
@@ -138,7 +143,7 @@ class MonthlyReports:
                 if failing:
                     log.info("monthly reports recovered")
                 failing = False
-            except Exception:  # noqa: BLE001 - the job must outlive any one bad month
+            except Exception:
                 if not failing:
                     log.exception("monthly reports failed; retrying every %ss", self.cfg.monthly_poll_seconds)
                 failing = True

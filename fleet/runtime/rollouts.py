@@ -39,8 +39,16 @@ IDENTITY_CACHE_MAX = 20_000
 class MqttUpdateLink:
     """Publishes update commands (QoS 1) and hands `update` progress reports to the engine."""
 
-    def __init__(self, address: BrokerAddress, topics: wire.Topics, sessions: async_sessionmaker[AsyncSession],
-                 clock: Clock, *, shared: bool = True, group: str = "rollouts") -> None:
+    def __init__(
+        self,
+        address: BrokerAddress,
+        topics: wire.Topics,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        *,
+        shared: bool = True,
+        group: str = "rollouts",
+    ) -> None:
         self.address = address
         self.topics = topics
         self.sessions = sessions
@@ -67,9 +75,13 @@ class MqttUpdateLink:
             filt = self.topics.shared(self.group, filt)
         while True:
             try:
-                async with aiomqtt.Client(self.address.host, self.address.port,
-                                          identifier=f"labfleet-rollouts-{os.getpid()}",
-                                          username=self.address.username, password=self.address.password) as client:
+                async with aiomqtt.Client(
+                    self.address.host,
+                    self.address.port,
+                    identifier=f"labfleet-rollouts-{os.getpid()}",
+                    username=self.address.username,
+                    password=self.address.password,
+                ) as client:
                     await client.subscribe(filt, qos=1)
                     self.client = client
                     self.connected.set()
@@ -112,11 +124,17 @@ class MqttUpdateLink:
         if key in self._ids:
             return self._ids[key]
         async with self.sessions() as s:
-            row = (await s.execute(
-                select(Device.id).join(School, School.id == Device.school_id)
-                .outerjoin(DeviceCredential, DeviceCredential.device_id == Device.id)
-                .where(School.code == school_code,
-                       or_(DeviceCredential.username == identity, Device.serial_number == identity)))).first()
+            row = (
+                await s.execute(
+                    select(Device.id)
+                    .join(School, School.id == Device.school_id)
+                    .outerjoin(DeviceCredential, DeviceCredential.device_id == Device.id)
+                    .where(
+                        School.code == school_code,
+                        or_(DeviceCredential.username == identity, Device.serial_number == identity),
+                    )
+                )
+            ).first()
         if len(self._ids) >= IDENTITY_CACHE_MAX:
             self._ids.clear()
         self._ids[key] = row[0] if row else None
@@ -126,8 +144,9 @@ class MqttUpdateLink:
 class RolloutRuntime:
     """Owns the step loop and (when a broker is known) the MQTT link; exit stops both."""
 
-    def __init__(self, engine: RolloutEngine, clock: Clock, step_seconds: float,
-                 link: MqttUpdateLink | None = None) -> None:
+    def __init__(
+        self, engine: RolloutEngine, clock: Clock, step_seconds: float, link: MqttUpdateLink | None = None
+    ) -> None:
         self.engine = engine
         self.clock = clock
         self.step_seconds = step_seconds
@@ -177,15 +196,28 @@ def rollout_hook(settings: Settings, *, base_url: str = "") -> Any:
         link = None
         if address is not None:
             shared = bool(getattr(getattr(plane, "broker", None), "shared_subscriptions", True))
-            link = MqttUpdateLink(address, wire.Topics(settings.mqtt.topic_prefix), state.sessions, state.clock,
-                                  shared=shared)
+            link = MqttUpdateLink(
+                address, wire.Topics(settings.mqtt.topic_prefix), state.sessions, state.clock, shared=shared
+            )
         else:
             log.warning("no MQTT broker: rollouts are planned but update commands cannot reach terminals")
-        url = base_url or settings.rollouts.public_base_url or f"http://{settings.http.host}:{settings.http.port}"
+        url = (
+            base_url
+            or settings.rollouts.public_base_url
+            or f"http://{settings.http.host}:{settings.http.port}"
+        )
         # One link for both: a serial kit's edge agent holds the kit's own MQTT session on the kit's cmd topic.
-        engine = RolloutEngine(state.sessions, settings.rollouts, link, edge=link,
-                               metrics=state.extras.get("metrics"), base_url=url)
+        engine = RolloutEngine(
+            state.sessions,
+            settings.rollouts,
+            link,
+            edge=link,
+            metrics=state.extras.get("metrics"),
+            base_url=url,
+        )
         state.extras["rollout_engine"] = engine
-        await stack.enter_async_context(RolloutRuntime(engine, state.clock, settings.rollouts.step_seconds, link))
+        await stack.enter_async_context(
+            RolloutRuntime(engine, state.clock, settings.rollouts.step_seconds, link)
+        )
 
     return hook

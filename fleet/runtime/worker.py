@@ -46,15 +46,28 @@ async def run_worker(settings: Settings, index: int, *, stop: asyncio.Event | No
     metrics = FleetMetrics(registry)
     httpd = _metrics_server(settings, registry, index)
     try:
-        ingest = IngestService(settings, session_factory(engine), SystemClock(),
-                               client_id=f"labfleet-ingest-{index}", metrics=metrics,
-                               shared=settings.mqtt.ingest_shared and settings.mqtt.broker != "embedded")
+        ingest = IngestService(
+            settings,
+            session_factory(engine),
+            SystemClock(),
+            client_id=f"labfleet-ingest-{index}",
+            metrics=metrics,
+            shared=settings.mqtt.ingest_shared and settings.mqtt.broker != "embedded",
+        )
         async with ingest:
             logger.info("ingest worker %d started", index)
             # One line on stdout when connected, so a supervisor (or a test) knows the worker is live.
             await ingest.wait_connected(timeout=30)
-            print(json.dumps({"worker": index, "state": "connected",
-                              "metrics_port": httpd.server_port if httpd else None}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "worker": index,
+                        "state": "connected",
+                        "metrics_port": httpd.server_port if httpd else None,
+                    }
+                ),
+                flush=True,
+            )
             await stop.wait()
             await ingest.flush()  # commit (and ack) what is pending before leaving
         stats = asdict(ingest.stats)
@@ -77,8 +90,13 @@ def _metrics_server(settings: Settings, registry: CollectorRegistry, index: int)
     try:
         return serve_metrics_thread(registry, access, cfg.worker_host, port)
     except OSError as err:
-        logger.warning("ingest worker %d serves no /metrics: %s:%d is unavailable (%s)", index, cfg.worker_host,
-                       port, err)
+        logger.warning(
+            "ingest worker %d serves no /metrics: %s:%d is unavailable (%s)",
+            index,
+            cfg.worker_host,
+            port,
+            err,
+        )
         return None
 
 

@@ -122,8 +122,10 @@ def _url_mac(key: str, g: DownloadGrant) -> str:
 
 def download_path(key: str, g: DownloadGrant) -> str:
     """The path and query of a signed download URL, bound to one image, device, school and expiry."""
-    return (f"/api/v1/artifacts/{g.sha256}/download?device={g.device_id}&school={g.school_id}"
-            f"&expires={g.expires}&sig={_url_mac(key, g)}")
+    return (
+        f"/api/v1/artifacts/{g.sha256}/download?device={g.device_id}&school={g.school_id}"
+        f"&expires={g.expires}&sig={_url_mac(key, g)}"
+    )
 
 
 def check_grant(key: str, g: DownloadGrant, sig: str, now: datetime) -> None:
@@ -142,9 +144,15 @@ class ImportResult:
     already_present: int
 
 
-async def import_profile_artifacts(session: AsyncSession, store: ArtifactStore, principal: Principal, at: datetime,
-                                   *, signing_key: str = "",
-                                   profile_dir: str | Path = DEFAULT_PROFILE_DIR) -> ImportResult:
+async def import_profile_artifacts(
+    session: AsyncSession,
+    store: ArtifactStore,
+    principal: Principal,
+    at: datetime,
+    *,
+    signing_key: str = "",
+    profile_dir: str | Path = DEFAULT_PROFILE_DIR,
+) -> ImportResult:
     """Copy every profile version's artifact into the store and catalogue it (idempotent)."""
     require(principal, Permission.MANAGE_ROLLOUTS)
     profiles = await asyncio.to_thread(load_all, profile_dir)
@@ -154,36 +162,84 @@ async def import_profile_artifacts(session: AsyncSession, store: ArtifactStore, 
             src = artifact_path(profile_dir, v.artifact)
             sha, size = await asyncio.to_thread(store.put_file, src)
             if sha != v.sha256 or size != v.size:
-                raise InvalidInput(f"{profile.model}: version {v.version}: artifact does not match its profile "
-                                   f"(sha256 or size)")
-            existing = (await session.execute(select(FirmwareArtifact).where(FirmwareArtifact.sha256 == sha))
-                        ).scalar_one_or_none()
+                raise InvalidInput(
+                    f"{profile.model}: version {v.version}: artifact does not match its profile "
+                    f"(sha256 or size)"
+                )
+            existing = (
+                await session.execute(select(FirmwareArtifact).where(FirmwareArtifact.sha256 == sha))
+            ).scalar_one_or_none()
             if existing is not None:
                 present += 1
                 continue
-            await register(session, principal, at, sha256=sha, size=size, profile_key=profile.model,
-                           version=v.version, filename=Path(v.artifact).name, signing_key=signing_key)
+            await register(
+                session,
+                principal,
+                at,
+                sha256=sha,
+                size=size,
+                profile_key=profile.model,
+                version=v.version,
+                filename=Path(v.artifact).name,
+                signing_key=signing_key,
+            )
             imported += 1
     log.info("artifacts imported: %d new, %d already present", imported, present)
     return ImportResult(imported, present)
 
 
-async def register(session: AsyncSession, principal: Principal, at: datetime, *, sha256: str, size: int,
-                   profile_key: str, version: str, filename: str, signing_key: str = "") -> FirmwareArtifact:
+async def register(
+    session: AsyncSession,
+    principal: Principal,
+    at: datetime,
+    *,
+    sha256: str,
+    size: int,
+    profile_key: str,
+    version: str,
+    filename: str,
+    signing_key: str = "",
+) -> FirmwareArtifact:
     """Catalogue an image already in the store (and sign it when a signing key is configured)."""
     alg, sig = sign_image(sha256, signing_key)
-    art = FirmwareArtifact(sha256=sha256, size=size, profile_key=profile_key, version=version, filename=filename,
-                           signature_alg=alg, signature=sig, created_at=at)
+    art = FirmwareArtifact(
+        sha256=sha256,
+        size=size,
+        profile_key=profile_key,
+        version=version,
+        filename=filename,
+        signature_alg=alg,
+        signature=sig,
+        created_at=at,
+    )
     session.add(art)
     await session.flush()
-    audit.record(session, principal=principal, at=at, action="artifact.import", object_type="artifact",
-                 object_id=art.id, after={"sha256": sha256, "profile": profile_key, "version": version,
-                                          "size": size, "signed": sig is not None})
+    audit.record(
+        session,
+        principal=principal,
+        at=at,
+        action="artifact.import",
+        object_type="artifact",
+        object_id=art.id,
+        after={
+            "sha256": sha256,
+            "profile": profile_key,
+            "version": version,
+            "size": size,
+            "signed": sig is not None,
+        },
+    )
     return art
 
 
-async def list_artifacts(session: AsyncSession, principal: Principal, *, cursor: str | None, limit: int,
-                         profile_key: str | None = None) -> Page[FirmwareArtifact]:
+async def list_artifacts(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    cursor: str | None,
+    limit: int,
+    profile_key: str | None = None,
+) -> Page[FirmwareArtifact]:
     require(principal, Permission.READ_OPERATIONS)
     stmt = select(FirmwareArtifact)
     if profile_key:
@@ -197,8 +253,9 @@ async def get_artifact(session: AsyncSession, principal: Principal, sha256: str)
 
 
 async def artifact_by_sha(session: AsyncSession, sha256: str) -> FirmwareArtifact:
-    art = (await session.execute(select(FirmwareArtifact).where(FirmwareArtifact.sha256 == sha256))
-           ).scalar_one_or_none()
+    art = (
+        await session.execute(select(FirmwareArtifact).where(FirmwareArtifact.sha256 == sha256))
+    ).scalar_one_or_none()
     if art is None:
         raise NotFound(f"artifact {sha256[:12]} not found")
     return art

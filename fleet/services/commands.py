@@ -59,8 +59,11 @@ def validate_args(name: str, args: dict[str, Any] | None) -> tuple[wire.CommandN
 
 async def target_devices(session: AsyncSession, kind: str, target_id: int) -> list[tuple[int, int]]:
     """(device id, school id) of enrolled, unrevoked devices in the target."""
-    q = (select(Device.id, Device.school_id).join(DeviceCredential, DeviceCredential.device_id == Device.id)
-         .where(DeviceCredential.revoked_at.is_(None)))
+    q = (
+        select(Device.id, Device.school_id)
+        .join(DeviceCredential, DeviceCredential.device_id == Device.id)
+        .where(DeviceCredential.revoked_at.is_(None))
+    )
     if kind == "device":
         q = q.where(Device.id == target_id)
     elif kind == "room":
@@ -92,9 +95,18 @@ async def target_school(session: AsyncSession, kind: str, target_id: int) -> int
     return int(obj.school_id)
 
 
-async def create(session: AsyncSession, *, target_kind: str, target_id: int, name: str,
-                 args: dict[str, Any] | None, ttl: timedelta | None, timeout_s: int | None, actor: str,
-                 now: datetime) -> Batch:
+async def create(
+    session: AsyncSession,
+    *,
+    target_kind: str,
+    target_id: int,
+    name: str,
+    args: dict[str, Any] | None,
+    ttl: timedelta | None,
+    timeout_s: int | None,
+    actor: str,
+    now: datetime,
+) -> Batch:
     cmd, clean = validate_args(name, args)
     ttl = ttl or DEFAULT_TTL
     if not timedelta(seconds=10) <= ttl <= MAX_TTL:
@@ -109,39 +121,80 @@ async def create(session: AsyncSession, *, target_kind: str, target_id: int, nam
     if len(devices) > MAX_BATCH_DEVICES:
         raise InvalidInput(f"a batch is limited to {MAX_BATCH_DEVICES} devices", details={"field": "target"})
     batch_id = str(uuid.uuid4())
-    rows = [DeviceCommand(correlation_id=str(uuid.uuid4()), batch_id=batch_id, target_kind=target_kind,
-                          target_id=target_id, device_id=dev, school_id=school, name=cmd.value, args=clean,
-                          status="queued", created_by=actor, created_at=now, expires_at=now + ttl,
-                          timeout_seconds=timeout) for dev, school in devices]
+    rows = [
+        DeviceCommand(
+            correlation_id=str(uuid.uuid4()),
+            batch_id=batch_id,
+            target_kind=target_kind,
+            target_id=target_id,
+            device_id=dev,
+            school_id=school,
+            name=cmd.value,
+            args=clean,
+            status="queued",
+            created_by=actor,
+            created_at=now,
+            expires_at=now + ttl,
+            timeout_seconds=timeout,
+        )
+        for dev, school in devices
+    ]
     session.add_all(rows)
     await session.flush()
     return Batch(batch_id, rows)
 
 
 async def progress(session: AsyncSession, batch_id: str) -> dict[str, Any]:
-    rows = (await session.execute(select(DeviceCommand).where(DeviceCommand.batch_id == batch_id)
-                                  .order_by(DeviceCommand.id))).scalars().all()
+    rows = (
+        (
+            await session.execute(
+                select(DeviceCommand).where(DeviceCommand.batch_id == batch_id).order_by(DeviceCommand.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
     if not rows:
         raise NotFound("command batch not found")
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.status] = counts.get(r.status, 0) + 1
-    return {"batch_id": batch_id, "name": rows[0].name, "target_kind": rows[0].target_kind,
-            "target_id": rows[0].target_id, "school_id": rows[0].school_id, "total": len(rows),
-            "done": sum(counts.get(s, 0) for s in FINAL), "by_status": counts, "commands": rows}
+    return {
+        "batch_id": batch_id,
+        "name": rows[0].name,
+        "target_kind": rows[0].target_kind,
+        "target_id": rows[0].target_id,
+        "school_id": rows[0].school_id,
+        "total": len(rows),
+        "done": sum(counts.get(s, 0) for s in FINAL),
+        "by_status": counts,
+        "commands": rows,
+    }
 
 
 async def batch_school(session: AsyncSession, batch_id: str) -> int:
-    school = (await session.execute(select(func.min(DeviceCommand.school_id))
-                                    .where(DeviceCommand.batch_id == batch_id))).scalar_one_or_none()
+    school = (
+        await session.execute(
+            select(func.min(DeviceCommand.school_id)).where(DeviceCommand.batch_id == batch_id)
+        )
+    ).scalar_one_or_none()
     if school is None:
         raise NotFound("command batch not found")
     return int(school)
 
 
 async def cancel(session: AsyncSession, batch_id: str, *, now: datetime) -> int:
-    rows = (await session.execute(select(DeviceCommand).where(DeviceCommand.batch_id == batch_id,
-                                                              DeviceCommand.status == "queued"))).scalars().all()
+    rows = (
+        (
+            await session.execute(
+                select(DeviceCommand).where(
+                    DeviceCommand.batch_id == batch_id, DeviceCommand.status == "queued"
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
     for r in rows:
         r.status = "cancelled"
         r.finished_at = now
@@ -152,8 +205,16 @@ async def cancel(session: AsyncSession, batch_id: str, *, now: datetime) -> int:
 # ---------------------------------------------------------------- alerts
 
 
-async def list_alerts(session: AsyncSession, *, school_ids: list[int] | None, school_id: int | None,
-                      room_id: int | None, status: str | None, limit: int, offset: int) -> list[Alert]:
+async def list_alerts(
+    session: AsyncSession,
+    *,
+    school_ids: list[int] | None,
+    school_id: int | None,
+    room_id: int | None,
+    status: str | None,
+    limit: int,
+    offset: int,
+) -> list[Alert]:
     q = select(Alert).order_by(Alert.opened_at.desc(), Alert.id.desc())
     if school_ids is not None:
         q = q.where(Alert.school_id.in_(school_ids))

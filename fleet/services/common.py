@@ -46,18 +46,29 @@ def decode_cursor(cursor: str | None) -> int:
         raise InvalidInput("cursor is not one this API issued; start again without it") from err
 
 
-async def paginate(session: AsyncSession, stmt: Select[Any], model: Any, cursor: str | None,
-                   limit: int) -> Page[Any]:
+async def paginate(
+    session: AsyncSession, stmt: Select[Any], model: Any, cursor: str | None, limit: int
+) -> Page[Any]:
     """Keyset pagination on the primary key: stable under inserts, with a total count of the filter."""
     if limit < 1 or limit > MAX_PAGE_SIZE:
         raise InvalidInput(f"limit must be between 1 and {MAX_PAGE_SIZE}")
     after = decode_cursor(cursor)
-    total = (await session.execute(select(func.count()).select_from(stmt.order_by(None).subquery()))).scalar_one()
-    rows = (await session.execute(stmt.where(model.id > after).order_by(model.id).limit(limit + 1))).scalars().all()
+    total = (
+        await session.execute(select(func.count()).select_from(stmt.order_by(None).subquery()))
+    ).scalar_one()
+    rows = (
+        (await session.execute(stmt.where(model.id > after).order_by(model.id).limit(limit + 1)))
+        .scalars()
+        .all()
+    )
     more = len(rows) > limit
     rows = rows[:limit]
-    return Page(items=rows, total=total, next_cursor=encode_cursor(rows[-1].id) if more and rows else None,
-                limit=limit)
+    return Page(
+        items=rows,
+        total=total,
+        next_cursor=encode_cursor(rows[-1].id) if more and rows else None,
+        limit=limit,
+    )
 
 
 def require(principal: Principal, permission: Permission) -> None:

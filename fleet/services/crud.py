@@ -80,9 +80,16 @@ class CrudService:
         obj = self.model(**values)
         self.session.add(obj)
         await self._flush()
-        audit.record(self.session, principal=self.principal, at=now, action=f"{self.name}.create",
-                     object_type=self.name, object_id=obj.id, school_id=self.school_id_of(obj),
-                     after=snapshot(obj, self.fields))
+        audit.record(
+            self.session,
+            principal=self.principal,
+            at=now,
+            action=f"{self.name}.create",
+            object_type=self.name,
+            object_id=obj.id,
+            school_id=self.school_id_of(obj),
+            after=snapshot(obj, self.fields),
+        )
         return obj
 
     async def update(self, obj_id: int, values: dict[str, Any]) -> Any:
@@ -91,17 +98,27 @@ class CrudService:
         before = snapshot(obj, self.fields)
         not_null = [k for k, v in values.items() if v is None and not self.model.__table__.c[k].nullable]
         if not_null:
-            raise InvalidInput(f"{', '.join(not_null)} cannot be null",
-                               details=[{"field": k, "reason": "cannot be null"} for k in not_null])
+            raise InvalidInput(
+                f"{', '.join(not_null)} cannot be null",
+                details=[{"field": k, "reason": "cannot be null"} for k in not_null],
+            )
         values = await self.validate(dict(values), obj)
         for key, value in values.items():
             setattr(obj, key, value)
         if hasattr(obj, "updated_at"):
             obj.updated_at = self.clock.now()
         await self._flush()
-        audit.record(self.session, principal=self.principal, at=self.clock.now(),
-                     action=f"{self.name}.update", object_type=self.name, object_id=obj.id,
-                     school_id=self.school_id_of(obj), before=before, after=snapshot(obj, self.fields))
+        audit.record(
+            self.session,
+            principal=self.principal,
+            at=self.clock.now(),
+            action=f"{self.name}.update",
+            object_type=self.name,
+            object_id=obj.id,
+            school_id=self.school_id_of(obj),
+            before=before,
+            after=snapshot(obj, self.fields),
+        )
         return obj
 
     async def delete(self, obj_id: int) -> None:
@@ -111,9 +128,16 @@ class CrudService:
         before = snapshot(obj, self.fields)
         await self.session.delete(obj)
         await self._flush()
-        audit.record(self.session, principal=self.principal, at=self.clock.now(),
-                     action=f"{self.name}.delete", object_type=self.name, object_id=obj_id,
-                     school_id=self.school_id_of(obj), before=before)
+        audit.record(
+            self.session,
+            principal=self.principal,
+            at=self.clock.now(),
+            action=f"{self.name}.delete",
+            object_type=self.name,
+            object_id=obj_id,
+            school_id=self.school_id_of(obj),
+            before=before,
+        )
 
     async def _flush(self) -> None:
         try:
@@ -139,8 +163,10 @@ class CrudService:
         if room_id is not None:
             room = await self.session.get(Room, room_id)
             if room is None or room.school_id != school_id:
-                raise InvalidInput(f"room {room_id} is not a room of school {school_id}",
-                                   details=[{"field": "room_id", "reason": "not in this school"}])
+                raise InvalidInput(
+                    f"room {room_id} is not a room of school {school_id}",
+                    details=[{"field": "room_id", "reason": "not in this school"}],
+                )
 
     async def exists(self, stmt: Select[Any]) -> bool:
         return (await self.session.execute(stmt.limit(1))).first() is not None

@@ -12,8 +12,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleet.domain.clock import as_utc
 from fleet.domain import credentials, wire
+from fleet.domain.clock import as_utc
 from fleet.domain.enums import DeviceStatus
 from fleet.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from fleet.persistence.models import Device, DeviceModel, DeviceTransition, School
@@ -40,10 +40,17 @@ class Enrolled:
     created: bool  # registered as `received` by this enrollment
 
 
-
-
-async def create_claim_token(session: AsyncSession, *, school_id: int, max_uses: int, ttl: timedelta,
-                             allow_unknown: bool, label: str, actor: str, now: datetime) -> IssuedToken:
+async def create_claim_token(
+    session: AsyncSession,
+    *,
+    school_id: int,
+    max_uses: int,
+    ttl: timedelta,
+    allow_unknown: bool,
+    label: str,
+    actor: str,
+    now: datetime,
+) -> IssuedToken:
     if not 1 <= max_uses <= MAX_TOKEN_USES:
         raise InvalidInput(f"max_uses must be 1..{MAX_TOKEN_USES}", details={"field": "max_uses"})
     if not timedelta(minutes=1) <= ttl <= MAX_TOKEN_TTL:
@@ -54,9 +61,18 @@ async def create_claim_token(session: AsyncSession, *, school_id: int, max_uses:
     if not wire.is_identity(school.code):
         raise InvalidInput("the school's code cannot be used in MQTT topics", details={"field": "school"})
     token, prefix, secret_hash = credentials.new_claim_token()
-    row = ClaimToken(school_id=school_id, prefix=prefix, secret_hash=secret_hash, label=label[:120],
-                     max_uses=max_uses, uses=0, allow_unknown=allow_unknown, created_by=actor, created_at=now,
-                     expires_at=now + ttl)
+    row = ClaimToken(
+        school_id=school_id,
+        prefix=prefix,
+        secret_hash=secret_hash,
+        label=label[:120],
+        max_uses=max_uses,
+        uses=0,
+        allow_unknown=allow_unknown,
+        created_by=actor,
+        created_at=now,
+        expires_at=now + ttl,
+    )
     session.add(row)
     await session.flush()
     return IssuedToken(token, row)
@@ -76,9 +92,15 @@ async def _token(session: AsyncSession, token: str, now: datetime) -> ClaimToken
     parts = credentials.split_claim_token(token)
     row = None
     if parts is not None:
-        row = (await session.execute(select(ClaimToken).where(ClaimToken.prefix == parts[0]))).scalar_one_or_none()
-    if row is None or parts is None or not credentials.check_secret(parts[1], row.secret_hash) \
-            or row.revoked_at is not None:
+        row = (
+            await session.execute(select(ClaimToken).where(ClaimToken.prefix == parts[0]))
+        ).scalar_one_or_none()
+    if (
+        row is None
+        or parts is None
+        or not credentials.check_secret(parts[1], row.secret_hash)
+        or row.revoked_at is not None
+    ):
         raise Unauthenticated("claim token not valid", details={"reason": "bad_token"})
     if as_utc(row.expires_at) <= now:
         raise Unauthenticated("claim token expired", details={"reason": "expired_token"})
@@ -87,15 +109,24 @@ async def _token(session: AsyncSession, token: str, now: datetime) -> ClaimToken
     return row
 
 
-async def enroll(session: AsyncSession, *, claim_token: str, serial_number: str, vendor: str | None,
-                 model_number: str | None, now: datetime) -> Enrolled:
+async def enroll(
+    session: AsyncSession,
+    *,
+    claim_token: str,
+    serial_number: str,
+    vendor: str | None,
+    model_number: str | None,
+    now: datetime,
+) -> Enrolled:
     """Trade a claim token and a serial number for device credentials."""
     try:
         wire.check_device_identity(serial_number)
     except wire.InvalidIdentity as err:
         # The serial becomes the MQTT username and client id: no + # / $ : or spaces.
-        raise InvalidInput(f"serial number cannot be an MQTT identity: {err}",
-                           details={"field": "serial_number", "reason": "invalid"}) from err
+        raise InvalidInput(
+            f"serial number cannot be an MQTT identity: {err}",
+            details={"field": "serial_number", "reason": "invalid"},
+        ) from err
     token = await _token(session, claim_token, now)
     school = await session.get(School, token.school_id)
     assert school is not None
@@ -116,37 +147,73 @@ async def enroll(session: AsyncSession, *, claim_token: str, serial_number: str,
         if not token.allow_unknown:
             raise NotFound("serial number not in the inventory", details={"reason": "unknown_serial"})
         if not vendor or not model_number:
-            raise InvalidInput("vendor and model_number are needed to register an unknown device",
-                               details={"field": "model_number", "reason": "invalid"})
-        model = (await session.execute(select(DeviceModel).where(
-            DeviceModel.vendor == vendor, DeviceModel.model_number == model_number))).scalar_one_or_none()
+            raise InvalidInput(
+                "vendor and model_number are needed to register an unknown device",
+                details={"field": "model_number", "reason": "invalid"},
+            )
+        model = (
+            await session.execute(
+                select(DeviceModel).where(
+                    DeviceModel.vendor == vendor, DeviceModel.model_number == model_number
+                )
+            )
+        ).scalar_one_or_none()
         if model is None:
             raise NotFound("device model not found", details={"reason": "unknown_serial"})
-        device = Device(vendor=vendor, serial_number=serial_number, asset_tag=f"ENR-{serial_number}"[:64],
-                        model_id=model.id, school_id=token.school_id, room_id=None,
-                        status=DeviceStatus.RECEIVED.value, created_at=now, updated_at=now)
+        device = Device(
+            vendor=vendor,
+            serial_number=serial_number,
+            asset_tag=f"ENR-{serial_number}"[:64],
+            model_id=model.id,
+            school_id=token.school_id,
+            room_id=None,
+            status=DeviceStatus.RECEIVED.value,
+            created_at=now,
+            updated_at=now,
+        )
         session.add(device)
         await session.flush()
-        session.add(DeviceTransition(device_id=device.id, from_status=None, to_status=DeviceStatus.RECEIVED.value,
-                                     actor="enrollment", reason="registered at enrollment", at=now))
+        session.add(
+            DeviceTransition(
+                device_id=device.id,
+                from_status=None,
+                to_status=DeviceStatus.RECEIVED.value,
+                actor="enrollment",
+                reason="registered at enrollment",
+                at=now,
+            )
+        )
         created = True
-    clash = (await session.execute(select(DeviceCredential).where(
-        DeviceCredential.username == serial_number, DeviceCredential.device_id != device.id))).scalar_one_or_none()
+    clash = (
+        await session.execute(
+            select(DeviceCredential).where(
+                DeviceCredential.username == serial_number, DeviceCredential.device_id != device.id
+            )
+        )
+    ).scalar_one_or_none()
     if clash is not None:
         raise Conflict("another device already uses this identity", details={"reason": "invalid"})
     # Count the use atomically: two terminals racing for the last use cannot both get it.
-    used = await session.execute(update(ClaimToken).where(ClaimToken.id == token.id,
-                                                          ClaimToken.uses < ClaimToken.max_uses)
-                                 .values(uses=ClaimToken.uses + 1))
+    used = await session.execute(
+        update(ClaimToken)
+        .where(ClaimToken.id == token.id, ClaimToken.uses < ClaimToken.max_uses)
+        .values(uses=ClaimToken.uses + 1)
+    )
     if used.rowcount != 1:  # type: ignore[attr-defined]
         raise Unauthenticated("claim token has no uses left", details={"reason": "exhausted_token"})
     password = credentials.new_password()
-    cred = (await session.execute(select(DeviceCredential).where(
-        DeviceCredential.device_id == device.id))).scalar_one_or_none()
+    cred = (
+        await session.execute(select(DeviceCredential).where(DeviceCredential.device_id == device.id))
+    ).scalar_one_or_none()
     if cred is None:
-        cred = DeviceCredential(device_id=device.id, username=serial_number, school_code=school.code,
-                                password_hash=credentials.hash_password(password), claim_token_id=token.id,
-                                created_at=now)
+        cred = DeviceCredential(
+            device_id=device.id,
+            username=serial_number,
+            school_code=school.code,
+            password_hash=credentials.hash_password(password),
+            claim_token_id=token.id,
+            created_at=now,
+        )
         session.add(cred)
     else:
         cred.username = serial_number
@@ -179,8 +246,9 @@ async def revoke(session: AsyncSession, device_id: int, *, now: datetime) -> Dev
 
 
 async def _credential(session: AsyncSession, device_id: int) -> DeviceCredential:
-    cred = (await session.execute(select(DeviceCredential).where(
-        DeviceCredential.device_id == device_id))).scalar_one_or_none()
+    cred = (
+        await session.execute(select(DeviceCredential).where(DeviceCredential.device_id == device_id))
+    ).scalar_one_or_none()
     if cred is None:
         raise NotFound("device has no credentials")
     return cred

@@ -45,7 +45,8 @@ class DistrictService(CrudService):
     async def _load_scope(self) -> None:
         if not self.principal.district_wide and not hasattr(self, "_cached_districts"):
             rows = await self.session.execute(
-                select(School.district_id).where(School.id.in_(sorted(self.principal.school_ids) or [-1])))
+                select(School.district_id).where(School.id.in_(sorted(self.principal.school_ids) or [-1]))
+            )
             self._cached_districts = {r[0] for r in rows}
 
     def scoped(self, stmt: Select[Any]) -> Select[Any]:
@@ -83,16 +84,20 @@ class SchoolService(CrudService):
 
     async def validate(self, values: dict[str, Any], existing: Any | None) -> dict[str, Any]:
         if "district_id" in values and await self.session.get(District, values["district_id"]) is None:
-            raise InvalidInput(f"district {values['district_id']} does not exist",
-                               details=[{"field": "district_id", "reason": "no such district"}])
+            raise InvalidInput(
+                f"district {values['district_id']} does not exist",
+                details=[{"field": "district_id", "reason": "no such district"}],
+            )
         if existing is None and not values.get("timezone"):
             values["timezone"] = "UTC"
         if "timezone" in values and values["timezone"] is not None:
             try:
                 ZoneInfo(values["timezone"])
             except (ZoneInfoNotFoundError, ValueError) as err:
-                raise InvalidInput(f"unknown time zone {values['timezone']!r}",
-                                   details=[{"field": "timezone", "reason": "not an IANA zone"}]) from err
+                raise InvalidInput(
+                    f"unknown time zone {values['timezone']!r}",
+                    details=[{"field": "timezone", "reason": "not an IANA zone"}],
+                ) from err
         code = values.get("code")
         if code is not None and (existing is None or code != existing.code):
             if await self.exists(select(School.id).where(School.code == code)):
@@ -119,10 +124,14 @@ class RoomService(CrudService):
         kind = values.get("kind", existing.kind if existing else None)
         tier = values.get("tier", existing.tier if existing else None)
         if kind == RoomKind.AI_LAB and tier is None:
-            raise InvalidInput("an ai_lab needs a tier (basic_experience, subject_integration or "
-                               "advanced_research)", details=[{"field": "tier", "reason": "required for ai_lab"}])
+            raise InvalidInput(
+                "an ai_lab needs a tier (basic_experience, subject_integration or advanced_research)",
+                details=[{"field": "tier", "reason": "required for ai_lab"}],
+            )
         if kind != RoomKind.AI_LAB and tier is not None:
-            raise InvalidInput("only an ai_lab has a tier", details=[{"field": "tier", "reason": "only for ai_lab"}])
+            raise InvalidInput(
+                "only an ai_lab has a tier", details=[{"field": "tier", "reason": "only for ai_lab"}]
+            )
         name = values.get("name", existing.name if existing else None)
         if existing is None or name != existing.name or school_id != existing.school_id:
             if await self.exists(select(Room.id).where(Room.school_id == school_id, Room.name == name)):
@@ -139,8 +148,16 @@ class DeviceModelService(CrudService):
     model = DeviceModel
     name = "device_model"
     write = Permission.MANAGE_MODELS
-    fields = ("vendor", "model_number", "kind", "transport", "unit_price", "warranty_months", "supplier",
-              "profile_key")
+    fields = (
+        "vendor",
+        "model_number",
+        "kind",
+        "transport",
+        "unit_price",
+        "warranty_months",
+        "supplier",
+        "profile_key",
+    )
     filters = {"kind": "kind", "vendor": "vendor", "supplier": "supplier", "transport": "transport"}
 
     def visible(self, obj: Any) -> bool:
@@ -153,8 +170,9 @@ class DeviceModelService(CrudService):
         vendor = values.get("vendor", existing.vendor if existing else None)
         number = values.get("model_number", existing.model_number if existing else None)
         if existing is None or (vendor, number) != (existing.vendor, existing.model_number):
-            if await self.exists(select(DeviceModel.id).where(DeviceModel.vendor == vendor,
-                                                              DeviceModel.model_number == number)):
+            if await self.exists(
+                select(DeviceModel.id).where(DeviceModel.vendor == vendor, DeviceModel.model_number == number)
+            ):
                 raise Conflict(f"model {vendor} {number} already exists")
             if existing is not None and vendor != existing.vendor:
                 if await self.exists(select(Device.id).where(Device.model_id == existing.id)):
@@ -166,8 +184,20 @@ class DeviceModelService(CrudService):
             raise Conflict(f"device model {obj.id} has devices; it cannot be deleted")
 
 
-DEVICE_FIELDS = ("vendor", "serial_number", "asset_tag", "model_id", "school_id", "room_id", "status",
-                 "order_number", "purchase_date", "unit_cost", "funding_source", "ownership")
+DEVICE_FIELDS = (
+    "vendor",
+    "serial_number",
+    "asset_tag",
+    "model_id",
+    "school_id",
+    "room_id",
+    "status",
+    "order_number",
+    "purchase_date",
+    "unit_cost",
+    "funding_source",
+    "ownership",
+)
 # Devices that never left stock may be deleted (a mistaken entry); others are retired, keeping history.
 DELETABLE_STATUSES = frozenset({DeviceStatus.ORDERED, DeviceStatus.RECEIVED})
 
@@ -179,8 +209,14 @@ class DeviceService(CrudService):
     fields = DEVICE_FIELDS
     filters = {"school": "school_id", "room": "room_id", "model": "model_id", "status": "status"}
 
-    async def list(self, *, cursor: str | None, limit: int, kind: str | None = None,  # type: ignore[override]
-                   **filters: Any) -> Page[Any]:
+    async def list(
+        self,
+        *,
+        cursor: str | None,
+        limit: int,
+        kind: str | None = None,  # type: ignore[override]
+        **filters: Any,
+    ) -> Page[Any]:
         require(self.principal, Permission.READ_INVENTORY)
         stmt = self.scoped(select(Device))
         if kind is not None:
@@ -196,18 +232,23 @@ class DeviceService(CrudService):
         model_id = values.get("model_id", existing.model_id if existing else None)
         model = await self.session.get(DeviceModel, model_id)
         if model is None:
-            raise InvalidInput(f"device model {model_id} does not exist",
-                               details=[{"field": "model_id", "reason": "no such model"}])
+            raise InvalidInput(
+                f"device model {model_id} does not exist",
+                details=[{"field": "model_id", "reason": "no such model"}],
+            )
         values["vendor"] = model.vendor
         if existing is None:
             status = values.setdefault("status", DeviceStatus.RECEIVED)
             if status not in INITIAL_STATUSES:
-                raise InvalidInput(f"a new device cannot start as {status}",
-                                   details=[{"field": "status", "reason": "not an initial status"}])
+                raise InvalidInput(
+                    f"a new device cannot start as {status}",
+                    details=[{"field": "status", "reason": "not an initial status"}],
+                )
         serial = values.get("serial_number", existing.serial_number if existing else None)
         if existing is None or (model.vendor, serial) != (existing.vendor, existing.serial_number):
-            if await self.exists(select(Device.id).where(Device.vendor == model.vendor,
-                                                         Device.serial_number == serial)):
+            if await self.exists(
+                select(Device.id).where(Device.vendor == model.vendor, Device.serial_number == serial)
+            ):
                 raise Conflict(f"{model.vendor} serial number {serial!r} is already registered")
         tag = values.get("asset_tag")
         if tag is not None and (existing is None or tag != existing.asset_tag):
@@ -217,8 +258,16 @@ class DeviceService(CrudService):
 
     async def create(self, values: dict[str, Any]) -> Any:
         device = await super().create(values)
-        self.session.add(DeviceTransition(device_id=device.id, from_status=None, to_status=device.status,
-                                          actor=self.principal.actor, reason="created", at=self.clock.now()))
+        self.session.add(
+            DeviceTransition(
+                device_id=device.id,
+                from_status=None,
+                to_status=device.status,
+                actor=self.principal.actor,
+                reason="created",
+                at=self.clock.now(),
+            )
+        )
         return device
 
     async def before_delete(self, obj: Any) -> None:
@@ -234,12 +283,29 @@ class DeviceService(CrudService):
         now = self.clock.now()
         device.status = target
         device.updated_at = now
-        self.session.add(DeviceTransition(device_id=device.id, from_status=current, to_status=target,
-                                          actor=self.principal.actor, reason=reason, at=now))
+        self.session.add(
+            DeviceTransition(
+                device_id=device.id,
+                from_status=current,
+                to_status=target,
+                actor=self.principal.actor,
+                reason=reason,
+                at=now,
+            )
+        )
         await self.session.flush()
-        audit.record(self.session, principal=self.principal, at=now, action="device.transition",
-                     object_type="device", object_id=device.id, school_id=device.school_id,
-                     before={"status": str(current)}, after={"status": str(target)}, summary=reason)
+        audit.record(
+            self.session,
+            principal=self.principal,
+            at=now,
+            action="device.transition",
+            object_type="device",
+            object_id=device.id,
+            school_id=device.school_id,
+            before={"status": str(current)},
+            after={"status": str(target)},
+            summary=reason,
+        )
         return device
 
     async def history(self, device_id: int, *, cursor: str | None, limit: int) -> Page[Any]:
@@ -249,5 +315,11 @@ class DeviceService(CrudService):
         return await paginate(self.session, stmt, DeviceTransition, cursor, limit)
 
 
-__all__ = ["DeviceModelService", "DeviceService", "DistrictService", "RoomService", "SchoolService",
-           "snapshot"]
+__all__ = [
+    "DeviceModelService",
+    "DeviceService",
+    "DistrictService",
+    "RoomService",
+    "SchoolService",
+    "snapshot",
+]

@@ -109,9 +109,14 @@ async def find_school(session: AsyncSession, principal: Principal, ref: str) -> 
     """A school by id ("12") or code ("s001") within the caller's scope; missing and out of scope look alike."""
     ref = ref.strip()
     if not ref:
-        raise InvalidInput("school is required: its id or code", details=[{"field": "school", "reason": "empty"}])
-    stmt = select(School).where(School.id == int(ref)) if ref.isdigit() and len(ref) <= 10 else \
-        select(School).where(School.code == ref)
+        raise InvalidInput(
+            "school is required: its id or code", details=[{"field": "school", "reason": "empty"}]
+        )
+    stmt = (
+        select(School).where(School.id == int(ref))
+        if ref.isdigit() and len(ref) <= 10
+        else select(School).where(School.code == ref)
+    )
     school = (await session.execute(stmt)).scalar_one_or_none()
     if school is None:
         raise NotFound(f"school {ref} not found")
@@ -126,8 +131,9 @@ def _zone(name: str) -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
-async def school_peaks(session: AsyncSession, principal: Principal, school_ref: str, day: date | None,
-                       now: datetime) -> SchoolPeaks:
+async def school_peaks(
+    session: AsyncSession, principal: Principal, school_ref: str, day: date | None, now: datetime
+) -> SchoolPeaks:
     """Per-period peaks of one school on `day` (its local date; today there when None)."""
     require(principal, Permission.READ_OPERATIONS)
     school = await find_school(session, principal, school_ref)
@@ -135,21 +141,44 @@ async def school_peaks(session: AsyncSession, principal: Principal, school_ref: 
     today = now.astimezone(tz).date()
     day = day or today
     if abs(day.year - today.year) > MAX_YEARS_AWAY:
-        raise InvalidInput(f"date {day} is more than {MAX_YEARS_AWAY} years from today",
-                           details=[{"field": "date", "reason": "out of range"}])
+        raise InvalidInput(
+            f"date {day} is more than {MAX_YEARS_AWAY} years from today",
+            details=[{"field": "date", "reason": "out of range"}],
+        )
     periods, calendar = await load_school_timetable(session, school.id)
     in_term, holiday, exam = day_kind(calendar, day)
     windows = day_windows(periods, day, tz)
-    kind = ("holiday" if holiday else "outside_term" if not in_term else "no_periods" if not windows
-            else "exam_day" if exam else "school_day")
+    kind = (
+        "holiday"
+        if holiday
+        else "outside_term"
+        if not in_term
+        else "no_periods"
+        if not windows
+        else "exam_day"
+        if exam
+        else "school_day"
+    )
     notes = tuple(CalendarNote(str(c.kind), c.name, c.start, c.end) for c in calendar if c.covers(day))
     info = DayInfo(day, day.weekday(), kind, in_term, holiday, exam, notes)
 
-    rooms = [rid for (rid,) in (await session.execute(select(Room.id).where(Room.school_id == school.id))).all()]
-    placed = dict((await session.execute(
-        select(Device.room_id, func.count()).join(DeviceCredential, DeviceCredential.device_id == Device.id)
-        .where(Device.school_id == school.id, Device.room_id.is_not(None), DeviceCredential.revoked_at.is_(None))
-        .group_by(Device.room_id))).all())
+    rooms = [
+        rid for (rid,) in (await session.execute(select(Room.id).where(Room.school_id == school.id))).all()
+    ]
+    placed = dict(
+        (
+            await session.execute(
+                select(Device.room_id, func.count())
+                .join(DeviceCredential, DeviceCredential.device_id == Device.id)
+                .where(
+                    Device.school_id == school.id,
+                    Device.room_id.is_not(None),
+                    DeviceCredential.revoked_at.is_(None),
+                )
+                .group_by(Device.room_id)
+            )
+        ).all()
+    )
 
     concurrency = await _concurrency(session, school.id, windows)
     buckets = await _buckets(session, school.id, windows)
@@ -163,49 +192,70 @@ async def school_peaks(session: AsyncSession, principal: Principal, school_ref: 
         recorded = peak.bucket_start is not None
         up = sum(u for b, (u, _) in buckets.items() if b < w.end and b + width > w.start)
         down = sum(d for b, (_, d) in buckets.items() if b < w.end and b + width > w.start)
-        out.append(PeriodPeaks(
-            name=w.name, start=w.start, end=w.end,
-            status="past" if now >= w.end else "in_progress" if now >= w.start else "upcoming",
-            lesson=not holiday and in_term, rooms_in_lesson=len(in_lesson), expected_online=expected,
-            peak_online=conc[0] if conc else None, peak_sessions=conc[1] if conc else None,
-            online_vs_expected_pct=round(conc[0] / expected * 100, 1) if conc and expected else None,
-            peak_bytes_per_second=round(peak.bytes_per_second, 1) if recorded else None,
-            peak_up_bytes_per_second=round(peak.up_bytes_per_second, 1) if recorded else None,
-            peak_down_bytes_per_second=round(peak.down_bytes_per_second, 1) if recorded else None,
-            peak_bucket_start=peak.bucket_start,
-            uplink_utilisation_pct=_round(utilisation_pct(peak.busier_direction_bytes_per_second,
-                                                          school.uplink_mbps)) if recorded else None,
-            bytes_up=up, bytes_down=down))
+        out.append(
+            PeriodPeaks(
+                name=w.name,
+                start=w.start,
+                end=w.end,
+                status="past" if now >= w.end else "in_progress" if now >= w.start else "upcoming",
+                lesson=not holiday and in_term,
+                rooms_in_lesson=len(in_lesson),
+                expected_online=expected,
+                peak_online=conc[0] if conc else None,
+                peak_sessions=conc[1] if conc else None,
+                online_vs_expected_pct=round(conc[0] / expected * 100, 1) if conc and expected else None,
+                peak_bytes_per_second=round(peak.bytes_per_second, 1) if recorded else None,
+                peak_up_bytes_per_second=round(peak.up_bytes_per_second, 1) if recorded else None,
+                peak_down_bytes_per_second=round(peak.down_bytes_per_second, 1) if recorded else None,
+                peak_bucket_start=peak.bucket_start,
+                uplink_utilisation_pct=_round(
+                    utilisation_pct(peak.busier_direction_bytes_per_second, school.uplink_mbps)
+                )
+                if recorded
+                else None,
+                bytes_up=up,
+                bytes_down=down,
+            )
+        )
     return SchoolPeaks(
-        school=SchoolRef(school.id, school.code, school.name, school.timezone, school.uplink_mbps), day=info,
-        generated_at=now, bucket_seconds=BYTES_BUCKET_SECONDS, devices_placed=sum(placed.values()),
-        periods=tuple(out))
+        school=SchoolRef(school.id, school.code, school.name, school.timezone, school.uplink_mbps),
+        day=info,
+        generated_at=now,
+        bucket_seconds=BYTES_BUCKET_SECONDS,
+        devices_placed=sum(placed.values()),
+        periods=tuple(out),
+    )
 
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
-async def _concurrency(session: AsyncSession, school_id: int, windows: list[PeriodWindow]
-                       ) -> dict[str, tuple[int, int]]:
+async def _concurrency(
+    session: AsyncSession, school_id: int, windows: list[PeriodWindow]
+) -> dict[str, tuple[int, int]]:
     """Peak (online, sessions) per period name; the roll-up keys rows by UTC date, so a window's UTC dates."""
     days = sorted(set().union(*(w.utc_dates() for w in windows))) if windows else []
     if not days:
         return {}
     names = {w.name for w in windows}
     out: dict[str, tuple[int, int]] = {}
-    rows = await session.execute(select(UsageConcurrency.period, UsageConcurrency.peak_online,
-                                        UsageConcurrency.peak_sessions)
-                                 .where(UsageConcurrency.school_id == school_id, UsageConcurrency.day.in_(days),
-                                        UsageConcurrency.period.in_(sorted(names))))
+    rows = await session.execute(
+        select(UsageConcurrency.period, UsageConcurrency.peak_online, UsageConcurrency.peak_sessions).where(
+            UsageConcurrency.school_id == school_id,
+            UsageConcurrency.day.in_(days),
+            UsageConcurrency.period.in_(sorted(names)),
+        )
+    )
     for period, online, sessions in rows.all():
         prev = out.get(period, (0, 0))
         out[period] = (max(prev[0], int(online)), max(prev[1], int(sessions)))
     return out
 
 
-async def _buckets(session: AsyncSession, school_id: int, windows: list[PeriodWindow]
-                   ) -> dict[datetime, tuple[int, int]]:
+async def _buckets(
+    session: AsyncSession, school_id: int, windows: list[PeriodWindow]
+) -> dict[datetime, tuple[int, int]]:
     """Bytes (up, down) per bucket start, summed over the school's rooms, across the day's periods."""
     if not windows:
         return {}
@@ -214,7 +264,8 @@ async def _buckets(session: AsyncSession, school_id: int, windows: list[PeriodWi
     rows = await session.execute(
         select(UsageBytes.bucket_start, func.sum(UsageBytes.bytes_up), func.sum(UsageBytes.bytes_down))
         .where(UsageBytes.school_id == school_id, UsageBytes.bucket_start > lo, UsageBytes.bucket_start < hi)
-        .group_by(UsageBytes.bucket_start))
+        .group_by(UsageBytes.bucket_start)
+    )
     acc: dict[datetime, list[int]] = defaultdict(lambda: [0, 0])
     for start, up, down in rows.all():
         cell = acc[as_utc(start)]
@@ -259,13 +310,22 @@ class LiveOverview:
     ingest: IngestSummary | None
 
 
-async def live_overview(session: AsyncSession, principal: Principal, *, snapshot: FleetSnapshot | None,
-                        ingest: IngestSummary | None, now: datetime) -> LiveOverview:
+async def live_overview(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    snapshot: FleetSnapshot | None,
+    ingest: IngestSummary | None,
+    now: datetime,
+) -> LiveOverview:
     """Every school in the caller's scope now: presence and lessons from the in-memory fleet snapshot, the
     recent byte rate from the usage roll-up, open alerts from the alerts table, ingest from this process."""
     require(principal, Permission.READ_OPERATIONS)
-    stmt: Any = scope_schools(select(School.id, School.code, School.name, School.uplink_mbps),  # type: ignore[arg-type]
-                              principal, School.id)
+    stmt: Any = scope_schools(
+        select(School.id, School.code, School.name, School.uplink_mbps),  # type: ignore[arg-type]
+        principal,
+        School.id,
+    )
     schools = (await session.execute(stmt.order_by(School.code))).all()
     ids = [sid for sid, *_ in schools]
 
@@ -277,15 +337,21 @@ async def live_overview(session: AsyncSession, principal: Principal, *, snapshot
     traffic: dict[int, tuple[int, int]] = {}
     alerts: dict[int, dict[str, int]] = defaultdict(dict)
     if ids:
-        for sid, up, down in (await session.execute(
+        for sid, up, down in (
+            await session.execute(
                 select(UsageBytes.school_id, func.sum(UsageBytes.bytes_up), func.sum(UsageBytes.bytes_down))
                 .where(UsageBytes.school_id.in_(ids), UsageBytes.bucket_start >= since)
-                .group_by(UsageBytes.school_id))).all():
+                .group_by(UsageBytes.school_id)
+            )
+        ).all():
             traffic[sid] = (int(up or 0), int(down or 0))
-        for sid, sev, n in (await session.execute(
-                select(Alert.school_id, Alert.severity, func.count()).where(
-                    Alert.school_id.in_(ids), Alert.status != "resolved")
-                .group_by(Alert.school_id, Alert.severity))).all():
+        for sid, sev, n in (
+            await session.execute(
+                select(Alert.school_id, Alert.severity, func.count())
+                .where(Alert.school_id.in_(ids), Alert.status != "resolved")
+                .group_by(Alert.school_id, Alert.severity)
+            )
+        ).all():
             alerts[sid][sev] = int(n)
 
     presence: dict[str, list[int]] = {}
@@ -304,17 +370,26 @@ async def live_overview(session: AsyncSession, principal: Principal, *, snapshot
         up, down = traffic.get(sid, (0, 0))
         pres = presence.get(code, [0, 0, 0, 0]) if snapshot is not None else None
         st = state.get(code)
-        out.append(LiveSchool(
-            id=sid, code=code, name=name, uplink_mbps=mbps,
-            in_service=pres[0] if pres else None, online=pres[1] if pres else None,
-            expected_online=pres[2] if pres else None, unexpectedly_offline=pres[3] if pres else None,
-            lessons_in_progress=st.lessons_in_progress if st else (0 if snapshot is not None else None),
-            current_period=st.current_period if st else None,
-            active_sessions=st.active_sessions if st else (0 if snapshot is not None else None),
-            bytes_per_second=round((up + down) / window, 1), up_bytes_per_second=round(up / window, 1),
-            down_bytes_per_second=round(down / window, 1),
-            uplink_utilisation_pct=_round(utilisation_pct(max(up, down) / window, mbps)),
-            alerts_open=dict(sorted(alerts.get(sid, {}).items()))))
+        out.append(
+            LiveSchool(
+                id=sid,
+                code=code,
+                name=name,
+                uplink_mbps=mbps,
+                in_service=pres[0] if pres else None,
+                online=pres[1] if pres else None,
+                expected_online=pres[2] if pres else None,
+                unexpectedly_offline=pres[3] if pres else None,
+                lessons_in_progress=st.lessons_in_progress if st else (0 if snapshot is not None else None),
+                current_period=st.current_period if st else None,
+                active_sessions=st.active_sessions if st else (0 if snapshot is not None else None),
+                bytes_per_second=round((up + down) / window, 1),
+                up_bytes_per_second=round(up / window, 1),
+                down_bytes_per_second=round(down / window, 1),
+                uplink_utilisation_pct=_round(utilisation_pct(max(up, down) / window, mbps)),
+                alerts_open=dict(sorted(alerts.get(sid, {}).items())),
+            )
+        )
     total: dict[str, int] = defaultdict(int)
     for per in alerts.values():
         for sev, n in per.items():
@@ -322,4 +397,8 @@ async def live_overview(session: AsyncSession, principal: Principal, *, snapshot
     return LiveOverview(
         generated_at=now,
         snapshot_age_seconds=round(max(0.0, now.timestamp() - snapshot.taken_at), 1) if snapshot else None,
-        rate_window_seconds=window, schools=tuple(out), alerts_open=dict(sorted(total.items())), ingest=ingest)
+        rate_window_seconds=window,
+        schools=tuple(out),
+        alerts_open=dict(sorted(total.items())),
+        ingest=ingest,
+    )

@@ -48,18 +48,28 @@ class CalendarService(CrudService):
         start = values.get("start_date", existing.start_date if existing else None)
         end = values.get("end_date", existing.end_date if existing else None)
         if start is not None and end is not None and end < start:
-            raise InvalidInput("end_date is before start_date",
-                               details=[{"field": "end_date", "reason": "before start_date"}])
+            raise InvalidInput(
+                "end_date is before start_date",
+                details=[{"field": "end_date", "reason": "before start_date"}],
+            )
         return values
 
 
-async def load_school_timetable(session: AsyncSession, school_id: int) -> tuple[list[Period], list[CalendarEntry]]:
-    periods = [Period(name=p.name, weekday=p.weekday, start=p.start_time, end=p.end_time, room_id=p.room_id)
-               for p in (await session.execute(select(BellPeriod).where(BellPeriod.school_id == school_id)))
-               .scalars()]
-    calendar = [CalendarEntry(kind=c.kind, start=c.start_date, end=c.end_date, name=c.name)  # type: ignore[arg-type]
-                for c in (await session.execute(select(CalendarDay).where(CalendarDay.school_id == school_id)))
-                .scalars()]
+async def load_school_timetable(
+    session: AsyncSession, school_id: int
+) -> tuple[list[Period], list[CalendarEntry]]:
+    periods = [
+        Period(name=p.name, weekday=p.weekday, start=p.start_time, end=p.end_time, room_id=p.room_id)
+        for p in (
+            await session.execute(select(BellPeriod).where(BellPeriod.school_id == school_id))
+        ).scalars()
+    ]
+    calendar = [
+        CalendarEntry(kind=c.kind, start=c.start_date, end=c.end_date, name=c.name)  # type: ignore[arg-type]
+        for c in (
+            await session.execute(select(CalendarDay).where(CalendarDay.school_id == school_id))
+        ).scalars()
+    ]
     return periods, calendar
 
 
@@ -72,4 +82,3 @@ async def lesson_state(session: AsyncSession, room_id: int, at: datetime) -> Les
     assert school is not None
     periods, calendar = await load_school_timetable(session, school.id)
     return lesson_at(periods, calendar, at, school.timezone, room_id=room.id)
-

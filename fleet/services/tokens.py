@@ -31,16 +31,24 @@ def hash_secret(secret: str) -> str:
 def _split(token: str) -> tuple[str, str] | None:
     if not token.startswith(TOKEN_PREFIX):
         return None
-    body = token[len(TOKEN_PREFIX):]
+    body = token[len(TOKEN_PREFIX) :]
     lookup, sep, secret = body.partition("_")
     if not sep or len(lookup) != _LOOKUP_LEN or not secret:
         return None
     return lookup, secret
 
 
-async def create_token(session: AsyncSession, *, principal: Principal, at: datetime, name: str, role: Role,
-                       school_ids: list[int], district_wide: bool,
-                       expires_at: datetime | None = None) -> tuple[ApiToken, str]:
+async def create_token(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    at: datetime,
+    name: str,
+    role: Role,
+    school_ids: list[int],
+    district_wide: bool,
+    expires_at: datetime | None = None,
+) -> tuple[ApiToken, str]:
     """Create a token; returns the row and the plain token, which is never stored or shown again."""
     require(principal, Permission.MANAGE_TOKENS)
     if role == Role.ADMIN:
@@ -56,14 +64,27 @@ async def create_token(session: AsyncSession, *, principal: Principal, at: datet
             raise InvalidInput(f"unknown school ids: {missing}")
     lookup = secrets.token_hex(_LOOKUP_LEN // 2)
     secret = secrets.token_urlsafe(32)
-    row = ApiToken(name=name, prefix=lookup, secret_hash=hash_secret(secret), role=role,
-                   district_wide=district_wide, school_ids=sorted(set(school_ids)), created_at=at,
-                   expires_at=expires_at)
+    row = ApiToken(
+        name=name,
+        prefix=lookup,
+        secret_hash=hash_secret(secret),
+        role=role,
+        district_wide=district_wide,
+        school_ids=sorted(set(school_ids)),
+        created_at=at,
+        expires_at=expires_at,
+    )
     session.add(row)
     await session.flush()
-    audit.record(session, principal=principal, at=at, action="token.create", object_type="api_token",
-                 object_id=row.id, after={"name": name, "role": str(role), "district_wide": district_wide,
-                                          "school_ids": row.school_ids})
+    audit.record(
+        session,
+        principal=principal,
+        at=at,
+        action="token.create",
+        object_type="api_token",
+        object_id=row.id,
+        after={"name": name, "role": str(role), "district_wide": district_wide, "school_ids": row.school_ids},
+    )
     return row, f"{TOKEN_PREFIX}{lookup}_{secret}"
 
 
@@ -83,12 +104,18 @@ async def authenticate(session: AsyncSession, token: str, now: datetime) -> Prin
 
 
 def principal_of(row: ApiToken) -> Principal:
-    return Principal(name=row.name, role=Role(row.role), district_wide=row.district_wide,
-                     school_ids=frozenset(int(s) for s in row.school_ids), token_id=row.id)
+    return Principal(
+        name=row.name,
+        role=Role(row.role),
+        district_wide=row.district_wide,
+        school_ids=frozenset(int(s) for s in row.school_ids),
+        token_id=row.id,
+    )
 
 
-async def list_tokens(session: AsyncSession, principal: Principal, *, cursor: str | None,
-                      limit: int) -> Page[Any]:
+async def list_tokens(
+    session: AsyncSession, principal: Principal, *, cursor: str | None, limit: int
+) -> Page[Any]:
     require(principal, Permission.MANAGE_TOKENS)
     return await paginate(session, select(ApiToken), ApiToken, cursor, limit)
 
@@ -100,6 +127,14 @@ async def revoke_token(session: AsyncSession, principal: Principal, token_id: in
         raise NotFound(f"api token {token_id} not found")
     if row.revoked_at is None:
         row.revoked_at = at
-        audit.record(session, principal=principal, at=at, action="token.revoke", object_type="api_token",
-                     object_id=row.id, before={"revoked": False}, after={"revoked": True})
+        audit.record(
+            session,
+            principal=principal,
+            at=at,
+            action="token.revoke",
+            object_type="api_token",
+            object_id=row.id,
+            before={"revoked": False},
+            after={"revoked": True},
+        )
     return row

@@ -16,8 +16,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_usage_active_report", "usage_active",
-                    ["device_id", "bucket_start", "school_id", "active_minutes"], unique=False)
+    op.create_index(
+        "ix_usage_active_report",
+        "usage_active",
+        ["device_id", "bucket_start", "school_id", "active_minutes"],
+        unique=False,
+    )
 
 
 def downgrade() -> None:

@@ -31,19 +31,28 @@ _TAIL = r"[A-Za-z0-9._-]+"
 _OLD = [
     (re.compile(rf"^(robot|mpy):({_TAIL})$"), lambda m: f"{m[1]}-{m[2]}"),
     (re.compile(rf"^usb:([0-9a-f]{{4}}):([0-9a-f]{{4}}):({_TAIL})$"), lambda m: f"usb-{m[1]}-{m[2]}-{m[3]}"),
-    (re.compile(rf"^usb-port:([0-9a-f]{{4}}):([0-9a-f]{{4}}):({_TAIL})$"),
-     lambda m: f"usbport-{m[1]}-{m[2]}-{m[3]}"),
+    (
+        re.compile(rf"^usb-port:([0-9a-f]{{4}}):([0-9a-f]{{4}}):({_TAIL})$"),
+        lambda m: f"usbport-{m[1]}-{m[2]}-{m[3]}",
+    ),
 ]
 _NEW = [
     (re.compile(rf"^(robot|mpy)-({_TAIL})$"), lambda m: f"{m[1]}:{m[2]}"),
     (re.compile(rf"^usb-([0-9a-f]{{4}})-([0-9a-f]{{4}})-({_TAIL})$"), lambda m: f"usb:{m[1]}:{m[2]}:{m[3]}"),
-    (re.compile(rf"^usbport-([0-9a-f]{{4}})-([0-9a-f]{{4}})-({_TAIL})$"),
-     lambda m: f"usb-port:{m[1]}:{m[2]}:{m[3]}"),
+    (
+        re.compile(rf"^usbport-([0-9a-f]{{4}})-([0-9a-f]{{4}})-({_TAIL})$"),
+        lambda m: f"usb-port:{m[1]}:{m[2]}:{m[3]}",
+    ),
 ]
 
-_devices = sa.table("devices", sa.column("id", sa.Integer), sa.column("vendor", sa.String),
-                    sa.column("serial_number", sa.String), sa.column("asset_tag", sa.String),
-                    sa.column("model_id", sa.Integer))
+_devices = sa.table(
+    "devices",
+    sa.column("id", sa.Integer),
+    sa.column("vendor", sa.String),
+    sa.column("serial_number", sa.String),
+    sa.column("asset_tag", sa.String),
+    sa.column("model_id", sa.Integer),
+)
 _models = sa.table("device_models", sa.column("id", sa.Integer), sa.column("transport", sa.String))
 _creds = sa.table("device_credentials", sa.column("device_id", sa.Integer), sa.column("username", sa.String))
 _dead = sa.table("dead_letters", sa.column("identity", sa.String))
@@ -61,9 +70,11 @@ def _renamed(serial: str, rules: list[Rule]) -> str | None:
 
 def _rename(rules: list[Rule]) -> None:
     conn = op.get_bind()
-    rows = conn.execute(sa.select(_devices.c.id, _devices.c.vendor, _devices.c.serial_number, _devices.c.asset_tag)
-                        .join(_models, _models.c.id == _devices.c.model_id)
-                        .where(_models.c.transport == "serial")).all()
+    rows = conn.execute(
+        sa.select(_devices.c.id, _devices.c.vendor, _devices.c.serial_number, _devices.c.asset_tag)
+        .join(_models, _models.c.id == _devices.c.model_id)
+        .where(_models.c.transport == "serial")
+    ).all()
     taken = {(v, s) for v, s in conn.execute(sa.select(_devices.c.vendor, _devices.c.serial_number)).all()}
     users = {u for (u,) in conn.execute(sa.select(_creds.c.username)).all()}
     tags = {t for (t,) in conn.execute(sa.select(_devices.c.asset_tag)).all()}
@@ -75,8 +86,11 @@ def _rename(rules: list[Rule]) -> None:
         if tag == f"ENR-{old}"[:64] and f"ENR-{new}"[:64] not in tags:
             values["asset_tag"] = f"ENR-{new}"[:64]
         conn.execute(sa.update(_devices).where(_devices.c.id == device_id).values(**values))
-        conn.execute(sa.update(_creds).where(_creds.c.device_id == device_id, _creds.c.username == old)
-                     .values(username=new))
+        conn.execute(
+            sa.update(_creds)
+            .where(_creds.c.device_id == device_id, _creds.c.username == old)
+            .values(username=new)
+        )
         conn.execute(sa.update(_dead).where(_dead.c.identity == old).values(identity=new))
         taken.add((vendor, new))
         tags.add(values.get("asset_tag", tag))

@@ -82,8 +82,9 @@ class Stats:
     error_replies: dict[str, int] = field(default_factory=dict)
     commands: dict[str, int] = field(default_factory=dict)
     # school -> simulated minute (epoch minute) -> bytes reported in that minute
-    bytes_by_school: dict[str, dict[int, int]] = field(default_factory=lambda: collections.defaultdict(
-        lambda: collections.defaultdict(int)))
+    bytes_by_school: dict[str, dict[int, int]] = field(
+        default_factory=lambda: collections.defaultdict(lambda: collections.defaultdict(int))
+    )
     series: list[dict[str, float]] = field(default_factory=list)
     probe_latency: list[float] = field(default_factory=list)
     probe_late: int = 0
@@ -138,7 +139,9 @@ class TickWheel:
             return
         if self._armed is None:
             self._arm(slot)
-        elif slot < self._armed_slot and not self._turning:  # due before what the wheel waits for: wake earlier
+        elif (
+            slot < self._armed_slot and not self._turning
+        ):  # due before what the wheel waits for: wake earlier
             self._armed.cancel()
             self._arm(slot)
 
@@ -197,10 +200,23 @@ class Hooks:
 
 
 class Simulation:
-    def __init__(self, district: District, *, broker: tuple[str, int], enroller: Enroller, readback: ReadBack | None,
-                 scenarios: tuple[str, ...], duration_s: float, speed: float | None = None,
-                 prefix: str = "labfleet", state_file: Path | None = None, seed: int = 2027,
-                 hooks: Hooks | None = None, start: datetime | None = None, stop_early: bool = True) -> None:
+    def __init__(
+        self,
+        district: District,
+        *,
+        broker: tuple[str, int],
+        enroller: Enroller,
+        readback: ReadBack | None,
+        scenarios: tuple[str, ...],
+        duration_s: float,
+        speed: float | None = None,
+        prefix: str = "labfleet",
+        state_file: Path | None = None,
+        seed: int = 2027,
+        hooks: Hooks | None = None,
+        start: datetime | None = None,
+        stop_early: bool = True,
+    ) -> None:
         self.district = district
         self.broker = broker
         self.enroller = enroller
@@ -351,7 +367,9 @@ class Simulation:
                 need[s.code].append(d.serial)
         started = time.monotonic()
         # Every school at once, as at a real first bell; the enroller bounds what is in flight overall.
-        results = await asyncio.gather(*(self.enroller.enroll(code, serials) for code, serials in need.items()))
+        results = await asyncio.gather(
+            *(self.enroller.enroll(code, serials) for code, serials in need.items())
+        )
         for got in results:
             for serial, res in got.items():
                 if isinstance(res, Credentials):
@@ -399,8 +417,16 @@ class Simulation:
             seq = int(stored.get("seq", 0))
             if seq:
                 seq = (seq // SEQ_BLOCK + 1) * SEQ_BLOCK
-            t = Terminal(self, d.serial, s.code, r.name, self._creds[d.serial].password, seq,
-                         random.Random(self.rng.random()), self.district.models[d.model].firmware)
+            t = Terminal(
+                self,
+                d.serial,
+                s.code,
+                r.name,
+                self._creds[d.serial].password,
+                seq,
+                random.Random(self.rng.random()),
+                self.district.models[d.model].firmware,
+            )
             t.attending = t.rng.random() < self.traffic.attendance
             self.terminals.append(t)
             self.by_serial[t.serial] = t
@@ -423,8 +449,13 @@ class Simulation:
         # Lab rooms first: their agents find, identify and enroll kits while the terminals enroll. Kits read the
         # simulated clock, which runs once it is anchored below (and reads the real time until then).
         edge = self.district.edge
-        await self.labs.start(self.district, edge.labs, self.hooks.start_lab_agent,
-                              max(0.5, edge.health_interval_s / self.speed), self._clock_ms)
+        await self.labs.start(
+            self.district,
+            edge.labs,
+            self.hooks.start_lab_agent,
+            max(0.5, edge.health_interval_s / self.speed),
+            self._clock_ms,
+        )
         await self.enroll_all()
         self.build_terminals()
         if self.readback is not None and self.terminals:
@@ -554,8 +585,11 @@ class Simulation:
             dt = now - prev_t
             prev_t = now
             online = sum(1 for t in self.terminals if t.phase == Phase.ONLINE)
-            point: dict[str, float] = {"t": round(now - self.stats.started_mono, 2),
-                                       "sim_minute": round(self.clock.monotonic() / 60, 2), "online": online}
+            point: dict[str, float] = {
+                "t": round(now - self.stats.started_mono, 2),
+                "sim_minute": round(self.clock.monotonic() / 60, 2),
+                "online": online,
+            }
             for k in prev:
                 v = getattr(self.stats, k)
                 point[f"{k}_per_s"] = round((v - prev[k]) / dt, 1)
@@ -674,7 +708,9 @@ class Simulation:
 
     def storm_stats(self) -> None:
         if self.stats.connect_times:
-            self.storm_done_mono = self.stats.started_mono + max(self.stats.connect_times[:len(self.terminals)])
+            self.storm_done_mono = self.stats.started_mono + max(
+                self.stats.connect_times[: len(self.terminals)]
+            )
 
     async def shutdown(self) -> None:
         await self.updates.aclose()

@@ -108,9 +108,17 @@ class FleetApi:
         self.http = client
 
     @classmethod
-    def connect(cls, base_url: str, token: str, *, transport: httpx.AsyncBaseTransport | None = None) -> FleetApi:
-        return cls(httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {token}"},
-                                     timeout=HTTP_TIMEOUT_S, transport=transport))
+    def connect(
+        cls, base_url: str, token: str, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> FleetApi:
+        return cls(
+            httpx.AsyncClient(
+                base_url=base_url,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=HTTP_TIMEOUT_S,
+                transport=transport,
+            )
+        )
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -137,21 +145,32 @@ class FleetApi:
                 return items
 
     # ---------------------------------------------------------------- provisioning (idempotent)
-    async def provision(self, district: District, progress: Callable[[str], None] = lambda _m: None) -> Provisioned:
+    async def provision(
+        self, district: District, progress: Callable[[str], None] = lambda _m: None
+    ) -> Provisioned:
         """Create what the spec lists and the service lacks; reuse what exists (matched by name, code, serial)."""
         out = Provisioned()
         districts = {d["name"]: d for d in await self.list_all("/api/v1/districts")}
-        d = districts.get(district.name) or await self._call("POST", "/api/v1/districts",
-                                                              json={"name": district.name})
+        d = districts.get(district.name) or await self._call(
+            "POST", "/api/v1/districts", json={"name": district.name}
+        )
         out.created["districts"] = 0 if district.name in districts else 1
         existing_schools = {s["code"]: s for s in await self.list_all("/api/v1/schools")}
         n = 0
         for s in district.schools:
             row = existing_schools.get(s.code)
             if row is None:
-                row = await self._call("POST", "/api/v1/schools", json={
-                    "district_id": d["id"], "code": s.code, "name": s.name, "uplink_mbps": s.uplink_mbps,
-                    "timezone": s.timezone})
+                row = await self._call(
+                    "POST",
+                    "/api/v1/schools",
+                    json={
+                        "district_id": d["id"],
+                        "code": s.code,
+                        "name": s.name,
+                        "uplink_mbps": s.uplink_mbps,
+                        "timezone": s.timezone,
+                    },
+                )
                 n += 1
             elif row["district_id"] != d["id"]:
                 raise FleetLinkError(f"school {s.code} exists in another district")
@@ -163,10 +182,20 @@ class FleetApi:
         n = 0
         for m in district.models.values():
             if (m.vendor, m.model_number) not in models:
-                models[(m.vendor, m.model_number)] = await self._call("POST", "/api/v1/device-models", json={
-                    "vendor": m.vendor, "model_number": m.model_number, "kind": m.kind, "transport": m.transport,
-                    "unit_price": f"{m.unit_price:.2f}", "warranty_months": m.warranty_months,
-                    "supplier": m.supplier, "profile_key": m.profile_key})
+                models[(m.vendor, m.model_number)] = await self._call(
+                    "POST",
+                    "/api/v1/device-models",
+                    json={
+                        "vendor": m.vendor,
+                        "model_number": m.model_number,
+                        "kind": m.kind,
+                        "transport": m.transport,
+                        "unit_price": f"{m.unit_price:.2f}",
+                        "warranty_months": m.warranty_months,
+                        "supplier": m.supplier,
+                        "profile_key": m.profile_key,
+                    },
+                )
                 n += 1
         out.created["device_models"] = n
 
@@ -181,12 +210,15 @@ class FleetApi:
                     w.writerow([s.code, r.name, r.kind, r.tier or "", len(r.devices)])
                     n += 1
         if n:
-            await self._call("POST", "/api/v1/imports/rooms", files={"file": ("rooms.csv", buf.getvalue(), "text/csv")})
+            await self._call(
+                "POST", "/api/v1/imports/rooms", files={"file": ("rooms.csv", buf.getvalue(), "text/csv")}
+            )
         out.created["rooms"] = n
         progress(f"rooms: {n} new")
 
-        periods_have = {(p["school_id"], p["weekday"], p["name"])
-                        for p in await self.list_all("/api/v1/bell-periods")}
+        periods_have = {
+            (p["school_id"], p["weekday"], p["name"]) for p in await self.list_all("/api/v1/bell-periods")
+        }
         n = 0
         for s in district.schools:
             tt = district.timetables[s.timetable]
@@ -195,9 +227,17 @@ class FleetApi:
                 for p in tt.periods:
                     if (sid, wd, p.name) in periods_have:
                         continue
-                    await self._call("POST", "/api/v1/bell-periods", json={
-                        "school_id": sid, "weekday": wd, "name": p.name, "start_time": p.start.isoformat(),
-                        "end_time": p.end.isoformat()})
+                    await self._call(
+                        "POST",
+                        "/api/v1/bell-periods",
+                        json={
+                            "school_id": sid,
+                            "weekday": wd,
+                            "name": p.name,
+                            "start_time": p.start.isoformat(),
+                            "end_time": p.end.isoformat(),
+                        },
+                    )
                     n += 1
         out.created["bell_periods"] = n
         progress(f"bell periods: {n} new")
@@ -214,8 +254,9 @@ class FleetApi:
             w.writerow([dev.serial, dev.asset_tag, m.vendor, m.model_number, s.code, r.name, "in_service"])
             n += 1
         if n:
-            await self._call("POST", "/api/v1/imports/devices",
-                             files={"file": ("devices.csv", buf.getvalue(), "text/csv")})
+            await self._call(
+                "POST", "/api/v1/imports/devices", files={"file": ("devices.csv", buf.getvalue(), "text/csv")}
+            )
             devices_have = {dv["serial_number"]: dv for dv in await self.list_all("/api/v1/devices")}
         out.created["devices"] = n
         out.device_ids = {serial: dv["id"] for serial, dv in devices_have.items()}
@@ -226,15 +267,31 @@ class FleetApi:
         have = await self.list_all("/api/v1/calendar-entries", school=school_id, kind="exam_day")
         if any(e.get("start_date") == day or e.get("date") == day for e in have):
             return
-        await self._call("POST", "/api/v1/calendar-entries", json={
-            "school_id": school_id, "kind": "exam_day", "start_date": day, "end_date": day,
-            "name": "Simulated exam day"})
+        await self._call(
+            "POST",
+            "/api/v1/calendar-entries",
+            json={
+                "school_id": school_id,
+                "kind": "exam_day",
+                "start_date": day,
+                "end_date": day,
+                "name": "Simulated exam day",
+            },
+        )
 
     async def command(self, kind: str, target_id: int, name: str, args: dict[str, Any]) -> dict[str, Any]:
         """A command to a device, room or school through the commands API; returns the batch."""
-        return await self._call("POST", "/api/v1/commands", json={  # type: ignore[no-any-return]
-            "target": {"kind": kind, "id": target_id}, "name": name, "args": args, "ttl_seconds": 3600,
-            "timeout_seconds": 600})
+        return await self._call(
+            "POST",
+            "/api/v1/commands",
+            json={  # type: ignore[no-any-return]
+                "target": {"kind": kind, "id": target_id},
+                "name": name,
+                "args": args,
+                "ttl_seconds": 3600,
+                "timeout_seconds": 600,
+            },
+        )
 
     async def room_lesson(self, room_id: int, at_iso: str) -> dict[str, Any]:
         return await self._call("GET", f"/api/v1/rooms/{room_id}/lesson", params={"at": at_iso})  # type: ignore[no-any-return]
@@ -248,8 +305,14 @@ class FleetApi:
 class HttpEnroller:
     """Protocol section 3: a claim token per school (technician's step), then POST /api/v1/enroll per terminal."""
 
-    def __init__(self, api: FleetApi, school_ids: dict[str, int], *, token_uses: int = 5000,
-                 concurrency: int = ENROLL_CONCURRENCY) -> None:
+    def __init__(
+        self,
+        api: FleetApi,
+        school_ids: dict[str, int],
+        *,
+        token_uses: int = 5000,
+        concurrency: int = ENROLL_CONCURRENCY,
+    ) -> None:
         self.api = api
         self.school_ids = school_ids
         self.token_uses = token_uses
@@ -261,12 +324,20 @@ class HttpEnroller:
         return await self.enroll_with(token, serials)
 
     async def claim_token(self, school_id: int, uses: int) -> str:
-        body = await self.api._call("POST", f"/api/v1/schools/{school_id}/claim-tokens", json={
-            "max_uses": max(1, min(uses, self.token_uses)), "ttl_seconds": 3600, "label": "labfleet simulate"})
+        body = await self.api._call(
+            "POST",
+            f"/api/v1/schools/{school_id}/claim-tokens",
+            json={
+                "max_uses": max(1, min(uses, self.token_uses)),
+                "ttl_seconds": 3600,
+                "label": "labfleet simulate",
+            },
+        )
         return str(body.get("token") or body.get("claim_token"))
 
-    async def enroll_with(self, token: str, serials: list[str], vendor: str | None = None
-                          ) -> dict[str, Credentials | str]:
+    async def enroll_with(
+        self, token: str, serials: list[str], vendor: str | None = None
+    ) -> dict[str, Credentials | str]:
         sem = self._sem
         out: dict[str, Credentials | str] = {}
 
@@ -274,16 +345,17 @@ class HttpEnroller:
             async with sem:
                 for attempt in range(ENROLL_RETRIES + 1):
                     try:
-                        r = await self.api.http.post("/api/v1/enroll",
-                                                     json={"claim_token": token, "serial_number": serial})
+                        r = await self.api.http.post(
+                            "/api/v1/enroll", json={"claim_token": token, "serial_number": serial}
+                        )
                     except httpx.HTTPError as err:
                         out[serial] = f"http:{type(err).__name__}"
                         self.retries += 1
-                        await asyncio.sleep(ENROLL_RETRY_S * 2 ** attempt)
+                        await asyncio.sleep(ENROLL_RETRY_S * 2**attempt)
                         continue
                     if r.status_code >= 500 and attempt < ENROLL_RETRIES:
                         self.retries += 1
-                        await asyncio.sleep(ENROLL_RETRY_S * 2 ** attempt)
+                        await asyncio.sleep(ENROLL_RETRY_S * 2**attempt)
                         continue
                     break
                 else:

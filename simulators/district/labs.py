@@ -59,7 +59,9 @@ class EdgeAgentLike(Protocol):
 
 
 # (school code, room name, bench, agent health interval in real seconds, clock in epoch ms) -> running agent
-StartAgent = Callable[[str, str, SimBench, float, Callable[[], int]], AbstractAsyncContextManager[EdgeAgentLike]]
+StartAgent = Callable[
+    [str, str, SimBench, float, Callable[[], int]], AbstractAsyncContextManager[EdgeAgentLike]
+]
 
 
 @dataclass
@@ -85,8 +87,14 @@ class Labs:
     def serials(self) -> list[str]:
         return [s for r in self.rooms for s in r.serials]
 
-    async def start(self, district: Any, max_labs: int, start_agent: StartAgent | None,
-                    health_interval_s: float, clock_ms: Callable[[], int]) -> None:
+    async def start(
+        self,
+        district: Any,
+        max_labs: int,
+        start_agent: StartAgent | None,
+        health_interval_s: float,
+        clock_ms: Callable[[], int],
+    ) -> None:
         index = 0
         for s in district.schools:
             for r in s.rooms:
@@ -104,7 +112,8 @@ class Labs:
                 try:
                     await self._stack.enter_async_context(bench)
                     room.agent = await self._stack.enter_async_context(
-                        start_agent(s.code, r.name, bench, health_interval_s, clock_ms))
+                        start_agent(s.code, r.name, bench, health_interval_s, clock_ms)
+                    )
                 except Exception as err:  # one lab's broken agent must not stop the district; it is reported
                     logger.exception("lab %s/%s: edge agent did not start", s.code, r.name)
                     self.failed.append(f"{s.code}/{r.name}: {err}")
@@ -116,8 +125,11 @@ class Labs:
         out = []
         for r in self.rooms:
             if r.agent is not None:
-                out.extend(str(getattr(link, "identity", hw)) for hw, link in r.agent.kits.items()
-                           if _connected(link))
+                out.extend(
+                    str(getattr(link, "identity", hw))
+                    for hw, link in r.agent.kits.items()
+                    if _connected(link)
+                )
         return out
 
     async def aclose(self) -> None:

@@ -115,9 +115,17 @@ class Pool:
         self.connecting = asyncio.Semaphore(max_connecting)
         self._misc: asyncio.Task[None] | None = None
 
-    def new_client(self, client_id: str, username: str, password: str, *, userdata: Any = None) -> paho.Client:
-        c = PoolClient(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
-                        userdata=userdata, protocol=paho.MQTTv311, reconnect_on_failure=False)
+    def new_client(
+        self, client_id: str, username: str, password: str, *, userdata: Any = None
+    ) -> paho.Client:
+        c = PoolClient(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=False,
+            userdata=userdata,
+            protocol=paho.MQTTv311,
+            reconnect_on_failure=False,
+        )
         c.username_pw_set(username, password)
         c.max_inflight_messages_set(MAX_INFLIGHT)
         c.connect_timeout = CONNECT_TIMEOUT_S
@@ -216,8 +224,11 @@ class Pool:
                     c.loop_misc()
                 if i % 1000 == 999:
                     await asyncio.sleep(0)  # let socket callbacks run between slices of a 10,000-client pass
-            logger.debug("misc pass over %d clients took %.1f ms", len(self.clients),
-                         (time.monotonic() - started) * 1000)
+            logger.debug(
+                "misc pass over %d clients took %.1f ms",
+                len(self.clients),
+                (time.monotonic() - started) * 1000,
+            )
 
     # ---------------------------------------------------------------- connect
     def connect(self, client: paho.Client, will_topic: str, will_payload: bytes) -> MQTTErrorCode | str:
@@ -241,4 +252,3 @@ class Pool:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-

@@ -52,26 +52,34 @@ async def apply(sim: Simulation) -> None:
                 await sim.hooks.add_exam_day(s.code, day)
             sim.scenario_notes["exam-day"] = f"exam day {day} in the service's calendar for every school"
         else:
-            sim.scenario_notes["exam-day"] = "terminals in exam mode; the service calendar was not changed (no API)"
+            sim.scenario_notes["exam-day"] = (
+                "terminals in exam mode; the service calendar was not changed (no API)"
+            )
         for t in sim.terminals:
             t.exam = True  # exam app only, no content bursts, no updates
         if sim.hooks.send_command is not None:
             # Stricter policy for the day, sent as a technician would: the terminals must obey it.
             for s in sim.district.schools:
                 await sim.hooks.send_command(s.code, "set_policy", EXAM_POLICY)
-            sim.scenario_notes["exam-day"] += "; exam policy (exam app only, 45-minute sessions) sent to every school"
+            sim.scenario_notes["exam-day"] += (
+                "; exam policy (exam app only, 45-minute sessions) sent to every school"
+            )
     if "malformed" in names:
         chosen = _share(sim, p.malformed_share, "malformed")
         for t in chosen:
             t.malformed = True
-        sim.scenario_notes["malformed"] = f"{len(chosen)} terminals also send garbage every telemetry interval"
+        sim.scenario_notes["malformed"] = (
+            f"{len(chosen)} terminals also send garbage every telemetry interval"
+        )
     if "battery-drain" in names:
         chosen = _share(sim, p.battery_drain_share, "battery")
         for t in chosen:
             t.drain = p.battery_drain_pct_per_hour / max(0.1, sim.traffic.battery_drain_pct_per_hour)
             t.battery = min(t.battery, 40.0)
         sim.outcome["battery_drain"] = sorted(t.serial for t in chosen)
-        sim.scenario_notes["battery-drain"] = f"{len(chosen)} terminals drain at {p.battery_drain_pct_per_hour:g} %/h"
+        sim.scenario_notes["battery-drain"] = (
+            f"{len(chosen)} terminals drain at {p.battery_drain_pct_per_hour:g} %/h"
+        )
     if "bad-firmware" in names:
         if "exam-day" in names:
             sim.scenario_notes["bad-firmware"] = "held back: no updates on an exam day"
@@ -89,8 +97,9 @@ async def apply(sim: Simulation) -> None:
 
             sim._handles.add(sim.at_sim(bell + timedelta(seconds=p.bad_firmware_at_s), install))
             sim.outcome["bad_firmware"] = sorted(t.serial for t in chosen)
-            sim.scenario_notes["bad-firmware"] = (f"{len(chosen)} terminals updated to {p.bad_firmware_version} "
-                                                  "crash and reboot")
+            sim.scenario_notes["bad-firmware"] = (
+                f"{len(chosen)} terminals updated to {p.bad_firmware_version} crash and reboot"
+            )
     if "wifi-flap" in names:
         room = p.flap_room or next(k for k, (_s, r) in sim.rooms.items() if r.kind == "smart_classroom")
         if room not in sim.rooms:
@@ -111,8 +120,10 @@ async def apply(sim: Simulation) -> None:
             if waiting and now < give_up[0]:
                 sim._handles.add(sim.after_real(FLAP_POLL_S, flap))
                 return
-            sim.stats.mark(f"wifi-flap: {room} goes dark for {p.flap_down_s:g} s"
-                           + (f" ({len(waiting)} never connected)" if waiting else ""))
+            sim.stats.mark(
+                f"wifi-flap: {room} goes dark for {p.flap_down_s:g} s"
+                + (f" ({len(waiting)} never connected)" if waiting else "")
+            )
             for t in members:
                 if t.phase == Phase.ONLINE:
                     t.flap(down_real)
@@ -136,10 +147,15 @@ async def apply(sim: Simulation) -> None:
                 sim._spawn(run(), "sim-broker-restart")
 
             sim._handles.add(sim.at_sim(bell + timedelta(seconds=p.restart_at_s), go))
-            sim.scenario_notes["broker-restart"] = f"broker restarts {p.restart_at_s:g} s after the first bell"
+            sim.scenario_notes["broker-restart"] = (
+                f"broker restarts {p.restart_at_s:g} s after the first bell"
+            )
     if "bell-storm" in names:
-        sim.scenario_notes["bell-storm"] = (f"{len(sim.terminals)} terminals connect within "
-                                            f"{p.storm_window_s:g} s (real)")
+        sim.scenario_notes["bell-storm"] = (
+            f"{len(sim.terminals)} terminals connect within {p.storm_window_s:g} s (real)"
+        )
     if "lesson-peak" in names:
-        sim.scenario_notes["lesson-peak"] = (f"every terminal in class, a content pack at each lesson start, "
-                                             f"telemetry every {p.peak_telemetry_interval_s} s")
+        sim.scenario_notes["lesson-peak"] = (
+            f"every terminal in class, a content pack at each lesson start, "
+            f"telemetry every {p.peak_telemetry_interval_s} s"
+        )

@@ -24,8 +24,16 @@ MAX_DEVICES = 100_000
 # One spec file is a few kilobytes; refuse anything that looks like it is not a spec at all.
 MAX_SPEC_BYTES = 1024 * 1024
 
-SCENARIOS = ("bell-storm", "lesson-peak", "exam-day", "wifi-flap", "broker-restart", "bad-firmware", "malformed",
-             "battery-drain")
+SCENARIOS = (
+    "bell-storm",
+    "lesson-peak",
+    "exam-day",
+    "wifi-flap",
+    "broker-restart",
+    "bad-firmware",
+    "malformed",
+    "battery-drain",
+)
 ROOM_KINDS = ("smart_classroom", "digital_lab", "ai_lab")
 TIERS = ("basic_experience", "subject_integration", "advanced_research")
 DEVICE_KINDS = ("terminal", "robot", "mcu_kit", "sensor")
@@ -168,12 +176,16 @@ class VerdictIn(_M):
 
 
 class ScenarioParamsIn(_M):
-    storm_window_s: Annotated[float, Field(gt=0, le=600)] = 10.0  # bell-storm: real seconds for all to connect
+    storm_window_s: Annotated[float, Field(gt=0, le=600)] = (
+        10.0  # bell-storm: real seconds for all to connect
+    )
     peak_telemetry_interval_s: Annotated[int, Field(ge=5, le=3600)] = 30  # lesson-peak
     flap_room: str | None = None  # wifi-flap: "SCHOOL/Room name"; default the first smart classroom
     flap_at_s: Annotated[float, Field(ge=0)] = 600  # simulated seconds after the first bell
     flap_down_s: Annotated[float, Field(gt=0, le=3600)] = 30  # simulated seconds the room is dark
-    restart_at_s: Annotated[float, Field(ge=0)] = 900  # broker-restart: simulated seconds after the first bell
+    restart_at_s: Annotated[float, Field(ge=0)] = (
+        900  # broker-restart: simulated seconds after the first bell
+    )
     bad_firmware_version: Annotated[str, Field(min_length=1, max_length=64)] = "9.9.9-bad"
     bad_firmware_share: Share = 0.1
     bad_firmware_at_s: Annotated[float, Field(ge=0)] = 300
@@ -218,7 +230,9 @@ class SpecIn(_M):
                 for j, r in enumerate(s.rooms):
                     for key in r.devices:
                         if key not in self.models:
-                            raise ValueError(f"{where}.{i}.rooms.{j}.devices.{key}: unknown model key {key!r}")
+                            raise ValueError(
+                                f"{where}.{i}.rooms.{j}.devices.{key}: unknown model key {key!r}"
+                            )
         for key in self.traffic:
             if key not in DEVICE_KINDS:
                 raise ValueError(f"traffic.{key}: not a device kind ({', '.join(DEVICE_KINDS)})")
@@ -307,8 +321,11 @@ class District:
         return [(s, r, d) for s in self.schools for r in s.rooms for d in r.devices]
 
     def count(self, kind: str | None = None, transport: str | None = None) -> int:
-        return sum(1 for _, _, d in self.devices()
-                   if (kind is None or d.kind == kind) and (transport is None or d.transport == transport))
+        return sum(
+            1
+            for _, _, d in self.devices()
+            if (kind is None or d.kind == kind) and (transport is None or d.transport == transport)
+        )
 
     def traffic_for(self, kind: str) -> TrafficIn:
         return self.traffic.get(kind) or TrafficIn()
@@ -316,8 +333,11 @@ class District:
     def first_bell(self) -> datetime:
         """The first lesson start on the start date at or after the start time (naive local)."""
         day = self.start.date()
-        starts = [datetime.combine(day, p.start) for s in self.schools
-                  for p in self.timetables[s.timetable].periods_on(day.weekday())]
+        starts = [
+            datetime.combine(day, p.start)
+            for s in self.schools
+            for p in self.timetables[s.timetable].periods_on(day.weekday())
+        ]
         later = [t for t in starts if t >= self.start]
         return min(later) if later else (min(starts) if starts else self.start + timedelta(minutes=5))
 
@@ -327,8 +347,9 @@ _ROOM_NAME = {"smart_classroom": "Classroom", "digital_lab": "Digital lab", "ai_
 _KIND_ABBR = {"terminal": "T", "robot": "R", "mcu_kit": "K", "sensor": "S"}
 
 
-def _expand_school(code: str, name: str, uplink: int, tz: str, timetable: str, rooms: list[RoomIn],
-                   models: dict[str, Model]) -> School:
+def _expand_school(
+    code: str, name: str, uplink: int, tz: str, timetable: str, rooms: list[RoomIn], models: dict[str, Model]
+) -> School:
     out: list[Room] = []
     counters: dict[str, int] = {}
     for r in rooms:
@@ -359,18 +380,49 @@ def parse_spec(data: Any, source: str = "<spec>") -> District:
             # Cross-reference checks run on the whole spec and name their own key path in the message.
             lines.append(f"{source}: {loc}: {msg}" if loc or not _OWN_PATH.match(msg) else f"{source}: {msg}")
         raise SpecError("\n".join(lines)) from None
-    models = {k: Model(k, m.vendor, m.model_number, m.kind, m.transport, m.unit_price, m.warranty_months,
-                       m.supplier, m.profile_key, m.firmware) for k, m in spec.models.items()}
+    models = {
+        k: Model(
+            k,
+            m.vendor,
+            m.model_number,
+            m.kind,
+            m.transport,
+            m.unit_price,
+            m.warranty_months,
+            m.supplier,
+            m.profile_key,
+            m.firmware,
+        )
+        for k, m in spec.models.items()
+    }
     schools: list[School] = []
     for s in spec.schools:
-        schools.append(_expand_school(s.code, s.name or f"School {s.code}", s.uplink_mbps, s.timezone, s.timetable,
-                                      list(s.rooms), models))
+        schools.append(
+            _expand_school(
+                s.code,
+                s.name or f"School {s.code}",
+                s.uplink_mbps,
+                s.timezone,
+                s.timetable,
+                list(s.rooms),
+                models,
+            )
+        )
     for g in spec.school_groups:
         width = max(3, len(str(g.count)))
         for i in range(1, g.count + 1):
             code = f"{g.code_prefix}{i:0{width}d}"
-            schools.append(_expand_school(code, f"{g.name_prefix} {code}", g.uplink_mbps, g.timezone, g.timetable,
-                                          list(g.rooms), models))
+            schools.append(
+                _expand_school(
+                    code,
+                    f"{g.name_prefix} {code}",
+                    g.uplink_mbps,
+                    g.timezone,
+                    g.timetable,
+                    list(g.rooms),
+                    models,
+                )
+            )
     codes = [s.code for s in schools]
     dupes = sorted({c for c in codes if codes.count(c) > 1}) if len(set(codes)) != len(codes) else []
     if dupes:
@@ -382,14 +434,32 @@ def parse_spec(data: Any, source: str = "<spec>") -> District:
         for r in s.rooms:
             for d in r.devices:
                 if not IDENTITY.match(d.serial):
-                    raise SpecError(f"{source}: schools.{s.code}: generated serial {d.serial!r} is not a legal "
-                                    "MQTT identity (shorten the school code or model key)")
-    timetables = {k: Timetable(k, tuple(sorted(set(t.weekdays))),
-                               tuple(Period(p.name, p.start, p.end) for p in sorted(t.periods, key=lambda p: p.start)))
-                  for k, t in spec.timetables.items()}
+                    raise SpecError(
+                        f"{source}: schools.{s.code}: generated serial {d.serial!r} is not a legal "
+                        "MQTT identity (shorten the school code or model key)"
+                    )
+    timetables = {
+        k: Timetable(
+            k,
+            tuple(sorted(set(t.weekdays))),
+            tuple(Period(p.name, p.start, p.end) for p in sorted(t.periods, key=lambda p: p.start)),
+        )
+        for k, t in spec.timetables.items()
+    }
     start = spec.start.replace(tzinfo=None)
-    return District(spec.district, source, start, spec.speed, timetables, models, dict(spec.traffic),
-                    tuple(schools), spec.verdict, spec.scenario, spec.edge)
+    return District(
+        spec.district,
+        source,
+        start,
+        spec.speed,
+        timetables,
+        models,
+        dict(spec.traffic),
+        tuple(schools),
+        spec.verdict,
+        spec.scenario,
+        spec.edge,
+    )
 
 
 def load_spec(path: str | Path) -> District:

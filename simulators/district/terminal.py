@@ -30,8 +30,10 @@ BACKOFF_JITTER = 0.3
 
 # Telemetry and heartbeat bodies (protocol sections 4.1 and 4.2), pre-encoded: a %-format over bytes builds the
 # same JSON as json.dumps of the dict, at a fraction of the cost of a dict and an encoder pass per message.
-_TELEMETRY = (b'{"v":1,"seq":%d,"ts":%d,"battery":%d,"charging":%s,"temp_c":%.1f,"storage_pct":61.0,"fw":%s,'
-              b'"up":%d,"down":%d,"rssi":%d%s}')
+_TELEMETRY = (
+    b'{"v":1,"seq":%d,"ts":%d,"battery":%d,"charging":%s,"temp_c":%.1f,"storage_pct":61.0,"fw":%s,'
+    b'"up":%d,"down":%d,"rssi":%d%s}'
+)
 _HEARTBEAT = b'{"v":1,"seq":%d,"ts":%d,"rssi":%d}'
 
 
@@ -41,11 +43,31 @@ def _json_str(value: str) -> bytes:
     return json.dumps(value).encode()
 
 
-def telemetry_payload(seq: int, ts_ms: int, battery: int, charging: bool, temp_c: float, fw: str, up: int,
-                      down: int, rssi: int, app: str | None) -> bytes:
+def telemetry_payload(
+    seq: int,
+    ts_ms: int,
+    battery: int,
+    charging: bool,
+    temp_c: float,
+    fw: str,
+    up: int,
+    down: int,
+    rssi: int,
+    app: str | None,
+) -> bytes:
     """The telemetry body (protocol 4.1), the same JSON as json.dumps of its dict (temp_c to one decimal)."""
-    return _TELEMETRY % (seq, ts_ms, battery, b"true" if charging else b"false", temp_c, _json_str(fw), up, down,
-                         rssi, b',"app":' + _json_str(app) if app else b"")
+    return _TELEMETRY % (
+        seq,
+        ts_ms,
+        battery,
+        b"true" if charging else b"false",
+        temp_c,
+        _json_str(fw),
+        up,
+        down,
+        rssi,
+        b',"app":' + _json_str(app) if app else b"",
+    )
 
 
 def heartbeat_payload(seq: int, ts_ms: int, rssi: int) -> bytes:
@@ -117,8 +139,17 @@ class Terminal:
         "used_s",
     )
 
-    def __init__(self, sim: Simulation, serial: str, school: str, room: str, password: str, seq: int,
-                 rng: random.Random, firmware: str) -> None:
+    def __init__(
+        self,
+        sim: Simulation,
+        serial: str,
+        school: str,
+        room: str,
+        password: str,
+        seq: int,
+        rng: random.Random,
+        firmware: str,
+    ) -> None:
         self.sim = sim
         self.serial = serial
         self.school = school
@@ -241,8 +272,11 @@ class Terminal:
         if self.phase != Phase.ONLINE or self.client is None:
             self.phase = Phase.ASLEEP
             return
-        self._publish_raw("status", {"v": 1, "state": "offline", "reason": "shutdown", "ts": self.sim.clock.now_ms()},
-                          retain=True)
+        self._publish_raw(
+            "status",
+            {"v": 1, "state": "offline", "reason": "shutdown", "ts": self.sim.clock.now_ms()},
+            retain=True,
+        )
         self.phase = Phase.ASLEEP
         self.sim.ticks.cancel(self)
         self.client.disconnect()
@@ -340,19 +374,33 @@ class Terminal:
         c.bytes_down += down
         now_ms = self.sim.clock.now_ms()
         self.sim.stats.add_bytes(self.school, up + down, now_ms)
-        payload = telemetry_payload(seq, now_ms, int(self.battery), self.charging, 30 + self.rng.random() * 12,
-                                    self.firmware, up, down, self._rssi(), self.app)
+        payload = telemetry_payload(
+            seq,
+            now_ms,
+            int(self.battery),
+            self.charging,
+            30 + self.rng.random() * 12,
+            self.firmware,
+            up,
+            down,
+            self._rssi(),
+            self.app,
+        )
         self._publish_bytes("telemetry", payload, seq=seq)
 
     def heartbeat(self) -> None:
         seq = self._next_seq()
         self.counters.heartbeats += 1
-        self._publish_bytes("heartbeat", heartbeat_payload(seq, self.sim.clock.now_ms(), self._rssi()), seq=seq)
+        self._publish_bytes(
+            "heartbeat", heartbeat_payload(seq, self.sim.clock.now_ms(), self._rssi()), seq=seq
+        )
 
     def event(self, kind: str, **extra: Any) -> None:
         seq = self._next_seq()
         self.counters.events += 1
-        self._publish_raw("event", {"v": 1, "seq": seq, "ts": self.sim.clock.now_ms(), "type": kind, **extra}, seq=seq)
+        self._publish_raw(
+            "event", {"v": 1, "seq": seq, "ts": self.sim.clock.now_ms(), "type": kind, **extra}, seq=seq
+        )
 
     def send_garbage(self) -> None:
         """A share of the fleet sends junk: each kind is one dead-letter reason in protocol section 6.2."""
@@ -364,7 +412,9 @@ class Terminal:
         elif kind == "schema":
             payload = json.dumps({"v": 1, "seq": "x", "ts": self.sim.clock.now_ms(), "battery": 900}).encode()
         elif kind == "oversized":
-            payload = json.dumps({"v": 1, "seq": 1, "ts": self.sim.clock.now_ms(), "app": "x" * 5000}).encode()
+            payload = json.dumps(
+                {"v": 1, "seq": 1, "ts": self.sim.clock.now_ms(), "app": "x" * 5000}
+            ).encode()
         else:
             payload = json.dumps({"v": 7, "seq": 1, "ts": self.sim.clock.now_ms()}).encode()
         assert self.client is not None
@@ -400,8 +450,9 @@ class Terminal:
             return
         if msg.get("type") == "error":
             self.counters.error_replies += 1
-            self.sim.stats.error_replies[str(msg.get("reason"))] = \
+            self.sim.stats.error_replies[str(msg.get("reason"))] = (
                 self.sim.stats.error_replies.get(str(msg.get("reason")), 0) + 1
+            )
             return
         if msg.get("type") != "command":
             return
@@ -416,7 +467,9 @@ class Terminal:
             self._publish_raw("ack", {"v": 1, "id": cid, "ts": now, "accepted": False, "reason": "expired"})
             return
         if name not in ("reboot", "lock", "unlock", "set_policy", "diagnostics"):
-            self._publish_raw("ack", {"v": 1, "id": cid, "ts": now, "accepted": False, "reason": "unknown_command"})
+            self._publish_raw(
+                "ack", {"v": 1, "id": cid, "ts": now, "accepted": False, "reason": "unknown_command"}
+            )
             return
         self._publish_raw("ack", {"v": 1, "id": cid, "ts": now, "accepted": True})
         detail: dict[str, Any] | None = None
@@ -429,8 +482,11 @@ class Terminal:
         elif name == "set_policy":
             self.policy = dict(args)
         elif name == "diagnostics":
-            detail = {"battery": int(self.battery), "fw": self.firmware, "uptime_s": int(self.sim.mono() -
-                                                                                      self.connected_at)}
+            detail = {
+                "battery": int(self.battery),
+                "fw": self.firmware,
+                "uptime_s": int(self.sim.mono() - self.connected_at),
+            }
         body: dict[str, Any] = {"v": 1, "id": cid, "ts": self.sim.clock.now_ms(), "ok": True}
         if detail:
             body["detail"] = detail
@@ -440,6 +496,7 @@ class Terminal:
 
 
 # ---------------------------------------------------------------- paho callbacks (userdata is the Terminal)
+
 
 def _on_connect(client: paho.Client, t: Terminal, flags: Any, rc: Any, props: Any) -> None:
     t.on_connected(int(getattr(rc, "value", rc)))

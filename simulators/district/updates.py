@@ -53,15 +53,21 @@ class Updates:
     def machine(self, t: Terminal) -> SimTerminal:
         m = self.machines.get(t.serial)
         if m is None:
-            m = self.machines[t.serial] = SimTerminal(0, t.serial, t.firmware, self._client(),
-                                                      fail_boot=t.serial in self.fail_boot)
+            m = self.machines[t.serial] = SimTerminal(
+                0, t.serial, t.firmware, self._client(), fail_boot=t.serial in self.fail_boot
+            )
         return m
 
     def command(self, t: Terminal, msg: dict[str, Any]) -> None:
         """An `update` command arrived on the terminal's cmd topic (called from its socket callback)."""
         try:
-            cmd = wire.Command(str(msg.get("id", "")), wire.CommandName.UPDATE, int(msg.get("issued_at") or 0),
-                               int(msg.get("expires_at") or 0), dict(msg.get("args") or {}))
+            cmd = wire.Command(
+                str(msg.get("id", "")),
+                wire.CommandName.UPDATE,
+                int(msg.get("issued_at") or 0),
+                int(msg.get("expires_at") or 0),
+                dict(msg.get("args") or {}),
+            )
         except (TypeError, ValueError):
             cmd = wire.Command(str(msg.get("id", "")), wire.CommandName.UPDATE, 0, 0, {})
         self._spawn(self._handle(t, cmd), f"sim-update-{t.serial}")
@@ -111,4 +117,3 @@ class Updates:
         await cancel_and_wait(self._tasks)
         if self.http is not None:
             await self.http.aclose()
-

@@ -59,8 +59,15 @@ class SimBench:
     def port_info(self, index: int) -> PortInfo:
         runner = self.runners[index]
         usb = runner.device.usb
-        return PortInfo(runner.path, usb.vid, usb.pid, usb.serial_number, usb.manufacturer, usb.product,
-                        f"1-1.{index + 1}")
+        return PortInfo(
+            runner.path,
+            usb.vid,
+            usb.pid,
+            usb.serial_number,
+            usb.manufacturer,
+            usb.product,
+            f"1-1.{index + 1}",
+        )
 
     def lister(self) -> list[PortInfo]:
         """A drop-in for drivers.discovery.list_ports: the plugged simulated devices."""
@@ -78,7 +85,6 @@ class SimBench:
             if probe.hardware_id == hardware_id:
                 return runner
         return None
-
 
     def attached(self) -> list[AttachedDevice]:
         """What discovery would hand the provisioner: every plugged device, with its reset line."""
@@ -121,14 +127,28 @@ async def run_cli(argv: list[str] | None = None) -> int:
     families = tuple(Family) if args.with_firmata else (Family.ROBOT, Family.MICROPYTHON)
     bench = SimBench()
     for i, device in enumerate(make_devices(args.count, families=families, seed=args.seed)):
-        plan = FaultPlan(byte_error_rate=args.byte_error_rate, seed=args.seed + i) if args.byte_error_rate else None
+        plan = (
+            FaultPlan(byte_error_rate=args.byte_error_rate, seed=args.seed + i)
+            if args.byte_error_rate
+            else None
+        )
         bench.add(device, faults=plan)
     async with bench:
         for i, runner in enumerate(bench.runners):
             port = bench.port_info(i)
-            print(json.dumps({"path": port.device, "vid": port.vid, "pid": port.pid,
-                              "serial_number": port.serial_number, "family": runner.device.family.value,
-                              "hardware_id": port.hardware_id}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "path": port.device,
+                        "vid": port.vid,
+                        "pid": port.pid,
+                        "serial_number": port.serial_number,
+                        "family": runner.device.family.value,
+                        "hardware_id": port.hardware_id,
+                    }
+                ),
+                flush=True,
+            )
         await asyncio.sleep(args.seconds)
     return 0
 

@@ -32,8 +32,14 @@ class FaultPlan:
 class FaultyLink(Link):
     """Wraps the device side of a link and damages the bytes crossing it."""
 
-    def __init__(self, inner: Link, plan: FaultPlan, *, on_unplug: Callable[[], None] | None = None,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        inner: Link,
+        plan: FaultPlan,
+        *,
+        on_unplug: Callable[[], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.url = inner.url
         self.inner = inner
         self.plan = plan

@@ -21,8 +21,17 @@ BOOTLOADER_IDLE = 1.0
 # real sketch carries its name and version as string constants.
 TAG = re.compile(rb"LFFW/([A-Za-z0-9_.\-]{1,40})/(\d{1,3})\.(\d{1,3})\x00")
 _PWM = {3, 5, 6, 9, 10, 11}
-_STK_ARGS = {stk500.GET_SYNC: 0, stk500.GET_PARAMETER: 1, stk500.ENTER_PROGMODE: 0, stk500.LEAVE_PROGMODE: 0,
-             stk500.LOAD_ADDRESS: 2, stk500.READ_PAGE: 3, stk500.READ_SIGN: 0, 0x42: 20, 0x45: 5}
+_STK_ARGS = {
+    stk500.GET_SYNC: 0,
+    stk500.GET_PARAMETER: 1,
+    stk500.ENTER_PROGMODE: 0,
+    stk500.LEAVE_PROGMODE: 0,
+    stk500.LOAD_ADDRESS: 2,
+    stk500.READ_PAGE: 3,
+    stk500.READ_SIGN: 0,
+    0x42: 20,
+    0x45: 5,
+}
 
 
 def sketch_image(name: str, major: int, minor: int, size: int = 12_000) -> bytes:
@@ -67,7 +76,9 @@ class FirmataSim(SimDevice):
     flash_mem: bytearray = field(default_factory=lambda: bytearray(b"\xff" * stk500.APP_FLASH_SIZE))
 
     def __post_init__(self) -> None:
-        self.usb = UsbIdentity(ARDUINO_VID, UNO_PID, self.usb_serial, "Arduino (www.arduino.cc)", "Arduino Uno")
+        self.usb = UsbIdentity(
+            ARDUINO_VID, UNO_PID, self.usb_serial, "Arduino (www.arduino.cc)", "Arduino Uno"
+        )
         image = sketch_image(self.firmware_name, *self.version)
         self.flash_mem[: len(image)] = image
         self.caps = uno_capabilities()
@@ -116,7 +127,9 @@ class FirmataSim(SimDevice):
         self.version = (int(match.group(2)), int(match.group(3)))
         self.mode = Mode.SKETCH
         # StandardFirmata announces itself at start-up.
-        return fm.encode(fm.VersionReport(2, 5)) + fm.encode(fm.firmware_report(*self.version, self.firmware_name))
+        return fm.encode(fm.VersionReport(2, 5)) + fm.encode(
+            fm.firmware_report(*self.version, self.firmware_name)
+        )
 
     async def serve(self, link: Link) -> None:
         # Plugging in is a power-on reset: Optiboot starts the sketch straight away (it only waits
@@ -157,12 +170,18 @@ class FirmataSim(SimDevice):
         while True:
             await asyncio.sleep(self.sampling_ms / 1000)
             if self.mode is Mode.SKETCH and self.reporting:
-                await link.write(b"".join(fm.encode(fm.AnalogValue(ch, self.analog_value(ch)))
-                                          for ch in sorted(self.reporting)))
+                await link.write(
+                    b"".join(
+                        fm.encode(fm.AnalogValue(ch, self.analog_value(ch))) for ch in sorted(self.reporting)
+                    )
+                )
 
     def _handle(self, msg: fm.Message) -> bytes:
-        if isinstance(msg, fm.Sysex) and msg.command == fm.SAMPLING_INTERVAL \
-                or not isinstance(msg, fm.VersionQuery | fm.Sysex):
+        if (
+            isinstance(msg, fm.Sysex)
+            and msg.command == fm.SAMPLING_INTERVAL
+            or not isinstance(msg, fm.VersionQuery | fm.Sysex)
+        ):
             self.executed.append(msg)  # state-changing commands only (queries change nothing)
         if isinstance(msg, fm.SetDigitalPinValue):
             if msg.pin < 20 and self.pin_modes[msg.pin] == fm.PinMode.OUTPUT:
@@ -192,8 +211,9 @@ class FirmataSim(SimDevice):
             if msg.command == fm.CAPABILITY_QUERY:
                 return fm.encode(fm.capability_response(self.caps))
             if msg.command == fm.ANALOG_MAPPING_QUERY:
-                return fm.encode(fm.analog_mapping_response(tuple(p - 14 if p >= 14 else None
-                                                                  for p in range(20))))
+                return fm.encode(
+                    fm.analog_mapping_response(tuple(p - 14 if p >= 14 else None for p in range(20)))
+                )
             if msg.command == fm.PIN_STATE_QUERY and msg.data and msg.data[0] < 20:
                 pin = msg.data[0]
                 return fm.encode(fm.pin_state_response(pin, self.pin_modes[pin], self.pin_values[pin]))

@@ -37,11 +37,15 @@ class MicroPythonSim(SimDevice):
     family = Family.MICROPYTHON
 
     def __post_init__(self) -> None:
-        self.board = BoardState(self.unique_id, sysname=self.sysname, release=self.release,
-                                files=self.files)
+        self.board = BoardState(self.unique_id, sysname=self.sysname, release=self.release, files=self.files)
         self.interp = MiniPython(self.board, on_reset=self._hard_reset)
-        self.usb = UsbIdentity(ESP32_VID, ESP32_PID, self.usb_serial or self.unique_id.hex().upper(),
-                               "Silicon Labs", "CP2102 USB to UART Bridge Controller")
+        self.usb = UsbIdentity(
+            ESP32_VID,
+            ESP32_PID,
+            self.usb_serial or self.unique_id.hex().upper(),
+            "Silicon Labs",
+            "CP2102 USB to UART Bridge Controller",
+        )
         self.mode = Mode.FRIENDLY
         self.soft_resets = 0
         self.hard_resets = 0
@@ -131,8 +135,10 @@ class MicroPythonSim(SimDevice):
                 self.interp.reset()
                 self.mode = Mode.FRIENDLY
                 await asyncio.sleep(0)
-                await link.write(b"ets Jun  8 2016 00:22:57\r\n\r\nrst:0x1 (POWERON_RESET)\r\n"
-                                 b"MicroPython v" + self.release.encode() + b"\r\n>>> ")
+                await link.write(
+                    b"ets Jun  8 2016 00:22:57\r\n\r\nrst:0x1 (POWERON_RESET)\r\n"
+                    b"MicroPython v" + self.release.encode() + b"\r\n>>> "
+                )
 
     def _soft_reset(self, out: _Out, *, raw: bool) -> None:
         self.soft_resets += 1

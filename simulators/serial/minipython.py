@@ -199,8 +199,11 @@ def make_modules(board: BoardState, on_reset: Callable[[], None]) -> dict[str, _
         base = _norm(path)
         if base not in board.dirs:
             raise MpyError("OSError", "[Errno 2] ENOENT")
-        names = {p[len(base):].lstrip("/").split("/")[0] for p in list(board.files) + list(board.dirs)
-                 if p != base and _parent(p) == base}
+        names = {
+            p[len(base) :].lstrip("/").split("/")[0]
+            for p in list(board.files) + list(board.dirs)
+            if p != base and _parent(p) == base
+        }
         return sorted(names)
 
     def remove(path: str) -> None:
@@ -265,14 +268,30 @@ def make_modules(board: BoardState, on_reset: Callable[[], None]) -> dict[str, _
         on_reset()
 
     return {
-        "machine": _Module("machine", unique_id=lambda: board.unique_id, freq=lambda: board.freq, reset=reset),
-        "os": _Module("os", uname=uname, listdir=listdir, remove=remove, rename=rename, mkdir=mkdir,
-                      statvfs=statvfs, stat=stat),
-        "sys": _Module("sys", implementation=_Impl("micropython", board.impl_version), platform=board.sysname),
+        "machine": _Module(
+            "machine", unique_id=lambda: board.unique_id, freq=lambda: board.freq, reset=reset
+        ),
+        "os": _Module(
+            "os",
+            uname=uname,
+            listdir=listdir,
+            remove=remove,
+            rename=rename,
+            mkdir=mkdir,
+            statvfs=statvfs,
+            stat=stat,
+        ),
+        "sys": _Module(
+            "sys", implementation=_Impl("micropython", board.impl_version), platform=board.sysname
+        ),
         "binascii": _Module("binascii", hexlify=hexlify, a2b_base64=a2b_base64, crc32=crc32),
         "ubinascii": _Module("ubinascii", hexlify=hexlify, a2b_base64=a2b_base64, crc32=crc32),
-        "gc": _Module("gc", collect=lambda: None, mem_free=lambda: board.mem_total - board.mem_used,
-                      mem_alloc=lambda: board.mem_used),
+        "gc": _Module(
+            "gc",
+            collect=lambda: None,
+            mem_free=lambda: board.mem_total - board.mem_used,
+            mem_alloc=lambda: board.mem_used,
+        ),
         "time": _Module("time", ticks_ms=ticks_ms),
         "json": _Module("json", loads=_json_loads, dumps=json.dumps),
         "hashlib": _Module("hashlib", sha256=_Sha256),
@@ -280,13 +299,23 @@ def make_modules(board: BoardState, on_reset: Callable[[], None]) -> dict[str, _
 
 
 _BIN_OPS: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.FloorDiv: operator.floordiv,
     ast.Mod: operator.mod,
 }
 _CMP_OPS: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
-    ast.Gt: operator.gt, ast.GtE: operator.ge, ast.In: lambda a, b: a in b,
-    ast.NotIn: lambda a, b: a not in b, ast.Is: operator.is_, ast.IsNot: operator.is_not,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.In: lambda a, b: a in b,
+    ast.NotIn: lambda a, b: a not in b,
+    ast.Is: operator.is_,
+    ast.IsNot: operator.is_not,
 }
 # Methods of built-in values the driver's scripts use; everything else is an AttributeError.
 _SAFE_METHODS = {
@@ -307,10 +336,25 @@ class MiniPython:
         self._out: list[str] = []
         self._steps = 0
         self.builtins: dict[str, Any] = {
-            "print": self._print, "repr": _mpy_repr, "open": self._open, "tuple": tuple, "len": len,
-            "str": str, "int": int, "list": list, "bytes": _bytes, "True": True, "False": False, "None": None,
-            "OSError": MpyError, "Exception": MpyError, "min": min, "max": max, "range": range,
-            "exec": self._exec, "globals": lambda: self.globals,
+            "print": self._print,
+            "repr": _mpy_repr,
+            "open": self._open,
+            "tuple": tuple,
+            "len": len,
+            "str": str,
+            "int": int,
+            "list": list,
+            "bytes": _bytes,
+            "True": True,
+            "False": False,
+            "None": None,
+            "OSError": MpyError,
+            "Exception": MpyError,
+            "min": min,
+            "max": max,
+            "range": range,
+            "exec": self._exec,
+            "globals": lambda: self.globals,
         }
         # Function scope: the innermost call's locals and its `global` names (None at module level).
         self._locals: dict[str, Any] | None = None
@@ -334,16 +378,27 @@ class MiniPython:
                 warnings.simplefilter("ignore")
                 tree = ast.parse(code, "<stdin>", "exec")
         except (SyntaxError, ValueError, RecursionError, MemoryError) as err:  # ValueError: a NUL byte
-            return "", (f'Traceback (most recent call last):\r\n  File "<stdin>", line {getattr(err, "lineno", 1)}\r\n' \
-                       "SyntaxError: invalid syntax\r\n")
+            return "", (
+                f'Traceback (most recent call last):\r\n  File "<stdin>", line {getattr(err, "lineno", 1)}\r\n'
+                "SyntaxError: invalid syntax\r\n"
+            )
         try:
             self._block(tree.body)
         except MpyError as err:
             return "".join(self._out), _traceback(err.kind, err.message)
         except (_Break, _Continue, _Return):
             return "".join(self._out), _traceback("SyntaxError", "'break' outside loop")
-        except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError, AttributeError, OverflowError,
-                MemoryError, RecursionError) as err:
+        except (
+            TypeError,
+            ValueError,
+            KeyError,
+            IndexError,
+            ZeroDivisionError,
+            AttributeError,
+            OverflowError,
+            MemoryError,
+            RecursionError,
+        ) as err:
             # Damaged code on a noisy line reaches any corner of the interpreter: it must fail like a
             # board would (an exception), never crash the simulator.
             return "".join(self._out), _traceback(type(err).__name__, str(err))
@@ -365,8 +420,13 @@ class MiniPython:
         if isinstance(node, ast.Expr):
             self._eval(node.value)
         elif isinstance(node, ast.FunctionDef):
-            if node.args.vararg or node.args.kwarg or node.args.kwonlyargs or node.args.defaults \
-                    or node.decorator_list:
+            if (
+                node.args.vararg
+                or node.args.kwarg
+                or node.args.kwonlyargs
+                or node.args.defaults
+                or node.decorator_list
+            ):
                 raise MpyError("SyntaxError", "only plain positional parameters are simulated")
             self._set(node.name, _Function(self, node))
         elif isinstance(node, ast.Global):
@@ -426,7 +486,14 @@ class MiniPython:
             try:
                 try:
                     self._block(node.body)
-                except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError, AttributeError) as native:
+                except (
+                    TypeError,
+                    ValueError,
+                    KeyError,
+                    IndexError,
+                    ZeroDivisionError,
+                    AttributeError,
+                ) as native:
                     raise MpyError(type(native).__name__, str(native)) from native
             except MpyError as err:
                 handler = next((h for h in node.handlers if self._matches(h, err)), None)
@@ -454,7 +521,9 @@ class MiniPython:
     def _call(self, node: ast.FunctionDef, args: tuple[Any, ...]) -> Any:
         params = [a.arg for a in node.args.args]
         if len(args) != len(params):
-            raise MpyError("TypeError", f"function takes {len(params)} positional arguments but {len(args)} were given")
+            raise MpyError(
+                "TypeError", f"function takes {len(params)} positional arguments but {len(args)} were given"
+            )
         if self._depth >= MAX_DEPTH:
             raise MpyError("RuntimeError", "maximum recursion depth exceeded")
         saved = self._locals, self._global_names
@@ -545,8 +614,11 @@ class MiniPython:
         if isinstance(node, ast.List):
             return [self._eval(e) for e in node.elts]
         if isinstance(node, ast.Dict):
-            return {self._eval(k): self._eval(v) for k, v in zip(node.keys, node.values, strict=True)
-                    if k is not None}
+            return {
+                self._eval(k): self._eval(v)
+                for k, v in zip(node.keys, node.values, strict=True)
+                if k is not None
+            }
         if isinstance(node, ast.Attribute):
             return self._getattr(self._eval(node.value), node.attr)
         if isinstance(node, ast.Call):
@@ -563,8 +635,11 @@ class MiniPython:
             left, right = self._eval(node.left), self._eval(node.right)
             if isinstance(node.op, ast.Mult):
                 seq, times = (left, right) if isinstance(right, int) else (right, left)
-                if (isinstance(seq, bytes | str | list | tuple) and isinstance(times, int)
-                        and len(seq) * times > MAX_VALUE_LEN):
+                if (
+                    isinstance(seq, bytes | str | list | tuple)
+                    and isinstance(times, int)
+                    and len(seq) * times > MAX_VALUE_LEN
+                ):
                     raise MpyError("MemoryError", "memory allocation failed")
             return op(left, right)
         if isinstance(node, ast.UnaryOp):

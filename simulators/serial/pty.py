@@ -78,8 +78,9 @@ class SimRunner:
         port = PtyPort()
         link: Link = port.master_link()
         if self.faults is not None:
-            link = FaultyLink(link, self.faults, on_unplug=port.close,
-                              rng=_rng_for(self.faults, self.plug_count))
+            link = FaultyLink(
+                link, self.faults, on_unplug=port.close, rng=_rng_for(self.faults, self.plug_count)
+            )
         self.port = port
         self.link = link
         self.plug_count += 1

@@ -88,8 +88,9 @@ class RobotSim(SimDevice):
     family = Family.ROBOT
 
     def __post_init__(self) -> None:
-        self.usb = UsbIdentity(ROBOT_VID, ROBOT_PID, self.usb_serial or self.uid.upper(),
-                               "LabFleet", "EduBot serial")
+        self.usb = UsbIdentity(
+            ROBOT_VID, ROBOT_PID, self.usb_serial or self.uid.upper(), "LabFleet", "EduBot serial"
+        )
         self._cache: OrderedDict[int, tuple[bytes, bytes]] = OrderedDict()
         self._boot_until = 0.0
         self.decoder = RobotDecoder()
@@ -142,9 +143,16 @@ class RobotSim(SimDevice):
         t = frame.type
         if t == MsgType.HELLO:
             r.u32()
-            return (ok + bytes([1]) + pack_str8(self.uid) + pack_str8(self.model) + pack_str8(self.version)
-                    + bytes([self.active, self.boot_status])
-                    + pack_str8(self.slots[0].version) + pack_str8(self.slots[1].version))
+            return (
+                ok
+                + bytes([1])
+                + pack_str8(self.uid)
+                + pack_str8(self.model)
+                + pack_str8(self.version)
+                + bytes([self.active, self.boot_status])
+                + pack_str8(self.slots[0].version)
+                + pack_str8(self.slots[1].version)
+            )
         if t == MsgType.PING:
             return ok + (self.boots & 0xFFFFFFFF).to_bytes(4, "big")
         if t == MsgType.GET_HEALTH:
@@ -185,16 +193,24 @@ class RobotSim(SimDevice):
         version = r.str8()
         if size > SLOT_SIZE or size == 0:
             return bytes([Status.TOO_LARGE]) + (0).to_bytes(4, "big") + bytes([self._target]) + b"\x00\x00"
-        same = (self.upd_state == UpdateState.RECEIVING and self.upd_size == size and self.upd_sha == sha
-                and self.upd_version == version)
+        same = (
+            self.upd_state == UpdateState.RECEIVING
+            and self.upd_size == size
+            and self.upd_sha == sha
+            and self.upd_version == version
+        )
         if not same:
             # A different image (or none in progress): erase the inactive slot and start over.
             self.upd_state = UpdateState.RECEIVING
             self.upd_size, self.upd_sha, self.upd_version = size, sha, version
             self.upd_buf = bytearray()
             self.slots[self._target] = Slot("")
-        return (bytes([Status.OK]) + len(self.upd_buf).to_bytes(4, "big") + bytes([self._target])
-                + SIM_MAX_CHUNK.to_bytes(2, "big"))
+        return (
+            bytes([Status.OK])
+            + len(self.upd_buf).to_bytes(4, "big")
+            + bytes([self._target])
+            + SIM_MAX_CHUNK.to_bytes(2, "big")
+        )
 
     def _fw_chunk(self, r: BodyReader) -> bytes:
         offset = r.u32()

@@ -157,7 +157,11 @@ class SimTerminal:
             self.due = None
             self.staged = None
             if self.fail_boot:
-                out.append(self._p(now, Progress.ROLLED_BACK, version=self.version, reason="new image failed to boot"))
+                out.append(
+                    self._p(
+                        now, Progress.ROLLED_BACK, version=self.version, reason="new image failed to boot"
+                    )
+                )
             else:
                 self.previous_version, self.version = self.version, self.args.version
                 out.append(self._p(now, Progress.SUCCEEDED, version=self.version))
@@ -167,8 +171,11 @@ class SimTerminal:
         """Fetch bytes [len(partial), upto) with a Range request (to the end when upto is None)."""
         assert self.args is not None and self.args.url is not None
         start = len(self.partial)
-        headers = {"Range": f"bytes={start}-" if upto is None else f"bytes={start}-{upto - 1}"} if (
-            start or upto is not None) else {}
+        headers = (
+            {"Range": f"bytes={start}-" if upto is None else f"bytes={start}-{upto - 1}"}
+            if (start or upto is not None)
+            else {}
+        )
         interrupted = False
         try:
             async with self.http.stream("GET", self.args.url, headers=headers) as resp:
@@ -176,11 +183,18 @@ class SimTerminal:
                 self.requests.append(req)
                 if resp.status_code not in (200, 206):
                     self.state = SimState.IDLE
-                    return [self._p(now, Progress.DOWNLOAD_FAILED, offset=start, reason=f"HTTP {resp.status_code}")]
+                    return [
+                        self._p(
+                            now, Progress.DOWNLOAD_FAILED, offset=start, reason=f"HTTP {resp.status_code}"
+                        )
+                    ]
                 if resp.status_code == 200 and start:
                     self.partial.clear()  # the server ignored the range: start over
                 async for chunk in resp.aiter_bytes():
-                    if self.interrupt_after is not None and len(self.partial) + len(chunk) > self.interrupt_after:
+                    if (
+                        self.interrupt_after is not None
+                        and len(self.partial) + len(chunk) > self.interrupt_after
+                    ):
                         keep = self.interrupt_after - len(self.partial)
                         self.partial.extend(chunk[:keep])
                         req.received += keep
@@ -194,10 +208,14 @@ class SimTerminal:
                         self.samples.append((time.monotonic(), len(chunk)))
         except httpx.HTTPError as err:
             self.state = SimState.IDLE
-            return [self._p(now, Progress.DOWNLOAD_FAILED, offset=len(self.partial), reason=type(err).__name__)]
+            return [
+                self._p(now, Progress.DOWNLOAD_FAILED, offset=len(self.partial), reason=type(err).__name__)
+            ]
         if interrupted:
             self.state = SimState.IDLE
-            return [self._p(now, Progress.DOWNLOAD_FAILED, offset=len(self.partial), reason="connection lost")]
+            return [
+                self._p(now, Progress.DOWNLOAD_FAILED, offset=len(self.partial), reason="connection lost")
+            ]
         if len(self.partial) < self.args.size:
             self.state = SimState.IDLE
             return [self._p(now, Progress.DOWNLOAD_PAUSED, offset=len(self.partial), size=self.args.size)]
@@ -209,11 +227,16 @@ class SimTerminal:
         self.partial.clear()
         self.state = SimState.IDLE
         if hashlib.sha256(data).hexdigest() != self.args.sha256:
-            return self._p(now, Progress.VERIFY_FAILED, reason="sha256 mismatch; image discarded",
-                           version=self.version)
+            return self._p(
+                now, Progress.VERIFY_FAILED, reason="sha256 mismatch; image discarded", version=self.version
+            )
         if self.signing_key and not _signature_ok(self.args, self.signing_key):
-            return self._p(now, Progress.VERIFY_FAILED, reason="unsigned or badly signed image; discarded",
-                           version=self.version)
+            return self._p(
+                now,
+                Progress.VERIFY_FAILED,
+                reason="unsigned or badly signed image; discarded",
+                version=self.version,
+            )
         self.staged = data
         self.state = SimState.STAGED
         return self._p(now, Progress.DOWNLOADED, size=len(data))

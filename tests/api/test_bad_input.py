@@ -27,26 +27,43 @@ async def test_malformed_json_is_422_with_reason(api: Api) -> None:
 async def test_wrong_types_and_unknown_fields_are_named(api: Api) -> None:
     w = await build_world(api)
     h = await api.admin()
-    r = await api.client.post(f"{V1}/rooms", json={"school_id": "one", "name": "X", "kind": "smart_classroom"},
-                              headers=h)
+    r = await api.client.post(
+        f"{V1}/rooms", json={"school_id": "one", "name": "X", "kind": "smart_classroom"}, headers=h
+    )
     assert r.status_code == 422 and "school_id" in r.json()["message"]
-    r = await api.client.post(f"{V1}/rooms", json={"school_id": w.school_a, "name": "X", "kind": "smart_classroom",
-                                                   "colour": "red"}, headers=h)
+    r = await api.client.post(
+        f"{V1}/rooms",
+        json={"school_id": w.school_a, "name": "X", "kind": "smart_classroom", "colour": "red"},
+        headers=h,
+    )
     assert r.status_code == 422 and "colour" in r.json()["message"]
     r = await api.client.patch(f"{V1}/devices/{w.device_a}", json={"status": "retired"}, headers=h)
     assert r.status_code == 422 and "status" in r.json()["message"], "status changes only through transitions"
-    r = await api.client.post(f"{V1}/schools", json={"district_id": 2**40, "code": "x", "name": "y",
-                                                     "uplink_mbps": 1}, headers=h)
+    r = await api.client.post(
+        f"{V1}/schools", json={"district_id": 2**40, "code": "x", "name": "y", "uplink_mbps": 1}, headers=h
+    )
     assert r.status_code == 422
     r = await api.client.get(f"{V1}/devices/{2**40}", headers=h)
     assert r.status_code == 422
-    r = await api.client.post(f"{V1}/schools", json={"district_id": w.district, "code": "nul\x00", "name": "y",
-                                                     "uplink_mbps": 1}, headers=h)
+    r = await api.client.post(
+        f"{V1}/schools",
+        json={"district_id": w.district, "code": "nul\x00", "name": "y", "uplink_mbps": 1},
+        headers=h,
+    )
     assert r.status_code == 422
     r = await api.client.patch(f"{V1}/rooms/{w.room_a}", json={"name": None}, headers=h)
     assert r.status_code == 422 and "name" in r.json()["message"]
-    r = await api.client.post(f"{V1}/schools", json={"district_id": w.district, "code": "tz", "name": "y",
-                                                     "uplink_mbps": 1, "timezone": "Mars/Olympus"}, headers=h)
+    r = await api.client.post(
+        f"{V1}/schools",
+        json={
+            "district_id": w.district,
+            "code": "tz",
+            "name": "y",
+            "uplink_mbps": 1,
+            "timezone": "Mars/Olympus",
+        },
+        headers=h,
+    )
     assert r.status_code == 422 and "time zone" in r.json()["message"]
 
 
@@ -82,8 +99,13 @@ async def test_illegal_lifecycle_transitions_are_409_with_allowed_list(api: Api)
     assert r.status_code == 409 and "terminal state" in r.json()["message"]
     hist = (await api.client.get(f"{V1}/devices/{w.device_a}/history", headers=h)).json()
     assert [(t["from_status"], t["to_status"]) for t in hist["items"]] == [
-        (None, "received"), ("received", "provisioned"), ("provisioned", "in_service"),
-        ("in_service", "in_repair"), ("in_repair", "in_service"), ("in_service", "retired")]
+        (None, "received"),
+        ("received", "provisioned"),
+        ("provisioned", "in_service"),
+        ("in_service", "in_repair"),
+        ("in_repair", "in_service"),
+        ("in_service", "retired"),
+    ]
     assert all(t["actor"].startswith("token:") and t["at"] for t in hist["items"][1:])
 
 
@@ -96,20 +118,69 @@ async def test_bad_cursor_and_limit_are_422(api: Api) -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=300),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=20), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=20), children, max_size=4)
+    ),
     max_leaves=12,
 )
-FIELDS = ["school_id", "district_id", "model_id", "room_id", "name", "code", "kind", "tier", "capacity", "vendor",
-          "model_number", "serial_number", "asset_tag", "status", "unit_price", "unit_cost", "warranty_months",
-          "uplink_mbps", "timezone", "weekday", "start_time", "end_time", "start_date", "end_date", "purchase_date",
-          "role", "school_ids", "district_wide", "to", "reason", "transport", "supplier", "ownership"]
+FIELDS = [
+    "school_id",
+    "district_id",
+    "model_id",
+    "room_id",
+    "name",
+    "code",
+    "kind",
+    "tier",
+    "capacity",
+    "vendor",
+    "model_number",
+    "serial_number",
+    "asset_tag",
+    "status",
+    "unit_price",
+    "unit_cost",
+    "warranty_months",
+    "uplink_mbps",
+    "timezone",
+    "weekday",
+    "start_time",
+    "end_time",
+    "start_date",
+    "end_date",
+    "purchase_date",
+    "role",
+    "school_ids",
+    "district_wide",
+    "to",
+    "reason",
+    "transport",
+    "supplier",
+    "ownership",
+]
 bodies = st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=8) | json_values
-WRITE_ROUTES = [("POST", "/districts"), ("POST", "/schools"), ("POST", "/rooms"), ("POST", "/device-models"),
-                ("POST", "/devices"), ("POST", "/bell-periods"), ("POST", "/calendar-entries"), ("POST", "/tokens"),
-                ("PATCH", "/schools/1"), ("PATCH", "/rooms/1"), ("PATCH", "/devices/1"), ("PATCH", "/device-models/1"),
-                ("PATCH", "/bell-periods/1"), ("PATCH", "/calendar-entries/1"), ("POST", "/devices/1/transitions")]
+WRITE_ROUTES = [
+    ("POST", "/districts"),
+    ("POST", "/schools"),
+    ("POST", "/rooms"),
+    ("POST", "/device-models"),
+    ("POST", "/devices"),
+    ("POST", "/bell-periods"),
+    ("POST", "/calendar-entries"),
+    ("POST", "/tokens"),
+    ("PATCH", "/schools/1"),
+    ("PATCH", "/rooms/1"),
+    ("PATCH", "/devices/1"),
+    ("PATCH", "/device-models/1"),
+    ("PATCH", "/bell-periods/1"),
+    ("PATCH", "/calendar-entries/1"),
+    ("POST", "/devices/1/transitions"),
+]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -133,11 +204,28 @@ async def test_fuzzed_csv_rows_never_get_a_500(api: Api, rows: list[list[str]]) 
         api._world = await build_world(api)  # type: ignore[attr-defined]
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["serial_number", "asset_tag", "vendor", "model_number", "school_code", "room", "status",
-                     "order_number", "purchase_date", "unit_cost", "funding_source", "ownership"])
+    writer.writerow(
+        [
+            "serial_number",
+            "asset_tag",
+            "vendor",
+            "model_number",
+            "school_code",
+            "room",
+            "status",
+            "order_number",
+            "purchase_date",
+            "unit_cost",
+            "funding_source",
+            "ownership",
+        ]
+    )
     writer.writerows(rows)
-    r = await api.client.post(f"{V1}/imports/devices", files={"file": ("f.csv", out.getvalue(), "text/csv")},
-                              headers=await api.admin())
+    r = await api.client.post(
+        f"{V1}/imports/devices",
+        files={"file": ("f.csv", out.getvalue(), "text/csv")},
+        headers=await api.admin(),
+    )
     assert r.status_code < 500, (rows, r.text)
 
 

@@ -11,8 +11,9 @@ V1 = "/api/v1"
 
 
 async def _upload(api: Api, csv: str, path: str = f"{V1}/imports/devices", **params: str) -> tuple[int, dict]:
-    r = await api.client.post(path, files={"file": ("delivery.csv", csv, "text/csv")}, params=params,
-                              headers=await api.admin())
+    r = await api.client.post(
+        path, files={"file": ("delivery.csv", csv, "text/csv")}, params=params, headers=await api.admin()
+    )
     return r.status_code, r.json()
 
 
@@ -29,7 +30,9 @@ async def test_10000_row_delivery_commits_every_row(api: Api) -> None:
     assert await _count(api) == 10_002
     r = await api.client.get(f"{V1}/devices", params={"school": 1, "limit": 500}, headers=await api.admin())
     assert r.json()["total"] == 10_001
-    audit = await api.client.get(f"{V1}/audit", params={"action": "import.devices"}, headers=await api.admin())
+    audit = await api.client.get(
+        f"{V1}/audit", params={"action": "import.devices"}, headers=await api.admin()
+    )
     assert audit.json()["items"][0]["after"]["created"] == 10_000
 
 
@@ -79,8 +82,9 @@ async def test_header_errors_name_the_columns(api: Api) -> None:
 async def test_garbage_upload_is_a_clear_422(api: Api) -> None:
     await build_world(api)
     for payload in (b"\xff\xfe\x00\x01binary", b"", b"serial_number\n"):
-        r = await api.client.post(f"{V1}/imports/devices", files={"file": ("x.csv", payload, "text/csv")},
-                                  headers=await api.admin())
+        r = await api.client.post(
+            f"{V1}/imports/devices", files={"file": ("x.csv", payload, "text/csv")}, headers=await api.admin()
+        )
         assert r.status_code == 422, (payload, r.text)
         assert r.json()["message"]
 
@@ -97,20 +101,29 @@ async def test_export_then_import_is_lossless(api: Api) -> None:
     assert status == 201, body
     again = (await api.client.get(f"{V1}/exports/devices", headers=await api.admin())).text
     first_half, second_half = again.splitlines()[1:303], again.splitlines()[303:]
-    assert [r.replace("DLV-", "RT-").replace("SN-", "RT-SN-").replace("AT-", "RT-AT-") for r in first_half] == \
-        second_half
+    assert [
+        r.replace("DLV-", "RT-").replace("SN-", "RT-SN-").replace("AT-", "RT-AT-") for r in first_half
+    ] == second_half
 
 
 async def test_rooms_import_reports_every_bad_row(api: Api) -> None:
     await build_world(api)
-    csv = ("school_code,name,kind,tier,capacity\n"
-           "school-a,Lab 7,ai_lab,advanced_research,12\n"
-           "school-a,Lab 8,ai_lab,,12\n"
-           "nowhere,Lab 9,digital_lab,,10\n"
-           "school-a,Lab 10,gym,,x\n")
+    csv = (
+        "school_code,name,kind,tier,capacity\n"
+        "school-a,Lab 7,ai_lab,advanced_research,12\n"
+        "school-a,Lab 8,ai_lab,,12\n"
+        "nowhere,Lab 9,digital_lab,,10\n"
+        "school-a,Lab 10,gym,,x\n"
+    )
     status, body = await _upload(api, csv, f"{V1}/imports/rooms")
     assert status == 422
-    assert {(d["row"], d["column"]) for d in body["details"]} == {(3, "tier"), (4, "school_code"), (5, "kind"),
-                                                                 (5, "capacity")}
-    status, body = await _upload(api, csv.splitlines()[0] + "\n" + csv.splitlines()[1] + "\n", f"{V1}/imports/rooms")
+    assert {(d["row"], d["column"]) for d in body["details"]} == {
+        (3, "tier"),
+        (4, "school_code"),
+        (5, "kind"),
+        (5, "capacity"),
+    }
+    status, body = await _upload(
+        api, csv.splitlines()[0] + "\n" + csv.splitlines()[1] + "\n", f"{V1}/imports/rooms"
+    )
     assert (status, body["created"]) == (201, 1)

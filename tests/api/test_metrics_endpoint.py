@@ -31,6 +31,8 @@ async def test_metrics_from_another_network_needs_the_token(sqlite_url: str) -> 
         transport = httpx.ASGITransport(app=app, client=("192.0.2.7", 5555))
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             assert (await client.get("/metrics")).status_code == 401
-            assert (await client.get("/metrics", headers={"Authorization": "Bearer wrong"})).status_code == 401
+            assert (
+                await client.get("/metrics", headers={"Authorization": "Bearer wrong"})
+            ).status_code == 401
             r = await client.get("/metrics", headers={"Authorization": "Bearer scrape-secret"})
             assert r.status_code == 200 and "labfleet_" in r.text

@@ -34,7 +34,9 @@ def test_seed_token_import_export_round_trip(env: dict[str, str], tmp_path: Path
     out = run(env, "seed", "demo").stdout
     assert "3 schools" in out and "devices" in out
     assert run(env, "seed", "demo", ok=False).returncode == 1  # refuses to run twice, with a reason
-    token = run(env, "token", "create", "--role", "technician", "--school", "1", "--name", "bench").stdout.strip()
+    token = run(
+        env, "token", "create", "--role", "technician", "--school", "1", "--name", "bench"
+    ).stdout.strip()
     assert token.startswith("lf_")
     listing = run(env, "token", "list").stdout
     assert "bench" in listing and token.split("_")[-1] not in listing
@@ -74,8 +76,13 @@ def _free_port() -> int:
 def test_serve_migrates_and_answers_healthz(env: dict[str, str]) -> None:
     port = _free_port()
     env = {**env, "LABFLEET_MQTT__BROKER": "none"}
-    proc = subprocess.Popen([LABFLEET, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [LABFLEET, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -14,8 +14,23 @@ def test_rollout_lifecycle_from_the_command_line(env: dict[str, str], tmp_path: 
     assert "imported" in run(env, "artifacts", "import").stdout
     assert "0 imported" in run(env, "artifacts", "import").stdout  # idempotent: content-addressed
     assert "terminal-lt100" in run(env, "artifacts", "list").stdout
-    out = run(env, "rollout", "create", "--model", "1", "--version", "1.2.0", "--name", "lt100-autumn",
-              "--canary", "3", "--strategy", "percent", "--percents", "50,100").stdout
+    out = run(
+        env,
+        "rollout",
+        "create",
+        "--model",
+        "1",
+        "--version",
+        "1.2.0",
+        "--name",
+        "lt100-autumn",
+        "--canary",
+        "3",
+        "--strategy",
+        "percent",
+        "--percents",
+        "50,100",
+    ).stdout
     assert "rollout 1" in out and "running" in out
     shown = run(env, "rollout", "show", "1", "--devices").stdout
     assert "canary" in shown and "pending" in shown
@@ -29,8 +44,10 @@ def test_rollout_lifecycle_from_the_command_line(env: dict[str, str], tmp_path: 
     assert missing.returncode == 1 and "9.9.9" in missing.stderr
 
 
-def test_profiles_check_passes_on_shipped_profiles_and_names_the_broken_key(env: dict[str, str],  # noqa: F811
-                                                                           tmp_path: Path) -> None:
+def test_profiles_check_passes_on_shipped_profiles_and_names_the_broken_key(
+    env: dict[str, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
     ok = run(env, "profiles", "check").stdout
     assert "terminal-lt100.yaml: OK" in ok
     broken = tmp_path / "terminal-lt100.yaml"
@@ -40,22 +57,43 @@ def test_profiles_check_passes_on_shipped_profiles_and_names_the_broken_key(env:
     assert bad.returncode == 1 and "terminal-lt100.yaml: versions[1].sha256" in bad.stderr
 
 
-def test_rollout_tour_takes_names_shows_progress_and_explains_mistakes(env: dict[str, str],  # noqa: F811
-                                                                     tmp_path: Path) -> None:
+def test_rollout_tour_takes_names_shows_progress_and_explains_mistakes(
+    env: dict[str, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
     env = {**env, "LABFLEET_ROLLOUTS__ARTIFACT_DIR": str(tmp_path / "artifacts"), "COLUMNS": "160"}
     run(env, "seed", "demo")
-    shipped = Path(__file__).resolve().parents[2] / "firmware_profiles" / "artifacts" / "terminal-lt100-1.2.0.img"
+    shipped = (
+        Path(__file__).resolve().parents[2] / "firmware_profiles" / "artifacts" / "terminal-lt100-1.2.0.img"
+    )
     # Uploading one image: it must be the bytes its profile version declares.
-    added = run(env, "artifacts", "add", str(shipped), "--profile", "terminal-lt100", "--version", "1.2.0").stdout
+    added = run(
+        env, "artifacts", "add", str(shipped), "--profile", "terminal-lt100", "--version", "1.2.0"
+    ).stdout
     assert "stored: terminal-lt100 1.2.0, 562 bytes" in added
-    wrong = run(env, "artifacts", "add", str(shipped), "--profile", "terminal-lt100", "--version", "1.1.0", ok=False)
+    wrong = run(
+        env, "artifacts", "add", str(shipped), "--profile", "terminal-lt100", "--version", "1.1.0", ok=False
+    )
     assert wrong.returncode == 1 and "declares 562 bytes with sha256 7e53e5b6" in wrong.stderr
-    unknown = run(env, "artifacts", "add", str(shipped), "--profile", "terminal-lt100", "--version", "7.0", ok=False)
+    unknown = run(
+        env, "artifacts", "add", str(shipped), "--profile", "terminal-lt100", "--version", "7.0", ok=False
+    )
     assert "it lists 1.0.0, 1.1.0, 1.2.0" in unknown.stderr
 
     # Models by profile key, schools by code; groups are named after schools; the totals line and bars show.
-    out = run(env, "rollout", "create", "--model", "terminal-lt100", "--version", "1.2.0", "--school",
-              "north-primary", "--canary", "2").stdout
+    out = run(
+        env,
+        "rollout",
+        "create",
+        "--model",
+        "terminal-lt100",
+        "--version",
+        "1.2.0",
+        "--school",
+        "north-primary",
+        "--canary",
+        "2",
+    ).stdout
     assert "rollout 1 terminal-lt100 to 1.2.0" in out and "running" in out
     assert "school north-primary" in out and "0/" in out and "succeeded" in out
     assert "labfleet rollout show 1 --watch" in out
@@ -72,8 +110,18 @@ def test_rollout_tour_takes_names_shows_progress_and_explains_mistakes(env: dict
     assert stranger.returncode == 1 and "device 99999 is not in rollout 1" in stranger.stderr
 
     # The school's update policy: windows in words, caps in Mbit/s, unset options kept.
-    pol = run(env, "rollout", "policy", "north-primary", "--window", "mon-fri 16:30-22:00", "--max-mbps", "20",
-              "--max-concurrent", "4").stdout
+    pol = run(
+        env,
+        "rollout",
+        "policy",
+        "north-primary",
+        "--window",
+        "mon-fri 16:30-22:00",
+        "--max-mbps",
+        "20",
+        "--max-concurrent",
+        "4",
+    ).stdout
     assert "mon-fri 16:30-22:00" in pol and "downloads at once: 4" in pol and "20.0 Mbit/s" in pol
     kept = run(env, "rollout", "policy", "north-primary", "--max-concurrent", "6").stdout
     assert "mon-fri 16:30-22:00" in kept and "downloads at once: 6" in kept

@@ -22,13 +22,22 @@ async def _frame(api: Api, token: str, **kw: object) -> str:
     out = io.StringIO()
     console = Console(file=out, width=200, color_system=None)
     app = api.client._transport.app  # type: ignore[attr-defined]
-    await run_top("http://top", token, once=True, interval=5, school=kw.get("school"),  # type: ignore[arg-type]
-                  sort=str(kw.get("sort", "utilisation")), console=console, transport=httpx.ASGITransport(app=app))
+    await run_top(
+        "http://top",
+        token,
+        once=True,
+        interval=5,
+        school=kw.get("school"),  # type: ignore[arg-type]
+        sort=str(kw.get("sort", "utilisation")),
+        console=console,
+        transport=httpx.ASGITransport(app=app),
+    )
     return out.getvalue().replace("│", " ").replace("┃", " ")
 
 
 async def test_one_frame_shows_online_against_expected_lessons_bandwidth_alerts_and_ingest(
-        api: Api, site: Site) -> None:  # noqa: F811 - the imported fixture
+    api: Api, site: Site
+) -> None:
     await _morning(api, site)  # eight terminals came online in P1 and sent traffic; two went offline at 08:22
     api.clock.set(at(8, 24))
     holder = api.client._transport.app.state.fleet.extras["snapshot"]  # type: ignore[attr-defined]
@@ -63,8 +72,12 @@ def test_the_command_prints_one_frame_from_a_running_service(env: dict[str, str]
     token = run(env, "token", "create", "--role", "it_staff", "--district").stdout.strip()
     port = _free_port()
     serve_env = {**env, "LABFLEET_MQTT__BROKER": "none"}
-    proc = subprocess.Popen([LABFLEET, "serve", "--port", str(port)], env=serve_env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [LABFLEET, "serve", "--port", str(port)],
+        env=serve_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60  # a loaded machine takes a while to import and migrate
         while True:

@@ -43,7 +43,9 @@ async def test_watcher_reports_attach_detach_and_ignores_unknown_ports() -> None
     lister.ports = [ROBOT]
     events = await watcher.poll_once()
     assert {(e.kind, e.port.hardware_id) for e in events} == {
-        (PortEventKind.ATTACHED, ROBOT.hardware_id), (PortEventKind.DETACHED, UNO.hardware_id)}
+        (PortEventKind.ATTACHED, ROBOT.hardware_id),
+        (PortEventKind.DETACHED, UNO.hardware_id),
+    }
 
 
 async def test_device_replugged_on_new_path_keeps_its_identity() -> None:

@@ -20,7 +20,7 @@ TABLE = [
     (fm.Sysex(fm.REPORT_FIRMWARE), "f0 79 f7", False),
     (fm.firmware_report(2, 5, "SF"), "f0 79 02 05 53 00 46 00 f7", True),
     (fm.Sysex(fm.CAPABILITY_QUERY), "f0 6b f7", False),
-    (fm.capability_response(((( 0, 1), (1, 1)), ((2, 10),))), "f0 6c 00 01 01 01 7f 02 0a 7f f7", True),
+    (fm.capability_response((((0, 1), (1, 1)), ((2, 10),))), "f0 6c 00 01 01 01 7f 02 0a 7f f7", True),
     (fm.pin_state_response(13, 1, 200), "f0 6e 0d 01 48 01 f7", True),
 ]
 
@@ -64,7 +64,9 @@ def test_garbage_is_counted_and_next_message_decodes() -> None:
 
 def test_oversize_sysex_is_dropped() -> None:
     dec = fm.FirmataDecoder(from_device=True)
-    assert dec.feed(b"\xf0\x71" + b"\x01" * (fm.MAX_SYSEX + 5) + b"\xf7\xf9\x02\x05") == [fm.VersionReport(2, 5)]
+    assert dec.feed(b"\xf0\x71" + b"\x01" * (fm.MAX_SYSEX + 5) + b"\xf7\xf9\x02\x05") == [
+        fm.VersionReport(2, 5)
+    ]
     assert dec.rejected["oversize"] == 1
 
 
@@ -103,13 +105,16 @@ def test_intel_hex_byte_table_and_profile_artifact() -> None:
     assert b"LFFW/StandardFirmata-2.5.1.ino/2.5\x00" in ihex.parse_ihex(art.read_bytes())
 
 
-@pytest.mark.parametrize(("text", "reason"), [
-    (b":040000000C94340029\n:00000001FF\n", "checksum"),
-    (b":040000000C94340028\n", "end-of-file"),
-    (b"040000000C943400F0\n:00000001FF\n", "':'"),
-    (b":05000000 0C94340028\n:00000001FF\n", "length"),
-    (b":0400000\n:00000001FF\n", "hex digits"),
-])
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (b":040000000C94340029\n:00000001FF\n", "checksum"),
+        (b":040000000C94340028\n", "end-of-file"),
+        (b"040000000C943400F0\n:00000001FF\n", "':'"),
+        (b":05000000 0C94340028\n:00000001FF\n", "length"),
+        (b":0400000\n:00000001FF\n", "hex digits"),
+    ],
+)
 def test_damaged_intel_hex_is_a_frame_error_naming_the_problem(text: bytes, reason: str) -> None:
     from drivers.codecs import ihex
 

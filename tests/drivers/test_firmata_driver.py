@@ -33,8 +33,9 @@ def sim_of(run: SimRunner) -> FirmataSim:
 
 
 async def open_board(run: SimRunner) -> FirmataBoard:
-    return await FirmataBoard.open(run.url, reset=run.pulse_reset, hardware_id="usb-2341-0043-test",
-                                   query_timeout=0.3, boot_timeout=0.6)
+    return await FirmataBoard.open(
+        run.url, reset=run.pulse_reset, hardware_id="usb-2341-0043-test", query_timeout=0.3, boot_timeout=0.6
+    )
 
 
 async def test_identify_uses_version_firmware_report_and_capabilities(runner: SimRunner) -> None:
@@ -144,8 +145,14 @@ async def test_one_percent_byte_errors_still_flash_and_configure_and_whatever_no
     await run.plug()
     sent: list[object] = []
     try:
-        board = await FirmataBoard.open(run.url, reset=run.pulse_reset, query_timeout=0.15, boot_timeout=1.5, stk_timeout=0.15,
-                                        journal=sent)
+        board = await FirmataBoard.open(
+            run.url,
+            reset=run.pulse_reset,
+            query_timeout=0.15,
+            boot_timeout=1.5,
+            stk_timeout=0.15,
+            journal=sent,
+        )
         try:
             before = await board.identify()
             flashed = await board.flash(image)
@@ -164,5 +171,9 @@ async def test_one_percent_byte_errors_still_flash_and_configure_and_whatever_no
     assert config.ok and sim.pin_modes == expected
     assert health.reading("a0_raw") == 1000
     # The line really was noisy: the board saw commands the host never sent (and they were undone).
-    assert sim.watchdog_resets + sum(1 for m in sim.executed if m not in sent) \
-        + sum(1 for c in sim.stk_executed if c not in sent) > 0
+    assert (
+        sim.watchdog_resets
+        + sum(1 for m in sim.executed if m not in sent)
+        + sum(1 for c in sim.stk_executed if c not in sent)
+        > 0
+    )

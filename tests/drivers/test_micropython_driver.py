@@ -17,10 +17,13 @@ from simulators.serial.minipython import BoardState, MiniPython
 from simulators.serial.pty import SimRunner
 
 UID = bytes.fromhex("30aea4c0ffee")
-BUNDLE = FirmwareImage.bundle("1.4.0", {
-    "main.py": b"import app\napp.run()\n",
-    "lib/app.py": b"def run():\n    print('lesson kit ready')\n" * 40,
-})
+BUNDLE = FirmwareImage.bundle(
+    "1.4.0",
+    {
+        "main.py": b"import app\napp.run()\n",
+        "lib/app.py": b"def run():\n    print('lesson kit ready')\n" * 40,
+    },
+)
 
 
 @pytest.fixture(params=[True, False], ids=["raw-paste", "raw-repl-fallback"])
@@ -159,22 +162,28 @@ async def test_slow_board_still_identifies_and_takes_config() -> None:
     assert json.loads(sim.board.files[CONFIG_PATH]) == {"school": "S-8"}
 
 
-NOISY_BUNDLE = FirmwareImage.bundle("1.6.0", {
-    "main.py": b"import app\napp.run()\n",
-    "lib/app.py": b"def run():\n    print('noisy lab, steady kit')\n" * 12,
-})
+NOISY_BUNDLE = FirmwareImage.bundle(
+    "1.6.0",
+    {
+        "main.py": b"import app\napp.run()\n",
+        "lib/app.py": b"def run():\n    print('noisy lab, steady kit')\n" * 12,
+    },
+)
 
 
 @pytest.mark.parametrize("raw_paste", [True, False], ids=["raw-paste", "raw-repl-fallback"])
-async def test_one_percent_byte_errors_never_run_damaged_code_and_the_flash_completes(raw_paste: bool) -> None:
+async def test_one_percent_byte_errors_never_run_damaged_code_and_the_flash_completes(
+    raw_paste: bool,
+) -> None:
     sim = MicroPythonSim(unique_id=UID, raw_paste=raw_paste)
     plan = FaultPlan(byte_error_rate=0.01, seed=4321)  # seeds 1-11 pass too (checked by hand)
     run = SimRunner(sim, faults=plan, name="mpy-noisy")
     await run.plug()
     journal: list[tuple[bytes, bytes | None]] = []
     try:
-        board = await MicroPythonBoard.open(run.url, journal=journal, ack_timeout=0.1, enter_timeout=0.3,
-                                            reboot_timeout=0.5)
+        board = await MicroPythonBoard.open(
+            run.url, journal=journal, ack_timeout=0.1, enter_timeout=0.3, reboot_timeout=0.5
+        )
         try:
             ident = await board.identify()
             config = await board.apply_config({"school": "S-9", "mqtt_host": "edge.local"})
@@ -188,7 +197,10 @@ async def test_one_percent_byte_errors_never_run_damaged_code_and_the_flash_comp
     finally:
         await run.aclose()
     assert ident.hardware_id == "mpy-30aea4c0ffee"
-    assert config.ok and json.loads(sim.board.files[CONFIG_PATH]) == {"school": "S-9", "mqtt_host": "edge.local"}
+    assert config.ok and json.loads(sim.board.files[CONFIG_PATH]) == {
+        "school": "S-9",
+        "mqtt_host": "edge.local",
+    }
     assert result.ok and result.after == "1.6.0"
     for path, blob in NOISY_BUNDLE.files:
         assert sim.board.files["/" + path] == blob

@@ -42,7 +42,10 @@ async def test_bench_of_mixed_kits_is_provisioned_in_parallel_with_progress() ->
         results = await Provisioner(progress=events.append).run(bench.attached(), plan_for)
     assert [r.outcome for r in results] == [Outcome.PROVISIONED] * 6
     assert {(r.family, r.firmware_before, r.firmware_after) for r in results} == {
-        (Family.MICROPYTHON, "none", "1.1.0"), (Family.FIRMATA, "2.5.0", "2.6"), (Family.ROBOT, "1.0.0", "2.0.0")}
+        (Family.MICROPYTHON, "none", "1.1.0"),
+        (Family.FIRMATA, "2.5.0", "2.6"),
+        (Family.ROBOT, "1.0.0", "2.0.0"),
+    }
     assert all(r.device_id for r in results)
     done = {e.hardware_id for e in events if e.step == "done"}
     assert done == {r.hardware_id for r in results}

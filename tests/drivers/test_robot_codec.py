@@ -48,8 +48,10 @@ FRAME_TABLE = [
     # PING, seq 1, no body
     (RobotFrame(MsgType.PING, 1), "00 03 01 02 02 01 01 03 38 03 00"),
     # HELLO seq 0x0102 with session id 0xdeadbeef
-    (RobotFrame(MsgType.HELLO, 0x0102, bytes.fromhex("deadbeef")),
-     "00 05 01 01 01 02 08 04 de ad be ef 0f 3e 00"),
+    (
+        RobotFrame(MsgType.HELLO, 0x0102, bytes.fromhex("deadbeef")),
+        "00 05 01 01 01 02 08 04 de ad be ef 0f 3e 00",
+    ),
 ]
 
 
@@ -67,8 +69,10 @@ def test_frame_round_trip(mtype: int, seq: int, body: bytes) -> None:
     assert decode_frame(wire[1:-1]) == frame
 
 
-@given(st.lists(st.tuples(st.integers(0, 255), st.integers(0, 0xFFFF), st.binary(max_size=64)), max_size=8),
-       st.integers(1, 17))
+@given(
+    st.lists(st.tuples(st.integers(0, 255), st.integers(0, 0xFFFF), st.binary(max_size=64)), max_size=8),
+    st.integers(1, 17),
+)
 def test_stream_decoder_reassembles_any_split(frames: list[tuple[int, int, bytes]], step: int) -> None:
     expected = [RobotFrame(*f) for f in frames]
     wire = b"".join(encode_frame(f) for f in expected)

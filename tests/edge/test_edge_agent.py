@@ -25,23 +25,41 @@ V1 = "/api/v1"
 
 @pytest.fixture
 async def live_api(sqlite_url: str, clock: FakeClock) -> AsyncIterator[Api]:
-    settings = make_settings(sqlite_url, mqtt={"broker": "embedded", "listen_port": free_port(),
-                                               "ingest_batch_ms": 20})
+    settings = make_settings(
+        sqlite_url, mqtt={"broker": "embedded", "listen_port": free_port(), "ingest_batch_ms": 20}
+    )
     async with plane_api(settings, clock) as api:
         yield api
 
 
-async def test_edge_agent_bridges_a_simulated_kit_online_telemetry_and_reboot(live_api: Api,
-                                                                             clock: FakeClock) -> None:
+async def test_edge_agent_bridges_a_simulated_kit_online_telemetry_and_reboot(
+    live_api: Api, clock: FakeClock
+) -> None:
     api = live_api
     w = await build_world(api)
-    await post(api, f"{V1}/device-models", {
-        "vendor": "RoboLearn", "model_number": "EduBot-R2", "kind": "robot", "transport": "serial",
-        "unit_price": "1290.00", "warranty_months": 24, "supplier": "RoboLearn", "profile_key": "robot-edubot-r2"})
+    await post(
+        api,
+        f"{V1}/device-models",
+        {
+            "vendor": "RoboLearn",
+            "model_number": "EduBot-R2",
+            "kind": "robot",
+            "transport": "serial",
+            "unit_price": "1290.00",
+            "warranty_months": 24,
+            "supplier": "RoboLearn",
+            "profile_key": "robot-edubot-r2",
+        },
+    )
     tech = await api.as_("technician", (w.school_a,))
     agent_http = httpx.AsyncClient(transport=api.client._transport, base_url="http://test", headers=tech)
-    agent = EdgeAgent(agent_http, school_id=w.school_a, room_id=w.room_a, broker=f"mqtt://127.0.0.1:{api.port}",  # type: ignore[attr-defined]
-                      clock_ms=lambda: int(clock.now().timestamp() * 1000))
+    agent = EdgeAgent(
+        agent_http,
+        school_id=w.school_a,
+        room_id=w.room_a,
+        broker=f"mqtt://127.0.0.1:{api.port}",  # type: ignore[attr-defined]
+        clock_ms=lambda: int(clock.now().timestamp() * 1000),
+    )
     robot = RobotSim(uid="cafe42", usb_serial="EB-CAFE42")
     async with SimBench() as bench:
         runner = bench.add(robot)
@@ -54,7 +72,10 @@ async def test_edge_agent_bridges_a_simulated_kit_online_telemetry_and_reboot(li
             assert link.identity == "robot-cafe42"
             device = (await api.client.get(f"{V1}/devices/{link.device_id}", headers=tech)).json()
             assert (device["status"], device["serial_number"], device["school_id"]) == (
-                "received", "robot-cafe42", w.school_a)
+                "received",
+                "robot-cafe42",
+                w.school_a,
+            )
             assert device["room_id"] == w.room_a  # registered just now: placed in the agent's room
 
             async def state() -> dict[str, object]:
@@ -82,8 +103,11 @@ async def test_edge_agent_bridges_a_simulated_kit_online_telemetry_and_reboot(li
             await wait_until(battery_is_41)
 
             boots = robot.boots
-            sent = await api.client.post(f"{V1}/commands", headers=tech, json={
-                "target": {"kind": "device", "id": link.device_id}, "name": "reboot"})
+            sent = await api.client.post(
+                f"{V1}/commands",
+                headers=tech,
+                json={"target": {"kind": "device", "id": link.device_id}, "name": "reboot"},
+            )
             assert sent.status_code == 202, sent.text
             batch = sent.json()["batch_id"]
 
@@ -121,13 +145,19 @@ async def _fleet_verifies(api: Api, identity: str, password: str) -> bool:
     from fleet.persistence.models_mqtt import DeviceCredential
 
     async with api.sessions() as s:
-        cred = (await s.execute(select(DeviceCredential).where(DeviceCredential.username == identity))
-                ).scalar_one_or_none()
-    return cred is not None and cred.revoked_at is None and credentials.verify_password(password, cred.password_hash)
+        cred = (
+            await s.execute(select(DeviceCredential).where(DeviceCredential.username == identity))
+        ).scalar_one_or_none()
+    return (
+        cred is not None
+        and cred.revoked_at is None
+        and credentials.verify_password(password, cred.password_hash)
+    )
 
 
 async def test_provisioned_kit_is_bridged_with_one_credential_shared_by_kit_fleet_and_agent(
-        live_api: Api, clock: FakeClock) -> None:
+    live_api: Api, clock: FakeClock
+) -> None:
     """`labfleet provision` writes a password to the kit and records its hash; the agent then bridges the same
     kit and whatever it logs in with is also what the kit stores and the fleet verifies. The same after the
     kit goes back to the provisioning bench (a new password) and is plugged into the agent again."""
@@ -138,9 +168,20 @@ async def test_provisioned_kit_is_bridged_with_one_credential_shared_by_kit_flee
 
     api = live_api
     w = await build_world(api)
-    await post(api, f"{V1}/device-models", {
-        "vendor": "RoboLearn", "model_number": "EduBot-R2", "kind": "robot", "transport": "serial",
-        "unit_price": "1290.00", "warranty_months": 24, "supplier": "RoboLearn", "profile_key": "robot-edubot-r2"})
+    await post(
+        api,
+        f"{V1}/device-models",
+        {
+            "vendor": "RoboLearn",
+            "model_number": "EduBot-R2",
+            "kind": "robot",
+            "transport": "serial",
+            "unit_price": "1290.00",
+            "warranty_months": 24,
+            "supplier": "RoboLearn",
+            "profile_key": "robot-edubot-r2",
+        },
+    )
     tech = await api.as_("technician", (w.school_a,))
     async with unit_of_work(api.sessions) as s:
         place, lab = await resolve_place(s, str(w.school_a), str(w.room_a))
@@ -160,8 +201,13 @@ async def test_provisioned_kit_is_bridged_with_one_credential_shared_by_kit_flee
         return password
 
     agent_http = httpx.AsyncClient(transport=api.client._transport, base_url="http://test", headers=tech)
-    agent = EdgeAgent(agent_http, school_id=w.school_a, room_id=w.room_a, broker=f"mqtt://127.0.0.1:{api.port}",  # type: ignore[attr-defined]
-                      clock_ms=lambda: int(clock.now().timestamp() * 1000))
+    agent = EdgeAgent(
+        agent_http,
+        school_id=w.school_a,
+        room_id=w.room_a,
+        broker=f"mqtt://127.0.0.1:{api.port}",  # type: ignore[attr-defined]
+        clock_ms=lambda: int(clock.now().timestamp() * 1000),
+    )
     async with SimBench() as bench:
         runner = bench.add(robot)
         await bench.start()
@@ -211,17 +257,34 @@ async def test_provisioned_kit_is_bridged_with_one_credential_shared_by_kit_flee
 
 
 async def test_a_kit_the_broker_will_not_take_is_left_unbridged_and_the_supervisor_keeps_going(
-        live_api: Api, clock: FakeClock) -> None:
+    live_api: Api, clock: FakeClock
+) -> None:
     api = live_api
     w = await build_world(api)
-    await post(api, f"{V1}/device-models", {
-        "vendor": "RoboLearn", "model_number": "EduBot-R2", "kind": "robot", "transport": "serial",
-        "unit_price": "1290.00", "warranty_months": 24, "supplier": "RoboLearn", "profile_key": "robot-edubot-r2"})
+    await post(
+        api,
+        f"{V1}/device-models",
+        {
+            "vendor": "RoboLearn",
+            "model_number": "EduBot-R2",
+            "kind": "robot",
+            "transport": "serial",
+            "unit_price": "1290.00",
+            "warranty_months": 24,
+            "supplier": "RoboLearn",
+            "profile_key": "robot-edubot-r2",
+        },
+    )
     tech = await api.as_("technician", (w.school_a,))
     agent_http = httpx.AsyncClient(transport=api.client._transport, base_url="http://test", headers=tech)
     # Nothing listens here: the kit enrolls over HTTP, but its MQTT connect is refused.
-    agent = EdgeAgent(agent_http, school_id=w.school_a, room_id=w.room_a, broker=f"mqtt://127.0.0.1:{free_port()}",
-                      clock_ms=lambda: int(clock.now().timestamp() * 1000))
+    agent = EdgeAgent(
+        agent_http,
+        school_id=w.school_a,
+        room_id=w.room_a,
+        broker=f"mqtt://127.0.0.1:{free_port()}",
+        clock_ms=lambda: int(clock.now().timestamp() * 1000),
+    )
     async with SimBench() as bench:
         runner = bench.add(RobotSim(uid="beef01", usb_serial="EB-BEEF01"))
         await bench.start()

@@ -24,32 +24,58 @@ from tests.factories import build_world, plane_api, post
 from tests.mqtt.mqtt_plane import need_mosquitto, wait_until
 
 V1 = "/api/v1"
-MODELS = [("RoboLearn", "EduBot-R2", "robot", "robot-edubot-r2"), ("Maker", "ESP32-Kit", "mcu_kit", "kit-esp32-mpy"),
-          ("Arduino", "Uno-R3", "mcu_kit", "kit-uno-firmata")]
+MODELS = [
+    ("RoboLearn", "EduBot-R2", "robot", "robot-edubot-r2"),
+    ("Maker", "ESP32-Kit", "mcu_kit", "kit-esp32-mpy"),
+    ("Arduino", "Uno-R3", "mcu_kit", "kit-uno-firmata"),
+]
 
 
 @pytest.fixture
 async def mosquitto_api(sqlite_url: str, clock: FakeClock, tmp_path: Path) -> AsyncIterator[Api]:
     need_mosquitto()
-    settings = make_settings(sqlite_url, mqtt={"broker": "mosquitto", "listen_port": free_port(),
-                                               "data_dir": str(tmp_path / "mq"), "ingest_batch_ms": 20})
+    settings = make_settings(
+        sqlite_url,
+        mqtt={
+            "broker": "mosquitto",
+            "listen_port": free_port(),
+            "data_dir": str(tmp_path / "mq"),
+            "ingest_batch_ms": 20,
+        },
+    )
     async with plane_api(settings, clock) as api:
         yield api
 
 
-async def test_kits_of_every_family_log_in_to_managed_mosquitto_and_come_online(mosquitto_api: Api,
-                                                                                clock: FakeClock) -> None:
+async def test_kits_of_every_family_log_in_to_managed_mosquitto_and_come_online(
+    mosquitto_api: Api, clock: FakeClock
+) -> None:
     api = mosquitto_api
     w = await build_world(api)
     for vendor, model_number, kind, profile_key in MODELS:
-        await post(api, f"{V1}/device-models", {
-            "vendor": vendor, "model_number": model_number, "kind": kind, "transport": "serial",
-            "unit_price": "100.00", "warranty_months": 24, "supplier": vendor, "profile_key": profile_key})
+        await post(
+            api,
+            f"{V1}/device-models",
+            {
+                "vendor": vendor,
+                "model_number": model_number,
+                "kind": kind,
+                "transport": "serial",
+                "unit_price": "100.00",
+                "warranty_months": 24,
+                "supplier": vendor,
+                "profile_key": profile_key,
+            },
+        )
     tech = await api.as_("technician", (w.school_a,))
     agent_http = httpx.AsyncClient(transport=api.client._transport, base_url="http://test", headers=tech)
-    agent = EdgeAgent(agent_http, school_id=w.school_a, room_id=w.room_a,
-                      broker=f"mqtt://127.0.0.1:{api.port}",  # type: ignore[attr-defined]
-                      clock_ms=lambda: int(clock.now().timestamp() * 1000))
+    agent = EdgeAgent(
+        agent_http,
+        school_id=w.school_a,
+        room_id=w.room_a,
+        broker=f"mqtt://127.0.0.1:{api.port}",  # type: ignore[attr-defined]
+        clock_ms=lambda: int(clock.now().timestamp() * 1000),
+    )
     async with SimBench() as bench:
         bench.add(RobotSim(uid="cafe42", usb_serial="EB-CAFE42"))
         bench.add(MicroPythonSim(unique_id=bytes.fromhex("30aea4c0ffee")))

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from sqlalchemy import func, select
 
+from drivers.provisioning import Outcome
 from fleet.cli.provision import PROVISIONER, provision_bench, result_table
 from fleet.domain.clock import SystemClock
 from fleet.domain.enums import Role
@@ -18,8 +19,6 @@ from fleet.persistence.models import AuditEntry, Device
 from fleet.persistence.models_mqtt import DeviceCredential
 from fleet.services.seed import seed_demo
 from fleet.settings import Settings
-from drivers.provisioning import Outcome
-
 
 SEEDER = Principal(name="seed", role=Role.ADMIN, district_wide=True, school_ids=frozenset())
 
@@ -37,11 +36,20 @@ async def _seeded(tmp_path: Path) -> Settings:
 async def _counts(cfg: Settings) -> tuple[dict[str, int], dict[str, int], int]:
     engine = create_engine(cfg.database_url)
     async with unit_of_work(session_factory(engine)) as session:
-        kits = (await session.execute(select(Device.status, func.count()).where(Device.asset_tag.like("KIT-%"))
-                                      .group_by(Device.status))).all()
-        actions = (await session.execute(select(AuditEntry.action, func.count())
-                                         .where(AuditEntry.actor == PROVISIONER.actor)
-                                         .group_by(AuditEntry.action))).all()
+        kits = (
+            await session.execute(
+                select(Device.status, func.count())
+                .where(Device.asset_tag.like("KIT-%"))
+                .group_by(Device.status)
+            )
+        ).all()
+        actions = (
+            await session.execute(
+                select(AuditEntry.action, func.count())
+                .where(AuditEntry.actor == PROVISIONER.actor)
+                .group_by(AuditEntry.action)
+            )
+        ).all()
         creds = (await session.execute(select(func.count()).select_from(DeviceCredential))).scalar_one()
     await engine.dispose()
     return dict(kits), dict(actions), creds  # type: ignore[arg-type]
@@ -51,16 +59,32 @@ async def test_thirty_simulated_kits_are_provisioned_at_once_and_recorded(tmp_pa
     cfg = await _seeded(tmp_path)
     out = io.StringIO()
     console = Console(file=out, width=160)
-    rows = await provision_bench(cfg, school="north-primary", room="AI Lab", ports=[], all_ports=False,
-                                 state_file=tmp_path / "state.json", bench=30, seed=5, console=console)
+    rows = await provision_bench(
+        cfg,
+        school="north-primary",
+        room="AI Lab",
+        ports=[],
+        all_ports=False,
+        state_file=tmp_path / "state.json",
+        bench=30,
+        seed=5,
+        console=console,
+    )
     assert len(rows) == 30
     assert [(r.result.outcome, r.recorded) for r in rows] == [(Outcome.PROVISIONED, "recorded")] * 30
     assert {(r.result.firmware_before, r.result.firmware_after) for r in rows} == {
-        ("1.0.0", "3.5.0"), ("none", "1.1.0"), ("2.5.0", "2.5.1")}  # Firmata: the profile's Intel HEX
+        ("1.0.0", "3.5.0"),
+        ("none", "1.1.0"),
+        ("2.5.0", "2.5.1"),
+    }  # Firmata: the profile's Intel HEX
     kits, actions, creds = await _counts(cfg)
     assert kits == {"provisioned": 30}
-    assert actions == {"device.create": 30, "device.registered": 30, "device.transition": 30,
-                       "device.provision_provisioned": 30}
+    assert actions == {
+        "device.create": 30,
+        "device.registered": 30,
+        "device.transition": 30,
+        "device.provision_provisioned": 30,
+    }
     assert creds == 20  # Firmata kits keep no settings: the edge agent enrolls them when it bridges them
     state = (tmp_path / "state.json").read_text()
     assert state.count('"outcome": "provisioned"') == 30 and "mqtt_password" not in state
@@ -70,11 +94,20 @@ async def test_thirty_simulated_kits_are_provisioned_at_once_and_recorded(tmp_pa
 
 
 async def test_a_second_run_matches_kits_to_their_inventory_records_instead_of_registering_again(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     cfg = await _seeded(tmp_path)
     console = Console(file=io.StringIO())
-    kwargs = dict(school="north-primary", room=None, ports=[], all_ports=False, state_file=None, bench=4, seed=9,
-                  console=console)
+    kwargs = dict(
+        school="north-primary",
+        room=None,
+        ports=[],
+        all_ports=False,
+        state_file=None,
+        bench=4,
+        seed=9,
+        console=console,
+    )
     first = await provision_bench(cfg, **kwargs)  # type: ignore[arg-type]
     second = await provision_bench(cfg, **kwargs)  # type: ignore[arg-type]
     assert [r.asset_tag for r in first] == [r.asset_tag for r in second]
@@ -92,5 +125,14 @@ async def test_unknown_school_is_a_clear_error(tmp_path: Path) -> None:
     await asyncio.to_thread(upgrade_sync, url)
     cfg = Settings(database_url=url)
     with pytest.raises(NotFound, match="school 'nowhere' not found"):
-        await provision_bench(cfg, school="nowhere", room=None, ports=[], all_ports=False, state_file=None,
-                              bench=1, seed=0, console=Console(file=io.StringIO()))
+        await provision_bench(
+            cfg,
+            school="nowhere",
+            room=None,
+            ports=[],
+            all_ports=False,
+            state_file=None,
+            bench=1,
+            seed=0,
+            console=Console(file=io.StringIO()),
+        )

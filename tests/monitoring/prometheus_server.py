@@ -62,12 +62,17 @@ class PrometheusServer:
                 return last
             time.sleep(POLL_S)
         log = self.log_path.read_text()[-2000:]
-        raise AssertionError(f"{expr} never satisfied the condition; last result {last}\nprometheus log:\n{log}")
+        raise AssertionError(
+            f"{expr} never satisfied the condition; last result {last}\nprometheus log:\n{log}"
+        )
 
     def targets_up(self) -> dict[str, str]:
         with urllib.request.urlopen(f"{self.url}/api/v1/targets", timeout=10) as resp:
             body = json.load(resp)
-        return {t["scrapePool"] + " " + t["labels"]["instance"]: t["health"] for t in body["data"]["activeTargets"]}
+        return {
+            t["scrapePool"] + " " + t["labels"]["instance"]: t["health"]
+            for t in body["data"]["activeTargets"]
+        }
 
 
 def prometheus_binary() -> str:
@@ -80,13 +85,20 @@ def prometheus_binary() -> str:
 
 
 @contextmanager
-def run_prometheus(workdir: Path, scrape_configs: list[dict[str, Any]], rule_files: list[Path] = (),  # type: ignore[assignment]
-                   scrape_interval: str = "1s") -> Iterator[PrometheusServer]:
+def run_prometheus(
+    workdir: Path,
+    scrape_configs: list[dict[str, Any]],
+    rule_files: list[Path] = (),  # type: ignore[assignment]
+    scrape_interval: str = "1s",
+) -> Iterator[PrometheusServer]:
     """Start Prometheus with the given jobs and rule files; stop it (by pid) on exit."""
     binary = prometheus_binary()
     config = {
-        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval,
-                   "scrape_timeout": scrape_interval},
+        "global": {
+            "scrape_interval": scrape_interval,
+            "evaluation_interval": scrape_interval,
+            "scrape_timeout": scrape_interval,
+        },
         "rule_files": [str(p) for p in rule_files],
         "scrape_configs": scrape_configs,
     }
@@ -96,16 +108,24 @@ def run_prometheus(workdir: Path, scrape_configs: list[dict[str, Any]], rule_fil
     log_path = workdir / "prometheus.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [binary, f"--config.file={config_path}", f"--storage.tsdb.path={workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=info"],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                binary,
+                f"--config.file={config_path}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=info",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     server = PrometheusServer(f"http://127.0.0.1:{port}", process, log_path)
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             if process.poll() is not None:
-                raise AssertionError(f"prometheus exited with {process.returncode}:\n{log_path.read_text()[-2000:]}")
+                raise AssertionError(
+                    f"prometheus exited with {process.returncode}:\n{log_path.read_text()[-2000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{server.url}/-/ready", timeout=2) as resp:
                     if resp.status == 200:

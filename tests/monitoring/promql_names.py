@@ -19,14 +19,34 @@ DASHBOARDS = sorted((GRAFANA_DIR / "dashboards").glob("*.json"))
 
 # Series Prometheus itself creates; everything else must come from fleet/observability/metrics.py.
 PROMETHEUS_BUILTINS = frozenset({"up", "ALERTS", "ALERTS_FOR_STATE", "scrape_duration_seconds"})
-_KEYWORDS = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool", "and",
-                       "or", "unless", "inf", "nan"})
+_KEYWORDS = frozenset(
+    {
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "offset",
+        "bool",
+        "and",
+        "or",
+        "unless",
+        "inf",
+        "nan",
+    }
+)
 _STRING = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|`[^`]*`')
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
 _IDENT = re.compile(r"(?<![\w:.$])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?")
 # Grafana's variables, replaced by plausible values so the expression parses as PromQL.
-GRAFANA_VARS = {"$__rate_interval": "1m", "$__interval": "15m", "$__range": "1d", "${school}": "s001",
-                "$school": "s001"}
+GRAFANA_VARS = {
+    "$__rate_interval": "1m",
+    "$__interval": "15m",
+    "$__range": "1d",
+    "${school}": "s001",
+    "$school": "s001",
+}
 
 
 def metric_names(expr: str) -> set[str]:

@@ -10,8 +10,20 @@ import yaml
 
 from tests.monitoring.promql_names import DASHBOARDS, GRAFANA_DIR, load_dashboards, panels
 
-PANEL_TYPES = {"row", "stat", "timeseries", "heatmap", "table", "gauge", "bargauge", "state-timeline",
-               "status-history", "text", "piechart", "barchart"}
+PANEL_TYPES = {
+    "row",
+    "stat",
+    "timeseries",
+    "heatmap",
+    "table",
+    "gauge",
+    "bargauge",
+    "state-timeline",
+    "status-history",
+    "text",
+    "piechart",
+    "barchart",
+}
 GRID_COLUMNS = 24  # Grafana's grid is 24 columns wide
 BUILTIN_VARS = {"__interval", "__rate_interval", "__range", "__interval_ms", "__range_s"}
 EXPECTED = {"labfleet-district-overview.json", "labfleet-school.json", "labfleet-fleet-health.json"}
@@ -30,7 +42,9 @@ def test_dashboard_top_level_fields(dashboards: dict[str, dict[str, Any]]) -> No
     uids = set()
     for name, d in dashboards.items():
         assert isinstance(d["schemaVersion"], int) and d["schemaVersion"] >= 36, name
-        assert isinstance(d["uid"], str) and 0 < len(d["uid"]) <= 40 and re.fullmatch(r"[a-z0-9-]+", d["uid"]), name
+        assert (
+            isinstance(d["uid"], str) and 0 < len(d["uid"]) <= 40 and re.fullmatch(r"[a-z0-9-]+", d["uid"])
+        ), name
         assert d["uid"] not in uids, name
         uids.add(d["uid"])
         assert d["title"].startswith("LabFleet"), name
@@ -96,9 +110,13 @@ def test_overview_has_the_peak_load_panels(dashboards: dict[str, dict[str, Any]]
     assert "school:uplink_utilisation:ratio" in heatmap["targets"][0]["expr"]
     assert heatmap["options"]["calculate"] is False  # rows are schools, not computed buckets
     exprs = " ".join(t["expr"] for p in panels(d) for t in p.get("targets", []))
-    for needle in ("labfleet_devices_expected_online", "labfleet_school_active_sessions",
-                   "school_period:active_sessions:max1m", "labfleet_ingest_lag_seconds",
-                   "reason:ingest_dead_letters:rate5m"):
+    for needle in (
+        "labfleet_devices_expected_online",
+        "labfleet_school_active_sessions",
+        "school_period:active_sessions:max1m",
+        "labfleet_ingest_lag_seconds",
+        "reason:ingest_dead_letters:rate5m",
+    ):
         assert needle in exprs
 
 

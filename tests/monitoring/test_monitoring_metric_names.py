@@ -23,9 +23,15 @@ KNOWN = exposed_sample_names() | PROMETHEUS_BUILTINS
 @pytest.mark.parametrize(
     ("expr", "expected"),
     [
-        ("sum by (school, direction) (rate(labfleet_school_bytes_total[1m]))", {"labfleet_school_bytes_total"}),
+        (
+            "sum by (school, direction) (rate(labfleet_school_bytes_total[1m]))",
+            {"labfleet_school_bytes_total"},
+        ),
         ('max by (school) (x:y:z{school=~"$school"}) * 8 / on (school) (a_b > 0)', {"x:y:z", "a_b"}),
-        ("topk by (school) (1, labfleet_school_current_period) offset 1h", {"labfleet_school_current_period"}),
+        (
+            "topk by (school) (1, labfleet_school_current_period) offset 1h",
+            {"labfleet_school_current_period"},
+        ),
         ('histogram_quantile(0.99, sum by (instance, le) (rate(h_bucket{le="+Inf"}[5m])))', {"h_bucket"}),
         ("a and on (school) b unless ignoring (x) c or d == bool 1e6", {"a", "b", "c", "d"}),
         ('label_replace(m, "dst", "$1", "src", "(.*)")', {"m"}),
@@ -54,7 +60,11 @@ def test_every_metric_in_the_dashboards_is_defined_or_recorded() -> None:
 def test_dashboards_and_rules_reference_metrics_at_all() -> None:
     # Guards the name extraction against silently returning nothing.
     used = set().union(*(metric_names(e) for _, e in dashboard_exprs()))
-    assert {"labfleet_devices_online", "school:uplink_utilisation:ratio", "labfleet_ingest_lag_seconds"} <= used
+    assert {
+        "labfleet_devices_online",
+        "school:uplink_utilisation:ratio",
+        "labfleet_ingest_lag_seconds",
+    } <= used
 
 
 def test_recording_rule_names_follow_level_metric_operations() -> None:

@@ -34,8 +34,9 @@ def promtool() -> str:
 
 
 def _run(promtool: str, *args: str, cwd: Path = PROM_DIR) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([promtool, *args], cwd=cwd, capture_output=True, text=True, timeout=PROMTOOL_TIMEOUT_S,
-                          check=False)
+    return subprocess.run(
+        [promtool, *args], cwd=cwd, capture_output=True, text=True, timeout=PROMTOOL_TIMEOUT_S, check=False
+    )
 
 
 def test_promtool_check_config(promtool: str) -> None:
@@ -55,7 +56,9 @@ def test_promtool_test_rules(promtool: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_promtool_rejects_a_broken_rule_so_the_checks_above_mean_something(promtool: str, tmp_path: Path) -> None:
+def test_promtool_rejects_a_broken_rule_so_the_checks_above_mean_something(
+    promtool: str, tmp_path: Path
+) -> None:
     bad = tmp_path / "bad.yml"
     bad.write_text("groups:\n  - name: x\n    rules:\n      - record: a:b:c\n        expr: sum(rate(x[1m])\n")
     assert _run(promtool, "check", "rules", str(bad)).returncode != 0
@@ -75,8 +78,10 @@ def test_every_alert_has_a_firing_and_a_not_firing_promtool_case() -> None:
 
 def test_dashboard_queries_are_valid_promql(promtool: str, tmp_path: Path) -> None:
     # promtool has no offline query parser, so each dashboard query becomes a recording rule to check.
-    checked = [{"record": f"dashboard:check:q{i}", "expr": substitute_grafana_vars(expr)}
-               for i, (_, expr) in enumerate(dashboard_exprs())]
+    checked = [
+        {"record": f"dashboard:check:q{i}", "expr": substitute_grafana_vars(expr)}
+        for i, (_, expr) in enumerate(dashboard_exprs())
+    ]
     assert checked
     path = tmp_path / "dashboards.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": checked}]}))

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from tests.mqtt.mqtt_plane import Plane, seed
 
 from fleet.persistence.db import upgrade_sync
+from tests.mqtt.mqtt_plane import Plane, seed
 
 
 @pytest.fixture(scope="session")

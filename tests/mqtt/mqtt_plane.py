@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
@@ -15,7 +14,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from fleet.domain.clock import FakeClock
-from fleet.persistence.db import create_engine, session_factory, upgrade_sync
+from fleet.persistence.db import create_engine, session_factory
 from fleet.persistence.models import BellPeriod, Device, DeviceModel, District, Room, School
 from fleet.services import enrollment
 from fleet.settings import Settings
@@ -29,7 +28,9 @@ def require_external() -> bool:
 
 
 def need_mosquitto() -> str:
-    path = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+    path = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
+    )
     if path is None:
         if require_external():
             pytest.fail("mosquitto is required (LABFLEET_TEST_REQUIRE_EXTERNAL=1) but not installed")
@@ -61,15 +62,23 @@ class Plane:
     def settings(self, **mqtt: object) -> Settings:
         return Settings(database_url=self.url, mqtt={"topic_prefix": "labfleet", **mqtt})  # type: ignore[arg-type]
 
-    async def add_devices(self, n: int, prefix: str = "TAB", room: bool = True, school_id: int | None = None
-                          ) -> list[int]:
+    async def add_devices(
+        self, n: int, prefix: str = "TAB", room: bool = True, school_id: int | None = None
+    ) -> list[int]:
         ids = []
         async with self.sessions() as s:
             for i in range(n):
-                d = Device(vendor="Acme", serial_number=f"{prefix}-{i:05d}", asset_tag=f"{prefix}-A{i:05d}",
-                           model_id=self.model_id, school_id=school_id or self.school_id,
-                           room_id=self.room_id if room else None, status="in_service",
-                           created_at=self.clock.now(), updated_at=self.clock.now())
+                d = Device(
+                    vendor="Acme",
+                    serial_number=f"{prefix}-{i:05d}",
+                    asset_tag=f"{prefix}-A{i:05d}",
+                    model_id=self.model_id,
+                    school_id=school_id or self.school_id,
+                    room_id=self.room_id if room else None,
+                    status="in_service",
+                    created_at=self.clock.now(),
+                    updated_at=self.clock.now(),
+                )
                 s.add(d)
                 await s.flush()
                 ids.append(d.id)
@@ -81,11 +90,24 @@ class Plane:
         out = {}
         async with self.sessions() as s:
             tok = await enrollment.create_claim_token(
-                s, school_id=school_id or self.school_id, max_uses=max(1, len(serials)), ttl=timedelta(days=1),
-                allow_unknown=False, label="test", actor="test", now=self.clock.now())
+                s,
+                school_id=school_id or self.school_id,
+                max_uses=max(1, len(serials)),
+                ttl=timedelta(days=1),
+                allow_unknown=False,
+                label="test",
+                actor="test",
+                now=self.clock.now(),
+            )
             for serial in serials:
-                e = await enrollment.enroll(s, claim_token=tok.token, serial_number=serial, vendor="Acme",
-                                            model_number=None, now=self.clock.now())
+                e = await enrollment.enroll(
+                    s,
+                    claim_token=tok.token,
+                    serial_number=serial,
+                    vendor="Acme",
+                    model_number=None,
+                    now=self.clock.now(),
+                )
                 out[serial] = e.password
             await s.commit()
         return out
@@ -101,27 +123,56 @@ async def seed(url: str, tmp: Path) -> Plane:
         s.add(d)
         await s.flush()
         code = f"S{uuid.uuid4().hex[:6]}"
-        school = School(district_id=d.id, code=code, name="School", uplink_mbps=100, timezone="UTC",
-                        created_at=now)
+        school = School(
+            district_id=d.id, code=code, name="School", uplink_mbps=100, timezone="UTC", created_at=now
+        )
         s.add(school)
         await s.flush()
-        room = Room(school_id=school.id, name="Lab 1", kind="ai_lab", tier="basic_experience", capacity=40,
-                    created_at=now)
-        model = DeviceModel(vendor="Acme", model_number=f"T10-{code}", kind="terminal", transport="mqtt",
-                            unit_price=Decimal("300.00"), warranty_months=24, supplier="Acme", profile_key=None,
-                            created_at=now)
+        room = Room(
+            school_id=school.id,
+            name="Lab 1",
+            kind="ai_lab",
+            tier="basic_experience",
+            capacity=40,
+            created_at=now,
+        )
+        model = DeviceModel(
+            vendor="Acme",
+            model_number=f"T10-{code}",
+            kind="terminal",
+            transport="mqtt",
+            unit_price=Decimal("300.00"),
+            warranty_months=24,
+            supplier="Acme",
+            profile_key=None,
+            created_at=now,
+        )
         s.add_all([room, model])
         await s.flush()
         for wd in range(5):  # Monday..Friday, one lesson 08:00-08:45 and one 09:00-09:45
-            s.add(BellPeriod(school_id=school.id, room_id=None, weekday=wd, name="P1",
-                             start_time=time(8, 0), end_time=time(8, 45)))
-            s.add(BellPeriod(school_id=school.id, room_id=None, weekday=wd, name="P2",
-                             start_time=time(9, 0), end_time=time(9, 45)))
+            s.add(
+                BellPeriod(
+                    school_id=school.id,
+                    room_id=None,
+                    weekday=wd,
+                    name="P1",
+                    start_time=time(8, 0),
+                    end_time=time(8, 45),
+                )
+            )
+            s.add(
+                BellPeriod(
+                    school_id=school.id,
+                    room_id=None,
+                    weekday=wd,
+                    name="P2",
+                    start_time=time(9, 0),
+                    end_time=time(9, 45),
+                )
+            )
         await s.commit()
         plane = Plane(url, engine, sessions, clock, school.id, code, room.id, model.id, tmp)
     return plane
-
-
 
 
 TS0 = 1_788_764_400_000
@@ -148,10 +199,26 @@ def terminal(port: int, school: str, serial: str, password: str, *, will: bool =
     from fleet.domain import wire
 
     t = wire.Topics("labfleet")
-    lwt = aiomqtt.Will(t.topic(school, serial, "status"), json.dumps({"v": 1, "state": "offline", "reason": "lwt"}),
-                       qos=1, retain=True) if will else None
-    return aiomqtt.Client("127.0.0.1", port, identifier=serial, username=serial, password=password,
-                          clean_session=False, will=lwt, **kw)  # type: ignore[arg-type]
+    lwt = (
+        aiomqtt.Will(
+            t.topic(school, serial, "status"),
+            json.dumps({"v": 1, "state": "offline", "reason": "lwt"}),
+            qos=1,
+            retain=True,
+        )
+        if will
+        else None
+    )
+    return aiomqtt.Client(
+        "127.0.0.1",
+        port,
+        identifier=serial,
+        username=serial,
+        password=password,
+        clean_session=False,
+        will=lwt,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 class DroppableTerminal:
@@ -177,11 +244,16 @@ def raw_connect_with_will(port: int, school: str, serial: str, password: str) ->
     t = wire.Topics("labfleet")
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=serial, clean_session=False)
     c.username_pw_set(serial, password)
-    c.will_set(t.topic(school, serial, "status"), json.dumps({"v": 1, "state": "offline", "reason": "lwt"}),
-               qos=1, retain=True)
+    c.will_set(
+        t.topic(school, serial, "status"),
+        json.dumps({"v": 1, "state": "offline", "reason": "lwt"}),
+        qos=1,
+        retain=True,
+    )
     c.connect("127.0.0.1", port, keepalive=60)
-    info = c.publish(t.topic(school, serial, "status"), json.dumps({"v": 1, "state": "online"}), qos=1,
-                     retain=True)
+    info = c.publish(
+        t.topic(school, serial, "status"), json.dumps({"v": 1, "state": "online"}), qos=1, retain=True
+    )
     deadline = time.monotonic() + 10  # a failure deadline, not a timing assertion
     while not (c.is_connected() and info.is_published()):
         assert time.monotonic() < deadline, "terminal could not connect and publish"
@@ -203,7 +275,9 @@ class LoadPublisher:
         self.sent = 0
         self.clients = []
         for i in range(connections):
-            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"loadgen-{port}-{i}", clean_session=False)
+            c = mqtt.Client(
+                mqtt.CallbackAPIVersion.VERSION2, client_id=f"loadgen-{port}-{i}", clean_session=False
+            )
             c.username_pw_set(username, password)
             c.max_inflight_messages_set(2000)
             c.max_queued_messages_set(0)
@@ -246,8 +320,12 @@ def telemetry_stream(school: str, serials: list[str], per_device: int, start_seq
     for k in range(per_device):
         seq = start_seq + k
         for s in serials:
-            yield t.topic(school, s, "telemetry"), json.dumps(
-                {"v": 1, "seq": seq, "ts": TS0 + seq, "battery": 80, "up": 10, "down": 20}).encode()
+            yield (
+                t.topic(school, s, "telemetry"),
+                json.dumps(
+                    {"v": 1, "seq": seq, "ts": TS0 + seq, "battery": 80, "up": 10, "down": 20}
+                ).encode(),
+            )
 
 
 async def totals(sessions) -> dict[str, int]:  # type: ignore[no-untyped-def]
@@ -256,10 +334,23 @@ async def totals(sessions) -> dict[str, int]:  # type: ignore[no-untyped-def]
     from fleet.persistence.models_mqtt import DeviceState
 
     async with sessions() as s:
-        row = (await s.execute(select(func.count(), func.coalesce(func.sum(DeviceState.messages_total), 0),
-                                      func.coalesce(func.sum(DeviceState.duplicates_total), 0),
-                                      func.coalesce(func.sum(DeviceState.bytes_up_total), 0),
-                                      func.coalesce(func.min(DeviceState.last_seq), 0),
-                                      func.coalesce(func.max(DeviceState.messages_total), 0)))).one()
-    return {"devices": row[0], "ingested": int(row[1]), "duplicates": int(row[2]), "bytes_up": int(row[3]),
-            "min_last_seq": int(row[4]), "max_messages": int(row[5])}
+        row = (
+            await s.execute(
+                select(
+                    func.count(),
+                    func.coalesce(func.sum(DeviceState.messages_total), 0),
+                    func.coalesce(func.sum(DeviceState.duplicates_total), 0),
+                    func.coalesce(func.sum(DeviceState.bytes_up_total), 0),
+                    func.coalesce(func.min(DeviceState.last_seq), 0),
+                    func.coalesce(func.max(DeviceState.messages_total), 0),
+                )
+            )
+        ).one()
+    return {
+        "devices": row[0],
+        "ingested": int(row[1]),
+        "duplicates": int(row[2]),
+        "bytes_up": int(row[3]),
+        "min_last_seq": int(row[4]),
+        "max_messages": int(row[5]),
+    }

@@ -16,9 +16,24 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_ingest_benchmark_completes_every_phase_and_ends_with_its_json_line() -> None:
     need_mosquitto()
     devices, per = 20, 2
-    proc = subprocess.run([sys.executable, "benchmarks/ingest.py", "--devices", str(devices), "--per-device",
-                           str(per), "--latency-seconds", "1", "--workers", "2"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/ingest.py",
+            "--devices",
+            str(devices),
+            "--per-device",
+            str(per),
+            "--latency-seconds",
+            "1",
+            "--workers",
+            "2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["benchmark"] == "ingest" and result["messages_per_phase"] == devices * per

@@ -20,8 +20,9 @@ V1 = "/api/v1"
 
 @pytest.fixture
 async def live_api(sqlite_url: str, clock: FakeClock) -> AsyncIterator[Api]:
-    settings = make_settings(sqlite_url, mqtt={"broker": "embedded", "listen_port": free_port(),
-                                               "ingest_batch_ms": 20})
+    settings = make_settings(
+        sqlite_url, mqtt={"broker": "embedded", "listen_port": free_port(), "ingest_batch_ms": 20}
+    )
     async with plane_api(settings, clock) as api:
         yield api
 
@@ -41,12 +42,16 @@ async def test_enroll_then_telemetry_alerts_and_commands_through_the_api(live_ap
     port = api.port  # type: ignore[attr-defined]
     async with terminal(port, "school-a", "SN-a-1", creds["password"]) as c:
         await c.subscribe(creds["topics"]["cmd"], qos=1)
-        await c.publish(creds["topics"]["telemetry"], json.dumps({"v": 1, "seq": 1, "ts": TS0, "battery": 3,
-                                                                   "charging": False, "fw": "1.2.0"}), qos=1)
+        await c.publish(
+            creds["topics"]["telemetry"],
+            json.dumps({"v": 1, "seq": 1, "ts": TS0, "battery": 3, "charging": False, "fw": "1.2.0"}),
+            qos=1,
+        )
 
         async def alerted() -> bool:
-            got = await api.client.get(f"{V1}/alerts", params={"school": w.school_a, "room": w.room_a},
-                                       headers=tech)
+            got = await api.client.get(
+                f"{V1}/alerts", params={"school": w.school_a, "room": w.room_a}, headers=tech
+            )
             return bool(got.json())
 
         await wait_until(alerted)
@@ -59,7 +64,9 @@ async def test_enroll_then_telemetry_alerts_and_commands_through_the_api(live_ap
         state = (await api.client.get(f"{V1}/devices/{w.device_a}/state", headers=tech)).json()
         assert (state["online"], state["battery_pct"], state["health"]) == (True, 3, "fault")
         alerts = (await api.client.get(f"{V1}/alerts", params={"school": w.school_a}, headers=tech)).json()
-        assert [(a["rule"], a["severity"], a["status"]) for a in alerts] == [("battery_low", "critical", "open")]
+        assert [(a["rule"], a["severity"], a["status"]) for a in alerts] == [
+            ("battery_low", "critical", "open")
+        ]
         other = await api.as_("technician", (w.school_b,))
         assert (await api.client.get(f"{V1}/alerts", headers=other)).json() == []
         assert (await api.client.post(f"{V1}/alerts/{alerts[0]['id']}/ack", headers=other)).status_code == 404
@@ -68,8 +75,15 @@ async def test_enroll_then_telemetry_alerts_and_commands_through_the_api(live_ap
         done = (await api.client.post(f"{V1}/alerts/{alerts[0]['id']}/resolve", headers=tech)).json()
         assert done["status"] == "resolved"
 
-        sent = await api.client.post(f"{V1}/commands", headers=tech, json={
-            "target": {"kind": "room", "id": w.room_a}, "name": "lock", "args": {"message": "Eyes rest"}})
+        sent = await api.client.post(
+            f"{V1}/commands",
+            headers=tech,
+            json={
+                "target": {"kind": "room", "id": w.room_a},
+                "name": "lock",
+                "args": {"message": "Eyes rest"},
+            },
+        )
         assert sent.status_code == 202, sent.text
         batch = sent.json()
         async with asyncio.timeout(10):
@@ -78,10 +92,12 @@ async def test_enroll_then_telemetry_alerts_and_commands_through_the_api(live_ap
                 if body.get("type") == "command":
                     break
         assert body["cmd"] == "lock" and body["args"] == {"message": "Eyes rest"}
-        await c.publish(creds["topics"]["ack"], json.dumps({"v": 1, "id": body["id"], "ts": TS0, "accepted": True}),
-                        qos=1)
-        await c.publish(creds["topics"]["result"], json.dumps({"v": 1, "id": body["id"], "ts": TS0, "ok": True}),
-                        qos=1)
+        await c.publish(
+            creds["topics"]["ack"], json.dumps({"v": 1, "id": body["id"], "ts": TS0, "accepted": True}), qos=1
+        )
+        await c.publish(
+            creds["topics"]["result"], json.dumps({"v": 1, "id": body["id"], "ts": TS0, "ok": True}), qos=1
+        )
 
         async def succeeded() -> bool:
             got = (await api.client.get(f"{V1}/commands/{batch['batch_id']}", headers=tech)).json()
@@ -90,7 +106,9 @@ async def test_enroll_then_telemetry_alerts_and_commands_through_the_api(live_ap
         await wait_until(succeeded)
 
     # Revocation through the API: the issued password stops working.
-    assert (await api.client.post(f"{V1}/devices/{w.device_a}/credentials/revoke", headers=tech)).status_code == 200
+    assert (
+        await api.client.post(f"{V1}/devices/{w.device_a}/credentials/revoke", headers=tech)
+    ).status_code == 200
     import aiomqtt
 
     with pytest.raises(aiomqtt.MqttError):

@@ -33,9 +33,12 @@ async def _fleet(plane: Plane) -> list[str]:
 
 def _broker(plane: Plane, tmp: Path) -> MosquittoBroker:
     need_mosquitto()
-    settings = plane.settings(broker="mosquitto", listen_port=free_port(), data_dir=str(tmp / "mq"),
-                              service_password=SVC_PW)
-    return MosquittoBroker(settings, BrokerAuthority(plane.sessions, wire.Topics("labfleet"), SVC_USER, SVC_PW))
+    settings = plane.settings(
+        broker="mosquitto", listen_port=free_port(), data_dir=str(tmp / "mq"), service_password=SVC_PW
+    )
+    return MosquittoBroker(
+        settings, BrokerAuthority(plane.sessions, wire.Topics("labfleet"), SVC_USER, SVC_PW)
+    )
 
 
 async def _wait_ingested(plane: Plane, want: int, timeout: float = 60) -> dict[str, int]:
@@ -50,14 +53,21 @@ async def _wait_ingested(plane: Plane, want: int, timeout: float = 60) -> dict[s
         await asyncio.sleep(0.1)
 
 
-async def test_broker_restart_under_qos1_load_loses_no_seq_and_counts_no_duplicate(plane: Plane,
-                                                                                   tmp_path: Path) -> None:
+async def test_broker_restart_under_qos1_load_loses_no_seq_and_counts_no_duplicate(
+    plane: Plane, tmp_path: Path
+) -> None:
     serials = await _fleet(plane)
     broker = _broker(plane, tmp_path)
     async with broker:
         settings = plane.settings(broker="mosquitto", listen_port=broker.port, service_password=SVC_PW)
-        async with IngestService(settings, plane.sessions, plane.clock, address=broker.address,
-                                 client_id="labfleet-ingest-fault", shared=False) as ingest:
+        async with IngestService(
+            settings,
+            plane.sessions,
+            plane.clock,
+            address=broker.address,
+            client_id="labfleet-ingest-fault",
+            shared=False,
+        ) as ingest:
             await ingest.wait_connected()
             pub = await asyncio.to_thread(LoadPublisher, broker.service_port, SVC_USER, SVC_PW)
             stream = list(telemetry_stream(plane.school_code, serials, PER_DEVICE))
@@ -72,24 +82,40 @@ async def test_broker_restart_under_qos1_load_loses_no_seq_and_counts_no_duplica
             try:
                 t = await _wait_ingested(plane, len(stream))
             except AssertionError as err:
-                raise AssertionError(f"{err}; ingest {ingest.stats}; pending {len(ingest._pending)}; "
-                                     f"writer {ingest._writer}") from None
+                raise AssertionError(
+                    f"{err}; ingest {ingest.stats}; pending {len(ingest._pending)}; writer {ingest._writer}"
+                ) from None
             pub.close()
-    print(f"\nbroker restart: sent={len(stream)} ingested={t['ingested']} duplicates_detected={t['duplicates']} "
-          f"redelivered_to_ingest={ingest.stats.received - len(stream)}")
+    print(
+        f"\nbroker restart: sent={len(stream)} ingested={t['ingested']} duplicates_detected={t['duplicates']} "
+        f"redelivered_to_ingest={ingest.stats.received - len(stream)}"
+    )
     assert t["ingested"] == len(stream)  # every message counted exactly once ...
     assert t["devices"] == DEVICES and t["min_last_seq"] == PER_DEVICE and t["max_messages"] == PER_DEVICE
     assert t["bytes_up"] == 10 * len(stream)  # ... and so are the roll-ups
 
 
 def _worker(url: str, port: int, index: int, tmp: Path, *, shared: bool = False) -> subprocess.Popen[str]:
-    env = dict(os.environ, LABFLEET_DATABASE_URL=url, LABFLEET_MQTT__INGEST_SHARED=str(shared).lower(), LABFLEET_MQTT__BROKER="external",
-               LABFLEET_MQTT__URL=f"mqtt://127.0.0.1:{port}", LABFLEET_MQTT__SERVICE_USERNAME=SVC_USER,
-               LABFLEET_MQTT__SERVICE_PASSWORD=SVC_PW, LABFLEET_MQTT__TOPIC_PREFIX="labfleet",
-               LABFLEET_MQTT__INGEST_BATCH_MAX="200", LABFLEET_LOG_LEVEL="WARNING")
-    proc = subprocess.Popen([sys.executable, "-m", "fleet.runtime.worker", "--index", str(index)], env=env,
-                            stdout=subprocess.PIPE, stderr=open(tmp / f"worker-{index}.log", "a"), text=True,
-                            cwd=Path(__file__).resolve().parents[2])
+    env = dict(
+        os.environ,
+        LABFLEET_DATABASE_URL=url,
+        LABFLEET_MQTT__INGEST_SHARED=str(shared).lower(),
+        LABFLEET_MQTT__BROKER="external",
+        LABFLEET_MQTT__URL=f"mqtt://127.0.0.1:{port}",
+        LABFLEET_MQTT__SERVICE_USERNAME=SVC_USER,
+        LABFLEET_MQTT__SERVICE_PASSWORD=SVC_PW,
+        LABFLEET_MQTT__TOPIC_PREFIX="labfleet",
+        LABFLEET_MQTT__INGEST_BATCH_MAX="200",
+        LABFLEET_LOG_LEVEL="WARNING",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fleet.runtime.worker", "--index", str(index)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=open(tmp / f"worker-{index}.log", "a"),
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()  # blocks until the worker is subscribed (or died)
     assert '"connected"' in line, (line, (tmp / f"worker-{index}.log").read_text()[-2000:])
@@ -102,8 +128,9 @@ def _stop(proc: subprocess.Popen[str]) -> dict[str, int]:
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-async def test_kill_9_of_ingest_mid_stream_then_restart_loses_no_committed_state(plane: Plane,
-                                                                                 tmp_path: Path) -> None:
+async def test_kill_9_of_ingest_mid_stream_then_restart_loses_no_committed_state(
+    plane: Plane, tmp_path: Path
+) -> None:
     serials = await _fleet(plane)
     broker = _broker(plane, tmp_path)
     async with broker:
@@ -135,7 +162,9 @@ async def test_kill_9_of_ingest_mid_stream_then_restart_loses_no_committed_state
 
                 from fleet.persistence.models_mqtt import DeviceState
 
-                before = dict((await s.execute(select(DeviceState.device_id, DeviceState.messages_total))).all())
+                before = dict(
+                    (await s.execute(select(DeviceState.device_id, DeviceState.messages_total))).all()
+                )
             await asyncio.to_thread(pub.wait_acked)
             worker = await asyncio.to_thread(_worker, plane.url, broker.service_port, 0, tmp_path)
             t = await _wait_ingested(plane, len(stream))
@@ -146,11 +175,15 @@ async def test_kill_9_of_ingest_mid_stream_then_restart_loses_no_committed_state
                 worker.kill()
     async with plane.sessions() as s:
         after = dict((await s.execute(select(DeviceState.device_id, DeviceState.messages_total))).all())
-    print(f"\nkill -9: sent={len(stream)} committed_before_kill={committed['ingested']} ingested={t['ingested']} "
-          f"duplicates_detected={t['duplicates']} after_restart_received={stats['received']}")
+    print(
+        f"\nkill -9: sent={len(stream)} committed_before_kill={committed['ingested']} ingested={t['ingested']} "
+        f"duplicates_detected={t['duplicates']} after_restart_received={stats['received']}"
+    )
     assert half < committed["ingested"] < len(stream)  # the kill really landed mid-stream
     assert all(after[d] >= n for d, n in before.items())  # nothing committed was lost
-    assert t["ingested"] == len(stream) and t["max_messages"] == PER_DEVICE and t["min_last_seq"] == PER_DEVICE
+    assert (
+        t["ingested"] == len(stream) and t["max_messages"] == PER_DEVICE and t["min_last_seq"] == PER_DEVICE
+    )
     assert t["bytes_up"] == 10 * len(stream)
 
 
@@ -162,8 +195,9 @@ async def pg_plane(postgres_url: str, tmp_path: Path) -> AsyncIterator[Plane]:
     await p.engine.dispose()
 
 
-async def test_two_workers_share_one_qos1_stream_on_postgres_without_loss_or_duplicates(pg_plane: Plane,
-                                                                                       tmp_path: Path) -> None:
+async def test_two_workers_share_one_qos1_stream_on_postgres_without_loss_or_duplicates(
+    pg_plane: Plane, tmp_path: Path
+) -> None:
     await _two_workers(pg_plane, tmp_path)
 
 
@@ -177,7 +211,10 @@ async def _two_workers(plane: Plane, tmp_path: Path) -> None:
     serials = await _fleet(plane)
     broker = _broker(plane, tmp_path)
     async with broker:
-        workers = [await asyncio.to_thread(_worker, plane.url, broker.service_port, i, tmp_path, shared=True) for i in (0, 1)]
+        workers = [
+            await asyncio.to_thread(_worker, plane.url, broker.service_port, i, tmp_path, shared=True)
+            for i in (0, 1)
+        ]
         pub = await asyncio.to_thread(LoadPublisher, broker.service_port, SVC_USER, SVC_PW)
         try:
             stream = list(telemetry_stream(plane.school_code, serials, PER_DEVICE))
@@ -191,9 +228,13 @@ async def _two_workers(plane: Plane, tmp_path: Path) -> None:
             for w in workers:
                 if w.poll() is None:
                     w.kill()
-    print(f"\ntwo workers: sent={len(stream)} ingested={t['ingested']} duplicates_detected={t['duplicates']} "
-          f"worker_new={[s['new'] for s in stats]}")
+    print(
+        f"\ntwo workers: sent={len(stream)} ingested={t['ingested']} duplicates_detected={t['duplicates']} "
+        f"worker_new={[s['new'] for s in stats]}"
+    )
     assert all(s["new"] > 0 for s in stats)  # both took part
     assert sum(s["new"] for s in stats) == len(stream)
-    assert t["ingested"] == len(stream) and t["max_messages"] == PER_DEVICE and t["min_last_seq"] == PER_DEVICE
+    assert (
+        t["ingested"] == len(stream) and t["max_messages"] == PER_DEVICE and t["min_last_seq"] == PER_DEVICE
+    )
     assert t["bytes_up"] == 10 * len(stream)

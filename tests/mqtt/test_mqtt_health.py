@@ -27,25 +27,61 @@ def test_absent_or_broken_profile_falls_back_to_defaults() -> None:
 
 def test_rules_give_ok_degraded_and_fault() -> None:
     t = thresholds_for("terminal-lt100")
-    ok = evaluate(t, battery=80, charging=False, temperature=30, storage=10, error_code=None, boots_ms=[], now_ms=NOW)
+    ok = evaluate(
+        t, battery=80, charging=False, temperature=30, storage=10, error_code=None, boots_ms=[], now_ms=NOW
+    )
     assert state_of(ok) == "ok"
-    low = evaluate(t, battery=10, charging=False, temperature=30, storage=10, error_code=None, boots_ms=[],
-                   now_ms=NOW)
+    low = evaluate(
+        t, battery=10, charging=False, temperature=30, storage=10, error_code=None, boots_ms=[], now_ms=NOW
+    )
     assert [f.rule for f in low] == ["battery_low"] and state_of(low) == "degraded"
-    charging = evaluate(t, battery=10, charging=True, temperature=30, storage=10, error_code=None, boots_ms=[],
-                        now_ms=NOW)
+    charging = evaluate(
+        t, battery=10, charging=True, temperature=30, storage=10, error_code=None, boots_ms=[], now_ms=NOW
+    )
     assert charging == []
-    fault = evaluate(t, battery=80, charging=False, temperature=30, storage=95, error_code="E_DISPLAY",
-                     boots_ms=[NOW - 60_000 * k for k in range(3)], now_ms=NOW)
+    fault = evaluate(
+        t,
+        battery=80,
+        charging=False,
+        temperature=30,
+        storage=95,
+        error_code="E_DISPLAY",
+        boots_ms=[NOW - 60_000 * k for k in range(3)],
+        now_ms=NOW,
+    )
     assert {f.rule for f in fault} == {"storage_full", "error_code", "repeated_reboots"}
     assert state_of(fault) == "fault"
-    old_boots = evaluate(t, battery=None, charging=None, temperature=None, storage=None, error_code=None,
-                         boots_ms=[NOW - 3_600_000 * k for k in range(1, 5)], now_ms=NOW)
+    old_boots = evaluate(
+        t,
+        battery=None,
+        charging=None,
+        temperature=None,
+        storage=None,
+        error_code=None,
+        boots_ms=[NOW - 3_600_000 * k for k in range(1, 5)],
+        now_ms=NOW,
+    )
     assert old_boots == []
 
 
 def test_mains_powered_profile_switches_battery_rule_off() -> None:
-    t = health.thresholds_from_profile({"battery_low_percent": None, "temperature_high_c": 40,
-                                        "repeated_reboots": {"count": 5, "window_minutes": 10}})
-    assert evaluate(t, battery=1, charging=False, temperature=None, storage=None, error_code=None, boots_ms=[],
-                    now_ms=NOW) == []
+    t = health.thresholds_from_profile(
+        {
+            "battery_low_percent": None,
+            "temperature_high_c": 40,
+            "repeated_reboots": {"count": 5, "window_minutes": 10},
+        }
+    )
+    assert (
+        evaluate(
+            t,
+            battery=1,
+            charging=False,
+            temperature=None,
+            storage=None,
+            error_code=None,
+            boots_ms=[],
+            now_ms=NOW,
+        )
+        == []
+    )

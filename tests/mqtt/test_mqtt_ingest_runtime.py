@@ -19,7 +19,15 @@ from fleet.runtime.ingest import IngestService
 from fleet.runtime.plane import DevicePlane
 from fleet.services import commands
 from tests.mqtt.mqtt_plane import (
-    TS0, LoadPublisher, Plane, need_mosquitto, raw_connect_with_will, telemetry_stream, terminal, totals, wait_until,
+    TS0,
+    LoadPublisher,
+    Plane,
+    need_mosquitto,
+    raw_connect_with_will,
+    telemetry_stream,
+    terminal,
+    totals,
+    wait_until,
 )
 
 T = wire.Topics("labfleet")
@@ -33,24 +41,38 @@ def _sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
 @pytest.fixture
 async def mosquitto(plane: Plane, tmp_path: Path) -> AsyncIterator[MosquittoBroker]:
     need_mosquitto()
-    settings = plane.settings(broker="mosquitto", listen_port=free_port(), data_dir=str(tmp_path / "mq"),
-                              service_password=SVC_PW)
+    settings = plane.settings(
+        broker="mosquitto", listen_port=free_port(), data_dir=str(tmp_path / "mq"), service_password=SVC_PW
+    )
     async with MosquittoBroker(settings, BrokerAuthority(plane.sessions, T, SVC_USER, SVC_PW)) as broker:
         yield broker
 
 
-async def test_full_queue_stops_reading_and_the_broker_holds_the_rest(plane: Plane,
-                                                                      mosquitto: MosquittoBroker) -> None:
+async def test_full_queue_stops_reading_and_the_broker_holds_the_rest(
+    plane: Plane, mosquitto: MosquittoBroker
+) -> None:
     await plane.add_devices(50, prefix="BP")
     serials = [f"BP-{i:05d}" for i in range(50)]
     await plane.enroll(serials)
     queue_max = 40
     # The writer never flushes by itself here (huge batch size and interval): the test commits by hand.
-    settings = plane.settings(broker="mosquitto", listen_port=mosquitto.port, service_password=SVC_PW,
-                              ingest_queue_max=queue_max, ingest_batch_max=1_000_000, ingest_batch_ms=3_600_000)
+    settings = plane.settings(
+        broker="mosquitto",
+        listen_port=mosquitto.port,
+        service_password=SVC_PW,
+        ingest_queue_max=queue_max,
+        ingest_batch_max=1_000_000,
+        ingest_batch_ms=3_600_000,
+    )
     stream = list(telemetry_stream(plane.school_code, serials, 6))  # 300 messages
-    async with IngestService(settings, plane.sessions, plane.clock, address=mosquitto.address,
-                             client_id="ingest-backpressure", shared=False) as ingest:
+    async with IngestService(
+        settings,
+        plane.sessions,
+        plane.clock,
+        address=mosquitto.address,
+        client_id="ingest-backpressure",
+        shared=False,
+    ) as ingest:
         await ingest.wait_connected()
         pub = await asyncio.to_thread(LoadPublisher, mosquitto.port, SVC_USER, SVC_PW, 1)
         try:
@@ -61,6 +83,7 @@ async def test_full_queue_stops_reading_and_the_broker_holds_the_rest(plane: Pla
             pub.close()
         batches = []
         while ingest.stats.committed < len(stream):
+
             async def full_or_rest() -> bool:
                 return len(ingest._pending) >= min(queue_max, len(stream) - ingest.stats.committed)
 
@@ -80,16 +103,27 @@ async def test_ingest_lag_is_the_age_of_the_oldest_uncommitted_message(plane: Pl
     registry = CollectorRegistry()
     metrics = FleetMetrics(registry)
     port = free_port()
-    settings = plane.settings(listen_port=port, broker="embedded", ingest_batch_max=1_000_000,
-                              ingest_batch_ms=3_600_000)
+    settings = plane.settings(
+        listen_port=port, broker="embedded", ingest_batch_max=1_000_000, ingest_batch_ms=3_600_000
+    )
     async with EmbeddedBroker(settings, BrokerAuthority(plane.sessions, T, SVC_USER, SVC_PW)) as broker:
-        async with IngestService(settings, plane.sessions, plane.clock, address=broker.address, metrics=metrics,
-                                 client_id="ingest-lag", shared=False) as ingest:
+        async with IngestService(
+            settings,
+            plane.sessions,
+            plane.clock,
+            address=broker.address,
+            metrics=metrics,
+            client_id="ingest-lag",
+            shared=False,
+        ) as ingest:
             await ingest.wait_connected()
             assert _sample(registry, "labfleet_ingest_lag_seconds") == 0.0
             async with terminal(port, plane.school_code, "TAB-00000", pw["TAB-00000"], will=False) as c:
-                await c.publish(T.topic(plane.school_code, "TAB-00000", "heartbeat"),
-                                json.dumps({"v": 1, "seq": 1, "ts": TS0}), qos=1)
+                await c.publish(
+                    T.topic(plane.school_code, "TAB-00000", "heartbeat"),
+                    json.dumps({"v": 1, "seq": 1, "ts": TS0}),
+                    qos=1,
+                )
 
             async def received() -> bool:
                 return ingest.stats.received >= 1
@@ -103,12 +137,21 @@ async def test_ingest_lag_is_the_age_of_the_oldest_uncommitted_message(plane: Pl
         assert (await s.get(DeviceState, dev)).last_seq == 1  # type: ignore[union-attr]
 
 
-async def test_service_link_connect_and_loss_are_counted_by_reason(plane: Plane, mosquitto: MosquittoBroker) -> None:
+async def test_service_link_connect_and_loss_are_counted_by_reason(
+    plane: Plane, mosquitto: MosquittoBroker
+) -> None:
     registry = CollectorRegistry()
     metrics = FleetMetrics(registry)
     settings = plane.settings(broker="mosquitto", listen_port=mosquitto.port, service_password=SVC_PW)
-    async with IngestService(settings, plane.sessions, plane.clock, address=mosquitto.address, metrics=metrics,
-                             client_id="ingest-links", shared=False) as ingest:
+    async with IngestService(
+        settings,
+        plane.sessions,
+        plane.clock,
+        address=mosquitto.address,
+        metrics=metrics,
+        client_id="ingest-links",
+        shared=False,
+    ) as ingest:
         await ingest.wait_connected()
         assert _sample(registry, "labfleet_mqtt_connects_total", device_kind="service") == 1
         await mosquitto.stop()  # the broker goes away under the subscriber
@@ -144,7 +187,8 @@ async def _enroll(plane: Plane, rt: DevicePlane) -> tuple[int, str]:
 
 
 async def test_device_session_and_its_last_will_are_counted_by_kind_and_reason(
-        plane: Plane, plane_with_metrics: tuple[DevicePlane, CollectorRegistry]) -> None:
+    plane: Plane, plane_with_metrics: tuple[DevicePlane, CollectorRegistry]
+) -> None:
     rt, registry = plane_with_metrics
     dev, pw = await _enroll(plane, rt)
     link = await asyncio.to_thread(raw_connect_with_will, rt.address.port, plane.school_code, "TAB-00000", pw)
@@ -162,22 +206,36 @@ async def test_device_session_and_its_last_will_are_counted_by_kind_and_reason(
 
 
 async def test_command_result_observes_its_duration_per_command_and_result(
-        plane: Plane, plane_with_metrics: tuple[DevicePlane, CollectorRegistry]) -> None:
+    plane: Plane, plane_with_metrics: tuple[DevicePlane, CollectorRegistry]
+) -> None:
     rt, registry = plane_with_metrics
     dev, pw = await _enroll(plane, rt)
     school = plane.school_code
     async with terminal(rt.address.port, school, "TAB-00000", pw) as c:
         await c.subscribe(T.topic(school, "TAB-00000", "cmd"), qos=1)
-        await c.publish(T.topic(school, "TAB-00000", "status"), json.dumps({"v": 1, "state": "online"}), qos=1,
-                        retain=True)
+        await c.publish(
+            T.topic(school, "TAB-00000", "status"),
+            json.dumps({"v": 1, "state": "online"}),
+            qos=1,
+            retain=True,
+        )
 
         async def is_online() -> bool:
             return rt.online.get(dev, False)
 
         await wait_until(is_online)
         async with plane.sessions() as s:
-            batch = await commands.create(s, target_kind="device", target_id=dev, name="reboot", args=None,
-                                          ttl=None, timeout_s=None, actor="tech", now=plane.clock.now())
+            batch = await commands.create(
+                s,
+                target_kind="device",
+                target_id=dev,
+                name="reboot",
+                args=None,
+                ttl=None,
+                timeout_s=None,
+                actor="tech",
+                now=plane.clock.now(),
+            )
             await s.commit()
         rt.wake_dispatcher()
         async for msg in c.messages:
@@ -185,8 +243,11 @@ async def test_command_result_observes_its_duration_per_command_and_result(
                 body = json.loads(msg.payload)  # type: ignore[arg-type]
                 break
         plane.clock.advance(2.5)  # the reboot takes 2.5 s on the service's clock
-        await c.publish(T.topic(school, "TAB-00000", "result"),
-                        json.dumps({"v": 1, "id": body["id"], "ts": TS0, "ok": True}), qos=1)
+        await c.publish(
+            T.topic(school, "TAB-00000", "result"),
+            json.dumps({"v": 1, "id": body["id"], "ts": TS0, "ok": True}),
+            qos=1,
+        )
 
         async def finished() -> bool:
             async with plane.sessions() as s:
@@ -200,8 +261,11 @@ async def test_command_result_observes_its_duration_per_command_and_result(
     assert rt.ingest is not None
     before = rt.ingest.stats.committed
     async with terminal(rt.address.port, school, "TAB-00000", pw, will=False) as c:
-        await c.publish(T.topic(school, "TAB-00000", "result"),
-                        json.dumps({"v": 1, "id": body["id"], "ts": TS0, "ok": True}), qos=1)
+        await c.publish(
+            T.topic(school, "TAB-00000", "result"),
+            json.dumps({"v": 1, "id": body["id"], "ts": TS0, "ok": True}),
+            qos=1,
+        )
 
     async def committed() -> bool:
         return rt.ingest.stats.committed > before  # type: ignore[union-attr]
@@ -211,22 +275,36 @@ async def test_command_result_observes_its_duration_per_command_and_result(
 
 
 async def test_timed_out_command_is_observed_as_timeout(
-        plane: Plane, plane_with_metrics: tuple[DevicePlane, CollectorRegistry]) -> None:
+    plane: Plane, plane_with_metrics: tuple[DevicePlane, CollectorRegistry]
+) -> None:
     rt, registry = plane_with_metrics
     dev, pw = await _enroll(plane, rt)
     school = plane.school_code
     async with terminal(rt.address.port, school, "TAB-00000", pw) as c:
         await c.subscribe(T.topic(school, "TAB-00000", "cmd"), qos=1)
-        await c.publish(T.topic(school, "TAB-00000", "status"), json.dumps({"v": 1, "state": "online"}), qos=1,
-                        retain=True)
+        await c.publish(
+            T.topic(school, "TAB-00000", "status"),
+            json.dumps({"v": 1, "state": "online"}),
+            qos=1,
+            retain=True,
+        )
 
         async def is_online() -> bool:
             return rt.online.get(dev, False)
 
         await wait_until(is_online)
         async with plane.sessions() as s:
-            await commands.create(s, target_kind="device", target_id=dev, name="diagnostics", args=None, ttl=None,
-                                  timeout_s=30, actor="tech", now=plane.clock.now())
+            await commands.create(
+                s,
+                target_kind="device",
+                target_id=dev,
+                name="diagnostics",
+                args=None,
+                ttl=None,
+                timeout_s=30,
+                actor="tech",
+                now=plane.clock.now(),
+            )
             await s.commit()
         rt.wake_dispatcher()
         async for msg in c.messages:
@@ -236,11 +314,18 @@ async def test_timed_out_command_is_observed_as_timeout(
     rt.wake_dispatcher()
 
     async def observed() -> bool:
-        return _sample(registry, "labfleet_command_duration_seconds_count", command="diagnostics",
-                       result="timeout") == 1
+        return (
+            _sample(
+                registry, "labfleet_command_duration_seconds_count", command="diagnostics", result="timeout"
+            )
+            == 1
+        )
 
     await wait_until(observed)
-    assert _sample(registry, "labfleet_command_duration_seconds_sum", command="diagnostics", result="timeout") == 31
+    assert (
+        _sample(registry, "labfleet_command_duration_seconds_sum", command="diagnostics", result="timeout")
+        == 31
+    )
 
 
 async def test_refused_message_gets_one_error_reply_per_minute_on_the_devices_cmd_topic(plane: Plane) -> None:
@@ -251,8 +336,14 @@ async def test_refused_message_gets_one_error_reply_per_minute_on_the_devices_cm
     school = plane.school_code
     telemetry = T.topic(school, "TAB-00000", "telemetry")
     async with EmbeddedBroker(settings, BrokerAuthority(plane.sessions, T, SVC_USER, SVC_PW)) as broker:
-        async with IngestService(settings, plane.sessions, plane.clock, address=broker.address,
-                                 client_id="ingest-replies", shared=False) as ingest:
+        async with IngestService(
+            settings,
+            plane.sessions,
+            plane.clock,
+            address=broker.address,
+            client_id="ingest-replies",
+            shared=False,
+        ) as ingest:
             await ingest.wait_connected()
             async with terminal(port, school, "TAB-00000", pw["TAB-00000"], will=False) as c:
                 await c.subscribe(T.topic(school, "TAB-00000", "cmd"), qos=1)
@@ -260,7 +351,9 @@ async def test_refused_message_gets_one_error_reply_per_minute_on_the_devices_cm
 
                 async def refused(seq: int, field: object) -> None:
                     before = ingest.stats.committed
-                    await c.publish(telemetry, json.dumps({"v": 1, "seq": seq, "ts": TS0, "battery": field}), qos=1)
+                    await c.publish(
+                        telemetry, json.dumps({"v": 1, "seq": seq, "ts": TS0, "battery": field}), qos=1
+                    )
 
                     async def committed() -> bool:
                         return ingest.stats.committed > before
@@ -275,8 +368,13 @@ async def test_refused_message_gets_one_error_reply_per_minute_on_the_devices_cm
 
                 await refused(1, 500)  # battery out of range
                 assert await asyncio.wait_for(next_reply(), 10) == {
-                    "v": 1, "type": "error", "reason": "schema", "channel": "telemetry", "seq": 1,
-                    "detail": "battery must be an integer in [0, 100]"}
+                    "v": 1,
+                    "type": "error",
+                    "reason": "schema",
+                    "channel": "telemetry",
+                    "seq": 1,
+                    "detail": "battery must be an integer in [0, 100]",
+                }
                 await refused(2, "full")  # within the minute: recorded, not answered
                 plane.clock.advance(61)
                 await refused(3, -1)

@@ -28,8 +28,9 @@ T = wire.Topics("labfleet")
 @pytest.fixture
 async def mosq(plane: Plane, tmp_path: Path) -> AsyncIterator[MosquittoBroker]:
     need_mosquitto()
-    settings = plane.settings(broker="mosquitto", listen_port=free_port(), data_dir=str(tmp_path / "mq"),
-                              service_password=SVC_PW)
+    settings = plane.settings(
+        broker="mosquitto", listen_port=free_port(), data_dir=str(tmp_path / "mq"), service_password=SVC_PW
+    )
     async with MosquittoBroker(settings, BrokerAuthority(plane.sessions, T, SVC_USER, SVC_PW)) as broker:
         yield broker
 
@@ -52,13 +53,15 @@ async def _drain(client: aiomqtt.Client, until_topic: str, limit_s: float = 5.0)
 def test_acl_file_is_fleet_wide_patterns_without_any_device_identity() -> None:
     text = acl.mosquitto_acl(T, SVC_USER)
     patterns = [line for line in text.splitlines() if line.startswith("pattern ")]
-    assert patterns == [f"pattern write labfleet/v1/+/%u/{ch.value}" for ch in wire.DEVICE_PUBLISH_CHANNELS] + \
-        ["pattern read labfleet/v1/+/%u/cmd"]
+    assert patterns == [
+        f"pattern write labfleet/v1/+/%u/{ch.value}" for ch in wire.DEVICE_PUBLISH_CHANNELS
+    ] + ["pattern read labfleet/v1/+/%u/cmd"]
     assert not [line for line in text.splitlines() if line.startswith("user ") and line != f"user {SVC_USER}"]
 
 
-async def test_devices_publish_and_receive_only_their_own_topics_on_mosquitto(plane: Plane,
-                                                                               mosq: MosquittoBroker) -> None:
+async def test_devices_publish_and_receive_only_their_own_topics_on_mosquitto(
+    plane: Plane, mosq: MosquittoBroker
+) -> None:
     await plane.add_devices(2)
     pw = await plane.enroll(["TAB-00000", "TAB-00001"])
     await mosq.sync()
@@ -68,8 +71,12 @@ async def test_devices_publish_and_receive_only_their_own_topics_on_mosquitto(pl
     async with _service(mosq.port, "svc-sub") as svc:
         await svc.subscribe("labfleet/#", qos=1)
         async with terminal(mosq.port, school, "TAB-00000", pw["TAB-00000"], will=False) as dev:
-            for topic in (T.topic(school, "TAB-00001", "telemetry"), T.topic(school, "TAB-00000", "cmd"),
-                          "labfleet/v1/other-prefix", f"labfleet/v1/{school}/TAB-00000/telemetry/extra"):
+            for topic in (
+                T.topic(school, "TAB-00001", "telemetry"),
+                T.topic(school, "TAB-00000", "cmd"),
+                "labfleet/v1/other-prefix",
+                f"labfleet/v1/{school}/TAB-00000/telemetry/extra",
+            ):
                 await dev.publish(topic, b'{"v":1}', qos=1)
             for ch in wire.DEVICE_PUBLISH_CHANNELS:
                 if ch != wire.Channel.TELEMETRY:
@@ -80,8 +87,13 @@ async def test_devices_publish_and_receive_only_their_own_topics_on_mosquitto(pl
 
     # Subscriptions: whatever filter a device asks for, only its own cmd topic reaches it.
     async with terminal(mosq.port, school, "TAB-00000", pw["TAB-00000"], will=False) as dev:
-        for filt in ("#", f"labfleet/v1/{school}/+/cmd", f"labfleet/v1/{school}/TAB-00000/#",
-                     T.topic(school, "TAB-00001", "cmd"), T.topic(school, "TAB-00001", "telemetry")):
+        for filt in (
+            "#",
+            f"labfleet/v1/{school}/+/cmd",
+            f"labfleet/v1/{school}/TAB-00000/#",
+            T.topic(school, "TAB-00001", "cmd"),
+            T.topic(school, "TAB-00001", "telemetry"),
+        ):
             await dev.subscribe(filt, qos=1)
         await dev.subscribe(T.topic(school, "TAB-00000", "cmd"), qos=1)
         async with _service(mosq.port, "svc-pub") as svc:
@@ -97,29 +109,38 @@ async def test_devices_publish_and_receive_only_their_own_topics_on_mosquitto(pl
 
 
 @pytest.mark.parametrize("bad_identity", ["TAB+1", "TAB#1", "TAB/1", "$SYS"])
-async def test_wildcard_and_slash_identities_cannot_connect_to_mosquitto(mosq: MosquittoBroker,
-                                                                         bad_identity: str) -> None:
+async def test_wildcard_and_slash_identities_cannot_connect_to_mosquitto(
+    mosq: MosquittoBroker, bad_identity: str
+) -> None:
     with pytest.raises(aiomqtt.MqttError):
-        async with aiomqtt.Client("127.0.0.1", mosq.port, identifier=bad_identity, username=bad_identity,
-                                  password="x", timeout=3):
+        async with aiomqtt.Client(
+            "127.0.0.1", mosq.port, identifier=bad_identity, username=bad_identity, password="x", timeout=3
+        ):
             pass
 
 
 async def test_message_under_another_school_level_is_dead_lettered_and_valid_data_still_lands(
-        plane: Plane, mosq: MosquittoBroker) -> None:
+    plane: Plane, mosq: MosquittoBroker
+) -> None:
     (dev_id,) = await plane.add_devices(1)
     pw = await plane.enroll(["TAB-00000"])
     await mosq.sync()
-    settings = plane.settings(broker="mosquitto", listen_port=mosq.port, service_password=SVC_PW, ingest_batch_ms=20)
-    async with IngestService(settings, plane.sessions, plane.clock, address=mosq.address, client_id="ingest-acl",
-                             shared=False) as ingest:
+    settings = plane.settings(
+        broker="mosquitto", listen_port=mosq.port, service_password=SVC_PW, ingest_batch_ms=20
+    )
+    async with IngestService(
+        settings, plane.sessions, plane.clock, address=mosq.address, client_id="ingest-acl", shared=False
+    ) as ingest:
         await ingest.wait_connected()
         async with terminal(mosq.port, plane.school_code, "TAB-00000", pw["TAB-00000"], will=False) as dev:
             # The pattern cannot pin the school level, so the broker lets this through; the ingest must not.
             foreign = T.topic("OTHER-SCHOOL", "TAB-00000", "heartbeat")
             await dev.publish(foreign, json.dumps({"v": 1, "seq": 5, "ts": TS0}), qos=1)
-            await dev.publish(T.topic(plane.school_code, "TAB-00000", "heartbeat"),
-                              json.dumps({"v": 1, "seq": 1, "ts": TS0}), qos=1)
+            await dev.publish(
+                T.topic(plane.school_code, "TAB-00000", "heartbeat"),
+                json.dumps({"v": 1, "seq": 1, "ts": TS0}),
+                qos=1,
+            )
 
             async def landed() -> bool:
                 async with plane.sessions() as s:
@@ -137,7 +158,8 @@ async def test_message_under_another_school_level_is_dead_lettered_and_valid_dat
 
 
 async def test_a_burst_of_enrollments_shares_one_password_reload_and_revocation_still_kicks(
-        plane: Plane, mosq: MosquittoBroker) -> None:
+    plane: Plane, mosq: MosquittoBroker
+) -> None:
     ids = await plane.add_devices(20)
     serials = [f"TAB-{i:05d}" for i in range(20)]
     pw = await plane.enroll(serials)
@@ -148,8 +170,11 @@ async def test_a_burst_of_enrollments_shares_one_password_reload_and_revocation_
     assert mosq.reloads == before + 1
     for serial in (serials[0], serials[-1]):
         async with terminal(mosq.port, plane.school_code, serial, pw[serial], will=False) as c:
-            await c.publish(T.topic(plane.school_code, serial, "heartbeat"), json.dumps({"v": 1, "seq": 1, "ts": TS0}),
-                            qos=1)
+            await c.publish(
+                T.topic(plane.school_code, serial, "heartbeat"),
+                json.dumps({"v": 1, "seq": 1, "ts": TS0}),
+                qos=1,
+            )
 
     async with terminal(mosq.port, plane.school_code, serials[0], pw[serials[0]], will=False) as c:
         async with plane.sessions() as s:
@@ -159,8 +184,12 @@ async def test_a_burst_of_enrollments_shares_one_password_reload_and_revocation_
         assert mosq.reloads == before + 2
         with pytest.raises(aiomqtt.MqttError):
             for seq in range(2, 60):  # bounded: the broker drops the revoked device on the reload
-                await c.publish(T.topic(plane.school_code, serials[0], "heartbeat"),
-                                json.dumps({"v": 1, "seq": seq, "ts": TS0}), qos=1, timeout=1)
+                await c.publish(
+                    T.topic(plane.school_code, serials[0], "heartbeat"),
+                    json.dumps({"v": 1, "seq": seq, "ts": TS0}),
+                    qos=1,
+                    timeout=1,
+                )
                 await asyncio.sleep(0.1)
 
 
@@ -172,20 +201,35 @@ async def test_enrollment_refuses_an_identity_with_a_colon_with_a_clear_error(pl
 
 
 async def test_identity_the_password_file_cannot_hold_is_left_out_and_the_broker_keeps_working(
-        plane: Plane, mosq: MosquittoBroker) -> None:
+    plane: Plane, mosq: MosquittoBroker
+) -> None:
     await plane.add_devices(1)
     (legacy,) = await plane.add_devices(1, prefix="robot:cafe")
     pw = await plane.enroll(["TAB-00000"])
-    async with plane.sessions() as s:  # a credential from before enrollment refused ':' (and migration 0040 missed)
-        s.add(DeviceCredential(device_id=legacy, username="robot:cafe-00000", school_code=plane.school_code,
-                               password_hash=credentials.hash_password("legacy-pw"), created_at=plane.clock.now()))
+    async with (
+        plane.sessions() as s
+    ):  # a credential from before enrollment refused ':' (and migration 0040 missed)
+        s.add(
+            DeviceCredential(
+                device_id=legacy,
+                username="robot:cafe-00000",
+                school_code=plane.school_code,
+                password_hash=credentials.hash_password("legacy-pw"),
+                created_at=plane.clock.now(),
+            )
+        )
         await s.commit()
     await mosq.sync()
     users = [line.split(":", 1)[0] for line in (mosq.dir / "passwd").read_text().splitlines()]
     assert users == [SVC_USER, "TAB-00000"]  # a "robot:cafe..." line would be split at its ':' by mosquitto
     async with terminal(mosq.port, plane.school_code, "TAB-00000", pw["TAB-00000"], will=False) as c:
-        await c.publish(T.topic(plane.school_code, "TAB-00000", "heartbeat"), json.dumps({"v": 1, "seq": 1, "ts": TS0}),
-                        qos=1)
+        await c.publish(
+            T.topic(plane.school_code, "TAB-00000", "heartbeat"),
+            json.dumps({"v": 1, "seq": 1, "ts": TS0}),
+            qos=1,
+        )
     with pytest.raises(aiomqtt.MqttError):
-        async with terminal(mosq.port, plane.school_code, "robot:cafe-00000", "legacy-pw", will=False, timeout=3):
+        async with terminal(
+            mosq.port, plane.school_code, "robot:cafe-00000", "legacy-pw", will=False, timeout=3
+        ):
             pass

@@ -18,7 +18,7 @@ def _wire_field_names() -> set[str]:
     names = set(re.findall(r"_(?:int|num|text|bool)\(\w+, \"(\w+)\"", src))
     names |= set(re.findall(r"\.get\(\"(\w+)\"", src))
     # keys of the encoded downlink bodies
-    for body in re.findall(r"body = \{(.*?)\}", src, re.S):
+    for body in re.findall(r"body = \{(.*?)\}", src, re.DOTALL):
         names |= set(re.findall(r"\"(\w+)\":", body))
     return names
 
@@ -55,8 +55,13 @@ def test_limits_in_doc_match_code() -> None:
 def test_error_replies_in_doc_match_code() -> None:
     """Which refusals get an error reply, and how often, are stated as the ingest implements them."""
     for reason in wire.Reason:
-        row = next(line for line in DOC.splitlines() if line.startswith(f"| `{reason.value}` |") and "reply" not in
-                   line.split("|")[1] and line.count("|") == 4)
+        row = next(
+            line
+            for line in DOC.splitlines()
+            if line.startswith(f"| `{reason.value}` |")
+            and "reply" not in line.split("|")[1]
+            and line.count("|") == 4
+        )
         replied = row.split("|")[3].strip().startswith("yes")
         assert replied == (reason in wire.REPLIED_REASONS), reason
     assert f"one error reply per\ndevice every {int(ERROR_REPLY_INTERVAL_S)} s" in DOC

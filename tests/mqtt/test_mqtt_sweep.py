@@ -16,7 +16,9 @@ async def _silent_online_devices(plane: Plane, n: int, last_seen: datetime) -> l
     await plane.enroll([f"TAB-{i:05d}" for i in range(n)])
     async with plane.sessions() as s:
         for dev in ids:
-            s.add(DeviceState(device_id=dev, online=True, last_seen_at=last_seen, online_changed_at=last_seen))
+            s.add(
+                DeviceState(device_id=dev, online=True, last_seen_at=last_seen, online_changed_at=last_seen)
+            )
         await s.commit()
     return ids
 
@@ -25,8 +27,9 @@ async def test_silent_device_goes_offline_unexpectedly_during_a_lesson(plane: Pl
     ids = await _silent_online_devices(plane, 2, plane.clock.now() - timedelta(seconds=200))
     async with DevicePlane(plane.settings(broker="none"), plane.sessions, plane.clock) as rt:
         changes = await rt.sweep_once()
-        assert sorted((ref.device_id, online, expected, cause) for ref, online, expected, cause in changes) == [
-            (ids[0], False, False, "heartbeat_timeout"), (ids[1], False, False, "heartbeat_timeout")]
+        assert sorted(
+            (ref.device_id, online, expected, cause) for ref, online, expected, cause in changes
+        ) == [(ids[0], False, False, "heartbeat_timeout"), (ids[1], False, False, "heartbeat_timeout")]
         assert await rt.sweep_once() == []  # already offline: no second transition
     async with plane.sessions() as s:
         alerts = (await s.execute(select(Alert.rule, Alert.status))).all()

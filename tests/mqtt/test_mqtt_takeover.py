@@ -28,8 +28,12 @@ async def broker(request: pytest.FixtureRequest, plane: Plane, tmp_path: Path) -
     authority = BrokerAuthority(plane.sessions, T, SVC_USER, SVC_PW)
     if request.param == "mosquitto":
         need_mosquitto()
-        settings = plane.settings(broker="mosquitto", listen_port=free_port(), data_dir=str(tmp_path / "mq"),
-                                  service_password=SVC_PW)
+        settings = plane.settings(
+            broker="mosquitto",
+            listen_port=free_port(),
+            data_dir=str(tmp_path / "mq"),
+            service_password=SVC_PW,
+        )
         async with MosquittoBroker(settings, authority) as mosq:
             yield mosq
     else:
@@ -40,15 +44,23 @@ async def broker(request: pytest.FixtureRequest, plane: Plane, tmp_path: Path) -
 
 def _service(broker: Any, ident: str) -> aiomqtt.Client:
     """A service client where the service's own clients connect (broker.address)."""
-    return aiomqtt.Client(broker.address.host, broker.address.port, identifier=ident, username=SVC_USER,
-                          password=SVC_PW)
+    return aiomqtt.Client(
+        broker.address.host, broker.address.port, identifier=ident, username=SVC_USER, password=SVC_PW
+    )
 
 
 async def _connects(port: int, *, client_id: str, username: str, password: str, clean: bool) -> bool:
     """Whether the broker accepts this CONNECT (the connection is closed again at once)."""
     try:
-        async with aiomqtt.Client("127.0.0.1", port, identifier=client_id, username=username, password=password,
-                                  clean_session=clean, timeout=3):
+        async with aiomqtt.Client(
+            "127.0.0.1",
+            port,
+            identifier=client_id,
+            username=username,
+            password=password,
+            clean_session=clean,
+            timeout=3,
+        ):
             return True
     except aiomqtt.MqttError:
         return False
@@ -64,19 +76,27 @@ async def test_a_device_cannot_take_over_another_devices_session(plane: Plane, b
         await victim.subscribe(cmd, qos=1)
         # Another device's valid credentials with the victim's client id, persistent and clean session ...
         for clean in (False, True):
-            accepted = await _connects(broker.port, client_id="TAB-00000", username="TAB-00001",
-                                       password=pw["TAB-00001"], clean=clean)
+            accepted = await _connects(
+                broker.port,
+                client_id="TAB-00000",
+                username="TAB-00001",
+                password=pw["TAB-00001"],
+                clean=clean,
+            )
             # amqtt refuses it; mosquitto takes it as TAB-00001 (its client id replaced by the username).
             assert accepted == isinstance(broker, MosquittoBroker)
         # ... and the victim's identity with a wrong password: refused, without touching the victim's session
         # (amqtt 0.12 on its own took the live connection over and deleted the session before it said no).
         for clean in (False, True):
-            assert not await _connects(broker.port, client_id="TAB-00000", username="TAB-00000", password="wrong",
-                                       clean=clean)
+            assert not await _connects(
+                broker.port, client_id="TAB-00000", username="TAB-00000", password="wrong", clean=clean
+            )
 
         # The victim is still connected on the same link, its subscription intact: a command reaches it.
         async with _service(broker, "svc-cmd") as svc:
-            await svc.publish(cmd, json.dumps({"v": 1, "type": "command", "id": "c-1", "cmd": "reboot"}), qos=1)
+            await svc.publish(
+                cmd, json.dumps({"v": 1, "type": "command", "id": "c-1", "cmd": "reboot"}), qos=1
+            )
         async with asyncio.timeout(RECEIVE_DEADLINE_S):
             async for msg in victim.messages:
                 assert str(msg.topic) == cmd and json.loads(msg.payload)["id"] == "c-1"  # type: ignore[arg-type]
@@ -100,14 +120,21 @@ async def test_devices_cannot_log_in_on_mosquittos_service_listener(plane: Plane
     need_mosquitto()
     await plane.add_devices(1)
     pw = await plane.enroll(["TAB-00000"])
-    settings = plane.settings(broker="mosquitto", listen_port=free_port(), data_dir=str(tmp_path / "mq"),
-                              service_password=SVC_PW)
+    settings = plane.settings(
+        broker="mosquitto", listen_port=free_port(), data_dir=str(tmp_path / "mq"), service_password=SVC_PW
+    )
     async with MosquittoBroker(settings, BrokerAuthority(plane.sessions, T, SVC_USER, SVC_PW)) as mosq:
-        assert await _connects(mosq.port, client_id="TAB-00000", username="TAB-00000", password=pw["TAB-00000"],
-                               clean=False)
+        assert await _connects(
+            mosq.port, client_id="TAB-00000", username="TAB-00000", password=pw["TAB-00000"], clean=False
+        )
         # Where client ids are free, only the service may log in: a device could pick any id there.
-        assert not await _connects(mosq.service_port, client_id="TAB-00001", username="TAB-00000",
-                                   password=pw["TAB-00000"], clean=False)
+        assert not await _connects(
+            mosq.service_port,
+            client_id="TAB-00001",
+            username="TAB-00000",
+            password=pw["TAB-00000"],
+            clean=False,
+        )
         conf = mosq.conf_path.read_text()
         device_listener = conf.split(f"listener {mosq.port} ")[1].split("\nlistener ")[0]
         assert "use_username_as_clientid true" in device_listener

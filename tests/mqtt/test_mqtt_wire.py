@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from fleet.domain import wire
 from fleet.domain.wire import (
-    MAX_UPLINK_BYTES, Channel, Heartbeat, InvalidIdentity, Reason, Rejection, Telemetry, Topics,
+    MAX_UPLINK_BYTES,
+    Channel,
+    Heartbeat,
+    InvalidIdentity,
+    Reason,
+    Rejection,
+    Telemetry,
+    Topics,
     decode_uplink,
 )
 
@@ -25,7 +32,9 @@ def test_topic_round_trip_per_school_and_device() -> None:
     assert t.parse(topic) == wire.TopicRef("S001", "TAB-000123", Channel.TELEMETRY)
 
 
-@pytest.mark.parametrize("bad", ["a+b", "a#b", "a/b", "+", "#", "", "$SYS", " x", "x y", "a\x00", "é", "x" * 65])
+@pytest.mark.parametrize(
+    "bad", ["a+b", "a#b", "a/b", "+", "#", "", "$SYS", " x", "x y", "a\x00", "é", "x" * 65]
+)
 def test_identities_with_wildcards_slashes_or_odd_characters_are_rejected(bad: str) -> None:
     with pytest.raises(InvalidIdentity):
         Topics().topic("S001", bad, Channel.TELEMETRY)
@@ -51,10 +60,13 @@ def test_parse_refuses_foreign_topics_with_a_reason(topic: str, reason: Reason) 
 
 
 def test_full_telemetry_decodes_to_typed_value() -> None:
-    raw = (b'{"v":1,"seq":7,"ts":%d,"battery":81,"charging":false,"temp_c":38.5,"storage_pct":61.2,'
-           b'"fw":"2.4.1","app":"edu.reader","up":5,"down":6,"rssi":-58,"future_field":1}' % TS)
-    assert decode_uplink(Channel.TELEMETRY, raw) == Telemetry(7, TS, 81, 38.5, 61.2, "2.4.1", "edu.reader",
-                                                              5, 6, -58, False)
+    raw = (
+        b'{"v":1,"seq":7,"ts":%d,"battery":81,"charging":false,"temp_c":38.5,"storage_pct":61.2,'
+        b'"fw":"2.4.1","app":"edu.reader","up":5,"down":6,"rssi":-58,"future_field":1}' % TS
+    )
+    assert decode_uplink(Channel.TELEMETRY, raw) == Telemetry(
+        7, TS, 81, 38.5, 61.2, "2.4.1", "edu.reader", 5, 6, -58, False
+    )
 
 
 @pytest.mark.parametrize(
@@ -81,7 +93,9 @@ def test_full_telemetry_decodes_to_typed_value() -> None:
         (Channel.HEARTBEAT, b"{" + b" " * MAX_UPLINK_BYTES + b"}", Reason.OVERSIZED),
     ],
 )
-def test_bad_payloads_are_rejected_with_their_reason(channel: Channel, payload: bytes, reason: Reason) -> None:
+def test_bad_payloads_are_rejected_with_their_reason(
+    channel: Channel, payload: bytes, reason: Reason
+) -> None:
     got = decode_uplink(channel, payload)
     assert isinstance(got, Rejection), got
     assert got.reason == reason
@@ -96,27 +110,35 @@ def test_login_user_is_kept_out_of_repr() -> None:
 def test_policy_validation() -> None:
     p = wire.parse_policy({"session_minutes": 40, "daily_minutes": 120, "allowed_apps": ["edu.reader"]})
     assert p == wire.Policy(40, 120, 10, ("edu.reader",))
-    for bad in ({"session_minutes": 0, "daily_minutes": 5}, {"session_minutes": 50, "daily_minutes": 40},
-                {"session_minutes": 5, "daily_minutes": 5, "allowed_apps": "x"}):
+    for bad in (
+        {"session_minutes": 0, "daily_minutes": 5},
+        {"session_minutes": 50, "daily_minutes": 40},
+        {"session_minutes": 5, "daily_minutes": 5, "allowed_apps": "x"},
+    ):
         with pytest.raises(ValueError):
             wire.parse_policy(bad)
 
 
 def test_command_encoding_round_trips() -> None:
-    cmd = wire.Command("0b7a-11", wire.CommandName.SET_POLICY, TS, TS + 60_000,
-                       wire.policy_args(wire.Policy(40, 120)))
+    cmd = wire.Command(
+        "0b7a-11", wire.CommandName.SET_POLICY, TS, TS + 60_000, wire.policy_args(wire.Policy(40, 120))
+    )
     assert wire.decode_downlink(wire.encode_command(cmd)) == cmd
 
 
 valid_telemetry = st.builds(
     Telemetry,
-    seq=st.integers(1, wire.MAX_SEQ), ts_ms=st.integers(wire.TS_MIN_MS, wire.TS_MAX_MS),
+    seq=st.integers(1, wire.MAX_SEQ),
+    ts_ms=st.integers(wire.TS_MIN_MS, wire.TS_MAX_MS),
     battery_pct=st.none() | st.integers(0, 100),
-    temperature_c=st.none() | st.floats(-40, 150), storage_used_pct=st.none() | st.floats(0, 100),
+    temperature_c=st.none() | st.floats(-40, 150),
+    storage_used_pct=st.none() | st.floats(0, 100),
     firmware=st.none() | st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=64),
     app=st.none() | st.from_regex(r"[a-z.]{1,20}", fullmatch=True),
-    bytes_up=st.integers(0, 10**10), bytes_down=st.integers(0, 10**10),
-    rssi_dbm=st.none() | st.integers(-130, 0), charging=st.none() | st.booleans(),
+    bytes_up=st.integers(0, 10**10),
+    bytes_down=st.integers(0, 10**10),
+    rssi_dbm=st.none() | st.integers(-130, 0),
+    charging=st.none() | st.booleans(),
 )
 
 
@@ -130,9 +152,31 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
-field_names = st.sampled_from(["v", "seq", "ts", "battery", "temp_c", "storage_pct", "fw", "app", "up", "down",
-                               "rssi", "charging", "type", "code", "user", "id", "accepted", "ok", "reason",
-                               "detail", "state"])
+field_names = st.sampled_from(
+    [
+        "v",
+        "seq",
+        "ts",
+        "battery",
+        "temp_c",
+        "storage_pct",
+        "fw",
+        "app",
+        "up",
+        "down",
+        "rssi",
+        "charging",
+        "type",
+        "code",
+        "user",
+        "id",
+        "accepted",
+        "ok",
+        "reason",
+        "detail",
+        "state",
+    ]
+)
 near_valid = st.dictionaries(field_names, json_values, max_size=10).map(lambda d: {"v": 1, **d})
 
 
@@ -152,7 +196,9 @@ COUNTS: Counter[str] = Counter()
 
 @settings(max_examples=400, deadline=None)
 @given(st.sampled_from(list(Channel)), _payloads())
-def test_fuzzed_payloads_never_crash_and_each_is_counted_under_a_reason(channel: Channel, payload: bytes) -> None:
+def test_fuzzed_payloads_never_crash_and_each_is_counted_under_a_reason(
+    channel: Channel, payload: bytes
+) -> None:
     got = decode_uplink(channel, payload)
     key = got.reason.value if isinstance(got, Rejection) else "ok"
     assert key == "ok" or key in wire.REASONS
@@ -172,12 +218,65 @@ def test_heartbeat_minimal() -> None:
 
 
 # Near-bound and wrong-typed values for every telemetry field, each tried alone in an otherwise valid message.
-_ODD_VALUES = [None, True, False, 0, 1, -1, 100, 101, -40, -41, 150, 151, -130, -131, 2**53 - 1, 2**53,
-               wire.TS_MIN_MS - 1, wire.TS_MIN_MS, wire.TS_MAX_MS, wire.TS_MAX_MS + 1, wire.MAX_BYTES_DELTA,
-               wire.MAX_BYTES_DELTA + 1, 0.0, 36.5, -40.0, -40.5, 150.0, 150.5, 100.0, 100.5, -0.5, "", "2.4.1",
-               "x" * 64, "x" * 65, "y" * 128, "y" * 129, "a\nb", "\x00", "\u00a0", [], {}, "77"]
-_FULL_TELEMETRY = {"v": 1, "seq": 3, "ts": TS, "battery": 50, "temp_c": 30.5, "storage_pct": 40.0, "fw": "2.4.1",
-                   "app": "org.lab.reader", "up": 10, "down": 20, "rssi": -60, "charging": False}
+_ODD_VALUES = [
+    None,
+    True,
+    False,
+    0,
+    1,
+    -1,
+    100,
+    101,
+    -40,
+    -41,
+    150,
+    151,
+    -130,
+    -131,
+    2**53 - 1,
+    2**53,
+    wire.TS_MIN_MS - 1,
+    wire.TS_MIN_MS,
+    wire.TS_MAX_MS,
+    wire.TS_MAX_MS + 1,
+    wire.MAX_BYTES_DELTA,
+    wire.MAX_BYTES_DELTA + 1,
+    0.0,
+    36.5,
+    -40.0,
+    -40.5,
+    150.0,
+    150.5,
+    100.0,
+    100.5,
+    -0.5,
+    "",
+    "2.4.1",
+    "x" * 64,
+    "x" * 65,
+    "y" * 128,
+    "y" * 129,
+    "a\nb",
+    "\x00",
+    "\u00a0",
+    [],
+    {},
+    "77",
+]
+_FULL_TELEMETRY = {
+    "v": 1,
+    "seq": 3,
+    "ts": TS,
+    "battery": 50,
+    "temp_c": 30.5,
+    "storage_pct": 40.0,
+    "fw": "2.4.1",
+    "app": "org.lab.reader",
+    "up": 10,
+    "down": 20,
+    "rssi": -60,
+    "charging": False,
+}
 
 
 @pytest.mark.parametrize("field", [k for k in _FULL_TELEMETRY if k != "v"])

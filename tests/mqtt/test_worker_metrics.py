@@ -30,8 +30,14 @@ def _scrape(url: str) -> str:
 def _spawn(env: dict[str, str], log: Path) -> subprocess.Popen[str]:
     """Worker index 3, as `labfleet ingest --index 3` starts it."""
     with log.open("a") as err:
-        return subprocess.Popen([sys.executable, "-m", "fleet.runtime.worker", "--index", "3"], env=env,
-                                stdout=subprocess.PIPE, stderr=err, text=True, cwd=Path(__file__).resolve().parents[2])
+        return subprocess.Popen(
+            [sys.executable, "-m", "fleet.runtime.worker", "--index", "3"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
 
 
 def _sample(text: str, name: str) -> float | None:
@@ -46,18 +52,27 @@ async def test_an_ingest_worker_serves_its_own_metrics(plane: Plane, tmp_path: P
     await plane.add_devices(5, prefix="WM")
     serials = [f"WM-{i:05d}" for i in range(5)]
     await plane.enroll(serials)
-    settings = plane.settings(broker="mosquitto", listen_port=free_port(), data_dir=str(tmp_path / "mq"),
-                              service_password=SVC_PW)
-    async with MosquittoBroker(settings, BrokerAuthority(plane.sessions, wire.Topics("labfleet"), SVC_USER, SVC_PW)) \
-            as broker:
+    settings = plane.settings(
+        broker="mosquitto", listen_port=free_port(), data_dir=str(tmp_path / "mq"), service_password=SVC_PW
+    )
+    async with MosquittoBroker(
+        settings, BrokerAuthority(plane.sessions, wire.Topics("labfleet"), SVC_USER, SVC_PW)
+    ) as broker:
         # A free port can be taken by someone else before the worker binds it (the machine is shared); the worker
         # then runs without /metrics and says so, and the test tries another port.
         for _attempt in range(PORT_ATTEMPTS):
             metrics_port = free_port()
-            env = dict(os.environ, LABFLEET_DATABASE_URL=plane.url, LABFLEET_MQTT__BROKER="external",
-                       LABFLEET_MQTT__URL=f"mqtt://127.0.0.1:{broker.service_port}", LABFLEET_MQTT__SERVICE_USERNAME=SVC_USER,
-                       LABFLEET_MQTT__SERVICE_PASSWORD=SVC_PW, LABFLEET_MQTT__TOPIC_PREFIX="labfleet",
-                       LABFLEET_METRICS__WORKER_PORT_BASE=str(metrics_port - 3), LABFLEET_LOG_LEVEL="WARNING")
+            env = dict(
+                os.environ,
+                LABFLEET_DATABASE_URL=plane.url,
+                LABFLEET_MQTT__BROKER="external",
+                LABFLEET_MQTT__URL=f"mqtt://127.0.0.1:{broker.service_port}",
+                LABFLEET_MQTT__SERVICE_USERNAME=SVC_USER,
+                LABFLEET_MQTT__SERVICE_PASSWORD=SVC_PW,
+                LABFLEET_MQTT__TOPIC_PREFIX="labfleet",
+                LABFLEET_METRICS__WORKER_PORT_BASE=str(metrics_port - 3),
+                LABFLEET_LOG_LEVEL="WARNING",
+            )
             proc = await asyncio.to_thread(_spawn, env, tmp_path / "worker.log")
             assert proc.stdout is not None
             line = await asyncio.to_thread(proc.stdout.readline)
@@ -85,8 +100,9 @@ async def test_an_ingest_worker_serves_its_own_metrics(plane: Plane, tmp_path: P
                 assert time.monotonic() < deadline, text[-3000:]
                 await asyncio.sleep(0.2)
             assert _sample(text, "labfleet_mqtt_broker_connected") == 1.0
-            assert _sample(text, f'labfleet_school_bytes_total{{direction="up",school="{plane.school_code}"}}') == \
-                10 * len(stream)
+            assert _sample(
+                text, f'labfleet_school_bytes_total{{direction="up",school="{plane.school_code}"}}'
+            ) == 10 * len(stream)
             assert "labfleet_devices_online" not in text  # fleet state is the service's, not a worker's
             assert (await totals(plane.sessions))["ingested"] == len(stream)
         finally:

@@ -52,14 +52,24 @@ def test_unknown_reason_is_folded_into_other(fm: FleetMetrics, registry: Collect
     fm.mqtt_disconnected("terminal", "keepalive_timeout")
     fm.mqtt_disconnected("terminal", "some-device-specific-string-1234")
     fm.dead_letter("not-a-reason")
-    assert registry.get_sample_value(
-        "labfleet_mqtt_disconnects_total", {"device_kind": "terminal", "reason": "keepalive_timeout"}) == 1
-    assert registry.get_sample_value(
-        "labfleet_mqtt_disconnects_total", {"device_kind": "terminal", "reason": "other"}) == 1
+    assert (
+        registry.get_sample_value(
+            "labfleet_mqtt_disconnects_total", {"device_kind": "terminal", "reason": "keepalive_timeout"}
+        )
+        == 1
+    )
+    assert (
+        registry.get_sample_value(
+            "labfleet_mqtt_disconnects_total", {"device_kind": "terminal", "reason": "other"}
+        )
+        == 1
+    )
     assert registry.get_sample_value("labfleet_ingest_dead_letters_total", {"reason": "other"}) == 1
 
 
-def test_ingest_commit_feeds_batch_size_and_latency_histograms(fm: FleetMetrics, registry: CollectorRegistry) -> None:
+def test_ingest_commit_feeds_batch_size_and_latency_histograms(
+    fm: FleetMetrics, registry: CollectorRegistry
+) -> None:
     fm.ingest_committed(200, 0.004)
     fm.ingest_committed(3000, 0.3)
     assert registry.get_sample_value("labfleet_ingest_batch_size_count") == 2
@@ -80,26 +90,46 @@ def test_http_latency_is_labelled_by_method_and_route_template_and_counted_by_st
     assert registry.get_sample_value("labfleet_http_requests_total", {**route, "status_class": "2xx"}) == 1
 
 
-def test_http_method_and_command_names_come_from_closed_sets(fm: FleetMetrics, registry: CollectorRegistry) -> None:
+def test_http_method_and_command_names_come_from_closed_sets(
+    fm: FleetMetrics, registry: CollectorRegistry
+) -> None:
     # A client picks the method token freely (a 405 still matches the route): it must not become a label value.
     for method in ("BREW", "PROPFIND", "X" * 40):
         fm.http_request(method, "/api/v1/devices", 405, 0.001)
     fm.http_request("PUT", "unmatched", 404, 0.001)
-    assert registry.get_sample_value("labfleet_http_request_duration_seconds_count",
-                                     {"route": "OTHER /api/v1/devices"}) == 3
-    assert registry.get_sample_value("labfleet_http_request_duration_seconds_count", {"route": "unmatched"}) == 1
+    assert (
+        registry.get_sample_value(
+            "labfleet_http_request_duration_seconds_count", {"route": "OTHER /api/v1/devices"}
+        )
+        == 3
+    )
+    assert (
+        registry.get_sample_value("labfleet_http_request_duration_seconds_count", {"route": "unmatched"}) == 1
+    )
     fm.command_finished("self_destruct", "ok", 0.1)
-    assert registry.get_sample_value("labfleet_command_duration_seconds_count",
-                                     {"command": "other", "result": "ok"}) == 1
+    assert (
+        registry.get_sample_value(
+            "labfleet_command_duration_seconds_count", {"command": "other", "result": "ok"}
+        )
+        == 1
+    )
 
 
 def test_command_latency_per_command_and_result(fm: FleetMetrics, registry: CollectorRegistry) -> None:
     fm.command_finished("reboot", "timeout", 30.0)
     fm.command_finished("reboot", "ok", 2.0)
-    assert registry.get_sample_value(
-        "labfleet_command_duration_seconds_count", {"command": "reboot", "result": "timeout"}) == 1
-    assert registry.get_sample_value(
-        "labfleet_command_duration_seconds_sum", {"command": "reboot", "result": "ok"}) == 2.0
+    assert (
+        registry.get_sample_value(
+            "labfleet_command_duration_seconds_count", {"command": "reboot", "result": "timeout"}
+        )
+        == 1
+    )
+    assert (
+        registry.get_sample_value(
+            "labfleet_command_duration_seconds_sum", {"command": "reboot", "result": "ok"}
+        )
+        == 2.0
+    )
 
 
 def test_school_bytes_count_up_and_down_and_reject_other_directions(
@@ -108,13 +138,21 @@ def test_school_bytes_count_up_and_down_and_reject_other_directions(
     fm.school_traffic("s001", "up", 1500)
     fm.school_traffic("s001", "up", 500)
     fm.school_traffic("s001", "down", 100)
-    assert registry.get_sample_value("labfleet_school_bytes_total", {"school": "s001", "direction": "up"}) == 2000
-    assert registry.get_sample_value("labfleet_school_bytes_total", {"school": "s001", "direction": "down"}) == 100
+    assert (
+        registry.get_sample_value("labfleet_school_bytes_total", {"school": "s001", "direction": "up"})
+        == 2000
+    )
+    assert (
+        registry.get_sample_value("labfleet_school_bytes_total", {"school": "s001", "direction": "down"})
+        == 100
+    )
     with pytest.raises(ValueError):
         fm.school_traffic("s001", "sideways", 1)
 
 
-def test_broker_connection_loss_is_counted_once_per_drop(fm: FleetMetrics, registry: CollectorRegistry) -> None:
+def test_broker_connection_loss_is_counted_once_per_drop(
+    fm: FleetMetrics, registry: CollectorRegistry
+) -> None:
     fm.broker_connection(False)  # never connected yet: not a loss
     fm.broker_connection(True)
     fm.broker_connection(False)
@@ -172,16 +210,23 @@ def test_state_collector_exposes_snapshot_values(fm: FleetMetrics, registry: Col
     assert g("labfleet_rollouts", {"status": "aborted"}) == 0
     assert g("labfleet_rollout_paused", {"rollout": "r-7", "model": "terminal-lt100"}) == 1
     assert g("labfleet_rollout_paused", {"rollout": "r-8", "model": "kit-esp32-mpy"}) == 0
-    assert g("labfleet_rollout_devices", {"rollout": "r-7", "model": "terminal-lt100", "state": "failed"}) == 12
+    assert (
+        g("labfleet_rollout_devices", {"rollout": "r-7", "model": "terminal-lt100", "state": "failed"}) == 12
+    )
     assert g("labfleet_state_snapshot_age_seconds") == 12.5
 
 
-def test_school_between_periods_has_no_current_period_series(fm: FleetMetrics, registry: CollectorRegistry) -> None:
+def test_school_between_periods_has_no_current_period_series(
+    fm: FleetMetrics, registry: CollectorRegistry
+) -> None:
     holder = SnapshotHolder()
     holder.publish(_snapshot())
     fm.register_state(holder)
     period_samples = [
-        sample for fam in registry.collect() if fam.name == "labfleet_school_current_period" for sample in fam.samples
+        sample
+        for fam in registry.collect()
+        if fam.name == "labfleet_school_current_period"
+        for sample in fam.samples
     ]
     assert [sample.labels["school"] for sample in period_samples] == ["s001"]
 
@@ -190,8 +235,12 @@ def test_finished_rollouts_get_no_per_rollout_series(fm: FleetMetrics, registry:
     holder = SnapshotHolder()
     holder.publish(_snapshot())
     fm.register_state(holder)
-    assert registry.get_sample_value(
-        "labfleet_rollout_devices", {"rollout": "r-1", "model": "terminal-lt100", "state": "succeeded"}) is None
+    assert (
+        registry.get_sample_value(
+            "labfleet_rollout_devices", {"rollout": "r-1", "model": "terminal-lt100", "state": "succeeded"}
+        )
+        is None
+    )
 
 
 def test_collector_reads_the_latest_published_snapshot_at_scrape_time(
@@ -203,8 +252,11 @@ def test_collector_reads_the_latest_published_snapshot_at_scrape_time(
     holder.publish(_snapshot())
     cell = {"school": "s001", "room_kind": "smart_classroom", "device_kind": "terminal"}
     assert registry.get_sample_value("labfleet_devices_online", cell) == 90
-    holder.publish(FleetSnapshot(taken_at=1.0, presence=(PresenceCount("s001", "smart_classroom", "terminal",
-                                                                       100, 99, 95, 0),)))
+    holder.publish(
+        FleetSnapshot(
+            taken_at=1.0, presence=(PresenceCount("s001", "smart_classroom", "terminal", 100, 99, 95, 0),)
+        )
+    )
     assert registry.get_sample_value("labfleet_devices_online", cell) == 99
 
 
@@ -236,7 +288,16 @@ def test_registering_the_collector_does_not_read_the_source(fm: FleetMetrics) ->
 
 
 def test_no_metric_has_a_device_identifying_label() -> None:
-    forbidden = {"device", "device_id", "serial", "serial_number", "asset_tag", "client_id", "user", "student"}
+    forbidden = {
+        "device",
+        "device_id",
+        "serial",
+        "serial_number",
+        "asset_tag",
+        "client_id",
+        "user",
+        "student",
+    }
     for spec in ALL_METRICS:
         assert not forbidden & set(spec.labels), spec.name
 

@@ -27,15 +27,43 @@ def _at(hh: int, mm: int, day: int = 7) -> datetime:
     return datetime(2026, 9, day, hh, mm, tzinfo=BERLIN).astimezone(UTC)
 
 
-def _world(calendar: tuple[CalendarEntry, ...] = ()) -> tuple[list[SchoolView], list[RoomView], list[DeviceView]]:
+def _world(
+    calendar: tuple[CalendarEntry, ...] = (),
+) -> tuple[list[SchoolView], list[RoomView], list[DeviceView]]:
     schools = [SchoolView("s001", BERLIN, 200e6, PERIODS, calendar), SchoolView("s002", BERLIN, 100e6)]
-    rooms = [RoomView("s001", 1, "smart_classroom"), RoomView("s001", 2, "smart_classroom"),
-             RoomView("s001", 3, "ai_lab"), RoomView("s002", 9, "smart_classroom")]
+    rooms = [
+        RoomView("s001", 1, "smart_classroom"),
+        RoomView("s001", 2, "smart_classroom"),
+        RoomView("s001", 3, "ai_lab"),
+        RoomView("s002", 9, "smart_classroom"),
+    ]
     devices = (
-        [DeviceView("s001", 1, "terminal", "terminal-lt100", online=True, health="ok", firmware_version="1.2.0",
-                    session_active=True)] * 18
-        + [DeviceView("s001", 1, "terminal", "terminal-lt100", online=False, health="ok",
-                      firmware_version="1.1.0", session_active=True)] * 2
+        [
+            DeviceView(
+                "s001",
+                1,
+                "terminal",
+                "terminal-lt100",
+                online=True,
+                health="ok",
+                firmware_version="1.2.0",
+                session_active=True,
+            )
+        ]
+        * 18
+        + [
+            DeviceView(
+                "s001",
+                1,
+                "terminal",
+                "terminal-lt100",
+                online=False,
+                health="ok",
+                firmware_version="1.1.0",
+                session_active=True,
+            )
+        ]
+        * 2
         + [DeviceView("s001", 2, "terminal", "terminal-lt200", online=False, health="fault")] * 20
         + [DeviceView("s001", 3, "robot", "robot-edubot-r2", online=True, health="degraded")] * 4
         + [DeviceView("s001", None, "terminal", "terminal-lt100", online=False)] * 5
@@ -45,16 +73,25 @@ def _world(calendar: tuple[CalendarEntry, ...] = ()) -> tuple[list[SchoolView], 
 
 
 def _cell(snapshot, school: str, room_kind: str, kind: str) -> PresenceCount:  # type: ignore[no-untyped-def]
-    return next(p for p in snapshot.presence if (p.school, p.room_kind, p.device_kind) == (school, room_kind, kind))
+    return next(
+        p for p in snapshot.presence if (p.school, p.room_kind, p.device_kind) == (school, room_kind, kind)
+    )
 
 
 def test_during_p1_classroom_devices_are_expected_and_offline_ones_counted() -> None:
     snap = build_snapshot(_at(8, 10), *_world())
     classroom = _cell(snap, "s001", "smart_classroom", "terminal")
-    assert (classroom.in_service, classroom.online, classroom.expected_online, classroom.unexpectedly_offline) == (
-        40, 18, 40, 22)
+    assert (
+        classroom.in_service,
+        classroom.online,
+        classroom.expected_online,
+        classroom.unexpectedly_offline,
+    ) == (40, 18, 40, 22)
     lab = _cell(snap, "s001", "ai_lab", "robot")
-    assert (lab.expected_online, lab.unexpectedly_offline) == (0, 0)  # the lab's own timetable has no lesson yet
+    assert (lab.expected_online, lab.unexpectedly_offline) == (
+        0,
+        0,
+    )  # the lab's own timetable has no lesson yet
     s001 = next(s for s in snap.schools if s.school == "s001")
     assert (s001.lessons_in_progress, s001.current_period) == (2, "P1")
 
@@ -110,8 +147,13 @@ def test_lesson_gauge_follows_an_injected_clock_through_the_collector() -> None:
     for hh, mm in ((7, 55), (8, 10), (8, 50), (9, 0), (9, 45)):
         clock.set(_at(hh, mm))
         holder.publish(build_snapshot(clock.now(), *world))
-        periods = [p for p in ("P1", "P2") if registry.get_sample_value(
-            "labfleet_school_current_period", {"school": "s001", "period": p})]
-        seen.append((registry.get_sample_value("labfleet_school_lessons_in_progress", {"school": "s001"}), periods))
+        periods = [
+            p
+            for p in ("P1", "P2")
+            if registry.get_sample_value("labfleet_school_current_period", {"school": "s001", "period": p})
+        ]
+        seen.append(
+            (registry.get_sample_value("labfleet_school_lessons_in_progress", {"school": "s001"}), periods)
+        )
     # 07:55 before school; 08:10 P1 in both classrooms; 08:50 break; 09:00 P2 + the lab; 09:45 only the lab.
     assert seen == [(0, []), (2, ["P1"]), (0, []), (3, ["P2"]), (1, [])]

@@ -50,8 +50,14 @@ def _scrape(shape: DistrictShape, routes: list[tuple[str, str]]) -> tuple[Counte
     metrics = FleetMetrics(registry)
     exercise_event_metrics(metrics, shape, routes)
     holder = SnapshotHolder()
-    holder.publish(build_snapshot(LESSON_AT, *district_views(shape), open_alerts=[("warning", 3), ("critical", 1)],
-                                  rollouts=ROLLOUTS))
+    holder.publish(
+        build_snapshot(
+            LESSON_AT,
+            *district_views(shape),
+            open_alerts=[("warning", 3), ("critical", 1)],
+            rollouts=ROLLOUTS,
+        )
+    )
     metrics.register_state(holder)
     start = time.perf_counter()
     text = generate_latest(registry).decode()
@@ -66,8 +72,10 @@ def test_full_district_exposition_stays_within_series_budget(routes: list[tuple[
     series, ms = _scrape(shape, routes)
     total = sum(series.values())
     # Figures only; timing assertions live in benchmarks/metrics_scrape.py.
-    print(f"district exposition: {total} series ({len(routes)} routes), scrape {ms:.1f} ms; "
-          f"largest: {series.most_common(4)}")
+    print(
+        f"district exposition: {total} series ({len(routes)} routes), scrape {ms:.1f} ms; "
+        f"largest: {series.most_common(4)}"
+    )
     assert total <= SERIES_BUDGET
     # The per-route latency histogram was the biggest single cost (~2,100 series with method and status class
     # as labels): it must stay a minority of the budget.

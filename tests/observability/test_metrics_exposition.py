@@ -37,8 +37,15 @@ def test_bad_cidr_fails_at_startup() -> None:
 
 @pytest.mark.parametrize(
     ("header", "ok"),
-    [("Bearer s3cret", True), ("bearer s3cret", True), ("Bearer wrong", False), ("Basic s3cret", False),
-     ("Bearer ", False), ("s3cret", False), ("", False)],
+    [
+        ("Bearer s3cret", True),
+        ("bearer s3cret", True),
+        ("Bearer wrong", False),
+        ("Basic s3cret", False),
+        ("Bearer ", False),
+        ("s3cret", False),
+        ("", False),
+    ],
 )
 def test_remote_scrape_needs_the_bearer_token(header: str, ok: bool) -> None:
     assert MetricsAccess(token="s3cret").allows("10.1.2.3", header) is ok

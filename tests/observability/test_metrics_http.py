@@ -56,7 +56,9 @@ async def test_latency_is_labelled_by_route_template_not_the_raw_path() -> None:
             await client.get(f"/api/v1/devices/{device_id}")
     route = {"route": "GET /api/v1/devices/{device_id}"}
     assert registry.get_sample_value("labfleet_http_request_duration_seconds_count", route) == 4
-    assert registry.get_sample_value("labfleet_http_request_duration_seconds_sum", route) == pytest.approx(0.5)
+    assert registry.get_sample_value("labfleet_http_request_duration_seconds_sum", route) == pytest.approx(
+        0.5
+    )
     assert registry.get_sample_value("labfleet_http_requests_total", {**route, "status_class": "2xx"}) == 3
     assert registry.get_sample_value("labfleet_http_requests_total", {**route, "status_class": "4xx"}) == 1
     text = (await _scrape(app)).text
@@ -69,10 +71,18 @@ async def test_unmatched_paths_share_one_label_and_exceptions_count_as_5xx() -> 
         for i in range(5):
             assert (await client.get(f"/wp-admin/{i}.php")).status_code == 404
         assert (await client.get("/api/v1/boom")).status_code == 500
-    assert registry.get_sample_value("labfleet_http_requests_total",
-                                     {"route": "unmatched", "status_class": "4xx"}) == 5
-    assert registry.get_sample_value("labfleet_http_requests_total",
-                                     {"route": "GET /api/v1/boom", "status_class": "5xx"}) == 1
+    assert (
+        registry.get_sample_value(
+            "labfleet_http_requests_total", {"route": "unmatched", "status_class": "4xx"}
+        )
+        == 5
+    )
+    assert (
+        registry.get_sample_value(
+            "labfleet_http_requests_total", {"route": "GET /api/v1/boom", "status_class": "5xx"}
+        )
+        == 1
+    )
 
 
 async def _scrape(app: FastAPI, host: str = "127.0.0.1", **headers: str) -> httpx.Response:
@@ -86,8 +96,10 @@ async def test_metrics_from_loopback_need_no_token_and_are_not_timed_themselves(
     assert resp.status_code == 200
     assert resp.headers["content-type"].startswith("text/plain; version=0.0.4")
     assert "# TYPE labfleet_enrollments_total counter" in resp.text
-    assert registry.get_sample_value("labfleet_http_request_duration_seconds_count",
-                                     {"route": "GET /metrics"}) is None
+    assert (
+        registry.get_sample_value("labfleet_http_request_duration_seconds_count", {"route": "GET /metrics"})
+        is None
+    )
 
 
 async def test_metrics_from_elsewhere_need_the_token() -> None:
@@ -119,7 +131,9 @@ def test_worker_metrics_thread_keeps_the_access_rule_and_reports_a_taken_port() 
         req = urllib.request.Request(url, headers={"Authorization": "Bearer s3cret"})
         with urllib.request.urlopen(req, timeout=5) as r:
             assert 'labfleet_ingest_messages_total{result="ok"} 3.0' in r.read().decode()
-        with pytest.raises(OSError):  # the port is taken (by the first server): the caller decides what that costs
+        with pytest.raises(
+            OSError
+        ):  # the port is taken (by the first server): the caller decides what that costs
             serve_metrics_thread(registry, access, "127.0.0.1", httpd.server_port)
     finally:
         httpd.shutdown()

@@ -13,14 +13,19 @@ async def test_import_conflict_and_lifecycle_on_each_backend(api_any: Api) -> No
     api = api_any
     w = await build_world(api)
     h = await api.admin()
-    r = await api.client.post(f"{V1}/imports/devices", files={"file": ("d.csv", delivery_csv(1000), "text/csv")},
-                              headers=h)
+    r = await api.client.post(
+        f"{V1}/imports/devices", files={"file": ("d.csv", delivery_csv(1000), "text/csv")}, headers=h
+    )
     assert r.status_code == 201 and r.json()["created"] == 1000
-    r = await api.client.post(f"{V1}/imports/devices", files={"file": ("d.csv", delivery_csv(5), "text/csv")},
-                              headers=h)
+    r = await api.client.post(
+        f"{V1}/imports/devices", files={"file": ("d.csv", delivery_csv(5), "text/csv")}, headers=h
+    )
     assert r.status_code == 422 and len(r.json()["details"]) == 10  # serial and asset tag, 5 rows each
-    r = await api.client.post(f"{V1}/devices", json={"serial_number": "SN-a-1", "asset_tag": "new", "model_id": w.model,
-                                                     "school_id": w.school_a}, headers=h)
+    r = await api.client.post(
+        f"{V1}/devices",
+        json={"serial_number": "SN-a-1", "asset_tag": "new", "model_id": w.model, "school_id": w.school_a},
+        headers=h,
+    )
     assert r.status_code == 409 and "serial number" in r.json()["message"]
     r = await api.client.post(f"{V1}/devices/{w.device_a}/transitions", json={"to": "provisioned"}, headers=h)
     assert r.status_code == 200

@@ -35,24 +35,63 @@ async def _seed(url: str) -> None:
             district = District(name="Migration", created_at=NOW)
             s.add(district)
             await s.flush()
-            school = School(district_id=district.id, code="S-MIG", name="S", uplink_mbps=100, timezone="UTC",
-                            created_at=NOW)
-            models = {kind: DeviceModel(vendor="Acme", model_number=kind, kind=kind,
-                                        transport="serial" if kind == "kit" else "mqtt", unit_price=Decimal("1"),
-                                        warranty_months=12, supplier="Acme", profile_key=None, created_at=NOW)
-                      for kind in ("kit", "terminal")}
+            school = School(
+                district_id=district.id,
+                code="S-MIG",
+                name="S",
+                uplink_mbps=100,
+                timezone="UTC",
+                created_at=NOW,
+            )
+            models = {
+                kind: DeviceModel(
+                    vendor="Acme",
+                    model_number=kind,
+                    kind=kind,
+                    transport="serial" if kind == "kit" else "mqtt",
+                    unit_price=Decimal(1),
+                    warranty_months=12,
+                    supplier="Acme",
+                    profile_key=None,
+                    created_at=NOW,
+                )
+                for kind in ("kit", "terminal")
+            }
             s.add_all([school, *models.values()])
             await s.flush()
-            for (kind, serial) in KITS:
-                d = Device(vendor="Acme", serial_number=serial, asset_tag=f"ENR-{serial}"[:64],
-                           model_id=models[kind].id, school_id=school.id, room_id=None, status="received",
-                           created_at=NOW, updated_at=NOW)
+            for kind, serial in KITS:
+                d = Device(
+                    vendor="Acme",
+                    serial_number=serial,
+                    asset_tag=f"ENR-{serial}"[:64],
+                    model_id=models[kind].id,
+                    school_id=school.id,
+                    room_id=None,
+                    status="received",
+                    created_at=NOW,
+                    updated_at=NOW,
+                )
                 s.add(d)
                 await s.flush()
-                s.add(DeviceCredential(device_id=d.id, username=serial, school_code="S-MIG",
-                                       password_hash=credentials.hash_password("pw"), created_at=NOW))
-                s.add(DeadLetter(received_at=NOW, reason="unknown_device", topic=f"labfleet/v1/S-MIG/{serial}/x",
-                                 identity=serial, payload=b"{}", payload_size=2))
+                s.add(
+                    DeviceCredential(
+                        device_id=d.id,
+                        username=serial,
+                        school_code="S-MIG",
+                        password_hash=credentials.hash_password("pw"),
+                        created_at=NOW,
+                    )
+                )
+                s.add(
+                    DeadLetter(
+                        received_at=NOW,
+                        reason="unknown_device",
+                        topic=f"labfleet/v1/S-MIG/{serial}/x",
+                        identity=serial,
+                        payload=b"{}",
+                        payload_size=2,
+                    )
+                )
             await s.commit()
     finally:
         await engine.dispose()
@@ -63,9 +102,14 @@ async def _stored(url: str) -> list[tuple[str, str, str]]:
     sessions = session_factory(engine := create_engine(url))
     try:
         async with sessions() as s:
-            rows = (await s.execute(select(Device.serial_number, Device.asset_tag, DeviceCredential.username)
-                                    .join(DeviceCredential, DeviceCredential.device_id == Device.id)
-                                    .where(Device.vendor == "Acme").order_by(Device.id))).all()
+            rows = (
+                await s.execute(
+                    select(Device.serial_number, Device.asset_tag, DeviceCredential.username)
+                    .join(DeviceCredential, DeviceCredential.device_id == Device.id)
+                    .where(Device.vendor == "Acme")
+                    .order_by(Device.id)
+                )
+            ).all()
             dead = (await s.execute(select(DeadLetter.identity).order_by(DeadLetter.id))).scalars().all()
         return [tuple(r) for r in rows] + [("dead", str(d), "") for d in dead]  # type: ignore[misc]
     finally:

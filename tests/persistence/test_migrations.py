@@ -14,10 +14,14 @@ async def _diff(url: str) -> list[object]:
     engine = create_engine(url)
     try:
         async with engine.connect() as conn:
+
             def compare(sync_conn):  # type: ignore[no-untyped-def]
-                ctx = MigrationContext.configure(sync_conn, opts={"compare_type": True,
-                                                                  "render_as_batch": sync_conn.dialect.name == "sqlite"})
+                ctx = MigrationContext.configure(
+                    sync_conn,
+                    opts={"compare_type": True, "render_as_batch": sync_conn.dialect.name == "sqlite"},
+                )
                 return compare_metadata(ctx, Base.metadata)
+
             return await conn.run_sync(compare)
     finally:
         await engine.dispose()

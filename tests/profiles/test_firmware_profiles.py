@@ -24,8 +24,14 @@ from firmware_profiles import (
     load_profile_key,
 )
 
-DEMO_MODELS = {"terminal-lt100", "terminal-lt200", "robot-edubot-r2", "kit-esp32-mpy", "kit-uno-firmata",
-               "sensor-air-s1"}
+DEMO_MODELS = {
+    "terminal-lt100",
+    "terminal-lt200",
+    "robot-edubot-r2",
+    "kit-esp32-mpy",
+    "kit-uno-firmata",
+    "sensor-air-s1",
+}
 GOOD = DEFAULT_PROFILE_DIR / "terminal-lt100.yaml"
 
 
@@ -74,7 +80,9 @@ def test_load_profile_key_reads_the_named_profile_from_the_folder() -> None:
     assert load_profile_key("terminal-lt100") == load_profile(GOOD)
 
 
-@pytest.mark.parametrize("key", ["../terminal-lt100", "terminal-lt100.yaml", "/etc/passwd", "", "no-such-model"])
+@pytest.mark.parametrize(
+    "key", ["../terminal-lt100", "terminal-lt100.yaml", "/etc/passwd", "", "no-such-model"]
+)
 def test_load_profile_key_refuses_path_like_or_unknown_keys(key: str) -> None:
     with pytest.raises(ProfileError):
         load_profile_key(key)
@@ -112,6 +120,7 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
             del node[int(last) if last.isdigit() else last]
         else:
             node[int(last) if last.isdigit() else last] = value
+
     return apply
 
 
@@ -120,74 +129,175 @@ _GOOD_TEXT = GOOD.read_text()
 
 BROKEN: list[tuple[str, str, str]] = [
     # (case id, profile text, expected error line)
-    ("sha256 not hex", _mut(_set("versions[2].sha256", "zz" * 32)),
-     "terminal-lt100.yaml: versions[2].sha256: not a hex digest (64 lowercase hex characters)"),
-    ("sha256 too short", _mut(_set("versions[0].sha256", "abc123")),
-     "terminal-lt100.yaml: versions[0].sha256: not a hex digest (64 lowercase hex characters)"),
-    ("target not a version", _mut(_set("target_version", "9.0.0")),
-     "terminal-lt100.yaml: target_version: 9.0.0 is not one of the versions (1.0.0, 1.1.0, 1.2.0)"),
-    ("version not semver", _mut(_set("versions[1].version", "v1.1")),
-     "terminal-lt100.yaml: versions[1].version: not a semantic version (e.g. 1.2.0)"),
-    ("version as YAML float", _GOOD_TEXT.replace("version: 1.1.0", "version: 1.1"),
-     "terminal-lt100.yaml: versions[1].version: Input should be a valid string"),
-    ("duplicate version", _mut(_set("versions[2].version", "1.0.0")),
-     "terminal-lt100.yaml: versions: version 1.0.0 appears at [0] and [2]"),
-    ("no versions", _mut(_set("versions", [])),
-     "terminal-lt100.yaml: versions: Tuple should have at least 1 item after validation, not 0"),
-    ("size zero", _mut(_set("versions[0].size", 0)),
-     "terminal-lt100.yaml: versions[0].size: Input should be greater than or equal to 1"),
-    ("artifact escapes folder", _mut(_set("versions[0].artifact", "../../etc/passwd")),
-     "terminal-lt100.yaml: versions[0].artifact: must be a relative path inside the profiles folder"),
-    ("artifact absolute", _mut(_set("versions[0].artifact", "/etc/passwd")),
-     "terminal-lt100.yaml: versions[0].artifact: must be a relative path inside the profiles folder"),
-    ("release notes missing", _mut(_set("versions[1].release_notes", _DELETE)),
-     "terminal-lt100.yaml: versions[1].release_notes: required"),
-    ("unknown key", _mut(_set("health.battery_low_pct", 10)),
-     "terminal-lt100.yaml: health.battery_low_pct: unknown key"),
-    ("battery over 99", _mut(_set("health.battery_low_percent", 150)),
-     "terminal-lt100.yaml: health.battery_low_percent: Input should be less than or equal to 99"),
-    ("battery critical not below low", _mut(_set("health.battery_critical_percent", 20)),
-     "terminal-lt100.yaml: health.battery_critical_percent: must be below battery_low_percent (15)"),
-    ("temperature critical not above high", _mut(_set("health.temperature_critical_c", 50)),
-     "terminal-lt100.yaml: health.temperature_critical_c: must be above temperature_high_c (50)"),
-    ("reboot count of one", _mut(_set("health.repeated_reboots.count", 1)),
-     "terminal-lt100.yaml: health.repeated_reboots.count: Input should be greater than or equal to 2"),
-    ("error code lowercase", _mut(_set("health.error_codes[1].code", "wifi")),
-     "terminal-lt100.yaml: health.error_codes[1].code: not an error code (UPPER_SNAKE, e.g. E_MOTOR_STALL)"),
-    ("error code severity", _mut(_set("health.error_codes[0].severity", "bad")),
-     "terminal-lt100.yaml: health.error_codes[0].severity: Input should be 'degraded' or 'fault'"),
-    ("duplicate error code", _mut(_set("health.error_codes[1].code", "E_DISPLAY")),
-     "terminal-lt100.yaml: health.error_codes: duplicate error code E_DISPLAY"),
-    ("session longer than day", _mut(_set("settings.screen_time.per_day_minutes", 30)),
-     "terminal-lt100.yaml: settings.screen_time.per_day_minutes: must be at least per_session_minutes (40)"),
-    ("terminal without screen time", _mut(_set("settings.screen_time", _DELETE)),
-     "terminal-lt100.yaml: settings: screen_time is required for terminals (myopia-prevention defaults)"),
-    ("bad app id", _mut(_set("settings.allowed_apps[2]", "Coding App")),
-     "terminal-lt100.yaml: settings.allowed_apps[2]: not an app id (reverse-DNS, e.g. org.labfleet.reader)"),
-    ("duplicate app", _mut(_set("settings.allowed_apps[3]", "org.labfleet.reader")),
-     "terminal-lt100.yaml: settings.allowed_apps: duplicate app org.labfleet.reader"),
-    ("telemetry interval zero", _mut(_set("settings.telemetry_interval_seconds", 0)),
-     "terminal-lt100.yaml: settings.telemetry_interval_seconds: Input should be greater than or equal to 1"),
-    ("unknown kind", _mut(_set("kind", "drone")),
-     "terminal-lt100.yaml: kind: Input should be 'terminal', 'robot', 'mcu_kit' or 'sensor'"),
-    ("mqtt block missing", _mut(_set("mqtt", _DELETE)),
-     "terminal-lt100.yaml: mqtt: required for transport mqtt"),
-    ("serial block with mqtt", _mut(_set("serial", {"protocol": "firmata", "baud": 57600})),
-     "terminal-lt100.yaml: serial: not allowed with transport mqtt"),
+    (
+        "sha256 not hex",
+        _mut(_set("versions[2].sha256", "zz" * 32)),
+        "terminal-lt100.yaml: versions[2].sha256: not a hex digest (64 lowercase hex characters)",
+    ),
+    (
+        "sha256 too short",
+        _mut(_set("versions[0].sha256", "abc123")),
+        "terminal-lt100.yaml: versions[0].sha256: not a hex digest (64 lowercase hex characters)",
+    ),
+    (
+        "target not a version",
+        _mut(_set("target_version", "9.0.0")),
+        "terminal-lt100.yaml: target_version: 9.0.0 is not one of the versions (1.0.0, 1.1.0, 1.2.0)",
+    ),
+    (
+        "version not semver",
+        _mut(_set("versions[1].version", "v1.1")),
+        "terminal-lt100.yaml: versions[1].version: not a semantic version (e.g. 1.2.0)",
+    ),
+    (
+        "version as YAML float",
+        _GOOD_TEXT.replace("version: 1.1.0", "version: 1.1"),
+        "terminal-lt100.yaml: versions[1].version: Input should be a valid string",
+    ),
+    (
+        "duplicate version",
+        _mut(_set("versions[2].version", "1.0.0")),
+        "terminal-lt100.yaml: versions: version 1.0.0 appears at [0] and [2]",
+    ),
+    (
+        "no versions",
+        _mut(_set("versions", [])),
+        "terminal-lt100.yaml: versions: Tuple should have at least 1 item after validation, not 0",
+    ),
+    (
+        "size zero",
+        _mut(_set("versions[0].size", 0)),
+        "terminal-lt100.yaml: versions[0].size: Input should be greater than or equal to 1",
+    ),
+    (
+        "artifact escapes folder",
+        _mut(_set("versions[0].artifact", "../../etc/passwd")),
+        "terminal-lt100.yaml: versions[0].artifact: must be a relative path inside the profiles folder",
+    ),
+    (
+        "artifact absolute",
+        _mut(_set("versions[0].artifact", "/etc/passwd")),
+        "terminal-lt100.yaml: versions[0].artifact: must be a relative path inside the profiles folder",
+    ),
+    (
+        "release notes missing",
+        _mut(_set("versions[1].release_notes", _DELETE)),
+        "terminal-lt100.yaml: versions[1].release_notes: required",
+    ),
+    (
+        "unknown key",
+        _mut(_set("health.battery_low_pct", 10)),
+        "terminal-lt100.yaml: health.battery_low_pct: unknown key",
+    ),
+    (
+        "battery over 99",
+        _mut(_set("health.battery_low_percent", 150)),
+        "terminal-lt100.yaml: health.battery_low_percent: Input should be less than or equal to 99",
+    ),
+    (
+        "battery critical not below low",
+        _mut(_set("health.battery_critical_percent", 20)),
+        "terminal-lt100.yaml: health.battery_critical_percent: must be below battery_low_percent (15)",
+    ),
+    (
+        "temperature critical not above high",
+        _mut(_set("health.temperature_critical_c", 50)),
+        "terminal-lt100.yaml: health.temperature_critical_c: must be above temperature_high_c (50)",
+    ),
+    (
+        "reboot count of one",
+        _mut(_set("health.repeated_reboots.count", 1)),
+        "terminal-lt100.yaml: health.repeated_reboots.count: Input should be greater than or equal to 2",
+    ),
+    (
+        "error code lowercase",
+        _mut(_set("health.error_codes[1].code", "wifi")),
+        "terminal-lt100.yaml: health.error_codes[1].code: not an error code (UPPER_SNAKE, e.g. E_MOTOR_STALL)",
+    ),
+    (
+        "error code severity",
+        _mut(_set("health.error_codes[0].severity", "bad")),
+        "terminal-lt100.yaml: health.error_codes[0].severity: Input should be 'degraded' or 'fault'",
+    ),
+    (
+        "duplicate error code",
+        _mut(_set("health.error_codes[1].code", "E_DISPLAY")),
+        "terminal-lt100.yaml: health.error_codes: duplicate error code E_DISPLAY",
+    ),
+    (
+        "session longer than day",
+        _mut(_set("settings.screen_time.per_day_minutes", 30)),
+        "terminal-lt100.yaml: settings.screen_time.per_day_minutes: must be at least per_session_minutes (40)",
+    ),
+    (
+        "terminal without screen time",
+        _mut(_set("settings.screen_time", _DELETE)),
+        "terminal-lt100.yaml: settings: screen_time is required for terminals (myopia-prevention defaults)",
+    ),
+    (
+        "bad app id",
+        _mut(_set("settings.allowed_apps[2]", "Coding App")),
+        "terminal-lt100.yaml: settings.allowed_apps[2]: not an app id (reverse-DNS, e.g. org.labfleet.reader)",
+    ),
+    (
+        "duplicate app",
+        _mut(_set("settings.allowed_apps[3]", "org.labfleet.reader")),
+        "terminal-lt100.yaml: settings.allowed_apps: duplicate app org.labfleet.reader",
+    ),
+    (
+        "telemetry interval zero",
+        _mut(_set("settings.telemetry_interval_seconds", 0)),
+        "terminal-lt100.yaml: settings.telemetry_interval_seconds: Input should be greater than or equal to 1",
+    ),
+    (
+        "unknown kind",
+        _mut(_set("kind", "drone")),
+        "terminal-lt100.yaml: kind: Input should be 'terminal', 'robot', 'mcu_kit' or 'sensor'",
+    ),
+    (
+        "mqtt block missing",
+        _mut(_set("mqtt", _DELETE)),
+        "terminal-lt100.yaml: mqtt: required for transport mqtt",
+    ),
+    (
+        "serial block with mqtt",
+        _mut(_set("serial", {"protocol": "firmata", "baud": 57600})),
+        "terminal-lt100.yaml: serial: not allowed with transport mqtt",
+    ),
     ("qos 2", _mut(_set("mqtt.qos", 2)), "terminal-lt100.yaml: mqtt.qos: Input should be 0 or 1"),
-    ("model does not match file", _mut(_set("model", "terminal-lt300")),
-     "terminal-lt100.yaml: model: 'terminal-lt300' does not match the file name (terminal-lt100.yaml)"),
-    ("model not a slug", _mut(_set("model", "Terminal LT100")),
-     "terminal-lt100.yaml: model: must be lowercase letters, digits, '-' or '_' (e.g. terminal-lt100)"),
-    ("python object tag", _GOOD_TEXT.replace("name: LT100 adaptive-learning terminal",
-                                             "name: !!python/object/apply:os.system ['true']"),
-     "terminal-lt100.yaml: name: line 4: YAML tag !!python/object/apply:os.system is not allowed"),
-    ("binary tag in a list", _GOOD_TEXT.replace("    sha256: 7e53", "    sha256: !!binary 7e53"),
-     "terminal-lt100.yaml: versions[1].sha256: line 23: YAML tag !!binary is not allowed"),
-    ("anchor and alias", _GOOD_TEXT.replace("  screen_time:\n", "  screen_time: &st\n")
-     + "extra_policy: *st\n", "terminal-lt100.yaml: settings.screen_time: line 35: YAML anchors and aliases"),
+    (
+        "model does not match file",
+        _mut(_set("model", "terminal-lt300")),
+        "terminal-lt100.yaml: model: 'terminal-lt300' does not match the file name (terminal-lt100.yaml)",
+    ),
+    (
+        "model not a slug",
+        _mut(_set("model", "Terminal LT100")),
+        "terminal-lt100.yaml: model: must be lowercase letters, digits, '-' or '_' (e.g. terminal-lt100)",
+    ),
+    (
+        "python object tag",
+        _GOOD_TEXT.replace(
+            "name: LT100 adaptive-learning terminal", "name: !!python/object/apply:os.system ['true']"
+        ),
+        "terminal-lt100.yaml: name: line 4: YAML tag !!python/object/apply:os.system is not allowed",
+    ),
+    (
+        "binary tag in a list",
+        _GOOD_TEXT.replace("    sha256: 7e53", "    sha256: !!binary 7e53"),
+        "terminal-lt100.yaml: versions[1].sha256: line 23: YAML tag !!binary is not allowed",
+    ),
+    (
+        "anchor and alias",
+        _GOOD_TEXT.replace("  screen_time:\n", "  screen_time: &st\n") + "extra_policy: *st\n",
+        "terminal-lt100.yaml: settings.screen_time: line 35: YAML anchors and aliases",
+    ),
     ("two documents", _GOOD_TEXT + "---\nmodel: x\n", "only one YAML document is allowed"),
-    ("not a mapping", "- just\n- a list\n", "terminal-lt100.yaml: a profile must be a mapping of keys to values"),
+    (
+        "not a mapping",
+        "- just\n- a list\n",
+        "terminal-lt100.yaml: a profile must be a mapping of keys to values",
+    ),
     ("syntax error", "model: [unclosed\n", "terminal-lt100.yaml: line 2: invalid YAML"),
 ]
 
@@ -246,7 +356,9 @@ def test_check_profiles_command_ok_on_shipped_profiles() -> None:
     ok, lines = check_profiles_command()
     assert ok
     assert lines[-1] == "6 profile(s) OK"
-    assert "terminal-lt100.yaml: OK (terminal, mqtt, driver terminal-mqtt, 3 version(s), target 1.2.0)" in lines
+    assert (
+        "terminal-lt100.yaml: OK (terminal, mqtt, driver terminal-mqtt, 3 version(s), target 1.2.0)" in lines
+    )
 
 
 def test_check_profiles_command_fails_with_lines_for_a_broken_folder(tmp_path: Path) -> None:

@@ -21,12 +21,21 @@ def months(folder: Path, district: int) -> list[str]:
 
 async def test_monthly_job_writes_last_month_and_keeps_the_last_n(sqlite_url: str, tmp_path: Path) -> None:
     folder = tmp_path / "reports"
-    cfg = REPORT_SETTINGS.model_copy(update={"folder": str(folder), "keep_last": 2,
-                                             "monthly_reports": ["coverage", "budget"],
-                                             "monthly_formats": ["json", "xlsx"]})
+    cfg = REPORT_SETTINGS.model_copy(
+        update={
+            "folder": str(folder),
+            "keep_last": 2,
+            "monthly_reports": ["coverage", "budget"],
+            "monthly_formats": ["json", "xlsx"],
+        }
+    )
     clock = FakeClock(datetime(2026, 3, 2, 3, 0, tzinfo=UTC))
-    app = create_app(make_settings(sqlite_url, reports=cfg), clock=clock, migrate=False,
-                     runtime_hooks=[monthly_reports_hook()])
+    app = create_app(
+        make_settings(sqlite_url, reports=cfg),
+        clock=clock,
+        migrate=False,
+        runtime_hooks=[monthly_reports_hook()],
+    )
     async with app.router.lifespan_context(app):
         state = app.state.fleet
         fx = await build_district(state.sessions)
@@ -35,8 +44,12 @@ async def test_monthly_job_writes_last_month_and_keeps_the_last_n(sqlite_url: st
         await job.tick()
         assert months(folder, fx.district) == ["2026-02"]
         feb = folder / f"district-{fx.district}" / "2026-02"
-        assert sorted(p.name for p in feb.iterdir()) == ["budget.json", "budget.xlsx", "coverage.json",
-                                                         "coverage.xlsx"]
+        assert sorted(p.name for p in feb.iterdir()) == [
+            "budget.json",
+            "budget.xlsx",
+            "coverage.json",
+            "coverage.xlsx",
+        ]
         body = json.loads((feb / "coverage.json").read_text())
         assert body["range"] == {"start": "2026-02-01", "end": "2026-02-28"}
         assert body["filters"] == {"district": f"Fixture District (id {fx.district})"}

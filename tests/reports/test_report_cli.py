@@ -16,15 +16,22 @@ LABFLEET = str(Path(sys.executable).parent / "labfleet")
 
 
 def run(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([LABFLEET, *args], env=env, capture_output=True, text=True, timeout=180, check=False)
+    proc = subprocess.run(
+        [LABFLEET, *args], env=env, capture_output=True, text=True, timeout=180, check=False
+    )
     if ok:
         assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
     return proc
 
 
 def test_report_command_writes_each_format_and_the_monthly_set(tmp_path: Path) -> None:
-    env = {**os.environ, "LABFLEET_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/cli.db", "COLUMNS": "120",
-           "LABFLEET_REPORTS__FOLDER": str(tmp_path / "monthly"), "LABFLEET_REPORTS__MONTHLY_FORMATS": '["json"]'}
+    env = {
+        **os.environ,
+        "LABFLEET_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/cli.db",
+        "COLUMNS": "120",
+        "LABFLEET_REPORTS__FOLDER": str(tmp_path / "monthly"),
+        "LABFLEET_REPORTS__MONTHLY_FORMATS": '["json"]',
+    }
     run(env, "seed", "demo")
     proc = run(env, "report", "inventory", "--format", "json", "--school", "1", "--end", "2026-06-30")
     body = json.loads(proc.stdout)

@@ -9,20 +9,34 @@ from tests.reports.district import Fixture
 DAYS_PER_MONTH = 365.25 / 12
 
 
-async def test_coverage_counts_equipped_rooms_and_deployed_terminals_against_targets(rapi: Api,
-                                                                                     district: Fixture) -> None:
+async def test_coverage_counts_equipped_rooms_and_deployed_terminals_against_targets(
+    rapi: Api, district: Fixture
+) -> None:
     rep = await get_report(rapi, "coverage", start="2026-01-01", end="2026-06-30")
     # Deployed on 30 June: A-101 a1, a2 (quota 2: equipped); A-Lab a4 (in repair), a5 (quota 1: equipped, over);
     # A-AI a3 (quota 0: one device equips it); B-101 b1 only, b2 retired (quota 3: below by 2).
     plan = {r["metric"]: r for r in rows(rep, "plan")}
-    assert plan["Smart classrooms equipped"] == {"metric": "Smart classrooms equipped", "target": 2, "actual": 1,
-                                                 "rooms": 2, "share": 0.5}
+    assert plan["Smart classrooms equipped"] == {
+        "metric": "Smart classrooms equipped",
+        "target": 2,
+        "actual": 1,
+        "rooms": 2,
+        "share": 0.5,
+    }
     assert plan["Digital labs equipped"]["actual"] == 1 and plan["Digital labs equipped"]["share"] == 1.0
     assert plan["AI labs equipped"]["actual"] == 1 and plan["AI labs equipped"]["target"] is None
     # Terminals (model LT-100) fielded: a1, a2, a4, a5, b1 = 5 of 10.
     assert plan["Terminals deployed"]["actual"] == 5 and plan["Terminals deployed"]["share"] == 0.5
-    assert rows(rep, "below_quota") == [{"school_code": "school-b", "room": "B-101", "room_kind": "smart_classroom",
-                                         "quota": 3, "deployed": 1, "shortfall": 2}]
+    assert rows(rep, "below_quota") == [
+        {
+            "school_code": "school-b",
+            "room": "B-101",
+            "room_kind": "smart_classroom",
+            "quota": 3,
+            "deployed": 1,
+            "shortfall": 2,
+        }
+    ]
     per_kind = {(r["school_code"], r["room_kind"]): r for r in rows(rep, "by_school_kind")}
     assert per_kind[("school-a", "smart_classroom")]["fill"] == 1.0
     assert per_kind[("school-b", "smart_classroom")]["fill"] == round(1 / 3, 4)
@@ -36,7 +50,9 @@ async def test_coverage_as_of_an_earlier_date_uses_lifecycle_history(rapi: Api, 
     assert plan["Terminals deployed"] == 4  # a1, a2, a4, b2
 
 
-async def test_reliability_failure_rate_per_100_device_months_and_downtime(rapi: Api, district: Fixture) -> None:
+async def test_reliability_failure_rate_per_100_device_months_and_downtime(
+    rapi: Api, district: Fixture
+) -> None:
     rep = await get_report(rapi, "reliability", start="2026-01-01", end="2026-06-30")
     lt = next(r for r in rows(rep, "by_model") if r["model"] == "EduTech LT-100")
     # Days in service within 1 Jan..30 Jun 2026 (181 days):
@@ -72,15 +88,19 @@ async def test_reliability_failure_rate_per_100_device_months_and_downtime(rapi:
     assert rep["summary"]["fw_failure_rate"] == 0.5
 
 
-async def test_warranty_lists_expiring_and_faulty_out_of_warranty_devices(rapi: Api, district: Fixture) -> None:
+async def test_warranty_lists_expiring_and_faulty_out_of_warranty_devices(
+    rapi: Api, district: Fixture
+) -> None:
     rep = await get_report(rapi, "warranty", start="2026-01-01", end="2026-06-30")
     # a3's 12-month warranty from 1 Jul 2025 ends 1 Jul 2026: 1 day left, inside the 90-day horizon.
-    assert [(r["asset_tag"], r["warranty_end"], r["days_left"], r["unit_price"]) for r in rows(rep, "expiring")] \
-        == [("AT-a3", "2026-07-01", 1, 1000.0)]
+    assert [
+        (r["asset_tag"], r["warranty_end"], r["days_left"], r["unit_price"]) for r in rows(rep, "expiring")
+    ] == [("AT-a3", "2026-07-01", 1, 1000.0)]
     # a4: warranty ended 10 Jan 2025; in repair with an open critical alert. a1/a2 ended but are healthy.
     faulty = rows(rep, "out_with_faults")
     assert [(r["asset_tag"], r["faults"], r["replacement_cost"]) for r in faulty] == [
-        ("AT-a4", "in repair; error_code", 300.0)]
+        ("AT-a4", "in repair; error_code", 300.0)
+    ]
     assert rep["summary"]["replacement_cost"] == 300.0
     assert rep["summary"]["no_purchase_date"] == 1  # a5
 
@@ -91,8 +111,13 @@ async def test_utilisation_minutes_per_week_idle_devices_and_full_rooms(rapi: Ap
     # Minutes inside 1..28 June: a1 60+60+40 = 160 (31 May and 29 June rows fall outside), a2 20, a3 10 x 60,
     # b1 50+50, a4 and a5 none. Per week = minutes / 4.
     assert {k: (v["active_minutes"], v["minutes_per_week"]) for k, v in per.items()} == {
-        "AT-a1": (160, 40.0), "AT-a2": (20, 5.0), "AT-a3": (600, 150.0), "AT-a4": (0, 0.0), "AT-a5": (0, 0.0),
-        "AT-b1": (100, 25.0)}
+        "AT-a1": (160, 40.0),
+        "AT-a2": (20, 5.0),
+        "AT-a3": (600, 150.0),
+        "AT-a4": (0, 0.0),
+        "AT-a5": (0, 0.0),
+        "AT-b1": (100, 25.0),
+    }
     # Idle is below 40 minutes a week: a1 at exactly 40 is not idle.
     assert sorted(r["asset_tag"] for r in rows(rep, "idle")) == ["AT-a2", "AT-a4", "AT-a5", "AT-b1"]
     assert rep["summary"]["active_minutes"] == 880
@@ -100,8 +125,16 @@ async def test_utilisation_minutes_per_week_idle_devices_and_full_rooms(rapi: Ap
     assert rep["summary"]["idle_share"] == round(4 / 6, 4)
     room = {r["room"]: r for r in rows(rep, "by_room")}
     assert room["A-101"]["minutes_per_device_week"] == 22.5  # (160 + 20) / 2 devices / 4 weeks
-    assert rows(rep, "over_capacity") == [{"school_code": "school-a", "room": "A-Lab", "room_kind": "digital_lab",
-                                           "capacity": 1, "devices": 2, "excess": 1}]
+    assert rows(rep, "over_capacity") == [
+        {
+            "school_code": "school-a",
+            "room": "A-Lab",
+            "room_kind": "digital_lab",
+            "capacity": 1,
+            "devices": 2,
+            "excess": 1,
+        }
+    ]
 
 
 async def test_budget_book_value_and_ai_share_against_the_target(rapi: Api, district: Fixture) -> None:
@@ -126,7 +159,8 @@ async def test_budget_book_value_and_ai_share_against_the_target(rapi: Api, dist
     assert plain["summary"]["ai_share"] == 0.625
     # Replacements for 2026: b2's 5-year life (from 1 Jan 2021) ends 1 Jan 2026, at LT-100's price today.
     assert [(r["asset_tag"], r["reason"], r["unit_price"]) for r in rows(rep, "replacements")] == [
-        ("AT-b2", "service life ends next year", 300.0)]
+        ("AT-b2", "service life ends next year", 300.0)
+    ]
 
 
 async def test_budget_replaces_devices_that_failed_too_often(rapi: Api, district: Fixture) -> None:
@@ -138,11 +172,20 @@ async def test_budget_replaces_devices_that_failed_too_often(rapi: Api, district
 async def test_inventory_by_status_ownership_and_age(rapi: Api, district: Fixture) -> None:
     rep = await get_report(rapi, "inventory", start="2026-01-01", end="2026-06-30")
     assert {r["status"]: r["devices"] for r in rows(rep, "by_status")} == {
-        "provisioned": 1, "in_service": 4, "in_repair": 1, "retired": 1}
+        "provisioned": 1,
+        "in_service": 4,
+        "in_repair": 1,
+        "retired": 1,
+    }
     assert (rep["summary"]["devices"], rep["summary"]["owned"], rep["summary"]["leased"]) == (7, 6, 1)
     # Whole years to 30 Jun 2026: a3 0, b1 0 (leased), a1/a2 2, a4 3, b2 5, a5 unknown.
     assert {r["age"]: (r["devices"], r["leased"]) for r in rows(rep, "age")} == {
-        "under 1 year": (2, 1), "1-2 years": (0, 0), "2-3 years": (2, 0), "3-5 years": (1, 0),
-        "5 years or more": (1, 0), "unknown purchase date": (1, 0)}
+        "under 1 year": (2, 1),
+        "1-2 years": (0, 0),
+        "2-3 years": (2, 0),
+        "3-5 years": (1, 0),
+        "5 years or more": (1, 0),
+        "unknown purchase date": (1, 0),
+    }
     lt = next(r for r in rows(rep, "by_model") if r["model"] == "EduTech LT-100")
     assert (lt["devices"], lt["cost"]) == (6, 300 + 300 + 280 + 300 + 250)

@@ -24,8 +24,9 @@ RANGE = {"start": "2024-01-01", "end": "2025-12-31"}
 
 
 async def fetch(api: Api, name: str, fmt: str, **params: Any) -> Any:
-    return await api.client.get(f"/api/v1/reports/{name}", params={"format": fmt, **params},
-                                headers=await api.admin())
+    return await api.client.get(
+        f"/api/v1/reports/{name}", params={"format": fmt, **params}, headers=await api.admin()
+    )
 
 
 async def test_xlsx_has_a_summary_sheet_and_one_typed_sheet_per_section(rapi: Api, district: Fixture) -> None:
@@ -34,8 +35,16 @@ async def test_xlsx_has_a_summary_sheet_and_one_typed_sheet_per_section(rapi: Ap
     assert r.headers["content-type"].startswith("application/vnd.openxmlformats")
     assert 'filename="budget-2024-01-01-2025-12-31.xlsx"' in r.headers["content-disposition"]
     wb = load_workbook(io.BytesIO(r.content))
-    assert wb.sheetnames == ["Summary", "ai_share", "spend_by_source", "spend_by_school", "book_by_source",
-                             "book_by_school", "replacements", "replacements_by_model"]
+    assert wb.sheetnames == [
+        "Summary",
+        "ai_share",
+        "spend_by_source",
+        "spend_by_school",
+        "book_by_source",
+        "book_by_school",
+        "replacements",
+        "replacements_by_model",
+    ]
     for ws in wb.worksheets:
         assert ws.freeze_panes == "A2", ws.title
     summary = {row[0]: row[1] for row in wb["Summary"].iter_rows(values_only=True) if row and row[0]}
@@ -43,8 +52,14 @@ async def test_xlsx_has_a_summary_sheet_and_one_typed_sheet_per_section(rapi: Ap
     assert isinstance(summary["Generated at (UTC)"], datetime)
     assert summary["Book value on 2025-12-31"] == 1427.51
     book = wb["book_by_source"]
-    assert [c.value for c in book[1]] == ["Funding source", "Owned devices", "Purchase cost",
-                                          "Accumulated depreciation", "Written off (retired or lost)", "Book value"]
+    assert [c.value for c in book[1]] == [
+        "Funding source",
+        "Owned devices",
+        "Purchase cost",
+        "Accumulated depreciation",
+        "Written off (retired or lost)",
+        "Book value",
+    ]
     city = next(row for row in book.iter_rows(min_row=2) if row[0].value == "city")
     assert city[5].value == 506.67 and city[5].number_format == "#,##0.00"
     assert city[1].value == 3 and isinstance(city[1].value, int)
@@ -109,20 +124,36 @@ async def test_html_is_a_printable_page_with_every_section(rapi: Api, district: 
     page = Outline()
     page.feed(r.text)
     assert page.title == "Coverage against the plan"
-    assert page.sections == ["summary", "section-plan", "section-by_school", "section-by_school_kind",
-                             "section-below_quota"]
+    assert page.sections == [
+        "summary",
+        "section-plan",
+        "section-by_school",
+        "section-by_school_kind",
+        "section-below_quota",
+    ]
     # The header row plus one row per line: 4 plan metrics, 2 schools, 4 school x kind pairs, 1 room below quota.
-    assert {k: v["rows"] - 1 for k, v in page.tables.items()} == {"plan": 4, "by_school": 2, "by_school_kind": 4,
-                                                                  "below_quota": 1}
-    assert page.tables["below_quota"]["headers"] == ["school_code", "room", "room_kind", "quota", "deployed",
-                                                     "shortfall"]
+    assert {k: v["rows"] - 1 for k, v in page.tables.items()} == {
+        "plan": 4,
+        "by_school": 2,
+        "by_school_kind": 4,
+        "below_quota": 1,
+    }
+    assert page.tables["below_quota"]["headers"] == [
+        "school_code",
+        "room",
+        "room_kind",
+        "quota",
+        "deployed",
+        "shortfall",
+    ]
     assert "rooms_below_quota" in page.summary_keys
     assert page.svgs == 2  # the plan and per-school charts, drawn by matplotlib
     assert "2026-01-01 to 2026-06-30" in r.text and "Generated" in r.text
 
 
 async def test_without_matplotlib_html_draws_plain_bars_and_pdf_says_how_to_install(
-        rapi: Api, district: Fixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    rapi: Api, district: Fixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for mod in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_pdf"):
         monkeypatch.setitem(sys.modules, mod, None)  # an install without the `reports` extra
     r = await fetch(rapi, "coverage", "html")
@@ -145,12 +176,17 @@ async def test_pdf_renders_to_png_with_pdftoppm(rapi: Api, district: Fixture, tm
     pdf = tmp_path / "reliability.pdf"
     pdf.write_bytes(r.content)
     if shutil.which("pdfinfo"):  # same package as pdftoppm
-        info = await asyncio.to_thread(subprocess.run, ["pdfinfo", str(pdf)], capture_output=True, text=True,
-                                       timeout=60, check=True)
+        info = await asyncio.to_thread(
+            subprocess.run, ["pdfinfo", str(pdf)], capture_output=True, text=True, timeout=60, check=True
+        )
         pages = int(next(line.split()[-1] for line in info.stdout.splitlines() if line.startswith("Pages:")))
         assert pages == 4  # the cover and one page per section
-    await asyncio.to_thread(subprocess.run, ["pdftoppm", "-png", "-r", "40", "-f", "1", "-l", "2", str(pdf),
-                                             str(tmp_path / "page")], check=True, timeout=60)
+    await asyncio.to_thread(
+        subprocess.run,
+        ["pdftoppm", "-png", "-r", "40", "-f", "1", "-l", "2", str(pdf), str(tmp_path / "page")],
+        check=True,
+        timeout=60,
+    )
     pngs = sorted(tmp_path.glob("page-*.png"))
     assert len(pngs) == 2
     for png in pngs:
@@ -165,7 +201,12 @@ async def test_csv_is_one_block_per_section_or_one_plain_table(rapi: Api, distri
     assert lines[0].startswith("# report,utilisation") and lines[1] == "# range,2026-06-01,2026-06-28"
     assert lines[2].startswith("# generated_at,2026-09-07T07:55:00")
     assert [ln.split(",")[1] for ln in lines if ln.startswith("# section")] == [
-        "by_model", "by_room", "idle", "over_capacity", "by_device"]
+        "by_model",
+        "by_room",
+        "idle",
+        "over_capacity",
+        "by_device",
+    ]
     r = await fetch(rapi, "utilisation", "csv", start="2026-06-01", end="2026-06-28", section="by_device")
     table = list(csv.DictReader(io.StringIO(r.text)))
     assert {row["asset_tag"]: int(row["active_minutes"]) for row in table}["AT-a1"] == 160
@@ -182,19 +223,23 @@ async def test_json_names_range_generation_time_and_filters(rapi: Api, district:
     assert [s["key"] for s in r.json()["sections"]] == ["expiring"]
 
 
-@pytest.mark.parametrize(("path", "status", "error"), [
-    ("/api/v1/reports/nonsense?format=json", 404, "not_found"),
-    ("/api/v1/reports/coverage?format=docx", 422, "invalid_input"),
-    ("/api/v1/reports/coverage?start=2026-02-01&end=2026-01-01", 422, "invalid_input"),
-    ("/api/v1/reports/coverage?start=2001-01-01&end=2026-01-01", 422, "invalid_input"),
-    ("/api/v1/reports/coverage?start=yesterday", 422, "invalid_request"),
-    ("/api/v1/reports/coverage?section=nope", 422, "invalid_input"),
-    ("/api/v1/reports/coverage?school=999", 404, "not_found"),
-    ("/api/v1/reports/coverage?district=999", 404, "not_found"),
-    ("/api/v1/reports/budget?budget=-5", 422, "invalid_request"),
-])
-async def test_bad_requests_get_clear_errors(rapi: Api, district: Fixture, path: str, status: int,
-                                             error: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "status", "error"),
+    [
+        ("/api/v1/reports/nonsense?format=json", 404, "not_found"),
+        ("/api/v1/reports/coverage?format=docx", 422, "invalid_input"),
+        ("/api/v1/reports/coverage?start=2026-02-01&end=2026-01-01", 422, "invalid_input"),
+        ("/api/v1/reports/coverage?start=2001-01-01&end=2026-01-01", 422, "invalid_input"),
+        ("/api/v1/reports/coverage?start=yesterday", 422, "invalid_request"),
+        ("/api/v1/reports/coverage?section=nope", 422, "invalid_input"),
+        ("/api/v1/reports/coverage?school=999", 404, "not_found"),
+        ("/api/v1/reports/coverage?district=999", 404, "not_found"),
+        ("/api/v1/reports/budget?budget=-5", 422, "invalid_request"),
+    ],
+)
+async def test_bad_requests_get_clear_errors(
+    rapi: Api, district: Fixture, path: str, status: int, error: str
+) -> None:
     r = await rapi.client.get(path, headers=await rapi.admin())
     assert r.status_code == status, r.text
     assert r.json()["error"] == error

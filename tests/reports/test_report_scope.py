@@ -18,14 +18,17 @@ async def test_procurement_scoped_to_school_a_sees_only_school_a(rapi: Api, dist
     a = (district.school_a,)
     for name in REPORTS:
         for fmt in ("json", "csv", "html"):
-            r = await rapi.client.get(f"/api/v1/reports/{name}", params={"format": fmt, "start": "2024-01-01",
-                                                                         "end": "2026-06-30"},
-                                      headers=await rapi.as_("procurement", a))
+            r = await rapi.client.get(
+                f"/api/v1/reports/{name}",
+                params={"format": fmt, "start": "2024-01-01", "end": "2026-06-30"},
+                headers=await rapi.as_("procurement", a),
+            )
             assert r.status_code == 200, (name, fmt, r.text)
             leaked = [m for m in B_MARKERS if m in r.text]
             assert not leaked, (name, fmt, leaked)
-        r = await rapi.client.get(f"/api/v1/reports/{name}", params={"format": "xlsx"},
-                                  headers=await rapi.as_("procurement", a))
+        r = await rapi.client.get(
+            f"/api/v1/reports/{name}", params={"format": "xlsx"}, headers=await rapi.as_("procurement", a)
+        )
         wb = load_workbook(io.BytesIO(r.content))
         cells = {str(c) for ws in wb.worksheets for row in ws.iter_rows(values_only=True) for c in row}
         assert not [m for m in B_MARKERS if any(m in c for c in cells)], name
@@ -36,17 +39,23 @@ async def test_procurement_scoped_to_school_a_sees_only_school_a(rapi: Api, dist
     cov = await get_report(rapi, "coverage", role="procurement", schools=a, end="2026-06-30")
     assert rows(cov, "below_quota") == []  # B-101 is school B's
     # Filtering by the district narrows nothing beyond the caller's scope.
-    by_district = await get_report(rapi, "inventory", role="procurement", schools=a, end="2026-06-30",
-                                   district=district.district)
+    by_district = await get_report(
+        rapi, "inventory", role="procurement", schools=a, end="2026-06-30", district=district.district
+    )
     assert by_district["summary"]["devices"] == 5
     # District-wide, the same report has school B too.
     assert (await get_report(rapi, "inventory", end="2026-06-30"))["summary"]["devices"] == 7
 
 
-async def test_school_outside_scope_is_not_found_and_other_roles_are_refused(rapi: Api, district: Fixture) -> None:
+async def test_school_outside_scope_is_not_found_and_other_roles_are_refused(
+    rapi: Api, district: Fixture
+) -> None:
     headers = await rapi.as_("procurement", (district.school_a,))
-    r = await rapi.client.get("/api/v1/reports/inventory", params={"school": district.school_b}, headers=headers)
+    r = await rapi.client.get(
+        "/api/v1/reports/inventory", params={"school": district.school_b}, headers=headers
+    )
     assert r.status_code == 404
-    r = await rapi.client.get("/api/v1/reports/inventory",
-                              headers=await rapi.as_("technician", (district.school_a,)))
+    r = await rapi.client.get(
+        "/api/v1/reports/inventory", headers=await rapi.as_("technician", (district.school_a,))
+    )
     assert r.status_code == 403

@@ -71,24 +71,42 @@ class Lab:
         return r.json()  # type: ignore[no-any-return]
 
     async def add_school(self, code: str, *, rooms: int = 1, uplink_mbps: int = 100, tz: str = "UTC") -> int:
-        s = await self.post("/api/v1/schools", {"district_id": self.district, "code": code, "name": code,
-                                                "uplink_mbps": uplink_mbps, "timezone": tz})
+        s = await self.post(
+            "/api/v1/schools",
+            {
+                "district_id": self.district,
+                "code": code,
+                "name": code,
+                "uplink_mbps": uplink_mbps,
+                "timezone": tz,
+            },
+        )
         self.schools.append(s["id"])
         self.rooms[s["id"]] = []
         for i in range(rooms):
-            r = await self.post("/api/v1/rooms", {"school_id": s["id"], "name": f"Room {i + 1}",
-                                                  "kind": "smart_classroom", "capacity": 30})
+            r = await self.post(
+                "/api/v1/rooms",
+                {"school_id": s["id"], "name": f"Room {i + 1}", "kind": "smart_classroom", "capacity": 30},
+            )
             self.rooms[s["id"]].append(r["id"])
         return s["id"]  # type: ignore[no-any-return]
 
-    async def add_terminals(self, school_id: int, count: int, *, room_index: int = 0, version: str = OLD,
-                            **sim: Any) -> list[int]:
+    async def add_terminals(
+        self, school_id: int, count: int, *, room_index: int = 0, version: str = OLD, **sim: Any
+    ) -> list[int]:
         ids = []
         for _ in range(count):
             n = len(self.sims) + 1
-            d = await self.post("/api/v1/devices", {"serial_number": f"LT{n:05d}", "asset_tag": f"AT{n:05d}",
-                                                    "model_id": self.model, "school_id": school_id,
-                                                    "room_id": self.rooms[school_id][room_index]})
+            d = await self.post(
+                "/api/v1/devices",
+                {
+                    "serial_number": f"LT{n:05d}",
+                    "asset_tag": f"AT{n:05d}",
+                    "model_id": self.model,
+                    "school_id": school_id,
+                    "room_id": self.rooms[school_id][room_index],
+                },
+            )
             ids.append(d["id"])
             self.sims[d["id"]] = SimTerminal(d["id"], f"LT{n:05d}", version, self.client, **sim)
         # Put them in service and record the version they report (ingest's job in production).
@@ -99,8 +117,13 @@ class Lab:
         return ids
 
     async def create_rollout(self, **body: Any) -> dict[str, Any]:
-        payload = {"name": "lt100 to 1.2.0", "model_id": self.model, "target_version": NEW,
-                   "groups": {"canary_size": 2, "strategy": "per_school"}, **body}
+        payload = {
+            "name": "lt100 to 1.2.0",
+            "model_id": self.model,
+            "target_version": NEW,
+            "groups": {"canary_size": 2, "strategy": "per_school"},
+            **body,
+        }
         return await self.post("/api/v1/rollouts", payload)
 
     async def tick(self) -> None:
@@ -117,8 +140,14 @@ class Lab:
                 assert not isinstance(decoded, wire.Rejection), decoded
                 await self.engine.on_progress(dev_id, decoded, now)
 
-    async def run(self, *, seconds: float, step: float = 30.0, until_state: str | None = None,
-                  rollout_id: int | None = None) -> None:
+    async def run(
+        self,
+        *,
+        seconds: float,
+        step: float = 30.0,
+        until_state: str | None = None,
+        rollout_id: int | None = None,
+    ) -> None:
         end = self.clock.now() + timedelta(seconds=seconds)
         while self.clock.now() < end:
             await self.tick()
@@ -134,18 +163,28 @@ class Lab:
 
     async def device_rows(self, rollout_id: int) -> dict[int, RolloutDevice]:
         async with self.api.sessions() as s:
-            rows = (await s.execute(select(RolloutDevice).where(RolloutDevice.rollout_id == rollout_id))).scalars()
+            rows = (
+                await s.execute(select(RolloutDevice).where(RolloutDevice.rollout_id == rollout_id))
+            ).scalars()
             return {r.device_id: r for r in rows}
 
     async def timeline(self, rollout_id: int) -> list[RolloutDeviceEvent]:
         async with self.api.sessions() as s:
-            return list((await s.execute(select(RolloutDeviceEvent).where(
-                RolloutDeviceEvent.rollout_id == rollout_id).order_by(RolloutDeviceEvent.id))).scalars())
+            return list(
+                (
+                    await s.execute(
+                        select(RolloutDeviceEvent)
+                        .where(RolloutDeviceEvent.rollout_id == rollout_id)
+                        .order_by(RolloutDeviceEvent.id)
+                    )
+                ).scalars()
+            )
 
 
 @asynccontextmanager
-async def lab(sqlite_url: str, tmp_path: Path, start: datetime, *, import_profiles: bool = True,
-              **settings: Any) -> AsyncIterator[Lab]:
+async def lab(
+    sqlite_url: str, tmp_path: Path, start: datetime, *, import_profiles: bool = True, **settings: Any
+) -> AsyncIterator[Lab]:
     clock = FakeClock(start)
     rollouts = {"artifact_dir": str(tmp_path / "artifacts"), **settings.pop("rollouts", {})}
     app = create_app(make_settings(sqlite_url, rollouts=rollouts, **settings), clock=clock, migrate=False)
@@ -154,20 +193,30 @@ async def lab(sqlite_url: str, tmp_path: Path, start: datetime, *, import_profil
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             api = Api(client=client, sessions=app.state.fleet.sessions, clock=clock)
             link = InProcessLink()
-            engine = RolloutEngine(app.state.fleet.sessions, app.state.fleet.settings.rollouts, link,
-                                   base_url="http://test")
+            engine = RolloutEngine(
+                app.state.fleet.sessions, app.state.fleet.settings.rollouts, link, base_url="http://test"
+            )
             app.state.fleet.extras["rollout_engine"] = engine
             lb = Lab(api, app, clock, engine, link)
             d = await lb.post("/api/v1/districts", {"name": "District"})
             lb.district = d["id"]
-            m = await lb.post("/api/v1/device-models", {
-                "vendor": "Huaxin Education", "model_number": "LT100", "kind": "terminal", "transport": "mqtt",
-                "unit_price": "329.00", "warranty_months": 36, "supplier": "Huaxin",
-                "profile_key": "terminal-lt100"})
+            m = await lb.post(
+                "/api/v1/device-models",
+                {
+                    "vendor": "Huaxin Education",
+                    "model_number": "LT100",
+                    "kind": "terminal",
+                    "transport": "mqtt",
+                    "unit_price": "329.00",
+                    "warranty_months": 36,
+                    "supplier": "Huaxin",
+                    "profile_key": "terminal-lt100",
+                },
+            )
             lb.model = m["id"]
             if import_profiles:
                 await lb.post("/api/v1/artifacts/import", {"source": "profiles"})
             yield lb
 
 
-__all__ = ["Lab", "lab", "InProcessLink", "OLD", "NEW", "SYSTEM"]
+__all__ = ["NEW", "OLD", "SYSTEM", "InProcessLink", "Lab", "lab"]

@@ -18,14 +18,19 @@ EVENING = datetime(2026, 9, 7, 17, 0, tzinfo=UTC)
 IMAGE_SIZE = 562  # terminal-lt100 1.2.0 in firmware_profiles/artifacts
 
 
-async def test_interrupted_download_resumes_with_range_and_does_not_restart(sqlite_url: str, tmp_path: Path) -> None:
+async def test_interrupted_download_resumes_with_range_and_does_not_restart(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     async with lab(sqlite_url, tmp_path, EVENING) as lb:
         a = await lb.add_school("S-A")
         [dev] = await lb.add_terminals(a, 1, interrupt_after=200)
         r = await lb.create_rollout(groups={"canary_size": 1})
         await lb.run(seconds=20 * 60, step=30)
         sim = lb.sims[dev]
-        assert [(q.start, q.status, q.received) for q in sim.requests] == [(0, 200, 200), (200, 206, IMAGE_SIZE - 200)]
+        assert [(q.start, q.status, q.received) for q in sim.requests] == [
+            (0, 200, 200),
+            (200, 206, IMAGE_SIZE - 200),
+        ]
         assert sum(q.received for q in sim.requests) == IMAGE_SIZE  # no byte fetched twice
         row = (await lb.device_rows(r["id"]))[dev]
         assert row.state == "succeeded" and sim.version == NEW
@@ -34,8 +39,9 @@ async def test_interrupted_download_resumes_with_range_and_does_not_restart(sqli
         assert events.index("retry_wait") < events.index("download_resumed") < events.index("succeeded")
 
 
-async def test_corrupt_artifact_is_refused_and_the_device_stays_on_its_old_version(sqlite_url: str,
-                                                                                  tmp_path: Path) -> None:
+async def test_corrupt_artifact_is_refused_and_the_device_stays_on_its_old_version(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     async with lab(sqlite_url, tmp_path, EVENING) as lb:
         a = await lb.add_school("S-A")
         [dev] = await lb.add_terminals(a, 1)
@@ -56,13 +62,16 @@ async def test_corrupt_artifact_is_refused_and_the_device_stays_on_its_old_versi
         assert detail["state"] == "paused"
 
 
-async def test_signed_images_install_and_unsigned_or_mismatched_are_refused(sqlite_url: str, tmp_path: Path) -> None:
+async def test_signed_images_install_and_unsigned_or_mismatched_are_refused(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     async with lab(sqlite_url, tmp_path, EVENING, rollouts={"signing_key": "district-key"}) as lb:
         a = await lb.add_school("S-A")
         [good] = await lb.add_terminals(a, 1, signing_key="district-key")
         [wrong] = await lb.add_terminals(a, 1, signing_key="another-key")
-        r = await lb.create_rollout(groups={"canary_size": 2}, max_attempts=1, error_threshold=1.0,
-                                    success_threshold=0.5)
+        r = await lb.create_rollout(
+            groups={"canary_size": 2}, max_attempts=1, error_threshold=1.0, success_threshold=0.5
+        )
         await lb.run(seconds=20 * 60, step=30)
         rows = await lb.device_rows(r["id"])
         assert rows[good].state == "succeeded" and lb.sims[good].version == NEW
@@ -99,7 +108,9 @@ def _with(url: str, **changes: str) -> str:
     return f"{parts.path}?{urlencode(q)}"
 
 
-async def test_signed_link_opens_one_image_for_one_device_of_one_school(sqlite_url: str, tmp_path: Path) -> None:
+async def test_signed_link_opens_one_image_for_one_device_of_one_school(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     async with lab(sqlite_url, tmp_path, EVENING) as lb:
         a = await lb.add_school("S-A")
         b = await lb.add_school("S-B")
@@ -116,7 +127,10 @@ async def test_signed_link_opens_one_image_for_one_device_of_one_school(sqlite_u
         assert (await c.get(_with(url, sig="0" * 64))).status_code == 401
         # Ranges: a resume, a suffix, and one past the end.
         part = await c.get(url, headers={"Range": "bytes=500-"})
-        assert part.status_code == 206 and part.headers["content-range"] == f"bytes 500-{IMAGE_SIZE - 1}/{IMAGE_SIZE}"
+        assert (
+            part.status_code == 206
+            and part.headers["content-range"] == f"bytes 500-{IMAGE_SIZE - 1}/{IMAGE_SIZE}"
+        )
         assert part.content == ok.content[500:]
         tail = await c.get(url, headers={"Range": "bytes=-10"})
         assert tail.status_code == 206 and tail.content == ok.content[-10:]

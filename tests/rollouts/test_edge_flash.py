@@ -40,9 +40,13 @@ def to_ihex(data: bytes, *, width: int = 16) -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
-def rec(addr: int, kind: int, payload: bytes = b"", *, checksum_delta: int = 0, count: int | None = None) -> bytes:
+def rec(
+    addr: int, kind: int, payload: bytes = b"", *, checksum_delta: int = 0, count: int | None = None
+) -> bytes:
     """One Intel HEX record line (with a wrong checksum or length when asked)."""
-    body = bytes([len(payload) if count is None else count]) + addr.to_bytes(2, "big") + bytes([kind]) + payload
+    body = (
+        bytes([len(payload) if count is None else count]) + addr.to_bytes(2, "big") + bytes([kind]) + payload
+    )
     return b":" + (body + bytes([(-sum(body) + checksum_delta) & 0xFF])).hex().upper().encode() + b"\n"
 
 
@@ -57,19 +61,25 @@ def test_ihex_round_trips_a_sketch_and_fills_gaps_with_erased_flash() -> None:
     sparse = rec(0, 0, b"\xaa\xbb") + rec(0x20, 0, b"\xcc\xdd") + EOF_REC
     assert parse_ihex(sparse) == b"\xaa\xbb" + b"\xff" * 30 + b"\xcc\xdd"
     # An extended linear address record of 0 keeps the base; start records are ignored.
-    assert parse_ihex(rec(0, 4, b"\x00\x00") + rec(0, 0, b"\x42") + rec(0, 5, b"\x00\x00\x00\x00") + EOF_REC) == b"\x42"
+    assert (
+        parse_ihex(rec(0, 4, b"\x00\x00") + rec(0, 0, b"\x42") + rec(0, 5, b"\x00\x00\x00\x00") + EOF_REC)
+        == b"\x42"
+    )
 
 
-@pytest.mark.parametrize(("text", "reason"), [
-    (rec(0, 0, b"\x42", checksum_delta=1) + EOF_REC, "ihex_checksum"),
-    (rec(0, 0, b"\x42"), "ihex_truncated"),
-    (rec(0, 0, b"\x42")[1:] + EOF_REC, "ihex_syntax"),
-    (b":01000000ZZBD\n" + EOF_REC, "ihex_syntax"),
-    (rec(0, 0, b"\x42", count=2) + EOF_REC, "ihex_length"),
-    (rec(0, 4, b"\x01\x00") + rec(0, 0, b"\x42") + EOF_REC, "ihex_too_large"),  # a byte at 16 MiB
-    (EOF_REC + rec(0, 0, b"\x42"), "ihex_after_eof"),
-    (rec(0, 7, b"\x42") + EOF_REC, "ihex_record"),
-])
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (rec(0, 0, b"\x42", checksum_delta=1) + EOF_REC, "ihex_checksum"),
+        (rec(0, 0, b"\x42"), "ihex_truncated"),
+        (rec(0, 0, b"\x42")[1:] + EOF_REC, "ihex_syntax"),
+        (b":01000000ZZBD\n" + EOF_REC, "ihex_syntax"),
+        (rec(0, 0, b"\x42", count=2) + EOF_REC, "ihex_length"),
+        (rec(0, 4, b"\x01\x00") + rec(0, 0, b"\x42") + EOF_REC, "ihex_too_large"),  # a byte at 16 MiB
+        (EOF_REC + rec(0, 0, b"\x42"), "ihex_after_eof"),
+        (rec(0, 7, b"\x42") + EOF_REC, "ihex_record"),
+    ],
+)
 def test_ihex_refuses_broken_files_with_a_reason(text: bytes, reason: str) -> None:
     with pytest.raises(FrameError) as err:
         parse_ihex(text)
@@ -115,29 +125,47 @@ def artifact_server(data: bytes, requests: list[str | None]) -> httpx.MockTransp
         requests.append(rng)
         if rng:
             start = int(rng.removeprefix("bytes=").rstrip("-"))
-            return httpx.Response(206, content=data[start:], headers={
-                "content-range": f"bytes {start}-{len(data) - 1}/{len(data)}"})
+            return httpx.Response(
+                206,
+                content=data[start:],
+                headers={"content-range": f"bytes {start}-{len(data) - 1}/{len(data)}"},
+            )
         return httpx.Response(200, content=data)
 
     return httpx.MockTransport(handler)
 
 
 def command(phase: Phase, data: bytes, version: str, cid: str) -> dict[str, Any]:
-    args = UpdateArgs(phase, version, hashlib.sha256(data).hexdigest(), len(data),
-                      URL if phase == Phase.DOWNLOAD else None)
-    return json.loads(wire.encode_command(wire.Command(cid, wire.CommandName.UPDATE, NOW_MS, NOW_MS + 60_000,
-                                                       update_args(args))))  # type: ignore[no-any-return]
+    args = UpdateArgs(
+        phase, version, hashlib.sha256(data).hexdigest(), len(data), URL if phase == Phase.DOWNLOAD else None
+    )
+    return json.loads(
+        wire.encode_command(
+            wire.Command(cid, wire.CommandName.UPDATE, NOW_MS, NOW_MS + 60_000, update_args(args))
+        )
+    )  # type: ignore[no-any-return]
 
 
-SHIPPED_HEX = Path(__file__).resolve().parents[2] / "firmware_profiles" / "artifacts" / "kit-uno-firmata-2.5.1.hex"
+SHIPPED_HEX = (
+    Path(__file__).resolve().parents[2] / "firmware_profiles" / "artifacts" / "kit-uno-firmata-2.5.1.hex"
+)
 
 
-@pytest.mark.parametrize(("hex_file", "version", "reported"), [
-    (to_ihex(sketch_image("StandardFirmata.ino", 2, 6, size=4_000)), "2.6.0", (2, 6)),  # stock name: major.minor
-    (SHIPPED_HEX.read_bytes(), "2.5.1", (2, 5)),  # the demo profile's artifact, x.y.z in the sketch name
-], ids=["stock-sketch", "shipped-2.5.1"])
+@pytest.mark.parametrize(
+    ("hex_file", "version", "reported"),
+    [
+        (
+            to_ihex(sketch_image("StandardFirmata.ino", 2, 6, size=4_000)),
+            "2.6.0",
+            (2, 6),
+        ),  # stock name: major.minor
+        (SHIPPED_HEX.read_bytes(), "2.5.1", (2, 5)),  # the demo profile's artifact, x.y.z in the sketch name
+    ],
+    ids=["stock-sketch", "shipped-2.5.1"],
+)
 async def test_firmata_kit_is_flashed_from_an_intel_hex_artifact_through_stk500(
-        hex_file: bytes, version: str, reported: tuple[int, int]) -> None:
+    hex_file: bytes, version: str, reported: tuple[int, int]
+) -> None:
     requests: list[str | None] = []
     uno = FirmataSim(usb_serial="UNO-1")
     async with SimBench() as bench, httpx.AsyncClient(transport=artifact_server(hex_file, requests)) as http:
@@ -153,12 +181,17 @@ async def test_firmata_kit_is_flashed_from_an_intel_hex_artifact_through_stk500(
             [hw] = events.online_ids
             link = KitLink(hw, "uno-1", 1, {"update": "update"}, paho)  # type: ignore[arg-type]
             await updater.handle(link, command(Phase.DOWNLOAD, hex_file, version, "c-download"))
-            assert [(p.id, p.state) for p in paho.reports()] == [("c-download", Progress.DOWNLOADING),
-                                                                 ("c-download", Progress.DOWNLOADED)]
+            assert [(p.id, p.state) for p in paho.reports()] == [
+                ("c-download", Progress.DOWNLOADING),
+                ("c-download", Progress.DOWNLOADED),
+            ]
             await updater.handle(link, command(Phase.INSTALL, hex_file, version, "c-install"))
             reports = paho.reports()
-            assert [p.state for p in reports] == [Progress.INSTALLING, Progress.REBOOTING, Progress.SUCCEEDED], \
-                reports
+            assert [p.state for p in reports] == [
+                Progress.INSTALLING,
+                Progress.REBOOTING,
+                Progress.SUCCEEDED,
+            ], reports
             assert reports[-1].version == version
         finally:
             await updater.aclose()
@@ -192,7 +225,10 @@ async def test_interrupted_kit_download_resumes_with_range_and_a_corrupt_one_is_
         assert first[-1].offset == 300
         await updater.handle(link, command(Phase.DOWNLOAD, good, "9.9.9", "c2"))
         second = paho.reports()
-        assert [(p.state, p.offset) for p in second] == [(Progress.DOWNLOADING, 300), (Progress.DOWNLOADED, None)]
+        assert [(p.state, p.offset) for p in second] == [
+            (Progress.DOWNLOADING, 300),
+            (Progress.DOWNLOADED, None),
+        ]
         assert requests == [None, "bytes=300-"]
         assert updater.kits["robot-1"].staged == good
 
@@ -207,7 +243,9 @@ async def test_interrupted_kit_download_resumes_with_range_and_a_corrupt_one_is_
         assert updater.kits["robot-1"].staged is None
         # And installing without a verified image is refused before anything touches the kit.
         await updater.handle(link, command(Phase.INSTALL, bad, "9.9.8", "c4"))
-        assert [(p.state, p.reason) for p in paho.reports()] == [(Progress.INSTALL_FAILED, "no verified image staged")]
+        assert [(p.state, p.reason) for p in paho.reports()] == [
+            (Progress.INSTALL_FAILED, "no verified image staged")
+        ]
 
 
 class _cut(httpx.AsyncByteStream):
@@ -229,14 +267,26 @@ async def test_agent_holding_the_district_key_refuses_unsigned_and_badly_signed_
     requests: list[str | None] = []
     paho = PahoStub()
     async with httpx.AsyncClient(transport=artifact_server(image, requests)) as http:
-        updater = KitUpdater(http, clock_ms=lambda: NOW_MS, publish=lambda *a, **k: None, signing_key="district")
+        updater = KitUpdater(
+            http, clock_ms=lambda: NOW_MS, publish=lambda *a, **k: None, signing_key="district"
+        )
         link = KitLink("robot-1", "robot-1", 1, {"update": "update"}, paho)  # type: ignore[arg-type]
 
         async def download(cid: str, signature: str | None) -> Any:
-            args = UpdateArgs(Phase.DOWNLOAD, "9.9.9", sha, len(image), URL, signature,
-                              "hmac-sha256" if signature else "none")
-            body = json.loads(wire.encode_command(wire.Command(cid, wire.CommandName.UPDATE, NOW_MS,
-                                                               NOW_MS + 60_000, update_args(args))))
+            args = UpdateArgs(
+                Phase.DOWNLOAD,
+                "9.9.9",
+                sha,
+                len(image),
+                URL,
+                signature,
+                "hmac-sha256" if signature else "none",
+            )
+            body = json.loads(
+                wire.encode_command(
+                    wire.Command(cid, wire.CommandName.UPDATE, NOW_MS, NOW_MS + 60_000, update_args(args))
+                )
+            )
             await updater.handle(link, body)
             return paho.reports()[-1]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -68,26 +68,39 @@ async def _add_big_image(lb: Lab) -> str:
     store = artifacts.ArtifactStore(lb.app.state.fleet.settings.rollouts.artifact_dir)
     sha, size = store.put_bytes(os.urandom(IMAGE_BYTES))
     async with unit_of_work(lb.api.sessions) as s:
-        await artifacts.register(s, SYSTEM, lb.clock.now(), sha256=sha, size=size, profile_key="terminal-lt100",
-                                 version=NEW, filename="terminal-lt100-1.2.0-big.img")
+        await artifacts.register(
+            s,
+            SYSTEM,
+            lb.clock.now(),
+            sha256=sha,
+            size=size,
+            profile_key="terminal-lt100",
+            version=NEW,
+            filename="terminal-lt100-1.2.0-big.img",
+        )
     return sha
 
 
 async def test_school_cap_of_20_mbit_holds_over_every_10s_window_and_rollout_completes(
-        sqlite_url: str, tmp_path: Path) -> None:
+    sqlite_url: str, tmp_path: Path
+) -> None:
     async with lab(sqlite_url, tmp_path, EVENING, import_profiles=False) as lb:
         await _add_big_image(lb)
         school = await lb.add_school("S-A", uplink_mbps=1000)
-        r = await lb.client.put(f"/api/v1/schools/{school}/update-policy", headers=await lb.api.admin(), json={
-            "max_concurrent_downloads": MAX_CONCURRENT, "max_bytes_per_second": CAP_BYTES_PER_SECOND})
+        r = await lb.client.put(
+            f"/api/v1/schools/{school}/update-policy",
+            headers=await lb.api.admin(),
+            json={"max_concurrent_downloads": MAX_CONCURRENT, "max_bytes_per_second": CAP_BYTES_PER_SECOND},
+        )
         assert r.status_code == 200
         async with served(lb.app) as base, httpx.AsyncClient(timeout=60) as http:
             lb.engine.base_url = base
             await lb.add_terminals(school, TERMINALS, streaming=True)
             for sim in lb.sims.values():
                 sim.http = http
-            rollout = await lb.create_rollout(groups={"canary_size": 2, "strategy": "percent", "percents": [100]},
-                                              success_threshold=0.5)
+            rollout = await lb.create_rollout(
+                groups={"canary_size": 2, "strategy": "percent", "percents": [100]}, success_threshold=0.5
+            )
             running: dict[int, asyncio.Task[list[UpdateProgress]]] = {}
             peak_concurrent = 0
             for _ in range(2000):  # bounded: ~12 s of downloads plus installs on the fast clock
@@ -118,7 +131,9 @@ async def test_school_cap_of_20_mbit_holds_over_every_10s_window_and_rollout_com
         samples = [x for s in lb.sims.values() for x in s.samples]
         assert sum(n for _, n in samples) == TERMINALS * IMAGE_BYTES
         span = max(t for t, _ in samples) - min(t for t, _ in samples)
-        assert span > WINDOW_S, "the downloads must last longer than one window for the check to mean anything"
+        assert span > WINDOW_S, (
+            "the downloads must last longer than one window for the check to mean anything"
+        )
         rate = max_window_rate(samples, WINDOW_S)
         assert rate <= CAP_BYTES_PER_SECOND * 1.10, f"{rate * 8 / 1e6:.1f} Mbit/s over a 10 s window"
         assert peak_concurrent <= MAX_CONCURRENT

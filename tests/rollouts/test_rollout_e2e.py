@@ -62,7 +62,8 @@ async def test_canary_runs_alone_until_it_succeeds(sqlite_url: str, tmp_path: Pa
 
 
 async def test_bad_version_at_30_percent_pauses_at_error_threshold_and_next_group_never_starts(
-        sqlite_url: str, tmp_path: Path) -> None:
+    sqlite_url: str, tmp_path: Path
+) -> None:
     async with lab(sqlite_url, tmp_path, EVENING) as lb:
         a = await lb.add_school("S-A")
         b = await lb.add_school("S-B")
@@ -71,8 +72,9 @@ async def test_bad_version_at_30_percent_pauses_at_error_threshold_and_next_grou
         # 30% of school A's terminals fail to boot the new image: 3 of the 10 (ids chosen deterministically).
         for dev in ids[2:][::3][:3]:
             lb.sims[dev].fail_boot = True
-        r = await lb.create_rollout(groups={"canary_size": 2, "strategy": "per_school"}, error_threshold=0.2,
-                                    success_threshold=0.9)
+        r = await lb.create_rollout(
+            groups={"canary_size": 2, "strategy": "per_school"}, error_threshold=0.2, success_threshold=0.9
+        )
         rid = r["id"]
         await lb.run(seconds=3 * 3600, step=30)
         detail = await lb.get(f"/api/v1/rollouts/{rid}")
@@ -85,20 +87,28 @@ async def test_bad_version_at_30_percent_pauses_at_error_threshold_and_next_grou
         in_b = [row for row in rows.values() if row.group_id == school_b["id"]]
         assert len(in_b) == school_b["total"] >= 4
         assert all(row.state == "pending" and row.scheduled_at is None for row in in_b)
-        assert all(lb.sims[row.device_id].version == OLD and not lb.sims[row.device_id].requests for row in in_b)
+        assert all(
+            lb.sims[row.device_id].version == OLD and not lb.sims[row.device_id].requests for row in in_b
+        )
         assert groups["canary"]["by_state"] == {"succeeded": 2}
         # The pause came at the error threshold: in the first engine step (30 s apart) after the report that made
         # school A's failures reach 20% of its group, not later.
         school_a = groups["school S-A"]
         rows = await lb.device_rows(rid)
-        failed_at = sorted(e.at.replace(tzinfo=UTC) for e in await lb.timeline(rid)
-                           if e.event == "rolled_back" and rows[e.device_id].group_id == school_a["id"])
+        failed_at = sorted(
+            e.at.replace(tzinfo=UTC)
+            for e in await lb.timeline(rid)
+            if e.event == "rolled_back" and rows[e.device_id].group_id == school_a["id"]
+        )
         at_threshold = failed_at[math.ceil(0.2 * school_a["total"]) - 1]
         [pause] = (await lb.get("/api/v1/audit?action=rollout.pause"))["items"]
         paused_at = datetime.fromisoformat(pause["at"]).replace(tzinfo=UTC)
         assert at_threshold <= paused_at <= at_threshold + timedelta(seconds=30)
         failed_by_then = sum(1 for t in failed_at if t <= paused_at)
-        assert f"{failed_by_then} of {school_a['total']} devices failed in group school S-A" in detail["state_reason"]
+        assert (
+            f"{failed_by_then} of {school_a['total']} devices failed in group school S-A"
+            in detail["state_reason"]
+        )
         assert failed_by_then / school_a["total"] >= 0.2
         # Rolled-back devices report their old version, and the API shows why.
         rolled = [row for row in rows.values() if row.state == "rolled_back"]
@@ -115,8 +125,9 @@ async def test_abort_leaves_no_device_half_way(sqlite_url: str, tmp_path: Path) 
     async with lab(sqlite_url, tmp_path, EVENING) as lb:
         a = await lb.add_school("S-A")
         await lb.add_terminals(a, 12)
-        r = await lb.create_rollout(groups={"canary_size": 4, "strategy": "percent", "percents": [100]},
-                                    success_threshold=0.5)
+        r = await lb.create_rollout(
+            groups={"canary_size": 4, "strategy": "percent", "percents": [100]}, success_threshold=0.5
+        )
         rid = r["id"]
         # Run until devices are spread over states: some installing, some downloaded, some pending.
         for _ in range(40):
@@ -155,7 +166,9 @@ async def test_devices_enrolled_after_the_start_are_included(sqlite_url: str, tm
         assert all(lb.sims[d].version == NEW for d in late)
 
 
-async def test_abort_without_an_engine_is_told_to_devices_by_the_next_step(sqlite_url: str, tmp_path: Path) -> None:
+async def test_abort_without_an_engine_is_told_to_devices_by_the_next_step(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     from fleet.domain.permissions import SYSTEM
     from fleet.persistence.db import unit_of_work
     from fleet.services.rollouts import RolloutService
@@ -175,7 +188,9 @@ async def test_abort_without_an_engine_is_told_to_devices_by_the_next_step(sqlit
         assert events.count("cancel_pending") == 1 and events.count("cancel_sent") == 1
 
 
-async def test_paused_rollout_is_exposed_for_the_rollout_paused_alert(sqlite_url: str, tmp_path: Path) -> None:
+async def test_paused_rollout_is_exposed_for_the_rollout_paused_alert(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     from prometheus_client import CollectorRegistry
 
     from fleet.observability.metrics import FleetMetrics, FleetSnapshot, SnapshotHolder
@@ -197,22 +212,41 @@ async def test_paused_rollout_is_exposed_for_the_rollout_paused_alert(sqlite_url
         holder.publish(FleetSnapshot(taken_at=0.0, rollouts=states))
         metrics.register_state(holder, clock=lambda: 0.0)
         label = f"{r['id']}:{r['name']}"
-        assert registry.get_sample_value("labfleet_rollout_paused", {"rollout": label, "model": "terminal-lt100"}) == 1
+        assert (
+            registry.get_sample_value(
+                "labfleet_rollout_paused", {"rollout": label, "model": "terminal-lt100"}
+            )
+            == 1
+        )
         assert registry.get_sample_value("labfleet_rollout_pauses_total", {"reason": "error_threshold"}) == 1
-        assert registry.get_sample_value("labfleet_rollout_device_transitions_total",
-                                         {"model": "terminal-lt100", "state": "rolled_back"}) == 2
-        assert registry.get_sample_value("labfleet_rollout_devices", {"rollout": label, "model": "terminal-lt100",
-                                                                      "state": "rolled_back"}) == 2
+        assert (
+            registry.get_sample_value(
+                "labfleet_rollout_device_transitions_total",
+                {"model": "terminal-lt100", "state": "rolled_back"},
+            )
+            == 2
+        )
+        assert (
+            registry.get_sample_value(
+                "labfleet_rollout_devices",
+                {"rollout": label, "model": "terminal-lt100", "state": "rolled_back"},
+            )
+            == 2
+        )
 
 
-async def test_resume_after_an_error_pause_forgives_the_old_failures_and_carries_on(sqlite_url: str,
-                                                                                    tmp_path: Path) -> None:
+async def test_resume_after_an_error_pause_forgives_the_old_failures_and_carries_on(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     async with lab(sqlite_url, tmp_path, EVENING) as lb:
         a = await lb.add_school("S-A")
         ids = await lb.add_terminals(a, 5)
         lb.sims[ids[0]].fail_boot = True
-        r = await lb.create_rollout(groups={"canary_size": 2, "strategy": "percent", "percents": [100]},
-                                    error_threshold=0.5, success_threshold=0.5)
+        r = await lb.create_rollout(
+            groups={"canary_size": 2, "strategy": "percent", "percents": [100]},
+            error_threshold=0.5,
+            success_threshold=0.5,
+        )
         await lb.run(seconds=30 * 60, step=30, until_state="paused", rollout_id=r["id"])
         assert await lb.rollout_state(r["id"]) == "paused"
         resp = await lb.client.post(f"/api/v1/rollouts/{r['id']}/resume", headers=await lb.api.admin())
@@ -222,5 +256,11 @@ async def test_resume_after_an_error_pause_forgives_the_old_failures_and_carries
         assert detail["state"] == "completed"
         assert detail["totals"] == {"rolled_back": 1, "succeeded": 4}
         audit = await lb.get(f"/api/v1/audit?object_type=rollout&object_id={r['id']}")
-        assert [e["action"] for e in audit["items"]] == ["rollout.create", "rollout.start", "rollout.pause",
-                                                        "rollout.resume", "rollout.group_start", "rollout.complete"]
+        assert [e["action"] for e in audit["items"]] == [
+            "rollout.create",
+            "rollout.start",
+            "rollout.pause",
+            "rollout.resume",
+            "rollout.group_start",
+            "rollout.complete",
+        ]

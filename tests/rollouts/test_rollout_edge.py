@@ -68,16 +68,34 @@ class EdgeAgentInbox:
         self.commands.append((target, command))
 
 
-async def test_serial_devices_wait_for_an_edge_agent_then_get_update_commands(sqlite_url: str,
-                                                                             tmp_path: Path) -> None:
+async def test_serial_devices_wait_for_an_edge_agent_then_get_update_commands(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     async with lab(sqlite_url, tmp_path, EVENING) as lb:
         school = await lb.add_school("S-A")
-        model = await lb.post("/api/v1/device-models", {
-            "vendor": "EduBot", "model_number": "R2", "kind": "robot", "transport": "serial",
-            "unit_price": "199.00", "warranty_months": 24, "supplier": "EduBot", "profile_key": "robot-edubot-r2"})
-        robot = await lb.post("/api/v1/devices", {"serial_number": "R2-0001", "asset_tag": "R2-0001",
-                                                  "model_id": model["id"], "school_id": school,
-                                                  "room_id": lb.rooms[school][0]})
+        model = await lb.post(
+            "/api/v1/device-models",
+            {
+                "vendor": "EduBot",
+                "model_number": "R2",
+                "kind": "robot",
+                "transport": "serial",
+                "unit_price": "199.00",
+                "warranty_months": 24,
+                "supplier": "EduBot",
+                "profile_key": "robot-edubot-r2",
+            },
+        )
+        robot = await lb.post(
+            "/api/v1/devices",
+            {
+                "serial_number": "R2-0001",
+                "asset_tag": "R2-0001",
+                "model_id": model["id"],
+                "school_id": school,
+                "room_id": lb.rooms[school][0],
+            },
+        )
         async with unit_of_work(lb.api.sessions) as s:
             await s.execute(update(Device).where(Device.id == robot["id"]).values(status="in_service"))
             s.add(DeviceState(device_id=robot["id"], firmware_version=OLD, online=False))
@@ -92,7 +110,9 @@ async def test_serial_devices_wait_for_an_edge_agent_then_get_update_commands(sq
         assert not agent.commands, "an offline kit has no agent bridging it: nothing can reach it"
 
         async with unit_of_work(lb.api.sessions) as s:  # an agent bridges it now (its status says online)
-            await s.execute(update(DeviceState).where(DeviceState.device_id == robot["id"]).values(online=True))
+            await s.execute(
+                update(DeviceState).where(DeviceState.device_id == robot["id"]).values(online=True)
+            )
         await lb.engine.step(lb.clock.now())
         [(target, cmd)] = agent.commands
         assert target.transport == "serial" and target.identity == "R2-0001"
@@ -101,8 +121,9 @@ async def test_serial_devices_wait_for_an_edge_agent_then_get_update_commands(sq
         # The agent reports exactly like a terminal.
         ts = int(lb.clock.now().timestamp() * 1000)
         for state in (Progress.DOWNLOADING, Progress.DOWNLOADED):
-            assert await lb.engine.on_progress(robot["id"], UpdateProgress(cmd.id, ts, state, size=args.size),
-                                               lb.clock.now())
+            assert await lb.engine.on_progress(
+                robot["id"], UpdateProgress(cmd.id, ts, state, size=args.size), lb.clock.now()
+            )
         assert (await lb.device_rows(r["id"]))[robot["id"]].state == "downloaded"
 
 
@@ -124,8 +145,13 @@ class LabPC:
 
     async def row(self, rollout_id: int) -> RolloutDevice:
         async with self.api.sessions() as s:
-            return (await s.execute(select(RolloutDevice).where(
-                RolloutDevice.rollout_id == rollout_id, RolloutDevice.device_id == self.device_id))).scalar_one()
+            return (
+                await s.execute(
+                    select(RolloutDevice).where(
+                        RolloutDevice.rollout_id == rollout_id, RolloutDevice.device_id == self.device_id
+                    )
+                )
+            ).scalar_one()
 
     async def wait_state(self, rollout_id: int, *states: str) -> RolloutDevice:
         async def reached() -> bool:
@@ -145,68 +171,150 @@ class LabPC:
 
     async def timeline(self, rollout_id: int) -> list[RolloutDeviceEvent]:
         async with self.api.sessions() as s:
-            return list((await s.execute(select(RolloutDeviceEvent).where(
-                RolloutDeviceEvent.rollout_id == rollout_id).order_by(RolloutDeviceEvent.id))).scalars())
+            return list(
+                (
+                    await s.execute(
+                        select(RolloutDeviceEvent)
+                        .where(RolloutDeviceEvent.rollout_id == rollout_id)
+                        .order_by(RolloutDeviceEvent.id)
+                    )
+                ).scalars()
+            )
 
 
 # The kits a lab PC can hold here: (profile, model number, old version, simulator factory).
 KITS: dict[str, tuple[str, str, str, Any]] = {
-    "robot": ("robot-edubot-r2", "R2", OLD,
-              lambda: RobotSim(uid="ab12cd", usb_serial="EB-AB12CD", slots=[Slot(OLD, b"factory"), Slot("")])),
-    "micropython": ("kit-esp32-mpy", "ESP32-MPY", MPY_OLD,
-                    lambda: MicroPythonSim(unique_id=bytes.fromhex("a4cf12345678"), files={
-                        "/main.py": b"print('blink')\n",
-                        "/lf_app.json": json.dumps({"version": MPY_OLD, "sha256": "0" * 64,
-                                                    "files": {}}).encode()})),
+    "robot": (
+        "robot-edubot-r2",
+        "R2",
+        OLD,
+        lambda: RobotSim(uid="ab12cd", usb_serial="EB-AB12CD", slots=[Slot(OLD, b"factory"), Slot("")]),
+    ),
+    "micropython": (
+        "kit-esp32-mpy",
+        "ESP32-MPY",
+        MPY_OLD,
+        lambda: MicroPythonSim(
+            unique_id=bytes.fromhex("a4cf12345678"),
+            files={
+                "/main.py": b"print('blink')\n",
+                "/lf_app.json": json.dumps({"version": MPY_OLD, "sha256": "0" * 64, "files": {}}).encode(),
+            },
+        ),
+    ),
 }
 
 
 @asynccontextmanager
-async def lab_pc(sqlite_url: str, tmp_path: Path, start: datetime, kit: str = "robot") -> AsyncIterator[LabPC]:
+async def lab_pc(
+    sqlite_url: str, tmp_path: Path, start: datetime, kit: str = "robot"
+) -> AsyncIterator[LabPC]:
     """The service (embedded broker, rollout job), and a lab PC running the agent with one kit on a pty."""
     profile_key, model_number, old_version, make_sim = KITS[kit]
     clock = FakeClock(start)
     settings = make_settings(
-        sqlite_url, mqtt={"broker": "embedded", "listen_port": free_port(), "ingest_batch_ms": 20},
+        sqlite_url,
+        mqtt={"broker": "embedded", "listen_port": free_port(), "ingest_batch_ms": 20},
         # The job's own loop steps once at start; the test steps the engine itself on its fake clock.
-        rollouts={"artifact_dir": str(tmp_path / "artifacts"), "step_seconds": 3600,
-                  "public_base_url": "http://test"})
-    app = create_app(settings, clock=clock, migrate=False, runtime_hooks=[device_plane_hook, rollout_hook(settings)])
+        rollouts={
+            "artifact_dir": str(tmp_path / "artifacts"),
+            "step_seconds": 3600,
+            "public_base_url": "http://test",
+        },
+    )
+    app = create_app(
+        settings, clock=clock, migrate=False, runtime_hooks=[device_plane_hook, rollout_hook(settings)]
+    )
     async with app.router.lifespan_context(app):
         await app.state.fleet.extras["plane"].ingest.wait_connected()
         engine: RolloutEngine = app.state.fleet.extras["rollout_engine"]
         transport = httpx.ASGITransport(app=app)
-        async with (httpx.AsyncClient(transport=transport, base_url="http://test") as client,
-                    httpx.AsyncClient(transport=transport) as downloads):
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+            httpx.AsyncClient(transport=transport) as downloads,
+        ):
             api = Api(client=client, sessions=app.state.fleet.sessions, clock=clock)
             admin = await api.admin()
             d = (await client.post(f"{V1}/districts", json={"name": "D"}, headers=admin)).json()
-            school = (await client.post(f"{V1}/schools", headers=admin, json={
-                "district_id": d["id"], "code": "S-LAB", "name": "Lab school", "uplink_mbps": 100,
-                "timezone": "UTC"})).json()
-            room = (await client.post(f"{V1}/rooms", headers=admin, json={
-                "school_id": school["id"], "name": "AI lab", "kind": "ai_lab", "tier": "advanced_research",
-                "capacity": 30})).json()
+            school = (
+                await client.post(
+                    f"{V1}/schools",
+                    headers=admin,
+                    json={
+                        "district_id": d["id"],
+                        "code": "S-LAB",
+                        "name": "Lab school",
+                        "uplink_mbps": 100,
+                        "timezone": "UTC",
+                    },
+                )
+            ).json()
+            room = (
+                await client.post(
+                    f"{V1}/rooms",
+                    headers=admin,
+                    json={
+                        "school_id": school["id"],
+                        "name": "AI lab",
+                        "kind": "ai_lab",
+                        "tier": "advanced_research",
+                        "capacity": 30,
+                    },
+                )
+            ).json()
             assert "id" in room, room
             for name, st, en in LAB_BLOCKS:
-                r = await client.post(f"{V1}/bell-periods", headers=admin, json={
-                    "school_id": school["id"], "room_id": room["id"], "weekday": 0, "name": name,
-                    "start_time": st, "end_time": en})
+                r = await client.post(
+                    f"{V1}/bell-periods",
+                    headers=admin,
+                    json={
+                        "school_id": school["id"],
+                        "room_id": room["id"],
+                        "weekday": 0,
+                        "name": name,
+                        "start_time": st,
+                        "end_time": en,
+                    },
+                )
                 assert r.status_code == 201, r.text
-            await client.post(f"{V1}/calendar-entries", headers=admin, json={
-                "school_id": school["id"], "kind": "term", "name": "Autumn", "start_date": "2026-09-01",
-                "end_date": "2027-01-20"})
-            model = (await client.post(f"{V1}/device-models", headers=admin, json={
-                "vendor": "LabFleet demo", "model_number": model_number,
-                "kind": "robot" if kit == "robot" else "mcu_kit", "transport": "serial",
-                "unit_price": "129.00", "warranty_months": 24, "supplier": "Demo", "profile_key": profile_key})).json()
+            await client.post(
+                f"{V1}/calendar-entries",
+                headers=admin,
+                json={
+                    "school_id": school["id"],
+                    "kind": "term",
+                    "name": "Autumn",
+                    "start_date": "2026-09-01",
+                    "end_date": "2027-01-20",
+                },
+            )
+            model = (
+                await client.post(
+                    f"{V1}/device-models",
+                    headers=admin,
+                    json={
+                        "vendor": "LabFleet demo",
+                        "model_number": model_number,
+                        "kind": "robot" if kit == "robot" else "mcu_kit",
+                        "transport": "serial",
+                        "unit_price": "129.00",
+                        "warranty_months": 24,
+                        "supplier": "Demo",
+                        "profile_key": profile_key,
+                    },
+                )
+            ).json()
             r = await client.post(f"{V1}/artifacts/import", json={"source": "profiles"}, headers=admin)
             assert r.status_code == 201, r.text
             tech = await api.as_("technician", (school["id"],))
             agent_http = httpx.AsyncClient(transport=transport, base_url="http://test", headers=tech)
-            agent = EdgeAgent(agent_http, school_id=school["id"], room_id=room["id"],
-                              broker=f"mqtt://127.0.0.1:{settings.mqtt.listen_port}",
-                              clock_ms=lambda: int(clock.now().timestamp() * 1000))
+            agent = EdgeAgent(
+                agent_http,
+                school_id=school["id"],
+                room_id=room["id"],
+                broker=f"mqtt://127.0.0.1:{settings.mqtt.listen_port}",
+                clock_ms=lambda: int(clock.now().timestamp() * 1000),
+            )
             updater = KitUpdater(downloads, clock_ms=agent.clock_ms, publish=agent._publish)
             agent.updates = updater
             robot = make_sim()
@@ -218,7 +326,9 @@ async def lab_pc(sqlite_url: str, tmp_path: Path, start: datetime, kit: str = "r
                 try:
                     await supervisor.poll_once()  # plugged in: identified, enrolled, bridged
                     [link] = agent.kits.values()
-                    pc = LabPC(api, app, engine, clock, robot, agent, supervisor, tech, model["id"], link.device_id)
+                    pc = LabPC(
+                        api, app, engine, clock, robot, agent, supervisor, tech, model["id"], link.device_id
+                    )
 
                     async def online_on_old() -> bool:
                         st = await pc.device_state()
@@ -226,7 +336,9 @@ async def lab_pc(sqlite_url: str, tmp_path: Path, start: datetime, kit: str = "r
 
                     await wait_until(online_on_old, REAL_WORK_S)
                     async with unit_of_work(api.sessions) as s:  # the technician puts it in service
-                        await s.execute(update(Device).where(Device.id == link.device_id).values(status="in_service"))
+                        await s.execute(
+                            update(Device).where(Device.id == link.device_id).values(status="in_service")
+                        )
                     link_ = engine.sender
                     await wait_until(lambda: _connected(link_), REAL_WORK_S)
                     yield pc
@@ -242,10 +354,14 @@ async def _connected(link: Any) -> bool:
 
 
 async def test_robot_rollout_through_the_real_edge_agent_waits_for_the_lab_lesson_then_succeeds(
-        sqlite_url: str, tmp_path: Path) -> None:
+    sqlite_url: str, tmp_path: Path
+) -> None:
     async with lab_pc(sqlite_url, tmp_path, IN_LAB_LESSON) as pc:
-        r = await pc.api.client.post(f"{V1}/rollouts", headers=await pc.api.admin(), json={
-            "name": "r2 3.5.0", "model_id": pc.model_id, "target_version": NEW})
+        r = await pc.api.client.post(
+            f"{V1}/rollouts",
+            headers=await pc.api.admin(),
+            json={"name": "r2 3.5.0", "model_id": pc.model_id, "target_version": NEW},
+        )
         assert r.status_code == 201, r.text
         rid = r.json()["id"]
         # During the lab's morning block nothing is sent, however often the engine steps.
@@ -278,25 +394,41 @@ async def test_robot_rollout_through_the_real_edge_agent_waits_for_the_lab_lesso
 
         await wait_until(reports_new, REAL_WORK_S)  # its telemetry says so too
         events = [e.event for e in await pc.timeline(rid)]
-        for step in ("scheduled", "download_started", "downloaded", "install_sent", "install_started", "rebooting",
-                     "succeeded"):
+        for step in (
+            "scheduled",
+            "download_started",
+            "downloaded",
+            "install_sent",
+            "install_started",
+            "rebooting",
+            "succeeded",
+        ):
             assert step in events, (step, events)
-        assert all(e.at >= datetime(2026, 9, 7, 12, 0, tzinfo=UTC) for e in await pc.timeline(rid)
-                   if e.event not in ("pending",)), "nothing happened during the lab's lesson"
+        assert all(
+            e.at >= datetime(2026, 9, 7, 12, 0, tzinfo=UTC)
+            for e in await pc.timeline(rid)
+            if e.event not in ("pending",)
+        ), "nothing happened during the lab's lesson"
 
 
 @pytest.mark.parametrize("bad", ["fails_to_boot", "corrupt_artifact"])
 async def test_bad_robot_image_leaves_the_robot_on_its_old_slot_and_the_rollout_records_it(
-        sqlite_url: str, tmp_path: Path, bad: str) -> None:
+    sqlite_url: str, tmp_path: Path, bad: str
+) -> None:
     async with lab_pc(sqlite_url, tmp_path, EVENING) as pc:
-        r = await pc.api.client.post(f"{V1}/rollouts", headers=await pc.api.admin(), json={
-            "name": "r2 3.5.0", "model_id": pc.model_id, "target_version": NEW, "max_attempts": 1})
+        r = await pc.api.client.post(
+            f"{V1}/rollouts",
+            headers=await pc.api.admin(),
+            json={"name": "r2 3.5.0", "model_id": pc.model_id, "target_version": NEW, "max_attempts": 1},
+        )
         assert r.status_code == 201, r.text
         rid = r.json()["id"]
         if bad == "fails_to_boot":
             pc.robot.faults.fail_boot = True  # the new build crashes at boot: the bootloader must roll back
         else:
-            path = ArtifactStore(pc.app.state.fleet.settings.rollouts.artifact_dir).path_for(r.json()["artifact_sha256"])
+            path = ArtifactStore(pc.app.state.fleet.settings.rollouts.artifact_dir).path_for(
+                r.json()["artifact_sha256"]
+            )
             data = bytearray(path.read_bytes())
             data[100] ^= 0xFF  # damaged in storage: the service still serves it, the agent must catch it
             path.write_bytes(bytes(data))
@@ -313,7 +445,9 @@ async def test_bad_robot_image_leaves_the_robot_on_its_old_slot_and_the_rollout_
         else:
             assert row.state == "failed"
             assert "verify_failed" in (row.reason or "") and "sha256" in (row.reason or "")
-            assert not any(f.type == MsgType.FW_BEGIN for f in pc.robot.executed), "a bad image never reaches it"
+            assert not any(f.type == MsgType.FW_BEGIN for f in pc.robot.executed), (
+                "a bad image never reaches it"
+            )
         # Either way the robot runs its old slot, and says so.
         assert pc.robot.version == OLD and pc.robot.active == 0 and pc.robot.slots[0].version == OLD
         await pc.engine.step(pc.clock.now() + timedelta(seconds=1))
@@ -322,11 +456,15 @@ async def test_bad_robot_image_leaves_the_robot_on_its_old_slot_and_the_rollout_
         assert (await pc.device_state()).get("firmware_version") == OLD
 
 
-async def test_micropython_kit_rollout_writes_files_verified_by_hash_through_the_agent(sqlite_url: str,
-                                                                                     tmp_path: Path) -> None:
+async def test_micropython_kit_rollout_writes_files_verified_by_hash_through_the_agent(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     async with lab_pc(sqlite_url, tmp_path, EVENING, kit="micropython") as pc:
-        r = await pc.api.client.post(f"{V1}/rollouts", headers=await pc.api.admin(), json={
-            "name": "esp32 app 1.1.0", "model_id": pc.model_id, "target_version": MPY_NEW})
+        r = await pc.api.client.post(
+            f"{V1}/rollouts",
+            headers=await pc.api.admin(),
+            json={"name": "esp32 app 1.1.0", "model_id": pc.model_id, "target_version": MPY_NEW},
+        )
         assert r.status_code == 201, r.text
         rid = r.json()["id"]
         await pc.engine.step(pc.clock.now())
@@ -336,8 +474,11 @@ async def test_micropython_kit_rollout_writes_files_verified_by_hash_through_the
         assert row.state == "succeeded", row.reason
         shipped = Path("firmware_profiles/artifacts/kit-esp32-mpy-1.1.0.py").read_bytes()
         files = pc.robot.board.files
-        assert hashlib.sha256(files["/main.py"]).hexdigest() == r.json()["artifact_sha256"] == hashlib.sha256(
-            shipped).hexdigest()
+        assert (
+            hashlib.sha256(files["/main.py"]).hexdigest()
+            == r.json()["artifact_sha256"]
+            == hashlib.sha256(shipped).hexdigest()
+        )
         assert json.loads(files["/lf_app.json"])["version"] == MPY_NEW
 
         async def reports_new() -> bool:
@@ -347,10 +488,19 @@ async def test_micropython_kit_rollout_writes_files_verified_by_hash_through_the
 
 
 async def test_micropython_kit_with_failing_flash_writes_is_recorded_failed_and_keeps_its_app(
-        sqlite_url: str, tmp_path: Path) -> None:
+    sqlite_url: str, tmp_path: Path
+) -> None:
     async with lab_pc(sqlite_url, tmp_path, EVENING, kit="micropython") as pc:
-        r = await pc.api.client.post(f"{V1}/rollouts", headers=await pc.api.admin(), json={
-            "name": "esp32 app 1.1.0", "model_id": pc.model_id, "target_version": MPY_NEW, "max_attempts": 1})
+        r = await pc.api.client.post(
+            f"{V1}/rollouts",
+            headers=await pc.api.admin(),
+            json={
+                "name": "esp32 app 1.1.0",
+                "model_id": pc.model_id,
+                "target_version": MPY_NEW,
+                "max_attempts": 1,
+            },
+        )
         rid = r.json()["id"]
         pc.robot.board.corrupt_writes = True  # a dying flash chip: the written file's hash check must fail
         await pc.engine.step(pc.clock.now())
@@ -359,4 +509,6 @@ async def test_micropython_kit_with_failing_flash_writes_is_recorded_failed_and_
         row = await pc.wait_state(rid, "succeeded", "rolled_back", "failed")
         assert row.state == "failed" and "install_failed" in (row.reason or ""), row.reason
         assert "board has sha256" in (row.reason or "")
-        assert json.loads(pc.robot.board.files["/lf_app.json"])["version"] == MPY_OLD  # manifest never replaced
+        assert (
+            json.loads(pc.robot.board.files["/lf_app.json"])["version"] == MPY_OLD
+        )  # manifest never replaced

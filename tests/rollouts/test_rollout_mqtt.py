@@ -24,14 +24,25 @@ from tests.rollouts.harness import NEW, lab
 EVENING = datetime(2026, 9, 7, 17, 0, tzinfo=UTC)
 
 
-async def _terminal(sim: SimTerminal, school: str, password: str, port: int, topics: wire.Topics,
-                    outbox: asyncio.Queue[tuple[SimTerminal, bytes]], ready: asyncio.Event, clock: FakeClock) -> None:
+async def _terminal(
+    sim: SimTerminal,
+    school: str,
+    password: str,
+    port: int,
+    topics: wire.Topics,
+    outbox: asyncio.Queue[tuple[SimTerminal, bytes]],
+    ready: asyncio.Event,
+    clock: FakeClock,
+) -> None:
     """One terminal's MQTT side: commands in on cmd, handled by the simulator; progress out on update."""
-    async with aiomqtt.Client("127.0.0.1", port, identifier=sim.identity, username=sim.identity,
-                              password=password) as client:
+    async with aiomqtt.Client(
+        "127.0.0.1", port, identifier=sim.identity, username=sim.identity, password=password
+    ) as client:
         await client.subscribe(topics.topic(school, sim.identity, wire.Channel.CMD), qos=1)
         ready.set()
-        publisher = asyncio.create_task(_publish(client, sim, school, topics, outbox), name=f"pub-{sim.identity}")
+        publisher = asyncio.create_task(
+            _publish(client, sim, school, topics, outbox), name=f"pub-{sim.identity}"
+        )
         try:
             async for msg in client.messages:
                 cmd = wire.decode_downlink(bytes(msg.payload))  # type: ignore[arg-type]
@@ -44,8 +55,13 @@ async def _terminal(sim: SimTerminal, school: str, password: str, port: int, top
                 await publisher
 
 
-async def _publish(client: aiomqtt.Client, sim: SimTerminal, school: str, topics: wire.Topics,
-                   outbox: asyncio.Queue[tuple[SimTerminal, bytes]]) -> None:
+async def _publish(
+    client: aiomqtt.Client,
+    sim: SimTerminal,
+    school: str,
+    topics: wire.Topics,
+    outbox: asyncio.Queue[tuple[SimTerminal, bytes]],
+) -> None:
     while True:
         owner, payload = await outbox.get()
         if owner is sim:
@@ -61,21 +77,44 @@ async def test_rollout_over_the_embedded_broker_completes(sqlite_url: str, tmp_p
         ids = await lb.add_terminals(school_id, 3)
         passwords = {}
         async with unit_of_work(lb.api.sessions) as s:
-            tok = await enrollment.create_claim_token(s, school_id=school_id, max_uses=3, ttl=timedelta(days=1),
-                                                      allow_unknown=False, label="t", actor="test",
-                                                      now=lb.clock.now())
+            tok = await enrollment.create_claim_token(
+                s,
+                school_id=school_id,
+                max_uses=3,
+                ttl=timedelta(days=1),
+                allow_unknown=False,
+                label="t",
+                actor="test",
+                now=lb.clock.now(),
+            )
             for d in ids:
-                e = await enrollment.enroll(s, claim_token=tok.token, serial_number=lb.sims[d].identity,
-                                            vendor=None, model_number=None, now=lb.clock.now())
+                e = await enrollment.enroll(
+                    s,
+                    claim_token=tok.token,
+                    serial_number=lb.sims[d].identity,
+                    vendor=None,
+                    model_number=None,
+                    now=lb.clock.now(),
+                )
                 passwords[d] = e.password
         port = free_port()
-        settings = lb.app.state.fleet.settings.model_copy(update={"mqtt": lb.app.state.fleet.settings.mqtt.model_copy(
-            update={"broker": "embedded", "listen_port": port, "data_dir": str(tmp_path / "mq")})})
+        settings = lb.app.state.fleet.settings.model_copy(
+            update={
+                "mqtt": lb.app.state.fleet.settings.mqtt.model_copy(
+                    update={"broker": "embedded", "listen_port": port, "data_dir": str(tmp_path / "mq")}
+                )
+            }
+        )
         topics = wire.Topics(settings.mqtt.topic_prefix)
         async with DevicePlane(settings, lb.api.sessions, lb.clock, run_ingest=False) as plane:
             assert plane.address is not None
-            link = MqttUpdateLink(plane.address, topics, lb.api.sessions, lb.clock,
-                                  shared=bool(getattr(plane.broker, "shared_subscriptions", True)))
+            link = MqttUpdateLink(
+                plane.address,
+                topics,
+                lb.api.sessions,
+                lb.clock,
+                shared=bool(getattr(plane.broker, "shared_subscriptions", True)),
+            )
             link.engine = lb.engine
             lb.engine.sender = link
             tasks = [asyncio.create_task(link.run(), name="rollout-link")]
@@ -83,9 +122,12 @@ async def test_rollout_over_the_embedded_broker_completes(sqlite_url: str, tmp_p
             for d in ids:
                 sim = lb.sims[d]
                 ready = asyncio.Event()
-                tasks.append(asyncio.create_task(_terminal(sim, "S-MQ", passwords[d], port, topics, outbox, ready,
-                                                           lb.clock),
-                                                 name=f"terminal-{d}"))
+                tasks.append(
+                    asyncio.create_task(
+                        _terminal(sim, "S-MQ", passwords[d], port, topics, outbox, ready, lb.clock),
+                        name=f"terminal-{d}",
+                    )
+                )
                 await asyncio.wait_for(ready.wait(), 10)
             await asyncio.wait_for(link.connected.wait(), 10)
             try:

@@ -10,8 +10,9 @@ from tests.conftest import need_external
 from .harness import district, run, service
 
 
-async def test_broker_restart_mid_lesson_reconnects_everyone_and_loses_nothing(sqlite_url: str,
-                                                                                tmp_path: Path) -> None:
+async def test_broker_restart_mid_lesson_reconnects_everyone_and_loses_nothing(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     if not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
         need_external("mosquitto")
     async with service(sqlite_url, tmp_path, broker="mosquitto") as sut:

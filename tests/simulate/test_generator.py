@@ -23,23 +23,60 @@ from simulators.district.terminal import heartbeat_payload, telemetry_payload
 from ..conftest import need_external
 
 
-@given(seq=st.integers(1, wire.MAX_SEQ), ts=st.integers(wire.TS_MIN_MS, wire.TS_MAX_MS), battery=st.integers(0, 100), charging=st.booleans(),
-       temp=st.floats(30, 42), fw=st.sampled_from(["2.4.1", "2.5.0-rc1", 'odd "fw"\\x']),
-       up=st.integers(0, 10**9), down=st.integers(0, 10**9), rssi=st.integers(-75, -45),
-       app=st.sampled_from([None, "edu.classroom", "edu.exam"]))
+@given(
+    seq=st.integers(1, wire.MAX_SEQ),
+    ts=st.integers(wire.TS_MIN_MS, wire.TS_MAX_MS),
+    battery=st.integers(0, 100),
+    charging=st.booleans(),
+    temp=st.floats(30, 42),
+    fw=st.sampled_from(["2.4.1", "2.5.0-rc1", 'odd "fw"\\x']),
+    up=st.integers(0, 10**9),
+    down=st.integers(0, 10**9),
+    rssi=st.integers(-75, -45),
+    app=st.sampled_from([None, "edu.classroom", "edu.exam"]),
+)
 def test_pre_encoded_telemetry_is_the_json_of_its_dict_and_the_service_decodes_it(
-        seq: int, ts: int, battery: int, charging: bool, temp: float, fw: str, up: int, down: int, rssi: int,
-        app: str | None) -> None:
+    seq: int,
+    ts: int,
+    battery: int,
+    charging: bool,
+    temp: float,
+    fw: str,
+    up: int,
+    down: int,
+    rssi: int,
+    app: str | None,
+) -> None:
     payload = telemetry_payload(seq, ts, battery, charging, temp, fw, up, down, rssi, app)
-    body = {"v": 1, "seq": seq, "ts": ts, "battery": battery, "charging": charging, "temp_c": round(temp, 1),
-            "storage_pct": 61.0, "fw": fw, "up": up, "down": down, "rssi": rssi}
+    body = {
+        "v": 1,
+        "seq": seq,
+        "ts": ts,
+        "battery": battery,
+        "charging": charging,
+        "temp_c": round(temp, 1),
+        "storage_pct": 61.0,
+        "fw": fw,
+        "up": up,
+        "down": down,
+        "rssi": rssi,
+    }
     if app:
         body["app"] = app
     assert json.loads(payload) == body
     got = wire.decode_uplink(wire.Channel.TELEMETRY, payload)
     assert isinstance(got, wire.Telemetry)
-    assert (got.seq, got.ts_ms, got.battery_pct, got.firmware, got.app, got.bytes_up, got.bytes_down, got.rssi_dbm,
-            got.charging) == (seq, ts, battery, fw, app, up, down, rssi, charging)
+    assert (
+        got.seq,
+        got.ts_ms,
+        got.battery_pct,
+        got.firmware,
+        got.app,
+        got.bytes_up,
+        got.bytes_down,
+        got.rssi_dbm,
+        got.charging,
+    ) == (seq, ts, battery, fw, app, up, down, rssi, charging)
 
 
 def test_pre_encoded_heartbeat_decodes_as_a_heartbeat() -> None:
@@ -81,7 +118,9 @@ async def test_tick_wheel_runs_due_ticks_once_in_slot_order_and_skips_cancelled_
 
 @pytest.fixture
 async def bare_broker(tmp_path: Path) -> AsyncIterator[int]:
-    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    binary = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
     if binary is None:
         need_external("mosquitto")
         pytest.skip("mosquitto is not installed")
@@ -130,7 +169,8 @@ async def test_pool_client_completes_qos1_publishes_on_their_pubacks(bare_broker
 
 
 async def test_pool_sockets_sit_above_select_range_so_a_lab_agent_in_the_process_can_still_connect(
-        bare_broker: int) -> None:
+    bare_broker: int,
+) -> None:
     """10,000 terminals took every file descriptor below 1024, so the lab agents' paho clients (whose network
     thread runs select()) got one above it, never saw a CONNACK, and in the benchmark's x1 run only the 2-4 kits
     bridged before the bell storm came online. The pool's sockets live above select()'s range instead."""

@@ -40,13 +40,22 @@ class _Shape(HTMLParser):
             self.balanced = False
 
 
-async def test_report_json_and_static_html_have_the_figures_charts_and_verdict(sqlite_url: str,
-                                                                               tmp_path: Path) -> None:
+async def test_report_json_and_static_html_have_the_figures_charts_and_verdict(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     async with service(sqlite_url, tmp_path) as sut:
         r = await run(sut, district(), ("bell-storm",), duration_s=3.0)
     reports.write(r, tmp_path / "r.json", tmp_path / "r.html")
     data = json.loads((tmp_path / "r.json").read_text())
-    for key in ("enrollment", "connections", "accounting", "publish_to_state", "bandwidth", "resources", "verdict"):
+    for key in (
+        "enrollment",
+        "connections",
+        "accounting",
+        "publish_to_state",
+        "bandwidth",
+        "resources",
+        "verdict",
+    ):
         assert key in data
     assert data["connections"]["connects_per_s_series"]
     assert {"sent", "ingested", "lost", "duplicated"} <= set(data["accounting"])
@@ -67,12 +76,33 @@ async def test_report_json_and_static_html_have_the_figures_charts_and_verdict(s
 
 def test_load_section_sets_offered_against_ingested_after_the_storm_and_on_a_real_clock() -> None:
     series = [
-        {"online": 5, "connects_per_s": 5, "published_per_s": 50, "acked_per_s": 40, "ingested_per_s": 10,
-         "backlog": 30, "loop_lag_s": 0.5},  # the storm: left out of the steady figures
-        {"online": 10, "connects_per_s": 0, "published_per_s": 200, "acked_per_s": 200, "ingested_per_s": 150,
-         "backlog": 80, "loop_lag_s": 0.01},
-        {"online": 10, "connects_per_s": 0, "published_per_s": 100, "acked_per_s": 100, "ingested_per_s": 130,
-         "backlog": 50, "loop_lag_s": 0.02},
+        {
+            "online": 5,
+            "connects_per_s": 5,
+            "published_per_s": 50,
+            "acked_per_s": 40,
+            "ingested_per_s": 10,
+            "backlog": 30,
+            "loop_lag_s": 0.5,
+        },  # the storm: left out of the steady figures
+        {
+            "online": 10,
+            "connects_per_s": 0,
+            "published_per_s": 200,
+            "acked_per_s": 200,
+            "ingested_per_s": 150,
+            "backlog": 80,
+            "loop_lag_s": 0.01,
+        },
+        {
+            "online": 10,
+            "connects_per_s": 0,
+            "published_per_s": 100,
+            "acked_per_s": 100,
+            "ingested_per_s": 130,
+            "backlog": 50,
+            "loop_lag_s": 0.02,
+        },
     ]
     ld = reports.load_section(series, speed=20)
     assert ld["steady_samples"] == 2

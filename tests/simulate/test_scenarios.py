@@ -19,7 +19,8 @@ async def _states(url: str, serials: list[str]) -> dict:  # type: ignore[type-ar
 
 
 async def test_bell_storm_and_lesson_peak_on_the_embedded_broker_lose_and_duplicate_nothing(
-        sqlite_url: str, tmp_path: Path) -> None:
+    sqlite_url: str, tmp_path: Path
+) -> None:
     d = district()
     async with service(sqlite_url, tmp_path) as sut:
         r = await run(sut, d, ("bell-storm", "lesson-peak"))
@@ -34,7 +35,9 @@ async def test_bell_storm_and_lesson_peak_on_the_embedded_broker_lose_and_duplic
     assert r["verdict"]["result"] == "pass", r["verdict"]
 
 
-async def test_wifi_flap_raises_unexpected_offline_alerts_for_that_room_only(sqlite_url: str, tmp_path: Path) -> None:
+async def test_wifi_flap_raises_unexpected_offline_alerts_for_that_room_only(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     d = district(flap_room="TS1/Classroom 2")
     async with service(sqlite_url, tmp_path) as sut:
         r = await run(sut, d, ("bell-storm", "wifi-flap"), duration_s=4.0)
@@ -44,7 +47,8 @@ async def test_wifi_flap_raises_unexpected_offline_alerts_for_that_room_only(sql
 
 
 async def test_malformed_share_fills_dead_letters_by_reason_and_loses_no_valid_data(
-        sqlite_url: str, tmp_path: Path) -> None:
+    sqlite_url: str, tmp_path: Path
+) -> None:
     async with service(sqlite_url, tmp_path) as sut:
         r = await run(sut, district(), ("bell-storm", "malformed"))
     sent = r["messages"]["garbage_sent"]
@@ -55,7 +59,9 @@ async def test_malformed_share_fills_dead_letters_by_reason_and_loses_no_valid_d
     assert r["accounting"]["lost"] == 0 and r["accounting"]["duplicated"] == 0
 
 
-async def test_battery_drain_raises_battery_alerts_only_for_the_drained_share(sqlite_url: str, tmp_path: Path) -> None:
+async def test_battery_drain_raises_battery_alerts_only_for_the_drained_share(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     async with service(sqlite_url, tmp_path) as sut:
         r = await run(sut, district(), ("bell-storm", "battery-drain"), duration_s=5.0)
         drained = set(r["outcome"]["battery_drain"])
@@ -66,7 +72,8 @@ async def test_battery_drain_raises_battery_alerts_only_for_the_drained_share(sq
 
 
 async def test_bad_firmware_devices_report_the_new_version_and_fault_while_others_stay_healthy(
-        sqlite_url: str, tmp_path: Path) -> None:
+    sqlite_url: str, tmp_path: Path
+) -> None:
     async with service(sqlite_url, tmp_path) as sut:
         r = await run(sut, district(), ("bell-storm", "bad-firmware"), duration_s=5.0)
         alerts = await DbReadBack(sut.sessions).alerts()  # type: ignore[arg-type]
@@ -79,7 +86,8 @@ async def test_bad_firmware_devices_report_the_new_version_and_fault_while_other
 
 
 async def test_exam_day_marks_the_calendar_sends_the_exam_policy_and_holds_back_firmware_updates(
-        sqlite_url: str, tmp_path: Path) -> None:
+    sqlite_url: str, tmp_path: Path
+) -> None:
     import httpx
     from sqlalchemy import func, select
 
@@ -92,19 +100,36 @@ async def test_exam_day_marks_the_calendar_sends_the_exam_policy_and_holds_back_
         assert sut.sessions is not None
         async with sut.sessions() as s:
             # Terminals only: the lab's robots (bridged by the edge agent) refuse set_policy, a terminal command.
-            statuses = dict((await s.execute(select(DeviceCommand.status, func.count())
-                                             .join(Device, Device.id == DeviceCommand.device_id)
-                                             .join(DeviceModel, DeviceModel.id == Device.model_id)
-                                             .where(DeviceCommand.name == "set_policy", DeviceModel.kind == "terminal")
-                                             .group_by(DeviceCommand.status))).all())
-            apps = set((await s.execute(select(DeviceStateRow.app)
-                                        .join(Device, Device.id == DeviceStateRow.device_id)
-                                        .join(DeviceModel, DeviceModel.id == Device.model_id)
-                                        .where(DeviceModel.kind == "terminal"))).scalars())
-        async with httpx.AsyncClient(base_url=sut.api, headers={"Authorization": f"Bearer {sut.token}"}) as http:
+            statuses = dict(
+                (
+                    await s.execute(
+                        select(DeviceCommand.status, func.count())
+                        .join(Device, Device.id == DeviceCommand.device_id)
+                        .join(DeviceModel, DeviceModel.id == Device.model_id)
+                        .where(DeviceCommand.name == "set_policy", DeviceModel.kind == "terminal")
+                        .group_by(DeviceCommand.status)
+                    )
+                ).all()
+            )
+            apps = set(
+                (
+                    await s.execute(
+                        select(DeviceStateRow.app)
+                        .join(Device, Device.id == DeviceStateRow.device_id)
+                        .join(DeviceModel, DeviceModel.id == Device.model_id)
+                        .where(DeviceModel.kind == "terminal")
+                    )
+                ).scalars()
+            )
+        async with httpx.AsyncClient(
+            base_url=sut.api, headers={"Authorization": f"Bearer {sut.token}"}
+        ) as http:
             rooms = (await http.get("/api/v1/rooms", params={"limit": 10})).json()["items"]
-            lesson = (await http.get(f"/api/v1/rooms/{rooms[0]['id']}/lesson",
-                                     params={"at": "2026-09-07T08:10:00+00:00"})).json()
+            lesson = (
+                await http.get(
+                    f"/api/v1/rooms/{rooms[0]['id']}/lesson", params={"at": "2026-09-07T08:10:00+00:00"}
+                )
+            ).json()
     assert lesson["exam_day"] is True
     # Every terminal got the exam policy, acknowledged and applied it: only the exam app runs.
     assert statuses == {"succeeded": 16}

@@ -28,19 +28,38 @@ def test_demo_spec_is_small() -> None:
     assert 0 < d.count("terminal") <= 100
 
 
-@pytest.mark.parametrize(("patch", "where"), [
-    ({"schools": [{"code": "A/B", "uplink_mbps": 10, "rooms": [{"kind": "smart_classroom"}]}]}, "schools.0.code"),
-    ({"schools": [{"code": "S1", "uplink_mbps": 0, "rooms": [{"kind": "smart_classroom"}]}]},
-     "schools.0.uplink_mbps"),
-    ({"schools": [{"code": "S1", "uplink_mbps": 5, "rooms": [{"kind": "smart_classroom",
-                                                              "devices": {"phone": 2}}]}]},
-     "schools.0.rooms.0.devices.phone"),
-    ({"timetables": {"standard": {"periods": [{"name": "P1", "start": "09:00", "end": "08:00"}]}}},
-     "timetables.standard.periods.0"),
-    ({"traffic": {"terminal": {"telemetry_interval_s": 1}}}, "traffic.terminal.telemetry_interval_s"),
-    ({"verdict": {"max_lost": -1}}, "verdict.max_lost"),
-    ({"speed": "fast"}, "speed"),
-])
+@pytest.mark.parametrize(
+    ("patch", "where"),
+    [
+        (
+            {"schools": [{"code": "A/B", "uplink_mbps": 10, "rooms": [{"kind": "smart_classroom"}]}]},
+            "schools.0.code",
+        ),
+        (
+            {"schools": [{"code": "S1", "uplink_mbps": 0, "rooms": [{"kind": "smart_classroom"}]}]},
+            "schools.0.uplink_mbps",
+        ),
+        (
+            {
+                "schools": [
+                    {
+                        "code": "S1",
+                        "uplink_mbps": 5,
+                        "rooms": [{"kind": "smart_classroom", "devices": {"phone": 2}}],
+                    }
+                ]
+            },
+            "schools.0.rooms.0.devices.phone",
+        ),
+        (
+            {"timetables": {"standard": {"periods": [{"name": "P1", "start": "09:00", "end": "08:00"}]}}},
+            "timetables.standard.periods.0",
+        ),
+        ({"traffic": {"terminal": {"telemetry_interval_s": 1}}}, "traffic.terminal.telemetry_interval_s"),
+        ({"verdict": {"max_lost": -1}}, "verdict.max_lost"),
+        ({"speed": "fast"}, "speed"),
+    ],
+)
 def test_bad_spec_errors_name_the_file_and_key_path(patch: dict, where: str) -> None:  # type: ignore[type-arg]
     data = {**small_spec(), **patch}
     with pytest.raises(SpecError) as err:
@@ -69,6 +88,8 @@ def test_labfleet_simulate_refuses_a_bad_spec_or_scenario_with_exit_2(tmp_path: 
     r = runner.invoke(app, ["simulate", str(bad), "--out", str(tmp_path / "out")])
     assert r.exit_code == 2
     assert "bad.yaml" in r.output and "needs at least one of schools" in r.output
-    r = runner.invoke(app, ["simulate", str(DISTRICTS / "demo.yaml"), "--scenario", "meteor", "--out",
-                            str(tmp_path / "out")])
+    r = runner.invoke(
+        app,
+        ["simulate", str(DISTRICTS / "demo.yaml"), "--scenario", "meteor", "--out", str(tmp_path / "out")],
+    )
     assert r.exit_code == 2 and "unknown scenario" in r.output

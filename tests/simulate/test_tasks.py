@@ -12,7 +12,8 @@ from simulators.district.tasks import cancel_and_wait
 
 
 async def test_cancel_and_wait_cancels_all_and_logs_a_failed_task_without_raising(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async def boom() -> None:
         raise RuntimeError("broken helper")
 

@@ -38,15 +38,19 @@ async def _poll(check: Any, limit_s: float) -> None:
         await asyncio.sleep(0.2)
 
 
-async def test_rollout_updates_simulated_terminals_over_http_range_end_to_end(sqlite_url: str,
-                                                                               tmp_path: Path) -> None:
+async def test_rollout_updates_simulated_terminals_over_http_range_end_to_end(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     d = parse_spec(_spec(), "update.yaml")
     async with service(sqlite_url, tmp_path) as sut:
         assert sut.sessions is not None
         readback = DbReadBack(sut.sessions)
         serials = [dev.serial for _s, _r, dev in d.devices() if dev.transport == "mqtt"]
         sim = asyncio.create_task(run(sut, d, ("bell-storm",), duration_s=30.0))
-        async with httpx.AsyncClient(base_url=sut.api, headers={"Authorization": f"Bearer {sut.token}"}) as http:
+        async with httpx.AsyncClient(
+            base_url=sut.api, headers={"Authorization": f"Bearer {sut.token}"}
+        ) as http:
+
             async def reporting_old() -> bool:
                 states = await readback.device_states(serials)
                 return len(states) == len(serials) and all(s.firmware == OLD for s in states.values())
@@ -54,10 +58,18 @@ async def test_rollout_updates_simulated_terminals_over_http_range_end_to_end(sq
             await _poll(reporting_old, 20)
             models = (await http.get("/api/v1/device-models", params={"limit": 500})).json()["items"]
             model_id = next(m["id"] for m in models if m["model_number"] == "SIM-LT100")
-            assert (await http.post("/api/v1/artifacts/import", json={"source": "profiles"})).status_code == 201
-            r = await http.post("/api/v1/rollouts", json={
-                "name": "simulated lt100 to 1.2.0", "model_id": model_id, "target_version": NEW,
-                "groups": {"canary_size": 1, "strategy": "per_school"}})
+            assert (
+                await http.post("/api/v1/artifacts/import", json={"source": "profiles"})
+            ).status_code == 201
+            r = await http.post(
+                "/api/v1/rollouts",
+                json={
+                    "name": "simulated lt100 to 1.2.0",
+                    "model_id": model_id,
+                    "target_version": NEW,
+                    "groups": {"canary_size": 1, "strategy": "per_school"},
+                },
+            )
             assert r.status_code == 201, r.text
             rollout = r.json()["id"]
 
@@ -76,8 +88,9 @@ async def test_rollout_updates_simulated_terminals_over_http_range_end_to_end(sq
     assert report["accounting"]["lost"] == 0 and report["accounting"]["duplicated"] == 0
 
 
-async def test_rollout_to_lab_robots_is_carried_out_by_the_simulated_labs_edge_agent(sqlite_url: str,
-                                                                                     tmp_path: Path) -> None:
+async def test_rollout_to_lab_robots_is_carried_out_by_the_simulated_labs_edge_agent(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     """The lab rooms' agents are the production agent, KitUpdater included: an `update` for a robot is downloaded,
     flashed into the simulated robot's inactive slot over its pty, trial-booted, confirmed and reported."""
     spec = small_spec()
@@ -91,7 +104,10 @@ async def test_rollout_to_lab_robots_is_carried_out_by_the_simulated_labs_edge_a
         assert sut.sessions is not None
         readback = DbReadBack(sut.sessions)
         sim = asyncio.create_task(run(sut, d, ("bell-storm",), duration_s=40.0))
-        async with httpx.AsyncClient(base_url=sut.api, headers={"Authorization": f"Bearer {sut.token}"}) as http:
+        async with httpx.AsyncClient(
+            base_url=sut.api, headers={"Authorization": f"Bearer {sut.token}"}
+        ) as http:
+
             async def robots_on_factory_image() -> bool:
                 states = await readback.device_states(robots)
                 return len(states) == len(robots) and all(s.firmware == ROBOT_OLD for s in states.values())
@@ -99,10 +115,18 @@ async def test_rollout_to_lab_robots_is_carried_out_by_the_simulated_labs_edge_a
             await _poll(robots_on_factory_image, 20)
             models = (await http.get("/api/v1/device-models", params={"limit": 500})).json()["items"]
             model_id = next(m["id"] for m in models if m["model_number"] == "SIM-R1")
-            assert (await http.post("/api/v1/artifacts/import", json={"source": "profiles"})).status_code == 201
-            r = await http.post("/api/v1/rollouts", json={
-                "name": "lab robots to 3.5.0", "model_id": model_id, "target_version": ROBOT_NEW,
-                "groups": {"canary_size": 1, "strategy": "per_school"}})
+            assert (
+                await http.post("/api/v1/artifacts/import", json={"source": "profiles"})
+            ).status_code == 201
+            r = await http.post(
+                "/api/v1/rollouts",
+                json={
+                    "name": "lab robots to 3.5.0",
+                    "model_id": model_id,
+                    "target_version": ROBOT_NEW,
+                    "groups": {"canary_size": 1, "strategy": "per_school"},
+                },
+            )
             assert r.status_code == 201, r.text
             rollout = r.json()["id"]
 

@@ -17,8 +17,17 @@ def test_the_documented_path_is_allowed() -> None:
         check_transition(a, b)
 
 
-@pytest.mark.parametrize(("a", "b"), [(S.ORDERED, S.IN_SERVICE), (S.RECEIVED, S.IN_REPAIR), (S.RETIRED, S.IN_SERVICE),
-                                      (S.LOST, S.RECEIVED), (S.IN_SERVICE, S.ORDERED), (S.ORDERED, S.RETIRED)])
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (S.ORDERED, S.IN_SERVICE),
+        (S.RECEIVED, S.IN_REPAIR),
+        (S.RETIRED, S.IN_SERVICE),
+        (S.LOST, S.RECEIVED),
+        (S.IN_SERVICE, S.ORDERED),
+        (S.ORDERED, S.RETIRED),
+    ],
+)
 def test_shortcuts_and_resurrections_are_refused(a: S, b: S) -> None:
     with pytest.raises(IllegalTransition, match=f"from {a} to {b}"):
         check_transition(a, b)

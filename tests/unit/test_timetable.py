@@ -10,8 +10,11 @@ from fleet.domain.enums import CalendarKind
 from fleet.domain.timetable import CalendarEntry, Period, lesson_at
 
 MON = 0
-PERIODS = [Period("P1", MON, time(8, 0), time(8, 40)), Period("P2", MON, time(8, 50), time(9, 30)),
-           Period("Lab", MON, time(13, 0), time(14, 0), room_id=7)]
+PERIODS = [
+    Period("P1", MON, time(8, 0), time(8, 40)),
+    Period("P2", MON, time(8, 50), time(9, 30)),
+    Period("Lab", MON, time(13, 0), time(14, 0), room_id=7),
+]
 TERM = [CalendarEntry(CalendarKind.TERM, date(2026, 9, 1), date(2027, 1, 20))]
 
 
@@ -19,14 +22,17 @@ def at(h: int, m: int, day: int = 7) -> datetime:
     return datetime(2026, 9, day, h, m, tzinfo=UTC)  # 2026-09-07 is a Monday
 
 
-@pytest.mark.parametrize(("when", "in_lesson", "period", "reason"), [
-    (at(7, 59), False, None, "between_periods"),
-    (at(8, 0), True, "P1", "lesson"),
-    (at(8, 39), True, "P1", "lesson"),
-    (at(8, 40), False, None, "between_periods"),  # the end bell ends the lesson
-    (at(9, 0), True, "P2", "lesson"),
-    (at(8, 0, day=8), False, None, "weekend_or_no_periods"),  # Tuesday has no periods here
-])
+@pytest.mark.parametrize(
+    ("when", "in_lesson", "period", "reason"),
+    [
+        (at(7, 59), False, None, "between_periods"),
+        (at(8, 0), True, "P1", "lesson"),
+        (at(8, 39), True, "P1", "lesson"),
+        (at(8, 40), False, None, "between_periods"),  # the end bell ends the lesson
+        (at(9, 0), True, "P2", "lesson"),
+        (at(8, 0, day=8), False, None, "weekend_or_no_periods"),  # Tuesday has no periods here
+    ],
+)
 def test_school_bell_schedule(when: datetime, in_lesson: bool, period: str | None, reason: str) -> None:
     state = lesson_at(PERIODS, TERM, when, "UTC")
     assert (state.in_lesson, state.period, state.reason) == (in_lesson, period, reason)
@@ -39,8 +45,10 @@ def test_room_with_its_own_periods_ignores_the_school_bells() -> None:
 
 
 def test_holiday_and_outside_term_have_no_lessons_and_exam_days_are_flagged() -> None:
-    cal = TERM + [CalendarEntry(CalendarKind.HOLIDAY, date(2026, 10, 1), date(2026, 10, 7)),
-                  CalendarEntry(CalendarKind.EXAM_DAY, date(2026, 9, 14), date(2026, 9, 14))]
+    cal = TERM + [
+        CalendarEntry(CalendarKind.HOLIDAY, date(2026, 10, 1), date(2026, 10, 7)),
+        CalendarEntry(CalendarKind.EXAM_DAY, date(2026, 9, 14), date(2026, 9, 14)),
+    ]
     assert lesson_at(PERIODS, cal, datetime(2026, 10, 5, 8, 10, tzinfo=UTC), "UTC").reason == "holiday"
     assert lesson_at(PERIODS, cal, datetime(2027, 2, 1, 8, 10, tzinfo=UTC), "UTC").reason == "outside_term"
     exam = lesson_at(PERIODS, cal, at(8, 10, day=14), "UTC")

@@ -75,46 +75,113 @@ class CalendarFilters(_Filters):
 
 
 for _path, _svc, _in, _patch, _out, _filters, _tag, _one in (
-    ("/districts", DistrictService, s.DistrictIn, s.DistrictPatch, s.DistrictOut, NoFilters, "districts", "district"),
+    (
+        "/districts",
+        DistrictService,
+        s.DistrictIn,
+        s.DistrictPatch,
+        s.DistrictOut,
+        NoFilters,
+        "districts",
+        "district",
+    ),
     ("/schools", SchoolService, s.SchoolIn, s.SchoolPatch, s.SchoolOut, SchoolFilters, "schools", "school"),
     ("/rooms", RoomService, s.RoomIn, s.RoomPatch, s.RoomOut, RoomFilters, "rooms", "room"),
-    ("/device-models", DeviceModelService, s.DeviceModelIn, s.DeviceModelPatch, s.DeviceModelOut, ModelFilters,
-     "device-models", "device_model"),
+    (
+        "/device-models",
+        DeviceModelService,
+        s.DeviceModelIn,
+        s.DeviceModelPatch,
+        s.DeviceModelOut,
+        ModelFilters,
+        "device-models",
+        "device_model",
+    ),
     ("/devices", DeviceService, s.DeviceIn, s.DevicePatch, s.DeviceOut, DeviceFilters, "devices", "device"),
-    ("/bell-periods", BellPeriodService, s.BellPeriodIn, s.BellPeriodPatch, s.BellPeriodOut, PeriodFilters,
-     "timetables", "bell_period"),
-    ("/calendar-entries", CalendarService, s.CalendarIn, s.CalendarPatch, s.CalendarOut, CalendarFilters,
-     "calendar", "calendar_entry"),
+    (
+        "/bell-periods",
+        BellPeriodService,
+        s.BellPeriodIn,
+        s.BellPeriodPatch,
+        s.BellPeriodOut,
+        PeriodFilters,
+        "timetables",
+        "bell_period",
+    ),
+    (
+        "/calendar-entries",
+        CalendarService,
+        s.CalendarIn,
+        s.CalendarPatch,
+        s.CalendarOut,
+        CalendarFilters,
+        "calendar",
+        "calendar_entry",
+    ),
 ):
-    add_crud_routes(router, path=_path, service=_svc, create_model=_in, patch_model=_patch, out_model=_out,
-                    filter_model=_filters, tag=_tag, singular=_one)
+    add_crud_routes(
+        router,
+        path=_path,
+        service=_svc,
+        create_model=_in,
+        patch_model=_patch,
+        out_model=_out,
+        filter_model=_filters,
+        tag=_tag,
+        singular=_one,
+    )
 
 
-@router.post("/devices/{obj_id}/transitions", response_model=s.DeviceOut, tags=["devices"],
-             summary="Move a device through its lifecycle (recorded with who and when)")
-async def transition_device(session: Session, caller: Caller, state: State, obj_id: ObjId,
-                            body: s.TransitionIn) -> Any:
+@router.post(
+    "/devices/{obj_id}/transitions",
+    response_model=s.DeviceOut,
+    tags=["devices"],
+    summary="Move a device through its lifecycle (recorded with who and when)",
+)
+async def transition_device(
+    session: Session, caller: Caller, state: State, obj_id: ObjId, body: s.TransitionIn
+) -> Any:
     return await DeviceService(session, caller, state.clock).transition(obj_id, body.to, body.reason)
 
 
-@router.get("/devices/{obj_id}/history", response_model=s.PageOut[s.TransitionOut], tags=["devices"],
-            summary="A device's lifecycle transitions, oldest first")
-async def device_history(session: Session, caller: Caller, state: State, obj_id: ObjId,
-                         cursor: Cursor = None, limit: Limit = 100) -> Any:
+@router.get(
+    "/devices/{obj_id}/history",
+    response_model=s.PageOut[s.TransitionOut],
+    tags=["devices"],
+    summary="A device's lifecycle transitions, oldest first",
+)
+async def device_history(
+    session: Session, caller: Caller, state: State, obj_id: ObjId, cursor: Cursor = None, limit: Limit = 100
+) -> Any:
     page = await DeviceService(session, caller, state.clock).history(obj_id, cursor=cursor, limit=limit)
     return {"items": page.items, "total": page.total, "next_cursor": page.next_cursor, "limit": page.limit}
 
 
-@router.get("/rooms/{obj_id}/lesson", response_model=s.LessonStateOut, tags=["timetables"],
-            summary="Is a lesson on in this room at a time (default now), and which period?")
-async def room_lesson(session: Session, caller: Caller, state: State, obj_id: ObjId,
-                      at: Annotated[datetime | None, Query(description="aware ISO time; default now")] = None) -> Any:
+@router.get(
+    "/rooms/{obj_id}/lesson",
+    response_model=s.LessonStateOut,
+    tags=["timetables"],
+    summary="Is a lesson on in this room at a time (default now), and which period?",
+)
+async def room_lesson(
+    session: Session,
+    caller: Caller,
+    state: State,
+    obj_id: ObjId,
+    at: Annotated[datetime | None, Query(description="aware ISO time; default now")] = None,
+) -> Any:
     require(caller, Permission.READ_INVENTORY)
     await RoomService(session, caller, state.clock).get(obj_id)
     when = at or state.clock.now()
     if when.tzinfo is None:
         raise InvalidInput("at needs a time zone offset, e.g. 2026-09-07T08:00:00+08:00")
     ls = await lesson_state(session, obj_id, when)
-    return {"room_id": obj_id, "at": when, "in_lesson": ls.in_lesson, "period": ls.period, "reason": ls.reason,
-            "exam_day": ls.exam_day, "local_time": ls.local_time}
-
+    return {
+        "room_id": obj_id,
+        "at": when,
+        "in_lesson": ls.in_lesson,
+        "period": ls.period,
+        "reason": ls.reason,
+        "exam_day": ls.exam_day,
+        "local_time": ls.local_time,
+    }

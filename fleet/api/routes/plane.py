@@ -55,9 +55,19 @@ class ClaimTokenOut(BaseModel):
 
 
 def _token_out(row: ClaimToken, token: str | None = None) -> ClaimTokenOut:
-    return ClaimTokenOut(id=row.id, school_id=row.school_id, label=row.label, max_uses=row.max_uses, uses=row.uses,
-                         allow_unknown=row.allow_unknown, created_by=row.created_by, created_at=row.created_at,
-                         expires_at=row.expires_at, revoked_at=row.revoked_at, token=token)
+    return ClaimTokenOut(
+        id=row.id,
+        school_id=row.school_id,
+        label=row.label,
+        max_uses=row.max_uses,
+        uses=row.uses,
+        allow_unknown=row.allow_unknown,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        token=token,
+    )
 
 
 async def _school_in_scope(session: Any, caller: Principal, school_id: int) -> School:
@@ -69,21 +79,38 @@ async def _school_in_scope(session: Any, caller: Principal, school_id: int) -> S
 
 
 @router.post("/schools/{obj_id}/claim-tokens", status_code=201, tags=["enrollment"])
-async def create_claim_token(obj_id: ObjId, body: ClaimTokenIn, caller: Caller, session: Session,
-                             state: State) -> ClaimTokenOut:
+async def create_claim_token(
+    obj_id: ObjId, body: ClaimTokenIn, caller: Caller, session: Session, state: State
+) -> ClaimTokenOut:
     """A claim token for terminals of one school; the token text is returned once."""
     school_id = obj_id
     require(caller, Permission.MANAGE_ENROLLMENT)
     await _school_in_scope(session, caller, school_id)
     now = state.clock.now()
-    issued = await enrollment.create_claim_token(session, school_id=school_id, max_uses=body.max_uses,
-                                                 ttl=timedelta(seconds=body.ttl_seconds),
-                                                 allow_unknown=body.allow_unknown, label=body.label,
-                                                 actor=caller.actor, now=now)
-    audit.record(session, principal=caller, at=now, action="claim_token.create", object_type="claim_token",
-                 object_id=issued.row.id, school_id=school_id,
-                 after={"max_uses": body.max_uses, "allow_unknown": body.allow_unknown,
-                        "expires_at": issued.row.expires_at.isoformat()})
+    issued = await enrollment.create_claim_token(
+        session,
+        school_id=school_id,
+        max_uses=body.max_uses,
+        ttl=timedelta(seconds=body.ttl_seconds),
+        allow_unknown=body.allow_unknown,
+        label=body.label,
+        actor=caller.actor,
+        now=now,
+    )
+    audit.record(
+        session,
+        principal=caller,
+        at=now,
+        action="claim_token.create",
+        object_type="claim_token",
+        object_id=issued.row.id,
+        school_id=school_id,
+        after={
+            "max_uses": body.max_uses,
+            "allow_unknown": body.allow_unknown,
+            "expires_at": issued.row.expires_at.isoformat(),
+        },
+    )
     return _token_out(issued.row, issued.token)
 
 
@@ -92,8 +119,18 @@ async def list_claim_tokens(obj_id: ObjId, caller: Caller, session: Session) -> 
     school_id = obj_id
     require(caller, Permission.MANAGE_ENROLLMENT)
     await _school_in_scope(session, caller, school_id)
-    rows = (await session.execute(select(ClaimToken).where(ClaimToken.school_id == school_id)
-                                  .order_by(ClaimToken.id.desc()).limit(MAX_LIST))).scalars().all()
+    rows = (
+        (
+            await session.execute(
+                select(ClaimToken)
+                .where(ClaimToken.school_id == school_id)
+                .order_by(ClaimToken.id.desc())
+                .limit(MAX_LIST)
+            )
+        )
+        .scalars()
+        .all()
+    )
     return [_token_out(r) for r in rows]
 
 
@@ -107,8 +144,15 @@ async def revoke_claim_token(obj_id: ObjId, caller: Caller, session: Session, st
     check_school(caller, row.school_id, "claim token", token_id)
     now = state.clock.now()
     row = await enrollment.revoke_claim_token(session, token_id, now=now)
-    audit.record(session, principal=caller, at=now, action="claim_token.revoke", object_type="claim_token",
-                 object_id=token_id, school_id=row.school_id)
+    audit.record(
+        session,
+        principal=caller,
+        at=now,
+        action="claim_token.revoke",
+        object_type="claim_token",
+        object_id=token_id,
+        school_id=row.school_id,
+    )
     return _token_out(row)
 
 
@@ -133,9 +177,14 @@ class EnrollOut(BaseModel):
     topics: dict[str, str]
 
 
-@router.post("/enroll", status_code=201, tags=["enrollment"],
-             responses={429: {"description": "too many failed attempts from this address or for this token; "
-                                             "see Retry-After"}})
+@router.post(
+    "/enroll",
+    status_code=201,
+    tags=["enrollment"],
+    responses={
+        429: {"description": "too many failed attempts from this address or for this token; see Retry-After"}
+    },
+)
 async def enroll(body: EnrollIn, session: Session, state: State, request: Request) -> EnrollOut:
     """A terminal trades a claim token and its serial number for MQTT credentials (docs/protocol-mqtt.md §3)."""
     from fleet.api.ratelimit import EnrollmentGuard
@@ -143,8 +192,10 @@ async def enroll(body: EnrollIn, session: Session, state: State, request: Reques
 
     metrics = state.extras.get("metrics")
     api = state.settings.api
-    guard = state.extras.setdefault("enrollment_guard", EnrollmentGuard(
-        api.enroll_failures_per_minute_per_source, api.enroll_failures_per_minute_per_token))
+    guard = state.extras.setdefault(
+        "enrollment_guard",
+        EnrollmentGuard(api.enroll_failures_per_minute_per_source, api.enroll_failures_per_minute_per_token),
+    )
     source = request.client.host if request.client else "unknown"
     now = state.clock.now()
     try:
@@ -154,18 +205,32 @@ async def enroll(body: EnrollIn, session: Session, state: State, request: Reques
             metrics.enrollment("rate_limited")
         raise
     try:
-        done = await enrollment.enroll(session, claim_token=body.claim_token, serial_number=body.serial_number,
-                                       vendor=body.vendor, model_number=body.model_number, now=now)
+        done = await enrollment.enroll(
+            session,
+            claim_token=body.claim_token,
+            serial_number=body.serial_number,
+            vendor=body.vendor,
+            model_number=body.model_number,
+            now=now,
+        )
     except FleetError as err:
         guard.failed(source, body.claim_token)
         if metrics is not None:
-            metrics.enrollment((err.details or {}).get("reason", "invalid") if isinstance(err.details, dict)
-                               else "invalid")
+            metrics.enrollment(
+                (err.details or {}).get("reason", "invalid") if isinstance(err.details, dict) else "invalid"
+            )
         raise
     device = await session.get(Device, done.device_id)
-    audit.record(session, principal=_enrollment_principal(), at=now, action="device.enroll", object_type="device",
-                 object_id=done.device_id, school_id=device.school_id if device else None,
-                 summary="registered as received" if done.created else "credentials issued")
+    audit.record(
+        session,
+        principal=_enrollment_principal(),
+        at=now,
+        action="device.enroll",
+        object_type="device",
+        object_id=done.device_id,
+        school_id=device.school_id if device else None,
+        summary="registered as received" if done.created else "credentials issued",
+    )
     await session.commit()
     if metrics is not None:
         metrics.enrollment("ok")
@@ -173,9 +238,16 @@ async def enroll(body: EnrollIn, session: Session, state: State, request: Reques
     t = wire.Topics(state.settings.mqtt.topic_prefix)
     topics = {"base": t.base(done.school_code, done.identity)}
     topics.update({ch.value: t.topic(done.school_code, done.identity, ch) for ch in wire.Channel})
-    return EnrollOut(device_id=done.device_id, identity=done.identity, username=done.identity, password=done.password,
-                     school=done.school_code, protocol=wire.PROTOCOL_VERSION, broker_url=_public_broker_url(state),
-                     topics=topics)
+    return EnrollOut(
+        device_id=done.device_id,
+        identity=done.identity,
+        username=done.identity,
+        password=done.password,
+        school=done.school_code,
+        protocol=wire.PROTOCOL_VERSION,
+        broker_url=_public_broker_url(state),
+        topics=topics,
+    )
 
 
 def _enrollment_principal() -> Principal:
@@ -200,7 +272,7 @@ async def _credentials_changed(state: Any, username: str, *, revoked: bool = Fal
         return
     try:
         await plane.credentials_changed(username, revoked=revoked)
-    except Exception:  # noqa: BLE001 - the database is the truth; the broker catches up on its next sync
+    except Exception:
         log.exception("broker did not take the credential change yet")
 
 
@@ -230,12 +302,24 @@ async def rotate_credentials(obj_id: ObjId, caller: Caller, session: Session, st
     device = await _device_in_scope(session, caller, device_id)
     now = state.clock.now()
     cred, password = await enrollment.rotate(session, device_id, now=now)
-    audit.record(session, principal=caller, at=now, action="credentials.rotate", object_type="device",
-                 object_id=device_id, school_id=device.school_id)
+    audit.record(
+        session,
+        principal=caller,
+        at=now,
+        action="credentials.rotate",
+        object_type="device",
+        object_id=device_id,
+        school_id=device.school_id,
+    )
     await session.commit()
     await _credentials_changed(state, cred.username)
-    return CredentialOut(device_id=device_id, username=cred.username, rotated_at=cred.rotated_at,
-                         revoked_at=cred.revoked_at, password=password)
+    return CredentialOut(
+        device_id=device_id,
+        username=cred.username,
+        rotated_at=cred.rotated_at,
+        revoked_at=cred.revoked_at,
+        password=password,
+    )
 
 
 @router.post("/devices/{obj_id}/credentials/revoke", tags=["enrollment"])
@@ -246,12 +330,20 @@ async def revoke_credentials(obj_id: ObjId, caller: Caller, session: Session, st
     device = await _device_in_scope(session, caller, device_id)
     now = state.clock.now()
     cred = await enrollment.revoke(session, device_id, now=now)
-    audit.record(session, principal=caller, at=now, action="credentials.revoke", object_type="device",
-                 object_id=device_id, school_id=device.school_id)
+    audit.record(
+        session,
+        principal=caller,
+        at=now,
+        action="credentials.revoke",
+        object_type="device",
+        object_id=device_id,
+        school_id=device.school_id,
+    )
     await session.commit()
     await _credentials_changed(state, cred.username, revoked=True)
-    return CredentialOut(device_id=device_id, username=cred.username, rotated_at=cred.rotated_at,
-                         revoked_at=cred.revoked_at)
+    return CredentialOut(
+        device_id=device_id, username=cred.username, rotated_at=cred.rotated_at, revoked_at=cred.revoked_at
+    )
 
 
 # ---------------------------------------------------------------- state and presence
@@ -287,18 +379,48 @@ async def device_state(obj_id: ObjId, caller: Caller, session: Session) -> Devic
     await _device_in_scope(session, caller, device_id)
     st = await session.get(DeviceState, device_id)
     if st is None:
-        return DeviceStateOut(device_id=device_id, online=False, online_changed_at=None, last_seen_at=None,
-                              health="unknown", health_reasons=[], battery_pct=None, charging=None,
-                              temperature_c=None, storage_used_pct=None, firmware_version=None, app=None,
-                              rssi_dbm=None, bytes_up_total=0, bytes_down_total=0, last_seq=0, messages_total=0,
-                              duplicates_total=0, signed_in=False)
+        return DeviceStateOut(
+            device_id=device_id,
+            online=False,
+            online_changed_at=None,
+            last_seen_at=None,
+            health="unknown",
+            health_reasons=[],
+            battery_pct=None,
+            charging=None,
+            temperature_c=None,
+            storage_used_pct=None,
+            firmware_version=None,
+            app=None,
+            rssi_dbm=None,
+            bytes_up_total=0,
+            bytes_down_total=0,
+            last_seq=0,
+            messages_total=0,
+            duplicates_total=0,
+            signed_in=False,
+        )
     return DeviceStateOut(
-        device_id=device_id, online=st.online, online_changed_at=st.online_changed_at, last_seen_at=st.last_seen_at,
-        health=st.health, health_reasons=list(st.health_reasons or []), battery_pct=st.battery_pct,
-        charging=st.charging, temperature_c=st.temperature_c, storage_used_pct=st.storage_used_pct,
-        firmware_version=st.firmware_version, app=st.app, rssi_dbm=st.rssi_dbm, bytes_up_total=st.bytes_up_total,
-        bytes_down_total=st.bytes_down_total, last_seq=st.last_seq, messages_total=st.messages_total,
-        duplicates_total=st.duplicates_total, signed_in=st.session_pseudonym is not None)
+        device_id=device_id,
+        online=st.online,
+        online_changed_at=st.online_changed_at,
+        last_seen_at=st.last_seen_at,
+        health=st.health,
+        health_reasons=list(st.health_reasons or []),
+        battery_pct=st.battery_pct,
+        charging=st.charging,
+        temperature_c=st.temperature_c,
+        storage_used_pct=st.storage_used_pct,
+        firmware_version=st.firmware_version,
+        app=st.app,
+        rssi_dbm=st.rssi_dbm,
+        bytes_up_total=st.bytes_up_total,
+        bytes_down_total=st.bytes_down_total,
+        last_seq=st.last_seq,
+        messages_total=st.messages_total,
+        duplicates_total=st.duplicates_total,
+        signed_in=st.session_pseudonym is not None,
+    )
 
 
 class PresenceOut(BaseModel):
@@ -309,15 +431,25 @@ class PresenceOut(BaseModel):
 
 
 @router.get("/devices/{obj_id}/presence", tags=["devices"])
-async def device_presence(obj_id: ObjId, caller: Caller, session: Session,
-                          limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 100) -> list[PresenceOut]:
+async def device_presence(
+    obj_id: ObjId, caller: Caller, session: Session, limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 100
+) -> list[PresenceOut]:
     """Presence transitions, newest first."""
     device_id = obj_id
     require(caller, Permission.READ_OPERATIONS)
     await _device_in_scope(session, caller, device_id)
-    rows = (await session.execute(select(PresenceTransition).where(PresenceTransition.device_id == device_id)
-                                  .order_by(PresenceTransition.at.desc(), PresenceTransition.id.desc())
-                                  .limit(limit))).scalars().all()
+    rows = (
+        (
+            await session.execute(
+                select(PresenceTransition)
+                .where(PresenceTransition.device_id == device_id)
+                .order_by(PresenceTransition.at.desc(), PresenceTransition.id.desc())
+                .limit(limit)
+            )
+        )
+        .scalars()
+        .all()
+    )
     return [PresenceOut(at=r.at, online=r.online, expected=r.expected, cause=r.cause) for r in rows]
 
 
@@ -343,24 +475,41 @@ class AlertOut(BaseModel):
 
 
 def _alert_out(a: Any) -> AlertOut:
-    return AlertOut(id=a.id, device_id=a.device_id, school_id=a.school_id, room_id=a.room_id, rule=a.rule,
-                    severity=a.severity, status=a.status, detail=a.detail, occurrences=a.occurrences,
-                    opened_at=a.opened_at, last_seen_at=a.last_seen_at, acknowledged_at=a.acknowledged_at,
-                    acknowledged_by=a.acknowledged_by, resolved_at=a.resolved_at, resolved_by=a.resolved_by)
+    return AlertOut(
+        id=a.id,
+        device_id=a.device_id,
+        school_id=a.school_id,
+        room_id=a.room_id,
+        rule=a.rule,
+        severity=a.severity,
+        status=a.status,
+        detail=a.detail,
+        occurrences=a.occurrences,
+        opened_at=a.opened_at,
+        last_seen_at=a.last_seen_at,
+        acknowledged_at=a.acknowledged_at,
+        acknowledged_by=a.acknowledged_by,
+        resolved_at=a.resolved_at,
+        resolved_by=a.resolved_by,
+    )
 
 
 @router.get("/alerts", tags=["alerts"])
-async def list_alerts(caller: Caller, session: Session,
-                      school: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
-                      room: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
-                      status: Literal["open", "acknowledged", "resolved", "active"] | None = "active",
-                      limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 100,
-                      offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> list[AlertOut]:
+async def list_alerts(
+    caller: Caller,
+    session: Session,
+    school: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    room: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    status: Literal["open", "acknowledged", "resolved", "active"] | None = "active",
+    limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> list[AlertOut]:
     """Alerts of the caller's schools, per school or room; `active` = open or acknowledged."""
     require(caller, Permission.READ_OPERATIONS)
     scope = None if caller.district_wide else sorted(caller.school_ids)
-    rows = await commands.list_alerts(session, school_ids=scope, school_id=school, room_id=room, status=status,
-                                      limit=limit, offset=offset)
+    rows = await commands.list_alerts(
+        session, school_ids=scope, school_id=school, room_id=room, status=status, limit=limit, offset=offset
+    )
     return [_alert_out(a) for a in rows]
 
 
@@ -375,8 +524,15 @@ async def _alert_action(alert_id: int, caller: Principal, session: Any, state: A
     now = state.clock.now()
     fn = commands.acknowledge_alert if action == "ack" else commands.resolve_alert
     alert = await fn(session, alert_id, actor=caller.actor, now=now)
-    audit.record(session, principal=caller, at=now, action=f"alert.{action}", object_type="alert",
-                 object_id=alert_id, school_id=alert.school_id)
+    audit.record(
+        session,
+        principal=caller,
+        at=now,
+        action=f"alert.{action}",
+        object_type="alert",
+        object_id=alert_id,
+        school_id=alert.school_id,
+    )
     return _alert_out(alert)
 
 
@@ -402,8 +558,9 @@ class CommandIn(_In):
     target: Target
     name: Literal["reboot", "lock", "unlock", "set_policy", "diagnostics"]
     args: dict[str, Any] = Field(default_factory=dict)
-    ttl_seconds: int = Field(int(commands.DEFAULT_TTL.total_seconds()), ge=10,
-                             le=int(commands.MAX_TTL.total_seconds()))
+    ttl_seconds: int = Field(
+        int(commands.DEFAULT_TTL.total_seconds()), ge=10, le=int(commands.MAX_TTL.total_seconds())
+    )
     timeout_seconds: int = Field(commands.DEFAULT_TIMEOUT_S, ge=5, le=commands.MAX_TIMEOUT_S)
 
 
@@ -433,12 +590,32 @@ class BatchOut(BaseModel):
 
 
 def _batch_out(p: dict[str, Any]) -> BatchOut:
-    rows = [CommandRow(correlation_id=c.correlation_id, device_id=c.device_id, status=c.status,
-                       created_at=c.created_at, expires_at=c.expires_at, sent_at=c.sent_at, acked_at=c.acked_at,
-                       ack_reason=c.ack_reason, finished_at=c.finished_at, result_code=c.result_code,
-                       result_detail=c.result_detail) for c in p["commands"][:MAX_LIST]]
-    return BatchOut(batch_id=p["batch_id"], name=p["name"], target_kind=p["target_kind"], target_id=p["target_id"],
-                    total=p["total"], done=p["done"], by_status=p["by_status"], commands=rows)
+    rows = [
+        CommandRow(
+            correlation_id=c.correlation_id,
+            device_id=c.device_id,
+            status=c.status,
+            created_at=c.created_at,
+            expires_at=c.expires_at,
+            sent_at=c.sent_at,
+            acked_at=c.acked_at,
+            ack_reason=c.ack_reason,
+            finished_at=c.finished_at,
+            result_code=c.result_code,
+            result_detail=c.result_detail,
+        )
+        for c in p["commands"][:MAX_LIST]
+    ]
+    return BatchOut(
+        batch_id=p["batch_id"],
+        name=p["name"],
+        target_kind=p["target_kind"],
+        target_id=p["target_id"],
+        total=p["total"],
+        done=p["done"],
+        by_status=p["by_status"],
+        commands=rows,
+    )
 
 
 @router.post("/commands", status_code=202, tags=["commands"])
@@ -448,12 +625,27 @@ async def send_command(body: CommandIn, caller: Caller, session: Session, state:
     school_id = await commands.target_school(session, body.target.kind, body.target.id)
     check_school(caller, school_id, body.target.kind, body.target.id)
     now = state.clock.now()
-    batch = await commands.create(session, target_kind=body.target.kind, target_id=body.target.id, name=body.name,
-                                  args=body.args, ttl=timedelta(seconds=body.ttl_seconds),
-                                  timeout_s=body.timeout_seconds, actor=caller.actor, now=now)
-    audit.record(session, principal=caller, at=now, action="command.send", object_type=body.target.kind,
-                 object_id=body.target.id, school_id=school_id,
-                 after={"batch_id": batch.batch_id, "name": body.name, "devices": len(batch.commands)})
+    batch = await commands.create(
+        session,
+        target_kind=body.target.kind,
+        target_id=body.target.id,
+        name=body.name,
+        args=body.args,
+        ttl=timedelta(seconds=body.ttl_seconds),
+        timeout_s=body.timeout_seconds,
+        actor=caller.actor,
+        now=now,
+    )
+    audit.record(
+        session,
+        principal=caller,
+        at=now,
+        action="command.send",
+        object_type=body.target.kind,
+        object_id=body.target.id,
+        school_id=school_id,
+        after={"batch_id": batch.batch_id, "name": body.name, "devices": len(batch.commands)},
+    )
     await session.commit()
     plane = state.extras.get("plane")
     if plane is not None:
@@ -462,8 +654,9 @@ async def send_command(body: CommandIn, caller: Caller, session: Session, state:
 
 
 @router.get("/commands/{obj_id}", tags=["commands"])
-async def command_progress(obj_id: Annotated[str, Field(max_length=64)], caller: Caller,
-                           session: Session) -> BatchOut:
+async def command_progress(
+    obj_id: Annotated[str, Field(max_length=64)], caller: Caller, session: Session
+) -> BatchOut:
     batch_id = obj_id
     require(caller, Permission.READ_OPERATIONS)
     school_id = await commands.batch_school(session, batch_id)
@@ -472,8 +665,9 @@ async def command_progress(obj_id: Annotated[str, Field(max_length=64)], caller:
 
 
 @router.post("/commands/{obj_id}/cancel", tags=["commands"])
-async def cancel_commands(obj_id: Annotated[str, Field(max_length=64)], caller: Caller, session: Session,
-                          state: State) -> BatchOut:
+async def cancel_commands(
+    obj_id: Annotated[str, Field(max_length=64)], caller: Caller, session: Session, state: State
+) -> BatchOut:
     batch_id = obj_id
     """Cancel the commands of a batch that were not sent yet."""
     require(caller, Permission.SEND_COMMANDS)
@@ -481,8 +675,16 @@ async def cancel_commands(obj_id: Annotated[str, Field(max_length=64)], caller: 
     check_school(caller, school_id, "command batch", batch_id)
     now = state.clock.now()
     n = await commands.cancel(session, batch_id, now=now)
-    audit.record(session, principal=caller, at=now, action="command.cancel", object_type="command_batch",
-                 object_id=batch_id, school_id=school_id, after={"cancelled": n})
+    audit.record(
+        session,
+        principal=caller,
+        at=now,
+        action="command.cancel",
+        object_type="command_batch",
+        object_id=batch_id,
+        school_id=school_id,
+        after={"cancelled": n},
+    )
     return _batch_out(await commands.progress(session, batch_id))
 
 
@@ -501,8 +703,12 @@ class DeadLetterOut(BaseModel):
 
 
 @router.get("/dead-letters", tags=["operations"])
-async def dead_letters(caller: Caller, session: Session, reason: Annotated[str | None, Query(max_length=32)] = None,
-                       limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 100) -> list[DeadLetterOut]:
+async def dead_letters(
+    caller: Caller,
+    session: Session,
+    reason: Annotated[str | None, Query(max_length=32)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 100,
+) -> list[DeadLetterOut]:
     """Refused MQTT messages (newest first). District-wide: a refused message may name no school."""
     require(caller, Permission.READ_AUDIT)
     if not caller.district_wide:
@@ -511,8 +717,16 @@ async def dead_letters(caller: Caller, session: Session, reason: Annotated[str |
     if reason:
         q = q.where(DeadLetter.reason == reason)
     rows = (await session.execute(q)).scalars().all()
-    return [DeadLetterOut(id=r.id, received_at=r.received_at, reason=r.reason, topic=r.topic, identity=r.identity,
-                          payload_size=r.payload_size,
-                          payload_preview=r.payload[:512].decode("utf-8", "replace") if r.payload else None,
-                          detail=r.detail) for r in rows]
-
+    return [
+        DeadLetterOut(
+            id=r.id,
+            received_at=r.received_at,
+            reason=r.reason,
+            topic=r.topic,
+            identity=r.identity,
+            payload_size=r.payload_size,
+            payload_preview=r.payload[:512].decode("utf-8", "replace") if r.payload else None,
+            detail=r.detail,
+        )
+        for r in rows
+    ]

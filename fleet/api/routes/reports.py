@@ -27,29 +27,46 @@ async def list_reports(caller: Caller) -> Any:
     return {"reports": [{"name": k, "title": t} for k, (t, _) in REPORTS.items()], "formats": list(FORMATS)}
 
 
-@router.get("/reports/{name}", tags=["reports"], response_class=Response,
-            summary="One report over your schools, filtered by school or district and a date range",
-            description="Reports: " + ", ".join(REPORTS) + ". Formats: " + ", ".join(FORMATS) + " (pdf needs the "
-            "`reports` extra). Dates are inclusive and in UTC; without them a report covers the year up to today. "
-            "`section` narrows json and csv to one table; `budget` is the yearly equipment budget the budget "
-            "report measures the AI share against.")
-async def get_report(session: Session, caller: Caller, state: State,
-                     name: Annotated[str, Path(max_length=64)],
-                     format: Annotated[str, Query(max_length=16, description=" | ".join(FORMATS))] = "json",
-                     school: FilterId = None, district: FilterId = None,
-                     start: date | None = None, end: date | None = None,
-                     section: Annotated[str | None, Query(max_length=64)] = None,
-                     budget: Annotated[Decimal | None, Query(ge=0, le=10**12, max_digits=14,
-                                                             decimal_places=2)] = None) -> Response:
+@router.get(
+    "/reports/{name}",
+    tags=["reports"],
+    response_class=Response,
+    summary="One report over your schools, filtered by school or district and a date range",
+    description="Reports: " + ", ".join(REPORTS) + ". Formats: " + ", ".join(FORMATS) + " (pdf needs the "
+    "`reports` extra). Dates are inclusive and in UTC; without them a report covers the year up to today. "
+    "`section` narrows json and csv to one table; `budget` is the yearly equipment budget the budget "
+    "report measures the AI share against.",
+)
+async def get_report(
+    session: Session,
+    caller: Caller,
+    state: State,
+    name: Annotated[str, Path(max_length=64)],
+    format: Annotated[str, Query(max_length=16, description=" | ".join(FORMATS))] = "json",
+    school: FilterId = None,
+    district: FilterId = None,
+    start: date | None = None,
+    end: date | None = None,
+    section: Annotated[str | None, Query(max_length=64)] = None,
+    budget: Annotated[Decimal | None, Query(ge=0, le=10**12, max_digits=14, decimal_places=2)] = None,
+) -> Response:
     require(caller, Permission.READ_REPORTS)
     check_name(name)
     if format not in FORMATS:
         raise InvalidInput(f"format must be one of {', '.join(FORMATS)}", details={"formats": list(FORMATS)})
-    report = await generate(session, caller, name, ReportQuery(school=school, district=district, start=start,
-                                                               end=end, budget=budget),
-                            settings=state.settings.reports, now=state.clock.now())
+    report = await generate(
+        session,
+        caller,
+        name,
+        ReportQuery(school=school, district=district, start=start, end=end, budget=budget),
+        settings=state.settings.reports,
+        now=state.clock.now(),
+    )
     # Rendering XLSX or PDF is CPU work: off the event loop so other requests keep being answered.
     body = await asyncio.to_thread(render, report, format, section=section)
-    headers = {} if format in ("json", "html") else {
-        "Content-Disposition": f'attachment; filename="{filename(report, format)}"'}
+    headers = (
+        {}
+        if format in ("json", "html")
+        else {"Content-Disposition": f'attachment; filename="{filename(report, format)}"'}
+    )
     return Response(body, media_type=MEDIA_TYPES[format], headers=headers)

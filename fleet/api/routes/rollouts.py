@@ -8,7 +8,8 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, time as dtime
+from datetime import datetime
+from datetime import time as dtime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,7 +28,13 @@ from fleet.persistence.models import Device, School
 from fleet.persistence.models_rollouts import Rollout, RolloutDevice
 from fleet.services import artifacts as arts
 from fleet.services.common import require
-from fleet.services.rollouts import RolloutService, RolloutSpec, get_school_policy, school_budget, set_school_policy
+from fleet.services.rollouts import (
+    RolloutService,
+    RolloutSpec,
+    get_school_policy,
+    school_budget,
+    set_school_policy,
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1")
@@ -36,8 +43,12 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 def _page(page: Any, conv: Callable[[Any], Any]) -> dict[str, Any]:
-    return {"items": [conv(i) for i in page.items], "total": page.total, "next_cursor": page.next_cursor,
-            "limit": page.limit}
+    return {
+        "items": [conv(i) for i in page.items],
+        "total": page.total,
+        "next_cursor": page.next_cursor,
+        "limit": page.limit,
+    }
 
 
 # --- bodies ---------------------------------------------------------------------------------------------
@@ -67,8 +78,9 @@ class RolloutIn(_Strict):
     target_version: str = Field(min_length=1, max_length=64)
     school_ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] = Field(default_factory=list, max_length=1000)
     room_ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] = Field(default_factory=list, max_length=5000)
-    from_versions: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(default_factory=list,
-                                                                                     max_length=50)
+    from_versions: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=50
+    )
     groups: GroupPlanIn = Field(default_factory=GroupPlanIn)
     success_threshold: float = Field(0.9, ge=0, le=1)
     error_threshold: float = Field(0.2, ge=0, le=1)
@@ -100,28 +112,66 @@ class ArtifactImportIn(_Strict):
 
 
 def _rollout_out(r: Rollout) -> dict[str, Any]:
-    return {"id": r.id, "name": r.name, "model_id": r.model_id, "profile": r.profile_key,
-            "target_version": r.target_version, "artifact_sha256": r.artifact_sha256, "school_ids": r.school_ids,
-            "room_ids": r.room_ids, "from_versions": r.from_versions, "groups": r.group_plan,
-            "success_threshold": r.success_threshold, "error_threshold": r.error_threshold,
-            "max_attempts": r.max_attempts, "policy": r.policy, "state": r.state, "state_reason": r.state_reason,
-            "current_group": r.current_group, "created_by": r.created_by, "created_at": r.created_at,
-            "started_at": r.started_at, "paused_at": r.paused_at, "finished_at": r.finished_at}
+    return {
+        "id": r.id,
+        "name": r.name,
+        "model_id": r.model_id,
+        "profile": r.profile_key,
+        "target_version": r.target_version,
+        "artifact_sha256": r.artifact_sha256,
+        "school_ids": r.school_ids,
+        "room_ids": r.room_ids,
+        "from_versions": r.from_versions,
+        "groups": r.group_plan,
+        "success_threshold": r.success_threshold,
+        "error_threshold": r.error_threshold,
+        "max_attempts": r.max_attempts,
+        "policy": r.policy,
+        "state": r.state,
+        "state_reason": r.state_reason,
+        "current_group": r.current_group,
+        "created_by": r.created_by,
+        "created_at": r.created_at,
+        "started_at": r.started_at,
+        "paused_at": r.paused_at,
+        "finished_at": r.finished_at,
+    }
 
 
 def _device_out(d: RolloutDevice) -> dict[str, Any]:
-    return {"device_id": d.device_id, "group_id": d.group_id, "school_id": d.school_id, "room_id": d.room_id,
-            "state": d.state, "from_version": d.from_version, "to_version": d.to_version,
-            "reported_version": d.reported_version, "attempts": d.attempts, "reason": d.reason,
-            "bytes_done": d.bytes_done, "updated_at": d.updated_at, "scheduled_at": d.scheduled_at,
-            "download_started_at": d.download_started_at, "install_started_at": d.install_started_at,
-            "finished_at": d.finished_at, "next_attempt_at": d.next_attempt_at}
+    return {
+        "device_id": d.device_id,
+        "group_id": d.group_id,
+        "school_id": d.school_id,
+        "room_id": d.room_id,
+        "state": d.state,
+        "from_version": d.from_version,
+        "to_version": d.to_version,
+        "reported_version": d.reported_version,
+        "attempts": d.attempts,
+        "reason": d.reason,
+        "bytes_done": d.bytes_done,
+        "updated_at": d.updated_at,
+        "scheduled_at": d.scheduled_at,
+        "download_started_at": d.download_started_at,
+        "install_started_at": d.install_started_at,
+        "finished_at": d.finished_at,
+        "next_attempt_at": d.next_attempt_at,
+    }
 
 
 def _artifact_out(a: Any) -> dict[str, Any]:
-    return {"id": a.id, "sha256": a.sha256, "size": a.size, "profile": a.profile_key, "version": a.version,
-            "filename": a.filename, "signature_alg": a.signature_alg, "signed": a.signature is not None,
-            "created_at": a.created_at}
+    return {
+        "id": a.id,
+        "sha256": a.sha256,
+        "size": a.size,
+        "profile": a.profile_key,
+        "version": a.version,
+        "filename": a.filename,
+        "signature_alg": a.signature_alg,
+        "signed": a.signature is not None,
+        "created_at": a.created_at,
+    }
 
 
 def _engine(state: FleetState) -> Any:
@@ -131,42 +181,88 @@ def _engine(state: FleetState) -> Any:
 # --- rollouts -------------------------------------------------------------------------------------------
 
 
-@router.post("/rollouts", status_code=201, tags=["rollouts"], summary="Create (and by default start) a rollout")
+@router.post(
+    "/rollouts", status_code=201, tags=["rollouts"], summary="Create (and by default start) a rollout"
+)
 async def create_rollout(session: Session, caller: Caller, state: State, body: RolloutIn) -> Any:
     g = body.groups
-    spec = RolloutSpec(name=body.name, model_id=body.model_id, target_version=body.target_version,
-                       school_ids=tuple(body.school_ids), room_ids=tuple(body.room_ids),
-                       from_versions=tuple(body.from_versions),
-                       plan=GroupPlan(g.canary_size, g.canary_percent, g.strategy, tuple(g.percents)),
-                       success_threshold=body.success_threshold, error_threshold=body.error_threshold,
-                       max_attempts=body.max_attempts, download_window=body.download_window,
-                       install_window=body.install_window, install_seconds=body.install_seconds, start=body.start)
+    spec = RolloutSpec(
+        name=body.name,
+        model_id=body.model_id,
+        target_version=body.target_version,
+        school_ids=tuple(body.school_ids),
+        room_ids=tuple(body.room_ids),
+        from_versions=tuple(body.from_versions),
+        plan=GroupPlan(g.canary_size, g.canary_percent, g.strategy, tuple(g.percents)),
+        success_threshold=body.success_threshold,
+        error_threshold=body.error_threshold,
+        max_attempts=body.max_attempts,
+        download_window=body.download_window,
+        install_window=body.install_window,
+        install_seconds=body.install_seconds,
+        start=body.start,
+    )
     r = await RolloutService(session, caller, state.clock.now()).create(spec)
     return _rollout_out(r)
 
 
 @router.get("/rollouts", tags=["rollouts"], summary="List rollouts")
-async def list_rollouts(session: Session, caller: Caller, state: State, cursor: Cursor = None, limit: Limit = 100,
-                        status: Annotated[str | None, Query(max_length=16)] = None) -> Any:
-    page = await RolloutService(session, caller, state.clock.now()).list(cursor=cursor, limit=limit, state=status)
+async def list_rollouts(
+    session: Session,
+    caller: Caller,
+    state: State,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+    status: Annotated[str | None, Query(max_length=16)] = None,
+) -> Any:
+    page = await RolloutService(session, caller, state.clock.now()).list(
+        cursor=cursor, limit=limit, state=status
+    )
     return _page(page, _rollout_out)
 
 
-@router.get("/rollouts/{obj_id}", tags=["rollouts"],
-            summary="A rollout with its group progress and per-device states (first 500 devices)")
-async def get_rollout(session: Session, caller: Caller, state: State, obj_id: ObjId,
-                      device_state: Annotated[str | None, Query(max_length=16)] = None) -> Any:
+@router.get(
+    "/rollouts/{obj_id}",
+    tags=["rollouts"],
+    summary="A rollout with its group progress and per-device states (first 500 devices)",
+)
+async def get_rollout(
+    session: Session,
+    caller: Caller,
+    state: State,
+    obj_id: ObjId,
+    device_state: Annotated[str | None, Query(max_length=16)] = None,
+) -> Any:
     d = await RolloutService(session, caller, state.clock.now()).get(obj_id, device_state=device_state)
-    return {**_rollout_out(d.rollout), "totals": d.totals,
-            "group_progress": [{"id": g.id, "position": g.position, "name": g.name, "kind": g.kind,
-                                "state": g.state, "total": g.total, "by_state": g.by_state,
-                                "started_at": g.started_at, "finished_at": g.finished_at} for g in d.groups],
-            "devices": [_device_out(x) for x in d.devices]}
+    return {
+        **_rollout_out(d.rollout),
+        "totals": d.totals,
+        "group_progress": [
+            {
+                "id": g.id,
+                "position": g.position,
+                "name": g.name,
+                "kind": g.kind,
+                "state": g.state,
+                "total": g.total,
+                "by_state": g.by_state,
+                "started_at": g.started_at,
+                "finished_at": g.finished_at,
+            }
+            for g in d.groups
+        ],
+        "devices": [_device_out(x) for x in d.devices],
+    }
 
 
-@router.get("/rollouts/{obj_id}/devices/{device_id}/timeline", tags=["rollouts"],
-            summary="One device's rollout timeline: commands sent and progress reported")
-async def device_timeline(session: Session, caller: Caller, state: State, obj_id: ObjId, device_id: ObjId) -> Any:
+@router.get(
+    "/rollouts/{obj_id}/devices/{device_id}/timeline",
+    tags=["rollouts"],
+    summary="One device's rollout timeline: commands sent and progress reported",
+)
+async def device_timeline(
+    session: Session, caller: Caller, state: State, obj_id: ObjId, device_id: ObjId
+) -> Any:
     events = await RolloutService(session, caller, state.clock.now()).timeline(obj_id, device_id)
     return {"items": [{"at": e.at, "event": e.event, "detail": e.detail} for e in events]}
 
@@ -176,7 +272,9 @@ async def start_rollout(session: Session, caller: Caller, state: State, obj_id: 
     return _rollout_out(await RolloutService(session, caller, state.clock.now()).start(obj_id))
 
 
-@router.post("/rollouts/{obj_id}/pause", tags=["rollouts"], summary="Pause: no new downloads or installs start")
+@router.post(
+    "/rollouts/{obj_id}/pause", tags=["rollouts"], summary="Pause: no new downloads or installs start"
+)
 async def pause_rollout(session: Session, caller: Caller, state: State, obj_id: ObjId) -> Any:
     r = await RolloutService(session, caller, state.clock.now()).pause(obj_id)
     metrics = state.extras.get("metrics")
@@ -190,8 +288,11 @@ async def resume_rollout(session: Session, caller: Caller, state: State, obj_id:
     return _rollout_out(await RolloutService(session, caller, state.clock.now()).resume(obj_id))
 
 
-@router.post("/rollouts/{obj_id}/abort", tags=["rollouts"],
-             summary="Abort: pending and downloading devices are cancelled; installs in progress finish")
+@router.post(
+    "/rollouts/{obj_id}/abort",
+    tags=["rollouts"],
+    summary="Abort: pending and downloading devices are cancelled; installs in progress finish",
+)
 async def abort_rollout(session: Session, caller: Caller, state: State, obj_id: ObjId) -> Any:
     engine = _engine(state)
     if engine is None:
@@ -204,27 +305,53 @@ async def abort_rollout(session: Session, caller: Caller, state: State, obj_id: 
 
 def _policy_out(school_id: int, p: Any) -> dict[str, Any]:
     if p is None:
-        return {"school_id": school_id, "windows": [], "max_concurrent_downloads": None, "uplink_share": None,
-                "max_bytes_per_second": None}
-    return {"school_id": school_id, "windows": p.windows, "max_concurrent_downloads": p.max_concurrent_downloads,
-            "uplink_share": p.uplink_share, "max_bytes_per_second": p.max_bytes_per_second}
+        return {
+            "school_id": school_id,
+            "windows": [],
+            "max_concurrent_downloads": None,
+            "uplink_share": None,
+            "max_bytes_per_second": None,
+        }
+    return {
+        "school_id": school_id,
+        "windows": p.windows,
+        "max_concurrent_downloads": p.max_concurrent_downloads,
+        "uplink_share": p.uplink_share,
+        "max_bytes_per_second": p.max_bytes_per_second,
+    }
 
 
-@router.get("/schools/{obj_id}/update-policy", tags=["rollouts"],
-            summary="A school's maintenance windows and download caps")
+@router.get(
+    "/schools/{obj_id}/update-policy",
+    tags=["rollouts"],
+    summary="A school's maintenance windows and download caps",
+)
 async def read_school_policy(session: Session, caller: Caller, obj_id: ObjId) -> Any:
     return _policy_out(obj_id, await get_school_policy(session, caller, obj_id))
 
 
-@router.put("/schools/{obj_id}/update-policy", tags=["rollouts"],
-            summary="Set a school's maintenance windows and download caps")
-async def put_school_policy(session: Session, caller: Caller, state: State, obj_id: ObjId,
-                            body: SchoolPolicyIn) -> Any:
-    windows = [{"weekday": w.weekday, "start": w.start.strftime("%H:%M"), "end": w.end.strftime("%H:%M")}
-               for w in body.windows]
-    p = await set_school_policy(session, caller, state.clock.now(), obj_id, windows=windows,
-                                max_concurrent_downloads=body.max_concurrent_downloads,
-                                uplink_share=body.uplink_share, max_bytes_per_second=body.max_bytes_per_second)
+@router.put(
+    "/schools/{obj_id}/update-policy",
+    tags=["rollouts"],
+    summary="Set a school's maintenance windows and download caps",
+)
+async def put_school_policy(
+    session: Session, caller: Caller, state: State, obj_id: ObjId, body: SchoolPolicyIn
+) -> Any:
+    windows = [
+        {"weekday": w.weekday, "start": w.start.strftime("%H:%M"), "end": w.end.strftime("%H:%M")}
+        for w in body.windows
+    ]
+    p = await set_school_policy(
+        session,
+        caller,
+        state.clock.now(),
+        obj_id,
+        windows=windows,
+        max_concurrent_downloads=body.max_concurrent_downloads,
+        uplink_share=body.uplink_share,
+        max_bytes_per_second=body.max_bytes_per_second,
+    )
     _pacer(state).forget(obj_id)
     return _policy_out(obj_id, p)
 
@@ -241,8 +368,13 @@ def store_of(state: FleetState) -> arts.ArtifactStore:
 
 
 @router.get("/artifacts", tags=["rollouts"], summary="The firmware artifact catalogue")
-async def list_artifacts(session: Session, caller: Caller, cursor: Cursor = None, limit: Limit = 100,
-                         profile: Annotated[str | None, Query(max_length=120)] = None) -> Any:
+async def list_artifacts(
+    session: Session,
+    caller: Caller,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+    profile: Annotated[str | None, Query(max_length=120)] = None,
+) -> Any:
     page = await arts.list_artifacts(session, caller, cursor=cursor, limit=limit, profile_key=profile)
     return _page(page, _artifact_out)
 
@@ -252,12 +384,17 @@ async def get_artifact(session: Session, caller: Caller, sha256: Sha) -> Any:
     return _artifact_out(await arts.get_artifact(session, caller, sha256))
 
 
-@router.post("/artifacts/import", status_code=201, tags=["rollouts"],
-             summary="Import every firmware profile's artifacts into the content-addressed store")
+@router.post(
+    "/artifacts/import",
+    status_code=201,
+    tags=["rollouts"],
+    summary="Import every firmware profile's artifacts into the content-addressed store",
+)
 async def import_artifacts(session: Session, caller: Caller, state: State, body: ArtifactImportIn) -> Any:
     require(caller, Permission.MANAGE_ROLLOUTS)
-    res = await arts.import_profile_artifacts(session, store_of(state), caller, state.clock.now(),
-                                              signing_key=state.settings.rollouts.signing_key)
+    res = await arts.import_profile_artifacts(
+        session, store_of(state), caller, state.clock.now(), signing_key=state.settings.rollouts.signing_key
+    )
     return {"imported": res.imported, "already_present": res.already_present}
 
 
@@ -298,26 +435,48 @@ def _pacer(state: FleetState) -> SchoolPacer:
 
 
 def _range_error(size: int, message: str) -> JSONResponse:
-    return JSONResponse(error_body("range_not_satisfiable", message), status_code=416,
-                        headers={"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"})
+    return JSONResponse(
+        error_body("range_not_satisfiable", message),
+        status_code=416,
+        headers={"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"},
+    )
 
 
-@router.get("/artifacts/{sha256}/download", tags=["rollouts"], response_class=Response,
-            summary="Download an image with a signed link from an update command (Range supported)")
-async def download_artifact(request: Request, session: Session, state: State, sha256: Sha,
-                            device: Annotated[int, Query(ge=1, le=2**31 - 1)],
-                            school: Annotated[int, Query(ge=1, le=2**31 - 1)],
-                            expires: Annotated[int, Query(ge=0, le=2**40)],
-                            sig: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")]) -> Any:
+@router.get(
+    "/artifacts/{sha256}/download",
+    tags=["rollouts"],
+    response_class=Response,
+    summary="Download an image with a signed link from an update command (Range supported)",
+)
+async def download_artifact(
+    request: Request,
+    session: Session,
+    state: State,
+    sha256: Sha,
+    device: Annotated[int, Query(ge=1, le=2**31 - 1)],
+    school: Annotated[int, Query(ge=1, le=2**31 - 1)],
+    expires: Annotated[int, Query(ge=0, le=2**40)],
+    sig: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")],
+) -> Any:
     settings = state.settings.rollouts
-    arts.check_grant(settings.url_key, arts.DownloadGrant(sha256, device, school, expires), sig, state.clock.now())
+    arts.check_grant(
+        settings.url_key, arts.DownloadGrant(sha256, device, school, expires), sig, state.clock.now()
+    )
     # The link names a device of a school: it must still be there, and be in a live rollout of this image.
     dev = await session.get(Device, device)
     if dev is None or dev.school_id != school:
         raise NotFound("no such download")
-    live = (await session.execute(select(RolloutDevice.state).join(Rollout, Rollout.id == RolloutDevice.rollout_id)
-                                  .where(RolloutDevice.device_id == device, Rollout.artifact_sha256 == sha256)
-                                  )).scalars().all()
+    live = (
+        (
+            await session.execute(
+                select(RolloutDevice.state)
+                .join(Rollout, Rollout.id == RolloutDevice.rollout_id)
+                .where(RolloutDevice.device_id == device, Rollout.artifact_sha256 == sha256)
+            )
+        )
+        .scalars()
+        .all()
+    )
     if not any(s not in FINAL_STATES for s in live):
         raise NotFound("no such download")
     art = await arts.artifact_by_sha(session, sha256)
@@ -366,7 +525,9 @@ async def download_artifact(request: Request, session: Session, state: State, sh
     if status == 206:
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     log.debug("artifact %s to device %d: bytes %d-%d", sha256[:12], device, start, end)
-    return StreamingResponse(body(), status_code=status, media_type="application/octet-stream", headers=headers)
+    return StreamingResponse(
+        body(), status_code=status, media_type="application/octet-stream", headers=headers
+    )
 
 
-__all__ = ["router", "SchoolPacer", "datetime"]
+__all__ = ["SchoolPacer", "datetime", "router"]

@@ -43,19 +43,41 @@ def _no_progress(stage: str, done: int, total: int) -> None:
 
 def check_name(name: str) -> Builder:
     if name not in REPORTS:
-        raise NotFound(f"no report named {name!r}; reports: {', '.join(REPORTS)}", details={"reports": list(REPORTS)})
+        raise NotFound(
+            f"no report named {name!r}; reports: {', '.join(REPORTS)}", details={"reports": list(REPORTS)}
+        )
     return REPORTS[name][1]
 
 
-async def generate(session: AsyncSession, principal: Principal, name: str, query: ReportQuery, *,
-                   settings: ReportSettings, now: datetime, progress: Progress | None = None) -> Report:
+async def generate(
+    session: AsyncSession,
+    principal: Principal,
+    name: str,
+    query: ReportQuery,
+    *,
+    settings: ReportSettings,
+    now: datetime,
+    progress: Progress | None = None,
+) -> Report:
     """Build one report over the caller's schools, narrowed by the query's school, district and dates."""
     require(principal, Permission.READ_REPORTS)
     build = check_name(name)
     scope = await resolve_scope(session, principal, query, now.date())
-    ctx = Context(session=session, scope=scope, settings=settings, now=now, query=query,
-                  progress=progress or _no_progress)
+    ctx = Context(
+        session=session,
+        scope=scope,
+        settings=settings,
+        now=now,
+        query=query,
+        progress=progress or _no_progress,
+    )
     report = await build(ctx)
-    log.info("report %s generated for %s (%s..%s, %d schools)", name, principal.actor, scope.start, scope.end,
-             len(scope.schools))
+    log.info(
+        "report %s generated for %s (%s..%s, %d schools)",
+        name,
+        principal.actor,
+        scope.start,
+        scope.end,
+        len(scope.schools),
+    )
     return report

@@ -111,8 +111,20 @@ async def build(ctx: Context) -> Report:
         if failures >= cfg.replace_after_failures:
             reasons.append(f"{failures} failures")
         if reasons:
-            replacements.append((d.asset_tag, m.label, m.supplier, schools[d.school_id].code, status, d.purchase_date,
-                                 end_of_life, failures, "; ".join(reasons), money(m.unit_price)))
+            replacements.append(
+                (
+                    d.asset_tag,
+                    m.label,
+                    m.supplier,
+                    schools[d.school_id].code,
+                    status,
+                    d.purchase_date,
+                    end_of_life,
+                    failures,
+                    "; ".join(reasons),
+                    money(m.unit_price),
+                )
+            )
     ctx.step("devices", 2, 3)
 
     budget_given = ctx.query.budget if ctx.query.budget is not None else cfg.equipment_budget
@@ -123,8 +135,18 @@ async def build(ctx: Context) -> Report:
         y = spend_year.get(year, Spend())
         budget = budget_given if budget_given is not None else y.spend
         share = ratio(y.ai_spend, budget)
-        year_rows.append((year, y.devices, money(y.spend), money(y.ai_spend), money(budget), share, target,
-                          share is not None and share >= target))
+        year_rows.append(
+            (
+                year,
+                y.devices,
+                money(y.spend),
+                money(y.ai_spend),
+                money(budget),
+                share,
+                target,
+                share is not None and share >= target,
+            )
+        )
     total_spend = sum((a.spend for a in spend_year.values()), ZERO)
     total_ai = sum((a.ai_spend for a in spend_year.values()), ZERO)
     # A yearly budget counts once for each calendar year the range touches.
@@ -132,15 +154,24 @@ async def build(ctx: Context) -> Report:
     total_share = ratio(total_ai, total_budget)
 
     def dep_row(acc: Book) -> tuple[object, ...]:
-        return (acc.devices, money(acc.cost), money(acc.cost - acc.book - acc.written_off), money(acc.written_off),
-                money(acc.book))
+        return (
+            acc.devices,
+            money(acc.cost),
+            money(acc.cost - acc.book - acc.written_off),
+            money(acc.written_off),
+            money(acc.book),
+        )
 
     src_rows = [(k, a.devices, money(a.spend), money(a.ai_spend)) for k, a in sorted(spend_src.items())]
-    school_rows = [(schools[k].code, schools[k].name, a.devices, money(a.spend), money(a.ai_spend))
-                   for k, a in sorted(spend_school.items(), key=lambda kv: schools[kv[0]].code)]
+    school_rows = [
+        (schools[k].code, schools[k].name, a.devices, money(a.spend), money(a.ai_spend))
+        for k, a in sorted(spend_school.items(), key=lambda kv: schools[kv[0]].code)
+    ]
     dep_src_rows = [(k, *dep_row(a)) for k, a in sorted(dep_src.items())]
-    dep_school_rows = [(schools[k].code, schools[k].name, *dep_row(a))
-                       for k, a in sorted(dep_school.items(), key=lambda kv: schools[kv[0]].code)]
+    dep_school_rows = [
+        (schools[k].code, schools[k].name, *dep_row(a))
+        for k, a in sorted(dep_school.items(), key=lambda kv: schools[kv[0]].code)
+    ]
     replacements.sort(key=lambda r: (r[1], r[0]))
     repl_model: dict[str, tuple[int, Decimal]] = {}
     for r in replacements:
@@ -151,38 +182,89 @@ async def build(ctx: Context) -> Report:
     cost_total = money(sum((a.cost for a in dep_src.values()), ZERO))
     repl_cost = money(sum((r[9] for r in replacements), ZERO))
     ctx.step("devices", 3, 3)
-    spend_cols = (Column("devices", "Devices bought", "int"), Column("spend", "Spend", "money"),
-                  Column("ai_spend", "Spend on AI devices", "money"))
-    dep_cols = (Column("devices", "Owned devices", "int"), Column("cost", "Purchase cost", "money"),
-                Column("depreciation", "Accumulated depreciation", "money"),
-                Column("written_off", "Written off (retired or lost)", "money"), Column("book_value", "Book value",
-                                                                                       "money"))
+    spend_cols = (
+        Column("devices", "Devices bought", "int"),
+        Column("spend", "Spend", "money"),
+        Column("ai_spend", "Spend on AI devices", "money"),
+    )
+    dep_cols = (
+        Column("devices", "Owned devices", "int"),
+        Column("cost", "Purchase cost", "money"),
+        Column("depreciation", "Accumulated depreciation", "money"),
+        Column("written_off", "Written off (retired or lost)", "money"),
+        Column("book_value", "Book value", "money"),
+    )
     sections = [
-        Section("ai_share", "AI share of the equipment budget", (
-            Column("year", "Year", "year"), Column("devices", "Devices bought", "int"), Column("spend", "Spend", "money"),
-            Column("ai_spend", "Spend on AI devices", "money"), Column("budget", "Equipment budget", "money"),
-            Column("ai_share", "AI share", "percent"), Column("target", "Target share", "percent"),
-            Column("met", "Target met", "bool")), year_rows,
-            chart=Chart("year", ("spend", "ai_spend"), "Equipment spend and spend on AI devices per year")),
-        Section("spend_by_source", "Spend by funding source", (Column("funding_source", "Funding source"),
-                                                               *spend_cols), src_rows,
-                chart=Chart("funding_source", ("spend",), "Spend by funding source", horizontal=True)),
-        Section("spend_by_school", "Spend by school", (Column("school_code", "School code"),
-                                                       Column("school", "School"), *spend_cols), school_rows),
-        Section("book_by_source", "Depreciation and book value by funding source", (
-            Column("funding_source", "Funding source"), *dep_cols), dep_src_rows),
-        Section("book_by_school", "Depreciation and book value by school", (
-            Column("school_code", "School code"), Column("school", "School"), *dep_cols), dep_school_rows),
-        Section("replacements", "Planned replacements for the next year", (
-            Column("asset_tag", "Asset tag"), Column("model", "Model"), Column("supplier", "Supplier"),
-            Column("school_code", "School code"), Column("status", "Status"),
-            Column("purchase_date", "Purchased", "date"), Column("end_of_life", "Service life ends", "date"),
-            Column("failures", "Failures (lifetime)", "int"), Column("reason", "Reason"),
-            Column("unit_price", "Current unit price", "money")), replacements),
-        Section("replacements_by_model", "Planned replacements per model", (
-            Column("model", "Model"), Column("devices", "Devices", "int"),
-            Column("unit_price", "Current unit price", "money"), Column("cost", "Replacement cost", "money")),
-            repl_model_rows, chart=Chart("model", ("cost",), "Planned replacement cost per model", horizontal=True)),
+        Section(
+            "ai_share",
+            "AI share of the equipment budget",
+            (
+                Column("year", "Year", "year"),
+                Column("devices", "Devices bought", "int"),
+                Column("spend", "Spend", "money"),
+                Column("ai_spend", "Spend on AI devices", "money"),
+                Column("budget", "Equipment budget", "money"),
+                Column("ai_share", "AI share", "percent"),
+                Column("target", "Target share", "percent"),
+                Column("met", "Target met", "bool"),
+            ),
+            year_rows,
+            chart=Chart("year", ("spend", "ai_spend"), "Equipment spend and spend on AI devices per year"),
+        ),
+        Section(
+            "spend_by_source",
+            "Spend by funding source",
+            (Column("funding_source", "Funding source"), *spend_cols),
+            src_rows,
+            chart=Chart("funding_source", ("spend",), "Spend by funding source", horizontal=True),
+        ),
+        Section(
+            "spend_by_school",
+            "Spend by school",
+            (Column("school_code", "School code"), Column("school", "School"), *spend_cols),
+            school_rows,
+        ),
+        Section(
+            "book_by_source",
+            "Depreciation and book value by funding source",
+            (Column("funding_source", "Funding source"), *dep_cols),
+            dep_src_rows,
+        ),
+        Section(
+            "book_by_school",
+            "Depreciation and book value by school",
+            (Column("school_code", "School code"), Column("school", "School"), *dep_cols),
+            dep_school_rows,
+        ),
+        Section(
+            "replacements",
+            "Planned replacements for the next year",
+            (
+                Column("asset_tag", "Asset tag"),
+                Column("model", "Model"),
+                Column("supplier", "Supplier"),
+                Column("school_code", "School code"),
+                Column("status", "Status"),
+                Column("purchase_date", "Purchased", "date"),
+                Column("end_of_life", "Service life ends", "date"),
+                Column("failures", "Failures (lifetime)", "int"),
+                Column("reason", "Reason"),
+                Column("unit_price", "Current unit price", "money"),
+            ),
+            replacements,
+        ),
+        Section(
+            "replacements_by_model",
+            "Planned replacements per model",
+            (
+                Column("model", "Model"),
+                Column("devices", "Devices", "int"),
+                Column("unit_price", "Current unit price", "money"),
+                Column("cost", "Replacement cost", "money"),
+            ),
+            repl_model_rows,
+            chart=Chart("model", ("cost",), "Planned replacement cost per model", horizontal=True),
+        ),
     ]
     summary = [
         SummaryItem("spend", "Equipment spend in range", money(total_spend), "money"),
@@ -190,22 +272,33 @@ async def build(ctx: Context) -> Report:
         SummaryItem("budget", "Equipment budget for the range", money(total_budget), "money"),
         SummaryItem("ai_share", "AI share", total_share, "percent"),
         SummaryItem("ai_target_share", "AI target share", target, "percent"),
-        SummaryItem("ai_target_met", "AI target met", total_share is not None and total_share >= target, "bool"),
+        SummaryItem(
+            "ai_target_met", "AI target met", total_share is not None and total_share >= target, "bool"
+        ),
         SummaryItem("cost_owned", "Purchase cost of owned devices", cost_total, "money"),
         SummaryItem("book_value", f"Book value on {end}", book_total, "money"),
         SummaryItem("leased", "Leased devices (not depreciated)", leased, "int"),
         SummaryItem("replacements", "Planned replacements next year", len(replacements), "int"),
         SummaryItem("replacement_cost", "Planned replacement cost", repl_cost, "money"),
     ]
-    budget_note = (f"an equipment budget of {money(budget_given)} a year" if budget_given is not None
-                   else "the actual equipment spend of each year (no budget set)")
+    budget_note = (
+        f"an equipment budget of {money(budget_given)} a year"
+        if budget_given is not None
+        else "the actual equipment spend of each year (no budget set)"
+    )
     notes = [
         f"Spend counts owned devices purchased {start}..{end} at their recorded cost (the model's price if none).",
-        (f"Depreciation: straight-line over {life} years by whole months since purchase; retired and lost devices "
-        "are written off. Leased devices are not capital spend."),
-        (f"AI devices: kinds {', '.join(sorted(ai_kinds))} or placed in an AI lab. The share is measured against "
-        f"{budget_note}."),
-        (f"Replacements: devices whose {life}-year service life ends by {horizon}, or with at least "
-        f"{cfg.replace_after_failures} failures, at their model's current unit price."),
+        (
+            f"Depreciation: straight-line over {life} years by whole months since purchase; retired and lost devices "
+            "are written off. Leased devices are not capital spend."
+        ),
+        (
+            f"AI devices: kinds {', '.join(sorted(ai_kinds))} or placed in an AI lab. The share is measured against "
+            f"{budget_note}."
+        ),
+        (
+            f"Replacements: devices whose {life}-year service life ends by {horizon}, or with at least "
+            f"{cfg.replace_after_failures} failures, at their model's current unit price."
+        ),
     ]
     return ctx.report("budget", TITLE, summary, sections, notes)

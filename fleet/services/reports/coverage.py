@@ -34,7 +34,9 @@ async def build(ctx: Context) -> Report:
     def equipped(room_id: int) -> bool:
         return deployed_in_room[room_id] >= max(rooms[room_id].capacity, 1)
 
-    per: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])  # rooms, equipped, quota, dev, term
+    per: dict[tuple[int, str], list[int]] = defaultdict(
+        lambda: [0, 0, 0, 0, 0]
+    )  # rooms, equipped, quota, dev, term
     below = []
     for r in rooms.values():
         acc = per[(r.school_id, r.kind)]
@@ -49,7 +51,8 @@ async def build(ctx: Context) -> Report:
     schools = ctx.scope.schools
     by_school_kind = [
         (schools[sid].code, schools[sid].name, kind, a[0], a[1], a[2], a[3], a[4], ratio(a[3], a[2]))
-        for (sid, kind), a in sorted(per.items(), key=lambda kv: (schools[kv[0][0]].code, kv[0][1]))]
+        for (sid, kind), a in sorted(per.items(), key=lambda kv: (schools[kv[0][0]].code, kv[0][1]))
+    ]
 
     equipped_by_kind: Counter[str] = Counter()
     rooms_by_kind: Counter[str] = Counter()
@@ -60,46 +63,112 @@ async def build(ctx: Context) -> Report:
     targets = ctx.settings.targets_for(next(iter(districts)) if len(districts) == 1 else None)
     terminals = sum(terminals_by_school.values())
     plan = [
-        ("Smart classrooms equipped", targets.smart_classrooms, equipped_by_kind[RoomKind.SMART_CLASSROOM],
-         rooms_by_kind[RoomKind.SMART_CLASSROOM], ratio(equipped_by_kind[RoomKind.SMART_CLASSROOM],
-                                                       targets.smart_classrooms)),
-        ("Digital labs equipped", targets.digital_labs, equipped_by_kind[RoomKind.DIGITAL_LAB],
-         rooms_by_kind[RoomKind.DIGITAL_LAB], ratio(equipped_by_kind[RoomKind.DIGITAL_LAB], targets.digital_labs)),
+        (
+            "Smart classrooms equipped",
+            targets.smart_classrooms,
+            equipped_by_kind[RoomKind.SMART_CLASSROOM],
+            rooms_by_kind[RoomKind.SMART_CLASSROOM],
+            ratio(equipped_by_kind[RoomKind.SMART_CLASSROOM], targets.smart_classrooms),
+        ),
+        (
+            "Digital labs equipped",
+            targets.digital_labs,
+            equipped_by_kind[RoomKind.DIGITAL_LAB],
+            rooms_by_kind[RoomKind.DIGITAL_LAB],
+            ratio(equipped_by_kind[RoomKind.DIGITAL_LAB], targets.digital_labs),
+        ),
         ("AI labs equipped", None, equipped_by_kind[RoomKind.AI_LAB], rooms_by_kind[RoomKind.AI_LAB], None),
         ("Terminals deployed", targets.terminals, terminals, None, ratio(terminals, targets.terminals)),
     ]
     per_school = []
     for sid, s in sorted(schools.items(), key=lambda kv: kv[1].code):
         rs = [r for r in rooms.values() if r.school_id == sid]
-        per_school.append((s.code, s.name, len(rs), sum(equipped(r.id) for r in rs),
-                           sum(r.capacity for r in rs), sum(deployed_in_room[r.id] for r in rs),
-                           terminals_by_school[sid]))
-    below_rows = sorted(((schools[r.school_id].code, r.name, r.kind, r.capacity, deployed_in_room[r.id],
-                          r.capacity - deployed_in_room[r.id]) for r in below), key=lambda t: (-t[5], t[0], t[1]))
+        per_school.append(
+            (
+                s.code,
+                s.name,
+                len(rs),
+                sum(equipped(r.id) for r in rs),
+                sum(r.capacity for r in rs),
+                sum(deployed_in_room[r.id] for r in rs),
+                terminals_by_school[sid],
+            )
+        )
+    below_rows = sorted(
+        (
+            (
+                schools[r.school_id].code,
+                r.name,
+                r.kind,
+                r.capacity,
+                deployed_in_room[r.id],
+                r.capacity - deployed_in_room[r.id],
+            )
+            for r in below
+        ),
+        key=lambda t: (-t[5], t[0], t[1]),
+    )
     ctx.step("devices", 3, 3)
     sections = [
-        Section("plan", "Progress against the plan", (
-            Column("metric", "Metric"), Column("target", "Target", "int"), Column("actual", "Actual", "int"),
-            Column("rooms", "Rooms of this kind", "int"), Column("share", "Share of target", "percent")),
-            plan, note="Targets from settings (per district when set). A room is equipped when its deployed "
-                       "devices reach its quota.",
-            chart=Chart("metric", ("target", "actual"), "Progress against the plan", horizontal=True)),
-        Section("by_school", "Per school", (
-            Column("school_code", "School code"), Column("school", "School"), Column("rooms", "Rooms", "int"),
-            Column("equipped", "Rooms equipped", "int"), Column("quota", "Device quota", "int"),
-            Column("deployed", "Devices deployed in rooms", "int"),
-            Column("terminals", "Terminals deployed", "int")), per_school,
-            chart=Chart("school_code", ("quota", "deployed"), "Device quota and devices deployed per school")),
-        Section("by_school_kind", "Per school and room kind", (
-            Column("school_code", "School code"), Column("school", "School"), Column("room_kind", "Room kind"),
-            Column("rooms", "Rooms", "int"), Column("equipped", "Rooms equipped", "int"),
-            Column("quota", "Device quota", "int"), Column("deployed", "Devices deployed", "int"),
-            Column("terminals", "Terminals deployed", "int"), Column("fill", "Quota filled", "percent")),
-            by_school_kind),
-        Section("below_quota", "Rooms below their device quota", (
-            Column("school_code", "School code"), Column("room", "Room"), Column("room_kind", "Room kind"),
-            Column("quota", "Device quota", "int"), Column("deployed", "Devices deployed", "int"),
-            Column("shortfall", "Shortfall", "int")), below_rows),
+        Section(
+            "plan",
+            "Progress against the plan",
+            (
+                Column("metric", "Metric"),
+                Column("target", "Target", "int"),
+                Column("actual", "Actual", "int"),
+                Column("rooms", "Rooms of this kind", "int"),
+                Column("share", "Share of target", "percent"),
+            ),
+            plan,
+            note="Targets from settings (per district when set). A room is equipped when its deployed "
+            "devices reach its quota.",
+            chart=Chart("metric", ("target", "actual"), "Progress against the plan", horizontal=True),
+        ),
+        Section(
+            "by_school",
+            "Per school",
+            (
+                Column("school_code", "School code"),
+                Column("school", "School"),
+                Column("rooms", "Rooms", "int"),
+                Column("equipped", "Rooms equipped", "int"),
+                Column("quota", "Device quota", "int"),
+                Column("deployed", "Devices deployed in rooms", "int"),
+                Column("terminals", "Terminals deployed", "int"),
+            ),
+            per_school,
+            chart=Chart("school_code", ("quota", "deployed"), "Device quota and devices deployed per school"),
+        ),
+        Section(
+            "by_school_kind",
+            "Per school and room kind",
+            (
+                Column("school_code", "School code"),
+                Column("school", "School"),
+                Column("room_kind", "Room kind"),
+                Column("rooms", "Rooms", "int"),
+                Column("equipped", "Rooms equipped", "int"),
+                Column("quota", "Device quota", "int"),
+                Column("deployed", "Devices deployed", "int"),
+                Column("terminals", "Terminals deployed", "int"),
+                Column("fill", "Quota filled", "percent"),
+            ),
+            by_school_kind,
+        ),
+        Section(
+            "below_quota",
+            "Rooms below their device quota",
+            (
+                Column("school_code", "School code"),
+                Column("room", "Room"),
+                Column("room_kind", "Room kind"),
+                Column("quota", "Device quota", "int"),
+                Column("deployed", "Devices deployed", "int"),
+                Column("shortfall", "Shortfall", "int"),
+            ),
+            below_rows,
+        ),
     ]
     summary = [
         SummaryItem("smart_classrooms_equipped", "Smart classrooms equipped", plan[0][2], "int"),
@@ -110,5 +179,10 @@ async def build(ctx: Context) -> Report:
         SummaryItem("terminals_target", "Terminals target", targets.terminals, "int"),
         SummaryItem("rooms_below_quota", "Rooms below their device quota", len(below_rows), "int"),
     ]
-    return ctx.report("coverage", TITLE, summary, sections,
-                      [f"Status as of {ctx.scope.end}; deployed = provisioned, in service or in repair."])
+    return ctx.report(
+        "coverage",
+        TITLE,
+        summary,
+        sections,
+        [f"Status as of {ctx.scope.end}; deployed = provisioned, in service or in repair."],
+    )

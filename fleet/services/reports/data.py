@@ -96,18 +96,20 @@ class Scope:
         return column.in_(sorted(self.schools) or [-1])
 
 
-
-
 def _apply(stmt: Any, clause: ColumnElement[bool] | None) -> Any:
     return stmt if clause is None else stmt.where(clause)
 
 
-async def resolve_scope(session: AsyncSession, principal: Principal, query: ReportQuery, today: date) -> Scope:
+async def resolve_scope(
+    session: AsyncSession, principal: Principal, query: ReportQuery, today: date
+) -> Scope:
     """Intersect the caller's schools with the filters; a school outside the caller's scope looks missing."""
     end = query.end or today
     start = query.start or end - timedelta(days=DEFAULT_RANGE_DAYS - 1)
     if start > end:
-        raise InvalidInput(f"start {start} is after end {end}", details={"start": str(start), "end": str(end)})
+        raise InvalidInput(
+            f"start {start} is after end {end}", details={"start": str(start), "end": str(end)}
+        )
     if (end - start).days + 1 > MAX_RANGE_DAYS:
         raise InvalidInput(f"a report covers at most {MAX_RANGE_DAYS} days; narrow start..end")
     stmt = select(School.id, School.district_id, School.code, School.name)
@@ -118,8 +120,9 @@ async def resolve_scope(session: AsyncSession, principal: Principal, query: Repo
     schools = visible
     if query.district is not None:
         name = (await session.execute(select(District.name).where(District.id == query.district))).scalar()
-        if name is None or (not principal.district_wide
-                            and not any(s.district_id == query.district for s in visible.values())):
+        if name is None or (
+            not principal.district_wide and not any(s.district_id == query.district for s in visible.values())
+        ):
             raise NotFound(f"district {query.district} not found")
         schools = {k: v for k, v in schools.items() if v.district_id == query.district}
         filters["district"] = f"{name} (id {query.district})"
@@ -261,26 +264,50 @@ class Context:
 
     async def models(self) -> dict[int, ModelInfo]:
         if "models" not in self._cache:
-            rows = await self.rows(select(
-                DeviceModel.id, DeviceModel.vendor, DeviceModel.model_number, DeviceModel.kind,
-                DeviceModel.unit_price, DeviceModel.warranty_months, DeviceModel.supplier))
+            rows = await self.rows(
+                select(
+                    DeviceModel.id,
+                    DeviceModel.vendor,
+                    DeviceModel.model_number,
+                    DeviceModel.kind,
+                    DeviceModel.unit_price,
+                    DeviceModel.warranty_months,
+                    DeviceModel.supplier,
+                )
+            )
             self._cache["models"] = {r[0]: ModelInfo(*r) for r in rows}
         return self._cache["models"]  # type: ignore[no-any-return]
 
     async def rooms(self) -> dict[int, RoomInfo]:
         if "rooms" not in self._cache:
-            stmt = _apply(select(Room.id, Room.school_id, Room.name, Room.kind, Room.tier, Room.capacity),
-                          self.scope.where(Room.school_id))
+            stmt = _apply(
+                select(Room.id, Room.school_id, Room.name, Room.kind, Room.tier, Room.capacity),
+                self.scope.where(Room.school_id),
+            )
             self._cache["rooms"] = {r[0]: RoomInfo(*r) for r in await self.rows(stmt)}
         return self._cache["rooms"]  # type: ignore[no-any-return]
 
     async def all_devices(self) -> list[Dev]:
         """Every device in scope, whatever its status or age."""
         if "devices" not in self._cache:
-            stmt = _apply(select(
-                Device.id, Device.asset_tag, Device.serial_number, Device.model_id, Device.school_id, Device.room_id,
-                Device.status, Device.order_number, Device.purchase_date, Device.unit_cost, Device.funding_source,
-                Device.ownership, Device.created_at), self.scope.where(Device.school_id)).order_by(Device.id)
+            stmt = _apply(
+                select(
+                    Device.id,
+                    Device.asset_tag,
+                    Device.serial_number,
+                    Device.model_id,
+                    Device.school_id,
+                    Device.room_id,
+                    Device.status,
+                    Device.order_number,
+                    Device.purchase_date,
+                    Device.unit_cost,
+                    Device.funding_source,
+                    Device.ownership,
+                    Device.created_at,
+                ),
+                self.scope.where(Device.school_id),
+            ).order_by(Device.id)
             self._cache["devices"] = [Dev(*r) for r in await self.rows(stmt)]
         return self._cache["devices"]  # type: ignore[no-any-return]
 
@@ -288,13 +315,16 @@ class Context:
         """Lifecycle history per device up to the end of the range, oldest first."""
         if "timelines" not in self._cache:
             stmt = select(DeviceTransition.device_id, DeviceTransition.at, DeviceTransition.to_status).where(
-                DeviceTransition.at < self.scope.end_at)
+                DeviceTransition.at < self.scope.end_at
+            )
             if not self.scope.all_schools:
                 stmt = stmt.join(Device, Device.id == DeviceTransition.device_id).where(
-                    self.scope.where(Device.school_id))  # type: ignore[arg-type]
+                    self.scope.where(Device.school_id)
+                )  # type: ignore[arg-type]
             out: dict[int, Timeline] = defaultdict(list)
             for dev_id, at, to in await self.rows(
-                    stmt.order_by(DeviceTransition.device_id, DeviceTransition.at, DeviceTransition.id)):
+                stmt.order_by(DeviceTransition.device_id, DeviceTransition.at, DeviceTransition.id)
+            ):
                 out[dev_id].append((at, to))
             self._cache["timelines"] = out
         return self._cache["timelines"]  # type: ignore[no-any-return]
@@ -314,9 +344,12 @@ class Context:
 
     async def active_minutes(self) -> dict[int, int]:
         """Active minutes per device within the range, from the hourly usage roll-ups."""
-        stmt = _apply(select(UsageActive.device_id, func.sum(UsageActive.active_minutes)).where(
-            UsageActive.bucket_start >= self.scope.start_at, UsageActive.bucket_start < self.scope.end_at),
-            self.scope.where(UsageActive.school_id)).group_by(UsageActive.device_id)
+        stmt = _apply(
+            select(UsageActive.device_id, func.sum(UsageActive.active_minutes)).where(
+                UsageActive.bucket_start >= self.scope.start_at, UsageActive.bucket_start < self.scope.end_at
+            ),
+            self.scope.where(UsageActive.school_id),
+        ).group_by(UsageActive.device_id)
         return {dev: int(total or 0) for dev, total in await self.rows(stmt)}
 
     async def unexpected_offline_seconds(self) -> dict[int, float]:
@@ -325,11 +358,18 @@ class Context:
         p, nxt = PresenceTransition, aliased(PresenceTransition)
         # Only unexpected offline transitions matter, each with the time of the device's next transition (the
         # (device_id, at) index answers that); one that began before the range counts from its start.
-        next_at = select(func.min(nxt.at)).where(nxt.device_id == p.device_id, nxt.at > p.at).scalar_subquery()
-        spells = _apply(select(p.device_id, p.at, next_at.label("next_at")).where(
-            p.online.is_(False), p.expected.is_(False), p.at < end), self.scope.where(p.school_id)).subquery()
+        next_at = (
+            select(func.min(nxt.at)).where(nxt.device_id == p.device_id, nxt.at > p.at).scalar_subquery()
+        )
+        spells = _apply(
+            select(p.device_id, p.at, next_at.label("next_at")).where(
+                p.online.is_(False), p.expected.is_(False), p.at < end
+            ),
+            self.scope.where(p.school_id),
+        ).subquery()
         stmt = select(spells.c.device_id, spells.c.at, spells.c.next_at).where(
-            (spells.c.at >= start) | spells.c.next_at.is_(None) | (spells.c.next_at > start))
+            (spells.c.at >= start) | spells.c.next_at.is_(None) | (spells.c.next_at > start)
+        )
         out: dict[int, float] = defaultdict(float)
         for dev, began, ended in await self.rows(stmt):
             lo = max(as_utc(began), start)
@@ -340,8 +380,10 @@ class Context:
 
     async def fault_alerts(self, *, open_only: bool) -> dict[int, list[tuple[str, datetime]]]:
         """Critical (fault) alerts per device: still open, or opened within the range."""
-        stmt = _apply(select(Alert.device_id, Alert.rule, Alert.opened_at).where(Alert.severity == "critical"),
-                      self.scope.where(Alert.school_id))
+        stmt = _apply(
+            select(Alert.device_id, Alert.rule, Alert.opened_at).where(Alert.severity == "critical"),
+            self.scope.where(Alert.school_id),
+        )
         if open_only:
             stmt = stmt.where(Alert.status != "resolved")
         else:
@@ -353,17 +395,36 @@ class Context:
 
     async def firmware_outcomes(self) -> dict[int, tuple[int, int]]:
         """Firmware updates that finished within the range, per device: (updates, failed or rolled back)."""
-        stmt = _apply(select(RolloutDevice.device_id, RolloutDevice.state).where(
-            RolloutDevice.state.in_(FW_FINISHED), RolloutDevice.finished_at >= self.scope.start_at,
-            RolloutDevice.finished_at < self.scope.end_at), self.scope.where(RolloutDevice.school_id))
+        stmt = _apply(
+            select(RolloutDevice.device_id, RolloutDevice.state).where(
+                RolloutDevice.state.in_(FW_FINISHED),
+                RolloutDevice.finished_at >= self.scope.start_at,
+                RolloutDevice.finished_at < self.scope.end_at,
+            ),
+            self.scope.where(RolloutDevice.school_id),
+        )
         out: dict[int, tuple[int, int]] = {}
         for dev, state in await self.rows(stmt):
             attempts, failures = out.get(dev, (0, 0))
             out[dev] = (attempts + 1, failures + (state != "succeeded"))
         return out
 
-    def report(self, name: str, title: str, summary: list[SummaryItem], sections: list[Section],
-               notes: list[str] | None = None) -> Report:
-        return Report(name=name, title=title, generated_at=self.now, start=self.scope.start, end=self.scope.end,
-                      filters=dict(self.scope.filters), summary=tuple(summary), sections=tuple(sections),
-                      notes=tuple(notes or ()))
+    def report(
+        self,
+        name: str,
+        title: str,
+        summary: list[SummaryItem],
+        sections: list[Section],
+        notes: list[str] | None = None,
+    ) -> Report:
+        return Report(
+            name=name,
+            title=title,
+            generated_at=self.now,
+            start=self.scope.start,
+            end=self.scope.end,
+            filters=dict(self.scope.filters),
+            summary=tuple(summary),
+            sections=tuple(sections),
+            notes=tuple(notes or ()),
+        )

@@ -12,8 +12,13 @@ from fleet.services.reports.model import Chart, Column, Report, Section, Summary
 
 TITLE = "Inventory"
 # Age buckets in whole years since purchase: (label, lower bound inclusive, upper bound exclusive).
-AGE_BUCKETS = (("under 1 year", 0, 1), ("1-2 years", 1, 2), ("2-3 years", 2, 3), ("3-5 years", 3, 5),
-               ("5 years or more", 5, 10_000))
+AGE_BUCKETS = (
+    ("under 1 year", 0, 1),
+    ("1-2 years", 1, 2),
+    ("2-3 years", 2, 3),
+    ("3-5 years", 3, 5),
+    ("5 years or more", 5, 10_000),
+)
 STATUSES = [s.value for s in DeviceStatus]
 
 
@@ -62,35 +67,68 @@ async def build(ctx: Context) -> Report:
         ages[bucket] += 1
         age_owned[bucket] += not leased
     ctx.step("devices", 2, 2)
-    common = (Column("devices", "Devices", "int"), Column("owned", "Owned", "int"), Column("leased", "Leased", "int"),
-              Column("in_service", "In service", "int"), Column("in_repair", "In repair", "int"),
-              Column("cost", "Purchase cost", "money"))
+    common = (
+        Column("devices", "Devices", "int"),
+        Column("owned", "Owned", "int"),
+        Column("leased", "Leased", "int"),
+        Column("in_service", "In service", "int"),
+        Column("in_repair", "In repair", "int"),
+        Column("cost", "Purchase cost", "money"),
+    )
 
     def tail(acc: Tally) -> tuple[object, ...]:
         return (acc.devices, acc.owned, acc.leased, acc.in_service, acc.in_repair, money(acc.cost))
 
-    model_rows = [(models[mid].label, models[mid].kind, models[mid].supplier, *tail(acc))
-                  for mid, acc in sorted(by_model.items(), key=lambda kv: models[kv[0]].label)]
+    model_rows = [
+        (models[mid].label, models[mid].kind, models[mid].supplier, *tail(acc))
+        for mid, acc in sorted(by_model.items(), key=lambda kv: models[kv[0]].label)
+    ]
     supplier_rows = [(sup, *tail(acc)) for sup, acc in sorted(by_supplier.items())]
-    school_rows = [(schools[sid].code, schools[sid].name, *tail(acc))
-                   for sid, acc in sorted(by_school.items(), key=lambda kv: schools[kv[0]].code)]
+    school_rows = [
+        (schools[sid].code, schools[sid].name, *tail(acc))
+        for sid, acc in sorted(by_school.items(), key=lambda kv: schools[kv[0]].code)
+    ]
     status_rows = [(s, by_status[s]) for s in STATUSES if by_status[s]]
     age_labels = [label for label, _, _ in AGE_BUCKETS] + ["unknown purchase date"]
-    age_rows = [(label, ages[label], age_owned[label], ages[label] - age_owned[label]) for label in age_labels]
+    age_rows = [
+        (label, ages[label], age_owned[label], ages[label] - age_owned[label]) for label in age_labels
+    ]
     total = len(devices)
     leased_n = sum(1 for d, _ in devices if d.ownership == Ownership.LEASED)
     sections = [
-        Section("by_model", "By model", (Column("model", "Model"), Column("kind", "Kind"),
-                                         Column("supplier", "Supplier"), *common), model_rows,
-                chart=Chart("model", ("devices",), "Devices per model", horizontal=True)),
+        Section(
+            "by_model",
+            "By model",
+            (Column("model", "Model"), Column("kind", "Kind"), Column("supplier", "Supplier"), *common),
+            model_rows,
+            chart=Chart("model", ("devices",), "Devices per model", horizontal=True),
+        ),
         Section("by_supplier", "By supplier", (Column("supplier", "Supplier"), *common), supplier_rows),
-        Section("by_status", "By lifecycle status", (Column("status", "Status"), Column("devices", "Devices", "int")),
-                status_rows, chart=Chart("status", ("devices",), "Devices per lifecycle status")),
-        Section("by_school", "By school", (Column("school_code", "School code"), Column("school", "School"), *common),
-                school_rows),
-        Section("age", "Age since purchase", (Column("age", "Age"), Column("devices", "Devices", "int"),
-                                              Column("owned", "Owned", "int"), Column("leased", "Leased", "int")),
-                age_rows, chart=Chart("age", ("owned", "leased"), "Devices by age since purchase")),
+        Section(
+            "by_status",
+            "By lifecycle status",
+            (Column("status", "Status"), Column("devices", "Devices", "int")),
+            status_rows,
+            chart=Chart("status", ("devices",), "Devices per lifecycle status"),
+        ),
+        Section(
+            "by_school",
+            "By school",
+            (Column("school_code", "School code"), Column("school", "School"), *common),
+            school_rows,
+        ),
+        Section(
+            "age",
+            "Age since purchase",
+            (
+                Column("age", "Age"),
+                Column("devices", "Devices", "int"),
+                Column("owned", "Owned", "int"),
+                Column("leased", "Leased", "int"),
+            ),
+            age_rows,
+            chart=Chart("age", ("owned", "leased"), "Devices by age since purchase"),
+        ),
     ]
     summary = [
         SummaryItem("devices", "Devices", total, "int"),
@@ -100,8 +138,17 @@ async def build(ctx: Context) -> Report:
         SummaryItem("in_repair", "In repair", by_status[DeviceStatus.IN_REPAIR], "int"),
         SummaryItem("models", "Models", len(by_model), "int"),
         SummaryItem("suppliers", "Suppliers", len(by_supplier), "int"),
-        SummaryItem("purchase_cost", "Purchase cost", money(sum((d.unit_cost or Decimal(0) for d, _ in devices),
-                                                                Decimal(0))), "money"),
+        SummaryItem(
+            "purchase_cost",
+            "Purchase cost",
+            money(sum((d.unit_cost or Decimal(0) for d, _ in devices), Decimal(0))),
+            "money",
+        ),
     ]
-    return ctx.report("inventory", TITLE, summary, sections,
-                      [f"Devices and their status as of {ctx.scope.end}; age in whole years since purchase."])
+    return ctx.report(
+        "inventory",
+        TITLE,
+        summary,
+        sections,
+        [f"Devices and their status as of {ctx.scope.end}; age in whole years since purchase."],
+    )

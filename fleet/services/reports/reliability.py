@@ -46,8 +46,11 @@ class Acc:
 
 def repairs_done(timeline: list[tuple[datetime, str]], start: datetime, end: datetime) -> int:
     """Repairs finished within the range: in_repair followed by in_service."""
-    return sum(1 for (_, a), (t, b) in pairwise(timeline)
-               if a == DeviceStatus.IN_REPAIR and b == DeviceStatus.IN_SERVICE and start <= t < end)
+    return sum(
+        1
+        for (_, a), (t, b) in pairwise(timeline)
+        if a == DeviceStatus.IN_REPAIR and b == DeviceStatus.IN_SERVICE and start <= t < end
+    )
 
 
 def under_warranty(d: Dev, m: ModelInfo, at: datetime) -> bool:
@@ -55,25 +58,39 @@ def under_warranty(d: Dev, m: ModelInfo, at: datetime) -> bool:
 
 
 COLUMNS = (
-    Column("devices", "Devices", "int"), Column("device_months", "Device-months in service", "float"),
-    Column("failures", "Failures", "int"), Column("failures_per_100", "Failures per 100 device-months", "float"),
-    Column("mtbf_days", "Mean time between faults (days)", "float"), Column("fault_alerts", "Fault alerts", "int"),
+    Column("devices", "Devices", "int"),
+    Column("device_months", "Device-months in service", "float"),
+    Column("failures", "Failures", "int"),
+    Column("failures_per_100", "Failures per 100 device-months", "float"),
+    Column("mtbf_days", "Mean time between faults (days)", "float"),
+    Column("fault_alerts", "Fault alerts", "int"),
     Column("repair_hours", "In-repair hours", "float"),
-    Column("offline_hours", "Unexpected offline hours", "float"), Column("downtime_hours", "Downtime hours", "float"),
-    Column("fw_updates", "Firmware updates", "int"), Column("fw_failure_rate", "Firmware-update failure rate",
-                                                             "percent"),
-    Column("repairs", "Repairs completed", "int"), Column("warranty_claims", "Warranty claims due", "int"),
+    Column("offline_hours", "Unexpected offline hours", "float"),
+    Column("downtime_hours", "Downtime hours", "float"),
+    Column("fw_updates", "Firmware updates", "int"),
+    Column("fw_failure_rate", "Firmware-update failure rate", "percent"),
+    Column("repairs", "Repairs completed", "int"),
+    Column("warranty_claims", "Warranty claims due", "int"),
 )
 
 
 def figures(a: Acc) -> tuple[object, ...]:
     months = a.service_s / 86400 / DAYS_PER_MONTH
-    return (a.devices, round(months, 2), a.failures,
-            round(a.failures * 100 / months, 2) if months else None,
-            round(a.service_s / 86400 / a.failures, 1) if a.failures else None, a.fault_alerts,
-            round(a.repair_s / 3600, 1), round(a.offline_s / 3600, 1), round((a.repair_s + a.offline_s) / 3600, 1),
-            a.fw_attempts, ratio(a.fw_failures, a.fw_attempts),
-            a.repairs, a.claims)
+    return (
+        a.devices,
+        round(months, 2),
+        a.failures,
+        round(a.failures * 100 / months, 2) if months else None,
+        round(a.service_s / 86400 / a.failures, 1) if a.failures else None,
+        a.fault_alerts,
+        round(a.repair_s / 3600, 1),
+        round(a.offline_s / 3600, 1),
+        round((a.repair_s + a.offline_s) / 3600, 1),
+        a.fw_attempts,
+        ratio(a.fw_failures, a.fw_attempts),
+        a.repairs,
+        a.claims,
+    )
 
 
 async def per_device(ctx: Context) -> dict[int, Acc]:
@@ -94,11 +111,18 @@ async def per_device(ctx: Context) -> dict[int, Acc]:
             continue
         failures = entries_into(tl, DeviceStatus.IN_REPAIR, start, end)
         attempts, fw_failed = fw.get(d.id, (0, 0))
-        out[d.id] = Acc(devices=1, service_s=seconds_in(tl, IN_SERVICE, start, end), failures=len(failures),
-                        repairs=repairs_done(tl, start, end), repair_s=seconds_in(tl, IN_REPAIR, start, end),
-                        offline_s=offline.get(d.id, 0.0), fault_alerts=len(alerts.get(d.id, ())),
-                        fw_attempts=attempts, fw_failures=fw_failed,
-                        claims=sum(under_warranty(d, models[d.model_id], t) for t in failures))
+        out[d.id] = Acc(
+            devices=1,
+            service_s=seconds_in(tl, IN_SERVICE, start, end),
+            failures=len(failures),
+            repairs=repairs_done(tl, start, end),
+            repair_s=seconds_in(tl, IN_REPAIR, start, end),
+            offline_s=offline.get(d.id, 0.0),
+            fault_alerts=len(alerts.get(d.id, ())),
+            fw_attempts=attempts,
+            fw_failures=fw_failed,
+            claims=sum(under_warranty(d, models[d.model_id], t) for t in failures),
+        )
         if i % 2000 == 0:
             ctx.step("devices", i, len(devices))
     ctx.step("devices", len(devices), len(devices))
@@ -118,21 +142,46 @@ async def build(ctx: Context) -> Report:
 
     by_model = group(lambda d: (models[d.model_id].label, models[d.model_id].supplier))
     by_supplier = group(lambda d: (models[d.model_id].supplier,))
-    by_batch = group(lambda d: (d.order_number or "(none)", models[d.model_id].label, models[d.model_id].supplier))
+    by_batch = group(
+        lambda d: (d.order_number or "(none)", models[d.model_id].label, models[d.model_id].supplier)
+    )
     total = Acc()
     for a in accs.values():
         total.add(a)
     t = dict(zip((c.key for c in COLUMNS), figures(total), strict=True))
     sections = [
-        Section("by_model", "Per model", (Column("model", "Model"), Column("supplier", "Supplier"), *COLUMNS),
-                by_model, chart=Chart("model", ("failures_per_100",), "Failures per 100 device-months by model",
-                                      horizontal=True)),
-        Section("by_supplier", "Per supplier", (Column("supplier", "Supplier"), *COLUMNS), by_supplier,
-                chart=Chart("supplier", ("failures_per_100",), "Failures per 100 device-months by supplier",
-                            horizontal=True)),
-        Section("by_batch", "Per purchase batch (order number)", (
-            Column("order_number", "Order number"), Column("model", "Model"), Column("supplier", "Supplier"),
-            *COLUMNS), by_batch),
+        Section(
+            "by_model",
+            "Per model",
+            (Column("model", "Model"), Column("supplier", "Supplier"), *COLUMNS),
+            by_model,
+            chart=Chart(
+                "model", ("failures_per_100",), "Failures per 100 device-months by model", horizontal=True
+            ),
+        ),
+        Section(
+            "by_supplier",
+            "Per supplier",
+            (Column("supplier", "Supplier"), *COLUMNS),
+            by_supplier,
+            chart=Chart(
+                "supplier",
+                ("failures_per_100",),
+                "Failures per 100 device-months by supplier",
+                horizontal=True,
+            ),
+        ),
+        Section(
+            "by_batch",
+            "Per purchase batch (order number)",
+            (
+                Column("order_number", "Order number"),
+                Column("model", "Model"),
+                Column("supplier", "Supplier"),
+                *COLUMNS,
+            ),
+            by_batch,
+        ),
     ]
     summary = [
         SummaryItem("devices", "Devices", t["devices"], "int"),
@@ -145,11 +194,15 @@ async def build(ctx: Context) -> Report:
         SummaryItem("warranty_claims", "Warranty claims due", t["warranty_claims"], "int"),
     ]
     notes = [
-        ("A failure is a device entering repair. Device-months count time in service within the range "
-        f"(a month is {DAYS_PER_MONTH:.4f} days). Mean time between faults = days in service / failures."),
+        (
+            "A failure is a device entering repair. Device-months count time in service within the range "
+            f"(a month is {DAYS_PER_MONTH:.4f} days). Mean time between faults = days in service / failures."
+        ),
         "Downtime = hours in repair + hours offline when the timetable expected the device online.",
         "A warranty claim is due for each failure that happened before the device's warranty ended.",
     ]
-    notes.append("Firmware-update failure rate: rollout updates that finished within the range and failed or "
-                 "were rolled back, over all that finished (cancelled ones never ran).")
+    notes.append(
+        "Firmware-update failure rate: rollout updates that finished within the range and failed or "
+        "were rolled back, over all that finished (cancelled ones never ran)."
+    )
     return ctx.report("reliability", TITLE, summary, sections, notes)

@@ -32,8 +32,15 @@ MEDIA_TYPES = {
 HTML_MAX_ROWS = 500
 PDF_MAX_ROWS = 40
 PDF_INSTALL_HINT = "PDF reports need matplotlib: pip install 'labfleet[reports]'. format=html always works."
-XLSX_FORMATS: dict[str, str] = {"int": "#,##0", "year": "0", "float": "#,##0.00", "money": "#,##0.00",
-                                "percent": "0.00%", "date": "yyyy-mm-dd", "datetime": "yyyy-mm-dd hh:mm:ss"}
+XLSX_FORMATS: dict[str, str] = {
+    "int": "#,##0",
+    "year": "0",
+    "float": "#,##0.00",
+    "money": "#,##0.00",
+    "percent": "0.00%",
+    "date": "yyyy-mm-dd",
+    "datetime": "yyyy-mm-dd hh:mm:ss",
+}
 
 
 def render(report: Report, fmt: str, *, section: str | None = None) -> bytes:
@@ -41,8 +48,10 @@ def render(report: Report, fmt: str, *, section: str | None = None) -> bytes:
     if fmt not in FORMATS:
         raise InvalidInput(f"format must be one of {', '.join(FORMATS)}", details={"formats": list(FORMATS)})
     if section is not None and section not in {s.key for s in report.sections}:
-        raise InvalidInput(f"report {report.name} has no section {section!r}",
-                           details={"sections": [s.key for s in report.sections]})
+        raise InvalidInput(
+            f"report {report.name} has no section {section!r}",
+            details={"sections": [s.key for s in report.sections]},
+        )
     if fmt == "json":
         return to_json(report, section)
     if fmt == "csv":
@@ -60,6 +69,7 @@ def filename(report: Report, fmt: str) -> str:
 
 # --- machines ------------------------------------------------------------------------------------------------
 
+
 def plain(value: Any) -> Any:
     """A JSON/CSV-ready value: numbers stay numbers, dates become ISO strings."""
     if isinstance(value, Decimal):
@@ -71,14 +81,24 @@ def plain(value: Any) -> Any:
 
 def to_json(report: Report, section: str | None = None) -> bytes:
     doc: dict[str, Any] = {
-        "report": report.name, "title": report.title, "generated_at": report.generated_at.isoformat(),
-        "range": {"start": report.start.isoformat(), "end": report.end.isoformat()}, "filters": report.filters,
-        "summary": {i.key: plain(i.value) for i in report.summary}, "notes": list(report.notes),
+        "report": report.name,
+        "title": report.title,
+        "generated_at": report.generated_at.isoformat(),
+        "range": {"start": report.start.isoformat(), "end": report.end.isoformat()},
+        "filters": report.filters,
+        "summary": {i.key: plain(i.value) for i in report.summary},
+        "notes": list(report.notes),
         "sections": [
-            {"key": s.key, "title": s.title, "note": s.note,
-             "columns": [{"key": c.key, "label": c.label, "kind": c.kind} for c in s.columns],
-             "rows": [{c.key: plain(v) for c, v in zip(s.columns, row, strict=True)} for row in s.rows]}
-            for s in report.sections if section is None or s.key == section],
+            {
+                "key": s.key,
+                "title": s.title,
+                "note": s.note,
+                "columns": [{"key": c.key, "label": c.label, "kind": c.kind} for c in s.columns],
+                "rows": [{c.key: plain(v) for c, v in zip(s.columns, row, strict=True)} for row in s.rows],
+            }
+            for s in report.sections
+            if section is None or s.key == section
+        ],
     }
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
@@ -112,6 +132,7 @@ def to_csv(report: Report, section: str | None = None) -> bytes:
 
 # --- XLSX ------------------------------------------------------------------------------------------------------
 
+
 def _xlsx_value(value: Any, kind: Kind) -> Any:
     if isinstance(value, Decimal):
         return float(value)
@@ -128,7 +149,7 @@ def sheet_names(report: Report) -> list[str]:
         name, n = base, 2
         while name.lower() in seen:
             suffix = f"_{n}"
-            name, n = base[:31 - len(suffix)] + suffix, n + 1
+            name, n = base[: 31 - len(suffix)] + suffix, n + 1
         seen.add(name.lower())
         names.append(name)
     return names
@@ -179,7 +200,9 @@ def to_xlsx(report: Report) -> bytes:
     for item in report.summary:
         ws.append([cell(ws, item.label), cell(ws, item.value, item.kind)])
     ws.append([])
-    ws.append([cell(ws, "Sheet", strong=True), cell(ws, "Section", strong=True), cell(ws, "Rows", strong=True)])
+    ws.append(
+        [cell(ws, "Sheet", strong=True), cell(ws, "Section", strong=True), cell(ws, "Rows", strong=True)]
+    )
     for name, s in zip(names, report.sections, strict=True):
         ws.append([cell(ws, name), cell(ws, s.title), cell(ws, len(s.rows), "int")])
     ws.append([])
@@ -200,6 +223,7 @@ def to_xlsx(report: Report) -> bytes:
 
 
 # --- printable ---------------------------------------------------------------------------------------------------
+
 
 def text_of(value: Any, kind: Kind) -> str:
     """A value as a person reads it in a printed table."""
@@ -228,7 +252,7 @@ def chart_data(s: Section) -> tuple[list[str], list[tuple[str, list[float]]]] | 
     chart = s.chart
     if chart is None or not s.rows:
         return None
-    rows = list(s.rows)[:chart.max_bars]
+    rows = list(s.rows)[: chart.max_bars]
     li = s.index(chart.label)
     labels = [str(r[li]) for r in rows]
     series = []
@@ -246,7 +270,9 @@ def _matplotlib() -> Any:
     return Figure
 
 
-def draw_chart(fig: Any, ax: Any, chart: Chart, labels: list[str], series: list[tuple[str, list[float]]]) -> None:
+def draw_chart(
+    fig: Any, ax: Any, chart: Chart, labels: list[str], series: list[tuple[str, list[float]]]
+) -> None:
     n = len(series)
     width = 0.8 / n
     positions = list(range(len(labels)))
@@ -283,7 +309,7 @@ def svg_chart(s: Section) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg")
     svg = buf.getvalue()
-    return '<figure class="chart">' + svg[svg.index("<svg"):] + "</figure>"
+    return '<figure class="chart">' + svg[svg.index("<svg") :] + "</figure>"
 
 
 def css_chart(chart: Chart, labels: list[str], series: list[tuple[str, list[float]]]) -> str:
@@ -294,8 +320,10 @@ def css_chart(chart: Chart, labels: list[str], series: list[tuple[str, list[floa
         out.append(f'<div class="bar-row"><span class="bar-label">{html.escape(label)}</span>')
         for j, (name, values) in enumerate(series):
             pct = max(0.0, values[i]) / top * 100
-            out.append(f'<span class="bar s{j}" style="width:{pct:.1f}%" title="{html.escape(name)}: '
-                       f'{values[i]:g}"></span>')
+            out.append(
+                f'<span class="bar s{j}" style="width:{pct:.1f}%" title="{html.escape(name)}: '
+                f'{values[i]:g}"></span>'
+            )
         out.append("</div>")
     out.append("</figure>")
     return "".join(out)
@@ -316,32 +344,48 @@ p.note{color:#555;font-style:italic}figure.chart{margin:.5em 0;max-width:780px}
 
 def _table(columns: tuple[Column, ...], rows: Any, cls: str, key: str) -> str:
     numeric = {"int", "year", "float", "money", "percent"}
-    head = "".join(f'<th scope="col" data-key="{html.escape(c.key)}">{html.escape(c.label)}</th>' for c in columns)
+    head = "".join(
+        f'<th scope="col" data-key="{html.escape(c.key)}">{html.escape(c.label)}</th>' for c in columns
+    )
     body = []
     for row in rows:
-        cells = "".join(f'<td class="num">{html.escape(text_of(v, c.kind))}</td>' if c.kind in numeric
-                        else f"<td>{html.escape(text_of(v, c.kind))}</td>" for c, v in zip(columns, row, strict=True))
+        cells = "".join(
+            f'<td class="num">{html.escape(text_of(v, c.kind))}</td>'
+            if c.kind in numeric
+            else f"<td>{html.escape(text_of(v, c.kind))}</td>"
+            for c, v in zip(columns, row, strict=True)
+        )
         body.append(f"<tr>{cells}</tr>")
-    return (f'<table class="{cls}" data-section="{html.escape(key)}"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table>")
+    return (
+        f'<table class="{cls}" data-section="{html.escape(key)}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
 
 
 def to_html(report: Report) -> bytes:
     """A self-contained printable page: metadata, summary, then each section with its chart and table."""
     e = html.escape
-    parts = [(f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{e(report.title)}</title>'
-             f"<style>{CSS}</style></head><body>"),
-             (f'<header><h1>{e(report.title)}</h1><dl class="meta">'
-             f"<dt>Report</dt><dd>{e(report.name)}</dd>"
-             f"<dt>Covers</dt><dd>{report.start} to {report.end}</dd>"
-             f"<dt>Generated</dt><dd>{e(text_of(report.generated_at, 'datetime'))}</dd>")]
+    parts = [
+        (
+            f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{e(report.title)}</title>'
+            f"<style>{CSS}</style></head><body>"
+        ),
+        (
+            f'<header><h1>{e(report.title)}</h1><dl class="meta">'
+            f"<dt>Report</dt><dd>{e(report.name)}</dd>"
+            f"<dt>Covers</dt><dd>{report.start} to {report.end}</dd>"
+            f"<dt>Generated</dt><dd>{e(text_of(report.generated_at, 'datetime'))}</dd>"
+        ),
+    ]
     for k, v in report.filters.items() or {"filters": "none"}.items():
         parts.append(f"<dt>{e(k.capitalize())}</dt><dd>{e(v)}</dd>")
     parts.append("</dl></header>")
     parts.append('<section id="summary"><h2>Summary</h2><table class="summary"><tbody>')
     for i in report.summary:
-        parts.append(f'<tr data-key="{e(i.key)}"><th scope="row">{e(i.label)}</th>'
-                     f'<td class="num">{e(text_of(i.value, i.kind))}</td></tr>')
+        parts.append(
+            f'<tr data-key="{e(i.key)}"><th scope="row">{e(i.label)}</th>'
+            f'<td class="num">{e(text_of(i.value, i.kind))}</td></tr>'
+        )
     parts.append("</tbody></table>")
     parts.extend(f'<p class="note">{e(n)}</p>' for n in report.notes)
     parts.append("</section>")
@@ -356,8 +400,10 @@ def to_html(report: Report) -> bytes:
         else:
             parts.append(_table(s.columns, shown, "report-table", s.key))
         if len(s.rows) > len(shown):
-            parts.append(f'<p class="note">First {len(shown)} of {len(s.rows)} rows; the full table is in the XLSX, '
-                         "CSV and JSON formats.</p>")
+            parts.append(
+                f'<p class="note">First {len(shown)} of {len(s.rows)} rows; the full table is in the XLSX, '
+                "CSV and JSON formats.</p>"
+            )
         parts.append("</section>")
     parts.append("</body></html>")
     return "".join(parts).encode()
@@ -367,23 +413,33 @@ def to_pdf(report: Report) -> bytes:
     """A4 pages: a cover with the summary, then per section its chart and the first rows of its table."""
     figure_cls = _matplotlib()
     if figure_cls is None:
-        raise FeatureUnavailable(PDF_INSTALL_HINT, details={"install": "pip install 'labfleet[reports]'",
-                                                            "alternative": "format=html"})
+        raise FeatureUnavailable(
+            PDF_INSTALL_HINT,
+            details={"install": "pip install 'labfleet[reports]'", "alternative": "format=html"},
+        )
     from matplotlib.backends.backend_pdf import PdfPages
 
     buf = io.BytesIO()
     with PdfPages(buf, metadata={"Title": report.title, "Creator": "LabFleet"}) as pdf:
         fig = figure_cls(figsize=(8.27, 11.69))
         fig.text(0.08, 0.95, report.title, fontsize=18, weight="bold")
-        meta = [f"Report: {report.name}", f"Covers: {report.start} to {report.end}",
-                f"Generated: {text_of(report.generated_at, 'datetime')}"]
+        meta = [
+            f"Report: {report.name}",
+            f"Covers: {report.start} to {report.end}",
+            f"Generated: {text_of(report.generated_at, 'datetime')}",
+        ]
         meta += [f"{k.capitalize()}: {v}" for k, v in report.filters.items()] or ["Filters: none"]
         for i, line in enumerate(meta):
             fig.text(0.08, 0.91 - i * 0.022, line, fontsize=9)
         ax = fig.add_axes((0.08, 0.35, 0.84, 0.45))
         ax.axis("off")
-        table = ax.table(cellText=[[i.label, text_of(i.value, i.kind)] for i in report.summary],
-                         colLabels=["Figure", "Value"], loc="upper center", colWidths=[0.7, 0.3], cellLoc="left")
+        table = ax.table(
+            cellText=[[i.label, text_of(i.value, i.kind)] for i in report.summary],
+            colLabels=["Figure", "Value"],
+            loc="upper center",
+            colWidths=[0.7, 0.3],
+            cellLoc="left",
+        )
         table.auto_set_font_size(False)
         table.set_fontsize(8)
         y = 0.3
@@ -398,23 +454,35 @@ def to_pdf(report: Report) -> bytes:
             data = chart_data(s)
             table_top = 0.9
             if data is not None and s.chart is not None:
-                ax = fig.add_axes((0.25 if s.chart.horizontal else 0.08, 0.52, 0.65 if s.chart.horizontal else 0.85,
-                                   0.38))
+                ax = fig.add_axes(
+                    (0.25 if s.chart.horizontal else 0.08, 0.52, 0.65 if s.chart.horizontal else 0.85, 0.38)
+                )
                 draw_chart(fig, ax, s.chart, *data)
                 table_top = 0.44
             rows = list(s.rows)[: PDF_MAX_ROWS if data is None else PDF_MAX_ROWS // 2]
             if rows:
                 ax = fig.add_axes((0.03, 0.05, 0.94, table_top - 0.07))
                 ax.axis("off")
-                t = ax.table(cellText=[[text_of(v, c.kind)[:40] for c, v in zip(s.columns, r, strict=True)]
-                                       for r in rows],
-                             colLabels=[c.label for c in s.columns], loc="upper center", cellLoc="left")
+                t = ax.table(
+                    cellText=[
+                        [text_of(v, c.kind)[:40] for c, v in zip(s.columns, r, strict=True)] for r in rows
+                    ],
+                    colLabels=[c.label for c in s.columns],
+                    loc="upper center",
+                    cellLoc="left",
+                )
                 t.auto_set_font_size(False)
                 t.set_fontsize(6 if len(s.columns) > 8 else 7)
             else:
                 fig.text(0.05, table_top - 0.05, "No rows.", fontsize=9)
             if len(s.rows) > len(rows):
-                fig.text(0.05, 0.02, f"First {len(rows)} of {len(s.rows)} rows; the full table is in the XLSX, CSV "
-                                     "and JSON formats.", fontsize=7, style="italic")
+                fig.text(
+                    0.05,
+                    0.02,
+                    f"First {len(rows)} of {len(s.rows)} rows; the full table is in the XLSX, CSV "
+                    "and JSON formats.",
+                    fontsize=7,
+                    style="italic",
+                )
             pdf.savefig(fig)
     return buf.getvalue()

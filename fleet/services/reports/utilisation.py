@@ -29,8 +29,16 @@ async def build(ctx: Context) -> Report:
         per_week = round(total / weeks, 1)
         idle = per_week < threshold
         room = rooms.get(d.room_id) if d.room_id is not None else None
-        row = (d.asset_tag, models[d.model_id].label, schools[d.school_id].code, room.name if room else "",
-               status, total, per_week, idle)
+        row = (
+            d.asset_tag,
+            models[d.model_id].label,
+            schools[d.school_id].code,
+            room.name if room else "",
+            status,
+            total,
+            per_week,
+            idle,
+        )
         device_rows.append(row)
         if idle:
             idle_rows.append(row)
@@ -42,50 +50,98 @@ async def build(ctx: Context) -> Report:
     for rid, r in sorted(rooms.items(), key=lambda kv: (schools[kv[1].school_id].code, kv[1].name)):
         n, total, idle_n = per_room.get(rid, [0, 0, 0])
         per_dev_week = round(total / n / weeks, 1) if n else None
-        room_rows.append((schools[r.school_id].code, r.name, r.kind, r.capacity, n, total, per_dev_week, idle_n))
+        room_rows.append(
+            (schools[r.school_id].code, r.name, r.kind, r.capacity, n, total, per_dev_week, idle_n)
+        )
         if r.capacity and n > r.capacity:
             over.append((schools[r.school_id].code, r.name, r.kind, r.capacity, n, n - r.capacity))
-    model_rows = [(models[mid].label, n, total, round(total / n / weeks, 1), idle)
-                  for mid, (n, total, idle) in sorted(per_model.items(), key=lambda kv: models[kv[0]].label)]
+    model_rows = [
+        (models[mid].label, n, total, round(total / n / weeks, 1), idle)
+        for mid, (n, total, idle) in sorted(per_model.items(), key=lambda kv: models[kv[0]].label)
+    ]
     idle_rows.sort(key=lambda r: (r[6], r[0]))
     ctx.step("usage", 3, 3)
-    dev_cols = (Column("asset_tag", "Asset tag"), Column("model", "Model"), Column("school_code", "School code"),
-                Column("room", "Room"), Column("status", "Status"), Column("active_minutes", "Active minutes", "int"),
-                Column("minutes_per_week", "Active minutes per week", "float"), Column("idle", "Idle", "bool"))
+    dev_cols = (
+        Column("asset_tag", "Asset tag"),
+        Column("model", "Model"),
+        Column("school_code", "School code"),
+        Column("room", "Room"),
+        Column("status", "Status"),
+        Column("active_minutes", "Active minutes", "int"),
+        Column("minutes_per_week", "Active minutes per week", "float"),
+        Column("idle", "Idle", "bool"),
+    )
     total_minutes = sum(r[5] for r in device_rows)
     sections = [
-        Section("by_model", "Per model", (
-            Column("model", "Model"), Column("devices", "Devices", "int"),
-            Column("active_minutes", "Active minutes", "int"),
-            Column("minutes_per_device_week", "Minutes per device per week", "float"),
-            Column("idle", "Idle devices", "int")), model_rows,
-            chart=Chart("model", ("minutes_per_device_week",), "Active minutes per device per week, by model",
-                        horizontal=True)),
-        Section("by_room", "Per room", (
-            Column("school_code", "School code"), Column("room", "Room"), Column("room_kind", "Room kind"),
-            Column("capacity", "Capacity", "int"), Column("devices", "Devices placed", "int"),
-            Column("active_minutes", "Active minutes", "int"),
-            Column("minutes_per_device_week", "Minutes per device per week", "float"),
-            Column("idle", "Idle devices", "int")), room_rows),
+        Section(
+            "by_model",
+            "Per model",
+            (
+                Column("model", "Model"),
+                Column("devices", "Devices", "int"),
+                Column("active_minutes", "Active minutes", "int"),
+                Column("minutes_per_device_week", "Minutes per device per week", "float"),
+                Column("idle", "Idle devices", "int"),
+            ),
+            model_rows,
+            chart=Chart(
+                "model",
+                ("minutes_per_device_week",),
+                "Active minutes per device per week, by model",
+                horizontal=True,
+            ),
+        ),
+        Section(
+            "by_room",
+            "Per room",
+            (
+                Column("school_code", "School code"),
+                Column("room", "Room"),
+                Column("room_kind", "Room kind"),
+                Column("capacity", "Capacity", "int"),
+                Column("devices", "Devices placed", "int"),
+                Column("active_minutes", "Active minutes", "int"),
+                Column("minutes_per_device_week", "Minutes per device per week", "float"),
+                Column("idle", "Idle devices", "int"),
+            ),
+            room_rows,
+        ),
         Section("idle", f"Idle devices (under {threshold} active minutes a week)", dev_cols, idle_rows),
-        Section("over_capacity", "Rooms over capacity", (
-            Column("school_code", "School code"), Column("room", "Room"), Column("room_kind", "Room kind"),
-            Column("capacity", "Capacity", "int"), Column("devices", "Devices placed", "int"),
-            Column("excess", "Over by", "int")), over),
+        Section(
+            "over_capacity",
+            "Rooms over capacity",
+            (
+                Column("school_code", "School code"),
+                Column("room", "Room"),
+                Column("room_kind", "Room kind"),
+                Column("capacity", "Capacity", "int"),
+                Column("devices", "Devices placed", "int"),
+                Column("excess", "Over by", "int"),
+            ),
+            over,
+        ),
         Section("by_device", "Per device", dev_cols, device_rows),
     ]
     summary = [
         SummaryItem("weeks", "Weeks in range", round(weeks, 2), "float"),
         SummaryItem("devices", "Fielded devices", len(device_rows), "int"),
         SummaryItem("active_minutes", "Active minutes", total_minutes, "int"),
-        SummaryItem("minutes_per_device_week", "Active minutes per device per week",
-                    round(total_minutes / len(device_rows) / weeks, 1) if device_rows else None, "float"),
+        SummaryItem(
+            "minutes_per_device_week",
+            "Active minutes per device per week",
+            round(total_minutes / len(device_rows) / weeks, 1) if device_rows else None,
+            "float",
+        ),
         SummaryItem("idle_threshold", "Idle threshold (minutes a week)", threshold, "int"),
         SummaryItem("idle", "Idle devices", len(idle_rows), "int"),
         SummaryItem("idle_share", "Idle share", ratio(len(idle_rows), len(device_rows)), "percent"),
         SummaryItem("rooms_over_capacity", "Rooms over capacity", len(over), "int"),
     ]
-    notes = [(f"Active minutes from the hourly usage roll-ups between {ctx.scope.start} and {ctx.scope.end} "
-             f"({ctx.scope.days} days = {weeks:.2f} weeks); fielded = provisioned, in service or in repair at the end."),
-             "A room is over capacity when more devices are placed in it than its seat quota."]
+    notes = [
+        (
+            f"Active minutes from the hourly usage roll-ups between {ctx.scope.start} and {ctx.scope.end} "
+            f"({ctx.scope.days} days = {weeks:.2f} weeks); fielded = provisioned, in service or in repair at the end."
+        ),
+        "A room is over capacity when more devices are placed in it than its seat quota.",
+    ]
     return ctx.report("utilisation", TITLE, summary, sections, notes)
