@@ -1,0 +1,131 @@
+"""Readable, localized names for the domain's codes: a person never reads `in_service` or `smart_classroom`.
+
+Each name is marked with `N_` for extraction and translated with `label()` in the current locale. A test
+fails when a value of a listed enum has no name here, so a new code cannot reach a page or report unnamed.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from fleet.domain.enums import (
+    AiLabTier,
+    CalendarKind,
+    DeviceKind,
+    DeviceStatus,
+    Ownership,
+    Role,
+    RoomKind,
+    Transport,
+)
+from fleet.domain.rollouts import DeviceUpdateState, GroupStrategy, RolloutStatus, Window
+from fleet.domain.wire import CommandName, EventType
+from fleet.i18n import N_, gettext
+
+NAMES: dict[type[StrEnum], dict[str, str]] = {
+    RoomKind: {
+        "smart_classroom": N_("Smart classroom"),
+        "digital_lab": N_("Digital lab"),
+        "ai_lab": N_("AI lab"),
+    },
+    AiLabTier: {
+        "basic_experience": N_("Basic experience"),
+        "subject_integration": N_("Subject integration"),
+        "advanced_research": N_("Advanced research"),
+    },
+    DeviceKind: {
+        "terminal": N_("Learning terminal"),
+        "robot": N_("Robot"),
+        "mcu_kit": N_("Microcontroller kit"),
+        "sensor": N_("Sensor"),
+    },
+    Transport: {"mqtt": N_("MQTT (network)"), "serial": N_("Serial (USB)")},
+    DeviceStatus: {
+        "ordered": N_("Ordered"),
+        "received": N_("Received"),
+        "provisioned": N_("Provisioned"),
+        "in_service": N_("In service"),
+        "in_repair": N_("In repair"),
+        "retired": N_("Retired"),
+        "lost": N_("Lost"),
+    },
+    Ownership: {"owned": N_("Owned"), "leased": N_("Leased")},
+    Role: {
+        "admin": N_("Administrator"),
+        "technician": N_("Lab technician"),
+        "it_staff": N_("IT staff"),
+        "procurement": N_("Procurement officer"),
+        "auditor": N_("Auditor"),
+    },
+    CalendarKind: {"term": N_("Term"), "holiday": N_("Holiday"), "exam_day": N_("Exam day")},
+    RolloutStatus: {
+        "draft": N_("Draft"),
+        "running": N_("Running"),
+        "paused": N_("Paused"),
+        "aborted": N_("Aborted"),
+        "completed": N_("Completed"),
+    },
+    DeviceUpdateState: {
+        "pending": N_("Pending"),
+        "scheduled": N_("Scheduled"),
+        "downloading": N_("Downloading"),
+        "downloaded": N_("Downloaded"),
+        "installing": N_("Installing"),
+        "succeeded": N_("Succeeded"),
+        "failed": N_("Failed"),
+        "rolled_back": N_("Rolled back"),
+        "cancelled": N_("Cancelled"),
+    },
+    Window: {"outside_lessons": N_("Outside lessons"), "after_school": N_("After school")},
+    GroupStrategy: {"per_school": N_("School by school"), "percent": N_("By percentage")},
+    CommandName: {
+        "reboot": N_("Reboot"),
+        "lock": N_("Lock screen"),
+        "unlock": N_("Unlock screen"),
+        "set_policy": N_("Set screen-time policy"),
+        "diagnostics": N_("Run diagnostics"),
+        "update": N_("Firmware update"),
+    },
+    EventType: {
+        "boot": N_("Boot"),
+        "error": N_("Error"),
+        "login": N_("Sign-in"),
+        "logout": N_("Sign-out"),
+        "app_start": N_("App started"),
+        "app_stop": N_("App stopped"),
+        "locked": N_("Locked"),
+        "unlocked": N_("Unlocked"),
+    },
+}
+
+# Codes that are not enums but still reach people: presence, health, alert status and severity.
+EXTRA: dict[str, str] = {
+    "online": N_("Online"),
+    "offline": N_("Offline"),
+    "unknown": N_("Unknown"),
+    "ok": N_("OK"),
+    "degraded": N_("Degraded"),
+    "fault": N_("Fault"),
+    "open": N_("Open"),
+    "acknowledged": N_("Acknowledged"),
+    "resolved": N_("Resolved"),
+    "info": N_("Info"),
+    "warning": N_("Warning"),
+    "critical": N_("Critical"),
+    # Alert rules (fleet/domain/health.py and the presence sweep).
+    "battery_low": N_("Battery low"),
+    "temperature_high": N_("Temperature high"),
+    "storage_full": N_("Storage nearly full"),
+    "error_code": N_("Device error"),
+    "repeated_reboots": N_("Repeated reboots"),
+}
+
+
+def label(value: StrEnum | str, kind: type[StrEnum] | None = None) -> str:
+    """The localized name of a code; an unknown code is shown as it is rather than hidden."""
+    code = str(value)
+    table = NAMES.get(kind or type(value), {}) if (kind or isinstance(value, StrEnum)) else {}
+    text = table.get(code) or EXTRA.get(code)
+    if text is None:
+        text = next((names[code] for names in NAMES.values() if code in names), None)
+    return gettext(text) if text is not None else code
