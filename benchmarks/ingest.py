@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fleet.compat.paho import unacknowledged
 from fleet.domain import wire
 
 SVC_USER, SVC_PW = "labfleet-service", "bench-secret"
@@ -81,7 +82,7 @@ def publisher(port: int, devices: int, per_device: int, rate: float, seq_start: 
             elif sent % 500 == 0:
                 _pump(clients)
     # Wait for the broker's PUBACKs so every message is really in the broker before we leave.
-    while any(c._out_messages or c.want_write() for c in clients):
+    while any(unacknowledged(c) or c.want_write() for c in clients):
         _pump(clients)
         time.sleep(0.001)
     for c in clients:

@@ -8,7 +8,6 @@ service identity), how to make credential changes take effect (`sync`), and how 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
@@ -18,9 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from amqtt.contexts import Action as _AmqttAction
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from fleet.compat.amqtt import AuthFirstBroker
 from fleet.domain import acl, credentials, wire
 from fleet.persistence.models_mqtt import DeviceCredential
 from fleet.runtime.mqtt_subscriber import BrokerAddress
@@ -112,23 +114,11 @@ class Broker(Protocol):
 
 # ---------------------------------------------------------------- embedded (amqtt)
 
-try:
-    from amqtt.broker import Broker as _AmqttBroker
-    from amqtt.contexts import Action as _AmqttAction
-    from amqtt.errors import MQTTError as _AmqttMQTTError
-    from amqtt.mqtt.connack import NOT_AUTHORIZED as _NOT_AUTHORIZED
-    from amqtt.mqtt.connack import ConnackPacket as _ConnackPacket
-    from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler as _BrokerProtocolHandler
-    from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
-    from amqtt.utils import gen_client_id as _gen_client_id
-except ImportError:  # pragma: no cover - amqtt is a hard dependency; kept importable for type checkers
-    _AmqttBroker = object  # type: ignore[assignment,misc]
-
 
 class DbAuthPlugin(BaseAuthPlugin):
     """amqtt auth plugin: CONNECT checked against device credentials (client id must equal username).
 
-    Runs before amqtt looks at any session (`_AuthFirstBroker`), so a refused CONNECT cannot take one over.
+    Runs before amqtt looks at any session (fleet.compat.amqtt.AuthFirstBroker), so a refused CONNECT cannot take one over.
     """
 
     @dataclass
@@ -161,87 +151,6 @@ class DbTopicPlugin(BaseTopicPlugin):
         return authority.allowed(session.username, topic, mapped)
 
 
-class _SnapshotSubscriptions(dict):  # type: ignore[type-arg]
-    """amqtt 0.12's subscription table, iterated over a snapshot.
-
-    amqtt walks `_subscriptions` across awaits (the topic-filter plugin call in `_run_broadcast`, retained
-    messages on connect). A client subscribing in that window raised "dictionary changed size during
-    iteration" inside the broadcast task, and that message was dropped for every subscriber, the ingest
-    included. Iterating a copy delivers it; a subscription added meanwhile starts with the next message.
-    """
-
-    def items(self):  # type: ignore[no-untyped-def,override]
-        return list(super().items())
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(list(super().keys()))
-
-
-class _AuthFirstBroker(_AmqttBroker):  # type: ignore[misc,valid-type]
-    """amqtt's broker, authenticating a CONNECT before it touches the session of the client id it names.
-
-    amqtt 0.12 looks the client id up first and authenticates afterwards: a clean-session CONNECT deleted that
-    session (its subscriptions and queued commands), a persistent one adopted it and overwrote its username,
-    and the live connection of that id was taken over, all before the auth plugin said no. So anyone who knew
-    a device's identity (it is in its topics) could knock it off with a wrong password. Here a refused CONNECT
-    gets CONNACK "not authorized" and is closed without touching any session; an accepted one (a device's
-    client id is its username, see BrokerAuthority.authenticate) goes on exactly as amqtt's own code does.
-    """
-
-    async def _initialize_client_session(
-        self, reader: Any, writer: Any, remote_address: str, remote_port: int
-    ) -> tuple[Any, Any]:
-        try:
-            handler, session = await _BrokerProtocolHandler.init_from_connect(
-                reader, writer, self.plugins_manager
-            )
-        except _AmqttMQTTError:
-            await writer.close()
-            raise
-        if not await super()._authenticate(session, None):
-            connack = _ConnackPacket.build(0, _NOT_AUTHORIZED)
-            with contextlib.suppress(Exception):  # the client may be gone already; it is refused either way
-                await connack.to_stream(writer)
-            await writer.close()
-            raise _AmqttMQTTError("CONNECT refused before any session was touched")
-        # From here on as amqtt 0.12.1's Broker._initialize_client_session.
-        if session.clean_session:
-            if session.client_id:
-                await self._delete_session(session.client_id)
-            else:
-                session.client_id = _gen_client_id()
-            session.parent = 0
-        elif session.client_id in self._sessions:
-            existing, _ = self._sessions[session.client_id]
-            for attr in (
-                "will_flag",
-                "will_message",
-                "will_topic",
-                "will_qos",
-                "keep_alive",
-                "username",
-                "password",
-            ):
-                setattr(existing, attr, getattr(session, attr))
-            session = existing
-            session.parent = 1
-        else:
-            session.parent = 0
-        delay = self.config.get("timeout-disconnect-delay", 0)
-        if session.keep_alive > 0 and isinstance(delay, int):
-            session.keep_alive += delay
-        session.labfleet_authenticated = True
-        return handler, session
-
-    async def _authenticate(self, session: Any, listener: Any) -> bool:
-        # amqtt authenticates again right after _initialize_client_session (its only caller of this): the
-        # CONNECT was checked above, so that second database lookup and password check is skipped once.
-        if getattr(session, "labfleet_authenticated", False):
-            session.labfleet_authenticated = False
-            return True
-        return await super()._authenticate(session, listener)
-
-
 class EmbeddedBroker:
     """amqtt in-process: zero setup, for demos and small sites (~1,700 msg/s on the design machine)."""
 
@@ -254,7 +163,7 @@ class EmbeddedBroker:
         self.address = BrokerAddress(
             self.host, self.port, authority.service_username, authority.service_password
         )
-        self._broker: Any = None
+        self._broker: AuthFirstBroker | None = None
 
     async def __aenter__(self) -> EmbeddedBroker:
         await self.authority.load()
@@ -270,8 +179,7 @@ class EmbeddedBroker:
         amqtt_log = logging.getLogger("amqtt")
         if amqtt_log.getEffectiveLevel() < logging.INFO:
             amqtt_log.setLevel(logging.INFO)
-        self._broker = _AuthFirstBroker(config)
-        self._broker._subscriptions = _SnapshotSubscriptions()
+        self._broker = AuthFirstBroker(config)
         await self._broker.start()
         logger.info("embedded MQTT broker listening on %s:%s", self.host, self.port)
         return self
@@ -285,16 +193,8 @@ class EmbeddedBroker:
         await self.authority.load()
 
     async def kick(self, username: str) -> None:
-        sessions = getattr(self._broker, "_sessions", {})
-        entry = sessions.get(username)
-        if entry is None:
-            return
-        _, handler = entry
-        if handler is not None:
-            # amqtt has no admin "disconnect client"; closing its stream ends the session like a lost link.
-            with contextlib.suppress(Exception):
-                await handler.writer.close()
-        logger.info("embedded broker disconnected a revoked device")
+        if self._broker is not None and await self._broker.disconnect_client(username):
+            logger.info("embedded broker disconnected a revoked device")
 
 
 # ---------------------------------------------------------------- managed mosquitto

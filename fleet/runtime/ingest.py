@@ -5,7 +5,7 @@ appends to a bounded in-memory batch. A writer task commits a batch every `inges
 `ingest_batch_max` messages, then PUBACKs exactly the messages of that batch. A crash before the commit
 leaves them unacknowledged, so the broker's persistent session redelivers them; the per-device sequence
 window makes the redelivery harmless. When the batch is full the socket is paused (backpressure): the
-broker holds the rest, beyond at most one socket read (mqtt_subscriber.RECV_CHUNK) already in memory.
+broker holds the rest, beyond at most one socket read (fleet.compat.paho.RECV_CHUNK) already in memory.
 """
 
 from __future__ import annotations

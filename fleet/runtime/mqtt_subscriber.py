@@ -26,6 +26,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
+from fleet.compat.paho import BufferedClient
+
 logger = logging.getLogger(__name__)
 
 # A loopback or LAN broker answers CONNECT/SUBSCRIBE in milliseconds; 10 s means it is not coming.
@@ -40,10 +42,6 @@ MISC_INTERVAL_S = 1.0
 # repeatedly, at most this many times before yielding to the loop so the writer and HTTP are not starved
 # (a 64 KiB socket buffer holds ~400 telemetry messages).
 READ_BURST = 500
-# paho reads a packet with three or four recv() calls (fixed header byte, each remaining-length byte, body):
-# four system calls per 120-byte telemetry message, about a tenth of the service's CPU per message. One
-# recv() of up to this many bytes feeds ~2,000 packets from memory instead.
-RECV_CHUNK = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,46 +91,6 @@ def disconnect_reason(reason_code: Any) -> str:
         "Not authorized": "auth_failed",
         "Bad user name or password": "auth_failed",
     }.get(name, "network")
-
-
-class BufferedClient(mqtt.Client):
-    """paho's client, with two per-message costs of its receive path taken out (the ingest hot path).
-
-    - A read buffer under its packet reader. paho asks its socket for exactly the bytes it parses next (one
-      byte of fixed header, then the remaining length a byte at a time, then the body). `_sock_recv` answers
-      those asks from one large recv() per socket read event, so the syscall count per message drops from
-      ~4 to ~0. Bytes held in the buffer do not make the socket readable again: the reader (see
-      `_Connection._readable`) keeps calling `loop_read` while `buffered()` says there are some.
-    - The message dispatch. paho walks its per-topic callback matcher and takes two locks for every message;
-      this client has one `on_message` and no per-topic callbacks, on one thread, so `_handle_on_message`
-      calls it straight.
-
-    Everything else (packet parsing, acks, keepalive) is paho's own. Both overrides are paho 2.x hooks, hence
-    the `<3` pin in pyproject.toml; every ingest test runs through them.
-    """
-
-    _rbuf: bytes = b""
-    _rpos: int = 0
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        buf, pos = self._rbuf, self._rpos
-        if pos >= len(buf):
-            buf = super()._sock_recv(RECV_CHUNK)  # BlockingIOError when empty, b"" at EOF: as paho expects
-            if not buf:
-                return buf
-            self._rbuf, pos = buf, 0
-        end = pos + bufsize
-        self._rpos = end
-        return buf[pos:end]
-
-    def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
-        on_message = self._on_message
-        if on_message is not None:
-            on_message(self, self._userdata, message)
-
-    def buffered(self) -> int:
-        """Bytes received from the socket and not yet handed to paho's parser."""
-        return len(self._rbuf) - self._rpos
 
 
 class _Connection:

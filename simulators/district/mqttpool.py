@@ -19,9 +19,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
+
+from fleet.compat.paho import LeanPubackClient
 
 logger = logging.getLogger(__name__)
 
@@ -56,35 +55,11 @@ def raise_fd_limit(wanted: int) -> int:
     return target
 
 
-# What paho hands on_publish for an MQTT 3.1.1 PUBACK, which has neither a reason code nor properties: one shared
-# pair (the pool's callbacks only read the mid) instead of two fresh objects per acknowledgement.
-_PUBACK_OK = ReasonCode(PacketTypes.PUBACK)
-_NO_PROPERTIES = Properties(PacketTypes.PUBACK)
+class PoolClient(LeanPubackClient):
+    """A paho client with the lean PUBACK path, its sockets moved above select()'s range."""
 
-
-class PoolClient(paho.Client):
-    """A paho client whose MQTT 3.1.1 PUBACK path allocates nothing per acknowledgement.
-
-    paho decodes every PUBACK through its MQTT 5 path, building a ReasonCode and a Properties object (whose
-    constructor builds a name table) that a 3.1.1 PUBACK can never carry: a third of the cost of reading a
-    PUBACK in a cProfile of the rollout-2027 generator (7.1 of 21 s). Here a well-formed 3.1.1 PUBACK (two bytes: the packet id) goes
-    straight to paho's own completion (`_do_on_publish`: callback, out-message and in-flight bookkeeping);
-    anything else (MQTT 5, PUBCOMP, a malformed length) takes paho's path unchanged.
-    """
-
-    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
-        packet = self._in_packet["packet"]
-        if cmd != "PUBACK" or self._protocol != paho.MQTTv311 or len(packet) != 2:
-            return super()._handle_pubackcomp(cmd)
-        mid = (packet[0] << 8) | packet[1]
-        with self._out_message_mutex:
-            if mid in self._out_messages:
-                return self._do_on_publish(mid, _PUBACK_OK, _NO_PROPERTIES)
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
-
-    def _create_socket_connection(self) -> socket.socket:
-        # paho 2.x's one hook where its TCP socket is made (pinned <3: re-check on a paho upgrade).
-        return above_select_range(super()._create_socket_connection())
+    def adopt_socket(self, sock: socket.socket) -> socket.socket:
+        return above_select_range(sock)
 
 
 def above_select_range(sock: socket.socket) -> socket.socket:
@@ -165,13 +140,9 @@ class Pool:
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         self.loop.add_reader(sock, self._read, client)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
-        # paho writes a byte to a socket pair per queued packet to wake its own select() loop, which this pool
-        # never runs: two file descriptors per client and a syscall per message for nothing.
-        for name in ("_sockpairR", "_sockpairW"):
-            pair = getattr(client, name, None)
-            if pair is not None:
-                pair.close()
-                setattr(client, name, None)
+        # paho 2.2 opens its wake-up socket pair only in loop() and loop_start(), which this pool never calls,
+        # so a pool client holds one file descriptor and writes no wake-up byte per message (pinned by
+        # tests/compat/test_paho_contract.py).
 
     def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         self._unregister(sock)
