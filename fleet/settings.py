@@ -167,6 +167,8 @@ class Settings(BaseSettings):
     default_timezone: str = "UTC"
     # Key for pseudonymising anything person-related (HMAC); set it in production.
     pseudonym_key: str = "change-me-labfleet-pseudonym-key"
+    # The site's language for reports, exports and messages when the user names none (en or zh-CN).
+    locale: str = "en"
     http: HttpSettings = HttpSettings()
     mqtt: MqttSettings = MqttSettings()
     api: ApiSettings = ApiSettings()

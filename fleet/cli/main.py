@@ -29,8 +29,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
-import_app = typer.Typer(help="Bulk CSV import (all rows or none).", no_args_is_help=True)
-export_app = typer.Typer(help="CSV export in the import format.", no_args_is_help=True)
+import_app = typer.Typer(help="Bulk import from XLSX or CSV (all rows or none).", no_args_is_help=True)
+export_app = typer.Typer(help="CSV or XLSX export in the import format.", no_args_is_help=True)
 seed_app = typer.Typer(help="Demo data.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
@@ -197,80 +197,191 @@ def token_revoke(token_id: int) -> None:
     console.print(f"token {token_id} revoked")
 
 
-def _import(kind: str, path: Path, dry_run: bool) -> None:
+def _import(
+    kind: str,
+    path: Path,
+    dry_run: bool,
+    *,
+    sheet: str | None = None,
+    encoding: str | None = None,
+    errors_out: Path | None = None,
+    lang: str | None = None,
+) -> None:
+    """Any file, any content: a clear message and exit 1, never a traceback (the CLI seam of the import)."""
+    from fleet.i18n import _, set_locale
     from fleet.services import imports
 
+    set_locale(lang or settings().locale)
     if not path.is_file():
-        err_console.print(f"[red]Error:[/red] no such file: {path}")
+        message = _("no such file: {path}", path=str(path))
+        err_console.print(f"[red]Error:[/red] {message}")
         raise typer.Exit(2)
-    text = imports.decode_upload(path.read_bytes()) if path.stat().st_size else ""
-    with Progress(
-        TextColumn("{task.description:<11}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=False,
-    ) as bar:
-        tasks: dict[str, Any] = {}
+    try:
+        data = path.read_bytes()
+        with Progress(
+            TextColumn("{task.description:<11}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=False,
+        ) as bar:
+            tasks: dict[str, Any] = {}
 
-        def progress(phase: str, done: int, total: int) -> None:
-            if phase not in tasks:
-                tasks[phase] = bar.add_task(phase, total=total)
-            bar.update(tasks[phase], completed=done)
+            def progress(phase: str, done: int, total: int) -> None:
+                if phase not in tasks:
+                    tasks[phase] = bar.add_task(phase, total=total)
+                bar.update(tasks[phase], completed=done)
 
-        async def work(session: Any) -> Any:
-            fn = imports.import_devices if kind == "devices" else imports.import_rooms
-            return await fn(session, CLI, SystemClock(), text, dry_run=dry_run, progress=progress)
+            async def work(session: Any) -> Any:
+                fn = imports.import_devices if kind == "devices" else imports.import_rooms
+                try:
+                    return await fn(
+                        session,
+                        CLI,
+                        SystemClock(),
+                        data,
+                        dry_run=dry_run,
+                        progress=progress,
+                        filename=path.name,
+                        sheet=sheet,
+                        encoding=encoding,
+                    )
+                except ImportRejected as err:
+                    return err  # nothing was written; reported below, outside the progress bars
 
-        result = run_db(work)
-    verb = "would import" if result.dry_run else "imported"
-    console.print(f"[green]{verb} {result.created} {kind}[/green] from {path}")
+            result = run_db(work)
+    except (typer.Exit, KeyboardInterrupt):
+        raise
+    except Exception as err:  # the one seam where any failure becomes a message, not a traceback
+        logging.getLogger(__name__).debug("import of %s failed", path, exc_info=True)
+        message = _("could not import {path}: {error}", path=str(path), error=str(err) or type(err).__name__)
+        err_console.print(f"[red]Error:[/red] {message}")
+        raise typer.Exit(1) from None
+    if isinstance(result, ImportRejected):
+        _print_rejected(result, errors_out)
+        raise typer.Exit(1)
+    verb = _("would import") if result.dry_run else _("imported")
+    console.print(f"[green]{verb} {result.created} {kind}[/green] ← {path}")
+
+
+# The terminal shows this many bad rows; --errors-out writes all of them.
+SHOWN_ERRORS = 100
+
+
+def _print_rejected(err: ImportRejected, errors_out: Path | None) -> None:
+    from fleet.i18n import _
+    from fleet.services import imports
+
+    details = err.details or []
+    title = _("Import rejected:")
+    err_console.print(f"[red]{title}[/red] {err.message}")
+    table = Table(_("Row"), _("Column"), _("Value"), _("Reason"), title=_("Bad rows"))
+    for d in details[:SHOWN_ERRORS]:
+        table.add_row(str(d["row"]), d.get("header") or d["column"] or "", d.get("value", ""), d["reason"])
+    err_console.print(table)
+    if errors_out is not None:
+        errors_out.write_bytes(imports.errors_csv(details))
+        err_console.print(_("all {n} errors written to {path}", n=len(details), path=str(errors_out)))
+    elif len(details) > SHOWN_ERRORS:
+        err_console.print(
+            _(
+                "shown: the first {shown} of {n} errors; --errors-out FILE writes all of them",
+                shown=SHOWN_ERRORS,
+                n=len(details),
+            )
+        )
+
+
+SheetOpt = Annotated[str | None, typer.Option(help="XLSX: the sheet to read (default: the first)")]
+EncodingOpt = Annotated[
+    str | None, typer.Option(help="CSV: force an encoding (utf-8, gb18030, gbk); detected by default")
+]
+ErrorsOutOpt = Annotated[
+    Path | None, typer.Option("--errors-out", help="write every bad row to this CSV file")
+]
+LangOpt = Annotated[str | None, typer.Option("--lang", help="zh-CN | en (default: LABFLEET_LOCALE)")]
+DryRunOpt = Annotated[bool, typer.Option(help="validate only")]
 
 
 @import_app.command("devices")
-def import_devices(path: Path, dry_run: Annotated[bool, typer.Option(help="validate only")] = False) -> None:
-    """Import a delivery of devices from CSV."""
-    _import("devices", path, dry_run)
+def import_devices(
+    path: Path,
+    dry_run: DryRunOpt = False,
+    sheet: SheetOpt = None,
+    encoding: EncodingOpt = None,
+    errors_out: ErrorsOutOpt = None,
+    lang: LangOpt = None,
+) -> None:
+    """Import a delivery of devices from XLSX or CSV (UTF-8, UTF-8 with BOM, GB18030/GBK)."""
+    _import("devices", path, dry_run, sheet=sheet, encoding=encoding, errors_out=errors_out, lang=lang)
 
 
 @import_app.command("rooms")
-def import_rooms(path: Path, dry_run: Annotated[bool, typer.Option(help="validate only")] = False) -> None:
-    """Import rooms from CSV."""
-    _import("rooms", path, dry_run)
+def import_rooms(
+    path: Path,
+    dry_run: DryRunOpt = False,
+    sheet: SheetOpt = None,
+    encoding: EncodingOpt = None,
+    errors_out: ErrorsOutOpt = None,
+    lang: LangOpt = None,
+) -> None:
+    """Import rooms from XLSX or CSV."""
+    _import("rooms", path, dry_run, sheet=sheet, encoding=encoding, errors_out=errors_out, lang=lang)
 
 
-def _export(kind: str, out: Path | None, school: int | None) -> None:
+def _export(kind: str, out: Path | None, school: int | None, fmt: str, bom: bool | None) -> None:
+    from fleet.i18n import normalize
     from fleet.services import imports
 
-    async def work(session: Any) -> str:
-        fn = imports.export_devices if kind == "devices" else imports.export_rooms
-        return await fn(session, CLI, school_id=school)
+    if fmt not in imports.EXPORT_FORMATS:
+        err_console.print(f"[red]Error:[/red] --format must be one of {', '.join(imports.EXPORT_FORMATS)}")
+        raise typer.Exit(2)
+    if fmt == "xlsx" and out is None:
+        err_console.print("[red]Error:[/red] --out FILE is needed for xlsx")
+        raise typer.Exit(2)
+    # Excel on Chinese Windows reads a CSV without a BOM as GBK: the BOM is the default for a zh-CN site.
+    with_bom = bom if bom is not None else normalize(settings().locale) == "zh_CN"
 
-    text = run_db(work)
+    async def work(session: Any) -> bytes:
+        fn = imports.export_devices if kind == "devices" else imports.export_rooms
+        return await fn(session, CLI, school_id=school, fmt=fmt, bom=with_bom)
+
+    body = run_db(work)
     if out is None:
-        sys.stdout.write(text)
+        sys.stdout.buffer.write(body)
+        sys.stdout.flush()
     else:
-        out.write_text(text)
-        err_console.print(f"wrote {text.count(chr(10)) - 1} {kind} to {out}")
+        out.write_bytes(body)
+        err_console.print(f"wrote {kind} ({fmt}) to {out}")
+
+
+ExportFormatOpt = Annotated[str, typer.Option("--format", "-f", help="csv | xlsx")]
+BomOpt = Annotated[
+    bool | None, typer.Option("--bom/--no-bom", help="CSV: UTF-8 BOM for Excel (default: on when zh-CN)")
+]
 
 
 @export_app.command("devices")
 def export_devices(
     out: Annotated[Path | None, typer.Option("--out", "-o")] = None,
     school: Annotated[int | None, typer.Option()] = None,
+    fmt: ExportFormatOpt = "csv",
+    bom: BomOpt = None,
 ) -> None:
-    """Export devices as CSV (stdout, or --out FILE)."""
-    _export("devices", out, school)
+    """Export devices in the import format (CSV or XLSX; stdout, or --out FILE)."""
+    _export("devices", out, school, fmt, bom)
 
 
 @export_app.command("rooms")
 def export_rooms(
     out: Annotated[Path | None, typer.Option("--out", "-o")] = None,
     school: Annotated[int | None, typer.Option()] = None,
+    fmt: ExportFormatOpt = "csv",
+    bom: BomOpt = None,
 ) -> None:
-    """Export rooms as CSV."""
-    _export("rooms", out, school)
+    """Export rooms in the import format (CSV or XLSX)."""
+    _export("rooms", out, school, fmt, bom)
 
 
 @seed_app.command("demo")
