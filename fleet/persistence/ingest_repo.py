@@ -1,17 +1,16 @@
-"""The ingest batch writer: latest state guarded by sequence window, roll-ups, presence, alerts, dead letters.
+"""The ingest batch writer: loads device states, reduces each device's messages, saves states, writes effects.
 
-One call applies one batch inside the caller's transaction (the caller commits, then acks the broker). Rows
-of device_state are read with FOR UPDATE on PostgreSQL, in device order, so N workers sharing one stream
-serialise per device without deadlocks; SQLite has one writer anyway.
+The rules (sequence window, presence, health, alerts, commands, pseudonyms, usage) are the pure reducer in
+`fleet.domain.device_state`; this module only reads and writes rows. One call applies one batch inside the
+caller's transaction (the caller commits, then acks the broker). Rows of device_state are read with FOR UPDATE
+on PostgreSQL, in device order, so N workers sharing one stream serialise per device without deadlocks;
+SQLite has one writer anyway.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,40 +19,58 @@ from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleet.domain import health as health_rules
-from fleet.domain import seqwindow
 from fleet.domain.clock import as_utc
-from fleet.domain.wire import Ack, Channel, Event, EventType, Heartbeat, Result, Status, Telemetry, Uplink
+from fleet.domain.device_state import (
+    MAX_RECENT_BOOTS,
+    ActiveMinute,
+    AlertOpened,
+    AlertResolved,
+    BytesUsed,
+    CommandAcked,
+    CommandFinished,
+    Context,
+    DeviceRef,
+    DeviceState,
+    Effect,
+    ExpectedOffline,
+    FirmwareReported,
+    HealthChanged,
+    PresenceChanged,
+    SessionChanged,
+    pseudonym,
+    reduce,
+)
+from fleet.domain.wire import Channel, Uplink
 from fleet.persistence.models_mqtt import (
-    ACTIVE_BUCKET_SECONDS,
-    BYTES_BUCKET_SECONDS,
     Alert,
     DeadLetter,
     DeviceCommand,
-    DeviceState,
     PresenceTransition,
     UsageActive,
     UsageBytes,
 )
+from fleet.persistence.models_mqtt import DeviceState as DeviceStateRow
 
-# Boot timestamps kept per device for the repeated-reboots rule.
-MAX_RECENT_BOOTS = 10
+# Re-exported: the runtime and tests import these from here.
+__all__ = [
+    "IN_CHUNK",
+    "MAX_RECENT_BOOTS",
+    "BatchOutcome",
+    "DeviceRef",
+    "ExpectedOffline",
+    "Inbound",
+    "Rejected",
+    "add_dead_letters",
+    "apply_batch",
+    "ensure_states",
+    "open_alerts_rows",
+    "pseudonym",
+    "resolve_alerts",
+    "sweep_heartbeats",
+]
+
 # SQLite caps bound parameters per statement; IN lists are chunked below it.
 IN_CHUNK = 900
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceRef:
-    device_id: int
-    school_id: int
-    room_id: int | None
-    school_code: str
-    username: str
-    revoked: bool
-    model: str
-    device_kind: str
-    room_kind: str | None
-    thresholds: health_rules.Thresholds = health_rules.DEFAULT_THRESHOLDS
 
 
 @dataclass(slots=True)
@@ -96,42 +113,10 @@ class BatchOutcome:
     firmware: dict[int, str] = field(default_factory=dict)  # device -> reported firmware version
 
 
-ExpectedOffline = Callable[[DeviceRef, datetime], bool]
-
-_STATE_COLS = [
-    "device_id",
-    "last_seen_at",
-    "last_seq",
-    "seq_mask",
-    "last_ts_ms",
-    "state_seq",
-    "battery_pct",
-    "charging",
-    "temperature_c",
-    "storage_used_pct",
-    "firmware_version",
-    "app",
-    "rssi_dbm",
-    "bytes_up_total",
-    "bytes_down_total",
-    "messages_total",
-    "duplicates_total",
-    "last_active_minute",
-    "online",
-    "online_changed_at",
-    "health",
-    "health_reasons",
-    "recent_boots",
-    "last_error_code",
-    "session_pseudonym",
-    "session_started_at",
-]
-_T = DeviceState.__table__
-
-
-def pseudonym(key: str, user: str) -> str:
-    """The keyed pseudonym that replaces a login reference (HMAC-SHA256, 128 bits hex)."""
-    return hmac.new(key.encode(), user.encode(), hashlib.sha256).hexdigest()[:32]
+# The device_state columns, in the order of the fields of the domain's DeviceState.
+_STATE_COLS = list(DeviceState._fields)
+_T = DeviceStateRow.__table__
+assert [c.name for c in _T.columns] == _STATE_COLS, "device_state columns and DeviceState fields differ"
 
 
 def _insert(session: AsyncSession, table: Any) -> Any:
@@ -139,83 +124,83 @@ def _insert(session: AsyncSession, table: Any) -> Any:
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
-def _bucket(at: datetime, seconds: int) -> datetime:
-    epoch = int(at.timestamp())
-    return datetime.fromtimestamp(epoch - epoch % seconds, UTC)
-
-
-# On SQLite the two hot statements (read and write 2,000 device_state rows per batch) go to the driver
-# directly: SQLAlchemy's per-row parameter processing cost ~400 us a row there, the driver ~10 us. The values
-# are stored exactly as SQLAlchemy stores them (naive UTC datetime text, JSON text, 0/1), so both paths agree.
-_DT_COLS = frozenset({"last_seen_at", "online_changed_at", "session_started_at"})
-_JSON_COLS = frozenset({"health_reasons", "recent_boots"})
-_BOOL_COLS = frozenset({"charging", "online"})
+# On SQLite the hot statements (read and write 2,000 device_state rows per batch, the roll-ups, presence
+# transitions) go to the driver directly: SQLAlchemy's per-row parameter processing cost ~400 us a row there,
+# the driver ~10 us. The values are stored exactly as SQLAlchemy stores them (naive UTC datetime text, JSON
+# text, 0/1); tests/persistence/test_ingest_parity.py runs both paths on the same batches and compares rows.
 _SQLITE_DT = "%Y-%m-%d %H:%M:%S.%f"
+# Positions in DeviceState (and in a device_state row) of the columns the driver path converts.
+_DT_AT = tuple(
+    i for i, c in enumerate(_STATE_COLS) if c in ("last_seen_at", "online_changed_at", "session_started_at")
+)
+_JSON_AT = tuple(i for i, c in enumerate(_STATE_COLS) if c in ("health_reasons", "recent_boots"))
+_BOOL_AT = tuple(i for i, c in enumerate(_STATE_COLS) if c in ("charging", "online"))
 
 
 def _is_sqlite(session: AsyncSession) -> bool:
     return session.bind is not None and session.bind.dialect.name == "sqlite"
 
 
-_UPD_COLS = [c for c in _STATE_COLS if c != "device_id"]
-_UPD_DT = [i for i, c in enumerate(_UPD_COLS) if c in _DT_COLS]
-_UPD_JSON = [i for i, c in enumerate(_UPD_COLS) if c in _JSON_COLS]
-_UPD_BOOL = [i for i, c in enumerate(_UPD_COLS) if c in _BOOL_COLS]
-
-
-def _rows_from_sqlite(rows: list[Any]) -> list[dict[str, Any]]:
-    """Driver rows -> state dicts; converts only the few typed columns (per-column calls cost 2 us each)."""
-    parsed: dict[str, datetime] = {}
+def _states_from_sqlite(rows: Sequence[Any], parsed: dict[str, datetime]) -> list[DeviceState]:
+    """Driver rows -> states; converts only the few typed columns (per-column calls cost 2 us each)."""
     out = []
     for row in rows:
-        d = dict(zip(_STATE_COLS, row, strict=True))
-        for c in _DT_COLS:
-            v = d[c]
+        r = list(row)
+        for i in _DT_AT:
+            v = r[i]
             if v is not None:
                 dt = parsed.get(v)
                 if dt is None:
                     dt = parsed[v] = datetime.fromisoformat(v).replace(tzinfo=UTC)
-                d[c] = dt
-        for c in _JSON_COLS:
-            v = d[c]
-            d[c] = [] if v is None or v == "[]" else json.loads(v)
-        d["online"] = bool(d["online"])
-        if d["charging"] is not None:
-            d["charging"] = bool(d["charging"])
-        out.append(d)
+                r[i] = dt
+        for i in _JSON_AT:
+            v = r[i]
+            r[i] = () if v is None or v == "[]" else tuple(json.loads(v))
+        for i in _BOOL_AT:
+            v = r[i]
+            if v is not None:
+                r[i] = bool(v)
+        out.append(DeviceState._make(r))
     return out
 
 
-def _rows_to_sqlite(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+def _states_to_sqlite(states: list[DeviceState]) -> list[tuple[Any, ...]]:
+    """States -> driver parameters in column order (the UPDATE below numbers its parameters)."""
     formatted: dict[datetime, str] = {}
     out = []
-    for r in rows:
-        vals = [r[c] for c in _UPD_COLS]
-        for i in _UPD_DT:
-            v = vals[i]
+    for s in states:
+        r: list[Any] = list(s)  # bools bind as 0/1 already (bool is an int to sqlite3)
+        for i in _DT_AT:
+            v = r[i]
             if v is not None:
                 text = formatted.get(v)
                 if text is None:
-                    text = formatted[v] = (v.astimezone(UTC) if v.tzinfo else v).strftime(_SQLITE_DT)
-                vals[i] = text
-        for i in _UPD_JSON:
-            v = vals[i]
-            if v is not None:
-                vals[i] = json.dumps(v) if v else "[]"
-        for i in _UPD_BOOL:
-            v = vals[i]
-            if v is not None:
-                vals[i] = 1 if v else 0
-        vals.append(r["device_id"])
-        out.append(tuple(vals))
+                    text = formatted[v] = v.astimezone(UTC).strftime(_SQLITE_DT)
+                r[i] = text
+        for i in _JSON_AT:
+            v = r[i]
+            r[i] = json.dumps(v) if v else "[]"
+        out.append(tuple(r))
     return out
 
 
-async def _load_states(session: AsyncSession, ids: list[int]) -> dict[int, dict[str, Any]]:
-    out: dict[int, dict[str, Any]] = {}
-    if _is_sqlite(session):
+def _state_from_row(row: Any) -> DeviceState:
+    """A row read through SQLAlchemy -> a state (SQLite gives naive datetimes and JSON lists)."""
+    r: list[Any] = list(row)
+    for i in _DT_AT:
+        if r[i] is not None:
+            r[i] = as_utc(r[i])
+    for i in _JSON_AT:
+        r[i] = tuple(r[i] or ())
+    return DeviceState._make(r)
+
+
+async def _load_states(session: AsyncSession, ids: list[int], fast: bool) -> dict[int, DeviceState]:
+    out: dict[int, DeviceState] = {}
+    if fast:
         conn = await session.connection()
         cols = ", ".join(_STATE_COLS)
+        parsed: dict[str, datetime] = {}
         for i in range(0, len(ids), IN_CHUNK):
             chunk = ids[i : i + IN_CHUNK]
             rows = (
@@ -224,29 +209,36 @@ async def _load_states(session: AsyncSession, ids: list[int]) -> dict[int, dict[
                     tuple(chunk),
                 )
             ).all()
-            for d in _rows_from_sqlite(rows):
-                out[d["device_id"]] = d
+            for st in _states_from_sqlite(rows, parsed):
+                out[st.device_id] = st
         return out
     cols_ = [_T.c[c] for c in _STATE_COLS]
     for i in range(0, len(ids), IN_CHUNK):
         chunk = ids[i : i + IN_CHUNK]
         stmt = select(*cols_).where(_T.c.device_id.in_(chunk)).order_by(_T.c.device_id).with_for_update()
         for row in (await session.execute(stmt)).all():
-            out[row[0]] = dict(zip(_STATE_COLS, row, strict=True))
+            out[row[0]] = _state_from_row(row)
     return out
 
 
-async def _write_states(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    if _is_sqlite(session):
+_UPDATE_SQLITE = (
+    "UPDATE device_state SET "
+    + ", ".join(f"{c} = ?{i + 1}" for i, c in enumerate(_STATE_COLS) if c != "device_id")
+    + " WHERE device_id = ?1"
+)
+
+
+async def _write_states(session: AsyncSession, states: list[DeviceState], fast: bool) -> None:
+    if fast:
         conn = await session.connection()
-        sql = f"UPDATE device_state SET {', '.join(c + ' = ?' for c in _UPD_COLS)} WHERE device_id = ?"
-        await conn.exec_driver_sql(sql, _rows_to_sqlite(rows))
+        await conn.exec_driver_sql(_UPDATE_SQLITE, _states_to_sqlite(states))
         return
+    names = ["b_" + c for c in _STATE_COLS]
     await session.execute(
         update(_T)
         .where(_T.c.device_id == bindparam("b_device_id"))
         .values({c: bindparam("b_" + c) for c in _STATE_COLS if c != "device_id"}),
-        [{"b_" + k: v for k, v in r.items()} for r in rows],
+        [dict(zip(names, s, strict=True)) for s in states],
         execution_options={"synchronize_session": False},
     )
 
@@ -266,11 +258,22 @@ async def apply_batch(
     pseudonym_key: str,
     expected_offline: ExpectedOffline,
     dead_letters_max: int,
+    driver_fast_path: bool | None = None,
 ) -> BatchOutcome:
+    """Apply one batch: load the states, reduce each device's messages (fleet.domain.device_state), save the
+    states and write the effects. `driver_fast_path` None: through the driver on SQLite (tests force either)."""
+    fast = _is_sqlite(session) if driver_fast_path is None else driver_fast_path
     out = BatchOutcome()
-    by_dev: dict[int, list[Inbound]] = defaultdict(list)
+    by_dev: dict[int, list[tuple[Uplink, datetime]]] = {}
+    refs: dict[int, DeviceRef] = {}
     for it in items:
-        by_dev[it.ref.device_id].append(it)  # type: ignore[union-attr]
+        ref = it.ref
+        assert ref is not None
+        msgs = by_dev.get(ref.device_id)
+        if msgs is None:
+            msgs = by_dev[ref.device_id] = []
+            refs[ref.device_id] = ref
+        msgs.append((it.value, it.received_at))
     ids = sorted(by_dev)
     if _is_sqlite(session) and ids:
         # Write first, read second: pysqlite opens its transaction at the first write, so reading the states
@@ -282,196 +285,56 @@ async def apply_batch(
         await conn.exec_driver_sql(
             "UPDATE device_state SET device_id = device_id WHERE device_id = ?", (ids[0],)
         )
-    states = await _load_states(session, ids)
+    states = await _load_states(session, ids, fast)
     missing = [i for i in ids if i not in states]
     if missing:
         await ensure_states(session, missing)
-        states.update(await _load_states(session, missing))
+        states.update(await _load_states(session, missing, fast))
 
-    bytes_acc: dict[tuple[int, int, datetime], list[int]] = defaultdict(lambda: [0, 0])
+    ctx = Context.at(now, pseudonym_key, expected_offline)
+    bytes_acc: dict[tuple[int, int, datetime], list[int]] = {}
     active_acc: dict[tuple[int, datetime], list[int]] = {}
     transitions: list[dict[str, Any]] = []
     acks: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
     open_alerts: list[dict[str, Any]] = []
     resolve_keys: list[str] = []
-    now_ms = int(now.timestamp() * 1000)
-    # Receive time -> its bytes bucket: messages read in the same millisecond share one datetime.
-    bytes_buckets: dict[datetime, datetime] = {}
+    new_states: list[DeviceState] = []
+    new = duplicates = 0
 
     for dev_id in ids:
-        st = states[dev_id]
-        ref = by_dev[dev_id][0].ref
-        assert ref is not None
-        health_touched = False
-        before_inputs = (
-            st["battery_pct"],
-            st["charging"],
-            st["temperature_c"],
-            st["storage_used_pct"],
-            st["last_error_code"],
-            len(st["recent_boots"] or ()),
-        )
-        for it in by_dev[dev_id]:
-            v = it.value
-            at = it.received_at
-            if isinstance(v, (Telemetry, Heartbeat, Event)):
-                is_new, st["last_seq"], st["seq_mask"] = seqwindow.accept(
-                    st["last_seq"], st["seq_mask"], v.seq
-                )
-                if not is_new:
-                    st["duplicates_total"] += 1
-                    out.duplicates += 1
-                    continue
-                out.new += 1
-                st["messages_total"] += 1
-                if st["last_ts_ms"] is None or v.ts_ms > st["last_ts_ms"]:
-                    st["last_ts_ms"] = v.ts_ms
-                if isinstance(v, Telemetry):
-                    if v.bytes_up or v.bytes_down:
-                        st["bytes_up_total"] += v.bytes_up
-                        st["bytes_down_total"] += v.bytes_down
-                        bucket = bytes_buckets.get(at)
-                        if bucket is None:
-                            bucket = bytes_buckets[at] = _bucket(at, BYTES_BUCKET_SECONDS)
-                        acc = bytes_acc[(ref.school_id, ref.room_id or 0, bucket)]
-                        acc[0] += v.bytes_up
-                        acc[1] += v.bytes_down
-                        sb = out.bytes_by_school.setdefault(ref.school_code, [0, 0])
-                        sb[0] += v.bytes_up
-                        sb[1] += v.bytes_down
-                    # Latest fields only move forward: an older telemetry arriving late (another worker,
-                    # a redelivery) still counts its bytes but never overwrites newer readings.
-                    if v.seq > st["state_seq"]:
-                        st["state_seq"] = v.seq
-                        st["battery_pct"] = v.battery_pct
-                        st["charging"] = v.charging
-                        st["temperature_c"] = v.temperature_c
-                        st["storage_used_pct"] = v.storage_used_pct
-                        if v.firmware is not None:
-                            st["firmware_version"] = v.firmware
-                            out.firmware[dev_id] = v.firmware
-                        st["app"] = v.app
-                        if v.rssi_dbm is not None:
-                            st["rssi_dbm"] = v.rssi_dbm
-                        health_touched = True
-                elif isinstance(v, Heartbeat):
-                    if v.rssi_dbm is not None:
-                        st["rssi_dbm"] = v.rssi_dbm
+        before = states[dev_id]
+        ref = refs[dev_id]
+        st, effects = reduce(before, by_dev[dev_id], ref, ctx)
+        new_states.append(st)
+        new += st.messages_total - before.messages_total
+        duplicates += st.duplicates_total - before.duplicates_total
+        for e in effects:
+            if isinstance(e, BytesUsed):
+                key = (ref.school_id, ref.room_id or 0, e.bucket_start)
+                acc = bytes_acc.get(key)
+                if acc is None:
+                    bytes_acc[key] = [e.up, e.down]
                 else:
-                    _apply_event(st, v, at, pseudonym_key, out, dev_id)
-                    health_touched = True
-                minute = int(at.timestamp()) // 60
-                if minute > st["last_active_minute"]:
-                    st["last_active_minute"] = minute
-                    key = (dev_id, _bucket(at, ACTIVE_BUCKET_SECONDS))
-                    if key in active_acc:
-                        active_acc[key][0] += 1
-                    else:
-                        active_acc[key] = [1, ref.school_id, ref.room_id or 0]
-            elif isinstance(v, Ack):
-                acks.append(
-                    {
-                        "b_cid": v.id,
-                        "b_dev": dev_id,
-                        "b_status": "acked" if v.accepted else "rejected",
-                        "b_at": at,
-                        "b_reason": v.reason,
-                        "b_finished": None if v.accepted else at,
-                    }
-                )
-                out.acks += 1
-            elif isinstance(v, Result):
-                results.append(
-                    {
-                        "b_cid": v.id,
-                        "b_dev": dev_id,
-                        "b_status": "succeeded" if v.ok else "failed",
-                        "b_at": at,
-                        "b_code": v.code,
-                        "b_detail": v.detail,
-                    }
-                )
-                out.results.append((v.id, v.ok))
-            if isinstance(v, Status) and not v.online:
-                if st["online"] or st["online_changed_at"] is None:
-                    st["online"] = False
-                    st["online_changed_at"] = at
-                    expected = expected_offline(ref, at)
-                    cause = (
-                        "lwt" if v.reason == "lwt" else ("shutdown" if v.reason == "shutdown" else "status")
-                    )
-                    transitions.append(
-                        {
-                            "device_id": dev_id,
-                            "school_id": ref.school_id,
-                            "at": at,
-                            "online": False,
-                            "expected": expected,
-                            "cause": cause,
-                        }
-                    )
-                    out.presence.append((ref, False, expected, cause))
-                    if not expected:
-                        open_alerts.append(
-                            _alert_row(
-                                ref, "unexpected_offline", "warning", f"offline ({cause}) during a lesson", at
-                            )
-                        )
+                    acc[0] += e.up
+                    acc[1] += e.down
+                sb = out.bytes_by_school.get(ref.school_code)
+                if sb is None:
+                    sb = out.bytes_by_school[ref.school_code] = [0, 0]
+                sb[0] += e.up
+                sb[1] += e.down
+            elif isinstance(e, ActiveMinute):
+                akey = (dev_id, e.bucket_start)
+                if akey in active_acc:
+                    active_acc[akey][0] += 1
+                else:
+                    active_acc[akey] = [1, ref.school_id, ref.room_id or 0]
             else:
-                last_seen = None if st["last_seen_at"] is None else as_utc(st["last_seen_at"])
-                if last_seen is None or at > last_seen:
-                    st["last_seen_at"] = at
-                if not st["online"]:
-                    st["online"] = True
-                    st["online_changed_at"] = at
-                    cause = "status" if isinstance(v, Status) else "message"
-                    transitions.append(
-                        {
-                            "device_id": dev_id,
-                            "school_id": ref.school_id,
-                            "at": at,
-                            "online": True,
-                            "expected": None,
-                            "cause": cause,
-                        }
-                    )
-                    out.presence.append((ref, True, None, cause))
-                    resolve_keys.append(f"{dev_id}:unexpected_offline")
-        inputs = (
-            st["battery_pct"],
-            st["charging"],
-            st["temperature_c"],
-            st["storage_used_pct"],
-            st["last_error_code"],
-            len(st["recent_boots"] or ()),
-        )
-        if health_touched and (inputs != before_inputs or st["health"] == "unknown"):
-            # Re-evaluated only when a rule input changed: most telemetry repeats the last reading.
-            findings = health_rules.evaluate(
-                ref.thresholds,
-                battery=st["battery_pct"],
-                charging=st["charging"],
-                temperature=st["temperature_c"],
-                storage=st["storage_used_pct"],
-                error_code=st["last_error_code"],
-                boots_ms=st["recent_boots"] or [],
-                now_ms=now_ms,
-            )
-            new_state = health_rules.state_of(findings)
-            before = set(st["health_reasons"] or [])
-            after = {f.rule for f in findings}
-            for f in findings:
-                if f.rule not in before:
-                    open_alerts.append(_alert_row(ref, f.rule, f.severity, f.detail, now))
-            resolve_keys.extend(f"{dev_id}:{rule}" for rule in before - after)
-            st["health_reasons"] = sorted(after)
-            if new_state != st["health"]:
-                st["health"] = new_state
-                out.health.append((ref, new_state))
+                _collect(e, ref, out, transitions, acks, results, open_alerts, resolve_keys)
+    out.new, out.duplicates = new, duplicates
 
     if ids:
-        await _write_states(session, [states[i] for i in ids])
+        await _write_states(session, new_states, fast)
     if bytes_acc:
         # One row per room and 5-minute bucket: up to 500 rows a batch.
         await _upsert_adding(
@@ -481,6 +344,7 @@ async def apply_batch(
             ("bytes_up", "bytes_down"),
             (),
             [(s, r, b, u, d) for (s, r, b), (u, d) in bytes_acc.items()],
+            fast,
         )
     if active_acc:
         # One row per device on its first message of a minute: with 60 s telemetry that is every message.
@@ -491,9 +355,10 @@ async def apply_batch(
             ("active_minutes",),
             ("school_id", "room_id"),
             [(dev, b, n, sch, r) for (dev, b), (n, sch, r) in active_acc.items()],
+            fast,
         )
     if transitions:
-        await _insert_transitions(session, transitions)
+        await _insert_transitions(session, transitions, fast)
     if resolve_keys:
         await resolve_alerts(session, resolve_keys, now, by="system")
     if open_alerts:
@@ -542,6 +407,66 @@ async def apply_batch(
     return out
 
 
+def _collect(
+    e: Effect,
+    ref: DeviceRef,
+    out: BatchOutcome,
+    transitions: list[dict[str, Any]],
+    acks: list[dict[str, Any]],
+    results: list[dict[str, Any]],
+    open_alerts: list[dict[str, Any]],
+    resolve_keys: list[str],
+) -> None:
+    """The rows (and outcome entries) of one of the rarer effects; usage is summed inline by the caller."""
+    dev_id = ref.device_id
+    if isinstance(e, PresenceChanged):
+        transitions.append(
+            {
+                "device_id": dev_id,
+                "school_id": ref.school_id,
+                "at": e.at,
+                "online": e.online,
+                "expected": e.expected,
+                "cause": e.cause,
+            }
+        )
+        out.presence.append((ref, e.online, e.expected, e.cause))
+    elif isinstance(e, AlertOpened):
+        open_alerts.append(_alert_row(ref, e.rule, e.severity, e.detail, e.at))
+    elif isinstance(e, AlertResolved):
+        resolve_keys.append(f"{dev_id}:{e.rule}")
+    elif isinstance(e, CommandAcked):
+        acks.append(
+            {
+                "b_cid": e.correlation_id,
+                "b_dev": dev_id,
+                "b_status": "acked" if e.accepted else "rejected",
+                "b_at": e.at,
+                "b_reason": e.reason,
+                "b_finished": None if e.accepted else e.at,
+            }
+        )
+        out.acks += 1
+    elif isinstance(e, CommandFinished):
+        results.append(
+            {
+                "b_cid": e.correlation_id,
+                "b_dev": dev_id,
+                "b_status": "succeeded" if e.ok else "failed",
+                "b_at": e.at,
+                "b_code": e.code,
+                "b_detail": e.detail,
+            }
+        )
+        out.results.append((e.correlation_id, e.ok))
+    elif isinstance(e, HealthChanged):
+        out.health.append((ref, e.health))
+    elif isinstance(e, SessionChanged):
+        out.sessions[dev_id] = e.pseudonym
+    elif isinstance(e, FirmwareReported):
+        out.firmware[dev_id] = e.version
+
+
 async def _command_durations(
     session: AsyncSession, acks: list[dict[str, Any]], results: list[dict[str, Any]], out: BatchOutcome
 ) -> None:
@@ -574,28 +499,6 @@ async def _command_durations(
                 continue
             seconds = (hit[1] - as_utc(sent_at)).total_seconds()  # type: ignore[operator]
             out.command_durations.append((name, hit[0], max(0.0, seconds)))
-
-
-def _apply_event(
-    st: dict[str, Any], v: Event, at: datetime, key: str, out: BatchOutcome, dev_id: int
-) -> None:
-    if v.type == EventType.BOOT:
-        boots = list(st["recent_boots"] or []) + [v.ts_ms]
-        st["recent_boots"] = boots[-MAX_RECENT_BOOTS:]
-        # A reboot clears a reported error: the error-code rule reflects the current boot only.
-        st["last_error_code"] = None
-        st["session_pseudonym"] = None
-        st["session_started_at"] = None
-    elif v.type == EventType.ERROR:
-        st["last_error_code"] = v.code
-    elif v.type == EventType.LOGIN and v.user is not None:
-        st["session_pseudonym"] = pseudonym(key, v.user)
-        st["session_started_at"] = at
-        out.sessions[dev_id] = st["session_pseudonym"]
-    elif v.type == EventType.LOGOUT:
-        st["session_pseudonym"] = None
-        st["session_started_at"] = None
-        out.sessions[dev_id] = None
 
 
 def _alert_row(ref: DeviceRef, rule: str, severity: str, detail: str, at: datetime) -> dict[str, Any]:
@@ -649,13 +552,14 @@ async def _upsert_adding(
     added: tuple[str, ...],
     extra: tuple[str, ...],
     rows: list[tuple[Any, ...]],
+    fast: bool,
 ) -> None:
     """Insert roll-up rows (columns: key + added + extra); on a key already there, add the `added` columns.
 
     On SQLite through the driver, as the states are (SQLAlchemy's per-row datetime binding was ~5% of ingest
     CPU), with datetimes stored in SQLAlchemy's form."""
     cols = key + added + extra
-    if not _is_sqlite(session):
+    if not fast:
         ins = _insert(session, table)
         await session.execute(
             ins.on_conflict_do_update(
@@ -676,8 +580,8 @@ async def _upsert_adding(
     )
 
 
-async def _insert_transitions(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    if not _is_sqlite(session):
+async def _insert_transitions(session: AsyncSession, rows: list[dict[str, Any]], fast: bool) -> None:
+    if not fast:
         await session.execute(PresenceTransition.__table__.insert(), rows)
         return
     # At the bell every device comes online in the same few batches: thousands of rows, through the driver
@@ -769,7 +673,7 @@ async def sweep_heartbeats(
             )
         changes.append((ref, False, expected, "heartbeat_timeout"))
     if transitions:
-        await _insert_transitions(session, transitions)
+        await _insert_transitions(session, transitions, _is_sqlite(session))
     if alerts:
         await open_alerts_rows(session, alerts)
     return changes
