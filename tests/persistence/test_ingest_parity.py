@@ -15,16 +15,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from fleet.app import create_app
 from fleet.domain import wire
+from fleet.domain.clock import FakeClock, as_utc
+from fleet.domain.device_state import DeviceState
 from fleet.domain.health import Thresholds
 from fleet.persistence import ingest_repo
 from fleet.persistence.ingest_repo import DeviceRef, Inbound, Rejected
-from fleet.persistence.models import Device, Room, School
+from fleet.persistence.models import Base, Device, Room, School
 from fleet.persistence.models_mqtt import DeviceCommand
-from tests.conftest import Api
+from fleet.persistence.models_mqtt import DeviceState as DeviceStateRow
+from tests.conftest import Api, make_settings
 from tests.csvgen import delivery_csv
 from tests.factories import build_world
 
@@ -286,3 +291,52 @@ async def test_a_device_state_row_read_back_through_sqlalchemy_matches_the_drive
     assert any(
         st.session_started_at is not None and st.session_started_at.microsecond for st in fast.values()
     )
+
+
+def test_the_domain_state_has_one_field_per_device_state_column_in_order() -> None:
+    """Rows load into DeviceState positionally and save from it positionally (driver path)."""
+    assert [c.name for c in DeviceStateRow.__table__.columns] == list(DeviceState._fields)
+
+
+async def _typed(sessions: async_sessionmaker[AsyncSession], batches: list[Batch]) -> dict[str, list[Any]]:
+    """Apply every batch through the default path of this database; read rows back through SQLAlchemy."""
+    async with sessions() as s:
+        for b in batches:
+            await ingest_repo.apply_batch(
+                s, b.items, b.rejected, now=b.now, pseudonym_key=KEY, expected_offline=expected_offline,
+                dead_letters_max=25,
+            )  # fmt: skip
+        await s.commit()
+        out = {}
+        for t in TABLES:
+            table = Base.metadata.tables[t]
+            rows = (await s.execute(select(table))).mappings().all()
+            # Without the surrogate ids: PostgreSQL's ON CONFLICT DO UPDATE spends a sequence value per
+            # conflicting row, SQLite does not; compared as multisets of rows.
+            out[t] = sorted(
+                (
+                    {k: as_utc(v) if isinstance(v, datetime) else v for k, v in r.items() if k != "id"}
+                    for r in rows
+                ),
+                key=repr,
+            )
+    return out
+
+
+async def test_postgresql_stores_what_the_sqlite_driver_path_stores(api: Api, postgres_url: str) -> None:
+    """The same world and batches on PostgreSQL (SQLAlchemy path, FOR UPDATE) and SQLite (driver path)."""
+    app = create_app(make_settings(postgres_url), clock=FakeClock(api.clock.now()), migrate=False)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            pg = Api(client=client, sessions=app.state.fleet.sessions, clock=api.clock)
+            refs = await _devices(api)
+            assert await _devices(pg) == refs  # same ids on both: fresh databases, same API calls
+            commands = await _commands(api.sessions, refs)
+            assert await _commands(pg.sessions, refs) == commands
+            batches = _batches(refs, commands, 5)
+            lite = await _typed(api.sessions, batches)
+            post = await _typed(pg.sessions, batches)
+    for t in TABLES:
+        assert post[t] == lite[t], t
+    assert any(r["session_pseudonym"] for r in post["device_state"])
