@@ -290,7 +290,7 @@ async def apply_batch(
         await ensure_states(session, missing)
         states.update(await _load_states(session, missing, fast))
 
-    ctx = Context.at(now, pseudonym_key, expected_offline)
+    ctx = Context(now, pseudonym_key, expected_offline)
     bytes_acc: dict[tuple[int, int, datetime], list[int]] = {}
     active_acc: dict[tuple[int, datetime], list[int]] = {}
     transitions: list[dict[str, Any]] = []

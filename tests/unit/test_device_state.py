@@ -36,7 +36,7 @@ KEY = "pseudonym-key"
 
 
 def ctx(now: datetime = NOW, *, expected: bool = False) -> Context:
-    return Context.at(now, KEY, lambda _ref, _at: expected)
+    return Context(now, KEY, lambda _ref, _at: expected)
 
 
 def tel(seq: int, **kw: object) -> wire.Telemetry:
@@ -201,6 +201,13 @@ def test_a_boot_clears_the_error_and_the_session_and_three_boots_are_a_boot_loop
     assert AlertResolved("error_code") in effects and kinds(effects).count(AlertOpened) == 1
 
 
+def test_boots_older_than_the_window_are_no_boot_loop() -> None:
+    two_hours_ago = int(NOW.timestamp() * 1000) - 2 * 3600 * 1000
+    boots = [wire.Event(seq=i, ts_ms=two_hours_ago + i, type=wire.EventType.BOOT) for i in (1, 2, 3)]
+    after, _ = run(ONLINE, *boots)
+    assert len(after.recent_boots) == 3 and after.health_reasons == () and after.health == "ok"
+
+
 def test_only_the_last_ten_boots_are_kept() -> None:
     after, _ = run(ONLINE, *(event(i, wire.EventType.BOOT) for i in range(1, 15)))
     assert after.recent_boots == tuple(1_000 * i for i in range(5, 15))
@@ -224,7 +231,7 @@ def test_a_login_under_another_key_is_another_pseudonym() -> None:
         ONLINE,
         [(event(1, wire.EventType.LOGIN, user="u"), NOW)],
         DEV,
-        Context.at(NOW, "other", lambda *_: False),
+        Context(NOW, "other", lambda *_: False),
     )
     assert a.session_pseudonym != b.session_pseudonym
 
