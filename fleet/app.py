@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
@@ -11,19 +11,21 @@ from prometheus_client import CollectorRegistry
 
 from fleet import __version__
 from fleet.api import errors
-from fleet.api.deps import FleetState
+from fleet.api.ratelimit import EnrollmentGuard
 from fleet.api.routes import admin, inventory, plane, reports, rollouts, stats
 from fleet.domain.clock import Clock, SystemClock
 from fleet.observability.exposition import MetricsAccess
 from fleet.observability.http import HttpMetricsMiddleware, metrics_router
 from fleet.observability.metrics import FleetMetrics, FleetStateCollector, SnapshotHolder
 from fleet.persistence.db import create_engine, session_factory, upgrade
+from fleet.runtime.state import FleetState, RuntimeHook, in_stage_order
+from fleet.services.artifacts import ArtifactStore
+from fleet.services.downloads import SchoolPacer
 from fleet.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# A runtime hook starts background parts (MQTT, jobs) inside the lifespan's exit stack.
-RuntimeHook = Callable[[AsyncExitStack, FleetState], Awaitable[None]]
+__all__ = ["RuntimeHook", "create_app"]
 
 DESCRIPTION = """
 LabFleet runs the hardware fleet of a school district's AI-education rollout: schools and rooms, device
@@ -39,9 +41,11 @@ def create_app(
     *,
     clock: Clock | None = None,
     migrate: bool = True,
-    runtime_hooks: list[RuntimeHook] | None = None,
+    runtime_hooks: Sequence[RuntimeHook] | None = None,
 ) -> FastAPI:
-    """Build the service. `migrate` upgrades the schema on start; hooks start optional background parts."""
+    """Build the service. `migrate` upgrades the schema on start; hooks start optional background parts,
+    in the order of their `Stage` (fleet/runtime/state.py)."""
+    hooks = in_stage_order(runtime_hooks or [])
 
     # One registry per app (never the global one): event metrics, plus state gauges read from memory at scrape.
     registry = CollectorRegistry()
@@ -56,15 +60,23 @@ def create_app(
                 await upgrade(settings.database_url)
             engine = create_engine(settings.database_url)
             stack.push_async_callback(engine.dispose)
+            api = settings.api
             state = FleetState(
                 settings=settings,
                 engine=engine,
                 sessions=session_factory(engine),
                 clock=clock or SystemClock(),
-                extras={"metrics": fleet_metrics, "snapshot": snapshot, "registry": registry},
+                registry=registry,
+                metrics=fleet_metrics,
+                snapshot=snapshot,
+                artifact_store=ArtifactStore(settings.rollouts.artifact_dir),
+                pacer=SchoolPacer(settings.rollouts.burst_seconds),
+                enrollment_guard=EnrollmentGuard(
+                    api.enroll_failures_per_minute_per_source, api.enroll_failures_per_minute_per_token
+                ),
             )
             app.state.fleet = state
-            for hook in runtime_hooks or []:
+            for hook in hooks:  # device plane, then rollout engine, then jobs (Stage order)
                 await hook(stack, state)
             log.info(
                 "LabFleet %s ready (database %s)",

@@ -1,24 +1,27 @@
-"""Which background parts `labfleet serve` starts, chosen from settings."""
+"""Which background parts `labfleet serve` starts, chosen from settings.
+
+Each hook carries its `Stage` (fleet/runtime/state.py) and create_app runs them in stage order: the device
+plane, then the rollout engine (it sends through the plane's broker), then the jobs.
+"""
 
 from __future__ import annotations
 
-from fleet.app import RuntimeHook
+from fleet.runtime.state import RuntimeHook, Stage
 from fleet.settings import Settings
 
 
 def default_hooks(settings: Settings) -> list[RuntimeHook]:
-    """The device plane, jobs and metrics register here as they are built."""
-    hooks: list[RuntimeHook] = []
+    """The hooks these settings ask for, one per stage that runs."""
+    hooks: dict[Stage, RuntimeHook] = {}
     if settings.mqtt.broker != "none":
         from fleet.runtime.plane import device_plane_hook
 
-        hooks.append(device_plane_hook)
-    # After the plane: the rollout job sends update commands through the plane's broker when there is one.
+        hooks[Stage.PLANE] = device_plane_hook
     from fleet.runtime.rollouts import rollout_hook
 
-    hooks.append(rollout_hook(settings))
+    hooks[Stage.ROLLOUTS] = rollout_hook(settings)
     if settings.reports.monthly_enabled:
         from fleet.runtime.report_job import monthly_reports_hook
 
-        hooks.append(monthly_reports_hook())
-    return hooks
+        hooks[Stage.JOBS] = monthly_reports_hook()
+    return [hooks[s] for s in Stage if s in hooks]

@@ -22,7 +22,7 @@ async def plane_api(settings: Settings, clock: FakeClock) -> AsyncIterator[Api]:
     `api.port` is the broker's device port."""
     app = create_app(settings, clock=clock, migrate=False, runtime_hooks=[device_plane_hook])
     async with app.router.lifespan_context(app):
-        await app.state.fleet.extras["plane"].ingest.wait_connected()
+        await app.state.fleet.plane.ingest.wait_connected()
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://test"
         ) as client:

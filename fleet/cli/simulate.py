@@ -39,6 +39,7 @@ from fleet.persistence.models_mqtt import DeviceState as DeviceStateRow
 from fleet.runtime.brokers import MosquittoBroker, free_port
 from fleet.runtime.ingest import IngestService
 from fleet.runtime.plane import DevicePlane
+from fleet.runtime.state import FleetState, Stage, stage
 from fleet.services import enrollment
 from fleet.settings import Settings
 from simulators.district.clock import Anchor, SimClock
@@ -259,9 +260,10 @@ class ServiceUnderTest:
         assert self.ingest is not None
         await self.ingest.wait_connected()
 
-        async def register_plane(stack: Any, state: Any) -> None:
+        @stage(Stage.PLANE)
+        async def register_plane(stack: Any, state: FleetState) -> None:
             # The routes (enrollment, credentials, commands) find the plane here, as under `labfleet serve`.
-            state.extras["plane"] = self.plane
+            state.plane = self.plane
 
         from fleet.runtime.rollouts import rollout_hook
 

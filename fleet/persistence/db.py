@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -53,6 +56,28 @@ async def unit_of_work(factory: async_sessionmaker[AsyncSession]) -> AsyncIterat
         except BaseException:
             await session.rollback()
             raise
+        await run_after_commit(session)
+
+
+# session.info key: callables the unit of work awaits once the transaction committed.
+_AFTER_COMMIT = "fleet.after_commit"
+
+
+def after_commit(session: AsyncSession, fn: Callable[[], Awaitable[None]]) -> None:
+    """Run `fn` once this session's transaction has committed (never when it rolls back).
+
+    For effects outside the database that must see the change: a broker credential sync, a dispatcher
+    wake-up. `unit_of_work` and the request dependency (api/deps.get_session) run them; a failure is logged,
+    since the change itself is already durable."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(fn)
+
+
+async def run_after_commit(session: AsyncSession) -> None:
+    for fn in session.info.pop(_AFTER_COMMIT, []):
+        try:
+            await fn()
+        except Exception:
+            log.exception("after-commit step %r failed; the change itself is committed", fn)
 
 
 def alembic_config(url: str) -> Config:

@@ -196,5 +196,8 @@ class AuditEntry(Base):
 # The MQTT device plane's tables live in their own module; importing it registers them on Base.metadata.
 from fleet.persistence import models_mqtt as _models_mqtt  # noqa: F401
 
+# The reference-data generation counter, moved by triggers (migration 0045).
+from fleet.persistence import models_reference as _models_reference  # noqa: F401
+
 # Firmware rollouts (migration 0020).
 from fleet.persistence import models_rollouts as _models_rollouts  # noqa: F401

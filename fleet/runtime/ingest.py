@@ -16,38 +16,29 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from fleet.domain import health as health_rules
 from fleet.domain import wire
 from fleet.domain.clock import Clock
-from fleet.domain.timetable import CalendarEntry, Period, lesson_at
 from fleet.persistence import ingest_repo
+from fleet.persistence.directory import DeviceDirectory, ReferenceWatch
 from fleet.persistence.ingest_repo import DeviceRef, Inbound, Rejected
-from fleet.persistence.models import BellPeriod, CalendarDay, Device, DeviceModel, Room, School
-from fleet.persistence.models_mqtt import DeviceCredential
+from fleet.persistence.timetables import Timetables
 from fleet.runtime.mqtt_subscriber import BrokerAddress, SubscriberSession
 from fleet.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-# An unknown identity is looked up again at most this often, so a misconfigured or hostile client
-# publishing under a made-up name cannot turn every message into a database query.
-NEGATIVE_CACHE_S = 30.0
 # The device_kind label under which this process's own broker connection is counted.
 SERVICE_KIND = "service"
 # At most one error reply per device per minute (protocol 6.2): a terminal stuck sending a bad payload every
 # second must not get a reply flood back, and the service must not spend its hot path answering it.
 ERROR_REPLY_INTERVAL_S = 60.0
-# Timetables change a few times a term; re-reading them every minute is plenty.
-TIMETABLE_REFRESH_S = 60.0
 # Parsed topics are remembered: a device uses the same few topics all day, and parsing one is ~4 us of a
 # ~60 us message. 10,000 devices x 6 uplink channels fit; past this the cache starts over (bounded memory
 # against a client cycling through made-up topics).
@@ -72,157 +63,6 @@ _METRIC_REASON = {
     "unknown_device": "unknown_device",
     "revoked_device": "unknown_device",
 }
-
-
-class DeviceDirectory:
-    """MQTT identity -> DeviceRef, cached in memory; misses go to the database (negative-cached)."""
-
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        clock: Clock,
-        profile_loader: health_rules.ProfileLoader | None = None,
-    ) -> None:
-        self._sessions = sessions
-        self._clock = clock
-        self._by_name: dict[str, DeviceRef] = {}
-        self._by_id: dict[int, DeviceRef] = {}
-        self._misses: dict[str, float] = {}
-        self._load_profile = profile_loader
-        self._threshold_cache: dict[str | None, health_rules.Thresholds] = {}
-
-    def get(self, username: str) -> DeviceRef | None:
-        return self._by_name.get(username)
-
-    def by_id(self, device_id: int) -> DeviceRef | None:
-        return self._by_id.get(device_id)
-
-    def all(self) -> list[DeviceRef]:
-        return list(self._by_id.values())
-
-    def recently_missed(self, username: str) -> bool:
-        at = self._misses.get(username)
-        return at is not None and self._clock.monotonic() - at < NEGATIVE_CACHE_S
-
-    def forget(self, username: str) -> None:
-        ref = self._by_name.pop(username, None)
-        if ref:
-            self._by_id.pop(ref.device_id, None)
-        self._misses.pop(username, None)
-
-    async def load(self, usernames: list[str] | None = None) -> None:
-        """Load all enrolled devices (None) or the given identities."""
-        stmt = (
-            select(
-                DeviceCredential.username,
-                Device.id,
-                Device.school_id,
-                Device.room_id,
-                DeviceCredential.school_code,
-                DeviceCredential.revoked_at,
-                DeviceModel.model_number,
-                DeviceModel.kind,
-                Room.kind,
-                DeviceModel.profile_key,
-            )
-            .join(Device, Device.id == DeviceCredential.device_id)
-            .join(DeviceModel, DeviceModel.id == Device.model_id)
-            .outerjoin(Room, Room.id == Device.room_id)
-        )
-        found: set[str] = set()
-        async with self._sessions() as session:
-            for i in range(0, len(usernames or [None]), ingest_repo.IN_CHUNK):  # type: ignore[list-item]
-                q = (
-                    stmt
-                    if usernames is None
-                    else stmt.where(DeviceCredential.username.in_(usernames[i : i + ingest_repo.IN_CHUNK]))
-                )
-                for name, dev_id, school_id, room_id, code, revoked, model, kind, room_kind, profile in (
-                    await session.execute(q)
-                ).all():
-                    ref = DeviceRef(
-                        dev_id,
-                        school_id,
-                        room_id,
-                        code,
-                        name,
-                        revoked is not None,
-                        model,
-                        kind,
-                        room_kind,
-                        self._thresholds(profile),
-                    )
-                    old = self._by_id.get(dev_id)
-                    if old is not None and old.username != name:
-                        self._by_name.pop(old.username, None)
-                    self._by_name[name] = ref
-                    self._by_id[dev_id] = ref
-                    found.add(name)
-                if usernames is None:
-                    break
-        now = self._clock.monotonic()
-        for name in usernames or []:
-            if name not in found:
-                self._misses[name] = now
-                self._by_name.pop(name, None)
-
-    def _thresholds(self, profile_key: str | None) -> health_rules.Thresholds:
-        # One profile file read per model, not per device: 10,000 devices share a handful of models.
-        if profile_key not in self._threshold_cache:
-            self._threshold_cache[profile_key] = health_rules.thresholds_for(profile_key, self._load_profile)
-        return self._threshold_cache[profile_key]
-
-
-class Timetables:
-    """Bell periods and calendars of every school in memory; answers "is a lesson on in this room now"."""
-
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
-        self._periods: dict[int, list[Period]] = {}
-        self._calendar: dict[int, list[CalendarEntry]] = {}
-        self._tz: dict[int, ZoneInfo] = {}
-        self._codes: dict[int, str] = {}
-
-    async def load(self) -> None:
-        periods: dict[int, list[Period]] = {}
-        calendar: dict[int, list[CalendarEntry]] = {}
-        async with self._sessions() as s:
-            tz = {}
-            for sid, code, zone in (await s.execute(select(School.id, School.code, School.timezone))).all():
-                try:
-                    tz[sid] = ZoneInfo(zone)
-                except (KeyError, ValueError):
-                    tz[sid] = ZoneInfo("UTC")
-                self._codes[sid] = code
-            for p in (await s.execute(select(BellPeriod))).scalars():
-                periods.setdefault(p.school_id, []).append(
-                    Period(p.name, p.weekday, p.start_time, p.end_time, p.room_id)
-                )
-            for c in (await s.execute(select(CalendarDay))).scalars():
-                calendar.setdefault(c.school_id, []).append(
-                    CalendarEntry(c.kind, c.start_date, c.end_date, c.name)
-                )  # type: ignore[arg-type]
-        self._periods, self._calendar, self._tz = periods, calendar, tz
-
-    def lesson(self, school_id: int, room_id: int | None, at: datetime) -> tuple[bool, str | None]:
-        state = lesson_at(
-            self._periods.get(school_id, []),
-            self._calendar.get(school_id, []),
-            at,
-            self._tz.get(school_id, ZoneInfo("UTC")),
-            room_id,
-        )
-        return state.in_lesson, state.period
-
-    def expected_offline(self, ref: DeviceRef, at: datetime) -> bool:
-        """Offline is expected when the device's room has no lesson now (or the day is a holiday)."""
-        return not self.lesson(ref.school_id, ref.room_id, at)[0]
-
-    def school_ids(self) -> list[int]:
-        return list(self._tz)
-
-    def school_code(self, school_id: int) -> str:
-        return self._codes.get(school_id, str(school_id))
 
 
 @dataclass(slots=True)
@@ -266,6 +106,8 @@ class IngestService:
         *,
         directory: DeviceDirectory | None = None,
         timetables: Timetables | None = None,
+        watch: ReferenceWatch | None = None,
+        reference_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         metrics: Any = None,
         client_id: str | None = None,
         address: BrokerAddress | None = None,
@@ -280,6 +122,10 @@ class IngestService:
         self.topics = wire.Topics(self.cfg.topic_prefix)
         self.directory = directory or DeviceDirectory(sessions, clock)
         self.timetables = timetables or Timetables(sessions)
+        # Given by the device plane (which runs it); a standalone worker (`labfleet ingest`) runs its own, so
+        # a device moved to another room counts there in every process within REFERENCE_POLL_S.
+        self._owns_watch = watch is None
+        self.watch = watch or ReferenceWatch(sessions, self.directory, self.timetables, sleep=reference_sleep)
         self.address = address or BrokerAddress.from_url(
             self.cfg.url, self.cfg.service_username, self.cfg.service_password or None
         )
@@ -310,8 +156,8 @@ class IngestService:
 
     # ------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> IngestService:
-        await self.directory.load()
-        await self.timetables.load()
+        if self._owns_watch:
+            await self.watch.load()
         # The directory and timetables are long-lived: move them out of the cyclic GC's scans, which otherwise
         # walk every one of them on each full collection triggered by the per-message allocations.
         gc.collect()
@@ -325,9 +171,10 @@ class IngestService:
         )
         await self._sub.__aenter__()
         self._writer = asyncio.create_task(self._write_loop(), name=f"ingest-writer-{self.client_id}")
-        self._refresher = asyncio.create_task(
-            self._refresh_loop(), name=f"ingest-timetables-{self.client_id}"
-        )
+        if self._owns_watch:
+            self._refresher = asyncio.create_task(
+                self.watch.run(), name=f"ingest-reference-watch-{self.client_id}"
+            )
         if self.metrics is not None:
             self.metrics.ingest_queue_capacity.set(self.cfg.ingest_queue_max)
             # Read at scrape time, so a commit that hangs shows as growing lag rather than a frozen value.
@@ -620,14 +467,6 @@ class IngestService:
             else:
                 m.mqtt_disconnected(ref.device_kind, _DISCONNECT_REASON.get(cause, cause))
         m.ingest_queue_depth.set(len(self._pending))
-
-    async def _refresh_loop(self) -> None:
-        while True:
-            await asyncio.sleep(TIMETABLE_REFRESH_S)
-            try:
-                await self.timetables.load()
-            except Exception:
-                logger.exception("timetable refresh failed; keeping the previous one")
 
 
 def _scrub(payload: bytes) -> bytes | None:

@@ -21,11 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from fleet.domain import wire
 from fleet.domain.clock import Clock, as_utc
 from fleet.persistence import ingest_repo
+from fleet.persistence.directory import DeviceDirectory, ReferenceWatch
 from fleet.persistence.models import School
 from fleet.persistence.models_mqtt import Alert, DeviceCommand, DeviceState, UsageConcurrency
+from fleet.persistence.timetables import Timetables
 from fleet.runtime.brokers import broker_from_settings
-from fleet.runtime.ingest import DeviceDirectory, IngestService, Timetables
+from fleet.runtime.ingest import IngestService
 from fleet.runtime.mqtt_subscriber import BrokerAddress
+from fleet.runtime.state import FleetState, Stage, stage
 from fleet.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -91,6 +94,7 @@ class DevicePlane:
         self.topics = wire.Topics(settings.mqtt.topic_prefix)
         self.directory = DeviceDirectory(sessions, clock)
         self.timetables = Timetables(sessions)
+        self.watch = ReferenceWatch(sessions, self.directory, self.timetables)
         self.broker: Any = None
         self.ingest: IngestService | None = None
         self.address: BrokerAddress | None = None
@@ -119,9 +123,12 @@ class DevicePlane:
         if broker is not None:
             self.broker = await self._stack.enter_async_context(broker)
             self.address = broker.address
-        await self.directory.load()
-        await self.timetables.load()
+        await self.watch.load()
         await self._load_board()
+        # Devices moved, rooms or timetables changed by anyone (another process, an import, SQL): reloaded here
+        # within REFERENCE_POLL_S; changes through this process's API are applied right after their commit.
+        self._spawn(self.watch.run(), "plane-reference-watch")
+        self._stack.push_async_callback(self._stop_tasks)
         if self.address is None:
             return  # broker "none": HTTP only
         # amqtt has no $share; elsewhere the settings decide (see MqttSettings.ingest_shared).
@@ -133,6 +140,7 @@ class DevicePlane:
                 self.clock,
                 directory=self.directory,
                 timetables=self.timetables,
+                watch=self.watch,
                 metrics=self.metrics,
                 address=self.address,
                 client_id=f"labfleet-ingest-{os.getpid()}" if shared else "labfleet-ingest",
@@ -143,7 +151,7 @@ class DevicePlane:
         self._spawn(self._dispatch_loop(), "plane-commands")
         self._spawn(self._sweep_loop(), "plane-presence-sweep")
         self._spawn(self._snapshot_loop(), "plane-snapshot")
-        self._stack.push_async_callback(self._stop_tasks)
+        self._stack.push_async_callback(self._stop_tasks)  # first out: before the ingest and the broker stop
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
@@ -176,6 +184,10 @@ class DevicePlane:
         await self.broker.sync()
         for username in kicks:
             await self.broker.kick(username)
+
+    async def reference_changed(self) -> None:
+        """This process changed devices, rooms, models, schools or timetables: reload now if they moved."""
+        await self.watch.check()
 
     # ------------------------------------------------------------ in-memory board
     async def _load_board(self) -> None:
@@ -483,13 +495,14 @@ class DevicePlane:
         return len(out)
 
 
-async def device_plane_hook(stack: contextlib.AsyncExitStack, state: Any) -> None:
-    """create_app runtime hook: start the device plane inside the lifespan; routes find it in extras."""
+@stage(Stage.PLANE)
+async def device_plane_hook(stack: contextlib.AsyncExitStack, state: FleetState) -> None:
+    """create_app runtime hook: start the device plane inside the lifespan; requests get it as `state.plane`."""
     plane = DevicePlane(
         state.settings,
         state.sessions,
         state.clock,
-        metrics=state.extras.get("metrics"),
-        snapshot=state.extras.get("snapshot"),
+        metrics=state.metrics,
+        snapshot=state.snapshot,
     )
-    state.extras["plane"] = await stack.enter_async_context(plane)
+    state.plane = await stack.enter_async_context(plane)

@@ -23,12 +23,12 @@ from fleet.domain.permissions import Principal
 from fleet.errors import FeatureUnavailable
 from fleet.persistence.db import create_engine, session_factory, unit_of_work
 from fleet.persistence.models import District
+from fleet.runtime.state import Stage, stage
 from fleet.services.reports import ReportQuery, generate, render
 from fleet.settings import Settings
 
 if TYPE_CHECKING:
-    from fleet.api.deps import FleetState
-    from fleet.app import RuntimeHook
+    from fleet.runtime.state import FleetState, RuntimeHook
 
 log = logging.getLogger(__name__)
 
@@ -153,11 +153,12 @@ class MonthlyReports:
 def monthly_reports_hook(clock: Clock | None = None) -> RuntimeHook:
     """A runtime hook that runs the monthly job in a named task for the app's lifetime."""
 
+    @stage(Stage.JOBS)
     async def hook(stack: AsyncExitStack, state: FleetState) -> None:
         job = MonthlyReports(state.settings, clock or state.clock)
         task = asyncio.create_task(job.run_forever(), name="monthly-reports")
-        state.extras["monthly_reports"] = job
-        state.extras["monthly_reports_task"] = task
+        state.monthly_reports = job
+        state.monthly_reports_task = task
 
         async def stop() -> None:
             task.cancel()

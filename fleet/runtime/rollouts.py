@@ -24,6 +24,7 @@ from fleet.domain.update_wire import decode_progress
 from fleet.persistence.models import Device, School
 from fleet.persistence.models_mqtt import DeviceCredential
 from fleet.runtime.mqtt_subscriber import BrokerAddress
+from fleet.runtime.state import FleetState, RuntimeHook, Stage, stage
 from fleet.services.rollouts import DeviceTarget, RolloutEngine
 from fleet.settings import Settings
 
@@ -187,11 +188,12 @@ class RolloutRuntime:
             await asyncio.sleep(self.step_seconds)
 
 
-def rollout_hook(settings: Settings, *, base_url: str = "") -> Any:
-    """A runtime hook: starts the rollout job; uses the device plane's broker when one runs (extras["plane"])."""
+def rollout_hook(settings: Settings, *, base_url: str = "") -> RuntimeHook:
+    """A runtime hook: starts the rollout job; uses the device plane's broker when one runs (state.plane)."""
 
-    async def hook(stack: AsyncExitStack, state: Any) -> None:
-        plane = state.extras.get("plane")
+    @stage(Stage.ROLLOUTS)
+    async def hook(stack: AsyncExitStack, state: FleetState) -> None:
+        plane = state.plane
         address = getattr(plane, "address", None)
         link = None
         if address is not None:
@@ -212,10 +214,10 @@ def rollout_hook(settings: Settings, *, base_url: str = "") -> Any:
             settings.rollouts,
             link,
             edge=link,
-            metrics=state.extras.get("metrics"),
+            metrics=state.metrics,
             base_url=url,
         )
-        state.extras["rollout_engine"] = engine
+        state.rollout_engine = engine
         await stack.enter_async_context(
             RolloutRuntime(engine, state.clock, settings.rollouts.step_seconds, link)
         )

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet.domain.permissions import Permission, Principal
 from fleet.errors import InvalidInput, NotFound, PermissionDenied
+from fleet.persistence.models import Device, School
 
 T = TypeVar("T")
 
@@ -103,3 +104,21 @@ def snapshot(obj: Any, fields: Sequence[str]) -> dict[str, Any]:
         v = getattr(obj, f)
         out[f] = v if v is None or isinstance(v, (int, str, bool, float)) else str(v)
     return out
+
+
+async def school_in_scope(session: AsyncSession, principal: Principal, school_id: int) -> School:
+    """The school, or NotFound when it is missing or outside the principal's schools."""
+    school = await session.get(School, school_id)
+    if school is None:
+        raise NotFound(f"school {school_id} not found")
+    check_school(principal, school.id, "school", school_id)
+    return school
+
+
+async def device_in_scope(session: AsyncSession, principal: Principal, device_id: int) -> Device:
+    """The device, or NotFound when it is missing or outside the principal's schools."""
+    device = await session.get(Device, device_id)
+    if device is None:
+        raise NotFound(f"device {device_id} not found")
+    check_school(principal, device.school_id, "device", device_id)
+    return device

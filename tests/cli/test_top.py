@@ -40,7 +40,7 @@ async def test_one_frame_shows_online_against_expected_lessons_bandwidth_alerts_
 ) -> None:
     await _morning(api, site)  # eight terminals came online in P1 and sent traffic; two went offline at 08:22
     api.clock.set(at(8, 24))
-    holder = api.client._transport.app.state.fleet.extras["snapshot"]  # type: ignore[attr-defined]
+    holder = api.client._transport.app.state.fleet.snapshot  # type: ignore[attr-defined]
     holder.publish(await site.plane.build_snapshot())  # what the plane's snapshot loop publishes
     text = await _frame(api, await api.token(Role.ADMIN), school="pk1")
     # pk1: six of the ten classroom terminals the timetable expects are online (the lab has no lesson in P1).

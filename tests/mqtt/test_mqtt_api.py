@@ -56,7 +56,7 @@ async def test_enroll_then_telemetry_alerts_and_commands_through_the_api(live_ap
 
         await wait_until(alerted)
         # The metrics snapshot (scrape-time state) sees the device online, faulty, on its firmware.
-        snap = await api.client._transport.app.state.fleet.extras["plane"].build_snapshot()  # type: ignore[attr-defined]
+        snap = await api.client._transport.app.state.fleet.plane.build_snapshot()  # type: ignore[attr-defined]
         cells = {(p.school, p.device_kind): p.online for p in snap.presence}
         assert cells[("school-a", "terminal")] == 1  # school B's device never enrolled: not in the plane
         assert ("LT-100", "fault", 1) in {(h.model, h.state, h.count) for h in snap.health}

@@ -39,8 +39,8 @@ async def test_monthly_job_writes_last_month_and_keeps_the_last_n(sqlite_url: st
     async with app.router.lifespan_context(app):
         state = app.state.fleet
         fx = await build_district(state.sessions)
-        job: MonthlyReports = state.extras["monthly_reports"]
-        assert state.extras["monthly_reports_task"].get_name() == "monthly-reports"
+        job: MonthlyReports = state.monthly_reports
+        assert state.monthly_reports_task.get_name() == "monthly-reports"
         await job.tick()
         assert months(folder, fx.district) == ["2026-02"]
         feb = folder / f"district-{fx.district}" / "2026-02"
@@ -58,7 +58,7 @@ async def test_monthly_job_writes_last_month_and_keeps_the_last_n(sqlite_url: st
             clock.set(datetime(2026, month, 1, 0, 30, tzinfo=UTC))
             await job.tick()
         assert months(folder, fx.district) == ["2026-04", "2026-05"]  # March..May written, the last 2 kept
-        task = state.extras["monthly_reports_task"]
+        task = state.monthly_reports_task
     assert task.done()  # the lifespan stopped the job
 
 

@@ -196,7 +196,7 @@ async def lab(
             engine = RolloutEngine(
                 app.state.fleet.sessions, app.state.fleet.settings.rollouts, link, base_url="http://test"
             )
-            app.state.fleet.extras["rollout_engine"] = engine
+            app.state.fleet.rollout_engine = engine
             lb = Lab(api, app, clock, engine, link)
             d = await lb.post("/api/v1/districts", {"name": "District"})
             lb.district = d["id"]

@@ -226,8 +226,8 @@ async def lab_pc(
         settings, clock=clock, migrate=False, runtime_hooks=[device_plane_hook, rollout_hook(settings)]
     )
     async with app.router.lifespan_context(app):
-        await app.state.fleet.extras["plane"].ingest.wait_connected()
-        engine: RolloutEngine = app.state.fleet.extras["rollout_engine"]
+        await app.state.fleet.plane.ingest.wait_connected()
+        engine: RolloutEngine = app.state.fleet.rollout_engine
         transport = httpx.ASGITransport(app=app)
         async with (
             httpx.AsyncClient(transport=transport, base_url="http://test") as client,

@@ -187,15 +187,10 @@ class EnrollOut(BaseModel):
 )
 async def enroll(body: EnrollIn, session: Session, state: State, request: Request) -> EnrollOut:
     """A terminal trades a claim token and its serial number for MQTT credentials (docs/protocol-mqtt.md §3)."""
-    from fleet.api.ratelimit import EnrollmentGuard
     from fleet.domain import wire
 
-    metrics = state.extras.get("metrics")
-    api = state.settings.api
-    guard = state.extras.setdefault(
-        "enrollment_guard",
-        EnrollmentGuard(api.enroll_failures_per_minute_per_source, api.enroll_failures_per_minute_per_token),
-    )
+    metrics = state.metrics
+    guard = state.enrollment_guard
     source = request.client.host if request.client else "unknown"
     now = state.clock.now()
     try:
@@ -267,7 +262,7 @@ def _public_broker_url(state: Any) -> str:
 
 
 async def _credentials_changed(state: Any, username: str, *, revoked: bool = False) -> None:
-    plane = state.extras.get("plane")
+    plane = state.plane
     if plane is None:
         return
     try:
@@ -647,7 +642,7 @@ async def send_command(body: CommandIn, caller: Caller, session: Session, state:
         after={"batch_id": batch.batch_id, "name": body.name, "devices": len(batch.commands)},
     )
     await session.commit()
-    plane = state.extras.get("plane")
+    plane = state.plane
     if plane is not None:
         plane.wake_dispatcher()
     return _batch_out(await commands.progress(session, batch.batch_id))

@@ -5,9 +5,7 @@
 import asyncio
 import logging
 import re
-import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from datetime import time as dtime
 from pathlib import Path
@@ -22,12 +20,13 @@ from fleet.api.deps import Caller, Cursor, FleetState, Limit, Session, State
 from fleet.api.errors import error_body
 from fleet.api.routes.crud import ObjId
 from fleet.domain.permissions import Permission
-from fleet.domain.rollouts import FINAL_STATES, GroupPlan, GroupStrategy, TokenBucket, Window
+from fleet.domain.rollouts import FINAL_STATES, GroupPlan, GroupStrategy, Window
 from fleet.errors import NotFound
 from fleet.persistence.models import Device, School
 from fleet.persistence.models_rollouts import Rollout, RolloutDevice
 from fleet.services import artifacts as arts
 from fleet.services.common import require
+from fleet.services.downloads import SchoolPacer
 from fleet.services.rollouts import (
     RolloutService,
     RolloutSpec,
@@ -175,7 +174,7 @@ def _artifact_out(a: Any) -> dict[str, Any]:
 
 
 def _engine(state: FleetState) -> Any:
-    return state.extras.get("rollout_engine")
+    return state.rollout_engine
 
 
 # --- rollouts -------------------------------------------------------------------------------------------
@@ -277,7 +276,7 @@ async def start_rollout(session: Session, caller: Caller, state: State, obj_id: 
 )
 async def pause_rollout(session: Session, caller: Caller, state: State, obj_id: ObjId) -> Any:
     r = await RolloutService(session, caller, state.clock.now()).pause(obj_id)
-    metrics = state.extras.get("metrics")
+    metrics = state.metrics
     if metrics is not None:
         metrics.rollout_paused("manual")
     return _rollout_out(r)
@@ -360,11 +359,7 @@ async def put_school_policy(
 
 
 def store_of(state: FleetState) -> arts.ArtifactStore:
-    store = state.extras.get("artifact_store")
-    if store is None:
-        store = arts.ArtifactStore(state.settings.rollouts.artifact_dir)
-        state.extras["artifact_store"] = store
-    return store  # type: ignore[no-any-return]
+    return state.artifact_store
 
 
 @router.get("/artifacts", tags=["rollouts"], summary="The firmware artifact catalogue")
@@ -401,37 +396,8 @@ async def import_artifacts(session: Session, caller: Caller, state: State, body:
 # --- paced download -------------------------------------------------------------------------------------
 
 
-@dataclass
-class SchoolPacer:
-    """One token bucket per school, in real time: the sum of all downloads at a school stays within its budget."""
-
-    burst_seconds: float
-    monotonic: Callable[[], float] = time.monotonic
-    buckets: dict[int, TokenBucket] = field(default_factory=dict)
-    locks: dict[int, asyncio.Lock] = field(default_factory=dict)
-
-    def bucket(self, school_id: int, rate: int) -> TokenBucket:
-        b = self.buckets.get(school_id)
-        if b is None or b.rate != rate:
-            b = TokenBucket(rate=float(rate), burst=max(1.0, rate * self.burst_seconds))
-            self.buckets[school_id] = b
-        return b
-
-    def forget(self, school_id: int) -> None:
-        self.buckets.pop(school_id, None)
-
-    async def acquire(self, school_id: int, rate: int, n: int) -> None:
-        wait = self.bucket(school_id, rate).take(n, self.monotonic())
-        if wait > 0:
-            await asyncio.sleep(wait)
-
-
 def _pacer(state: FleetState) -> SchoolPacer:
-    p = state.extras.get("artifact_pacer")
-    if p is None:
-        p = SchoolPacer(state.settings.rollouts.burst_seconds)
-        state.extras["artifact_pacer"] = p
-    return p  # type: ignore[no-any-return]
+    return state.pacer
 
 
 def _range_error(size: int, message: str) -> JSONResponse:
@@ -504,7 +470,7 @@ async def download_artifact(
     length = end - start + 1
     pacer = _pacer(state)
     chunk = settings.chunk_bytes
-    metrics = state.extras.get("metrics")
+    metrics = state.metrics
 
     async def body() -> AsyncIterator[bytes]:
         with path.open("rb") as f:

@@ -45,8 +45,8 @@ async def get_peaks(
     "(`rate_window_seconds`); ingest figures are this process's own.",
 )
 async def get_live(session: Session, caller: Caller, state: State) -> Any:
-    holder = state.extras.get("snapshot")
-    metrics = state.extras.get("metrics")
+    holder = state.snapshot
+    metrics = state.metrics
     return await peaks.live_overview(
         session,
         caller,
