@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -55,6 +56,9 @@ def _jsonable_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def install(app: FastAPI) -> None:
+    # Innermost middleware: anything the handlers below do not map becomes a JSON 500 with an incident id.
+    app.add_middleware(IncidentGuard)
+
     @app.exception_handler(e.FleetError)
     async def _fleet(_request: Request, err: e.FleetError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(err, e.Unauthenticated) else None
@@ -102,6 +106,60 @@ def install(app: FastAPI) -> None:
             status_code=err.status_code,
             headers=getattr(err, "headers", None),
         )
+
+
+class IncidentGuard:
+    """Turn an unexpected exception into a JSON 500 carrying an incident id; the traceback goes to the log only."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        responded = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal responded
+            if message["type"] == "http.response.start":
+                responded = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as err:  # the one place that answers for any failure
+            incident = uuid.uuid4().hex[:16]
+            # The path only: query strings may hold secrets (signed links, tokens).
+            log.error(
+                "incident %s: unexpected %s on %s %s",
+                incident,
+                type(err).__name__,
+                scope.get("method", "?"),
+                scope.get("path", "?"),
+                exc_info=err,
+            )
+            if responded:
+                raise
+            body = json.dumps(
+                error_body(
+                    "internal_error",
+                    f"an unexpected error occurred; quote incident {incident} when reporting it",
+                    {"incident": incident},
+                )
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"x-incident-id", incident.encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
 
 
 class BodyLimit:

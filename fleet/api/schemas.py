@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
+import types
+import typing
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 
+from fleet.domain import timebounds
 from fleet.domain.enums import (
     AiLabTier,
     CalendarKind,
@@ -39,11 +53,90 @@ Id = Annotated[int, Field(ge=1, le=2**31 - 1)]
 Money = Annotated[Decimal, Field(ge=0, le=Decimal("9999999999.99"), max_digits=12, decimal_places=2)]
 Count = Annotated[int, Field(ge=0, le=1_000_000)]
 
+
+def _instant_in(value: datetime, info: ValidationInfo) -> datetime:
+    return timebounds.instant(value, info.field_name or "time")
+
+
+def _day_in(value: date, info: ValidationInfo) -> date:
+    return timebounds.day(value, info.field_name or "date")
+
+
+def _wall_in(value: time, info: ValidationInfo) -> time:
+    return timebounds.wall_time(value, info.field_name or "time")
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive values for DateTime(timezone=True) columns; every stored instant is UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _aware_iso(value: datetime) -> str:
+    return _aware(value).isoformat()
+
+
+_WALL_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?$"
+_WALL_SCHEMA = {
+    "type": "string",
+    "pattern": _WALL_PATTERN,
+    "description": "local wall-clock time in the school's time zone, without an offset (HH:MM[:SS])",
+    "examples": ["08:00:00"],
+}
+
+# Input instants: an offset is required and the value lies in the range of fleet.domain.timebounds.
+Instant = Annotated[datetime, AfterValidator(_instant_in)]
+# Input calendar days, inside the range of fleet.domain.timebounds.
+Day = Annotated[date, AfterValidator(_day_in)]
+# A bell or window time is the school's local wall-clock time: refused with an offset, documented as such.
+WallTime = Annotated[
+    time,
+    AfterValidator(_wall_in),
+    PlainSerializer(lambda v: v.isoformat(), return_type=str, when_used="json"),
+    WithJsonSchema(_WALL_SCHEMA),
+]
+# Output instants: always with an offset (stored instants are UTC), whatever the backend returned.
+UtcOut = Annotated[
+    datetime,
+    BeforeValidator(lambda v: _aware(v) if isinstance(v, datetime) else v),
+    PlainSerializer(_aware_iso, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
 T = TypeVar("T")
 
 
+def _admits(annotation: Any, kind: type) -> bool:
+    """Whether a field's annotation accepts `kind` (looking through Optional, Annotated, lists)."""
+    if annotation is kind or annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _admits(typing.get_args(annotation)[0], kind)
+    if origin in (typing.Union, types.UnionType, typing.Literal):
+        return any(_admits(a, kind) for a in typing.get_args(annotation))
+    return False
+
+
 class In(BaseModel):
+    """A request body: unknown fields refused, and booleans and numbers never stand in for each other."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _bool_is_not_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode stores `true` as 1 and `1` as true; a client sending either has a bug.
+        field = cls.model_fields.get(info.field_name or "")
+        if field is None:
+            return value
+        items = value if isinstance(value, list) else [value]
+        wants_bool = _admits(field.annotation, bool)
+        for item in items:
+            if isinstance(item, bool) and not wants_bool:
+                raise ValueError("a boolean is not accepted here")
+            if wants_bool and not isinstance(item, bool) and isinstance(item, (int, float)):
+                raise ValueError("must be true or false, not a number")
+        return value
 
 
 class Out(BaseModel):
@@ -75,7 +168,7 @@ class DistrictPatch(In):
 class DistrictOut(Out):
     id: int
     name: str
-    created_at: datetime
+    created_at: UtcOut
 
 
 class SchoolIn(In):
@@ -100,7 +193,7 @@ class SchoolOut(Out):
     name: str
     uplink_mbps: int
     timezone: str
-    created_at: datetime
+    created_at: UtcOut
 
 
 class RoomIn(In):
@@ -125,7 +218,7 @@ class RoomOut(Out):
     kind: RoomKind
     tier: AiLabTier | None
     capacity: int
-    created_at: datetime
+    created_at: UtcOut
 
 
 # -- device models and devices -------------------------------------------------------------------
@@ -161,7 +254,7 @@ class DeviceModelOut(Out):
     warranty_months: int
     supplier: str
     profile_key: str | None
-    created_at: datetime
+    created_at: UtcOut
 
 
 class DeviceIn(In):
@@ -172,7 +265,7 @@ class DeviceIn(In):
     room_id: Id | None = None
     status: DeviceStatus = DeviceStatus.RECEIVED
     order_number: Text(64) | None = None  # type: ignore[valid-type]
-    purchase_date: date | None = None
+    purchase_date: Day | None = None
     unit_cost: Money | None = None
     funding_source: Text(120) | None = None  # type: ignore[valid-type]
     ownership: Ownership = Ownership.OWNED
@@ -187,7 +280,7 @@ class DevicePatch(In):
     school_id: Id | None = None
     room_id: Id | None = None
     order_number: Text(64) | None = None  # type: ignore[valid-type]
-    purchase_date: date | None = None
+    purchase_date: Day | None = None
     unit_cost: Money | None = None
     funding_source: Text(120) | None = None  # type: ignore[valid-type]
     ownership: Ownership | None = None
@@ -207,8 +300,8 @@ class DeviceOut(Out):
     unit_cost: Decimal | None
     funding_source: str | None
     ownership: Ownership
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcOut
+    updated_at: UtcOut
 
 
 class TransitionIn(In):
@@ -223,7 +316,7 @@ class TransitionOut(Out):
     to_status: DeviceStatus
     actor: str
     reason: str | None
-    at: datetime
+    at: UtcOut
 
 
 # -- timetables ----------------------------------------------------------------------------------
@@ -232,15 +325,15 @@ class BellPeriodIn(In):
     room_id: Id | None = None
     weekday: Annotated[int, Field(ge=0, le=6, description="0 = Monday ... 6 = Sunday")]
     name: Text(64)  # type: ignore[valid-type]
-    start_time: time
-    end_time: time
+    start_time: WallTime
+    end_time: WallTime
 
 
 class BellPeriodPatch(In):
     weekday: Annotated[int, Field(ge=0, le=6)] | None = None
     name: Text(64) | None = None  # type: ignore[valid-type]
-    start_time: time | None = None
-    end_time: time | None = None
+    start_time: WallTime | None = None
+    end_time: WallTime | None = None
 
 
 class BellPeriodOut(Out):
@@ -249,23 +342,23 @@ class BellPeriodOut(Out):
     room_id: int | None
     weekday: int
     name: str
-    start_time: time
-    end_time: time
+    start_time: WallTime
+    end_time: WallTime
 
 
 class CalendarIn(In):
     school_id: Id
     kind: CalendarKind
     name: Text(120, min_length=0) = ""  # type: ignore[valid-type]
-    start_date: date
-    end_date: date
+    start_date: Day
+    end_date: Day
 
 
 class CalendarPatch(In):
     kind: CalendarKind | None = None
     name: Text(120, min_length=0) | None = None  # type: ignore[valid-type]
-    start_date: date | None = None
-    end_date: date | None = None
+    start_date: Day | None = None
+    end_date: Day | None = None
 
 
 class CalendarOut(Out):
@@ -279,12 +372,12 @@ class CalendarOut(Out):
 
 class LessonStateOut(BaseModel):
     room_id: int
-    at: datetime
+    at: UtcOut
     in_lesson: bool
     period: str | None
     reason: str
     exam_day: bool
-    local_time: datetime | None
+    local_time: UtcOut | None
 
 
 # -- tokens, audit, imports ----------------------------------------------------------------------
@@ -293,7 +386,7 @@ class TokenIn(In):
     role: Role
     school_ids: Annotated[list[Id], Field(max_length=1000)] = []
     district_wide: bool = False
-    expires_at: datetime | None = None
+    expires_at: Instant | None = None
 
 
 class TokenOut(Out):
@@ -303,9 +396,9 @@ class TokenOut(Out):
     role: Role
     district_wide: bool
     school_ids: list[int]
-    created_at: datetime
-    expires_at: datetime | None
-    revoked_at: datetime | None
+    created_at: UtcOut
+    expires_at: UtcOut | None
+    revoked_at: UtcOut | None
 
 
 class TokenCreatedOut(TokenOut):
@@ -314,7 +407,7 @@ class TokenCreatedOut(TokenOut):
 
 class AuditOut(Out):
     id: int
-    at: datetime
+    at: UtcOut
     actor: str
     action: str
     object_type: str

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import BigInteger, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet.domain.permissions import Permission, Principal
@@ -19,6 +19,11 @@ T = TypeVar("T")
 
 # Hard cap on one page: a page of 500 devices is ~250 KB of JSON, enough for any table view.
 MAX_PAGE_SIZE = 500
+
+# The largest key a cursor may carry: the primary key's column range (a larger one would overflow the
+# database's integer parameter and was never issued by this API).
+MAX_INT_KEY = 2**31 - 1
+MAX_BIGINT_KEY = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,18 +38,26 @@ def encode_cursor(last_id: int) -> str:
     return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None) -> int:
+def decode_cursor(cursor: str | None, max_key: int = MAX_BIGINT_KEY) -> int:
     if not cursor:
         return 0
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, _, value = raw.partition(":")
+        # Digits only: int() also takes "+1", " 1" and "1_000", which no issued cursor holds.
+        if kind != "id" or not value.isascii() or not value.isdigit() or len(value) > 19:
+            raise ValueError(raw)
         last = int(value)
-        if kind != "id" or last < 0:
+        if last > max_key:
             raise ValueError(raw)
         return last
     except (ValueError, binascii.Error, UnicodeDecodeError) as err:
         raise InvalidInput("cursor is not one this API issued; start again without it") from err
+
+
+def key_range(column: Any) -> int:
+    """The largest value an integer key column holds (BigInteger or Integer)."""
+    return MAX_BIGINT_KEY if isinstance(column.type, BigInteger) else MAX_INT_KEY
 
 
 async def paginate(
@@ -53,7 +66,7 @@ async def paginate(
     """Keyset pagination on the primary key: stable under inserts, with a total count of the filter."""
     if limit < 1 or limit > MAX_PAGE_SIZE:
         raise InvalidInput(f"limit must be between 1 and {MAX_PAGE_SIZE}")
-    after = decode_cursor(cursor)
+    after = decode_cursor(cursor, key_range(model.id))
     total = (
         await session.execute(select(func.count()).select_from(stmt.order_by(None).subquery()))
     ).scalar_one()

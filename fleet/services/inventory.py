@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Select, delete, select
 
+from fleet.domain import timebounds
 from fleet.domain.enums import DeviceStatus, RoomKind
 from fleet.domain.lifecycle import INITIAL_STATUSES, check_transition
 from fleet.domain.permissions import Permission
@@ -237,6 +238,13 @@ class DeviceService(CrudService):
                 details=[{"field": "model_id", "reason": "no such model"}],
             )
         values["vendor"] = model.vendor
+        if values.get("purchase_date") is not None:
+            try:
+                timebounds.purchase_date(values["purchase_date"], self.clock.now().date())
+            except timebounds.TimeRangeError as err:
+                raise InvalidInput(
+                    str(err), details=[{"field": "purchase_date", "reason": str(err)}]
+                ) from err
         if existing is None:
             status = values.setdefault("status", DeviceStatus.RECEIVED)
             if status not in INITIAL_STATUSES:

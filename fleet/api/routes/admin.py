@@ -2,7 +2,6 @@
 
 # No `from __future__ import annotations`: FastAPI reads these annotations at runtime.
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Query, Request, UploadFile
@@ -74,8 +73,10 @@ async def list_audit(
     object_id: Annotated[str | None, Query(max_length=64)] = None,
     actor: Annotated[str | None, Query(max_length=120)] = None,
     school: FilterId = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Annotated[
+        s.Instant | None, Query(description="entries at or after this time (with offset)")
+    ] = None,
+    until: Annotated[s.Instant | None, Query(description="entries before this time (with offset)")] = None,
 ) -> Any:
     return _page(
         await audit.list_entries(

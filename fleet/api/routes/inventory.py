@@ -2,7 +2,6 @@
 
 # No `from __future__ import annotations`: FastAPI reads these annotations at runtime.
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -168,7 +167,7 @@ async def room_lesson(
     caller: Caller,
     state: State,
     obj_id: ObjId,
-    at: Annotated[datetime | None, Query(description="aware ISO time; default now")] = None,
+    at: Annotated[s.Instant | None, Query(description="ISO time with offset; default now")] = None,
 ) -> Any:
     require(caller, Permission.READ_INVENTORY)
     await RoomService(session, caller, state.clock).get(obj_id)

@@ -4,7 +4,7 @@ commands and dead letters."""
 # No `from __future__ import annotations`: FastAPI reads these annotations at runtime.
 
 import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from fleet.api.deps import Caller, Session, State
+from fleet.api.schemas import In, UtcOut
 from fleet.domain.permissions import Permission, Principal
 from fleet.errors import FleetError, NotFound, PermissionDenied
 from fleet.persistence.models import Device, School
@@ -26,7 +27,7 @@ ObjId = Annotated[int, Field(ge=1, le=2**31 - 1)]
 MAX_LIST = 500
 
 
-class _In(BaseModel):
+class _In(In):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -48,9 +49,9 @@ class ClaimTokenOut(BaseModel):
     uses: int
     allow_unknown: bool
     created_by: str
-    created_at: datetime
-    expires_at: datetime
-    revoked_at: datetime | None
+    created_at: UtcOut
+    expires_at: UtcOut
+    revoked_at: UtcOut | None
     token: str | None = Field(None, description="shown once, at creation")
 
 
@@ -277,8 +278,8 @@ async def _credentials_changed(state: Any, username: str, *, revoked: bool = Fal
 class CredentialOut(BaseModel):
     device_id: int
     username: str
-    rotated_at: datetime | None
-    revoked_at: datetime | None
+    rotated_at: UtcOut | None
+    revoked_at: UtcOut | None
     password: str | None = Field(None, description="shown once, after rotation")
 
 
@@ -347,8 +348,8 @@ async def revoke_credentials(obj_id: ObjId, caller: Caller, session: Session, st
 class DeviceStateOut(BaseModel):
     device_id: int
     online: bool
-    online_changed_at: datetime | None
-    last_seen_at: datetime | None
+    online_changed_at: UtcOut | None
+    last_seen_at: UtcOut | None
     health: str
     health_reasons: list[str]
     battery_pct: int | None
@@ -419,7 +420,7 @@ async def device_state(obj_id: ObjId, caller: Caller, session: Session) -> Devic
 
 
 class PresenceOut(BaseModel):
-    at: datetime
+    at: UtcOut
     online: bool
     expected: bool | None
     cause: str
@@ -461,11 +462,11 @@ class AlertOut(BaseModel):
     status: str
     detail: str
     occurrences: int
-    opened_at: datetime
-    last_seen_at: datetime
-    acknowledged_at: datetime | None
+    opened_at: UtcOut
+    last_seen_at: UtcOut
+    acknowledged_at: UtcOut | None
     acknowledged_by: str | None
-    resolved_at: datetime | None
+    resolved_at: UtcOut | None
     resolved_by: str | None
 
 
@@ -563,12 +564,12 @@ class CommandRow(BaseModel):
     correlation_id: str
     device_id: int
     status: str
-    created_at: datetime
-    expires_at: datetime
-    sent_at: datetime | None
-    acked_at: datetime | None
+    created_at: UtcOut
+    expires_at: UtcOut
+    sent_at: UtcOut | None
+    acked_at: UtcOut | None
     ack_reason: str | None
-    finished_at: datetime | None
+    finished_at: UtcOut | None
     result_code: str | None
     result_detail: dict[str, Any] | None
 
@@ -688,7 +689,7 @@ async def cancel_commands(
 
 class DeadLetterOut(BaseModel):
     id: int
-    received_at: datetime
+    received_at: UtcOut
     reason: str
     topic: str
     identity: str | None

@@ -3,13 +3,13 @@
 # No `from __future__ import annotations`: FastAPI reads these annotations at runtime.
 
 import asyncio
-from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 
+from fleet.api import schemas as s
 from fleet.api.deps import Caller, Session, State
 from fleet.domain.permissions import Permission
 from fleet.errors import InvalidInput
@@ -45,8 +45,8 @@ async def get_report(
     format: Annotated[str, Query(max_length=16, description=" | ".join(FORMATS))] = "json",
     school: FilterId = None,
     district: FilterId = None,
-    start: date | None = None,
-    end: date | None = None,
+    start: s.Day | None = None,
+    end: s.Day | None = None,
     section: Annotated[str | None, Query(max_length=64)] = None,
     budget: Annotated[Decimal | None, Query(ge=0, le=10**12, max_digits=14, decimal_places=2)] = None,
 ) -> Response:

@@ -7,18 +7,18 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from datetime import time as dtime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 from sqlalchemy import select
 
 from fleet.api.deps import Caller, Cursor, FleetState, Limit, Session, State
 from fleet.api.errors import error_body
 from fleet.api.routes.crud import ObjId
+from fleet.api.schemas import In, WallTime
 from fleet.domain.permissions import Permission
 from fleet.domain.rollouts import FINAL_STATES, GroupPlan, GroupStrategy, Window
 from fleet.errors import NotFound
@@ -53,7 +53,7 @@ def _page(page: Any, conv: Callable[[Any], Any]) -> dict[str, Any]:
 # --- bodies ---------------------------------------------------------------------------------------------
 
 
-class _Strict(BaseModel):
+class _Strict(In):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -92,8 +92,8 @@ class RolloutIn(_Strict):
 
 class WindowIn(_Strict):
     weekday: int = Field(ge=0, le=6)
-    start: dtime
-    end: dtime
+    start: WallTime
+    end: WallTime
 
 
 class SchoolPolicyIn(_Strict):
