@@ -46,7 +46,8 @@ from simulators.district.mqttpool import Pool, raise_fd_limit
 from simulators.district.spec import District, load_spec
 
 SPEC = Path(__file__).resolve().parents[1] / "simulators" / "districts" / "rollout-2027.yaml"
-# Messages in the bare receive-rate baseline: ~5 s of stream at paho's QoS 1 ceiling, enough for a stable rate.
+# Messages in the bare receive-rate baseline: ~5 s of stream at paho's QoS 1 ceiling, enough for a stable
+# rate.
 BASELINE_MESSAGES = 50_000
 # A 150-byte telemetry-shaped payload, as in the design document's baselines.
 PAYLOAD = json.dumps(
@@ -82,8 +83,12 @@ def bare_mosquitto(tmp: Path, fds: int) -> tuple[subprocess.Popen[bytes], int]:
     def limits() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (fds, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
+    # preexec_fn only calls setrlimit in the child, before exec: no lock a thread of ours could hold is taken.
     proc = subprocess.Popen(
-        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=limits
+        [MOSQUITTO, "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=limits,  # noqa: PLW1509 - see above
     )
     return proc, port
 
@@ -167,8 +172,9 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=float, default=90.0, help="real seconds of storm plus lesson")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
-    # http: every terminal enrolls over HTTP first (POST /api/v1/enroll, as terminals do); db: the fleet starts
-    # enrolled in bulk through the service's enrollment use case (one broker reload), for a quicker storm-only run.
+    # http: every terminal enrolls over HTTP first (POST /api/v1/enroll, as terminals do); db: the fleet
+    # starts enrolled in bulk through the service's enrollment use case (one broker reload), for a quicker
+    # storm-only run.
     ap.add_argument("--enroll", choices=("db", "http"), default="http")
     # The x20 run offers 20 times the district's real message rate (every terminal's minute of telemetry in
     # 3 s): the stress and capacity figures. Publish-to-state is a real-time promise, so it is also measured
@@ -234,8 +240,8 @@ async def main() -> None:
                 r = await run(district, args.duration, None)
                 real = None
                 if args.real_duration > 0:
-                    # The same fleet, already enrolled, at the third lesson on a real clock: its own bell storm,
-                    # then the lesson at the rate the district itself offers.
+                    # The same fleet, already enrolled, at the third lesson on a real clock: its own bell
+                    # storm, then the lesson at the rate the district itself offers.
                     real = await run(dataclasses.replace(district, start=REAL_START), args.real_duration, 1.0)
             finally:
                 await ctl.close()
@@ -322,7 +328,8 @@ async def main() -> None:
     print(
         f"connects/s {figures['connects_per_s']} (x{figures['connects_ratio']} of bare), storm wall "
         f"{storm} s (bare {figures['bare_connect_wall_s']} s), p99 connect-to-online "
-        f"{figures['p99_connect_to_online_s']} s; lesson-peak ingest {figures['lesson_peak_ingest_msg_per_s']} msg/s "
+        f"{figures['p99_connect_to_online_s']} s; lesson-peak ingest "
+        f"{figures['lesson_peak_ingest_msg_per_s']} msg/s "
         f"(x{figures['ingest_ratio']} of bare receive), lost {a['lost']}, duplicated {a['duplicated']}"
     )
     print(
@@ -335,8 +342,9 @@ async def main() -> None:
         x1 = figures["real_clock_run"]
         print(
             f"on a real clock (x1, {args.real_duration:g} s): offered {x1['offered_msg_per_s']} msg/s, "
-            f"publish-to-state p50 {x1['p50_publish_to_state_s']} s, p99 {x1['p99_publish_to_state_s']} s over "
-            f"{x1['probes']} probes, lost {x1['lost']}, duplicated {x1['duplicated']}; verdict {x1['verdict']}"
+            f"publish-to-state p50 {x1['p50_publish_to_state_s']} s, p99 {x1['p99_publish_to_state_s']} s "
+            f"over {x1['probes']} probes, lost {x1['lost']}, duplicated {x1['duplicated']}; "
+            f"verdict {x1['verdict']}"
         )
     print(json.dumps(figures))
 

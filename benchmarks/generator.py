@@ -1,4 +1,5 @@
-"""The district generator alone: rollout-2027's terminals against a bare mosquitto, CPU of generator vs broker.
+"""The district generator alone: rollout-2027's terminals against a bare mosquitto, CPU of generator vs
+broker.
 
 No service, no enrollment: every terminal connects to an anonymous mosquitto, runs `bell-storm,lesson-peak` on
 the spec's simulated clock and is accounted by its PUBACKs. It isolates what the generator costs per message,
@@ -125,9 +126,10 @@ async def main() -> None:
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
     print(
-        f"storm {figures['storm_wall_s']} s; lesson peak {rate:.0f} msg/s offered, {acked:.0f}/s acked; generator "
-        f"{gen:.3f} cores ({figures['generator_us_per_msg']} us/msg) vs bare broker {brk:.3f} cores "
-        f"({figures['broker_us_per_msg']} us/msg): ratio {figures['generator_vs_broker_cpu']}"
+        f"storm {figures['storm_wall_s']} s; lesson peak {rate:.0f} msg/s offered, {acked:.0f}/s acked; "
+        f"generator {gen:.3f} cores ({figures['generator_us_per_msg']} us/msg) "
+        f"vs bare broker {brk:.3f} cores ({figures['broker_us_per_msg']} us/msg): "
+        f"ratio {figures['generator_vs_broker_cpu']}"
     )
     print(json.dumps(figures))
 

@@ -1,8 +1,9 @@
-"""Benchmark: import a 10,000-device delivery, as CSV and as XLSX, into SQLite through the real import service.
+"""Benchmark: import a 10,000-device delivery, as CSV and as XLSX, into SQLite through the real import
+service.
 
 Baseline in the same process: the raw floor, a plain sqlite3 `executemany` of the same 10,000 rows into the
-same migrated schema (no validation, no audit, no ORM). Prints rows/s for each and the ratio to the floor, then
-one JSON line. Targets (issue 15): >= 10,000 rows/s for CSV, >= 3,000 rows/s for XLSX.
+same migrated schema (no validation, no audit, no ORM). Prints rows/s for each and the ratio to the floor,
+then one JSON line. Targets (issue 15): >= 10,000 rows/s for CSV, >= 3,000 rows/s for XLSX.
 """
 
 from __future__ import annotations

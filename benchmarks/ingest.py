@@ -1,6 +1,7 @@
 """Telemetry ingest throughput and latency against mosquitto on loopback, with a same-run baseline.
 
-    .venv/bin/python benchmarks/ingest.py [--devices 10000] [--per-device 5] [--latency-seconds 10] [--workers 2]
+    .venv/bin/python benchmarks/ingest.py [--devices 10000] [--per-device 5] [--latency-seconds 10] \
+        [--workers 2]
 
 (a) bare receive rate of a plain paho subscriber (QoS 1, auto-ack, its own loop), in its own process;
 (b) end-to-end rate, publish -> latest state committed in SQLite, of the ingest service (one worker, this
@@ -90,7 +91,7 @@ def publisher(port: int, devices: int, per_device: int, rate: float, seq_start: 
     print(json.dumps({"published": total, "seconds": round(time.monotonic() - started, 3)}), flush=True)
 
 
-def _pump(clients: list) -> None:  # type: ignore[type-arg]
+def _pump(clients: list) -> None:
     """Read the broker's PUBACKs and write what paho still holds, without blocking."""
     for c in clients:
         c.loop_read()
@@ -126,7 +127,7 @@ def paho_subscriber(port: int, expect: int, client_id: str, persistent: bool) ->
     got = 0
     first = last = 0.0
 
-    def on_message(_c, _u, _m) -> None:  # type: ignore[no-untyped-def]
+    def on_message(_c, _u, _m) -> None:
         nonlocal got, first, last
         got += 1
         last = time.monotonic()
@@ -262,7 +263,7 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def committed_total(sessions) -> int:  # type: ignore[no-untyped-def]
+async def committed_total(sessions) -> int:
     from sqlalchemy import func, select
 
     from fleet.persistence.models_mqtt import DeviceState
@@ -307,14 +308,16 @@ def spawn_worker(url: str, port: int, index: int, log: Path) -> subprocess.Popen
         LABFLEET_MQTT__TOPIC_PREFIX="labfleet",
         LABFLEET_LOG_LEVEL="WARNING",
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fleet.runtime.worker", "--index", str(index)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=open(log, "a"),
-        text=True,
-        cwd=Path(__file__).resolve().parents[1],
-    )
+    # The child gets its own copy of the log's descriptor: the parent's closes once the process has started.
+    with open(log, "a") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fleet.runtime.worker", "--index", str(index)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
     return proc
 
 
@@ -324,7 +327,7 @@ async def workers_live(
     sessions,
     workers: int,
     devices: int,
-    per_device: int,  # type: ignore[no-untyped-def]
+    per_device: int,
     seq_start: int,
     tmp: Path,
 ) -> tuple[float, list[int]]:
@@ -336,7 +339,7 @@ async def workers_live(
     n = devices * per_device
     procs = [spawn_worker(url, port, i, tmp / f"worker-{i}.log") for i in range(workers)]
     try:
-        lines = await asyncio.gather(*(asyncio.to_thread(p.stdout.readline) for p in procs))  # type: ignore[union-attr]
+        lines = await asyncio.gather(*(asyncio.to_thread(p.stdout.readline) for p in procs))
         assert all('"connected"' in line for line in lines), lines
         t0 = time.monotonic()
         pub = spawn_publisher(port, devices, per_device, 0, seq_start)
@@ -376,7 +379,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             database_url=url,
             mqtt={
                 "broker": "mosquitto",
-                "listen_port": port,  # type: ignore[arg-type]
+                "listen_port": port,
                 "data_dir": str(tmp / "mq"),
                 "service_password": SVC_PW,
             },
@@ -385,9 +388,9 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         sessions = session_factory(engine)
         authority = BrokerAuthority(sessions, wire.Topics("labfleet"), SVC_USER, SVC_PW)
         async with MosquittoBroker(settings, authority) as broker:
-            # Every client here logs in with the service identity (the publisher carries many device ids over a
-            # few connections), so all of them use the service's own listener: the device listener replaces a
-            # client id by the username, and several service clients there would take each other's session.
+            # Every client here logs in with the service identity (the publisher carries many device ids over
+            # a few connections), so all of them use the service's own listener: the device listener replaces
+            # a client id by the username, and several service clients there would take each other's session.
             port = broker.service_port
             # (a) live: a bare paho subscriber while the publisher runs
             a = await asyncio.to_thread(bare_paho, port, n, args.devices, per, seq, drain=False)
@@ -430,9 +433,9 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                     items = list(ingest._pending.items)
                     await orig_flush()
                     now_ms = time.time() * 1000
-                    latencies.extend(now_ms - it.value.ts_ms for it in items)  # type: ignore[union-attr]
+                    latencies.extend(now_ms - it.value.ts_ms for it in items)
 
-                ingest.flush = timed_flush  # type: ignore[method-assign]
+                ingest.flush = timed_flush
                 lat_per = max(1, int(1000 * args.latency_seconds) // args.devices)
                 devs = min(args.devices, 1000 * args.latency_seconds)
                 pub = spawn_publisher(port, devs, lat_per, 1000.0, seq)
@@ -448,7 +451,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                     f"(c) heartbeat->state latency at 1,000 msg/s: p50 {p50:.0f} ms, p99 {p99:.0f} ms "
                     f"({len(latencies):,} messages)"
                 )
-                ingest.flush = orig_flush  # type: ignore[method-assign]
+                ingest.flush = orig_flush
             rss = rss_mb()
             print(f"    live b/a = {b / a:.2f}; service peak RSS {rss:.0f} MB")
 
@@ -479,7 +482,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                 shared=False,
             )
             async with ingest:
-                # __aenter__ has loaded the device directory and started connecting: the backlog flows from here.
+                # __aenter__ has loaded the device directory and started connecting: the backlog flows from
+                # here.
                 cpu0 = time.process_time()
                 t0 = time.monotonic()
                 while ingest.stats.committed < n:
@@ -501,7 +505,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                 )
                 seq += per
                 print(
-                    f"(b) {args.workers} ingest worker processes on one $share subscription, same SQLite, live: "
+                    f"(b) {args.workers} ingest worker processes on one $share subscription, same SQLite, "
+                    "live: "
                     f"{w_rate:,.0f} msg/s aggregate (messages per worker {shares}; compare live b {b:,.0f})"
                 )
             rss = rss_mb()

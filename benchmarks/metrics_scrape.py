@@ -82,7 +82,8 @@ def main() -> None:
     print(f"build_snapshot over {len(views[2])} device views: {build_ms:.1f} ms")
     print(f"baseline (event metrics only): {base_ms:.1f} ms for {base_series} series")
     print(
-        f"full scrape, fresh snapshot (events + state collector): {full_ms:.1f} ms for {series} series, {size} bytes"
+        f"full scrape, fresh snapshot (events + state collector): {full_ms:.1f} ms for {series} series, "
+        f"{size} bytes"
     )
     print(f"full scrape, same snapshot as the previous scrape: {warm_ms:.1f} ms")
     print(

@@ -49,7 +49,7 @@ def targets(seed: int) -> dict[Family, FirmwareImage]:
     }
 
 
-def planner(images: dict[Family, FirmwareImage]):  # type: ignore[no-untyped-def]
+def planner(images: dict[Family, FirmwareImage]):
     def plan_for(dev: AttachedDevice, ident: DeviceIdentity) -> ProvisionPlan:
         if dev.family is Family.FIRMATA:
             return ProvisionPlan({"pin.13": "output", "sampling_interval_ms": "100"}, images[dev.family])

@@ -1,10 +1,10 @@
 """Benchmark: every report over a 10,000-device district (500 smart classrooms + 50 labs) with a year of usage
 roll-ups, on SQLite.
 
-The district is bulk-inserted with plain sqlite3 into a migrated schema (fast setup, not what is measured). Each
-report is then generated through the real service (scope, queries, figures) and rendered to JSON and XLSX; the
-time for each is printed. Baseline in the same process: a plain SQL COUNT/SUM scan over the year's usage rows,
-the least work any utilisation figure needs. Ends with one JSON line.
+The district is bulk-inserted with plain sqlite3 into a migrated schema (fast setup, not what is measured).
+Each report is then generated through the real service (scope, queries, figures) and rendered to JSON and
+XLSX; the time for each is printed. Baseline in the same process: a plain SQL COUNT/SUM scan over the year's
+usage rows, the least work any utilisation figure needs. Ends with one JSON line.
 
     .venv/bin/python benchmarks/reports.py [--scale 0.1] [--keep DB]
 """
@@ -317,10 +317,11 @@ def main() -> None:
         print(f"baseline: COUNT/SUM scan over a year of usage roll-ups {base:.3f} s", flush=True)
         results = asyncio.run(run_reports(url))
     worst = max(r["total_s"] for r in results.values())
-    for name, r in results.items():
+    for r in results.values():
         r["ratio_to_scan"] = round(r["total_s"] / base, 1) if base else 0.0
     print(
-        f"slowest report {worst:.2f} s (target <= {TARGET_S:.0f} s each): {'OK' if worst <= TARGET_S else 'SLOW'}"
+        f"slowest report {worst:.2f} s (target <= {TARGET_S:.0f} s each): "
+        f"{'OK' if worst <= TARGET_S else 'SLOW'}"
     )
     print(
         json.dumps(

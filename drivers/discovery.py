@@ -31,8 +31,8 @@ class PortInfo:
 
     @property
     def hardware_id(self) -> str:
-        # The USB forms hold no ':': a Firmata kit is known by its port, so this string becomes its fleet identity
-        # and MQTT username, and mosquitto's password file splits each line at the first ':'.
+        # The USB forms hold no ':': a Firmata kit is known by its port, so this string becomes its fleet
+        # identity and MQTT username, and mosquitto's password file splits each line at the first ':'.
         if self.vid is not None and self.pid is not None:
             if self.serial_number:
                 return f"usb-{self.vid:04x}-{self.pid:04x}-{self.serial_number}"

@@ -1,4 +1,5 @@
-"""Arduino-class kits running StandardFirmata; firmware written through the Optiboot bootloader (STK500 v1)."""
+"""Arduino-class kits running StandardFirmata; firmware written through the Optiboot bootloader (STK500
+v1)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 import statistics
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from drivers.codecs import firmata as fm
 from drivers.codecs import ihex, stk500
@@ -87,18 +88,25 @@ def firmware_version(major: int, minor: int, name: str) -> str:
     return found.group(1) if found else f"{major}.{minor}"
 
 
-def serial_dtr_reset(port: object) -> ResetLine:
+class ControlLines(Protocol):
+    """The modem-control lines of a serial port (pyserial's `Serial` has them as settable properties)."""
+
+    dtr: bool
+    rts: bool
+
+
+def serial_dtr_reset(port: ControlLines) -> ResetLine:
     """Pulse DTR low, as the Arduino IDE does, to reset the board into its bootloader."""
 
     async def pulse() -> None:
         def toggle() -> None:
-            port.dtr = False  # type: ignore[attr-defined]
-            port.rts = False  # type: ignore[attr-defined]
+            port.dtr = False
+            port.rts = False
             import time
 
             time.sleep(0.25)  # the auto-reset capacitor needs a clear edge; runs in a worker thread
-            port.dtr = True  # type: ignore[attr-defined]
-            port.rts = True  # type: ignore[attr-defined]
+            port.dtr = True
+            port.rts = True
 
         await asyncio.to_thread(toggle)
 
@@ -256,10 +264,12 @@ class FirmataBoard:
             fm.Sysex(fm.ANALOG_MAPPING_QUERY), _sysex(fm.ANALOG_MAPPING_RESPONSE), "analog mapping"
         )
         assert isinstance(version, fm.VersionReport)
+        # The three matchers above accept only Sysex messages.
+        assert isinstance(fw, fm.Sysex) and isinstance(caps, fm.Sysex) and isinstance(mapping, fm.Sysex)
         try:
-            major, minor, name = fm.parse_firmware_report(fw)  # type: ignore[arg-type]
-            self.capabilities = fm.parse_capability_response(caps)  # type: ignore[arg-type]
-            analog = fm.parse_analog_mapping(mapping)  # type: ignore[arg-type]
+            major, minor, name = fm.parse_firmware_report(fw)
+            self.capabilities = fm.parse_capability_response(caps)
+            analog = fm.parse_analog_mapping(mapping)
         except FrameError as err:
             raise ProtocolError(f"malformed Firmata answer: {err}") from err
         analog_pins = sum(1 for c in analog if c is not None)
@@ -381,8 +391,9 @@ class FirmataBoard:
             )
 
         msg = await self._stable(fm.Sysex(fm.PIN_STATE_QUERY, bytes([pin])), is_state, f"pin {pin} state")
+        assert isinstance(msg, fm.Sysex)  # is_state accepts only Sysex messages
         try:
-            _, mode, value = fm.parse_pin_state(msg)  # type: ignore[arg-type]
+            _, mode, value = fm.parse_pin_state(msg)
         except FrameError as err:
             raise ProtocolError(f"malformed pin state: {err}") from err
         return mode, value

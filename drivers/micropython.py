@@ -707,11 +707,12 @@ class MicroPythonBoard:
         done = 0
         sent = 0
         resumed_from = 0
-        manifest = {"version": image.version, "sha256": image.sha256, "files": {}}
+        files: dict[str, str] = {}
+        manifest = {"version": image.version, "sha256": image.sha256, "files": files}
         for path, blob in image.files:
             full = "/" + path.lstrip("/")
             digest = hashlib.sha256(blob).hexdigest()
-            manifest["files"][full] = digest  # type: ignore[index]
+            files[full] = digest
             _, have = await self.file_hash(full)
             if have != digest:
 

@@ -282,53 +282,43 @@ class Provisioner:
             self._emit(hw, "identify")
             ident = await device.identify()
             plan = plan_for(attached, ident)
-            common = {
-                "device_id": ident.hardware_id,
-                "model": ident.model,
-                "firmware_before": ident.firmware_version,
-                "attempts": attempt,
-                "details": ident.details,
-            }
-            if plan is None:
-                self._emit(hw, "done", detail="no plan")
+
+            def result(
+                outcome: Outcome, firmware_after: str, reason: str = "", resumed_from: int = 0
+            ) -> ProvisionResult:
                 return ProvisionResult(
                     hw,
                     attached.family,
-                    Outcome.SKIPPED,
-                    firmware_after=ident.firmware_version,
-                    reason="no provisioning plan for this device",
+                    outcome,
+                    device_id=ident.hardware_id,
+                    model=ident.model,
+                    firmware_before=ident.firmware_version,
+                    firmware_after=firmware_after,
+                    reason=reason,
+                    attempts=attempt,
                     seconds=self._clock() - started,
-                    **common,
-                )  # type: ignore[arg-type]
+                    details=ident.details,
+                    resumed_from=resumed_from,
+                )
+
+            if plan is None:
+                self._emit(hw, "done", detail="no plan")
+                return result(Outcome.SKIPPED, ident.firmware_version, "no provisioning plan for this device")
             fingerprint = plan.fingerprint()
             if self._state is not None:
                 done = self._state.finished(hw, fingerprint)
                 if done is not None and ident.firmware_version == done.firmware_after:
                     self._emit(hw, "done", detail="already provisioned")
-                    return ProvisionResult(
-                        hw,
-                        attached.family,
-                        Outcome.PROVISIONED,
-                        firmware_after=done.firmware_after,
-                        reason="already provisioned (resumed run)",
-                        seconds=self._clock() - started,
-                        **common,
-                    )  # type: ignore[arg-type]
+                    return result(
+                        Outcome.PROVISIONED, done.firmware_after, "already provisioned (resumed run)"
+                    )
             self._emit(hw, "configure")
             config = await device.apply_config(plan.config)
             if not config.ok:
                 return await self._finish(
-                    ProvisionResult(
-                        hw,
-                        attached.family,
-                        Outcome.FAILED,
-                        firmware_after=ident.firmware_version,
-                        reason=f"configuration: {config.reason}",
-                        seconds=self._clock() - started,
-                        **common,
-                    ),
+                    result(Outcome.FAILED, ident.firmware_version, f"configuration: {config.reason}"),
                     fingerprint,
-                )  # type: ignore[arg-type]
+                )
             after = ident.firmware_version
             resumed_from = 0
             if plan.firmware is not None and plan.firmware.version != ident.firmware_version:
@@ -337,28 +327,11 @@ class Provisioner:
                 resumed_from = flashed.resumed_from
                 if not flashed.ok:
                     return await self._finish(
-                        ProvisionResult(
-                            hw,
-                            attached.family,
-                            Outcome.FAILED,
-                            firmware_after=after,
-                            reason=f"firmware: {flashed.reason}",
-                            seconds=self._clock() - started,
-                            **common,
-                        ),
-                        fingerprint,
-                    )  # type: ignore[arg-type]
-            result = ProvisionResult(
-                hw,
-                attached.family,
-                Outcome.PROVISIONED,
-                firmware_after=after,
-                seconds=self._clock() - started,
-                resumed_from=resumed_from,
-                **common,
-            )  # type: ignore[arg-type]
+                        result(Outcome.FAILED, after, f"firmware: {flashed.reason}"), fingerprint
+                    )
+            provisioned = result(Outcome.PROVISIONED, after, resumed_from=resumed_from)
             self._emit(hw, "done")
-            return await self._finish(result, fingerprint)
+            return await self._finish(provisioned, fingerprint)
         finally:
             try:
                 await device.aclose()

@@ -7,7 +7,7 @@ import logging
 import random
 import zlib
 from collections.abc import Mapping
-from typing import Self
+from typing import Self, TypedDict, Unpack
 
 from drivers.codecs.robot import (
     MAX_BODY,
@@ -79,6 +79,22 @@ def _status_name(status: int) -> str:
         return str(status)
 
 
+class SessionOptions(TypedDict, total=False):
+    """What `RobotDevice.over` passes on to its ArqSession (see drivers.session for each default)."""
+
+    ack_timeout: float
+    max_attempts: int
+    keepalive_interval: float | None
+    journal: list[RobotFrame] | None
+
+
+class RobotOptions(SessionOptions, total=False):
+    """What `RobotDevice.open` passes on to `RobotDevice.over`."""
+
+    rng: random.Random | None
+    boot_timeout: float
+
+
 class RobotDevice:
     """One connection to one robot."""
 
@@ -93,9 +109,11 @@ class RobotDevice:
         self.identity: DeviceIdentity | None = None
 
     @classmethod
-    async def open(cls, url: str, *, memory_hub: MemoryHub | None = None, **kwargs: object) -> RobotDevice:
+    async def open(
+        cls, url: str, *, memory_hub: MemoryHub | None = None, **kwargs: Unpack[RobotOptions]
+    ) -> RobotDevice:
         link = await open_link(url, memory_hub=memory_hub)
-        return await cls.over(link, **kwargs)  # type: ignore[arg-type]
+        return await cls.over(link, **kwargs)
 
     @classmethod
     async def over(
@@ -104,10 +122,10 @@ class RobotDevice:
         *,
         rng: random.Random | None = None,
         boot_timeout: float = BOOT_TIMEOUT,
-        **session_kwargs: object,
+        **session_kwargs: Unpack[SessionOptions],
     ) -> RobotDevice:
         rng = rng or random.Random()
-        session = ArqSession(link, name=f"robot:{link.url}", rng=rng, **session_kwargs)  # type: ignore[arg-type]
+        session = ArqSession(link, name=f"robot:{link.url}", rng=rng, **session_kwargs)
         await session.start()
         return cls(session, boot_timeout=boot_timeout, rng=rng)
 

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable
-from typing import Self
+from typing import Any, Self
 
 from drivers.codecs.robot import MsgType, RobotDecoder, RobotFrame, encode_frame
 from drivers.errors import DeviceTimeout, LinkClosed
@@ -167,7 +167,7 @@ class ArqSession(SessionBase):
             fut: asyncio.Future[RobotFrame] = asyncio.get_running_loop().create_future()
             self._pending[seq] = fut  # registered before the first write: a fast reply finds it
             shift = len(wire) * BYTE_TIME
-            wait = timeout if fixed else self.rto + shift
+            wait = self.rto + shift if timeout is None else timeout
             try:
                 for attempt in range(attempts):
                     self._nudge.clear()
@@ -178,7 +178,7 @@ class ArqSession(SessionBase):
                     loop = asyncio.get_running_loop()
                     sent_at = loop.time()
                     await self._write(wire)
-                    nudged = await self._wait(fut, wait)  # type: ignore[arg-type]
+                    nudged = await self._wait(fut, wait)
                     if fut.done():
                         if attempt == 0 and not fut.exception():
                             self._measure(max(0.0, loop.time() - sent_at - shift))
@@ -186,7 +186,7 @@ class ArqSession(SessionBase):
                     if not nudged:
                         self.timeouts += 1
                         if not fixed:  # back off: the device may be busy (flash erase), not deaf
-                            wait = min(self.ack_timeout + shift, wait * 2)  # type: ignore[operator]
+                            wait = min(self.ack_timeout + shift, wait * 2)
                 raise DeviceTimeout(
                     f"{self.name}: no answer to {_type_name(mtype)} after {attempts} attempts"
                 )
@@ -204,7 +204,7 @@ class ArqSession(SessionBase):
     async def _wait(self, fut: asyncio.Future[RobotFrame], timeout: float) -> bool:
         """Wait for the response or a nudge (NAK or corrupt frame); True if nudged."""
         nudge: asyncio.Future[object] = asyncio.ensure_future(self._nudge.wait())
-        waiters: set[asyncio.Future[object]] = {fut, nudge}  # type: ignore[arg-type]
+        waiters: set[asyncio.Future[Any]] = {fut, nudge}
         try:
             await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:

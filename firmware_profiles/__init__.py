@@ -1,4 +1,5 @@
-"""Firmware profiles: one YAML file per device model, validated into frozen models. Imports nothing from fleet."""
+"""Firmware profiles: one YAML file per device model, validated into frozen models. Imports nothing from
+fleet."""
 
 from firmware_profiles.loader import (
     DEFAULT_PROFILE_DIR,

@@ -63,7 +63,7 @@ def postgres_migrated() -> str:
         need_external("PostgreSQL (LABFLEET_TEST_POSTGRES_URL)")
 
     async def reset() -> None:
-        engine = create_engine(POSTGRES_URL)  # type: ignore[arg-type]
+        engine = create_engine(POSTGRES_URL)
         async with engine.begin() as conn:
             await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
             await conn.execute(text("CREATE SCHEMA public"))
@@ -71,10 +71,10 @@ def postgres_migrated() -> str:
 
     def work() -> None:
         asyncio.run(reset())
-        upgrade_sync(POSTGRES_URL)  # type: ignore[arg-type]
+        upgrade_sync(POSTGRES_URL)
 
     off_loop(work)
-    return POSTGRES_URL  # type: ignore[return-value]
+    return POSTGRES_URL
 
 
 async def truncate_all(url: str) -> None:
@@ -95,10 +95,10 @@ async def postgres_url(postgres_migrated: str) -> str:
 async def any_db_url(request: pytest.FixtureRequest) -> str:
     """Runs the test once on SQLite and once on PostgreSQL."""
     if request.param == "sqlite":
-        return request.getfixturevalue("sqlite_url")  # type: ignore[no-any-return]
+        return request.getfixturevalue("sqlite_url")
     url = request.getfixturevalue("postgres_migrated")
     await truncate_all(url)
-    return url  # type: ignore[no-any-return]
+    return url
 
 
 @pytest.fixture

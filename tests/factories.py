@@ -27,7 +27,7 @@ async def plane_api(settings: Settings, clock: FakeClock) -> AsyncIterator[Api]:
             transport=httpx.ASGITransport(app=app), base_url="http://test"
         ) as client:
             api = Api(client=client, sessions=app.state.fleet.sessions, clock=clock)
-            api.port = settings.mqtt.listen_port  # type: ignore[attr-defined]
+            api.port = settings.mqtt.listen_port
             yield api
 
 
@@ -50,7 +50,7 @@ class World:
 async def post(api: Api, path: str, body: dict[str, Any]) -> dict[str, Any]:
     r = await api.client.post(path, json=body, headers=await api.admin())
     assert r.status_code == 201, (path, r.status_code, r.text)
-    return r.json()  # type: ignore[no-any-return]
+    return r.json()
 
 
 async def build_world(api: Api) -> World:

@@ -1,4 +1,5 @@
-"""MicroPython raw REPL: the control bytes and the pure parts of the protocol (docs/protocol-serial-kits.md)."""
+"""MicroPython raw REPL: the control bytes and the pure parts of the protocol
+(docs/protocol-serial-kits.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""STK500 v1, the protocol of the Optiboot bootloader on Arduino-class boards (what avrdude -c arduino speaks).
+"""STK500 v1, the protocol of the Optiboot bootloader on Arduino-class boards (what avrdude -c arduino
+speaks).
 
 Every command ends with CRC_EOP (0x20); every answer is INSYNC (0x14), optional data, OK (0x10).
 """

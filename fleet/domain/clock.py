@@ -50,5 +50,6 @@ class FakeClock:
 
 
 def as_utc(value: datetime) -> datetime:
-    """A stored time, zone-aware: SQLite hands back naive datetimes for timezone=True columns; they are UTC."""
+    """A stored time, zone-aware: SQLite hands back naive datetimes for timezone=True columns; they are
+    UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value

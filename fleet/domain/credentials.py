@@ -10,7 +10,8 @@ import secrets
 # One PBKDF2 round (mosquitto_passwd uses 101). Device passwords are 256-bit random strings, so stretching
 # adds nothing against guessing (as for claim tokens, below), while mosquitto pays the count on every CONNECT
 # and, on each credential reload, for every connected client: with 10,000 terminals online a reload costs ~1 s
-# of broker time at 101 rounds and ~0.07 s at 1. Stored hashes keep their own count, so older ones still verify.
+# of broker time at 101 rounds and ~0.07 s at 1. Stored hashes keep their own count, so older ones still
+# verify.
 PBKDF2_ITERATIONS = 1
 SALT_BYTES = 12
 CLAIM_PREFIX = "ct_"

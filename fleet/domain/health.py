@@ -85,7 +85,8 @@ def state_of(findings: Sequence[Finding]) -> str:
 
 
 def thresholds_from_profile(health: Any) -> Thresholds:
-    """Map a firmware profile's `health` block (firmware_profiles.HealthRules or a plain mapping) to Thresholds.
+    """Map a firmware profile's `health` block (firmware_profiles.HealthRules or a plain mapping) to
+    Thresholds.
 
     Absent fields keep their defaults; `battery_low_percent: null` (mains powered) and
     `storage_nearly_full_percent: null` (no user storage) switch those rules off.

@@ -50,8 +50,8 @@ class BucketPeak:
     up_bytes_per_second: float
     down_bytes_per_second: float
     bucket_start: datetime | None  # None when no bucket overlapped (no traffic recorded)
-    # The busier direction's peak, over all overlapping buckets: what a full-duplex uplink saturates on, and what
-    # the Prometheus rule school:uplink_utilisation:ratio measures.
+    # The busier direction's peak, over all overlapping buckets: what a full-duplex uplink saturates on, and
+    # what the Prometheus rule school:uplink_utilisation:ratio measures.
     busier_direction_bytes_per_second: float = 0.0
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from enum import StrEnum
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from fleet.domain.timetable import CalendarEntry, Period, day_kind, lesson_at, periods_for_room
@@ -166,7 +167,8 @@ def parse_windows(raw: Iterable[dict[str, object]]) -> tuple[MaintenanceWindow, 
     out = []
     for i, w in enumerate(raw):
         try:
-            wd = int(w["weekday"])  # type: ignore[call-overload]
+            weekday: Any = w["weekday"]  # unchecked JSON: int() is the check (TypeError, ValueError)
+            wd = int(weekday)
             start = time.fromisoformat(str(w["start"]))
             end = time.fromisoformat(str(w["end"]))
         except (KeyError, TypeError, ValueError) as err:

@@ -86,7 +86,8 @@ def update_args(a: UpdateArgs) -> dict[str, Any]:
 def parse_update_args(args: dict[str, Any]) -> UpdateArgs:
     """Validate an `update` command's args on the device side; raises ValueError naming the field."""
     try:
-        phase = Phase(args.get("phase"))
+        raw_phase: Any = args.get("phase")  # unchecked JSON: the enum is the check
+        phase = Phase(raw_phase)
     except ValueError:
         raise ValueError("phase must be download, install or cancel") from None
     version = args.get("version")
@@ -149,7 +150,8 @@ def decode_progress(payload: bytes) -> UpdateProgress | wire.Rejection:
         ts = obj.get("ts")
         if type(ts) is not int or not wire.TS_MIN_MS <= ts <= wire.TS_MAX_MS:
             raise ValueError("ts must be ms since epoch")
-        state = Progress(obj.get("state"))
+        raw_state: Any = obj.get("state")  # unchecked JSON: the enum is the check
+        state = Progress(raw_state)
         version = obj.get("version")
         if version is not None and (type(version) is not str or not 0 < len(version) <= 64):
             raise ValueError("version must be 1..64 characters")

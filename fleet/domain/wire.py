@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal, overload
 
 import orjson
 
@@ -289,6 +290,10 @@ class _Bad(Exception):
     """Internal: a schema violation with its field; becomes a Rejection at the decoder boundary."""
 
 
+@overload
+def _int(obj: dict[str, Any], key: str, lo: int, hi: int, *, required: Literal[True] = ...) -> int: ...
+@overload
+def _int(obj: dict[str, Any], key: str, lo: int, hi: int, *, required: bool) -> int | None: ...
 def _int(obj: dict[str, Any], key: str, lo: int, hi: int, *, required: bool = True) -> int | None:
     v = obj.get(key)
     if v is None:
@@ -323,6 +328,10 @@ def _text(
     return v
 
 
+@overload
+def _bool(obj: dict[str, Any], key: str, *, required: Literal[True]) -> bool: ...
+@overload
+def _bool(obj: dict[str, Any], key: str, *, required: bool = ...) -> bool | None: ...
 def _bool(obj: dict[str, Any], key: str, *, required: bool = False) -> bool | None:
     v = obj.get(key)
     if v is None:
@@ -388,8 +397,8 @@ def _telemetry(o: dict[str, Any]) -> Telemetry:
 
 def _telemetry_checked(o: dict[str, Any]) -> Telemetry:
     return Telemetry(
-        seq=_int(o, "seq", 1, MAX_SEQ),  # type: ignore[arg-type]
-        ts_ms=_int(o, "ts", TS_MIN_MS, TS_MAX_MS),  # type: ignore[arg-type]
+        seq=_int(o, "seq", 1, MAX_SEQ),
+        ts_ms=_int(o, "ts", TS_MIN_MS, TS_MAX_MS),
         battery_pct=_int(o, "battery", 0, 100, required=False),
         temperature_c=_num(o, "temp_c", -40.0, 150.0),
         storage_used_pct=_num(o, "storage_pct", 0.0, 100.0),
@@ -404,8 +413,8 @@ def _telemetry_checked(o: dict[str, Any]) -> Telemetry:
 
 def _heartbeat(o: dict[str, Any]) -> Heartbeat:
     return Heartbeat(
-        seq=_int(o, "seq", 1, MAX_SEQ),  # type: ignore[arg-type]
-        ts_ms=_int(o, "ts", TS_MIN_MS, TS_MAX_MS),  # type: ignore[arg-type]
+        seq=_int(o, "seq", 1, MAX_SEQ),
+        ts_ms=_int(o, "ts", TS_MIN_MS, TS_MAX_MS),
         rssi_dbm=_int(o, "rssi", -130, 0, required=False),
     )
 
@@ -420,8 +429,8 @@ def _event(o: dict[str, Any]) -> Event:
         raise _Bad("type must be one of " + ", ".join(e.value for e in EventType))
     user = _text(o, "user", required=etype in (EventType.LOGIN, EventType.LOGOUT))
     return Event(
-        seq=_int(o, "seq", 1, MAX_SEQ),  # type: ignore[arg-type]
-        ts_ms=_int(o, "ts", TS_MIN_MS, TS_MAX_MS),  # type: ignore[arg-type]
+        seq=_int(o, "seq", 1, MAX_SEQ),
+        ts_ms=_int(o, "ts", TS_MIN_MS, TS_MAX_MS),
         type=etype,
         code=_text(o, "code", required=etype == EventType.ERROR, max_len=64),
         user=user,
@@ -438,8 +447,8 @@ def _correlation(o: dict[str, Any]) -> str:
 def _ack(o: dict[str, Any]) -> Ack:
     return Ack(
         id=_correlation(o),
-        ts_ms=_int(o, "ts", TS_MIN_MS, TS_MAX_MS),  # type: ignore[arg-type]
-        accepted=_bool(o, "accepted", required=True),  # type: ignore[arg-type]
+        ts_ms=_int(o, "ts", TS_MIN_MS, TS_MAX_MS),
+        accepted=_bool(o, "accepted", required=True),
         reason=_text(o, "reason", max_len=64),
     )
 
@@ -450,8 +459,8 @@ def _result(o: dict[str, Any]) -> Result:
         raise _Bad("detail must be an object")
     return Result(
         id=_correlation(o),
-        ts_ms=_int(o, "ts", TS_MIN_MS, TS_MAX_MS),  # type: ignore[arg-type]
-        ok=_bool(o, "ok", required=True),  # type: ignore[arg-type]
+        ts_ms=_int(o, "ts", TS_MIN_MS, TS_MAX_MS),
+        ok=_bool(o, "ok", required=True),
         code=_text(o, "code", max_len=64),
         detail=detail,
     )
@@ -468,7 +477,7 @@ def _status(o: dict[str, Any]) -> Status:
     )
 
 
-_DECODERS = {
+_DECODERS: dict[Channel, Callable[[dict[str, Any]], Uplink]] = {
     Channel.TELEMETRY: _telemetry,
     Channel.HEARTBEAT: _heartbeat,
     Channel.EVENT: _event,
@@ -484,10 +493,10 @@ def decode_uplink(channel: Channel, payload: bytes) -> Uplink | Rejection:
     if decoder is None:
         return Rejection(Reason.BAD_TOPIC, "not an uplink channel")
     obj = _load(payload, MAX_UPLINK_BYTES)
-    if type(obj) is Rejection:
+    if isinstance(obj, Rejection):
         return obj
     try:
-        return decoder(obj)  # type: ignore[arg-type, no-any-return]
+        return decoder(obj)
     except _Bad as err:
         return Rejection(Reason.SCHEMA, str(err))
 
@@ -510,9 +519,9 @@ def parse_policy(args: dict[str, Any]) -> Policy:
         or not all(type(a) is str and 0 < len(a) <= MAX_SHORT_TEXT and a.isprintable() for a in apps)
     ):
         raise ValueError(f"allowed_apps must be a list of at most {MAX_ALLOWED_APPS} app ids")
-    if session > daily:  # type: ignore[operator]
+    if session > daily:
         raise ValueError("session_minutes cannot exceed daily_minutes")
-    return Policy(session, daily, 10 if brk is None else brk, tuple(apps))  # type: ignore[arg-type]
+    return Policy(session, daily, 10 if brk is None else brk, tuple(apps))
 
 
 def policy_args(p: Policy) -> dict[str, Any]:
@@ -541,8 +550,9 @@ def encode_command(cmd: Command) -> bytes:
 
 
 # Refusals answered with an error reply on the device's cmd topic: the message came from an enrolled device on
-# its own topics (the broker's ACL saw to that) and the device can fix what it sends. The other reasons have no
-# enrolled device to answer (bad_topic, invalid_identity, unknown_device) or must not be answered (revoked).
+# its own topics (the broker's ACL saw to that) and the device can fix what it sends. The other reasons have
+# no enrolled device to answer (bad_topic, invalid_identity, unknown_device) or must not be answered
+# (revoked).
 REPLIED_REASONS = frozenset(
     {Reason.OVERSIZED, Reason.MALFORMED_JSON, Reason.UNSUPPORTED_VERSION, Reason.SCHEMA}
 )
@@ -582,17 +592,18 @@ def decode_downlink(payload: bytes) -> Command | dict[str, Any] | Rejection:
     if obj.get("type") == "error":
         return obj
     try:
-        name = CommandName(obj.get("cmd"))
+        cmd: Any = obj.get("cmd")  # unchecked JSON: the enum is the check (None or a stranger raises)
+        name = CommandName(cmd)
         args = obj.get("args", {})
         if type(args) is not dict:
             raise _Bad("args must be an object")
         return Command(
             _correlation(obj),
             name,
-            _int(obj, "issued_at", TS_MIN_MS, TS_MAX_MS),  # type: ignore[arg-type]
+            _int(obj, "issued_at", TS_MIN_MS, TS_MAX_MS),
             _int(obj, "expires_at", TS_MIN_MS, TS_MAX_MS),
             args,
-        )  # type: ignore[arg-type]
+        )
     except (_Bad, ValueError) as err:
         return Rejection(Reason.SCHEMA, str(err))
 

@@ -1,12 +1,12 @@
 """kit identities without ':' (robot:<uid> -> robot-<uid>, mpy:<hex> -> mpy-<hex>, usb:v:p:s -> usb-v-p-s)
 
 A kit's identity is its serial number in the inventory, its MQTT username and client id, and its topic level.
-mosquitto's password file is `username:hash`, split at the first ':', so kits enrolled under the old forms could
-never log in to a managed mosquitto. The drivers now read the new forms back; this renames what is stored under
-the old ones: the device's serial number, its `ENR-<serial>` asset tag (given at enrollment), its broker
-credential, and its dead letters. Only devices of serial-transport models (the edge agent's kits) are touched,
-in both directions, so a terminal whose serial happens to look alike is left alone. A rename whose target is
-already taken is skipped (and stays refused at login, as before).
+mosquitto's password file is `username:hash`, split at the first ':', so kits enrolled under the old forms
+could never log in to a managed mosquitto. The drivers now read the new forms back; this renames what is
+stored under the old ones: the device's serial number, its `ENR-<serial>` asset tag (given at enrollment), its
+broker credential, and its dead letters. Only devices of serial-transport models (the edge agent's kits) are
+touched, in both directions, so a terminal whose serial happens to look alike is left alone. A rename whose
+target is already taken is skipped (and stays refused at login, as before).
 
 Revision ID: 0040
 Revises: 0030

@@ -187,7 +187,7 @@ WRITE_ROUTES = [
 @given(route=st.sampled_from(WRITE_ROUTES), body=bodies)
 async def test_fuzzed_bodies_never_get_a_500(api: Api, route: tuple[str, str], body: object) -> None:
     if not hasattr(api, "_world"):
-        api._world = await build_world(api)  # type: ignore[attr-defined]
+        api._world = await build_world(api)
     r = await api.client.request(route[0], V1 + route[1], json=body, headers=await api.admin())
     assert r.status_code < 500, (route, body, r.text)
     if r.status_code >= 400:
@@ -201,7 +201,7 @@ async def test_fuzzed_csv_rows_never_get_a_500(api: Api, rows: list[list[str]]) 
     import io
 
     if not hasattr(api, "_world"):
-        api._world = await build_world(api)  # type: ignore[attr-defined]
+        api._world = await build_world(api)
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(

@@ -1,4 +1,5 @@
-"""/metrics is served by the app: open to loopback, token-guarded elsewhere, with HTTP latency per route template."""
+"""/metrics is served by the app: open to loopback, token-guarded elsewhere, with HTTP latency per route
+template."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """GET /api/v1/stats/peaks and /stats/live over real SQLite data written by the ingest's own code.
 
-Bytes and presence go through `ingest_repo.apply_batch` (what the ingest writer commits) and the device plane's
-batch listener; the concurrency roll-up is the plane's own `rollup_concurrency`. Nothing is inserted by hand.
+Bytes and presence go through `ingest_repo.apply_batch` (what the ingest writer commits) and the device
+plane's batch listener; the concurrency roll-up is the plane's own `rollup_concurrency`. Nothing is inserted
+by hand.
 """
 
 from __future__ import annotations
@@ -264,7 +265,8 @@ async def test_peaks_per_period_from_the_ingest_roll_ups(api: Api, site: Site) -
     assert [p["name"] for p in (p1, p2, p3)] == ["P1", "P2", "P3"]
     assert p1["start"] == "2026-09-07T08:00:00+02:00" and p1["end"] == "2026-09-07T08:45:00+02:00"
     assert (p1["status"], p2["status"], p3["status"]) == ("past", "in_progress", "upcoming")
-    # P1: the classroom only (the lab keeps its own 10:00 timetable); the unenrolled and revoked devices don't count.
+    # P1: the classroom only (the lab keeps its own 10:00 timetable); the unenrolled and revoked devices don't
+    # count.
     assert p1["lesson"] and p1["rooms_in_lesson"] == 1 and p1["expected_online"] == 10
     assert p1["peak_online"] == 8 and p1["peak_sessions"] == 3 and p1["online_vs_expected_pct"] == 80.0
     assert p1["peak_bytes_per_second"] == 2000.0

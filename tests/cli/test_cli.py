@@ -18,7 +18,9 @@ LABFLEET = str(Path(sys.executable).parent / "labfleet")
 
 
 def run(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([LABFLEET, *args], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [LABFLEET, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     if ok:
         assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
     return proc

@@ -1,4 +1,5 @@
-"""`labfleet top`: one frame over the real API, in process and as the installed command against `labfleet serve`."""
+"""`labfleet top`: one frame over the real API, in process and as the installed command against `labfleet
+serve`."""
 
 from __future__ import annotations
 
@@ -21,13 +22,13 @@ from tests.factories import build_world
 async def _frame(api: Api, token: str, **kw: object) -> str:
     out = io.StringIO()
     console = Console(file=out, width=200, color_system=None)
-    app = api.client._transport.app  # type: ignore[attr-defined]
+    app = api.client._transport.app
     await run_top(
         "http://top",
         token,
         once=True,
         interval=5,
-        school=kw.get("school"),  # type: ignore[arg-type]
+        school=kw.get("school"),
         sort=str(kw.get("sort", "utilisation")),
         console=console,
         transport=httpx.ASGITransport(app=app),
@@ -36,18 +37,20 @@ async def _frame(api: Api, token: str, **kw: object) -> str:
 
 
 async def test_one_frame_shows_online_against_expected_lessons_bandwidth_alerts_and_ingest(
-    api: Api, site: Site
+    api: Api,
+    site: Site,  # noqa: F811 - the fixture imported above
 ) -> None:
     await _morning(api, site)  # eight terminals came online in P1 and sent traffic; two went offline at 08:22
     api.clock.set(at(8, 24))
-    holder = api.client._transport.app.state.fleet.snapshot  # type: ignore[attr-defined]
+    holder = api.client._transport.app.state.fleet.snapshot
     holder.publish(await site.plane.build_snapshot())  # what the plane's snapshot loop publishes
     text = await _frame(api, await api.token(Role.ADMIN), school="pk1")
     # pk1: six of the ten classroom terminals the timetable expects are online (the lab has no lesson in P1).
     row = next(line for line in text.splitlines() if line.strip().startswith("pk1 "))
     assert "6 / 10 (60%)" in row and "P1" in row
-    # in service 14 (every enrolled device), 1 lesson in P1, 1 student session still on, 8 x 75 kB in the 240 s
-    # window = 0.02 Mbit/s of a 1 Mbit/s uplink, 1.6% on the busier (up) direction, two unexpected-offline alerts.
+    # in service 14 (every enrolled device), 1 lesson in P1, 1 student session still on, 8 x 75 kB in the 240
+    # s window = 0.02 Mbit/s of a 1 Mbit/s uplink, 1.6% on the busier (up) direction, two unexpected-offline
+    # alerts.
     assert row.split()[5:] == ["14", "1", "P1", "1", "0.02", "1", "1.6", "2", "warning"]
     assert "district: 1 schools" in text and "1 lessons in progress" in text
     assert "ingest: BROKER DISCONNECTED" in text  # no broker in this app

@@ -18,8 +18,8 @@ def test_hardware_id_prefers_usb_serial_then_hub_port_then_path() -> None:
 
 
 def test_known_kit_table_classifies_families() -> None:
-    assert classify(UNO).family == Family.FIRMATA  # type: ignore[union-attr]
-    assert classify(ROBOT).family == Family.ROBOT  # type: ignore[union-attr]
+    assert classify(UNO).family == Family.FIRMATA
+    assert classify(ROBOT).family == Family.ROBOT
     kit = classify(CH340)
     assert kit is not None and kit.family == Family.MICROPYTHON and not kit.certain
     assert classify(MOUSE_SERIAL) is None

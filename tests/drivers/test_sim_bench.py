@@ -35,7 +35,7 @@ async def test_every_simulated_family_identifies_over_a_memory_link(family: str)
         "firmata": FirmataSim(usb_serial="F1"),
     }
     incoming = hub.listen(family)
-    server = asyncio.create_task(_serve(sims[family], incoming), name=f"sim-{family}")  # type: ignore[arg-type]
+    server = asyncio.create_task(_serve(sims[family], incoming), name=f"sim-{family}")
     opener = {"robot": RobotDevice.open, "micropython": MicroPythonBoard.open, "firmata": FirmataBoard.open}
     try:
         device = await opener[family](f"memory://{family}", memory_hub=hub)

@@ -57,7 +57,7 @@ async def test_edge_agent_bridges_a_simulated_kit_online_telemetry_and_reboot(
         agent_http,
         school_id=w.school_a,
         room_id=w.room_a,
-        broker=f"mqtt://127.0.0.1:{api.port}",  # type: ignore[attr-defined]
+        broker=f"mqtt://127.0.0.1:{api.port}",
         clock_ms=lambda: int(clock.now().timestamp() * 1000),
     )
     robot = RobotSim(uid="cafe42", usb_serial="EB-CAFE42")
@@ -80,7 +80,7 @@ async def test_edge_agent_bridges_a_simulated_kit_online_telemetry_and_reboot(
 
             async def state() -> dict[str, object]:
                 r = await api.client.get(f"{V1}/devices/{link.device_id}/state", headers=tech)
-                return r.json()  # type: ignore[no-any-return]
+                return r.json()
 
             async def online() -> bool:
                 return (await state())["online"] is True
@@ -118,7 +118,8 @@ async def test_edge_agent_bridges_a_simulated_kit_online_telemetry_and_reboot(
             await wait_until(succeeded)
             assert robot.boots == boots + 1
 
-            # Unplugged and plugged back (maybe on another /dev path): offline, then matched to the same record.
+            # Unplugged and plugged back (maybe on another /dev path): offline, then matched to the same
+            # record.
             await runner.unplug()
             await supervisor.poll_once()
 
@@ -205,7 +206,7 @@ async def test_provisioned_kit_is_bridged_with_one_credential_shared_by_kit_flee
         agent_http,
         school_id=w.school_a,
         room_id=w.room_a,
-        broker=f"mqtt://127.0.0.1:{api.port}",  # type: ignore[attr-defined]
+        broker=f"mqtt://127.0.0.1:{api.port}",
         clock_ms=lambda: int(clock.now().timestamp() * 1000),
     )
     async with SimBench() as bench:
@@ -220,7 +221,7 @@ async def test_provisioned_kit_is_bridged_with_one_credential_shared_by_kit_flee
 
             async def online() -> bool:
                 r = await api.client.get(f"{V1}/devices/{link.device_id}/state", headers=tech)
-                return r.json()["online"] is True  # type: ignore[no-any-return]
+                return r.json()["online"] is True
 
             await wait_until(online)  # the broker took the agent's login for the kit
             bridged = robot.config["mqtt_password"]
@@ -244,7 +245,7 @@ async def test_provisioned_kit_is_bridged_with_one_credential_shared_by_kit_flee
 
             async def online_again() -> bool:
                 r = await api.client.get(f"{V1}/devices/{again.device_id}/state", headers=tech)
-                return r.json()["online"] is True  # type: ignore[no-any-return]
+                return r.json()["online"] is True
 
             await wait_until(online_again)
             final = robot.config["mqtt_password"]

@@ -1,6 +1,6 @@
-"""Kits of all three families log in to a managed mosquitto (`labfleet serve --broker mosquitto`) through the edge
-agent and come online: their identities (`robot-<uid>`, `mpy-<hex>`, the Firmata board's USB port id) hold no
-':', which mosquitto's `username:hash` password file could not hold."""
+"""Kits of all three families log in to a managed mosquitto (`labfleet serve --broker mosquitto`) through the
+edge agent and come online: their identities (`robot-<uid>`, `mpy-<hex>`, the Firmata board's USB port id)
+hold no ':', which mosquitto's `username:hash` password file could not hold."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ async def test_kits_of_every_family_log_in_to_managed_mosquitto_and_come_online(
         agent_http,
         school_id=w.school_a,
         room_id=w.room_a,
-        broker=f"mqtt://127.0.0.1:{api.port}",  # type: ignore[attr-defined]
+        broker=f"mqtt://127.0.0.1:{api.port}",
         clock_ms=lambda: int(clock.now().timestamp() * 1000),
     )
     async with SimBench() as bench:

@@ -52,7 +52,7 @@ async def _counts(cfg: Settings) -> tuple[dict[str, int], dict[str, int], int]:
         ).all()
         creds = (await session.execute(select(func.count()).select_from(DeviceCredential))).scalar_one()
     await engine.dispose()
-    return dict(kits), dict(actions), creds  # type: ignore[arg-type]
+    return dict(kits), dict(actions), creds
 
 
 async def test_thirty_simulated_kits_are_provisioned_at_once_and_recorded(tmp_path: Path) -> None:
@@ -98,18 +98,18 @@ async def test_a_second_run_matches_kits_to_their_inventory_records_instead_of_r
 ) -> None:
     cfg = await _seeded(tmp_path)
     console = Console(file=io.StringIO())
-    kwargs = dict(
-        school="north-primary",
-        room=None,
-        ports=[],
-        all_ports=False,
-        state_file=None,
-        bench=4,
-        seed=9,
-        console=console,
-    )
-    first = await provision_bench(cfg, **kwargs)  # type: ignore[arg-type]
-    second = await provision_bench(cfg, **kwargs)  # type: ignore[arg-type]
+    kwargs = {
+        "school": "north-primary",
+        "room": None,
+        "ports": [],
+        "all_ports": False,
+        "state_file": None,
+        "bench": 4,
+        "seed": 9,
+        "console": console,
+    }
+    first = await provision_bench(cfg, **kwargs)
+    second = await provision_bench(cfg, **kwargs)
     assert [r.asset_tag for r in first] == [r.asset_tag for r in second]
     kits, actions, _ = await _counts(cfg)
     assert kits == {"provisioned": 4}

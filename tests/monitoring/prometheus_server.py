@@ -88,7 +88,7 @@ def prometheus_binary() -> str:
 def run_prometheus(
     workdir: Path,
     scrape_configs: list[dict[str, Any]],
-    rule_files: list[Path] = (),  # type: ignore[assignment]
+    rule_files: list[Path] = (),
     scrape_interval: str = "1s",
 ) -> Iterator[PrometheusServer]:
     """Start Prometheus with the given jobs and rule files; stop it (by pid) on exit."""

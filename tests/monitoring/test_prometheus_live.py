@@ -1,12 +1,14 @@
 """A real Prometheus scrapes the real service while simulated terminals in two schools send traffic over MQTT.
 
-The service is what `labfleet serve` runs: `create_app` with the default runtime hooks (embedded broker, ingest,
-presence, snapshot), served by uvicorn on loopback, on an injected clock. Terminals enroll over HTTP with a claim
-token, connect to the broker with their own credentials (protocol v1: persistent session, Last Will, retained
-status) and publish telemetry carrying byte counts at a fixed rate. Nothing in the service is fed by hand:
-every figure Prometheus sees went through MQTT, ingest, the database and the scrape-time collector.
+The service is what `labfleet serve` runs: `create_app` with the default runtime hooks (embedded broker,
+ingest, presence, snapshot), served by uvicorn on loopback, on an injected clock. Terminals enroll over HTTP
+with a claim token, connect to the broker with their own credentials (protocol v1: persistent session, Last
+Will, retained status) and publish telemetry carrying byte counts at a fixed rate. Nothing in the service is
+fed by hand: every figure Prometheus sees went through MQTT, ingest, the database and the scrape-time
+collector.
 
-Waits poll Prometheus' HTTP API up to generous deadlines (a loaded CI box is slow); there are no sleeps for timing.
+Waits poll Prometheus' HTTP API up to generous deadlines (a loaded CI box is slow); there are no sleeps for
+timing.
 """
 
 from __future__ import annotations
@@ -170,8 +172,9 @@ class Swarm:
 
 
 async def _seed(url: str, clock: FakeClock) -> tuple[str, list[Terminal], dict[str, int]]:
-    """Two schools with rooms, bell periods and devices, through the API in process; returns an admin token."""
-    app = create_app(Settings(database_url=url, mqtt={"broker": "none"}), clock=clock, migrate=False)  # type: ignore[arg-type]
+    """Two schools with rooms, bell periods and devices, through the API in process; returns an admin
+    token."""
+    app = create_app(Settings(database_url=url, mqtt={"broker": "none"}), clock=clock, migrate=False)
     terminals: list[Terminal] = []
     school_ids: dict[str, int] = {}
     async with app.router.lifespan_context(app):
@@ -314,13 +317,13 @@ async def test_prometheus_sees_the_simulated_schools_through_the_real_service(tm
         database_url=url,
         mqtt={
             "broker": "embedded",
-            "listen_port": free_port(),  # type: ignore[arg-type]
+            "listen_port": free_port(),
             "data_dir": str(tmp_path / "mqtt"),
         },
-        metrics={"snapshot_interval_s": 1.0},  # type: ignore[arg-type]
-        reports={"monthly_enabled": False},  # type: ignore[arg-type]
+        metrics={"snapshot_interval_s": 1.0},
+        reports={"monthly_enabled": False},
         rollouts={"artifact_dir": str(TEST_ARTIFACT_DIR)},
-    )  # type: ignore[arg-type]
+    )
     auth = {"Authorization": f"Bearer {token}"}
     async with (
         _service(settings, clock) as (base, mqtt_port),
@@ -349,7 +352,8 @@ async def test_prometheus_sees_the_simulated_schools_through_the_real_service(tm
                 connected = {
                     code: sum(1 for t in terminals if t.school == code and t.connect) for code in ROOMS
                 }
-                # Online per school, straight from the gauge and through the recording rule, equals the simulation.
+                # Online per school, straight from the gauge and through the recording rule, equals the
+                # simulation.
                 online = await _wait(
                     prom,
                     "sum by (school) (labfleet_devices_online)",
@@ -374,7 +378,8 @@ async def test_prometheus_sees_the_simulated_schools_through_the_real_service(tm
                 assert {(s[0]["school"], s[0]["period"]) for s in period} == {("s001", "P1"), ("s002", "P1")}
 
                 # Bytes rate per school within 10% of what the terminals sent.
-                # First let the rate window fill with scrapes of traffic (a rate over a half-empty window is low).
+                # First let the rate window fill with scrapes of traffic (a rate over a half-empty window is
+                # low).
                 await _wait(
                     prom,
                     f'count_over_time(labfleet_school_bytes_total{{direction="up"}}[{RATE_WINDOW}])',
@@ -383,16 +388,19 @@ async def test_prometheus_sees_the_simulated_schools_through_the_real_service(tm
                 expr = f'sum by (school) (rate(labfleet_school_bytes_total{{direction="up"}}[{RATE_WINDOW}]))'
                 rates = _by(await _wait(prom, expr, lambda r: _within(_by(r), UP_RATE)))
                 print(
-                    f"bytes/s up per school from Prometheus: {rates} (sent: {UP_RATE}; totals {swarm.sent_up})"
+                    f"bytes/s up per school from Prometheus: {rates} (sent: {UP_RATE}; totals "
+                    f"{swarm.sent_up})"
                 )
                 assert swarm.error is None
-                # Against the configured capacity: 40,000 B/s = 320 kbit/s of a 10 Mbit/s uplink. (The recording
-                # rule's 1-minute window would need a minute of traffic; its maths is pinned by promtool tests.)
+                # Against the configured capacity: 40,000 B/s = 320 kbit/s of a 10 Mbit/s uplink. (The
+                # recording rule's 1-minute window would need a minute of traffic; its maths is pinned by
+                # promtool tests.)
                 util = f"{expr} * 8 / on (school) labfleet_school_uplink_capacity_bits_per_second"
                 await _wait(prom, util, lambda r: _within(_by(r), {"s001": 0.032, "s002": 0.0112}))
                 await _wait(prom, "school:uplink_utilisation:ratio", lambda r: len(r) == 2)
 
-                # The API's per-period view of the same traffic agrees: the concurrency roll-up saw ten online.
+                # The API's per-period view of the same traffic agrees: the concurrency roll-up saw ten
+                # online.
                 peaks = (
                     await http.get(
                         "/api/v1/stats/peaks", params={"school": "s001", "date": "2026-09-07"}, headers=auth

@@ -60,7 +60,7 @@ class Plane:
     tmp: Path
 
     def settings(self, **mqtt: object) -> Settings:
-        return Settings(database_url=self.url, mqtt={"topic_prefix": "labfleet", **mqtt})  # type: ignore[arg-type]
+        return Settings(database_url=self.url, mqtt={"topic_prefix": "labfleet", **mqtt})
 
     async def add_devices(
         self, n: int, prefix: str = "TAB", room: bool = True, school_id: int | None = None
@@ -178,7 +178,7 @@ async def seed(url: str, tmp: Path) -> Plane:
 TS0 = 1_788_764_400_000
 
 
-async def wait_until(predicate, timeout: float = 8.0) -> None:  # type: ignore[no-untyped-def]
+async def wait_until(predicate, timeout: float = 8.0) -> None:
     """Poll an async predicate; the bound is a failure deadline, not a timing assertion."""
     import asyncio
 
@@ -190,7 +190,7 @@ async def wait_until(predicate, timeout: float = 8.0) -> None:  # type: ignore[n
         await asyncio.sleep(0.05)
 
 
-def terminal(port: int, school: str, serial: str, password: str, *, will: bool = True, **kw: object):  # type: ignore[no-untyped-def]
+def terminal(port: int, school: str, serial: str, password: str, *, will: bool = True, **kw: object):
     """An aiomqtt client set up the way protocol v1 tells a terminal to connect (persistent session, LWT)."""
     import json
 
@@ -218,13 +218,13 @@ def terminal(port: int, school: str, serial: str, password: str, *, will: bool =
         clean_session=False,
         will=lwt,
         **kw,
-    )  # type: ignore[arg-type]
+    )
 
 
 class DroppableTerminal:
     """A paho session with a Last Will, run without a network thread so the test can cut its socket."""
 
-    def __init__(self, client) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, client) -> None:
         self.client = client
 
     def close(self) -> None:
@@ -310,8 +310,9 @@ class LoadPublisher:
             c.loop_stop()
 
 
-def telemetry_stream(school: str, serials: list[str], per_device: int, start_seq: int = 1):  # type: ignore[no-untyped-def]
-    """(topic, payload) for per_device telemetry messages of each device, seq start_seq.., 10 bytes up each."""
+def telemetry_stream(school: str, serials: list[str], per_device: int, start_seq: int = 1):
+    """(topic, payload) for per_device telemetry messages of each device, seq start_seq.., 10 bytes up
+    each."""
     import json
 
     from fleet.domain import wire
@@ -328,7 +329,7 @@ def telemetry_stream(school: str, serials: list[str], per_device: int, start_seq
             )
 
 
-async def totals(sessions) -> dict[str, int]:  # type: ignore[no-untyped-def]
+async def totals(sessions) -> dict[str, int]:
     from sqlalchemy import func, select
 
     from fleet.persistence.models_mqtt import DeviceState

@@ -39,7 +39,7 @@ async def test_enroll_then_telemetry_alerts_and_commands_through_the_api(live_ap
     again = await api.client.post(f"{V1}/enroll", json={"claim_token": tok, "serial_number": "SN-a-1"})
     assert again.status_code == 401 and again.json()["details"]["reason"] == "exhausted_token"
 
-    port = api.port  # type: ignore[attr-defined]
+    port = api.port
     async with terminal(port, "school-a", "SN-a-1", creds["password"]) as c:
         await c.subscribe(creds["topics"]["cmd"], qos=1)
         await c.publish(
@@ -56,7 +56,7 @@ async def test_enroll_then_telemetry_alerts_and_commands_through_the_api(live_ap
 
         await wait_until(alerted)
         # The metrics snapshot (scrape-time state) sees the device online, faulty, on its firmware.
-        snap = await api.client._transport.app.state.fleet.plane.build_snapshot()  # type: ignore[attr-defined]
+        snap = await api.client._transport.app.state.fleet.plane.build_snapshot()
         cells = {(p.school, p.device_kind): p.online for p in snap.presence}
         assert cells[("school-a", "terminal")] == 1  # school B's device never enrolled: not in the plane
         assert ("LT-100", "fault", 1) in {(h.model, h.state, h.count) for h in snap.health}
@@ -88,7 +88,7 @@ async def test_enroll_then_telemetry_alerts_and_commands_through_the_api(live_ap
         batch = sent.json()
         async with asyncio.timeout(10):
             async for msg in c.messages:
-                body = json.loads(msg.payload)  # type: ignore[arg-type]
+                body = json.loads(msg.payload)
                 if body.get("type") == "command":
                     break
         assert body["cmd"] == "lock" and body["args"] == {"message": "Eyes rest"}

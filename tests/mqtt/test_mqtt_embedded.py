@@ -41,10 +41,10 @@ async def embedded(plane: Plane) -> AsyncIterator[tuple[EmbeddedBroker, IngestSe
 def device_client(plane: Plane, port: int, serial: str, password: str, **kw: object) -> aiomqtt.Client:
     return aiomqtt.Client(
         "127.0.0.1", port, identifier=serial, username=serial, password=password, clean_session=False, **kw
-    )  # type: ignore[arg-type]
+    )
 
 
-async def wait_until(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+async def wait_until(predicate, timeout: float = 5.0) -> None:
     """Poll an async predicate; the bound is a failure deadline, not a timing assertion."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -59,8 +59,8 @@ async def state_of(plane: Plane, device_id: int) -> DeviceState | None:
         return await s.get(DeviceState, device_id)
 
 
-async def test_telemetry_reaches_latest_state(plane: Plane, embedded) -> None:  # type: ignore[no-untyped-def]
-    broker, ingest = embedded
+async def test_telemetry_reaches_latest_state(plane: Plane, embedded) -> None:
+    broker, _ingest = embedded
     (dev_id,) = await plane.add_devices(1)
     pw = await plane.enroll(["TAB-00000"])
     await broker.sync()
@@ -97,7 +97,7 @@ async def test_telemetry_reaches_latest_state(plane: Plane, embedded) -> None:  
     assert st.messages_total == 2 and st.duplicates_total == 0
 
 
-async def test_bad_payload_and_unknown_device_become_counted_dead_letters(plane: Plane, embedded) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_payload_and_unknown_device_become_counted_dead_letters(plane: Plane, embedded) -> None:
     broker, ingest = embedded
     await plane.add_devices(1)
     pw = await plane.enroll(["TAB-00000"])
@@ -132,7 +132,7 @@ async def test_bad_payload_and_unknown_device_become_counted_dead_letters(plane:
 @pytest.mark.parametrize("bad_identity", ["TAB+1", "TAB#1", "TAB/1"])
 async def test_wildcard_and_slash_identities_cannot_connect(
     plane: Plane, embedded, bad_identity: str
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     broker, _ = embedded
     with pytest.raises(aiomqtt.MqttError):
         async with aiomqtt.Client(
@@ -141,7 +141,7 @@ async def test_wildcard_and_slash_identities_cannot_connect(
             pass
 
 
-async def test_acl_matrix_device_limited_to_its_own_topics(plane: Plane, embedded) -> None:  # type: ignore[no-untyped-def]
+async def test_acl_matrix_device_limited_to_its_own_topics(plane: Plane, embedded) -> None:
     broker, _ = embedded
     await plane.add_devices(2)
     pw = await plane.enroll(["TAB-00000", "TAB-00001"])

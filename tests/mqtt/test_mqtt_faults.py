@@ -87,7 +87,8 @@ async def test_broker_restart_under_qos1_load_loses_no_seq_and_counts_no_duplica
                 ) from None
             pub.close()
     print(
-        f"\nbroker restart: sent={len(stream)} ingested={t['ingested']} duplicates_detected={t['duplicates']} "
+        f"\nbroker restart: sent={len(stream)} ingested={t['ingested']} "
+        f"duplicates_detected={t['duplicates']} "
         f"redelivered_to_ingest={ingest.stats.received - len(stream)}"
     )
     assert t["ingested"] == len(stream)  # every message counted exactly once ...
@@ -108,14 +109,16 @@ def _worker(url: str, port: int, index: int, tmp: Path, *, shared: bool = False)
         LABFLEET_MQTT__INGEST_BATCH_MAX="200",
         LABFLEET_LOG_LEVEL="WARNING",
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fleet.runtime.worker", "--index", str(index)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=open(tmp / f"worker-{index}.log", "a"),
-        text=True,
-        cwd=Path(__file__).resolve().parents[2],
-    )
+    # The child gets its own copy of the log's descriptor: the parent's closes once the process has started.
+    with open(tmp / f"worker-{index}.log", "a") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fleet.runtime.worker", "--index", str(index)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
     assert proc.stdout is not None
     line = proc.stdout.readline()  # blocks until the worker is subscribed (or died)
     assert '"connected"' in line, (line, (tmp / f"worker-{index}.log").read_text()[-2000:])
@@ -125,7 +128,7 @@ def _worker(url: str, port: int, index: int, tmp: Path, *, shared: bool = False)
 def _stop(proc: subprocess.Popen[str]) -> dict[str, int]:
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
-    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return json.loads(out.strip().splitlines()[-1])
 
 
 async def test_kill_9_of_ingest_mid_stream_then_restart_loses_no_committed_state(
@@ -176,7 +179,8 @@ async def test_kill_9_of_ingest_mid_stream_then_restart_loses_no_committed_state
     async with plane.sessions() as s:
         after = dict((await s.execute(select(DeviceState.device_id, DeviceState.messages_total))).all())
     print(
-        f"\nkill -9: sent={len(stream)} committed_before_kill={committed['ingested']} ingested={t['ingested']} "
+        f"\nkill -9: sent={len(stream)} committed_before_kill={committed['ingested']} "
+        f"ingested={t['ingested']} "
         f"duplicates_detected={t['duplicates']} after_restart_received={stats['received']}"
     )
     assert half < committed["ingested"] < len(stream)  # the kill really landed mid-stream

@@ -106,8 +106,9 @@ async def test_ingest_lag_is_the_age_of_the_oldest_uncommitted_message(plane: Pl
     settings = plane.settings(
         listen_port=port, broker="embedded", ingest_batch_max=1_000_000, ingest_batch_ms=3_600_000
     )
-    async with EmbeddedBroker(settings, BrokerAuthority(plane.sessions, T, SVC_USER, SVC_PW)) as broker:
-        async with IngestService(
+    async with (
+        EmbeddedBroker(settings, BrokerAuthority(plane.sessions, T, SVC_USER, SVC_PW)) as broker,
+        IngestService(
             settings,
             plane.sessions,
             plane.clock,
@@ -115,26 +116,27 @@ async def test_ingest_lag_is_the_age_of_the_oldest_uncommitted_message(plane: Pl
             metrics=metrics,
             client_id="ingest-lag",
             shared=False,
-        ) as ingest:
-            await ingest.wait_connected()
-            assert _sample(registry, "labfleet_ingest_lag_seconds") == 0.0
-            async with terminal(port, plane.school_code, "TAB-00000", pw["TAB-00000"], will=False) as c:
-                await c.publish(
-                    T.topic(plane.school_code, "TAB-00000", "heartbeat"),
-                    json.dumps({"v": 1, "seq": 1, "ts": TS0}),
-                    qos=1,
-                )
+        ) as ingest,
+    ):
+        await ingest.wait_connected()
+        assert _sample(registry, "labfleet_ingest_lag_seconds") == 0.0
+        async with terminal(port, plane.school_code, "TAB-00000", pw["TAB-00000"], will=False) as c:
+            await c.publish(
+                T.topic(plane.school_code, "TAB-00000", "heartbeat"),
+                json.dumps({"v": 1, "seq": 1, "ts": TS0}),
+                qos=1,
+            )
 
-            async def received() -> bool:
-                return ingest.stats.received >= 1
+        async def received() -> bool:
+            return ingest.stats.received >= 1
 
-            await wait_until(received)
-            plane.clock.advance(7)
-            assert _sample(registry, "labfleet_ingest_lag_seconds") == 7.0
-            await ingest.flush()
-            assert _sample(registry, "labfleet_ingest_lag_seconds") == 0.0
+        await wait_until(received)
+        plane.clock.advance(7)
+        assert _sample(registry, "labfleet_ingest_lag_seconds") == 7.0
+        await ingest.flush()
+        assert _sample(registry, "labfleet_ingest_lag_seconds") == 0.0
     async with plane.sessions() as s:
-        assert (await s.get(DeviceState, dev)).last_seq == 1  # type: ignore[union-attr]
+        assert (await s.get(DeviceState, dev)).last_seq == 1
 
 
 async def test_service_link_connect_and_loss_are_counted_by_reason(
@@ -157,7 +159,7 @@ async def test_service_link_connect_and_loss_are_counted_by_reason(
         await mosquitto.stop()  # the broker goes away under the subscriber
 
         async def lost() -> bool:
-            return not ingest._sub.connected.is_set()  # type: ignore[union-attr]
+            return not ingest._sub.connected.is_set()
 
         await wait_until(lost)
         await mosquitto.start()
@@ -240,7 +242,7 @@ async def test_command_result_observes_its_duration_per_command_and_result(
         rt.wake_dispatcher()
         async for msg in c.messages:
             if str(msg.topic) == T.topic(school, "TAB-00000", "cmd"):
-                body = json.loads(msg.payload)  # type: ignore[arg-type]
+                body = json.loads(msg.payload)
                 break
         plane.clock.advance(2.5)  # the reboot takes 2.5 s on the service's clock
         await c.publish(
@@ -268,7 +270,7 @@ async def test_command_result_observes_its_duration_per_command_and_result(
         )
 
     async def committed() -> bool:
-        return rt.ingest.stats.committed > before  # type: ignore[union-attr]
+        return rt.ingest.stats.committed > before
 
     await wait_until(committed)
     assert _sample(registry, "labfleet_command_duration_seconds_count", **labels) == 1
@@ -335,49 +337,51 @@ async def test_refused_message_gets_one_error_reply_per_minute_on_the_devices_cm
     settings = plane.settings(listen_port=port, broker="embedded", ingest_batch_ms=20)
     school = plane.school_code
     telemetry = T.topic(school, "TAB-00000", "telemetry")
-    async with EmbeddedBroker(settings, BrokerAuthority(plane.sessions, T, SVC_USER, SVC_PW)) as broker:
-        async with IngestService(
+    async with (
+        EmbeddedBroker(settings, BrokerAuthority(plane.sessions, T, SVC_USER, SVC_PW)) as broker,
+        IngestService(
             settings,
             plane.sessions,
             plane.clock,
             address=broker.address,
             client_id="ingest-replies",
             shared=False,
-        ) as ingest:
-            await ingest.wait_connected()
-            async with terminal(port, school, "TAB-00000", pw["TAB-00000"], will=False) as c:
-                await c.subscribe(T.topic(school, "TAB-00000", "cmd"), qos=1)
-                replies = c.messages
+        ) as ingest,
+    ):
+        await ingest.wait_connected()
+        async with terminal(port, school, "TAB-00000", pw["TAB-00000"], will=False) as c:
+            await c.subscribe(T.topic(school, "TAB-00000", "cmd"), qos=1)
+            replies = c.messages
 
-                async def refused(seq: int, field: object) -> None:
-                    before = ingest.stats.committed
-                    await c.publish(
-                        telemetry, json.dumps({"v": 1, "seq": seq, "ts": TS0, "battery": field}), qos=1
-                    )
+            async def refused(seq: int, field: object) -> None:
+                before = ingest.stats.committed
+                await c.publish(
+                    telemetry, json.dumps({"v": 1, "seq": seq, "ts": TS0, "battery": field}), qos=1
+                )
 
-                    async def committed() -> bool:
-                        return ingest.stats.committed > before
+                async def committed() -> bool:
+                    return ingest.stats.committed > before
 
-                    await wait_until(committed)
+                await wait_until(committed)
 
-                async def next_reply() -> dict[str, object]:
-                    async for msg in replies:
-                        if str(msg.topic).endswith("/cmd"):
-                            return wire.decode_downlink(bytes(msg.payload))  # type: ignore[arg-type, return-value]
-                    raise AssertionError("no reply")
+            async def next_reply() -> dict[str, object]:
+                async for msg in replies:
+                    if str(msg.topic).endswith("/cmd"):
+                        return wire.decode_downlink(bytes(msg.payload))
+                raise AssertionError("no reply")
 
-                await refused(1, 500)  # battery out of range
-                assert await asyncio.wait_for(next_reply(), 10) == {
-                    "v": 1,
-                    "type": "error",
-                    "reason": "schema",
-                    "channel": "telemetry",
-                    "seq": 1,
-                    "detail": "battery must be an integer in [0, 100]",
-                }
-                await refused(2, "full")  # within the minute: recorded, not answered
-                plane.clock.advance(61)
-                await refused(3, -1)
-                reply = await asyncio.wait_for(next_reply(), 10)
-                assert (reply["reason"], reply["seq"]) == ("schema", 3)  # seq 2 never got one
+            await refused(1, 500)  # battery out of range
+            assert await asyncio.wait_for(next_reply(), 10) == {
+                "v": 1,
+                "type": "error",
+                "reason": "schema",
+                "channel": "telemetry",
+                "seq": 1,
+                "detail": "battery must be an integer in [0, 100]",
+            }
+            await refused(2, "full")  # within the minute: recorded, not answered
+            plane.clock.advance(61)
+            await refused(3, -1)
+            reply = await asyncio.wait_for(next_reply(), 10)
+            assert (reply["reason"], reply["seq"]) == ("schema", 3)  # seq 2 never got one
     assert ingest.stats.rejected == 3

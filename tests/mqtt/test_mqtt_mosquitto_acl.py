@@ -40,7 +40,8 @@ def _service(port: int, ident: str) -> aiomqtt.Client:
 
 
 async def _drain(client: aiomqtt.Client, until_topic: str, limit_s: float = 5.0) -> list[str]:
-    """Topics received up to and including `until_topic` (a marker sent last); the bound is a failure deadline."""
+    """Topics received up to and including `until_topic` (a marker sent last); the bound is a failure
+    deadline."""
     got: list[str] = []
     async with asyncio.timeout(limit_s):
         async for msg in client.messages:

@@ -256,8 +256,9 @@ async def _run_terminal(
         )
         async for msg in c.messages:
             if str(msg.topic) != T.topic(school, serial, "cmd"):
-                continue  # amqtt 0.12 re-delivers the session's own retained status here; a terminal ignores it
-            body = json.loads(msg.payload)  # type: ignore[arg-type]
+                # amqtt 0.12 re-delivers the session's own retained status here; a terminal ignores it
+                continue
+            body = json.loads(msg.payload)
             handled.append(body)
             await c.publish(
                 T.topic(school, serial, "ack"),

@@ -1,4 +1,5 @@
-"""A login reference from a terminal is kept only as an HMAC pseudonym: never in tables, logs, topics or metrics."""
+"""A login reference from a terminal is kept only as an HMAC pseudonym: never in tables, logs, topics or
+metrics."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Heartbeat backstop: a silent device goes offline; expected outside lessons, unexpected (with an alert) in one."""
+"""Heartbeat backstop: a silent device goes offline; expected outside lessons, unexpected (with an alert) in
+one."""
 
 from __future__ import annotations
 

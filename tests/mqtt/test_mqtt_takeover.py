@@ -1,5 +1,5 @@
-"""No device can take over another device's MQTT session (connect with its client id to kick it off or wipe its
-queued commands), on the embedded amqtt broker and on a managed mosquitto; the service's own clients keep
+"""No device can take over another device's MQTT session (connect with its client id to kick it off or wipe
+its queued commands), on the embedded amqtt broker and on a managed mosquitto; the service's own clients keep
 their own client ids."""
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ async def test_a_device_cannot_take_over_another_devices_session(plane: Plane, b
             )
         async with asyncio.timeout(RECEIVE_DEADLINE_S):
             async for msg in victim.messages:
-                assert str(msg.topic) == cmd and json.loads(msg.payload)["id"] == "c-1"  # type: ignore[arg-type]
+                assert str(msg.topic) == cmd and json.loads(msg.payload)["id"] == "c-1"
                 break
 
 

@@ -24,7 +24,7 @@ PORT_ATTEMPTS = 3
 
 def _scrape(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as r:
-        return r.read().decode()  # type: ignore[no-any-return]
+        return r.read().decode()
 
 
 def _spawn(env: dict[str, str], log: Path) -> subprocess.Popen[str]:
@@ -58,8 +58,8 @@ async def test_an_ingest_worker_serves_its_own_metrics(plane: Plane, tmp_path: P
     async with MosquittoBroker(
         settings, BrokerAuthority(plane.sessions, wire.Topics("labfleet"), SVC_USER, SVC_PW)
     ) as broker:
-        # A free port can be taken by someone else before the worker binds it (the machine is shared); the worker
-        # then runs without /metrics and says so, and the test tries another port.
+        # A free port can be taken by someone else before the worker binds it (the machine is shared); the
+        # worker then runs without /metrics and says so, and the test tries another port.
         for _attempt in range(PORT_ATTEMPTS):
             metrics_port = free_port()
             env = dict(

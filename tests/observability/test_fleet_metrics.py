@@ -93,7 +93,8 @@ def test_http_latency_is_labelled_by_method_and_route_template_and_counted_by_st
 def test_http_method_and_command_names_come_from_closed_sets(
     fm: FleetMetrics, registry: CollectorRegistry
 ) -> None:
-    # A client picks the method token freely (a 405 still matches the route): it must not become a label value.
+    # A client picks the method token freely (a 405 still matches the route): it must not become a label
+    # value.
     for method in ("BREW", "PROPFIND", "X" * 40):
         fm.http_request(method, "/api/v1/devices", 405, 0.001)
     fm.http_request("PUT", "unmatched", 404, 0.001)

@@ -14,7 +14,8 @@ from fleet.observability.metrics import FleetMetrics, PresenceCount, SnapshotHol
 from fleet.observability.state import DeviceView, RoomView, SchoolView, build_snapshot
 
 BERLIN = ZoneInfo("Europe/Berlin")
-# Monday 2026-09-07. Bell schedule: P1 08:00-08:45, P2 08:55-09:40 local; room 3 (the lab) has its own P1 only.
+# Monday 2026-09-07. Bell schedule: P1 08:00-08:45, P2 08:55-09:40 local; room 3 (the lab) has its own P1
+# only.
 MONDAY = 0
 PERIODS = (
     Period("P1", MONDAY, time(8, 0), time(8, 45)),
@@ -72,7 +73,7 @@ def _world(
     return schools, rooms, devices
 
 
-def _cell(snapshot, school: str, room_kind: str, kind: str) -> PresenceCount:  # type: ignore[no-untyped-def]
+def _cell(snapshot, school: str, room_kind: str, kind: str) -> PresenceCount:
     return next(
         p for p in snapshot.presence if (p.school, p.room_kind, p.device_kind) == (school, room_kind, kind)
     )

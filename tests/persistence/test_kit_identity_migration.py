@@ -1,5 +1,6 @@
 """Migration 0040 renames the edge agent's kit identities to forms without ':' (serial, enrollment asset tag,
-broker credential, dead letters), leaves other devices alone, and its downgrade restores the old forms exactly."""
+broker credential, dead letters), leaves other devices alone, and its downgrade restores the old forms
+exactly."""
 
 from __future__ import annotations
 
@@ -98,7 +99,8 @@ async def _seed(url: str) -> None:
 
 
 async def _stored(url: str) -> list[tuple[str, str, str]]:
-    """(serial, asset tag, credential username) per device, in seeding order; dead-letter identities appended."""
+    """(serial, asset tag, credential username) per device, in seeding order; dead-letter identities
+    appended."""
     sessions = session_factory(engine := create_engine(url))
     try:
         async with sessions() as s:
@@ -111,7 +113,7 @@ async def _stored(url: str) -> list[tuple[str, str, str]]:
                 )
             ).all()
             dead = (await s.execute(select(DeadLetter.identity).order_by(DeadLetter.id))).scalars().all()
-        return [tuple(r) for r in rows] + [("dead", str(d), "") for d in dead]  # type: ignore[misc]
+        return [tuple(r) for r in rows] + [("dead", str(d), "") for d in dead]
     finally:
         await engine.dispose()
 

@@ -15,7 +15,7 @@ async def _diff(url: str) -> list[object]:
     try:
         async with engine.connect() as conn:
 
-            def compare(sync_conn):  # type: ignore[no-untyped-def]
+            def compare(sync_conn):
                 ctx = MigrationContext.configure(
                     sync_conn,
                     opts={"compare_type": True, "render_as_batch": sync_conn.dialect.name == "sqlite"},
@@ -32,7 +32,7 @@ async def test_models_and_migrations_agree(any_db_url: str) -> None:
     assert diff == [], f"models and migrations differ; write a migration: {diff}"
 
 
-async def test_upgrade_from_empty_creates_every_table(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_upgrade_from_empty_creates_every_table(tmp_path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/fresh.db"
     await upgrade(url)
     await upgrade(url)  # idempotent: a second upgrade is a no-op

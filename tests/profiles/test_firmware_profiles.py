@@ -56,9 +56,9 @@ def test_shipped_profiles_declare_expected_kinds_and_transports() -> None:
 def test_profile_models_are_frozen() -> None:
     profile = load_profile(GOOD)
     with pytest.raises(pydantic.ValidationError):
-        profile.target_version = "1.0.0"  # type: ignore[misc]
+        profile.target_version = "1.0.0"
     with pytest.raises(pydantic.ValidationError):
-        profile.versions[0].sha256 = "0" * 64  # type: ignore[misc]
+        profile.versions[0].sha256 = "0" * 64
     assert isinstance(profile.versions, tuple)
     assert isinstance(profile.settings.allowed_apps, tuple)
 
@@ -212,7 +212,10 @@ BROKEN: list[tuple[str, str, str]] = [
     (
         "error code lowercase",
         _mut(_set("health.error_codes[1].code", "wifi")),
-        "terminal-lt100.yaml: health.error_codes[1].code: not an error code (UPPER_SNAKE, e.g. E_MOTOR_STALL)",
+        (
+            "terminal-lt100.yaml: health.error_codes[1].code: "
+            "not an error code (UPPER_SNAKE, e.g. E_MOTOR_STALL)"
+        ),
     ),
     (
         "error code severity",
@@ -227,7 +230,10 @@ BROKEN: list[tuple[str, str, str]] = [
     (
         "session longer than day",
         _mut(_set("settings.screen_time.per_day_minutes", 30)),
-        "terminal-lt100.yaml: settings.screen_time.per_day_minutes: must be at least per_session_minutes (40)",
+        (
+            "terminal-lt100.yaml: settings.screen_time.per_day_minutes: "
+            "must be at least per_session_minutes (40)"
+        ),
     ),
     (
         "terminal without screen time",
@@ -237,7 +243,10 @@ BROKEN: list[tuple[str, str, str]] = [
     (
         "bad app id",
         _mut(_set("settings.allowed_apps[2]", "Coding App")),
-        "terminal-lt100.yaml: settings.allowed_apps[2]: not an app id (reverse-DNS, e.g. org.labfleet.reader)",
+        (
+            "terminal-lt100.yaml: settings.allowed_apps[2]: "
+            "not an app id (reverse-DNS, e.g. org.labfleet.reader)"
+        ),
     ),
     (
         "duplicate app",
@@ -247,7 +256,10 @@ BROKEN: list[tuple[str, str, str]] = [
     (
         "telemetry interval zero",
         _mut(_set("settings.telemetry_interval_seconds", 0)),
-        "terminal-lt100.yaml: settings.telemetry_interval_seconds: Input should be greater than or equal to 1",
+        (
+            "terminal-lt100.yaml: settings.telemetry_interval_seconds: "
+            "Input should be greater than or equal to 1"
+        ),
     ),
     (
         "unknown kind",
@@ -327,7 +339,10 @@ def test_artifact_with_wrong_content_is_reported_by_check_all(tmp_path: Path) ->
     data[-1] ^= 0xFF  # same size, different content
     art.write_bytes(bytes(data))
     assert check_all(tmp_path) == [
-        "terminal-lt100.yaml: versions[1].sha256: does not match the content of artifacts/terminal-lt100-1.1.0.img"
+        (
+            "terminal-lt100.yaml: versions[1].sha256: "
+            "does not match the content of artifacts/terminal-lt100-1.1.0.img"
+        )
     ]
 
 

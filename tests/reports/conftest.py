@@ -1,4 +1,5 @@
-"""The reports API over the fixture district, on SQLite and PostgreSQL, with the plan settings the tests use."""
+"""The reports API over the fixture district, on SQLite and PostgreSQL, with the plan settings the tests
+use."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ async def get_report(
         f"/api/v1/reports/{name}", params={"format": "json", **params}, headers=await api.as_(role, schools)
     )
     assert r.status_code == 200, r.text
-    return r.json()  # type: ignore[no-any-return]
+    return r.json()
 
 
 def rows(report: dict[str, Any], section: str) -> list[dict[str, Any]]:

@@ -42,7 +42,7 @@ def test_report_command_writes_each_format_and_the_monthly_set(tmp_path: Path) -
     assert f"to {out}" in proc.stderr
     assert load_workbook(out).sheetnames[0] == "Summary"
     proc = run(env, "report", "coverage", "--format", "csv", "--section", "plan")
-    assert [r["metric"] for r in csv.DictReader(io.StringIO(proc.stdout))][0] == "Smart classrooms equipped"
+    assert next(r["metric"] for r in csv.DictReader(io.StringIO(proc.stdout))) == "Smart classrooms equipped"
     assert run(env, "report", "coverage", "--format", "docx", ok=False).returncode == 2
     assert run(env, "report", "coverage", "--format", "pdf", ok=False).returncode == 2  # needs --out
     bad = run(env, "report", "nonsense", ok=False)

@@ -13,8 +13,8 @@ async def test_coverage_counts_equipped_rooms_and_deployed_terminals_against_tar
     rapi: Api, district: Fixture
 ) -> None:
     rep = await get_report(rapi, "coverage", start="2026-01-01", end="2026-06-30")
-    # Deployed on 30 June: A-101 a1, a2 (quota 2: equipped); A-Lab a4 (in repair), a5 (quota 1: equipped, over);
-    # A-AI a3 (quota 0: one device equips it); B-101 b1 only, b2 retired (quota 3: below by 2).
+    # Deployed on 30 June: A-101 a1, a2 (quota 2: equipped); A-Lab a4 (in repair), a5 (quota 1: equipped,
+    # over); A-AI a3 (quota 0: one device equips it); B-101 b1 only, b2 retired (quota 3: below by 2).
     plan = {r["metric"]: r for r in rows(rep, "plan")}
     assert plan["Smart classrooms equipped"] == {
         "metric": "Smart classrooms equipped",
@@ -66,13 +66,15 @@ async def test_reliability_failure_rate_per_100_device_months_and_downtime(
     assert lt["failures"] == 3
     assert lt["failures_per_100"] == round(3 * 100 / months, 2) == 12.21
     assert lt["mtbf_days"] == round(days / 3, 1) == 249.3
-    # In repair: a1 240 h + 120 h, a4 20 Jun..1 Jul 264 h. Unexpected offline: a2 2 h + 6 h (18:00 was expected).
+    # In repair: a1 240 h + 120 h, a4 20 Jun..1 Jul 264 h. Unexpected offline: a2 2 h + 6 h (18:00 was
+    # expected).
     assert lt["repair_hours"] == 624.0
     assert lt["offline_hours"] == 8.0
     assert lt["downtime_hours"] == 632.0
     assert lt["repairs"] == 2  # a4 is still in repair
     assert lt["fault_alerts"] == 1  # a4's critical error_code alert; a2's battery warning is not a fault
-    # a1's warranty (24 months from 15 Mar 2024) covered the February failure, not the May one; a4's had ended.
+    # a1's warranty (24 months from 15 Mar 2024) covered the February failure, not the May one; a4's had
+    # ended.
     assert lt["warranty_claims"] == 1
     # Firmware updates finished in the range: a1, b1 succeeded, a2 failed, a4 rolled back (a5's was in 2025).
     assert (lt["fw_updates"], lt["fw_failure_rate"]) == (4, 0.5)
@@ -148,8 +150,8 @@ async def test_budget_book_value_and_ai_share_against_the_target(rapi: Api, dist
     assert by_source["state"]["book_value"] == round(916.67 + 4.17, 2) == 920.84
     assert rep["summary"]["book_value"] == 1427.51
     assert rep["summary"]["leased"] == 0  # b1, the leased one, arrived in 2026
-    # Spend in 2024: a1 + a2 = 600 (terminals); 2025: a3 = 1000 (a robot in the AI lab). A budget of 5000 a year
-    # over two years: AI share 1000 / 10000 = 10%, exactly the target.
+    # Spend in 2024: a1 + a2 = 600 (terminals); 2025: a3 = 1000 (a robot in the AI lab). A budget of 5000 a
+    # year over two years: AI share 1000 / 10000 = 10%, exactly the target.
     years = {r["year"]: r for r in rows(rep, "ai_share")}
     assert (years[2024]["spend"], years[2024]["ai_spend"], years[2024]["ai_share"]) == (600.0, 0.0, 0.0)
     assert (years[2025]["spend"], years[2025]["ai_spend"], years[2025]["ai_share"]) == (1000.0, 1000.0, 0.2)

@@ -1,5 +1,6 @@
-"""Formats: XLSX opens with openpyxl with typed cells, frozen headers and a summary sheet; the PDF renders to PNG
-with pdftoppm; the HTML has the expected structure, with or without matplotlib; CSV and JSON for machines."""
+"""Formats: XLSX opens with openpyxl with typed cells, frozen headers and a summary sheet; the PDF renders to
+PNG with pdftoppm; the HTML has the expected structure, with or without matplotlib; CSV and JSON for
+machines."""
 
 from __future__ import annotations
 
@@ -131,7 +132,8 @@ async def test_html_is_a_printable_page_with_every_section(rapi: Api, district: 
         "section-by_school_kind",
         "section-below_quota",
     ]
-    # The header row plus one row per line: 4 plan metrics, 2 schools, 4 school x kind pairs, 1 room below quota.
+    # The header row plus one row per line: 4 plan metrics, 2 schools, 4 school x kind pairs, 1 room below
+    # quota.
     assert {k: v["rows"] - 1 for k, v in page.tables.items()} == {
         "plan": 4,
         "by_school": 2,

@@ -63,12 +63,12 @@ class Lab:
     async def post(self, path: str, body: dict[str, Any], status: int = 201) -> dict[str, Any]:
         r = await self.client.post(path, json=body, headers=await self.api.admin())
         assert r.status_code == status, (path, r.status_code, r.text)
-        return r.json()  # type: ignore[no-any-return]
+        return r.json()
 
     async def get(self, path: str) -> dict[str, Any]:
         r = await self.client.get(path, headers=await self.api.admin())
         assert r.status_code == 200, (path, r.status_code, r.text)
-        return r.json()  # type: ignore[no-any-return]
+        return r.json()
 
     async def add_school(self, code: str, *, rooms: int = 1, uplink_mbps: int = 100, tz: str = "UTC") -> int:
         s = await self.post(
@@ -89,7 +89,7 @@ class Lab:
                 {"school_id": s["id"], "name": f"Room {i + 1}", "kind": "smart_classroom", "capacity": 30},
             )
             self.rooms[s["id"]].append(r["id"])
-        return s["id"]  # type: ignore[no-any-return]
+        return s["id"]
 
     async def add_terminals(
         self, school_id: int, count: int, *, room_index: int = 0, version: str = OLD, **sim: Any

@@ -1,6 +1,6 @@
-"""The edge agent's update handler on its own: Intel HEX decoding, and a Firmata kit flashed through the STK500
-bootloader on a real pty from an image fetched with Range and checked by sha256 (the robot and MicroPython
-paths run end to end through the agent in test_rollout_edge.py)."""
+"""The edge agent's update handler on its own: Intel HEX decoding, and a Firmata kit flashed through the
+STK500 bootloader on a real pty from an image fetched with Range and checked by sha256 (the robot and
+MicroPython paths run end to end through the agent in test_rollout_edge.py)."""
 
 from __future__ import annotations
 
@@ -143,7 +143,7 @@ def command(phase: Phase, data: bytes, version: str, cid: str) -> dict[str, Any]
         wire.encode_command(
             wire.Command(cid, wire.CommandName.UPDATE, NOW_MS, NOW_MS + 60_000, update_args(args))
         )
-    )  # type: ignore[no-any-return]
+    )
 
 
 SHIPPED_HEX = (
@@ -179,7 +179,7 @@ async def test_firmata_kit_is_flashed_from_an_intel_hex_artifact_through_stk500(
         try:
             await supervisor.poll_once()
             [hw] = events.online_ids
-            link = KitLink(hw, "uno-1", 1, {"update": "update"}, paho)  # type: ignore[arg-type]
+            link = KitLink(hw, "uno-1", 1, {"update": "update"}, paho)
             await updater.handle(link, command(Phase.DOWNLOAD, hex_file, version, "c-download"))
             assert [(p.id, p.state) for p in paho.reports()] == [
                 ("c-download", Progress.DOWNLOADING),
@@ -218,7 +218,7 @@ async def test_interrupted_kit_download_resumes_with_range_and_a_corrupt_one_is_
     paho = PahoStub()
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
         updater = KitUpdater(http, clock_ms=lambda: NOW_MS, publish=lambda *a, **k: None)
-        link = KitLink("robot-1", "robot-1", 1, {"update": "update"}, paho)  # type: ignore[arg-type]
+        link = KitLink("robot-1", "robot-1", 1, {"update": "update"}, paho)
         await updater.handle(link, command(Phase.DOWNLOAD, good, "9.9.9", "c1"))
         first = paho.reports()
         assert [p.state for p in first] == [Progress.DOWNLOADING, Progress.DOWNLOAD_FAILED]
@@ -254,7 +254,7 @@ class _cut(httpx.AsyncByteStream):
     def __init__(self, data: bytes, n: int) -> None:
         self.data, self.n = data, n
 
-    async def __aiter__(self):  # type: ignore[no-untyped-def]
+    async def __aiter__(self):
         yield self.data[: self.n]
         raise httpx.ReadError("connection reset")
 
@@ -270,7 +270,7 @@ async def test_agent_holding_the_district_key_refuses_unsigned_and_badly_signed_
         updater = KitUpdater(
             http, clock_ms=lambda: NOW_MS, publish=lambda *a, **k: None, signing_key="district"
         )
-        link = KitLink("robot-1", "robot-1", 1, {"update": "update"}, paho)  # type: ignore[arg-type]
+        link = KitLink("robot-1", "robot-1", 1, {"update": "update"}, paho)
 
         async def download(cid: str, signature: str | None) -> Any:
             args = UpdateArgs(

@@ -91,8 +91,8 @@ async def test_bad_version_at_30_percent_pauses_at_error_threshold_and_next_grou
             lb.sims[row.device_id].version == OLD and not lb.sims[row.device_id].requests for row in in_b
         )
         assert groups["canary"]["by_state"] == {"succeeded": 2}
-        # The pause came at the error threshold: in the first engine step (30 s apart) after the report that made
-        # school A's failures reach 20% of its group, not later.
+        # The pause came at the error threshold: in the first engine step (30 s apart) after the report that
+        # made school A's failures reach 20% of its group, not later.
         school_a = groups["school S-A"]
         rows = await lb.device_rows(rid)
         failed_at = sorted(

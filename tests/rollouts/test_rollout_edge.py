@@ -162,12 +162,12 @@ class LabPC:
 
     async def device_state(self) -> dict[str, Any]:
         r = await self.api.client.get(f"{V1}/devices/{self.device_id}/state", headers=self.tech)
-        return r.json()  # type: ignore[no-any-return]
+        return r.json()
 
     async def rollout(self, rollout_id: int) -> dict[str, Any]:
         r = await self.api.client.get(f"{V1}/rollouts/{rollout_id}", headers=self.tech)
         assert r.status_code == 200, r.text
-        return r.json()  # type: ignore[no-any-return]
+        return r.json()
 
     async def timeline(self, rollout_id: int) -> list[RolloutDeviceEvent]:
         async with self.api.sessions() as s:

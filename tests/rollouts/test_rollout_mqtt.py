@@ -45,7 +45,7 @@ async def _terminal(
         )
         try:
             async for msg in client.messages:
-                cmd = wire.decode_downlink(bytes(msg.payload))  # type: ignore[arg-type]
+                cmd = wire.decode_downlink(bytes(msg.payload))
                 if isinstance(cmd, wire.Command):
                     for p in await sim.handle(cmd, clock.now()):
                         await outbox.put((sim, encode_progress(p)))

@@ -1,5 +1,5 @@
-"""Across a simulated school day, no terminal in a room with a lesson, or at a school on an exam day, downloads,
-installs or reboots: asserted from the per-device timeline the engine records."""
+"""Across a simulated school day, no terminal in a room with a lesson, or at a school on an exam day,
+downloads, installs or reboots: asserted from the per-device timeline the engine records."""
 
 from __future__ import annotations
 
@@ -75,8 +75,8 @@ async def _school_day(lb: Lab) -> tuple[int, int, list[int], list[int], list[int
             "end_date": "2026-09-07",
         },
     )
-    # A slow Wi-Fi link (0.5 byte/s for a 562-byte image, ~19 minutes) and two downloads at a time at school A:
-    # downloads cross period boundaries, pause at the bell and resume with Range after it.
+    # A slow Wi-Fi link (0.5 byte/s for a 562-byte image, ~19 minutes) and two downloads at a time at school
+    # A: downloads cross period boundaries, pause at the bell and resume with Range after it.
     await lb.client.put(
         f"/api/v1/schools/{a}/update-policy",
         json={"max_concurrent_downloads": 2},
@@ -153,7 +153,7 @@ async def test_no_download_install_or_reboot_during_lessons_or_on_exam_day(
 
 async def test_installs_wait_for_after_school_when_asked(sqlite_url: str, tmp_path: Path) -> None:
     async with lab(sqlite_url, tmp_path, MONDAY_0730) as lb:
-        a, b, room1, room2, exam = await _school_day(lb)
+        a, _b, _room1, _room2, _exam = await _school_day(lb)
         r = await lb.create_rollout(
             groups={"canary_size": 2, "strategy": "per_school"},
             success_threshold=0.5,

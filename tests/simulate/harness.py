@@ -93,7 +93,7 @@ async def service(sqlite_url: str, tmp: Path, broker: str = "embedded") -> Async
         database_url=sqlite_url,
         mqtt={
             "broker": broker,
-            "listen_port": free_port(),  # type: ignore[arg-type]
+            "listen_port": free_port(),
             "data_dir": str(tmp / "mqtt"),
         },
         # A fast rollout tick: the simulated clock runs at x60 in these tests.

@@ -1,5 +1,5 @@
-"""Lab devices in `labfleet simulate`: robots and kits on real ptys, found, enrolled and bridged by the real edge
-agent, show online in the service under their inventory records."""
+"""Lab devices in `labfleet simulate`: robots and kits on real ptys, found, enrolled and bridged by the real
+edge agent, show online in the service under their inventory records."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from simulators.district.spec import parse_spec
 from .harness import run, service, small_spec
 
 
-def _spec(labs: int = 1) -> dict:  # type: ignore[type-arg]
+def _spec(labs: int = 1) -> dict:
     spec = small_spec()
     spec["models"]["kit"] = {
         "vendor": "MakerWorks",
@@ -59,8 +59,9 @@ async def test_lab_devices_run_through_the_edge_agent_on_ptys_and_show_online(
     assert labs["rooms_on_ptys"] == ["TS1/Digital lab 1"] and labs["declared"] == 5
     assert labs["on_ptys"] == labs["bridged_by_agent"] == labs["online_at_end"] == 4
     assert labs["messages_ingested"] > 0 and not labs["agent_failures"]
-    # Matched to the provisioned inventory records (no kit registered anew), and ingested by the service. (Online
-    # is read from the report: it was read before the run ended, when the agents took their kits offline.)
+    # Matched to the provisioned inventory records (no kit registered anew), and ingested by the service.
+    # (Online is read from the report: it was read before the run ended, when the agents took their kits
+    # offline.)
     assert len(devices) == d.count() and {dv["serial_number"] for dv in devices} >= set(on_pty)
     assert set(states) == set(on_pty) and all(s.messages > 0 for s in states.values())
     assert r["accounting"]["lost"] == 0

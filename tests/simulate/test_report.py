@@ -1,4 +1,5 @@
-"""The load report: JSON with the figures, and a static HTML page whose structure holds charts and a verdict."""
+"""The load report: JSON with the figures, and a static HTML page whose structure holds charts and a
+verdict."""
 
 from __future__ import annotations
 

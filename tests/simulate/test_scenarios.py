@@ -1,4 +1,5 @@
-"""Every scenario against a small fleet, on a real broker and the service's real ingest: its effect, asserted."""
+"""Every scenario against a small fleet, on a real broker and the service's real ingest: its effect,
+asserted."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fleet.persistence.db import create_engine, session_factory
 from .harness import district, run, service
 
 
-async def _states(url: str, serials: list[str]) -> dict:  # type: ignore[type-arg]
+async def _states(url: str, serials: list[str]) -> dict:
     engine = create_engine(url)
     try:
         return await DbReadBack(session_factory(engine)).device_states(serials)
@@ -29,7 +30,8 @@ async def test_bell_storm_and_lesson_peak_on_the_embedded_broker_lose_and_duplic
     acc = r["accounting"]
     assert acc["lost"] == 0 and acc["duplicated"] == 0
     assert acc["ingested"] == acc["sent"] > 0
-    # lesson-peak: every terminal pulls its content pack at the lesson start, and the service counted its bytes.
+    # lesson-peak: every terminal pulls its content pack at the lesson start, and the service counted its
+    # bytes.
     states = await _states(sqlite_url, [f"TS1-C01-TT{i:02d}" for i in range(1, 7)])
     assert all(s.bytes_down >= 5_000_000 for s in states.values()) and len(states) == 6
     assert r["verdict"]["result"] == "pass", r["verdict"]
@@ -65,7 +67,7 @@ async def test_battery_drain_raises_battery_alerts_only_for_the_drained_share(
     async with service(sqlite_url, tmp_path) as sut:
         r = await run(sut, district(), ("bell-storm", "battery-drain"), duration_s=5.0)
         drained = set(r["outcome"]["battery_drain"])
-        engine_alerts = await DbReadBack(sut.sessions).alerts()  # type: ignore[arg-type]
+        engine_alerts = await DbReadBack(sut.sessions).alerts()
     battery = {a.identity for a in engine_alerts if a.rule == "battery_low"}
     assert battery and battery <= drained
     assert len(drained) == 4
@@ -76,7 +78,7 @@ async def test_bad_firmware_devices_report_the_new_version_and_fault_while_other
 ) -> None:
     async with service(sqlite_url, tmp_path) as sut:
         r = await run(sut, district(), ("bell-storm", "bad-firmware"), duration_s=5.0)
-        alerts = await DbReadBack(sut.sessions).alerts()  # type: ignore[arg-type]
+        alerts = await DbReadBack(sut.sessions).alerts()
     bad = set(r["outcome"]["bad_firmware"])
     states = await _states(sqlite_url, [t for t in bad])
     assert {s.firmware for s in states.values()} == {"9.9.9-bad"}
@@ -99,7 +101,8 @@ async def test_exam_day_marks_the_calendar_sends_the_exam_policy_and_holds_back_
         r = await run(sut, district(), ("bell-storm", "exam-day", "bad-firmware"), duration_s=4.0)
         assert sut.sessions is not None
         async with sut.sessions() as s:
-            # Terminals only: the lab's robots (bridged by the edge agent) refuse set_policy, a terminal command.
+            # Terminals only: the lab's robots (bridged by the edge agent) refuse set_policy, a terminal
+            # command.
             statuses = dict(
                 (
                     await s.execute(

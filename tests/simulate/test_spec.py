@@ -60,7 +60,7 @@ def test_demo_spec_is_small() -> None:
         ({"speed": "fast"}, "speed"),
     ],
 )
-def test_bad_spec_errors_name_the_file_and_key_path(patch: dict, where: str) -> None:  # type: ignore[type-arg]
+def test_bad_spec_errors_name_the_file_and_key_path(patch: dict, where: str) -> None:
     data = {**small_spec(), **patch}
     with pytest.raises(SpecError) as err:
         parse_spec(data, "district.yaml")

@@ -1,5 +1,5 @@
-"""The simulator stops its tasks one way: each is cancelled and awaited, a failed one is logged (the report still
-gets built), and a cancel of the caller itself is not swallowed."""
+"""The simulator stops its tasks one way: each is cancelled and awaited, a failed one is logged (the report
+still gets built), and a cancel of the caller itself is not swallowed."""
 
 from __future__ import annotations
 

@@ -16,7 +16,8 @@ from simulators.district.spec import parse_spec
 from .harness import run, service, small_spec
 
 OLD, NEW = "1.1.0", "1.2.0"
-# The simulated robots boot the factory image; the robot-edubot-r2 profile ships 3.5.0 (firmware_profiles/artifacts).
+# The simulated robots boot the factory image; the robot-edubot-r2 profile ships 3.5.0
+# (firmware_profiles/artifacts).
 ROBOT_OLD, ROBOT_NEW = "1.0.0", "3.5.0"
 
 
@@ -91,8 +92,9 @@ async def test_rollout_updates_simulated_terminals_over_http_range_end_to_end(
 async def test_rollout_to_lab_robots_is_carried_out_by_the_simulated_labs_edge_agent(
     sqlite_url: str, tmp_path: Path
 ) -> None:
-    """The lab rooms' agents are the production agent, KitUpdater included: an `update` for a robot is downloaded,
-    flashed into the simulated robot's inactive slot over its pty, trial-booted, confirmed and reported."""
+    """The lab rooms' agents are the production agent, KitUpdater included: an `update` for a robot is
+    downloaded, flashed into the simulated robot's inactive slot over its pty, trial-booted, confirmed and
+    reported."""
     spec = small_spec()
     spec["start"] = "2026-09-07T07:00:00"  # an hour before the first lesson: updates are allowed
     spec["schools"] = spec["schools"][:1]  # TS1: two classrooms and a lab with two robots

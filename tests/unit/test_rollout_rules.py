@@ -1,5 +1,5 @@
-"""Pure rollout rules: group plans, thresholds, the timetable gate, windows, budgets, the token bucket, and the
-update command/progress codec."""
+"""Pure rollout rules: group plans, thresholds, the timetable gate, windows, budgets, the token bucket, and
+the update command/progress codec."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def _tt(**kw: object) -> SchoolTimetable:
         Period(n, 0, time.fromisoformat(s), time.fromisoformat(e))
         for n, s, e in [("P1", "08:00", "08:40"), ("P2", "08:50", "09:30"), ("P3", "13:00", "14:30")]
     )
-    return SchoolTimetable("UTC", periods, (), **kw)  # type: ignore[arg-type]
+    return SchoolTimetable("UTC", periods, (), **kw)
 
 
 @pytest.mark.parametrize(
