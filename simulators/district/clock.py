@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,14 +24,14 @@ class Anchor:
         return {"sim_start": self.sim_start.isoformat(), "mono_start": self.mono_start, "speed": self.speed}
 
     @classmethod
-    def from_json(cls, data: dict[str, object]) -> Anchor:
+    def from_json(cls, data: dict[str, Any]) -> Anchor:
         start = datetime.fromisoformat(str(data["sim_start"]))
         if start.tzinfo is None:
             raise ValueError("sim_start needs a time zone")
-        speed = float(data["speed"])  # type: ignore[arg-type]
+        speed = float(data["speed"])
         if not 0 < speed <= 3600:
             raise ValueError("speed must be in (0, 3600]")
-        return cls(start.astimezone(UTC), float(data["mono_start"]), speed)  # type: ignore[arg-type]
+        return cls(start.astimezone(UTC), float(data["mono_start"]), speed)
 
 
 class SimClock:

@@ -14,7 +14,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -57,9 +57,9 @@ SEQ_BLOCK = 1000
 # (a late tick publishes late; a late probe poll measures its own delay as the service's). 50 ms resolves
 # lags that matter against a 2 s target, at 20 wake-ups a second.
 LAG_PROBE_S = 0.05
-# Slot of the telemetry timer wheel (real seconds): ticks due within one slot run in one loop callback. 20 ms is
-# 0.4 simulated seconds at x20, far below a 60 s telemetry interval, and 50 callbacks a second instead of one
-# timer handle (and a heap push and pop) per message.
+# Slot of the telemetry timer wheel (real seconds): ticks due within one slot run in one loop callback. 20 ms
+# is 0.4 simulated seconds at x20, far below a 60 s telemetry interval, and 50 callbacks a second instead of
+# one timer handle (and a heap push and pop) per message.
 TICK_SLOT_S = 0.02
 
 
@@ -187,7 +187,8 @@ class TickWheel:
 
 @dataclass(frozen=True)
 class Hooks:
-    """Things outside the simulator that some scenarios need; absent ones make those scenarios report 'skipped'."""
+    """Things outside the simulator that some scenarios need; absent ones make those scenarios report
+    'skipped'."""
 
     restart_broker: Callable[[], Awaitable[None]] | None = None
     set_service_clock: Callable[[Anchor], Awaitable[None]] | None = None
@@ -235,7 +236,7 @@ class Simulation:
         self.terminals: list[Terminal] = []
         self.by_serial: dict[str, Terminal] = {}
         self.rooms: dict[str, tuple[School, Room]] = {}
-        self.pool: Pool = None  # type: ignore[assignment]
+        self.pool: Pool = None  # type: ignore[assignment]  # made first thing in run(), before any reader
         self.connect_queue: collections.deque[Terminal] = collections.deque()
         self._connector_wake = asyncio.Event()
         self.traffic: TrafficIn = district.traffic_for("terminal")
@@ -275,8 +276,9 @@ class Simulation:
     def tick_after(self, t: Terminal, sim_seconds: float, *, first: bool = False) -> None:
         """Schedule `t`'s next tick `sim_seconds` after its previous one was due (or after now, when `first`).
 
-        Counting from when the tick was due, not from when it ran, keeps the offered rate at the spec's however
-        late a busy loop runs the ticks: lateness does not accumulate into a lower rate, it is caught up.
+        Counting from when the tick was due, not from when it ran, keeps the offered rate at the spec's
+        however late a busy loop runs the ticks: lateness does not accumulate into a lower rate, it is caught
+        up.
         """
         real = sim_seconds / self.speed
         now = time.monotonic()
@@ -308,8 +310,8 @@ class Simulation:
 
     def current_period(self, t: Terminal) -> Any:
         # Asked four times per tick by every terminal; the answer is the school's, and bells ring on whole
-        # minutes, so one look-up (a time-zone conversion and a walk over the periods) per school per simulated
-        # second serves them all.
+        # minutes, so one look-up (a time-zone conversion and a walk over the periods) per school per
+        # simulated second serves them all.
         sec = int(self.clock.monotonic())
         hit = self._period_cache.get(t.school)
         if hit is not None and hit[0] == sec:
@@ -327,7 +329,8 @@ class Simulation:
         return self.current_period(t) is not None
 
     def telemetry_interval(self, t: Terminal, period: Any = None, known: bool = False) -> float:
-        """Simulated seconds to the next tick; `period` is the current one when the caller has it (`known`)."""
+        """Simulated seconds to the next tick; `period` is the current one when the caller has it
+        (`known`)."""
         if self._peak and (period if known else self.current_period(t)) is not None:
             return self._peak_interval
         return self._interval
@@ -439,15 +442,15 @@ class Simulation:
             return await self._run()
         finally:
             await self.labs.aclose()
-            # Hand what the sampler froze back to the cyclic GC, and collect it now, between runs: a second run
-            # in the same process (the district benchmark's x1 run) would otherwise keep this run's 10,000 clients
-            # for good, or pay for collecting them in the middle of its own measurements.
+            # Hand what the sampler froze back to the cyclic GC, and collect it now, between runs: a second
+            # run in the same process (the district benchmark's x1 run) would otherwise keep this run's 10,000
+            # clients for good, or pay for collecting them in the middle of its own measurements.
             gc.unfreeze()
             gc.collect()
 
     async def _run(self) -> dict[str, Any]:
-        # Lab rooms first: their agents find, identify and enroll kits while the terminals enroll. Kits read the
-        # simulated clock, which runs once it is anchored below (and reads the real time until then).
+        # Lab rooms first: their agents find, identify and enroll kits while the terminals enroll. Kits read
+        # the simulated clock, which runs once it is anchored below (and reads the real time until then).
         edge = self.district.edge
         await self.labs.start(
             self.district,
@@ -498,8 +501,8 @@ class Simulation:
         self.save_state()
         return self.outcome
 
-    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
-        task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -515,7 +518,8 @@ class Simulation:
             first = datetime.combine(day.date(), periods[0].start)
             last = datetime.combine(day.date(), periods[-1].end)
             if storm:
-                # The bell storm: everyone connects within the window after the simulated start (real seconds).
+                # The bell storm: everyone connects within the window after the simulated start (real
+                # seconds).
                 self._handles.add(self.after_real(t.rng.uniform(0, window_real), t.wake))
             else:
                 wake = first - timedelta(seconds=t.rng.uniform(0, self.traffic.wake_jitter_s))
@@ -590,14 +594,15 @@ class Simulation:
                 "sim_minute": round(self.clock.monotonic() / 60, 2),
                 "online": online,
             }
-            for k in prev:
+            for k, before in prev.items():
                 v = getattr(self.stats, k)
-                point[f"{k}_per_s"] = round((v - prev[k]) / dt, 1)
+                point[f"{k}_per_s"] = round((v - before) / dt, 1)
                 prev[k] = v
             point["loop_lag_s"] = round(self.stats.loop_lag_max, 3)
             self.stats.loop_lag_max = 0.0
             if ingested is not None and prev_ingested is not None and ingested0 is not None:
-                # Accepted by the service vs acknowledged by the broker: what the ingest still holds or queues.
+                # Accepted by the service vs acknowledged by the broker: what the ingest still holds or
+                # queues.
                 point["ingested_per_s"] = round((ingested - prev_ingested) / dt, 1)
                 point["backlog"] = max(0, self.stats.acked - (ingested - ingested0))
             prev_ingested = ingested
@@ -622,7 +627,8 @@ class Simulation:
             self.stats.series.append(point)
 
     async def _prober(self) -> None:
-        """Publish->state latency: send telemetry from a few online terminals and poll until the service shows it."""
+        """Publish->state latency: send telemetry from a few online terminals and poll until the service shows
+        it."""
         assert self.readback is not None
         while True:
             await asyncio.sleep(PROBE_EVERY_S)

@@ -30,7 +30,8 @@ PAGE = 500
 # service still writes one at a time, so far more would only queue on its write lock. Failures (5xx) are
 # retried below, as a terminal would.
 ENROLL_CONCURRENCY = 128
-# A terminal retries a failed enrollment (5xx, connection error) like any HTTP client: a few times, backing off.
+# A terminal retries a failed enrollment (5xx, connection error) like any HTTP client: a few times, backing
+# off.
 ENROLL_RETRIES = 3
 ENROLL_RETRY_S = 0.5
 # One API call must not hang a run; provisioning a 10,000-device CSV import takes a few seconds.
@@ -93,7 +94,8 @@ class ReadBack(Protocol):
     async def dead_letters(self) -> dict[str, int]: ...
 
     async def messages_total(self) -> int:
-        """Messages the service has accepted from every device together (the report's ingest rate and backlog)."""
+        """Messages the service has accepted from every device together (the report's ingest rate and
+        backlog)."""
         ...
 
     async def alerts(self, since: float | None = None) -> list[AlertRow]:
@@ -148,7 +150,8 @@ class FleetApi:
     async def provision(
         self, district: District, progress: Callable[[str], None] = lambda _m: None
     ) -> Provisioned:
-        """Create what the spec lists and the service lacks; reuse what exists (matched by name, code, serial)."""
+        """Create what the spec lists and the service lacks; reuse what exists (matched by name, code,
+        serial)."""
         out = Provisioned()
         districts = {d["name"]: d for d in await self.list_all("/api/v1/districts")}
         d = districts.get(district.name) or await self._call(
@@ -281,10 +284,10 @@ class FleetApi:
 
     async def command(self, kind: str, target_id: int, name: str, args: dict[str, Any]) -> dict[str, Any]:
         """A command to a device, room or school through the commands API; returns the batch."""
-        return await self._call(
+        batch: dict[str, Any] = await self._call(
             "POST",
             "/api/v1/commands",
-            json={  # type: ignore[no-any-return]
+            json={
                 "target": {"kind": kind, "id": target_id},
                 "name": name,
                 "args": args,
@@ -292,9 +295,13 @@ class FleetApi:
                 "timeout_seconds": 600,
             },
         )
+        return batch
 
     async def room_lesson(self, room_id: int, at_iso: str) -> dict[str, Any]:
-        return await self._call("GET", f"/api/v1/rooms/{room_id}/lesson", params={"at": at_iso})  # type: ignore[no-any-return]
+        lesson: dict[str, Any] = await self._call(
+            "GET", f"/api/v1/rooms/{room_id}/lesson", params={"at": at_iso}
+        )
+        return lesson
 
     async def has_route(self, path: str) -> bool:
         """Whether the service offers a POST route (a 404/405 for an empty body means it does not)."""
@@ -303,7 +310,8 @@ class FleetApi:
 
 
 class HttpEnroller:
-    """Protocol section 3: a claim token per school (technician's step), then POST /api/v1/enroll per terminal."""
+    """Protocol section 3: a claim token per school (technician's step), then POST /api/v1/enroll per
+    terminal."""
 
     def __init__(
         self,

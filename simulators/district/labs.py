@@ -1,14 +1,15 @@
-"""Lab devices (robots, microcontroller kits) on real ptys, bridged to the fleet by an edge agent per lab room.
+"""Lab devices (robots, microcontroller kits) on real ptys, bridged to the fleet by an edge agent per lab
+room.
 
-The simulator owns the hardware side: one SimBench per lab room, a simulated device per robot or kit on its own
-pty, listed as a USB device. The agent side (the real edge agent, its serial drivers, its MQTT links and its kit
-updater, which carries out rollouts to the kits) comes from a hook the `labfleet simulate` command supplies, since
-simulators import nothing from `fleet`. Only the
+The simulator owns the hardware side: one SimBench per lab room, a simulated device per robot or kit on its
+own pty, listed as a USB device. The agent side (the real edge agent, its serial drivers, its MQTT links and
+its kit updater, which carries out rollouts to the kits) comes from a hook the `labfleet simulate` command
+supplies, since simulators import nothing from `fleet`. Only the
 first `edge.labs` lab rooms of the spec get ptys: each pty device is a task and a serial session on this
 machine, so the 50 labs of a full district are bounded to a few (the rest are declared and counted only).
 
-A device's inventory serial is the identity its driver reads back (`robot-<uid>`, `mpy-<hex unique id>`), so the
-agent's enrollment matches the provisioned record instead of registering a new one.
+A device's inventory serial is the identity its driver reads back (`robot-<uid>`, `mpy-<hex unique id>`), so
+the agent's enrollment matches the provisioned record instead of registering a new one.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ class Labs:
         """Identities the agents enrolled and connected (their MQTT usernames); kept from before shutdown."""
         if self._bridged_at_close is not None:
             return self._bridged_at_close
-        out = []
+        out: list[str] = []
         for r in self.rooms:
             if r.agent is not None:
                 out.extend(

@@ -47,7 +47,8 @@ SELECT_FD_LIMIT = 1024
 
 
 def raise_fd_limit(wanted: int) -> int:
-    """Raise RLIMIT_NOFILE towards `wanted` (capped at the hard limit); returns the soft limit now in force."""
+    """Raise RLIMIT_NOFILE towards `wanted` (capped at the hard limit); returns the soft limit now in
+    force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = min(max(soft, wanted), hard) if hard != resource.RLIM_INFINITY else max(soft, wanted)
     if target != soft:
@@ -84,8 +85,8 @@ class Pool:
         self.port = port
         self.loop = asyncio.get_running_loop()
         self.clients: set[paho.Client] = set()
-        # Sockets with a writer registered: unregistering one that has none is asyncio raising and formatting a
-        # KeyError inside, once per paho write (paho asks after every packet).
+        # Sockets with a writer registered: unregistering one that has none is asyncio raising and formatting
+        # a KeyError inside, once per paho write (paho asks after every packet).
         self._writing: set[Any] = set()
         self.connecting = asyncio.Semaphore(max_connecting)
         self._misc: asyncio.Task[None] | None = None
@@ -220,6 +221,6 @@ class Pool:
             return
         try:
             # The reader then sees EOF and paho reports the connection lost through on_disconnect.
-            sock.shutdown(socket.SHUT_RDWR)
+            sock.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]  # paho types its TCP socket narrowly
         except OSError:
             pass

@@ -1,4 +1,5 @@
-"""The load report: one JSON document, a text summary, and a static one-page HTML file with inline SVG charts."""
+"""The load report: one JSON document, a text summary, and a static one-page HTML file with inline SVG
+charts."""
 
 from __future__ import annotations
 
@@ -125,17 +126,17 @@ def build(
         "max_s": _r(max(st.probe_latency, default=None) or None),
     }
     # ---- bandwidth
-    schools = []
-    for s in sim.district.schools:
-        minutes = st.bytes_by_school.get(s.code, {})
+    schools: list[dict[str, Any]] = []
+    for school in sim.district.schools:
+        minutes = st.bytes_by_school.get(school.code, {})
         peak = max(minutes.values(), default=0)
         mbps = peak * 8 / 60 / 1e6
         schools.append(
             {
-                "school": s.code,
-                "uplink_mbps": s.uplink_mbps,
+                "school": school.code,
+                "uplink_mbps": school.uplink_mbps,
                 "peak_mbps": round(mbps, 2),
-                "utilisation": round(mbps / s.uplink_mbps, 3),
+                "utilisation": round(mbps / school.uplink_mbps, 3),
                 "bytes_total": sum(minutes.values()),
             }
         )
@@ -215,7 +216,8 @@ def build(
 
 
 def labs_section(sim: Simulation) -> dict[str, Any]:
-    """Lab devices: declared, on ptys behind an edge agent, bridged by it, and what the service saw of them."""
+    """Lab devices: declared, on ptys behind an edge agent, bridged by it, and what the service saw of
+    them."""
     labs = sim.labs
     states: dict[str, DeviceState] = sim.outcome.get("lab_states") or {}
     on_pty = labs.serials
@@ -308,9 +310,11 @@ def _labs_line(r: dict[str, Any]) -> str:
     if not lb.get("on_ptys"):
         return f"  labs: {lb.get('declared', 0)} lab devices declared, none on ptys (no edge agent)"
     return (
-        f"  labs: {lb['on_ptys']} of {lb['declared']} lab devices on ptys in {', '.join(lb['rooms_on_ptys'])}; "
+        f"  labs: {lb['on_ptys']} of {lb['declared']} lab devices on ptys in "
+        f"{', '.join(lb['rooms_on_ptys'])}; "
         f"bridged by the edge agent {lb['bridged_by_agent']}, online at the end {lb['online_at_end']}, "
-        f"messages ingested {lb['messages_ingested']}{'; agent failures ' + str(lb['agent_failures']) if lb['agent_failures'] else ''}"
+        f"messages ingested {lb['messages_ingested']}"
+        f"{'; agent failures ' + str(lb['agent_failures']) if lb['agent_failures'] else ''}"
     )
 
 
@@ -356,18 +360,29 @@ def _load_line(r: dict[str, Any]) -> str:
 def text(r: dict[str, Any]) -> str:
     e, c, a, lat = r["enrollment"], r["connections"], r["accounting"], r["publish_to_state"]
     lines = [
-        f"LabFleet load report: {r['district']} ({r['spec']}), scenarios {', '.join(r['scenarios']) or 'none'}",
-        f"  run: {r['wall_s']} s real, x{r['speed']:g}, {r['simulated']['minutes']} simulated minutes from "
-        f"{r['simulated']['start']}",
-        f"  fleet: {r['fleet']['schools']} schools, {r['fleet']['terminals']} terminals, "
-        f"{r['fleet']['lab_devices']} lab devices",
+        (
+            f"LabFleet load report: {r['district']} ({r['spec']}), scenarios "
+            f"{', '.join(r['scenarios']) or 'none'}"
+        ),
+        (
+            f"  run: {r['wall_s']} s real, x{r['speed']:g}, "
+            f"{r['simulated']['minutes']} simulated minutes from {r['simulated']['start']}"
+        ),
+        (
+            f"  fleet: {r['fleet']['schools']} schools, {r['fleet']['terminals']} terminals, "
+            f"{r['fleet']['lab_devices']} lab devices"
+        ),
         _labs_line(r),
-        f"  enrollment: {e['succeeded']}/{e['requested']} new ({e['had_credentials']} had credentials), "
-        f"success {e['success_ratio']:.2%}, {e['per_s'] or '-'} /s, failures {e['failed'] or 'none'}",
-        f"  connections: {c['connected']}/{c['terminals']} connected; storm {c['storm_wall_s']} s, "
-        f"{c['connects_per_s_mean']} connects/s mean, {c['connects_per_s_peak']} peak; CONNACK p99 "
-        f"{c['connack_p99_s']} s; connect-to-online p50 {c['connect_to_online_p50_s']} s, p99 "
-        f"{c['connect_to_online_p99_s']} s",
+        (
+            f"  enrollment: {e['succeeded']}/{e['requested']} new ({e['had_credentials']} had credentials), "
+            f"success {e['success_ratio']:.2%}, {e['per_s'] or '-'} /s, failures {e['failed'] or 'none'}"
+        ),
+        (
+            f"  connections: {c['connected']}/{c['terminals']} connected; storm {c['storm_wall_s']} s, "
+            f"{c['connects_per_s_mean']} connects/s mean, {c['connects_per_s_peak']} peak; CONNACK p99 "
+            f"{c['connack_p99_s']} s; connect-to-online p50 {c['connect_to_online_p50_s']} s, p99 "
+            f"{c['connect_to_online_p99_s']} s"
+        ),
     ]
     if a is not None:
         lines.append(
@@ -419,8 +434,10 @@ def _line_chart(title: str, xs: list[float], series: dict[str, list[float]], uni
     ymax = max([max(v, default=0) for v in series.values()] + [1e-9])
     xmax = max(xs, default=1) or 1
     parts = [
-        f'<svg class="chart" role="img" aria-label="{html.escape(title)}" width="{W}" height="{H + 30}" '
-        f'viewBox="0 0 {W} {H + 30}" xmlns="http://www.w3.org/2000/svg">',
+        (
+            f'<svg class="chart" role="img" aria-label="{html.escape(title)}" width="{W}" height="{H + 30}" '
+            f'viewBox="0 0 {W} {H + 30}" xmlns="http://www.w3.org/2000/svg">'
+        ),
         f'<text x="{PAD}" y="14" font-size="13" font-weight="bold">{html.escape(title)}</text>',
         f'<line x1="{PAD}" y1="{H}" x2="{W - 10}" y2="{H}" stroke="#999"/>',
         f'<line x1="{PAD}" y1="22" x2="{PAD}" y2="{H}" stroke="#999"/>',
@@ -448,8 +465,10 @@ def _bar_chart(title: str, rows: list[tuple[str, float, float]]) -> str:
     """Horizontal bars: value against capacity (utilisation), one row per school."""
     h = 18 * len(rows) + 30
     parts = [
-        f'<svg class="chart" role="img" aria-label="{html.escape(title)}" width="{W}" height="{h}" '
-        f'viewBox="0 0 {W} {h}" xmlns="http://www.w3.org/2000/svg">',
+        (
+            f'<svg class="chart" role="img" aria-label="{html.escape(title)}" width="{W}" height="{h}" '
+            f'viewBox="0 0 {W} {h}" xmlns="http://www.w3.org/2000/svg">'
+        ),
         f'<text x="4" y="14" font-size="13" font-weight="bold">{html.escape(title)}</text>',
     ]
     span = W - 200
@@ -526,15 +545,19 @@ def to_html(r: dict[str, Any]) -> str:
             ("run", f"{r['wall_s']} s real at x{r['speed']:g}"),
             (
                 "fleet",
-                f"{r['fleet']['schools']} schools, {r['fleet']['terminals']} terminals, "
-                f"{r['fleet']['lab_devices']} lab devices",
+                (
+                    f"{r['fleet']['schools']} schools, {r['fleet']['terminals']} terminals, "
+                    f"{r['fleet']['lab_devices']} lab devices"
+                ),
             ),
             ("labs", _labs_line(r).removeprefix("  labs: ")),
             ("enrollment", f"{e['success_ratio']:.2%} ({e['succeeded']} new, {e['had_credentials']} reused)"),
             (
                 "connected",
-                f"{c['connected']} / {c['terminals']}; storm {c['storm_wall_s']} s, "
-                f"{c['connects_per_s_mean']} connects/s",
+                (
+                    f"{c['connected']} / {c['terminals']}; storm {c['storm_wall_s']} s, "
+                    f"{c['connects_per_s_mean']} connects/s"
+                ),
             ),
             ("connect-to-online p99", f"{c['connect_to_online_p99_s']} s"),
             (
@@ -559,7 +582,8 @@ def to_html(r: dict[str, Any]) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>LabFleet load report: {html.escape(r["district"])}</title>
 <style>
 body{{font-family:system-ui,sans-serif;margin:16px;max-width:1320px;color:#222}}
-h1{{font-size:20px;margin:0 0 4px}} .verdict{{font-size:18px;font-weight:bold;padding:4px 10px;display:inline-block}}
+h1{{font-size:20px;margin:0 0 4px}}
+.verdict{{font-size:18px;font-weight:bold;padding:4px 10px;display:inline-block}}
 .verdict.pass{{background:#d4f4d4}} .verdict.fail{{background:#f8d0d0}}
 .grid{{display:grid;grid-template-columns:1fr 1fr;gap:8px}} table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}} tr.fail td{{background:#f8d0d0}}
@@ -568,7 +592,8 @@ tr.pass td{{background:#eef9ee}} .chart{{border:1px solid #eee}}
 <h1>LabFleet load report: {html.escape(r["district"])}</h1>
 <div id="verdict" class="verdict {v["result"]}">Verdict: {v["result"].upper()}</div>
 <div class="grid"><div id="summary">{summary}<ul>{notes}</ul></div>
-<div><table id="checks"><tr><th>check</th><th>value</th><th>threshold</th><th>result</th></tr>{checks}</table></div>
+<div><table id="checks">
+<tr><th>check</th><th>value</th><th>threshold</th><th>result</th></tr>{checks}</table></div>
 {"".join(f"<div>{ch}</div>" for ch in charts)}</div>
 </body></html>
 """

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # exam-day: one exam app, sessions no longer than a lesson, a break between, a short day.
-# wifi-flap waits at most this long (real seconds) for the whole room to be online before dropping it, checking
-# this often: a storm finishes well inside it, and the scenario's effect then covers every terminal of the room.
+# wifi-flap waits at most this long (real seconds) for the whole room to be online before dropping it,
+# checking this often: a storm finishes well inside it, and the scenario's effect then covers every terminal
+# of the room.
 FLAP_WAIT_S = 30.0
 FLAP_POLL_S = 0.1
 EXAM_POLICY = {"session_minutes": 45, "daily_minutes": 240, "break_minutes": 10, "allowed_apps": ["edu.exam"]}
@@ -111,8 +112,9 @@ async def apply(sim: Simulation) -> None:
         give_up = [0.0]
 
         def flap() -> None:
-            # The whole room loses Wi-Fi: when some of it is still connecting (a slow storm on a loaded machine),
-            # wait for it, so the effect is the same every run; bounded, after which the online part drops.
+            # The whole room loses Wi-Fi: when some of it is still connecting (a slow storm on a loaded
+            # machine), wait for it, so the effect is the same every run; bounded, after which the online part
+            # drops.
             waiting = [t for t in members if t.phase != Phase.ONLINE]
             now = sim.mono()
             if not give_up[0]:

@@ -5,8 +5,10 @@ Errors name the file and the key path (`rollout-2027.yaml: school_groups.0.rooms
 
 from __future__ import annotations
 
+import itertools
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -73,7 +75,7 @@ class TimetableIn(_M):
     @model_validator(mode="after")
     def _no_overlap(self) -> TimetableIn:
         ps = sorted(self.periods, key=lambda p: p.start)
-        for a, b in zip(ps, ps[1:], strict=False):
+        for a, b in itertools.pairwise(ps):
             if b.start < a.end:
                 raise ValueError(f"periods {a.name!r} and {b.name!r} overlap")
         return self
@@ -160,7 +162,7 @@ class SchoolGroupIn(_M):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        return SchoolIn._tz(v)  # type: ignore[operator]
+        return SchoolIn._tz(v)
 
 
 class VerdictIn(_M):
@@ -223,7 +225,11 @@ class SpecIn(_M):
     def _refs(self) -> SpecIn:
         if not self.schools and not self.school_groups:
             raise ValueError("needs at least one of schools, school_groups")
-        for where, items in (("schools", self.schools), ("school_groups", self.school_groups)):
+        lists: tuple[tuple[str, Sequence[SchoolIn | SchoolGroupIn]], ...] = (
+            ("schools", self.schools),
+            ("school_groups", self.school_groups),
+        )
+        for where, items in lists:
             for i, s in enumerate(items):
                 if s.timetable not in self.timetables:
                     raise ValueError(f"{where}.{i}.timetable: unknown timetable {s.timetable!r}")
@@ -315,7 +321,7 @@ class District:
     schools: tuple[School, ...]
     verdict: VerdictIn
     scenario: ScenarioParamsIn
-    edge: EdgeIn = EdgeIn()
+    edge: EdgeIn = field(default_factory=EdgeIn)
 
     def devices(self) -> list[tuple[School, Room, Device]]:
         return [(s, r, d) for s in self.schools for r in s.rooms for d in r.devices]
@@ -430,12 +436,12 @@ def parse_spec(data: Any, source: str = "<spec>") -> District:
     n = sum(len(r.devices) for s in schools for r in s.rooms)
     if n > MAX_DEVICES:
         raise SpecError(f"{source}: schools: {n} devices is over the {MAX_DEVICES} limit")
-    for s in schools:
-        for r in s.rooms:
-            for d in r.devices:
-                if not IDENTITY.match(d.serial):
+    for school in schools:
+        for room in school.rooms:
+            for device in room.devices:
+                if not IDENTITY.match(device.serial):
                     raise SpecError(
-                        f"{source}: schools.{s.code}: generated serial {d.serial!r} is not a legal "
+                        f"{source}: schools.{school.code}: generated serial {device.serial!r} is not a legal "
                         "MQTT identity (shorten the school code or model key)"
                     )
     timetables = {

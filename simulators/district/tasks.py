@@ -11,8 +11,8 @@ logger = logging.getLogger(__name__)
 
 
 async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
-    """Cancel the tasks and wait for every one; a task that had failed is logged (the report is built after this),
-    never raised. A cancel of the caller itself still propagates."""
+    """Cancel the tasks and wait for every one; a task that had failed is logged (the report is built after
+    this), never raised. A cancel of the caller itself still propagates."""
     pending = list(tasks)
     for task in pending:
         task.cancel()

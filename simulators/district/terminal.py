@@ -28,8 +28,9 @@ BACKOFF_CAP_S = 60.0
 BACKOFF_JITTER = 0.3
 
 
-# Telemetry and heartbeat bodies (protocol sections 4.1 and 4.2), pre-encoded: a %-format over bytes builds the
-# same JSON as json.dumps of the dict, at a fraction of the cost of a dict and an encoder pass per message.
+# Telemetry and heartbeat bodies (protocol sections 4.1 and 4.2), pre-encoded: a %-format over bytes builds
+# the same JSON as json.dumps of the dict, at a fraction of the cost of a dict and an encoder pass per
+# message.
 _TELEMETRY = (
     b'{"v":1,"seq":%d,"ts":%d,"battery":%d,"charging":%s,"temp_c":%.1f,"storage_pct":61.0,"fw":%s,'
     b'"up":%d,"down":%d,"rssi":%d%s}'
@@ -311,8 +312,8 @@ class Terminal:
         else:
             rate = sim.traffic.battery_drain_pct_per_hour * (1.0 if in_lesson else 0.3)
             self.battery = max(0.0, self.battery - rate * self.drain * hours)
-        # A bad image crashes on its first tick (so every affected terminal shows it, however few ticks a short
-        # run leaves), then on half of the ticks after.
+        # A bad image crashes on its first tick (so every affected terminal shows it, however few ticks a
+        # short run leaves), then on half of the ticks after.
         if self.bad_fw and (not self.crashed or self.rng.random() < 0.5):
             self.crashed = True
             self.event("error", code="E_FW_PANIC")
@@ -425,14 +426,16 @@ class Terminal:
         self.sim.stats.garbage[kind] = self.sim.stats.garbage.get(kind, 0) + 1
 
     def reboot_soon(self, dark_s: float = 30.0) -> None:
-        """Reboot: the link drops (LWT), the terminal boots again after `dark_s` simulated seconds and reconnects."""
+        """Reboot: the link drops (LWT), the terminal boots again after `dark_s` simulated seconds and
+        reconnects."""
         if self.client is None or self.phase != Phase.ONLINE:
             return
         self.boots = 0  # the next CONNACK sends a boot event
         self.flap(self.sim.clock.real(dark_s))
 
     def publish_update(self, payload: bytes) -> None:
-        """A firmware-update progress report (protocol 10): QoS 1, no seq; paho holds it while the link is down."""
+        """A firmware-update progress report (protocol 10): QoS 1, no seq; paho holds it while the link is
+        down."""
         if self.client is None:
             return
         info = self.client.publish(self.topic("update"), payload, qos=1)
@@ -514,4 +517,4 @@ def _on_publish(client: paho.Client, t: Terminal, mid: int, rc: Any, props: Any)
 
 
 def _on_message(client: paho.Client, t: Terminal, msg: paho.MQTTMessage) -> None:
-    t.on_command(msg.payload)
+    t.on_command(bytes(msg.payload))

@@ -1,9 +1,10 @@
-"""Firmware updates for the district's terminals: the `update` command (protocol section 10) on the simulated clock.
+"""Firmware updates for the district's terminals: the `update` command (protocol section 10) on the simulated
+clock.
 
-Each terminal that receives an `update` gets the update state machine of simulators/terminal/update.py (download
-over HTTP with Range resume, sha256 check, install, reboot, roll back when the image does not boot); one task
-advances every active machine to the simulated now and publishes its progress on the terminal's `update`
-channel. A terminal that boots the new image reports the version in its telemetry from then on.
+Each terminal that receives an `update` gets the update state machine of simulators/terminal/update.py
+(download over HTTP with Range resume, sha256 check, install, reboot, roll back when the image does not boot);
+one task advances every active machine to the simulated now and publishes its progress on the terminal's
+`update` channel. A terminal that boots the new image reports the version in its telemetry from then on.
 """
 
 from __future__ import annotations

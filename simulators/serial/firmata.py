@@ -1,4 +1,5 @@
-"""A simulated Arduino Uno-class kit: StandardFirmata in the sketch, Optiboot (STK500 v1) in the bootloader."""
+"""A simulated Arduino Uno-class kit: StandardFirmata in the sketch, Optiboot (STK500 v1) in the
+bootloader."""
 
 from __future__ import annotations
 

@@ -103,7 +103,7 @@ class _Obj:
         return f"<{type(self).__name__}>"
 
 
-class _UName(tuple):  # type: ignore[type-arg]
+class _UName(tuple[str, str, str, str, str]):
     __slots__ = ()
 
     def __new__(cls, fields: tuple[str, str, str, str, str]) -> Self:
@@ -379,7 +379,8 @@ class MiniPython:
                 tree = ast.parse(code, "<stdin>", "exec")
         except (SyntaxError, ValueError, RecursionError, MemoryError) as err:  # ValueError: a NUL byte
             return "", (
-                f'Traceback (most recent call last):\r\n  File "<stdin>", line {getattr(err, "lineno", 1)}\r\n'
+                "Traceback (most recent call last):\r\n"
+                f'  File "<stdin>", line {getattr(err, "lineno", 1)}\r\n'
                 "SyntaxError: invalid syntax\r\n"
             )
         try:
@@ -578,7 +579,7 @@ class MiniPython:
             if len(values) != len(target.elts):
                 raise MpyError("ValueError", "wrong number of values to unpack")
             for t, v in zip(target.elts, values, strict=True):
-                self._set(t.id, v)  # type: ignore[attr-defined]
+                self._set(t.id, v)  # type: ignore[attr-defined]  # all ast.Name: checked above
         elif isinstance(target, ast.Subscript) and not isinstance(target.slice, ast.Slice):
             container = self._eval(target.value)
             if not isinstance(container, dict | list):

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import tty
 
 from drivers.errors import LinkClosed
@@ -117,7 +118,5 @@ class SimRunner:
         await self.unplug()
 
 
-def _rng_for(plan: FaultPlan, plug_count: int):  # type: ignore[no-untyped-def]
-    import random
-
+def _rng_for(plan: FaultPlan, plug_count: int) -> random.Random:
     return random.Random(plan.seed * 1000 + plug_count)

@@ -58,8 +58,8 @@ class SimTerminal:
     interrupt_after: int | None = None
     install_seconds: float = INSTALL_SECONDS
     streaming: bool = False
-    # The terminal's own Wi-Fi speed in bytes/s (None: DEFAULT_RATE); the slower of this and the command's rate
-    # sets how long a simulated download takes.
+    # The terminal's own Wi-Fi speed in bytes/s (None: DEFAULT_RATE); the slower of this and the command's
+    # rate sets how long a simulated download takes.
     link_rate: float | None = None
 
     state: SimState = SimState.IDLE
@@ -77,9 +77,26 @@ class SimTerminal:
     timeline: list[tuple[datetime, str]] = field(default_factory=list)
     bytes_received: int = 0
 
-    def _p(self, now: datetime, state: Progress, **kw: object) -> UpdateProgress:
+    def _p(
+        self,
+        now: datetime,
+        state: Progress,
+        *,
+        version: str | None = None,
+        offset: int | None = None,
+        size: int | None = None,
+        reason: str | None = None,
+    ) -> UpdateProgress:
         self.timeline.append((now, state.value))
-        return UpdateProgress(self.cmd_id, int(now.timestamp() * 1000), state, **kw)  # type: ignore[arg-type]
+        return UpdateProgress(
+            self.cmd_id,
+            int(now.timestamp() * 1000),
+            state,
+            version=version,
+            offset=offset,
+            size=size,
+            reason=reason,
+        )
 
     async def handle(self, cmd: wire.Command, now: datetime) -> list[UpdateProgress]:
         """React to a command on the cmd topic; returns the progress reports sent at once."""
