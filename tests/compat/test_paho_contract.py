@@ -81,7 +81,8 @@ def test_lean_puback_completes_a_qos1_publish_and_adopts_the_socket() -> None:
     try:
         c.connect("127.0.0.1", srv.getsockname()[1], keepalive=60)
         peer, _ = srv.accept()
-        # paho 2.2 makes its wake-up socket pair only in loop()/loop_start(); the simulator's pool relies on it.
+        # paho 2.2 makes its wake-up socket pair only in loop()/loop_start(); the simulator's pool relies on
+        # it.
         assert c._sockpairR is None and c._sockpairW is None
         assert c.adopted == [c.socket()]
         info = c.publish("t/1", b"x", qos=1)
@@ -124,7 +125,7 @@ def test_buffered_client_reads_many_packets_from_one_recv() -> None:
             for i, p in enumerate((b"a", b"bb", b"ccc"))
         )
         peer.sendall(b"\x20\x02\x00\x00" + publishes)
-        mqtt.Client._sock_recv = counting  # type: ignore[method-assign]
+        mqtt.Client._sock_recv = counting
         try:
             import time
 
@@ -135,7 +136,7 @@ def test_buffered_client_reads_many_packets_from_one_recv() -> None:
                 except BlockingIOError:
                     time.sleep(0.01)
         finally:
-            mqtt.Client._sock_recv = real  # type: ignore[method-assign]
+            mqtt.Client._sock_recv = real
         assert got == [("t/0", b"a"), ("t/1", b"bb"), ("t/2", b"ccc")]
         assert len(reads) <= 2 and all(r == compat.RECV_CHUNK for r in reads), reads
         assert c.buffered() == 0
