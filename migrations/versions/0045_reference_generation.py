@@ -1,4 +1,5 @@
-"""reference-data generation: a counter that triggers move when devices, rooms, models, schools or timetables change
+"""reference-data generation: a counter that triggers move when devices, rooms, models, schools or timetables
+change
 
 The service and every `labfleet ingest` worker hold the device directory and the timetables in memory. They
 poll this one row every few seconds and reload when it moved, so a device moved to another room counts

@@ -1,5 +1,6 @@
 """Delivery files as Chinese procurement offices produce them: GB18030 and BOM CSVs, XLSX, Chinese headers and
-values, 1,299.00 and 2025年9月1日; every bad row named, in the reader's language, none cut; formula-safe exports."""
+values, 1,299.00 and 2025年9月1日; every bad row named, in the reader's language, none cut; formula-safe
+exports."""
 
 from __future__ import annotations
 
@@ -90,7 +91,7 @@ async def test_utf8_with_bom_and_forced_encoding(api: Api) -> None:
 
 def _xlsx(sheet_rows: dict[str, list[list[Any]]]) -> bytes:
     wb = Workbook()
-    wb.remove(wb.active)  # type: ignore[arg-type]
+    wb.remove(wb.active)
     for title, rows in sheet_rows.items():
         ws = wb.create_sheet(title)
         for row in rows:

@@ -1,5 +1,5 @@
-"""Every input the outside probe answered with a 500 now gets a 4xx in the JSON error shape (issue 16, point 2);
-anything else unexpected is a JSON 500 with an incident id that is also in the log."""
+"""Every input the outside probe answered with a 500 now gets a 4xx in the JSON error shape (issue 16, point
+2); anything else unexpected is a JSON 500 with an incident id that is also in the log."""
 
 from __future__ import annotations
 

@@ -93,8 +93,8 @@ async def serving(sqlite_url: str, clock: FakeClock) -> AsyncIterator[Api]:
 async def test_a_moved_device_counts_to_its_new_room_in_the_serving_process(serving: Api) -> None:
     api = serving
     w, room2, password = await enroll_and_second_room(api)
-    plane = api.client._transport.app.state.fleet.plane  # type: ignore[attr-defined]
-    async with terminal(api.port, "school-a", SERIAL, password) as c:  # type: ignore[attr-defined]
+    plane = api.client._transport.app.state.fleet.plane
+    async with terminal(api.port, "school-a", SERIAL, password) as c:
         await send(c, 1, 1000)
         await wait_until(lambda: bytes_are(api, {w.room_a: 1000}))
         await move(api, w.device_a, room2)
@@ -107,7 +107,7 @@ async def test_a_moved_device_counts_to_its_new_room_in_the_serving_process(serv
 @asynccontextmanager
 async def separate_worker(api: Api, sleep: SteppedSleep) -> AsyncIterator[IngestService]:
     """An ingest worker as `labfleet ingest` runs one: its own engine, directory and timetables."""
-    app = api.client._transport.app  # type: ignore[attr-defined]
+    app = api.client._transport.app
     state = app.state.fleet
     async with AsyncExitStack() as stack:
         engine = create_engine(state.settings.database_url)
@@ -140,7 +140,7 @@ async def serving_without_ingest(sqlite_url: str, clock: FakeClock) -> AsyncIter
 
 
 @asynccontextmanager
-async def plane_api_without_ingest(settings, clock):  # type: ignore[no-untyped-def]
+async def plane_api_without_ingest(settings, clock):
     import httpx
 
     from fleet.app import create_app
@@ -152,7 +152,7 @@ async def plane_api_without_ingest(settings, clock):  # type: ignore[no-untyped-
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
     ):
         api = Api(client=client, sessions=app.state.fleet.sessions, clock=clock)
-        api.port = settings.mqtt.listen_port  # type: ignore[attr-defined]
+        api.port = settings.mqtt.listen_port
         yield api
 
 
@@ -168,7 +168,7 @@ async def test_a_moved_device_counts_to_its_new_room_in_a_separate_ingest_worker
             api.port,
             "school-a",
             SERIAL,
-            password,  # type: ignore[attr-defined]
+            password,
         ) as c,
     ):
         await worker.wait_connected()

@@ -40,11 +40,11 @@ def ctx(now: datetime = NOW, *, expected: bool = False) -> Context:
 
 
 def tel(seq: int, **kw: object) -> wire.Telemetry:
-    return wire.Telemetry(seq=seq, ts_ms=1_000 * seq, **kw)  # type: ignore[arg-type]  # test shorthand
+    return wire.Telemetry(seq=seq, ts_ms=1_000 * seq, **kw)  # test shorthand
 
 
 def event(seq: int, type_: wire.EventType, **kw: object) -> wire.Event:
-    return wire.Event(seq=seq, ts_ms=1_000 * seq, type=type_, **kw)  # type: ignore[arg-type]  # shorthand
+    return wire.Event(seq=seq, ts_ms=1_000 * seq, type=type_, **kw)  # shorthand
 
 
 def run(
@@ -327,7 +327,7 @@ _messages = st.lists(
 
 @settings(max_examples=200, deadline=None)
 @given(_messages, st.integers(0, 25))
-def test_where_a_batch_is_cut_never_changes_the_final_state(msgs: list, cut: int) -> None:  # type: ignore[type-arg]
+def test_where_a_batch_is_cut_never_changes_the_final_state(msgs: list, cut: int) -> None:
     """Health is settled once a batch, yet the state two batches leave equals the state one batch leaves."""
     whole, _ = reduce(DeviceState(7), msgs, DEV, ctx())
     first, _ = reduce(DeviceState(7), msgs[:cut], DEV, ctx())
@@ -337,7 +337,7 @@ def test_where_a_batch_is_cut_never_changes_the_final_state(msgs: list, cut: int
 
 @settings(max_examples=200, deadline=None)
 @given(_messages)
-def test_every_seq_carrying_message_is_counted_new_or_duplicate(msgs: list) -> None:  # type: ignore[type-arg]
+def test_every_seq_carrying_message_is_counted_new_or_duplicate(msgs: list) -> None:
     after, effects = reduce(DeviceState(7), msgs, DEV, ctx())
     carrying = [v for v, _ in msgs if isinstance(v, wire.Telemetry | wire.Heartbeat | wire.Event)]
     assert after.messages_total + after.duplicates_total == len(carrying)
