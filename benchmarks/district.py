@@ -41,6 +41,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fleet.cli.simulate import Controls, ServiceControl, _child_pid, child_service, simulate
+from fleet.domain import wire
 from fleet.runtime.brokers import free_port, wait_for_port
 from simulators.district.mqttpool import Pool, raise_fd_limit
 from simulators.district.spec import District, load_spec
@@ -50,21 +51,20 @@ SPEC = Path(__file__).resolve().parents[1] / "simulators" / "districts" / "rollo
 # rate.
 BASELINE_MESSAGES = 50_000
 # A 150-byte telemetry-shaped payload, as in the design document's baselines.
-PAYLOAD = json.dumps(
-    {
-        "v": 1,
-        "seq": 1042,
-        "ts": 1788764400000,
-        "battery": 81,
-        "charging": False,
-        "temp_c": 38.5,
-        "storage_pct": 61.2,
-        "fw": "2.4.1",
-        "up": 52311,
-        "down": 1203344,
-        "rssi": -58,
-    }
-)
+PAYLOAD = wire.encode_uplink(
+    wire.Telemetry(
+        seq=1042,
+        ts_ms=1788764400000,
+        battery_pct=81,
+        temperature_c=38.5,
+        storage_used_pct=61.2,
+        firmware="2.4.1",
+        bytes_up=52311,
+        bytes_down=1203344,
+        rssi_dbm=-58,
+        charging=False,
+    )
+).decode()
 # The x1 run starts 10 s before the third lesson (10:00), after the x20 run's simulated half hour.
 REAL_START = datetime(2026, 9, 7, 9, 59, 50)
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"

@@ -69,9 +69,8 @@ def publisher(port: int, devices: int, per_device: int, rate: float, seq_start: 
         seq = seq_start + k
         for d in range(devices):
             ts = int(time.time() * 1000)
-            body = (
-                b'{"v":1,"seq":%d,"ts":%d,"battery":77,"temp_c":36.5,"fw":"2.4.1","up":120,"down":900,"rssi":-55}'
-                % (seq, ts)
+            body = wire.encode_telemetry(
+                wire.Telemetry(seq, ts, 77, 36.5, None, "2.4.1", None, 120, 900, -55)
             )
             clients[sent % PUB_CONNECTIONS].publish(names[d], body, qos=1)
             sent += 1
@@ -142,7 +141,7 @@ def paho_subscriber(port: int, expect: int, client_id: str, persistent: bool) ->
 
     c = client()
     c.connect("127.0.0.1", port)
-    c.subscribe("labfleet/v1/+/+/telemetry", qos=1)
+    c.subscribe(wire.Topics("labfleet").uplink_filter(wire.Channel.TELEMETRY), qos=1)
     while not c.is_connected():
         c.loop(0.05)
     c.loop(0.2)  # the SUBACK

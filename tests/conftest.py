@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
+import logging
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -27,6 +29,63 @@ from fleet.settings import Settings
 
 POSTGRES_URL = os.environ.get("LABFLEET_TEST_POSTGRES_URL")
 REQUIRE_EXTERNAL = os.environ.get("LABFLEET_TEST_REQUIRE_EXTERNAL") == "1"
+
+
+class PendingTaskReports(logging.Handler):
+    """asyncio's "Task was destroyed but it is pending!" reports, which it only logs (from a finalizer).
+
+    A task nobody cancelled and awaited is destroyed with its loop: its cleanup never ran. Each test fails on
+    a report made while it ran, and the session fails on one made after the last test (see below).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "Task was destroyed but it is pending" in message:
+            self.seen.append(message[:400])
+
+    def take(self) -> list[str]:
+        seen, self.seen = self.seen, []
+        return seen
+
+
+PENDING_TASKS = PendingTaskReports()
+logging.getLogger("asyncio").addHandler(PENDING_TASKS)
+# pytest-asyncio ends each test's loop with asyncio.Runner.close(), which cancels whatever tasks are still
+# running before the loop closes: a task its owner never cancelled and awaited is then not destroyed pending,
+# it is hidden. The tasks still running at that moment are reported the same way. (asyncio's private
+# `_cancel_all_tasks` is the one place Runner.close() does that, in Python 3.11 to 3.13.)
+_runner_cancel_all = asyncio.runners._cancel_all_tasks  # type: ignore[attr-defined]
+
+
+def _report_then_cancel_all(loop: asyncio.AbstractEventLoop) -> None:
+    left = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    PENDING_TASKS.seen.extend(f"task still running when its loop closed: {t!r}"[:400] for t in left)
+    _runner_cancel_all(loop)
+
+
+asyncio.runners._cancel_all_tasks = _report_then_cancel_all  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True)
+def no_task_left_pending() -> Iterator[None]:
+    yield
+    seen = PENDING_TASKS.take()
+    if seen:
+        pytest.fail(
+            "asyncio task(s) destroyed while pending (never cancelled and awaited):\n" + "\n".join(seen)
+        )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    gc.collect()  # tasks in reference cycles are destroyed only now
+    seen = PENDING_TASKS.take()
+    if seen:
+        print("\nasyncio task(s) destroyed while pending after the last test:\n" + "\n".join(seen))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def need_external(what: str) -> None:

@@ -16,6 +16,7 @@ from drivers.discovery import PortWatcher
 from drivers.edge import HEALTH_INTERVAL, EdgeSupervisor
 from fleet.runtime.edge_agent import AgentError, EdgeAgent
 from fleet.runtime.edge_flash import KitUpdater
+from fleet.runtime.supervise import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ async def _until_stopped(work: Coroutine[Any, Any, None]) -> None:
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
-        stopping.cancel()
+        await cancel_and_wait([stopping])
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running  # re-raises what ended it, unless that was our cancel

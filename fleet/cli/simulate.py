@@ -40,6 +40,7 @@ from fleet.runtime.brokers import MosquittoBroker, free_port
 from fleet.runtime.ingest import IngestService
 from fleet.runtime.plane import DevicePlane
 from fleet.runtime.state import FleetState, Stage, stage
+from fleet.runtime.supervise import cancel_and_wait
 from fleet.services import enrollment
 from fleet.settings import Settings
 from simulators.district.clock import Anchor, SimClock
@@ -491,15 +492,8 @@ def edge_agents(
                 try:
                     yield agent
                 finally:
-                    task.cancel()
-                    try:
-                        await task
-                    except asyncio.CancelledError:
-                        pass
-                    except (
-                        Exception
-                    ):  # the agent died mid-run (a kit it could not bridge): logged, the run goes on
-                        logger.exception("edge agent for %s/%s stopped", school_code, room_name)
+                    # An agent that died mid-run (a kit it could not bridge) is logged; the run goes on.
+                    await cancel_and_wait([task], logger)
 
     return start
 

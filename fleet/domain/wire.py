@@ -7,6 +7,7 @@ so validation is hand-written rather than pydantic (a few microseconds per paylo
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -38,6 +39,17 @@ DEVICE_IDENTITY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CORRELATION_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 # Short free-text fields (firmware version, app id, error code) are capped so one field cannot fill a row.
 MAX_SHORT_TEXT = 128
+# Codes and labels (firmware version, error code, ack reason) are shorter still: they end up in metric-free
+# columns and reports, and 64 characters holds any semver with build metadata.
+MAX_CODE_TEXT = 64
+# Telemetry ranges: a reading outside them is a broken sensor or a forged message, refused as `schema`.
+BATTERY_PCT_MIN, BATTERY_PCT_MAX = 0, 100
+TEMPERATURE_C_MIN, TEMPERATURE_C_MAX = -40.0, 150.0  # the operating range of any board we ship, with margin
+STORAGE_PCT_MIN, STORAGE_PCT_MAX = 0.0, 100.0
+RSSI_DBM_MIN, RSSI_DBM_MAX = (
+    -130,
+    0,
+)  # Wi-Fi RSSI: 0 dBm is the strongest possible, -130 below any noise floor
 # Command lists and policies: bounded so a command fits MAX_DOWNLINK_BYTES.
 MAX_ALLOWED_APPS = 200
 
@@ -263,6 +275,20 @@ class Status:
 
 Uplink = Telemetry | Heartbeat | Event | Ack | Result | Status
 
+_CHANNEL_OF: dict[type, Channel] = {
+    Telemetry: Channel.TELEMETRY,
+    Heartbeat: Channel.HEARTBEAT,
+    Event: Channel.EVENT,
+    Ack: Channel.ACK,
+    Result: Channel.RESULT,
+    Status: Channel.STATUS,
+}
+
+
+def channel_of(value: Uplink) -> Channel:
+    """The uplink channel a message is published on."""
+    return _CHANNEL_OF[type(value)]
+
 
 @dataclass(frozen=True, slots=True)
 class Policy:
@@ -272,6 +298,16 @@ class Policy:
     daily_minutes: int
     break_minutes: int = 10
     allowed_apps: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownCommand:
+    """A well-formed command whose name this protocol version does not know: the device acks it refused."""
+
+    id: str
+    name: str
+    issued_at_ms: int
+    expires_at_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,14 +417,14 @@ def _telemetry(o: dict[str, Any]) -> Telemetry:
         and 1 <= seq <= MAX_SEQ
         and type(ts) is int
         and TS_MIN_MS <= ts <= TS_MAX_MS
-        and (battery is None or type(battery) is int and 0 <= battery <= 100)
-        and (temp is None or type(temp) is float and -40.0 <= temp <= 150.0)
-        and (storage is None or type(storage) is float and 0.0 <= storage <= 100.0)
-        and (fw is None or type(fw) is str and 0 < len(fw) <= 64 and fw.isprintable())
+        and (battery is None or type(battery) is int and BATTERY_PCT_MIN <= battery <= BATTERY_PCT_MAX)
+        and (temp is None or type(temp) is float and TEMPERATURE_C_MIN <= temp <= TEMPERATURE_C_MAX)
+        and (storage is None or type(storage) is float and STORAGE_PCT_MIN <= storage <= STORAGE_PCT_MAX)
+        and (fw is None or type(fw) is str and 0 < len(fw) <= MAX_CODE_TEXT and fw.isprintable())
         and (app is None or type(app) is str and 0 < len(app) <= MAX_SHORT_TEXT and app.isprintable())
         and (up is None or type(up) is int and 0 <= up <= MAX_BYTES_DELTA)
         and (down is None or type(down) is int and 0 <= down <= MAX_BYTES_DELTA)
-        and (rssi is None or type(rssi) is int and -130 <= rssi <= 0)
+        and (rssi is None or type(rssi) is int and RSSI_DBM_MIN <= rssi <= RSSI_DBM_MAX)
         and (charging is None or type(charging) is bool)
     ):
         return Telemetry(seq, ts, battery, temp, storage, fw, app, up or 0, down or 0, rssi, charging)
@@ -399,14 +435,14 @@ def _telemetry_checked(o: dict[str, Any]) -> Telemetry:
     return Telemetry(
         seq=_int(o, "seq", 1, MAX_SEQ),
         ts_ms=_int(o, "ts", TS_MIN_MS, TS_MAX_MS),
-        battery_pct=_int(o, "battery", 0, 100, required=False),
-        temperature_c=_num(o, "temp_c", -40.0, 150.0),
-        storage_used_pct=_num(o, "storage_pct", 0.0, 100.0),
-        firmware=_text(o, "fw", max_len=64),
+        battery_pct=_int(o, "battery", BATTERY_PCT_MIN, BATTERY_PCT_MAX, required=False),
+        temperature_c=_num(o, "temp_c", TEMPERATURE_C_MIN, TEMPERATURE_C_MAX),
+        storage_used_pct=_num(o, "storage_pct", STORAGE_PCT_MIN, STORAGE_PCT_MAX),
+        firmware=_text(o, "fw", max_len=MAX_CODE_TEXT),
         app=_text(o, "app"),
         bytes_up=_int(o, "up", 0, MAX_BYTES_DELTA, required=False) or 0,
         bytes_down=_int(o, "down", 0, MAX_BYTES_DELTA, required=False) or 0,
-        rssi_dbm=_int(o, "rssi", -130, 0, required=False),
+        rssi_dbm=_int(o, "rssi", RSSI_DBM_MIN, RSSI_DBM_MAX, required=False),
         charging=_bool(o, "charging"),
     )
 
@@ -415,7 +451,7 @@ def _heartbeat(o: dict[str, Any]) -> Heartbeat:
     return Heartbeat(
         seq=_int(o, "seq", 1, MAX_SEQ),
         ts_ms=_int(o, "ts", TS_MIN_MS, TS_MAX_MS),
-        rssi_dbm=_int(o, "rssi", -130, 0, required=False),
+        rssi_dbm=_int(o, "rssi", RSSI_DBM_MIN, RSSI_DBM_MAX, required=False),
     )
 
 
@@ -432,7 +468,7 @@ def _event(o: dict[str, Any]) -> Event:
         seq=_int(o, "seq", 1, MAX_SEQ),
         ts_ms=_int(o, "ts", TS_MIN_MS, TS_MAX_MS),
         type=etype,
-        code=_text(o, "code", required=etype == EventType.ERROR, max_len=64),
+        code=_text(o, "code", required=etype == EventType.ERROR, max_len=MAX_CODE_TEXT),
         user=user,
     )
 
@@ -449,7 +485,7 @@ def _ack(o: dict[str, Any]) -> Ack:
         id=_correlation(o),
         ts_ms=_int(o, "ts", TS_MIN_MS, TS_MAX_MS),
         accepted=_bool(o, "accepted", required=True),
-        reason=_text(o, "reason", max_len=64),
+        reason=_text(o, "reason", max_len=MAX_CODE_TEXT),
     )
 
 
@@ -461,7 +497,7 @@ def _result(o: dict[str, Any]) -> Result:
         id=_correlation(o),
         ts_ms=_int(o, "ts", TS_MIN_MS, TS_MAX_MS),
         ok=_bool(o, "ok", required=True),
-        code=_text(o, "code", max_len=64),
+        code=_text(o, "code", max_len=MAX_CODE_TEXT),
         detail=detail,
     )
 
@@ -473,7 +509,7 @@ def _status(o: dict[str, Any]) -> Status:
     return Status(
         online=state == "online",
         ts_ms=_int(o, "ts", TS_MIN_MS, TS_MAX_MS, required=False),
-        reason=_text(o, "reason", max_len=64),
+        reason=_text(o, "reason", max_len=MAX_CODE_TEXT),
     )
 
 
@@ -583,8 +619,9 @@ def encode_error(reason: Reason, channel: Channel | None, seq: int | None, detai
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def decode_downlink(payload: bytes) -> Command | dict[str, Any] | Rejection:
-    """What a terminal does with a cmd-topic message: a Command, an error dict, or a Rejection."""
+def decode_downlink(payload: bytes) -> Command | UnknownCommand | dict[str, Any] | Rejection:
+    """What a device does with a cmd-topic message: a Command, an UnknownCommand (to refuse in its ack), an
+    error dict, or a Rejection."""
     obj = _load(payload, MAX_DOWNLINK_BYTES)
     if type(obj) is Rejection:
         return obj
@@ -592,24 +629,77 @@ def decode_downlink(payload: bytes) -> Command | dict[str, Any] | Rejection:
     if obj.get("type") == "error":
         return obj
     try:
-        cmd: Any = obj.get("cmd")  # unchecked JSON: the enum is the check (None or a stranger raises)
-        name = CommandName(cmd)
+        if obj.get("type") != "command":
+            raise _Bad("type must be command or error")
+        cid = _correlation(obj)
+        issued = _int(obj, "issued_at", TS_MIN_MS, TS_MAX_MS)
+        expires = _int(obj, "expires_at", TS_MIN_MS, TS_MAX_MS)
         args = obj.get("args", {})
         if type(args) is not dict:
             raise _Bad("args must be an object")
-        return Command(
-            _correlation(obj),
-            name,
-            _int(obj, "issued_at", TS_MIN_MS, TS_MAX_MS),
-            _int(obj, "expires_at", TS_MIN_MS, TS_MAX_MS),
-            args,
-        )
-    except (_Bad, ValueError) as err:
+        raw = obj.get("cmd")
+        if type(raw) is not str or not 0 < len(raw) <= MAX_CODE_TEXT:
+            raise _Bad("cmd must be a command name")
+        try:
+            name = CommandName(raw)
+        except ValueError:
+            return UnknownCommand(cid, raw, issued, expires)
+        return Command(cid, name, issued, expires, args)
+    except _Bad as err:
         return Rejection(Reason.SCHEMA, str(err))
 
 
+@functools.lru_cache(maxsize=1024)
+def _json_str(value: str) -> bytes:
+    """A JSON string literal, cached: firmware versions and app names repeat across a fleet."""
+    return json.dumps(value).encode()
+
+
+def _json_num(value: float) -> bytes:
+    # json.dumps writes a float as its repr, an int (and a bool, which is not one here) with %d.
+    return repr(value).encode() if type(value) is float else b"%d" % value
+
+
+def encode_telemetry(t: Telemetry) -> bytes:
+    """Telemetry as encode_uplink writes it, byte for byte, without building a dict and a JSON encoder pass:
+    the message every terminal sends every minute (simulators and benchmarks send millions)."""
+    out = b'{"v":1,"seq":%d,"ts":%d' % (t.seq, t.ts_ms)
+    if t.battery_pct is not None:
+        out += b',"battery":%d' % t.battery_pct
+    if t.temperature_c is not None:
+        out += b',"temp_c":' + _json_num(t.temperature_c)
+    if t.storage_used_pct is not None:
+        out += b',"storage_pct":' + _json_num(t.storage_used_pct)
+    if t.firmware is not None:
+        out += b',"fw":' + _json_str(t.firmware)
+    if t.app is not None:
+        out += b',"app":' + _json_str(t.app)
+    out += b',"up":%d,"down":%d' % (t.bytes_up, t.bytes_down)
+    if t.rssi_dbm is not None:
+        out += b',"rssi":%d' % t.rssi_dbm
+    if t.charging is not None:
+        out += b',"charging":true}' if t.charging else b',"charging":false}'
+        return out
+    return out + b"}"
+
+
+def encode_heartbeat(h: Heartbeat) -> bytes:
+    """A heartbeat as encode_uplink writes it (the hot-path twin of encode_telemetry)."""
+    if h.rssi_dbm is None:
+        return b'{"v":1,"seq":%d,"ts":%d}' % (h.seq, h.ts_ms)
+    return b'{"v":1,"seq":%d,"ts":%d,"rssi":%d}' % (h.seq, h.ts_ms, h.rssi_dbm)
+
+
 def encode_uplink(value: Uplink) -> bytes:
-    """The reference encoding of an uplink message (used by simulators and tests)."""
+    """The reference encoding of an uplink message (the edge agent, simulators, benchmarks and tests)."""
+    if type(value) is Telemetry:
+        return encode_telemetry(value)
+    if type(value) is Heartbeat:
+        return encode_heartbeat(value)
+    return _encode_uplink_json(value)
+
+
+def _encode_uplink_json(value: Uplink) -> bytes:
     body: dict[str, Any] = {"v": PROTOCOL_VERSION}
     if isinstance(value, Telemetry):
         body.update(
@@ -636,3 +726,29 @@ def encode_uplink(value: Uplink) -> bytes:
     else:
         body.update(state="online" if value.online else "offline", ts=value.ts_ms, reason=value.reason)
     return json.dumps({k: v for k, v in body.items() if v is not None}, separators=(",", ":")).encode()
+
+
+def invalid_uplink(reason: Reason, ts_ms: int) -> bytes:
+    """A telemetry payload the service refuses for `reason` (simulated faulty terminals, tests)."""
+    if reason is Reason.MALFORMED_JSON:
+        return b"{not json"
+    if reason is Reason.SCHEMA:
+        return json.dumps({"v": PROTOCOL_VERSION, "seq": "x", "ts": ts_ms, "battery": 900}).encode()
+    if reason is Reason.OVERSIZED:
+        return json.dumps(
+            {"v": PROTOCOL_VERSION, "seq": 1, "ts": ts_ms, "app": "x" * (MAX_UPLINK_BYTES + 904)}
+        ).encode()
+    if reason is Reason.UNSUPPORTED_VERSION:
+        return json.dumps({"v": PROTOCOL_VERSION + 6, "seq": 1, "ts": ts_ms}).encode()
+    raise ValueError(f"no payload alone is refused for {reason.value}")
+
+
+def redact_user(payload: bytes) -> bytes | None:
+    """A refused payload fit to keep as a dead letter: a login `user` removed; None when it is not JSON."""
+    try:
+        obj = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(obj, dict) and "user" in obj:
+        obj["user"] = "<removed>"
+    return json.dumps(obj).encode() if isinstance(obj, dict) else None

@@ -126,7 +126,7 @@ class DbAuthPlugin(BaseAuthPlugin):
         authority: Any = None
 
     async def authenticate(self, *, session: Any) -> bool | None:
-        authority: BrokerAuthority = self.context.config.authority  # type: ignore[union-attr]
+        authority: BrokerAuthority = self.context.config.authority
         return authority.authenticate(session.username, session.password, session.client_id)
 
 
@@ -140,7 +140,7 @@ class DbTopicPlugin(BaseTopicPlugin):
     async def topic_filtering(
         self, *, session: Any = None, topic: str | None = None, action: Any = None
     ) -> bool | None:
-        authority: BrokerAuthority = self.context.config.authority  # type: ignore[union-attr]
+        authority: BrokerAuthority = self.context.config.authority
         if session is None or topic is None:
             return False
         mapped = {

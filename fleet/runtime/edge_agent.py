@@ -11,7 +11,6 @@ are answered with `ack` and `result` as protocol v1 says.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +26,8 @@ from drivers.edge import CommandError, EdgeSupervisor
 from drivers.errors import DriverError
 from drivers.types import DeviceIdentity, Family, Health
 from firmware_profiles import ProfileError, load_profile_key
+from fleet.domain import wire
+from fleet.runtime.supervise import TaskOwner
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ MAX_PENDING_COMMANDS = 16
 class UpdateHandler(Protocol):
     """Carries out `update` commands (firmware rollouts) for bridged kits: fleet.runtime.edge_flash."""
 
-    async def handle(self, link: KitLink, body: dict[str, Any]) -> None: ...
+    async def handle(self, link: KitLink, cmd: wire.Command) -> None: ...
 
 
 class AgentError(Exception):
@@ -96,7 +97,8 @@ class EdgeAgent:
         self.supervisor: EdgeSupervisor | None = None
         self.kits: dict[str, KitLink] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Command runs and re-bridges: named, owned, cancelled and awaited by aclose.
+        self._tasks = TaskOwner(log)
         self._models: dict[Family, tuple[str, str]] | None = None
         # Rollout updates (download, flash, report); None: `update` is refused like any unsupported command.
         self.updates: UpdateHandler | None = None
@@ -203,22 +205,8 @@ class EdgeAgent:
             self.kits.pop(hw, None)
             await asyncio.to_thread(_stop, link.client)
             return
-        self._publish(link, "status", {"v": 1, "state": "online", "ts": self.clock_ms()}, retain=True)
-        self._publish(
-            link,
-            "event",
-            {"v": 1, "seq": link.next_seq(self.clock_ms()), "ts": self.clock_ms(), "type": "boot"},
-        )
-        self._publish(
-            link,
-            "telemetry",
-            {
-                "v": 1,
-                "seq": link.next_seq(self.clock_ms()),
-                "ts": self.clock_ms(),
-                "fw": identity.firmware_version[:64],
-            },
-        )
+        self._publish(link, wire.Status(online=True, ts_ms=self.clock_ms()), retain=True)
+        announce(link, self._publish, self.clock_ms(), identity.firmware_version)
         log.info("%s bridged as %s (device %s)", hw, link.identity, link.device_id)
 
     async def _keep_on_kit(self, hw: str, creds: Mapping[str, Any]) -> None:
@@ -252,11 +240,7 @@ class EdgeAgent:
         it again, which also writes the new password to the kit."""
         if self.kits.get(link.hardware_id) is not link or link.port is None or link.kit is None:
             return
-        task = asyncio.get_running_loop().create_task(
-            self.online(link.port, link.kit), name=f"edge-rebridge:{link.hardware_id}"
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self.online(link.port, link.kit), f"edge-rebridge:{link.hardware_id}")
 
     async def offline(self, hardware_id: str, reason: str) -> None:
         link = self.kits.pop(hardware_id, None)
@@ -264,13 +248,9 @@ class EdgeAgent:
             return
         info = self._publish(
             link,
-            "status",
-            {
-                "v": 1,
-                "state": "offline",
-                "ts": self.clock_ms(),
-                "reason": "unplugged" if "unplug" in reason else "shutdown",
-            },
+            wire.Status(
+                online=False, ts_ms=self.clock_ms(), reason="unplugged" if "unplug" in reason else "shutdown"
+            ),
             retain=True,
         )
         try:
@@ -282,15 +262,13 @@ class EdgeAgent:
     async def health(self, hardware_id: str, health: Health) -> None:
         link = self.kits.get(hardware_id)
         if link is not None:
-            self._publish(
-                link, "telemetry", telemetry(health, link.next_seq(self.clock_ms()), self.clock_ms())
-            )
+            self._publish(link, telemetry(health, link.next_seq(self.clock_ms()), self.clock_ms()))
 
     async def aclose(self) -> None:
+        # Tasks first, so no command run or re-bridge is left pending and none bridges a kit again meanwhile.
+        await self._tasks.aclose()
         for hw in list(self.kits):
             await self.offline(hw, "agent stopping")
-        for task in list(self._tasks):
-            task.cancel()
 
     # ---- MQTT ------------------------------------------------------------------------------
 
@@ -299,12 +277,7 @@ class EdgeAgent:
             mqtt.CallbackAPIVersion.VERSION2, client_id=creds["username"], clean_session=False
         )
         client.username_pw_set(creds["username"], creds["password"])
-        client.will_set(
-            creds["topics"]["status"],
-            json.dumps({"v": 1, "state": "offline", "reason": "lwt"}),
-            qos=1,
-            retain=True,
-        )
+        client.will_set(creds["topics"]["status"], wire.encode_uplink(LAST_WILL), qos=1, retain=True)
         # Protocol 1: capped backoff; paho jitters nothing itself, but one lab PC has few kits.
         client.reconnect_delay_set(1, 60)
         return client
@@ -342,47 +315,38 @@ class EdgeAgent:
         # The first connect must succeed promptly; later drops are paho's reconnect loop's job.
         await asyncio.wait_for(connected.wait(), 10)
 
-    def _publish(
-        self, link: KitLink, channel: str, body: Mapping[str, Any], *, retain: bool = False
-    ) -> mqtt.MQTTMessageInfo:
-        return link.client.publish(
-            link.topics[channel], json.dumps(body, separators=(",", ":")), qos=1, retain=retain
-        )
+    def _publish(self, link: KitLink, value: wire.Uplink, *, retain: bool = False) -> mqtt.MQTTMessageInfo:
+        """Publish one protocol message on the kit's topic for its channel (QoS 1)."""
+        topic = link.topics[wire.channel_of(value).value]
+        return link.client.publish(topic, wire.encode_uplink(value), qos=1, retain=retain)
 
-    def _on_cmd(self, link: KitLink, payload: bytes) -> None:
-        try:
-            body = json.loads(payload)
-        except ValueError:
-            log.warning("%s: undecodable cmd message dropped", link.hardware_id)
+    def _on_cmd(self, link: KitLink, payload: bytes | bytearray) -> None:
+        cmd = wire.decode_downlink(bytes(payload))
+        if isinstance(cmd, wire.Rejection):
+            log.warning("%s: undecodable cmd message dropped (%s)", link.hardware_id, cmd.detail)
             return
-        if not isinstance(body, dict) or body.get("type") != "command" or not isinstance(body.get("id"), str):
-            if isinstance(body, dict) and body.get("type") == "error":
-                log.warning("%s: service refused a message: %s", link.hardware_id, body.get("reason"))
+        if isinstance(cmd, dict):
+            log.warning("%s: service refused a message: %s", link.hardware_id, cmd.get("reason"))
             return
-        cid = body["id"]
-        if cid in link.done:
+        if cmd.id in link.done:
             return  # redelivered after a reconnect: executed once already
-        link.done.add(cid)
-        task = asyncio.get_running_loop().create_task(self._run_command(link, body), name=f"edge-cmd:{cid}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        link.done.add(cmd.id)
+        self._tasks.spawn(self._run_command(link, cmd), f"edge-cmd:{cmd.id}")
 
-    async def _run_command(self, link: KitLink, body: dict[str, Any]) -> None:
-        cid, name = body["id"], str(body.get("cmd", ""))
-        if name == "update" and self.updates is not None:
+    async def _run_command(self, link: KitLink, cmd: wire.Command | wire.UnknownCommand) -> None:
+        cid, name = cmd.id, str(cmd.name)
+        if isinstance(cmd, wire.Command) and cmd.name is wire.CommandName.UPDATE and self.updates is not None:
             # Firmware updates answer with progress reports on the `update` channel, as terminals do.
-            await self.updates.handle(link, body)
+            await self.updates.handle(link, cmd)
             return
         now = self.clock_ms()
 
         def ack(accepted: bool, reason: str = "") -> None:
-            msg: dict[str, Any] = {"v": 1, "id": cid, "ts": self.clock_ms(), "accepted": accepted}
-            if reason:
-                msg["reason"] = reason[:64]
-            self._publish(link, "ack", msg)
+            self._publish(
+                link, wire.Ack(cid, self.clock_ms(), accepted, reason[: wire.MAX_CODE_TEXT] or None)
+            )
 
-        expires = body.get("expires_at")
-        if isinstance(expires, int) and expires < now:
+        if cmd.expires_at_ms < now:
             ack(False, "expired")
             return
         if name not in SUPPORTED or self.supervisor is None:
@@ -395,36 +359,42 @@ class EdgeAgent:
         link.pending += 1
         try:
             out = await self.supervisor.command(link.hardware_id, SUPPORTED[name])
-            result: dict[str, Any] = {"v": 1, "id": cid, "ts": self.clock_ms(), "ok": True}
-            if name == "diagnostics":
-                result["detail"] = out
-            self._publish(link, "result", result)
+            detail = out if name == "diagnostics" else None
+            self._publish(link, wire.Result(cid, self.clock_ms(), True, detail=detail))
             if name == "reboot":
-                self._publish(
-                    link,
-                    "event",
-                    {"v": 1, "seq": link.next_seq(self.clock_ms()), "ts": self.clock_ms(), "type": "boot"},
-                )
+                now = self.clock_ms()
+                self._publish(link, wire.Event(link.next_seq(now), now, wire.EventType.BOOT))
         except (CommandError, DriverError) as err:
-            self._publish(
-                link,
-                "result",
-                {"v": 1, "id": cid, "ts": self.clock_ms(), "ok": False, "code": type(err).__name__[:64]},
-            )
+            code = type(err).__name__[: wire.MAX_CODE_TEXT]
+            self._publish(link, wire.Result(cid, self.clock_ms(), False, code=code))
         finally:
             link.pending -= 1
 
 
-def telemetry(health: Health, seq: int, ts: int) -> dict[str, Any]:
+# The kit's Last Will: the broker publishes it (retained) when the agent's connection for the kit is lost.
+LAST_WILL = wire.Status(online=False, reason="lwt")
+
+
+def announce(
+    link: KitLink, publish: Callable[[KitLink, wire.Uplink], Any], now_ms: int, version: str
+) -> None:
+    """The kit (re)booted on `version`: a boot event, then telemetry carrying the firmware version."""
+    publish(link, wire.Event(link.next_seq(now_ms), now_ms, wire.EventType.BOOT))
+    publish(link, wire.Telemetry(link.next_seq(now_ms), now_ms, firmware=version[: wire.MAX_CODE_TEXT]))
+
+
+def telemetry(health: Health, seq: int, ts: int) -> wire.Telemetry:
     """Protocol 5.1 telemetry from a driver health reading (only the fields a kit has)."""
     readings = dict(health.readings)
-    body: dict[str, Any] = {"v": 1, "seq": seq, "ts": ts}
+    battery = None
     if "battery_pct" in readings:
-        body["battery"] = max(0, min(100, int(readings["battery_pct"])))
+        battery = max(wire.BATTERY_PCT_MIN, min(wire.BATTERY_PCT_MAX, int(readings["battery_pct"])))
     temp = readings.get("temperature_c", readings.get("temp_c"))
-    if temp is not None and -40 <= temp <= 150:
-        body["temp_c"] = round(float(temp), 1)
-    return body
+    if temp is not None and wire.TEMPERATURE_C_MIN <= temp <= wire.TEMPERATURE_C_MAX:
+        temp = round(float(temp), 1)
+    else:
+        temp = None
+    return wire.Telemetry(seq, ts, battery_pct=battery, temperature_c=temp)
 
 
 def _stop(client: mqtt.Client) -> None:

@@ -12,13 +12,12 @@ what was downloaded. Every step is reported on the kit's `update` channel exactl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
@@ -27,6 +26,7 @@ from drivers.edge import CommandError, EdgeSupervisor
 from drivers.errors import DriverError, FrameError
 from drivers.types import Family, FirmwareImage
 from drivers.types import Progress as FlashProgress
+from fleet.domain import wire
 from fleet.domain.update_wire import (
     Phase,
     Progress,
@@ -35,9 +35,8 @@ from fleet.domain.update_wire import (
     encode_progress,
     parse_update_args,
 )
-
-if TYPE_CHECKING:
-    from fleet.runtime.edge_agent import KitLink
+from fleet.runtime.edge_agent import KitLink, announce
+from fleet.runtime.supervise import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +86,7 @@ class KitUpdater:
         downloads: httpx.AsyncClient,
         *,
         clock_ms: Callable[[], int],
-        publish: Callable[[KitLink, str, dict[str, Any]], Any],
+        publish: Callable[[KitLink, wire.Uplink], Any],
         signing_key: str = "",
     ) -> None:
         # A client without the agent's API token: download links carry their own signature, and a link
@@ -99,16 +98,15 @@ class KitUpdater:
         self.supervisor: EdgeSupervisor | None = None
         self.kits: dict[str, KitUpdate] = {}
 
-    async def handle(self, link: KitLink, body: dict[str, Any]) -> None:
+    async def handle(self, link: KitLink, cmd: wire.Command) -> None:
         """One `update` command from the kit's cmd topic; every outcome is a progress report, never a raise."""
-        cid = str(body.get("id", ""))
+        cid = cmd.id
         try:
-            args = parse_update_args(body.get("args") if isinstance(body.get("args"), dict) else {})
+            args = parse_update_args(cmd.args)
         except ValueError as err:
             self._report(link, cid, Progress.REFUSED, reason=str(err))
             return
-        expires = body.get("expires_at")
-        if isinstance(expires, int) and expires < self.clock_ms():
+        if cmd.expires_at_ms < self.clock_ms():
             self._report(link, cid, Progress.REFUSED, reason="expired")
             return
         if args.size > MAX_KIT_IMAGE_BYTES:
@@ -133,21 +131,17 @@ class KitUpdater:
         if st.installing:
             return  # never interrupt a flash: its final report follows
         task = st.download
-        if task is not None and task is not asyncio.current_task() and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if task is not None and task is not asyncio.current_task():
+            await cancel_and_wait([task], log)
         self.kits.pop(link.hardware_id, None)
         self._report(link, cid, Progress.CANCELLED, version=self._version(link))
 
     async def _download(self, link: KitLink, cid: str, args: UpdateArgs, st: KitUpdate) -> None:
         running = st.download
-        if running is not None and running is not asyncio.current_task() and not running.done():
+        if running is not None and running is not asyncio.current_task():
             # A newer command (the engine retried a stalled attempt) supersedes the old transfer; two writers
             # into one partial image would only produce a hash mismatch.
-            running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await running
+            await cancel_and_wait([running], log)
         if st.staged is not None and st.sha256 == args.sha256:
             self._report(link, cid, Progress.DOWNLOADED, size=len(st.staged))
             return
@@ -312,9 +306,7 @@ class KitUpdater:
 
     def _announce(self, link: KitLink, version: str) -> None:
         """The kit rebooted on `version`: say so like a booting terminal (boot event, telemetry with fw)."""
-        now = self.clock_ms()
-        self.publish(link, "event", {"v": 1, "seq": link.next_seq(now), "ts": now, "type": "boot"})
-        self.publish(link, "telemetry", {"v": 1, "seq": link.next_seq(now), "ts": now, "fw": version[:64]})
+        announce(link, self.publish, self.clock_ms(), version)
 
     def _report(self, link: KitLink, cid: str, state: Progress, **kw: Any) -> None:
         p = UpdateProgress(cid, self.clock_ms(), state, **kw)
@@ -323,7 +315,5 @@ class KitUpdater:
         link.client.publish(link.topics["update"], encode_progress(p), qos=1)
 
     async def aclose(self) -> None:
-        for st in self.kits.values():
-            if st.download is not None and not st.download.done():
-                st.download.cancel()
+        await cancel_and_wait([st.download for st in self.kits.values()], log)
         self.kits.clear()

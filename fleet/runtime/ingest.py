@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
 import os
 import time
@@ -30,6 +29,7 @@ from fleet.persistence.directory import DeviceDirectory, ReferenceWatch
 from fleet.persistence.ingest_repo import DeviceRef, Inbound, Rejected
 from fleet.persistence.timetables import Timetables
 from fleet.runtime.mqtt_subscriber import BrokerAddress, SubscriberSession
+from fleet.runtime.supervise import cancel_and_wait
 from fleet.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -183,13 +183,7 @@ class IngestService:
 
     async def __aexit__(self, *exc: object) -> None:
         self._stopping = True
-        for task in (self._refresher, self._writer):
-            if task is not None:
-                task.cancel()
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
+        await cancel_and_wait([self._refresher, self._writer], logger)
         # The uncommitted tail stays unacked: the broker redelivers it to the next worker or restart.
         if self._sub is not None:
             await self._sub.close()
@@ -309,7 +303,7 @@ class IngestService:
         self.stats.rejected += 1
         kept: bytes | None = payload[: wire.MAX_UPLINK_BYTES]
         if channel == wire.Channel.EVENT or channel is None:
-            kept = _scrub(kept)  # type: ignore[arg-type]
+            kept = wire.redact_user(kept)  # type: ignore[arg-type]
         pend.rejected.append(Rejected(now, rej.reason.value, topic, identity, kept, len(payload), rej.detail))
 
     # ------------------------------------------------------------ writer
@@ -467,14 +461,3 @@ class IngestService:
             else:
                 m.mqtt_disconnected(ref.device_kind, _DISCONNECT_REASON.get(cause, cause))
         m.ingest_queue_depth.set(len(self._pending))
-
-
-def _scrub(payload: bytes) -> bytes | None:
-    """Drop a login `user` from a dead-lettered event; unparseable event payloads are not kept at all."""
-    try:
-        obj = json.loads(payload)
-    except (ValueError, RecursionError):
-        return None
-    if isinstance(obj, dict) and "user" in obj:
-        obj["user"] = "<removed>"
-    return json.dumps(obj).encode() if isinstance(obj, dict) else None

@@ -27,6 +27,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
 from fleet.compat.paho import BufferedClient
+from fleet.runtime.supervise import Backoff, Retry, cancel_and_wait, reconnecting
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +145,9 @@ class _Connection:
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
         self.delivered += 1
         qos = msg.qos
-        self.owner.sink(msg.topic, msg.payload, msg.mid if qos else None, self.gen)
+        # paho's receive path builds the payload as bytes (bytearray is only what a publisher may hand it).
+        payload: bytes = msg.payload  # type: ignore[assignment]
+        self.owner.sink(msg.topic, payload, msg.mid if qos else None, self.gen)
 
     def _on_register_write(self, _c: Any, _u: Any, sock: Any) -> None:
         self.loop.add_writer(sock, self._writable)
@@ -247,6 +250,7 @@ class SubscriberSession:
         keepalive: int = 30,
         clean_session: bool = False,
         on_state: StateListener | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.address = address
         self.client_id = client_id
@@ -262,6 +266,11 @@ class SubscriberSession:
         self._task: asyncio.Task[None] | None = None
         self._paused = False
         self._stopping = False
+        self._retry = Retry(
+            f"MQTT broker {address.host}:{address.port} (ingest subscriber)",
+            logger,
+            Backoff(BACKOFF_START_S, BACKOFF_CAP_S, rng=rng),
+        )
 
     async def __aenter__(self) -> SubscriberSession:
         self._task = asyncio.create_task(self._run(), name=f"mqtt-subscriber-{self.client_id}")
@@ -274,11 +283,8 @@ class SubscriberSession:
         self._stopping = True
         if self._conn is not None:
             self._conn.close()
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait([self._task], logger)
+        self._task = None
 
     @property
     def generation(self) -> int:
@@ -313,49 +319,29 @@ class SubscriberSession:
             self._conn.start_reading()
 
     async def _run(self) -> None:
+        await reconnecting(
+            self._attempt,
+            self._retry,
+            (OSError, ConnectionError, TimeoutError),
+            stopping=lambda: self._stopping,
+        )
+
+    async def _attempt(self) -> None:
+        """One connection lifetime, and what its end means for the state listener."""
         loop = asyncio.get_running_loop()
-        delay = BACKOFF_START_S
-        failing = False
-        while not self._stopping:
-            reason = "network"
-            try:
-                reason = await self._session(loop)
-                delay = BACKOFF_START_S
-                if failing:
-                    logger.info("MQTT broker connection recovered")
-                    failing = False
-            except asyncio.CancelledError:
-                raise
-            except BrokerRefused as err:
-                reason = "auth_failed"
-                if not failing:
-                    logger.warning(
-                        "MQTT broker %s:%s refused the ingest subscriber (%s); retrying",
-                        self.address.host,
-                        self.address.port,
-                        err,
-                    )
-                    failing = True
-            except (OSError, ConnectionError, TimeoutError) as err:
-                if not failing:
-                    logger.warning(
-                        "MQTT broker %s:%s unavailable (%s); retrying",
-                        self.address.host,
-                        self.address.port,
-                        err,
-                    )
-                    failing = True
-            finally:
-                if self._conn is not None:
-                    self._conn.close()
-                if self.connected.is_set():
-                    self.connected.clear()
-                    if self.on_state:
-                        self.on_state(False, "clean" if self._stopping else reason)
-            if self._stopping:
-                return
-            await asyncio.sleep(delay * random.uniform(0.7, 1.3))
-            delay = min(delay * 2, BACKOFF_CAP_S)
+        reason = "network"
+        try:
+            reason = await self._session(loop)
+        except BrokerRefused:
+            reason = "auth_failed"
+            raise
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+            if self.connected.is_set():
+                self.connected.clear()
+                if self.on_state:
+                    self.on_state(False, "clean" if self._stopping else reason)
 
     async def _session(self, loop: asyncio.AbstractEventLoop) -> str:
         """One connection lifetime; returns the reason it ended."""
@@ -376,6 +362,7 @@ class SubscriberSession:
         if any(code.is_failure for code in codes):
             raise BrokerRefused(f"subscription(s) {self.filters} refused")
         self.session_present = present
+        self._retry.ok()
         self.connected.set()
         if self.on_state:
             self.on_state(True, "connected")

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 from collections import Counter
 from datetime import datetime
 from typing import Any
@@ -29,6 +30,7 @@ from fleet.runtime.brokers import broker_from_settings
 from fleet.runtime.ingest import IngestService
 from fleet.runtime.mqtt_subscriber import BrokerAddress
 from fleet.runtime.state import FleetState, Stage, stage
+from fleet.runtime.supervise import Backoff, Retry, TaskOwner, every, reconnecting
 from fleet.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -39,6 +41,10 @@ SWEEP_INTERVAL_S = 15.0
 DISPATCH_INTERVAL_S = 1.0
 # The metrics snapshot and lesson-concurrency roll-up; Prometheus scrapes every 15-30 s.
 SNAPSHOT_INTERVAL_S = 15.0
+# The command publisher's reconnect backoff: the broker is usually local and back within ~1 s of a restart,
+# so start at 0.5 s; the 30 s cap keeps a long outage from costing more than a connect attempt per 30 s.
+DISPATCH_BACKOFF_START_S = 0.5
+DISPATCH_BACKOFF_CAP_S = 30.0
 # Commands published per dispatch pass: a school-wide batch goes out over a few passes, not in one burst.
 DISPATCH_BATCH = 500
 # Credential changes arriving within this window share one broker sync: at the 08:00 bell hundreds of
@@ -84,6 +90,7 @@ class DevicePlane:
         metrics: Any = None,
         snapshot: Any = None,
         run_ingest: bool = True,
+        rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -99,7 +106,8 @@ class DevicePlane:
         self.ingest: IngestService | None = None
         self.address: BrokerAddress | None = None
         self._stack = contextlib.AsyncExitStack()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskOwner(logger)
+        self._rng = rng  # the command publisher's backoff jitter (injectable for tests)
         self._dispatch_wake = asyncio.Event()
         self._publisher: aiomqtt.Client | None = None
         self.online: dict[int, bool] = {}
@@ -128,7 +136,7 @@ class DevicePlane:
         # Devices moved, rooms or timetables changed by anyone (another process, an import, SQL): reloaded here
         # within REFERENCE_POLL_S; changes through this process's API are applied right after their commit.
         self._spawn(self.watch.run(), "plane-reference-watch")
-        self._stack.push_async_callback(self._stop_tasks)
+        self._stack.push_async_callback(self._tasks.aclose)
         if self.address is None:
             return  # broker "none": HTTP only
         # amqtt has no $share; elsewhere the settings decide (see MqttSettings.ingest_shared).
@@ -151,22 +159,15 @@ class DevicePlane:
         self._spawn(self._dispatch_loop(), "plane-commands")
         self._spawn(self._sweep_loop(), "plane-presence-sweep")
         self._spawn(self._snapshot_loop(), "plane-snapshot")
-        self._stack.push_async_callback(self._stop_tasks)  # first out: before the ingest and the broker stop
+        self._stack.push_async_callback(
+            self._tasks.aclose
+        )  # first out: before the ingest and the broker stop
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
 
     def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _stop_tasks(self) -> None:
-        for t in list(self._tasks):
-            t.cancel()
-        for t in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        self._tasks.spawn(coro, name)
 
     # ------------------------------------------------------------ credentials take effect
     async def credentials_changed(self, username: str | None = None, *, revoked: bool = False) -> None:
@@ -240,18 +241,9 @@ class DevicePlane:
         return changes
 
     async def _sweep_loop(self) -> None:
-        failing = False
-        while True:
-            await asyncio.sleep(SWEEP_INTERVAL_S)
-            try:
-                await self.sweep_once()
-                if failing:
-                    logger.info("presence sweep recovered")
-                failing = False
-            except Exception:
-                if not failing:
-                    logger.exception("presence sweep failed; retrying")
-                failing = True
+        await every(
+            SWEEP_INTERVAL_S, self.sweep_once, Retry("presence sweep", logger), first_delay=SWEEP_INTERVAL_S
+        )
 
     async def rollup_concurrency(self, now: datetime | None = None) -> None:
         """Record the peak of devices online per school during the current lesson period."""
@@ -358,18 +350,15 @@ class DevicePlane:
         )
 
     async def _snapshot_loop(self) -> None:
-        failing = False
-        while True:
-            try:
-                await self.rollup_concurrency()
-                if self.snapshot is not None:
-                    self.snapshot.publish(await self.build_snapshot())
-                failing = False
-            except Exception:
-                if not failing:
-                    logger.exception("snapshot/concurrency roll-up failed; retrying")
-                failing = True
-            await asyncio.sleep(self.settings.metrics.snapshot_interval_s)  # default SNAPSHOT_INTERVAL_S
+        async def step() -> None:
+            await self.rollup_concurrency()
+            if self.snapshot is not None:
+                self.snapshot.publish(await self.build_snapshot())
+
+        # default SNAPSHOT_INTERVAL_S
+        await every(
+            self.settings.metrics.snapshot_interval_s, step, Retry("snapshot/concurrency roll-up", logger)
+        )
 
     # ------------------------------------------------------------ commands
     def wake_dispatcher(self) -> None:
@@ -378,8 +367,13 @@ class DevicePlane:
     async def _dispatch_loop(self) -> None:
         assert self.address is not None
         addr = self.address
-        failing = False
-        while True:
+        retry = Retry(
+            "command publisher's broker connection",
+            logger,
+            Backoff(DISPATCH_BACKOFF_START_S, DISPATCH_BACKOFF_CAP_S, rng=self._rng),
+        )
+
+        async def session() -> None:
             try:
                 async with aiomqtt.Client(
                     addr.host,
@@ -389,20 +383,16 @@ class DevicePlane:
                     password=addr.password,
                 ) as client:
                     self._publisher = client
-                    if failing:
-                        logger.info("command publisher reconnected")
-                    failing = False
+                    retry.ok()
                     while True:
                         await self.dispatch_once(client)
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(self._dispatch_wake.wait(), DISPATCH_INTERVAL_S)
                         self._dispatch_wake.clear()
-            except aiomqtt.MqttError as err:
+            finally:
                 self._publisher = None
-                if not failing:
-                    logger.warning("command publisher lost the broker (%s); retrying", err)
-                failing = True
-                await asyncio.sleep(1.0)
+
+        await reconnecting(session, retry, (aiomqtt.MqttError,))
 
     async def dispatch_once(self, client: aiomqtt.Client) -> int:
         """Expire, time out, and send queued commands to devices that are online; returns commands sent."""

@@ -4,7 +4,6 @@ folder (one directory per district and month), keeping the last N months."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
@@ -24,6 +23,7 @@ from fleet.errors import FeatureUnavailable
 from fleet.persistence.db import create_engine, session_factory, unit_of_work
 from fleet.persistence.models import District
 from fleet.runtime.state import Stage, stage
+from fleet.runtime.supervise import Retry, cancel_and_wait, every
 from fleet.services.reports import ReportQuery, generate, render
 from fleet.settings import Settings
 
@@ -136,18 +136,7 @@ class MonthlyReports:
 
     async def run_forever(self) -> None:
         """Catch up at start, then check every poll interval; a failed run is logged and retried next time."""
-        failing = False
-        while True:
-            try:
-                await self.tick()
-                if failing:
-                    log.info("monthly reports recovered")
-                failing = False
-            except Exception:
-                if not failing:
-                    log.exception("monthly reports failed; retrying every %ss", self.cfg.monthly_poll_seconds)
-                failing = True
-            await asyncio.sleep(self.cfg.monthly_poll_seconds)
+        await every(self.cfg.monthly_poll_seconds, self.tick, Retry("monthly reports", log))
 
 
 def monthly_reports_hook(clock: Clock | None = None) -> RuntimeHook:
@@ -161,9 +150,7 @@ def monthly_reports_hook(clock: Clock | None = None) -> RuntimeHook:
         state.monthly_reports_task = task
 
         async def stop() -> None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait([task], log)
 
         stack.push_async_callback(stop)
 

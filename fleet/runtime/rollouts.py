@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections import Counter
@@ -25,6 +24,7 @@ from fleet.persistence.models import Device, School
 from fleet.persistence.models_mqtt import DeviceCredential
 from fleet.runtime.mqtt_subscriber import BrokerAddress
 from fleet.runtime.state import FleetState, RuntimeHook, Stage, stage
+from fleet.runtime.supervise import Backoff, Retry, TaskOwner, every, reconnecting
 from fleet.services.rollouts import DeviceTarget, RolloutEngine
 from fleet.settings import Settings
 
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 # Reconnect to the broker after this pause: the broker restarts in a second or two; a longer pause only
 # delays progress reports (devices hold them in their QoS 1 session meanwhile).
 RECONNECT_DELAY_S = 1.0
+# ... doubling (jittered) while it stays away, up to this: a long outage costs one connect attempt per 30 s.
+RECONNECT_CAP_S = 30.0
 # Identities cached per process: a district has ~10,000 devices, a cache entry is ~100 bytes.
 IDENTITY_CACHE_MAX = 20_000
 
@@ -70,11 +72,12 @@ class MqttUpdateLink:
 
     async def run(self) -> None:
         """Connect, subscribe to progress and read it, reconnecting for as long as the task lives."""
-        failing = False
         filt = self.topics.uplink_filter(wire.Channel.UPDATE)
         if self.shared:
             filt = self.topics.shared(self.group, filt)
-        while True:
+        retry = Retry("rollout link's broker connection", log, Backoff(RECONNECT_DELAY_S, RECONNECT_CAP_S))
+
+        async def session() -> None:
             try:
                 async with aiomqtt.Client(
                     self.address.host,
@@ -86,18 +89,14 @@ class MqttUpdateLink:
                     await client.subscribe(filt, qos=1)
                     self.client = client
                     self.connected.set()
-                    if failing:
-                        log.info("rollout link reconnected")
-                    failing = False
+                    retry.ok()
                     async for msg in client.messages:
                         await self.handle(str(msg.topic), bytes(msg.payload))  # type: ignore[arg-type]
-            except aiomqtt.MqttError as err:
+            finally:
                 self.client = None
                 self.connected.clear()
-                if not failing:
-                    log.warning("rollout link lost the broker (%s); retrying", err)
-                failing = True
-                await asyncio.sleep(RECONNECT_DELAY_S)
+
+        await reconnecting(session, retry, (aiomqtt.MqttError,))
 
     async def handle(self, topic: str, payload: bytes) -> bool:
         """One progress message; a bad one is counted by reason and dropped, never raised."""
@@ -152,7 +151,7 @@ class RolloutRuntime:
         self.clock = clock
         self.step_seconds = step_seconds
         self.link = link
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskOwner(log)
 
     async def __aenter__(self) -> RolloutRuntime:
         if self.link is not None:
@@ -162,30 +161,16 @@ class RolloutRuntime:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for t in list(self._tasks):
-            t.cancel()
-        for t in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await self._tasks.aclose()
 
     def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro, name)
 
     async def _loop(self) -> None:
-        failing = False
-        while True:
-            try:
-                await self.engine.step(self.clock.now())
-                if failing:
-                    log.info("rollout step recovered")
-                failing = False
-            except Exception:  # the loop outlives a bad step; the next one retries
-                if not failing:
-                    log.exception("rollout step failed; retrying every %.0f s", self.step_seconds)
-                failing = True
-            await asyncio.sleep(self.step_seconds)
+        async def step() -> None:
+            await self.engine.step(self.clock.now())
+
+        await every(self.step_seconds, step, Retry("rollout step", log))
 
 
 def rollout_hook(settings: Settings, *, base_url: str = "") -> RuntimeHook:

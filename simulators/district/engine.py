@@ -14,8 +14,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,12 +22,16 @@ from zoneinfo import ZoneInfo
 
 import psutil
 
+from fleet.domain import wire
+from fleet.runtime.supervise import TaskOwner
 from simulators.district.clock import Anchor, SimClock
 from simulators.district.fleetlink import Credentials, DeviceState, Enroller, ReadBack
-from simulators.district.labs import Labs, StartAgent
+from simulators.district.hooks import Hooks
+from simulators.district.labs import Labs
 from simulators.district.mqttpool import Pool, raise_fd_limit
+from simulators.district.scenarios import apply as apply_scenarios
 from simulators.district.spec import District, Room, School, TrafficIn
-from simulators.district.tasks import cancel_and_wait
+from simulators.district.stats import Stats
 from simulators.district.terminal import Phase, Terminal
 from simulators.district.updates import Updates
 
@@ -61,53 +64,6 @@ LAG_PROBE_S = 0.05
 # is 0.4 simulated seconds at x20, far below a 60 s telemetry interval, and 50 callbacks a second instead of
 # one timer handle (and a heap push and pop) per message.
 TICK_SLOT_S = 0.02
-
-
-@dataclass
-class Stats:
-    """Everything the report needs, counted on the simulator's side."""
-
-    started_mono: float = 0.0
-    connects: int = 0
-    connect_failures: int = 0
-    connack_refused: int = 0
-    connack_codes: dict[int, int] = field(default_factory=dict)
-    disconnects: int = 0
-    published: int = 0
-    acked: int = 0
-    connect_latency: list[float] = field(default_factory=list)  # socket open -> CONNACK, seconds
-    connect_times: list[float] = field(default_factory=list)  # real seconds since start of each CONNACK
-    connack_mono: dict[str, float] = field(default_factory=dict)  # first CONNACK per terminal (monotonic)
-    garbage: dict[str, int] = field(default_factory=dict)
-    error_replies: dict[str, int] = field(default_factory=dict)
-    commands: dict[str, int] = field(default_factory=dict)
-    # school -> simulated minute (epoch minute) -> bytes reported in that minute
-    bytes_by_school: dict[str, dict[int, int]] = field(
-        default_factory=lambda: collections.defaultdict(lambda: collections.defaultdict(int))
-    )
-    series: list[dict[str, float]] = field(default_factory=list)
-    probe_latency: list[float] = field(default_factory=list)
-    probe_late: int = 0
-    loop_lag_max: float = 0.0  # worst event-loop lag since the sampler last read it (seconds)
-    events: list[tuple[float, str]] = field(default_factory=list)
-
-    def on_connect(self, t: Terminal, latency: float) -> None:
-        self.connects += 1
-        self.connect_latency.append(latency)
-        now = time.monotonic()
-        self.connect_times.append(now - self.started_mono)
-        self.connack_mono.setdefault(t.serial, now)
-
-    def add_bytes(self, school: str, n: int, at_ms: int) -> None:
-        self.bytes_by_school[school][at_ms // 60_000] += n
-
-    def mark(self, text: str) -> None:
-        self.events.append((round(time.monotonic() - self.started_mono, 2), text))
-        logger.info("%s", text)
-
-    def mark_once(self, text: str) -> None:
-        if all(e[1] != text for e in self.events):
-            self.mark(text)
 
 
 class TickWheel:
@@ -185,21 +141,6 @@ class TickWheel:
         self.slots.clear()
 
 
-@dataclass(frozen=True)
-class Hooks:
-    """Things outside the simulator that some scenarios need; absent ones make those scenarios report
-    'skipped'."""
-
-    restart_broker: Callable[[], Awaitable[None]] | None = None
-    set_service_clock: Callable[[Anchor], Awaitable[None]] | None = None
-    add_exam_day: Callable[[str, str], Awaitable[None]] | None = None  # (school code, ISO date)
-    service_pids: Callable[[], dict[str, int]] | None = None  # name -> pid, for CPU/RSS sampling
-    # (school code, command, args): as a technician would through the commands API
-    send_command: Callable[[str, str, dict[str, Any]], Awaitable[Any]] | None = None
-    # Runs the real edge agent for one lab room over its bench of pty devices (see simulators.district.labs)
-    start_lab_agent: StartAgent | None = None
-
-
 class Simulation:
     def __init__(
         self,
@@ -226,6 +167,7 @@ class Simulation:
         self.duration_s = duration_s
         self.speed = speed or district.speed
         self.prefix = prefix
+        self.topics = wire.Topics(prefix)
         self.state_file = state_file
         self.rng = random.Random(seed)
         self.hooks = hooks or Hooks()
@@ -248,7 +190,7 @@ class Simulation:
         self.baseline: dict[str, DeviceState] = {}
         self.outcome: dict[str, Any] = {}
         self.scenario_notes: dict[str, str] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskOwner(logger)  # a helper task's failure must not lose the report: it is logged
         self._handles: set[asyncio.TimerHandle] = set()
         self.lab_devices = district.count(transport="serial")
         self.labs = Labs()
@@ -351,8 +293,21 @@ class Simulation:
                 down += tr.burst.bytes_down
         return up, down
 
-    def kick_connector(self) -> None:
+    # ---------------------------------------------------------------- the TerminalHost protocol
+    def connect_soon(self, t: Terminal) -> None:
+        """Queue `t` for the connector (at most MAX_CONNECTING waiting for CONNACK at once)."""
+        self.connect_queue.append(t)
         self._connector_wake.set()
+
+    def cancel_tick(self, t: Terminal) -> None:
+        self.ticks.cancel(t)
+
+    def update_command(self, t: Terminal, cmd: wire.Command) -> None:
+        self.updates.command(t, cmd)
+
+    def hold(self, handle: asyncio.TimerHandle) -> None:
+        """Keep a planned timer (a scenario's, the day plan's): cancelled when the run's time is up."""
+        self._handles.add(handle)
 
     # ---------------------------------------------------------------- setup
     async def enroll_all(self) -> None:
@@ -441,6 +396,10 @@ class Simulation:
         try:
             return await self._run()
         finally:
+            # After a failed run too: no task is left pending, no terminal socket left open.
+            await self._tasks.aclose()
+            if self.pool is not None:
+                await self.pool.close()
             await self.labs.aclose()
             # Hand what the sampler froze back to the cyclic GC, and collect it now, between runs: a second
             # run in the same process (the district benchmark's x1 run) would otherwise keep this run's 10,000
@@ -474,16 +433,14 @@ class Simulation:
         self.pool.start()
         self.stats.started_mono = time.monotonic()
         self.stats.mark(f"simulation starts at {self.start_local.isoformat()} local, x{self.speed:g}")
-        self._spawn(self._connector(), "sim-connector")
-        self._spawn(self._sampler(), "sim-sampler")
-        self._spawn(self._lag_probe(), "sim-lag-probe")
-        self._spawn(self.updates.run(), "sim-updates")
+        self.spawn(self._connector(), "sim-connector")
+        self.spawn(self._sampler(), "sim-sampler")
+        self.spawn(self._lag_probe(), "sim-lag-probe")
+        self.spawn(self.updates.run(), "sim-updates")
         if self.readback is not None:
-            self._spawn(self._prober(), "sim-prober")
+            self.spawn(self._prober(), "sim-prober")
         self.plan_day()
-        from simulators.district import scenarios
-
-        await scenarios.apply(self)
+        await apply_scenarios(self)
         try:
             await asyncio.sleep(self.duration_s)
         finally:
@@ -492,19 +449,16 @@ class Simulation:
         self.stats.mark("duration reached: settling")
         self.ticks.stop()
         self.frozen = True  # no new traffic from here: what was sent is what gets accounted
-        for task in list(self._tasks):
-            if task.get_name() in ("sim-prober", "sim-sampler", "sim-lag-probe"):
-                task.cancel()
+        await self._tasks.cancel(("sim-prober", "sim-sampler", "sim-lag-probe"))
         await self._settle()
-        await cancel_and_wait(self._tasks)  # a helper task's failure must not lose the report; it is logged
+        await self._tasks.aclose()
         await self.shutdown()
         self.save_state()
         return self.outcome
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        """Run `coro` as a named task the simulation owns (cancelled and awaited when the run ends)."""
+        self._tasks.spawn(coro, name)
 
     def plan_day(self) -> None:
         """Wake each terminal before its first bell (with jitter) and put it to sleep after school."""
@@ -520,12 +474,12 @@ class Simulation:
             if storm:
                 # The bell storm: everyone connects within the window after the simulated start (real
                 # seconds).
-                self._handles.add(self.after_real(t.rng.uniform(0, window_real), t.wake))
+                self.hold(self.after_real(t.rng.uniform(0, window_real), t.wake))
             else:
                 wake = first - timedelta(seconds=t.rng.uniform(0, self.traffic.wake_jitter_s))
-                self._handles.add(self.at_sim(self.to_utc(t.school, max(wake, self.start_local)), t.wake))
+                self.hold(self.at_sim(self.to_utc(t.school, max(wake, self.start_local)), t.wake))
             sleep_at = last + timedelta(seconds=self.traffic.after_school_s)
-            self._handles.add(self.at_sim(self.to_utc(t.school, sleep_at), t.sleep))
+            self.hold(self.at_sim(self.to_utc(t.school, sleep_at), t.sleep))
 
     async def _connector(self) -> None:
         """Start connects from the queue, at most MAX_CONNECTING waiting for CONNACK at once."""

@@ -21,6 +21,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from fleet.compat.paho import LeanPubackClient
+from fleet.runtime.supervise import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -122,13 +123,9 @@ class Pool:
         self._misc = asyncio.create_task(self._misc_loop(), name="mqttpool-misc")
 
     async def close(self) -> None:
-        if self._misc is not None:
-            self._misc.cancel()
-            try:
-                await self._misc
-            except asyncio.CancelledError:
-                pass
-        for c in list(self.clients):
+        await cancel_and_wait([self._misc], logger)
+        self._misc = None
+        for c in list(self.clients):  # a second close finds every socket gone already
             sock = c.socket()
             if sock is not None:
                 self._unregister(sock)

@@ -7,14 +7,45 @@ scenarios below schedule their faults on the simulated clock, relative to the fi
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-from simulators.district.terminal import Phase
+from simulators.district.clock import SimClock
+from simulators.district.hooks import Hooks
+from simulators.district.spec import District, Room, School, TrafficIn
+from simulators.district.stats import Stats
+from simulators.district.terminal import Phase, Terminal
 
-if TYPE_CHECKING:
-    from simulators.district.engine import Simulation
-    from simulators.district.terminal import Terminal
+
+class ScenarioHost(Protocol):
+    """What the scenarios read and schedule on the simulation (engine.Simulation is the one host)."""
+
+    district: District
+    scenarios: tuple[str, ...]
+    hooks: Hooks
+    start_local: datetime
+    terminals: list[Terminal]
+    rooms: dict[str, tuple[School, Room]]
+    traffic: TrafficIn
+    clock: SimClock
+    stats: Stats
+    outcome: dict[str, Any]
+    scenario_notes: dict[str, str]
+    flap_room: str | None
+
+    def to_utc(self, school: str, local: datetime) -> datetime: ...
+
+    def at_sim(self, when: datetime, fn: Callable[[], None]) -> Any: ...
+
+    def after_real(self, delay: float, fn: Callable[[], None]) -> Any: ...
+
+    def hold(self, handle: Any) -> None: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None: ...
+
+    def mono(self) -> float: ...
+
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +58,12 @@ FLAP_POLL_S = 0.1
 EXAM_POLICY = {"session_minutes": 45, "daily_minutes": 240, "break_minutes": 10, "allowed_apps": ["edu.exam"]}
 
 
-def _first_bell_utc(sim: Simulation) -> datetime:
+def _first_bell_utc(sim: ScenarioHost) -> datetime:
     bell = sim.district.first_bell()
     return sim.to_utc(sim.district.schools[0].code, max(bell, sim.start_local))
 
 
-def _share(sim: Simulation, share: float, salt: str) -> list[Terminal]:
+def _share(sim: ScenarioHost, share: float, salt: str) -> list[Terminal]:
     """A deterministic share of the terminals (at least one when the share is positive)."""
     if share <= 0 or not sim.terminals:
         return []
@@ -42,7 +73,7 @@ def _share(sim: Simulation, share: float, salt: str) -> list[Terminal]:
     return random.Random(f"{salt}:{len(sim.terminals)}").sample(sim.terminals, n)
 
 
-async def apply(sim: Simulation) -> None:
+async def apply(sim: ScenarioHost) -> None:
     p = sim.district.scenario
     bell = _first_bell_utc(sim)
     names = sim.scenarios
@@ -96,7 +127,7 @@ async def apply(sim: Simulation) -> None:
                         t.reboot_soon()  # an update ends in a reboot into the new image
                 sim.stats.mark(f"bad-firmware: {len(chosen)} terminals boot {p.bad_firmware_version}")
 
-            sim._handles.add(sim.at_sim(bell + timedelta(seconds=p.bad_firmware_at_s), install))
+            sim.hold(sim.at_sim(bell + timedelta(seconds=p.bad_firmware_at_s), install))
             sim.outcome["bad_firmware"] = sorted(t.serial for t in chosen)
             sim.scenario_notes["bad-firmware"] = (
                 f"{len(chosen)} terminals updated to {p.bad_firmware_version} crash and reboot"
@@ -120,7 +151,7 @@ async def apply(sim: Simulation) -> None:
             if not give_up[0]:
                 give_up[0] = now + FLAP_WAIT_S
             if waiting and now < give_up[0]:
-                sim._handles.add(sim.after_real(FLAP_POLL_S, flap))
+                sim.hold(sim.after_real(FLAP_POLL_S, flap))
                 return
             sim.stats.mark(
                 f"wifi-flap: {room} goes dark for {p.flap_down_s:g} s"
@@ -130,7 +161,7 @@ async def apply(sim: Simulation) -> None:
                 if t.phase == Phase.ONLINE:
                     t.flap(down_real)
 
-        sim._handles.add(sim.at_sim(bell + timedelta(seconds=p.flap_at_s), flap))
+        sim.hold(sim.at_sim(bell + timedelta(seconds=p.flap_at_s), flap))
         sim.outcome["flap_room"] = room
         sim.scenario_notes["wifi-flap"] = f"{room} ({len(members)} terminals) drops for {p.flap_down_s:g} s"
     if "broker-restart" in names:
@@ -146,9 +177,9 @@ async def apply(sim: Simulation) -> None:
                     await restart()
                     sim.stats.mark("broker-restart: broker is back")
 
-                sim._spawn(run(), "sim-broker-restart")
+                sim.spawn(run(), "sim-broker-restart")
 
-            sim._handles.add(sim.at_sim(bell + timedelta(seconds=p.restart_at_s), go))
+            sim.hold(sim.at_sim(bell + timedelta(seconds=p.restart_at_s), go))
             sim.scenario_notes["broker-restart"] = (
                 f"broker restarts {p.restart_at_s:g} s after the first bell"
             )

@@ -7,18 +7,21 @@ counted when sent and when the broker acknowledges it, so the report can compare
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as paho
 
-if TYPE_CHECKING:
-    from simulators.district.engine import Simulation
+from fleet.domain import wire
+from simulators.district.clock import SimClock
+from simulators.district.mqttpool import Pool
+from simulators.district.spec import TrafficIn
+from simulators.district.stats import Stats
 
 logger = logging.getLogger(__name__)
 
@@ -26,54 +29,59 @@ logger = logging.getLogger(__name__)
 BACKOFF_START_S = 1.0
 BACKOFF_CAP_S = 60.0
 BACKOFF_JITTER = 0.3
-
-
-# Telemetry and heartbeat bodies (protocol sections 4.1 and 4.2), pre-encoded: a %-format over bytes builds
-# the same JSON as json.dumps of the dict, at a fraction of the cost of a dict and an encoder pass per
-# message.
-_TELEMETRY = (
-    b'{"v":1,"seq":%d,"ts":%d,"battery":%d,"charging":%s,"temp_c":%.1f,"storage_pct":61.0,"fw":%s,'
-    b'"up":%d,"down":%d,"rssi":%d%s}'
+# Every terminal model in the district specs reports this much storage in use (it is not simulated).
+STORAGE_USED_PCT = 61.0
+# A terminal's Last Will (protocol section 3): the broker publishes it, retained, when the link is lost.
+LAST_WILL = wire.encode_uplink(wire.Status(online=False, reason="lwt"))
+# Faulty terminals send one of these per telemetry tick, in turn (protocol section 6.2: one reason each).
+GARBAGE = (
+    wire.Reason.MALFORMED_JSON,
+    wire.Reason.SCHEMA,
+    wire.Reason.OVERSIZED,
+    wire.Reason.UNSUPPORTED_VERSION,
 )
-_HEARTBEAT = b'{"v":1,"seq":%d,"ts":%d,"rssi":%d}'
+# Commands a terminal carries out itself; `update` goes to the update state machine.
+SUPPORTED = frozenset(
+    {
+        wire.CommandName.REBOOT,
+        wire.CommandName.LOCK,
+        wire.CommandName.UNLOCK,
+        wire.CommandName.SET_POLICY,
+        wire.CommandName.DIAGNOSTICS,
+    }
+)
 
 
-@functools.lru_cache(maxsize=256)
-def _json_str(value: str) -> bytes:
-    """A JSON string literal, cached: firmware versions and app names repeat across the fleet."""
-    return json.dumps(value).encode()
+class TerminalHost(Protocol):
+    """What a terminal needs from the simulation that drives it (engine.Simulation is the one host).
 
+    A few shared parts (the MQTT pool, the simulated clock, the counters, the topic scheme, the traffic
+    profile) and a handful of calls: get connected, schedule, and ask the day's questions (which lesson is on,
+    how often to report, how many bytes a lesson moves).
+    """
 
-def telemetry_payload(
-    seq: int,
-    ts_ms: int,
-    battery: int,
-    charging: bool,
-    temp_c: float,
-    fw: str,
-    up: int,
-    down: int,
-    rssi: int,
-    app: str | None,
-) -> bytes:
-    """The telemetry body (protocol 4.1), the same JSON as json.dumps of its dict (temp_c to one decimal)."""
-    return _TELEMETRY % (
-        seq,
-        ts_ms,
-        battery,
-        b"true" if charging else b"false",
-        temp_c,
-        _json_str(fw),
-        up,
-        down,
-        rssi,
-        b',"app":' + _json_str(app) if app else b"",
-    )
+    pool: Pool
+    clock: SimClock
+    stats: Stats
+    topics: wire.Topics
+    traffic: TrafficIn
+    frozen: bool  # the run is being accounted: no reconnects, no new sequence numbers
 
+    def connect_soon(self, t: Terminal) -> None: ...
 
-def heartbeat_payload(seq: int, ts_ms: int, rssi: int) -> bytes:
-    """The heartbeat body (protocol 4.2)."""
-    return _HEARTBEAT % (seq, ts_ms, rssi)
+    def after_real(self, delay: float, fn: Callable[[], None]) -> Any: ...
+
+    def tick_after(self, t: Terminal, sim_seconds: float, *, first: bool = False) -> None: ...
+
+    def cancel_tick(self, t: Terminal) -> None: ...
+
+    def current_period(self, t: Terminal) -> Any: ...
+
+    def telemetry_interval(self, t: Terminal, period: Any = None, known: bool = False) -> float: ...
+
+    def lesson_bytes(self, t: Terminal, interval: float, period: Any = None) -> tuple[int, int]: ...
+
+    def update_command(self, t: Terminal, cmd: wire.Command) -> None: ...
 
 
 class Phase(Enum):
@@ -122,6 +130,7 @@ class Terminal:
         "exam",
         "firmware",
         "first_connect_at",
+        "host",
         "locked",
         "malformed",
         "password",
@@ -134,7 +143,6 @@ class Terminal:
         "school",
         "seq",
         "serial",
-        "sim",
         "tick_gen",
         "topics",
         "used_s",
@@ -142,7 +150,7 @@ class Terminal:
 
     def __init__(
         self,
-        sim: Simulation,
+        host: TerminalHost,
         serial: str,
         school: str,
         room: str,
@@ -151,7 +159,7 @@ class Terminal:
         rng: random.Random,
         firmware: str,
     ) -> None:
-        self.sim = sim
+        self.host = host
         self.serial = serial
         self.school = school
         self.room = room
@@ -181,44 +189,42 @@ class Terminal:
         self.first_connect_at = 0.0
         self.tick_gen = 0  # the tick wheel's entry for this terminal is current only while this matches
         self.due = 0.0  # monotonic time the next (or running) tick is due
-        self.topics: dict[str, str] = {}
+        self.topics: dict[wire.Channel, str] = {}
         self.backoff = BACKOFF_START_S
         self.boots = 0
         self.used_s = 0.0  # continuous use in this session (simulated seconds), for the screen-time policy
         self.break_until = 0.0  # simulated monotonic seconds
 
     # ---------------------------------------------------------------- topics
-    def topic(self, channel: str) -> str:
+    def topic(self, channel: wire.Channel) -> str:
         got = self.topics.get(channel)
         if got is None:
-            got = self.topics[channel] = f"{self.sim.prefix}/v1/{self.school}/{self.serial}/{channel}"
+            got = self.topics[channel] = self.host.topics.topic(self.school, self.serial, channel)
         return got
 
     # ---------------------------------------------------------------- connection
     def wake(self) -> None:
         # Once the run is over (frozen) nobody reconnects: a terminal back from a reboot after the service was
         # read would resend and be acknowledged after the accounting, and count as lost.
-        if self.phase not in (Phase.ASLEEP, Phase.BACKOFF, Phase.DARK) or self.sim.frozen:
+        if self.phase not in (Phase.ASLEEP, Phase.BACKOFF, Phase.DARK) or self.host.frozen:
             return
-        self.sim.connect_queue.append(self)
         self.phase = Phase.CONNECTING
-        self.sim.kick_connector()
+        self.host.connect_soon(self)
 
     def start_connect(self) -> bool:
         """Called by the connector under the pool's gate; False when the connect failed at once."""
-        pool = self.sim.pool
+        pool = self.host.pool
         if self.client is None:
             self.client = pool.new_client(self.serial, self.serial, self.password, userdata=self)
             self.client.on_connect = _on_connect
             self.client.on_disconnect = _on_disconnect
             self.client.on_publish = _on_publish
             self.client.on_message = _on_message
-        self.connect_started = self.sim.mono()
-        will = json.dumps({"v": 1, "state": "offline", "reason": "lwt"}).encode()
-        rc = pool.connect(self.client, self.topic("status"), will)
+        self.connect_started = time.monotonic()
+        rc = pool.connect(self.client, self.topic(wire.Channel.STATUS), LAST_WILL)
         if rc != paho.MQTT_ERR_SUCCESS:
             self.counters.connect_failures += 1
-            self.sim.stats.connect_failures += 1
+            self.host.stats.connect_failures += 1
             self.phase = Phase.BACKOFF
             self._retry_later()
             return False
@@ -227,43 +233,43 @@ class Terminal:
     def _retry_later(self) -> None:
         delay = min(self.backoff, BACKOFF_CAP_S) * self.rng.uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER)
         self.backoff = min(self.backoff * 2, BACKOFF_CAP_S)
-        self.sim.after_real(delay, self.wake)
+        self.host.after_real(delay, self.wake)
 
     def on_connected(self, rc: int) -> None:
-        self.sim.pool.connecting.release()
+        self.host.pool.connecting.release()
         if rc != 0:
             self.counters.connect_failures += 1
-            self.sim.stats.connect_failures += 1
-            self.sim.stats.connack_refused += 1
-            self.sim.stats.connack_codes[rc] = self.sim.stats.connack_codes.get(rc, 0) + 1
+            self.host.stats.connect_failures += 1
+            self.host.stats.connack_refused += 1
+            self.host.stats.connack_codes[rc] = self.host.stats.connack_codes.get(rc, 0) + 1
             self.phase = Phase.BACKOFF
             assert self.client is not None
             self.client.disconnect()
             self._retry_later()
             return
-        now = self.sim.mono()
+        now = time.monotonic()
         self.phase = Phase.ONLINE
         self.backoff = BACKOFF_START_S
         self.connected_at = now
         if not self.first_connect_at:
             self.first_connect_at = now
         self.counters.connects += 1
-        self.sim.stats.on_connect(self, now - self.connect_started)
+        self.host.stats.on_connect(self.serial, now - self.connect_started)
         c = self.client
         assert c is not None
-        c.subscribe(self.topic("cmd"), qos=1)
-        self._publish_raw("status", {"v": 1, "state": "online", "ts": self.sim.clock.now_ms()}, retain=True)
-        if self.boots == 0 and not self.sim.frozen:  # no new sequence numbers once the run is accounted
+        c.subscribe(self.topic(wire.Channel.CMD), qos=1)
+        self._send(wire.Status(online=True, ts_ms=self.host.clock.now_ms()), retain=True)
+        if self.boots == 0 and not self.host.frozen:  # no new sequence numbers once the run is accounted
             self.boots = 1
-            self.event("boot")
+            self.event(wire.EventType.BOOT)
         self.schedule_tick(first=True)
 
     def on_disconnected(self) -> None:
         self.counters.disconnects += 1
-        self.sim.stats.disconnects += 1
-        self.sim.ticks.cancel(self)
+        self.host.stats.disconnects += 1
+        self.host.cancel_tick(self)
         if self.phase == Phase.CONNECTING:  # refused or dropped before CONNACK
-            self.sim.pool.connecting.release()
+            self.host.pool.connecting.release()
         if self.phase in (Phase.ONLINE, Phase.CONNECTING):
             self.phase = Phase.BACKOFF
             self._retry_later()
@@ -273,13 +279,9 @@ class Terminal:
         if self.phase != Phase.ONLINE or self.client is None:
             self.phase = Phase.ASLEEP
             return
-        self._publish_raw(
-            "status",
-            {"v": 1, "state": "offline", "reason": "shutdown", "ts": self.sim.clock.now_ms()},
-            retain=True,
-        )
+        self._send(wire.Status(online=False, ts_ms=self.host.clock.now_ms(), reason="shutdown"), retain=True)
         self.phase = Phase.ASLEEP
-        self.sim.ticks.cancel(self)
+        self.host.cancel_tick(self)
         self.client.disconnect()
 
     def flap(self, down_real_s: float) -> None:
@@ -287,22 +289,22 @@ class Terminal:
         if self.client is None:
             return
         self.phase = Phase.DARK
-        self.sim.ticks.cancel(self)
-        self.sim.pool.drop(self.client)
-        self.sim.after_real(down_real_s, self.wake)
+        self.host.cancel_tick(self)
+        self.host.pool.drop(self.client)
+        self.host.after_real(down_real_s, self.wake)
 
     # ---------------------------------------------------------------- traffic
     def schedule_tick(self, first: bool = False) -> None:
-        interval = self.sim.telemetry_interval(self)
+        interval = self.host.telemetry_interval(self)
         if first:
-            self.sim.tick_after(self, self.rng.uniform(0, interval), first=True)
+            self.host.tick_after(self, self.rng.uniform(0, interval), first=True)
         else:
-            self.sim.tick_after(self, interval)
+            self.host.tick_after(self, interval)
 
     def tick(self) -> None:
-        if self.phase != Phase.ONLINE or self.sim.frozen:
+        if self.phase != Phase.ONLINE or self.host.frozen:
             return
-        sim = self.sim
+        sim = self.host
         period = sim.current_period(self)  # once per tick: interval, lesson and bytes all follow from it
         interval = sim.telemetry_interval(self, period, known=True)
         in_lesson = period is not None
@@ -316,7 +318,7 @@ class Terminal:
         # short run leaves), then on half of the ticks after.
         if self.bad_fw and (not self.crashed or self.rng.random() < 0.5):
             self.crashed = True
-            self.event("error", code="E_FW_PANIC")
+            self.event(wire.EventType.ERROR, code="E_FW_PANIC")
             self.reboot_soon()
         if self.malformed:
             self.send_garbage()
@@ -332,7 +334,7 @@ class Terminal:
 
     def _policy_allows(self, interval: float) -> bool:
         """The myopia-prevention policy (protocol 6.1 set_policy): a break after `session_minutes` of use."""
-        now = self.sim.clock.monotonic()
+        now = self.host.clock.monotonic()
         if now < self.break_until:
             return False
         session = self.policy.get("session_minutes")
@@ -347,17 +349,19 @@ class Terminal:
         allowed = self.policy.get("allowed_apps") or []
         return wanted if not allowed or wanted in allowed else str(allowed[0])
 
-    def _publish_raw(self, channel: str, body: dict[str, Any], *, retain: bool = False, seq: int = 0) -> None:
-        self._publish_bytes(channel, json.dumps(body, separators=(",", ":")).encode(), retain=retain, seq=seq)
+    def _send(self, value: wire.Uplink, *, retain: bool = False, seq: int = 0) -> None:
+        self._publish_bytes(wire.channel_of(value), wire.encode_uplink(value), retain=retain, seq=seq)
 
-    def _publish_bytes(self, channel: str, payload: bytes, *, retain: bool = False, seq: int = 0) -> None:
+    def _publish_bytes(
+        self, channel: wire.Channel, payload: bytes, *, retain: bool = False, seq: int = 0
+    ) -> None:
         c = self.client
         if c is None:
             return
         info = c.publish(self.topic(channel), payload, qos=1, retain=retain)
         self.pending[info.mid] = seq
-        self.sim.stats.published += 1
-        self.sim.pool.flush(c)  # paho wrote it at once unless the socket was full
+        self.host.stats.published += 1
+        self.host.pool.flush(c)  # paho wrote it at once unless the socket was full
 
     def _next_seq(self) -> int:
         self.seq += 1
@@ -373,57 +377,47 @@ class Terminal:
         c.telemetry += 1
         c.bytes_up += up
         c.bytes_down += down
-        now_ms = self.sim.clock.now_ms()
-        self.sim.stats.add_bytes(self.school, up + down, now_ms)
-        payload = telemetry_payload(
-            seq,
-            now_ms,
-            int(self.battery),
-            self.charging,
-            30 + self.rng.random() * 12,
-            self.firmware,
-            up,
-            down,
-            self._rssi(),
-            self.app,
+        now_ms = self.host.clock.now_ms()
+        self.host.stats.add_bytes(self.school, up + down, now_ms)
+        payload = wire.encode_telemetry(
+            wire.Telemetry(
+                seq,
+                now_ms,
+                int(self.battery),
+                round(30 + self.rng.random() * 12, 1),
+                STORAGE_USED_PCT,
+                self.firmware,
+                self.app,
+                up,
+                down,
+                self._rssi(),
+                self.charging,
+            )
         )
-        self._publish_bytes("telemetry", payload, seq=seq)
+        self._publish_bytes(wire.Channel.TELEMETRY, payload, seq=seq)
 
     def heartbeat(self) -> None:
         seq = self._next_seq()
         self.counters.heartbeats += 1
-        self._publish_bytes(
-            "heartbeat", heartbeat_payload(seq, self.sim.clock.now_ms(), self._rssi()), seq=seq
-        )
+        payload = wire.encode_heartbeat(wire.Heartbeat(seq, self.host.clock.now_ms(), self._rssi()))
+        self._publish_bytes(wire.Channel.HEARTBEAT, payload, seq=seq)
 
-    def event(self, kind: str, **extra: Any) -> None:
+    def event(self, kind: wire.EventType, code: str | None = None) -> None:
         seq = self._next_seq()
         self.counters.events += 1
-        self._publish_raw(
-            "event", {"v": 1, "seq": seq, "ts": self.sim.clock.now_ms(), "type": kind, **extra}, seq=seq
-        )
+        self._send(wire.Event(seq, self.host.clock.now_ms(), kind, code), seq=seq)
 
     def send_garbage(self) -> None:
         """A share of the fleet sends junk: each kind is one dead-letter reason in protocol section 6.2."""
-        kinds = ("malformed_json", "schema", "oversized", "unsupported_version")
-        kind = kinds[self.counters.telemetry % len(kinds)]
-        payload: bytes
-        if kind == "malformed_json":
-            payload = b"{not json"
-        elif kind == "schema":
-            payload = json.dumps({"v": 1, "seq": "x", "ts": self.sim.clock.now_ms(), "battery": 900}).encode()
-        elif kind == "oversized":
-            payload = json.dumps(
-                {"v": 1, "seq": 1, "ts": self.sim.clock.now_ms(), "app": "x" * 5000}
-            ).encode()
-        else:
-            payload = json.dumps({"v": 7, "seq": 1, "ts": self.sim.clock.now_ms()}).encode()
+        reason = GARBAGE[self.counters.telemetry % len(GARBAGE)]
+        kind = reason.value
+        payload = wire.invalid_uplink(reason, self.host.clock.now_ms())
         assert self.client is not None
-        info = self.client.publish(self.topic("telemetry"), payload, qos=1)
+        info = self.client.publish(self.topic(wire.Channel.TELEMETRY), payload, qos=1)
         self.pending[info.mid] = 0
-        self.sim.pool.flush(self.client)
+        self.host.pool.flush(self.client)
         self.counters.garbage[kind] = self.counters.garbage.get(kind, 0) + 1
-        self.sim.stats.garbage[kind] = self.sim.stats.garbage.get(kind, 0) + 1
+        self.host.stats.garbage[kind] = self.host.stats.garbage.get(kind, 0) + 1
 
     def reboot_soon(self, dark_s: float = 30.0) -> None:
         """Reboot: the link drops (LWT), the terminal boots again after `dark_s` simulated seconds and
@@ -431,70 +425,60 @@ class Terminal:
         if self.client is None or self.phase != Phase.ONLINE:
             return
         self.boots = 0  # the next CONNACK sends a boot event
-        self.flap(self.sim.clock.real(dark_s))
+        self.flap(self.host.clock.real(dark_s))
 
     def publish_update(self, payload: bytes) -> None:
         """A firmware-update progress report (protocol 10): QoS 1, no seq; paho holds it while the link is
         down."""
         if self.client is None:
             return
-        info = self.client.publish(self.topic("update"), payload, qos=1)
+        info = self.client.publish(self.topic(wire.Channel.UPDATE), payload, qos=1)
         self.pending[info.mid] = 0
-        self.sim.stats.published += 1
-        self.sim.pool.flush(self.client)
+        self.host.stats.published += 1
+        self.host.pool.flush(self.client)
 
     # ---------------------------------------------------------------- commands
     def on_command(self, payload: bytes) -> None:
-        try:
-            msg = json.loads(payload)
-        except ValueError:
+        msg = wire.decode_downlink(payload)
+        stats = self.host.stats
+        if isinstance(msg, wire.Rejection):
             return
-        if not isinstance(msg, dict):
-            return
-        if msg.get("type") == "error":
+        if isinstance(msg, dict):  # an error reply: the service refused something this terminal sent
+            reason = str(msg.get("reason"))
             self.counters.error_replies += 1
-            self.sim.stats.error_replies[str(msg.get("reason"))] = (
-                self.sim.stats.error_replies.get(str(msg.get("reason")), 0) + 1
-            )
+            stats.error_replies[reason] = stats.error_replies.get(reason, 0) + 1
             return
-        if msg.get("type") != "command":
-            return
-        cid, name, args = str(msg.get("id", "")), msg.get("cmd"), msg.get("args") or {}
+        cid, name = msg.id, str(msg.name)
         self.counters.commands += 1
-        self.sim.stats.commands[str(name)] = self.sim.stats.commands.get(str(name), 0) + 1
-        if name == "update":  # protocol 10: progress on the update channel, not ack/result
-            self.sim.updates.command(self, msg)
+        stats.commands[name] = stats.commands.get(name, 0) + 1
+        if isinstance(msg, wire.Command) and msg.name is wire.CommandName.UPDATE:
+            self.host.update_command(self, msg)  # protocol 10: progress on the update channel, not ack/result
             return
-        now = self.sim.clock.now_ms()
-        if isinstance(msg.get("expires_at"), int) and msg["expires_at"] < now:
-            self._publish_raw("ack", {"v": 1, "id": cid, "ts": now, "accepted": False, "reason": "expired"})
+        now = self.host.clock.now_ms()
+        if msg.expires_at_ms < now:
+            self._send(wire.Ack(cid, now, False, "expired"))
             return
-        if name not in ("reboot", "lock", "unlock", "set_policy", "diagnostics"):
-            self._publish_raw(
-                "ack", {"v": 1, "id": cid, "ts": now, "accepted": False, "reason": "unknown_command"}
-            )
+        if not isinstance(msg, wire.Command) or msg.name not in SUPPORTED:
+            self._send(wire.Ack(cid, now, False, "unknown_command"))
             return
-        self._publish_raw("ack", {"v": 1, "id": cid, "ts": now, "accepted": True})
+        self._send(wire.Ack(cid, now, True))
         detail: dict[str, Any] | None = None
-        if name == "lock":
+        if msg.name is wire.CommandName.LOCK:
             self.locked = True
-            self.event("locked")
-        elif name == "unlock":
+            self.event(wire.EventType.LOCKED)
+        elif msg.name is wire.CommandName.UNLOCK:
             self.locked = False
-            self.event("unlocked")
-        elif name == "set_policy":
-            self.policy = dict(args)
-        elif name == "diagnostics":
+            self.event(wire.EventType.UNLOCKED)
+        elif msg.name is wire.CommandName.SET_POLICY:
+            self.policy = dict(msg.args)
+        elif msg.name is wire.CommandName.DIAGNOSTICS:
             detail = {
                 "battery": int(self.battery),
                 "fw": self.firmware,
-                "uptime_s": int(self.sim.mono() - self.connected_at),
+                "uptime_s": int(time.monotonic() - self.connected_at),
             }
-        body: dict[str, Any] = {"v": 1, "id": cid, "ts": self.sim.clock.now_ms(), "ok": True}
-        if detail:
-            body["detail"] = detail
-        self._publish_raw("result", body)
-        if name == "reboot":
+        self._send(wire.Result(cid, self.host.clock.now_ms(), True, detail=detail or None))
+        if msg.name is wire.CommandName.REBOOT:
             self.reboot_soon()
 
 
@@ -513,7 +497,7 @@ def _on_publish(client: paho.Client, t: Terminal, mid: int, rc: Any, props: Any)
     seq = t.pending.pop(mid, None)
     if seq:
         t.counters.acked += 1
-        t.sim.stats.acked += 1
+        t.host.stats.acked += 1
 
 
 def _on_message(client: paho.Client, t: Terminal, msg: paho.MQTTMessage) -> None:

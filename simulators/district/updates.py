@@ -11,20 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 import httpx
 
 from fleet.domain import wire  # protocol modules only, as simulators/terminal/update.py
 from fleet.domain.update_wire import Progress, UpdateProgress, encode_progress
-from simulators.district.tasks import cancel_and_wait
+from fleet.runtime.supervise import TaskOwner
+from simulators.district.clock import SimClock
+from simulators.district.stats import Stats
+from simulators.district.terminal import Terminal
 from simulators.terminal.update import SimState, SimTerminal
 
-if TYPE_CHECKING:
-    from simulators.district.engine import Simulation
-    from simulators.district.terminal import Terminal
-
 logger = logging.getLogger(__name__)
+
+
+class UpdatesHost(Protocol):
+    """What the update ticker reads on the simulation (engine.Simulation is the one host)."""
+
+    clock: SimClock
+    stats: Stats
+    by_serial: dict[str, Terminal]
+    frozen: bool
+
 
 # Active updates advance this often (real seconds): at x60 that is every 15 simulated seconds, fine-grained
 # against a 4-minute install and a download sized by its commanded rate.
@@ -38,13 +47,13 @@ REBOOT_DARK_S = 30.0
 class Updates:
     """Owns one state machine per updating terminal, the shared HTTP client, and the ticker task."""
 
-    def __init__(self, sim: Simulation) -> None:
+    def __init__(self, sim: UpdatesHost) -> None:
         self.sim = sim
         self.machines: dict[str, SimTerminal] = {}
         self.http: httpx.AsyncClient | None = None
         self.fail_boot: set[str] = set()  # serials whose next image will not boot (bad-firmware)
         self.reports: dict[str, int] = {}  # progress state -> reports sent, for the load report
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskOwner(logger)
 
     def _client(self) -> httpx.AsyncClient:
         if self.http is None:
@@ -59,19 +68,9 @@ class Updates:
             )
         return m
 
-    def command(self, t: Terminal, msg: dict[str, Any]) -> None:
+    def command(self, t: Terminal, cmd: wire.Command) -> None:
         """An `update` command arrived on the terminal's cmd topic (called from its socket callback)."""
-        try:
-            cmd = wire.Command(
-                str(msg.get("id", "")),
-                wire.CommandName.UPDATE,
-                int(msg.get("issued_at") or 0),
-                int(msg.get("expires_at") or 0),
-                dict(msg.get("args") or {}),
-            )
-        except (TypeError, ValueError):
-            cmd = wire.Command(str(msg.get("id", "")), wire.CommandName.UPDATE, 0, 0, {})
-        self._spawn(self._handle(t, cmd), f"sim-update-{t.serial}")
+        self._tasks.spawn(self._handle(t, cmd), f"sim-update-{t.serial}")
 
     async def _handle(self, t: Terminal, cmd: wire.Command) -> None:
         m = self.machine(t)
@@ -109,12 +108,7 @@ class Updates:
         elif p.state == Progress.ROLLED_BACK:
             self.sim.stats.mark_once("update: first terminal rolled back")
 
-    def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def aclose(self) -> None:
-        await cancel_and_wait(self._tasks)
+        await self._tasks.aclose()
         if self.http is not None:
             await self.http.aclose()

@@ -4,7 +4,6 @@ bootloader."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -13,6 +12,7 @@ from drivers.codecs import firmata as fm
 from drivers.codecs import stk500
 from drivers.links import Link
 from drivers.types import Family
+from fleet.runtime.supervise import cancel_and_wait
 from simulators.serial.base import SimDevice, UsbIdentity
 
 ARDUINO_VID, UNO_PID = 0x2341, 0x0043
@@ -163,9 +163,7 @@ class FirmataSim(SimDevice):
                 if answer:
                     await link.write(bytes(answer))
         finally:
-            reporter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reporter
+            await cancel_and_wait([reporter])
 
     async def _report_loop(self, link: Link) -> None:
         while True:

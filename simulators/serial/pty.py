@@ -11,6 +11,7 @@ import tty
 
 from drivers.errors import LinkClosed
 from drivers.links import FdLink, Link
+from fleet.runtime.supervise import cancel_and_wait
 from simulators.serial.base import SimDevice
 from simulators.serial.faults import FaultPlan, FaultyLink
 
@@ -106,11 +107,9 @@ class SimRunner:
     async def unplug(self) -> None:
         if self.port is not None:
             self.port.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        # A serving task that had failed is logged: the port is unplugged either way.
+        await cancel_and_wait([self._task], log)
+        self._task = None
         self.port = None
         self.link = None
 

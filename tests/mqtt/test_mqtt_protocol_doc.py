@@ -67,13 +67,63 @@ def test_error_replies_in_doc_match_code() -> None:
     assert f"one error reply per\ndevice every {int(ERROR_REPLY_INTERVAL_S)} s" in DOC
 
 
+# Every package that produces or parses MQTT traffic; only the protocol codec modules may spell it out.
+GUARDED_PACKAGES = ("fleet", "simulators", "benchmarks", "drivers")
+CODEC_MODULES = {ROOT / "fleet" / "domain" / "wire.py", ROOT / "fleet" / "domain" / "update_wire.py"}
+# A hand-built topic: a literal holding the version level, or an f-string gluing levels onto the version.
+HAND_TOPIC = re.compile(r"[\"'][^\"'\n]*(?<!/api)/v1/[^\"'\n]*[\"']|\{[^}]*TOPIC_VERSION[^}]*\}")
+# A hand-built payload: the protocol's version key written out (a dict, a JSON literal, a %-template), or a
+# hand-rolled JSON parse of an MQTT payload.
+HAND_PAYLOAD = re.compile(
+    r"""[\"']v\\?[\"']\s*:\s*(?:1\b|%|PROTOCOL_VERSION|wire\.PROTOCOL_VERSION)"""
+    r"""|\bv=(?:1|PROTOCOL_VERSION)\b"""
+    r"""|(?:json|orjson)\.loads\((?:[\w.]*\.)?payload\b"""
+)
+
+
+def _offenders(pattern: re.Pattern[str]) -> list[tuple[str, int, str]]:
+    found = []
+    for pkg in GUARDED_PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            if path in CODEC_MODULES:
+                continue
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                if line.lstrip().startswith("#"):
+                    continue
+                m = pattern.search(line)
+                if m:
+                    found.append((str(path.relative_to(ROOT)), n, m.group(0)))
+    return found
+
+
 def test_no_module_builds_topics_by_hand() -> None:
     """Topics are built only by wire.Topics, so the document stays the single source of topic names."""
-    offenders = []
-    for path in (ROOT / "fleet").rglob("*.py"):
-        if path.name == "wire.py":
-            continue
-        for lit in re.findall(r"[\"']([^\"'\n]*/v1/[^\"'\n]*)[\"']", path.read_text()):
-            if not lit.startswith("/api/v1") and "/api/v1" not in lit:
-                offenders.append((path.name, lit))
+    offenders = _offenders(HAND_TOPIC)
     assert not offenders, offenders
+
+
+def test_no_module_builds_or_parses_payloads_by_hand() -> None:
+    """Protocol v1 payloads are encoded and decoded only by the codec modules (fleet.domain.wire and
+    update_wire): the edge agent, the simulators and the benchmarks call them instead of writing JSON."""
+    offenders = _offenders(HAND_PAYLOAD)
+    assert not offenders, offenders
+
+
+def test_the_guards_catch_what_they_are_for() -> None:
+    """The patterns above match the forms they forbid (so a regression in them cannot pass silently)."""
+    topics = [
+        'f"{prefix}/v1/{school}/{serial}/{channel}"',
+        '"labfleet/v1/+/+/telemetry"',
+        'f"{p}/{TOPIC_VERSION}/{s}"',
+    ]
+    payloads = [
+        '{"v": 1, "state": "online"}',
+        'b\'{"v":1,"seq":%d}\'',
+        "json.dumps({'v': 1})",
+        "body = json.loads(payload)",
+        "msg = json.loads(msg.payload)",
+        "orjson.loads(payload)",
+    ]
+    assert all(HAND_TOPIC.search(t) for t in topics), [t for t in topics if not HAND_TOPIC.search(t)]
+    assert all(HAND_PAYLOAD.search(p) for p in payloads), [p for p in payloads if not HAND_PAYLOAD.search(p)]
+    assert not HAND_TOPIC.search('"/api/v1/devices"')

@@ -5,7 +5,6 @@ MicroPython paths run end to end through the agent in test_rollout_edge.py)."""
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,15 +134,17 @@ def artifact_server(data: bytes, requests: list[str | None]) -> httpx.MockTransp
     return httpx.MockTransport(handler)
 
 
-def command(phase: Phase, data: bytes, version: str, cid: str) -> dict[str, Any]:
+def command(phase: Phase, data: bytes, version: str, cid: str) -> wire.Command:
     args = UpdateArgs(
         phase, version, hashlib.sha256(data).hexdigest(), len(data), URL if phase == Phase.DOWNLOAD else None
     )
-    return json.loads(
+    cmd = wire.decode_downlink(
         wire.encode_command(
             wire.Command(cid, wire.CommandName.UPDATE, NOW_MS, NOW_MS + 60_000, update_args(args))
         )
     )
+    assert isinstance(cmd, wire.Command)
+    return cmd
 
 
 SHIPPED_HEX = (
@@ -282,11 +283,12 @@ async def test_agent_holding_the_district_key_refuses_unsigned_and_badly_signed_
                 signature,
                 "hmac-sha256" if signature else "none",
             )
-            body = json.loads(
+            body = wire.decode_downlink(
                 wire.encode_command(
                     wire.Command(cid, wire.CommandName.UPDATE, NOW_MS, NOW_MS + 60_000, update_args(args))
                 )
             )
+            assert isinstance(body, wire.Command)
             await updater.handle(link, body)
             return paho.reports()[-1]
 

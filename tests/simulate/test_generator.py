@@ -4,7 +4,6 @@ pool."""
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
@@ -19,7 +18,6 @@ from fleet.domain import wire
 from fleet.runtime.brokers import free_port, wait_for_port
 from simulators.district.engine import TickWheel
 from simulators.district.mqttpool import SELECT_FD_LIMIT, Pool, raise_fd_limit
-from simulators.district.terminal import heartbeat_payload, telemetry_payload
 
 from ..conftest import need_external
 
@@ -27,62 +25,39 @@ from ..conftest import need_external
 @given(
     seq=st.integers(1, wire.MAX_SEQ),
     ts=st.integers(wire.TS_MIN_MS, wire.TS_MAX_MS),
-    battery=st.integers(0, 100),
-    charging=st.booleans(),
-    temp=st.floats(30, 42),
-    fw=st.sampled_from(["2.4.1", "2.5.0-rc1", 'odd "fw"\\x']),
+    battery=st.none() | st.integers(0, 100),
+    charging=st.none() | st.booleans(),
+    temp=st.none() | st.floats(-40, 150).map(lambda t: round(t, 1)),
+    storage=st.none() | st.floats(0, 100),
+    fw=st.none() | st.sampled_from(["2.4.1", "2.5.0-rc1", 'odd "fw"\\x', "固件 1.0"]),
     up=st.integers(0, 10**9),
     down=st.integers(0, 10**9),
-    rssi=st.integers(-75, -45),
-    app=st.sampled_from([None, "edu.classroom", "edu.exam"]),
+    rssi=st.none() | st.integers(-130, 0),
+    app=st.none() | st.sampled_from(["edu.classroom", "edu.exam"]),
 )
-def test_pre_encoded_telemetry_is_the_json_of_its_dict_and_the_service_decodes_it(
+def test_the_hot_path_telemetry_encoder_writes_the_reference_json_and_the_service_decodes_it(
     seq: int,
     ts: int,
-    battery: int,
-    charging: bool,
-    temp: float,
-    fw: str,
+    battery: int | None,
+    charging: bool | None,
+    temp: float | None,
+    storage: float | None,
+    fw: str | None,
     up: int,
     down: int,
-    rssi: int,
+    rssi: int | None,
     app: str | None,
 ) -> None:
-    payload = telemetry_payload(seq, ts, battery, charging, temp, fw, up, down, rssi, app)
-    body = {
-        "v": 1,
-        "seq": seq,
-        "ts": ts,
-        "battery": battery,
-        "charging": charging,
-        "temp_c": round(temp, 1),
-        "storage_pct": 61.0,
-        "fw": fw,
-        "up": up,
-        "down": down,
-        "rssi": rssi,
-    }
-    if app:
-        body["app"] = app
-    assert json.loads(payload) == body
-    got = wire.decode_uplink(wire.Channel.TELEMETRY, payload)
-    assert isinstance(got, wire.Telemetry)
-    assert (
-        got.seq,
-        got.ts_ms,
-        got.battery_pct,
-        got.firmware,
-        got.app,
-        got.bytes_up,
-        got.bytes_down,
-        got.rssi_dbm,
-        got.charging,
-    ) == (seq, ts, battery, fw, app, up, down, rssi, charging)
+    t = wire.Telemetry(seq, ts, battery, temp, storage, fw, app, up, down, rssi, charging)
+    payload = wire.encode_telemetry(t)
+    assert payload == wire._encode_uplink_json(t)  # byte for byte what json.dumps of the dict gives
+    assert wire.decode_uplink(wire.Channel.TELEMETRY, payload) == t
 
 
-def test_pre_encoded_heartbeat_decodes_as_a_heartbeat() -> None:
-    got = wire.decode_uplink(wire.Channel.HEARTBEAT, heartbeat_payload(7, 1_788_764_400_000, -60))
-    assert isinstance(got, wire.Heartbeat) and got.seq == 7
+def test_the_hot_path_heartbeat_encoder_writes_the_reference_json() -> None:
+    for h in (wire.Heartbeat(7, 1_788_764_400_000, -60), wire.Heartbeat(8, 1_788_764_400_000)):
+        assert wire.encode_heartbeat(h) == wire._encode_uplink_json(h)
+        assert wire.decode_uplink(wire.Channel.HEARTBEAT, wire.encode_heartbeat(h)) == h
 
 
 class _Ticking:
