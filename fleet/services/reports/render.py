@@ -6,7 +6,6 @@ matplotlib (the `reports` extra).
 
 from __future__ import annotations
 
-import copy
 import csv
 import html
 import io
@@ -17,6 +16,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from fleet.compat.openpyxl import share_style, style_of
 from fleet.errors import FeatureUnavailable, InvalidInput
 from fleet.services.reports.model import Chart, Column, Kind, Report, Section
 
@@ -178,8 +178,8 @@ def to_xlsx(report: Report) -> bytes:
                 c.number_format = fmt
             if strong:
                 c.font = bold
-            styles[key] = c._style
-        c._style = copy.copy(styles[key])
+            styles[key] = style_of(c)
+        share_style(c, styles[key])
         return c
 
     names = sheet_names(report)
