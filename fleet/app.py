@@ -47,7 +47,8 @@ def create_app(
     in the order of their `Stage` (fleet/runtime/state.py)."""
     hooks = in_stage_order(runtime_hooks or [])
 
-    # One registry per app (never the global one): event metrics, plus state gauges read from memory at scrape.
+    # One registry per app (never the global one): event metrics, plus state gauges read from memory at
+    # scrape.
     registry = CollectorRegistry()
     fleet_metrics = FleetMetrics(registry)
     snapshot = SnapshotHolder()

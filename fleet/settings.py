@@ -45,7 +45,8 @@ class MqttSettings(BaseModel):
     ingest_group: str = "ingest"
     # Join the shared group ($share/<group>/...). Needed for N > 1 workers; off for a single worker because
     # mosquitto 2.0 does not restore shared subscriptions from its persistence file, so messages published
-    # between a broker restart and the worker's re-subscribe would be dropped (a plain subscription keeps them).
+    # between a broker restart and the worker's re-subscribe would be dropped (a plain subscription keeps
+    # them).
     ingest_shared: bool = False
     # `labfleet serve` runs one ingest worker in-process; turn off when `labfleet ingest` workers run instead.
     ingest_in_service: bool = True
@@ -79,7 +80,8 @@ class MetricsSettings(BaseModel):
     # Bearer token for scrapes from elsewhere; empty = only the allowed networks may scrape.
     token: str = ""
     # How often the device plane rebuilds the fleet-state snapshot the scrape reads (and the per-period
-    # concurrency roll-up): 15 s matches Prometheus' scrape interval, and each rebuild reads a few small tables.
+    # concurrency roll-up): 15 s matches Prometheus' scrape interval, and each rebuild reads a few small
+    # tables.
     snapshot_interval_s: float = Field(default=15.0, gt=0, le=300)
     # `labfleet ingest` workers serve their own /metrics on worker_port_base + index (9101, 9102, ... as in
     # monitoring/prometheus/prometheus.yml), on this host; 0 turns it off.
@@ -124,7 +126,8 @@ class PlanTargets(BaseModel):
 
 class ReportSettings(BaseModel):
     targets: PlanTargets = PlanTargets()
-    # Per-district overrides keyed by district id, e.g. LABFLEET_REPORTS__DISTRICT_TARGETS='{"2": {"terminals": 900}}'.
+    # Per-district overrides keyed by district id, e.g. LABFLEET_REPORTS__DISTRICT_TARGETS='{"2":
+    # {"terminals": 900}}'.
     district_targets: dict[int, PlanTargets] = {}
     # Only straight-line is implemented; the field exists so the report names its method.
     depreciation_method: Literal["straight_line"] = "straight_line"

@@ -30,7 +30,7 @@ __all__ = ["FleetState"]
 
 
 def get_state(request: Request) -> FleetState:
-    return request.app.state.fleet  # type: ignore[no-any-return]
+    return request.app.state.fleet
 
 
 State = Annotated[FleetState, Depends(get_state)]

@@ -34,7 +34,7 @@ STATUS: dict[type[e.FleetError], int] = {
 def status_for(err: e.FleetError) -> int:
     for cls in type(err).__mro__:
         if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
+            return STATUS[cls]
     return 400
 
 
@@ -74,7 +74,7 @@ def install(app: FastAPI) -> None:
         first = errs[0] if errs else {"loc": [], "msg": "invalid request"}
         where = ".".join(first["loc"])
         return JSONResponse(
-            error_body("invalid_request", f"{where}: {first['msg']}" if where else first["msg"], errs),
+            error_body("invalid_request", f"{where}: {first['msg']}" if where else str(first["msg"]), errs),
             status_code=422,
         )
 

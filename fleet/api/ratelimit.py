@@ -17,7 +17,8 @@ class EnrollmentGuard:
     """Counts failed enrollments in a moving one-minute window; refuses attempts past the limit with 429.
 
     In memory, per API process: a limit an attacker can multiply by the number of processes, but not by the
-    number of requests. Claim tokens are keyed by a hash, so no token is held in memory longer than a request."""
+    number of requests. Claim tokens are keyed by a hash, so no token is held in memory longer than a
+    request."""
 
     def __init__(self, per_source: int, per_token: int) -> None:
         self._limiter = MovingWindowRateLimiter(MemoryStorage())

@@ -40,12 +40,17 @@ def _no_control(value: str) -> str:
     return value
 
 
-def Text(max_length: int, min_length: int = 1) -> Any:
-    return Annotated[
-        str,
-        StringConstraints(strip_whitespace=True, min_length=min_length, max_length=max_length),
-        AfterValidator(_no_control),
-    ]
+def _text(max_length: int, min_length: int = 1) -> StringConstraints:
+    return StringConstraints(strip_whitespace=True, min_length=min_length, max_length=max_length)
+
+
+# Text fields, stripped, without control characters, as long as their database columns.
+_NO_CONTROL = AfterValidator(_no_control)
+Text64 = Annotated[str, _text(64), _NO_CONTROL]
+Text120 = Annotated[str, _text(120), _NO_CONTROL]
+Text200 = Annotated[str, _text(200), _NO_CONTROL]
+Text500 = Annotated[str, _text(500), _NO_CONTROL]
+Text120OrEmpty = Annotated[str, _text(120, min_length=0), _NO_CONTROL]
 
 
 # Ids are 32-bit in every backend; anything larger is a 422, not a database error.
@@ -158,11 +163,11 @@ class ErrorOut(BaseModel):
 
 # -- districts, schools, rooms -------------------------------------------------------------------
 class DistrictIn(In):
-    name: Text(200)  # type: ignore[valid-type]
+    name: Text200
 
 
 class DistrictPatch(In):
-    name: Text(200) | None = None  # type: ignore[valid-type]
+    name: Text200 | None = None
 
 
 class DistrictOut(Out):
@@ -173,17 +178,17 @@ class DistrictOut(Out):
 
 class SchoolIn(In):
     district_id: Id
-    code: Text(64)  # type: ignore[valid-type]
-    name: Text(200)  # type: ignore[valid-type]
+    code: Text64
+    name: Text200
     uplink_mbps: Annotated[int, Field(ge=1, le=1_000_000, description="uplink capacity in Mbit/s")]
-    timezone: Text(64) | None = None  # type: ignore[valid-type]
+    timezone: Text64 | None = None
 
 
 class SchoolPatch(In):
-    code: Text(64) | None = None  # type: ignore[valid-type]
-    name: Text(200) | None = None  # type: ignore[valid-type]
+    code: Text64 | None = None
+    name: Text200 | None = None
     uplink_mbps: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
-    timezone: Text(64) | None = None  # type: ignore[valid-type]
+    timezone: Text64 | None = None
 
 
 class SchoolOut(Out):
@@ -198,14 +203,14 @@ class SchoolOut(Out):
 
 class RoomIn(In):
     school_id: Id
-    name: Text(120)  # type: ignore[valid-type]
+    name: Text120
     kind: RoomKind
     tier: AiLabTier | None = None
     capacity: Count = 0
 
 
 class RoomPatch(In):
-    name: Text(120) | None = None  # type: ignore[valid-type]
+    name: Text120 | None = None
     kind: RoomKind | None = None
     tier: AiLabTier | None = None
     capacity: Count | None = None
@@ -223,25 +228,25 @@ class RoomOut(Out):
 
 # -- device models and devices -------------------------------------------------------------------
 class DeviceModelIn(In):
-    vendor: Text(120)  # type: ignore[valid-type]
-    model_number: Text(120)  # type: ignore[valid-type]
+    vendor: Text120
+    model_number: Text120
     kind: DeviceKind
     transport: Transport
     unit_price: Money
     warranty_months: Annotated[int, Field(ge=0, le=600)]
-    supplier: Text(200)  # type: ignore[valid-type]
-    profile_key: Text(120) | None = None  # type: ignore[valid-type]
+    supplier: Text200
+    profile_key: Text120 | None = None
 
 
 class DeviceModelPatch(In):
-    vendor: Text(120) | None = None  # type: ignore[valid-type]
-    model_number: Text(120) | None = None  # type: ignore[valid-type]
+    vendor: Text120 | None = None
+    model_number: Text120 | None = None
     kind: DeviceKind | None = None
     transport: Transport | None = None
     unit_price: Money | None = None
     warranty_months: Annotated[int, Field(ge=0, le=600)] | None = None
-    supplier: Text(200) | None = None  # type: ignore[valid-type]
-    profile_key: Text(120) | None = None  # type: ignore[valid-type]
+    supplier: Text200 | None = None
+    profile_key: Text120 | None = None
 
 
 class DeviceModelOut(Out):
@@ -258,31 +263,31 @@ class DeviceModelOut(Out):
 
 
 class DeviceIn(In):
-    serial_number: Text(120)  # type: ignore[valid-type]
-    asset_tag: Text(64)  # type: ignore[valid-type]
+    serial_number: Text120
+    asset_tag: Text64
     model_id: Id
     school_id: Id
     room_id: Id | None = None
     status: DeviceStatus = DeviceStatus.RECEIVED
-    order_number: Text(64) | None = None  # type: ignore[valid-type]
+    order_number: Text64 | None = None
     purchase_date: Day | None = None
     unit_cost: Money | None = None
-    funding_source: Text(120) | None = None  # type: ignore[valid-type]
+    funding_source: Text120 | None = None
     ownership: Ownership = Ownership.OWNED
 
 
 class DevicePatch(In):
     """Placement and procurement data; the status changes only through transitions."""
 
-    serial_number: Text(120) | None = None  # type: ignore[valid-type]
-    asset_tag: Text(64) | None = None  # type: ignore[valid-type]
+    serial_number: Text120 | None = None
+    asset_tag: Text64 | None = None
     model_id: Id | None = None
     school_id: Id | None = None
     room_id: Id | None = None
-    order_number: Text(64) | None = None  # type: ignore[valid-type]
+    order_number: Text64 | None = None
     purchase_date: Day | None = None
     unit_cost: Money | None = None
-    funding_source: Text(120) | None = None  # type: ignore[valid-type]
+    funding_source: Text120 | None = None
     ownership: Ownership | None = None
 
 
@@ -306,7 +311,7 @@ class DeviceOut(Out):
 
 class TransitionIn(In):
     to: DeviceStatus
-    reason: Text(500) | None = None  # type: ignore[valid-type]
+    reason: Text500 | None = None
 
 
 class TransitionOut(Out):
@@ -324,14 +329,14 @@ class BellPeriodIn(In):
     school_id: Id
     room_id: Id | None = None
     weekday: Annotated[int, Field(ge=0, le=6, description="0 = Monday ... 6 = Sunday")]
-    name: Text(64)  # type: ignore[valid-type]
+    name: Text64
     start_time: WallTime
     end_time: WallTime
 
 
 class BellPeriodPatch(In):
     weekday: Annotated[int, Field(ge=0, le=6)] | None = None
-    name: Text(64) | None = None  # type: ignore[valid-type]
+    name: Text64 | None = None
     start_time: WallTime | None = None
     end_time: WallTime | None = None
 
@@ -349,14 +354,14 @@ class BellPeriodOut(Out):
 class CalendarIn(In):
     school_id: Id
     kind: CalendarKind
-    name: Text(120, min_length=0) = ""  # type: ignore[valid-type]
+    name: Text120OrEmpty = ""
     start_date: Day
     end_date: Day
 
 
 class CalendarPatch(In):
     kind: CalendarKind | None = None
-    name: Text(120, min_length=0) | None = None  # type: ignore[valid-type]
+    name: Text120OrEmpty | None = None
     start_date: Day | None = None
     end_date: Day | None = None
 
@@ -382,7 +387,7 @@ class LessonStateOut(BaseModel):
 
 # -- tokens, audit, imports ----------------------------------------------------------------------
 class TokenIn(In):
-    name: Text(120)  # type: ignore[valid-type]
+    name: Text120
     role: Role
     school_ids: Annotated[list[Id], Field(max_length=1000)] = []
     district_wide: bool = False

@@ -74,10 +74,12 @@ async def edge_agent(
     signing_key: str = "",
     clock_ms: Callable[[], int] | None = None,
 ) -> AsyncIterator[tuple[EdgeAgent, EdgeSupervisor]]:
-    """The edge agent's parts wired together: the fleet bridge, its kit updater (rollouts) and the USB supervisor.
+    """The edge agent's parts wired together: the fleet bridge, its kit updater (rollouts) and the USB
+    supervisor.
 
     `labfleet agent` and the district simulator's lab rooms both run this, so simulated kits are bridged and
-    updated exactly as real ones. `downloads` must not carry the API token: image links are signed on their own.
+    updated exactly as real ones. `downloads` must not carry the API token: image links are signed on their
+    own.
     """
     agent = EdgeAgent(http, school_id=school_id, room_id=room_id, broker=broker, clock_ms=clock_ms)
     updater = KitUpdater(downloads, clock_ms=agent.clock_ms, publish=agent._publish, signing_key=signing_key)
@@ -89,8 +91,8 @@ async def edge_agent(
         yield agent, supervisor
     finally:
         # Mirror of setup: no more updates, every kit's port closed and its retained status set to offline
-        # (then its MQTT connection closed with a DISCONNECT, so no Last Will fires). One part failing on the way
-        # out (a kit that never connected cannot say goodbye) must not keep the others from closing.
+        # (then its MQTT connection closed with a DISCONNECT, so no Last Will fires). One part failing on the
+        # way out (a kit that never connected cannot say goodbye) must not keep the others from closing.
         for close in (updater.aclose, supervisor.aclose, agent.aclose):
             try:
                 await close()

@@ -486,7 +486,7 @@ def rollout_policy(
         [sid] = await resolve_schools(session, [school])
         row = await get_school_policy(session, m.CLI, sid)
         if changing:
-            current = {
+            current: dict[str, Any] = {
                 "windows": row.windows if row else [],
                 "max_concurrent_downloads": row.max_concurrent_downloads if row else None,
                 "uplink_share": row.uplink_share if row else None,
@@ -508,7 +508,7 @@ def rollout_policy(
             )
         return sid, row, await school_budget(session, cfg.rollouts, sid)
 
-    sid, row, budget = m.run_db(work)
+    _sid, row, budget = m.run_db(work)
     windows_text = describe_windows(row.windows if row else []) or "none (any time no lesson is on)"
     conc = (row.max_concurrent_downloads if row else None) or cfg.rollouts.default_max_concurrent_downloads
     m.console.print(f"school {school}: maintenance windows: {windows_text}")

@@ -22,7 +22,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 from fastapi import APIRouter, Request
@@ -220,7 +220,7 @@ class ServiceUnderTest:
         self._engine: Any = None
         self.sessions: async_sessionmaker[AsyncSession] | None = None
 
-    async def __aenter__(self) -> ServiceUnderTest:
+    async def __aenter__(self) -> Self:
         try:
             await self._start()
         except BaseException:
@@ -282,7 +282,7 @@ class ServiceUnderTest:
             app, host="127.0.0.1", port=self.http_port, log_level="warning", lifespan="on", access_log=False
         )
         self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._server.install_signal_handlers = lambda: None
         task = asyncio.create_task(self._server.serve(), name="sut-http")
 
         async def stop_http() -> None:
@@ -395,7 +395,8 @@ async def child_service(
         LABFLEET_LOG_LEVEL="WARNING",
     )
     data_dir.mkdir(parents=True, exist_ok=True)
-    err = open(log or data_dir / "service.log", "ab")  # noqa: SIM115 - closed below
+    # A local log file opens at once (no need for a thread), and it is closed below, not in a `with`.
+    err = open(log or data_dir / "service.log", "ab")  # noqa: SIM115, ASYNC230
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -466,7 +467,8 @@ def edge_agents(
         from drivers.discovery import PortWatcher
         from fleet.cli.agent import HTTP_TIMEOUT, edge_agent, resolve
 
-        # The agent of `labfleet agent`, kit updater included: a rollout to lab kits is carried out as in a lab.
+        # The agent of `labfleet agent`, kit updater included: a rollout to lab kits is carried out as in a
+        # lab.
         async with (
             httpx.AsyncClient(
                 base_url=api,
@@ -698,6 +700,6 @@ def _child_pid(pid: int) -> int | None:
         import psutil
 
         kids = psutil.Process(pid).children()
-    except Exception:  # psutil.Error and a vanished process alike: no broker pid to sample
+    except Exception:  # noqa: BLE001 - psutil.Error and a vanished process alike: no broker pid to sample
         return None
     return kids[0].pid if kids else None

@@ -88,7 +88,7 @@ def school_table(live: dict[str, Any], sort: str = "utilisation") -> Table:
         ("util %", "right"),
         ("alerts", "left"),
     ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]  # left/right: rich JustifyMethod
     for s in _sorted(list(live.get("schools", [])), sort):
         pct = _online_pct(s)
         online = "—" if s.get("online") is None else f"{s['online']} / {s.get('expected_online', 0)}"
@@ -226,7 +226,7 @@ async def _get(http: httpx.AsyncClient, path: str, **params: str) -> dict[str, A
         except ValueError:
             message = r.text
         raise TopError(f"{path} answered {r.status_code}: {message}")
-    return r.json()  # type: ignore[no-any-return]
+    return r.json()
 
 
 async def frame(
@@ -256,7 +256,8 @@ async def run_top(
     console: Console,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> None:
-    """Print one frame (`once`) or refresh in place until interrupted; errors in a live view show in the frame."""
+    """Print one frame (`once`) or refresh in place until interrupted; errors in a live view show in the
+    frame."""
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(
         base_url=api, headers=headers, timeout=HTTP_TIMEOUT_S, transport=transport
@@ -292,7 +293,8 @@ def top(
     ] = None,
     sort: Annotated[str, typer.Option(help="utilisation | online | code")] = "utilisation",
 ) -> None:
-    """Live district picture: schools by uplink utilisation, online against expected, lessons, alerts, ingest."""
+    """Live district picture: schools by uplink utilisation, online against expected, lessons, alerts,
+    ingest."""
     if not token:
         raise typer.BadParameter("an API token is needed: --token or LABFLEET_TOKEN (labfleet token create)")
     if sort not in SORTS:

@@ -83,8 +83,8 @@ class BufferedClient(mqtt.Client):
         return len(self._rbuf) - self._rpos
 
 
-# What paho hands on_publish for an MQTT 3.1.1 PUBACK, which has neither a reason code nor properties: one shared
-# pair (callbacks that use these only read the mid) instead of two fresh objects per acknowledgement.
+# What paho hands on_publish for an MQTT 3.1.1 PUBACK, which has neither a reason code nor properties: one
+# shared pair (callbacks that use these only read the mid) instead of two fresh objects per acknowledgement.
 _PUBACK_OK = ReasonCode(PacketTypes.PUBACK)
 _NO_PROPERTIES = Properties(PacketTypes.PUBACK)
 

@@ -1,4 +1,5 @@
-"""Languages: Simplified Chinese and English from one set of gettext catalogs, for every message a person reads.
+"""Languages: Simplified Chinese and English from one set of gettext catalogs, for every message a person
+reads.
 
 The catalogs are plain `.po` files under `fleet/i18n/locale/<locale>/LC_MESSAGES/`, one file per area of the
 product (`console.po`, `reports.po`, `imports.po`, `errors.po`, ...). All files of a locale merge into one
@@ -74,7 +75,8 @@ def negotiate(
 
 @cache
 def catalog(locale: str) -> dict[str, str]:
-    """Every translated message of a locale, merged from all its `.po` files (fuzzy and empty entries left out)."""
+    """Every translated message of a locale, merged from all its `.po` files (fuzzy and empty entries left
+    out)."""
     merged: dict[str, str] = {}
     folder = LOCALE_DIR / locale / "LC_MESSAGES"
     for po in sorted(folder.glob("*.po")):

@@ -124,7 +124,8 @@ EXTRA: dict[str, str] = {
 def label(value: StrEnum | str, kind: type[StrEnum] | None = None) -> str:
     """The localized name of a code; an unknown code is shown as it is rather than hidden."""
     code = str(value)
-    table = NAMES.get(kind or type(value), {}) if (kind or isinstance(value, StrEnum)) else {}
+    enum = kind or (type(value) if isinstance(value, StrEnum) else None)
+    table = NAMES.get(enum, {}) if enum else {}
     text = table.get(code) or EXTRA.get(code)
     if text is None:
         text = next((names[code] for names in NAMES.values() if code in names), None)

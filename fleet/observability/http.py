@@ -31,7 +31,8 @@ def route_template(scope: Scope) -> str:
 
 
 def route_templates(app: FastAPI) -> list[tuple[str, str]]:
-    """Every (method, route template) the app serves, from its OpenAPI schema (what the latency labels can be)."""
+    """Every (method, route template) the app serves, from its OpenAPI schema (what the latency labels can
+    be)."""
     methods = ("get", "post", "put", "patch", "delete")
     return [
         (m.upper(), path) for path, ops in app.openapi().get("paths", {}).items() for m in methods if m in ops
@@ -89,7 +90,8 @@ def metrics_router(registry: CollectorRegistry, access: MetricsAccess) -> APIRou
                 media_type="text/plain",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        # Off the event loop: rendering the district takes tens of ms, which ingest on the loop should not wait for.
+        # Off the event loop: rendering the district takes tens of ms, which ingest on the loop should not
+        # wait for.
         body, content_type = await asyncio.to_thread(render, registry, request.headers.get("accept"))
         return Response(body, media_type=content_type)
 
@@ -110,10 +112,11 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
 def serve_metrics_thread(
     registry: CollectorRegistry, access: MetricsAccess, host: str, port: int
 ) -> WSGIServer:
-    """/metrics for a process without the API (an ingest worker), on its own thread, with the service's access rule.
+    """/metrics for a process without the API (an ingest worker), on its own thread, with the service's access
+    rule.
 
-    A thread, not the worker's event loop: a scrape is answered even while the loop is busy committing a batch.
-    Raises OSError when the port is taken; stop it with `shutdown()` and `server_close()`.
+    A thread, not the worker's event loop: a scrape is answered even while the loop is busy committing a
+    batch. Raises OSError when the port is taken; stop it with `shutdown()` and `server_close()`.
     """
     metrics_app = make_wsgi_app(registry)
 

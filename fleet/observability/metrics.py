@@ -158,7 +158,8 @@ def _g(
 MQTT_CONNECTS = _c(
     "mqtt_connects_total",
     ("device_kind",),
-    "MQTT sessions established: devices by kind, and this process's own broker connection as device_kind=service.",
+    "MQTT sessions established: devices by kind, and this process's own broker connection as "
+    "device_kind=service.",
 )
 MQTT_DISCONNECTS = _c(
     "mqtt_disconnects_total",
@@ -205,7 +206,8 @@ COMMAND_SECONDS = _h(
 HTTP_REQUEST_SECONDS = _h(
     "http_request_duration_seconds",
     ("route",),
-    "HTTP request latency by method and route template (e.g. GET /api/v1/devices/{device_id}), never the raw path.",
+    "HTTP request latency by method and route template (e.g. GET /api/v1/devices/{device_id}), never the raw "
+    "path.",
     HTTP_SECONDS_BUCKETS,
 )
 HTTP_REQUESTS = _c(
@@ -556,7 +558,8 @@ class FleetMetrics:
         self.mqtt_disconnects.labels(device_kind, bounded(reason, DISCONNECT_REASONS)).inc()
 
     def broker_connection(self, connected: bool, *, lost: bool = True) -> None:
-        """Record the broker link state; a drop from connected counts one loss (unless we closed it: lost=False)."""
+        """Record the broker link state; a drop from connected counts one loss (unless we closed it:
+        lost=False)."""
         with self._broker_lock:
             if self._broker_up and not connected and lost:
                 self.mqtt_broker_connection_losses.inc()
@@ -584,8 +587,8 @@ class FleetMetrics:
     def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """`route` must be the route template, never the raw path (which would carry ids).
 
-        The method is folded into the route label ("GET /api/v1/devices/{device_id}"): a route template has one
-        or two methods, so a separate label only multiplied the series by combinations that never occur.
+        The method is folded into the route label ("GET /api/v1/devices/{device_id}"): a route template has
+        one or two methods, so a separate label only multiplied the series by combinations that never occur.
         """
         label = route_label(method, route)
         self.http_request_seconds.labels(label).observe(seconds)

@@ -207,7 +207,8 @@ def district_snapshot(shape: DistrictShape = DistrictShape(), taken_at: float = 
 def exercise_event_metrics(
     metrics: FleetMetrics, shape: DistrictShape = DistrictShape(), routes: Iterable[tuple[str, str]] = ROUTES
 ) -> None:
-    """Touch every event metric with every label combination a district produces (routes: (method, template))."""
+    """Touch every event metric with every label combination a district produces (routes: (method,
+    template))."""
     for kind in DEVICE_KINDS:
         metrics.mqtt_connected(kind)
         for reason in DISCONNECT_REASONS:

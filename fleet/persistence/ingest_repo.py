@@ -279,7 +279,8 @@ async def apply_batch(
         # before it would let two ingest processes read the same row and the later commit overwrite the
         # earlier one's counts (a lost update, seen with two workers on one SQLite file). A one-row no-op
         # UPDATE takes SQLite's writer lock (a write statement does, whether or not a row matches), so the
-        # reads below see every committed batch and no other writer commits meanwhile (PostgreSQL: FOR UPDATE).
+        # reads below see every committed batch and no other writer commits meanwhile (PostgreSQL: FOR
+        # UPDATE).
         conn = await session.connection()
         await conn.exec_driver_sql(
             "UPDATE device_state SET device_id = device_id WHERE device_id = ?", (ids[0],)

@@ -42,13 +42,15 @@ class Rollout(Base):
     school_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
     room_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
     from_versions: Mapped[list[Any]] = mapped_column(JSON, default=list)
-    # {"canary": {"size": 5} | {"percent": 2}, "strategy": "per_school" | "percent", "percents": [25, 50, 100]}
+    # {"canary": {"size": 5} | {"percent": 2}, "strategy": "per_school" | "percent", "percents": [25, 50,
+    # 100]}
     group_plan: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # Fractions of a group's devices: success starts the next group, errors pause the rollout.
     success_threshold: Mapped[float] = mapped_column(Float)
     error_threshold: Mapped[float] = mapped_column(Float)
     max_attempts: Mapped[int] = mapped_column(Integer)
-    # Timetable policy: download_mode outside_lessons | between_periods; install_mode outside_lessons | after_school.
+    # Timetable policy: download_mode outside_lessons | between_periods; install_mode outside_lessons |
+    # after_school.
     policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     state: Mapped[str] = mapped_column(String(16), index=True)
     state_reason: Mapped[str | None] = mapped_column(String(300))
@@ -125,7 +127,8 @@ class RolloutDeviceEvent(Base):
 
 
 class SchoolUpdatePolicy(Base):
-    """Per-school maintenance windows and download caps; a school without a row uses the settings' defaults."""
+    """Per-school maintenance windows and download caps; a school without a row uses the settings'
+    defaults."""
 
     __tablename__ = "school_update_policies"
     school_id: Mapped[int] = mapped_column(ForeignKey("schools.id"), primary_key=True)

@@ -15,7 +15,7 @@ import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from amqtt.contexts import Action as _AmqttAction
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
@@ -88,8 +88,8 @@ class BrokerAuthority:
         if username == self.service_username:
             return bool(self.service_password) and password == self.service_password
         cred = self._creds.get(username)
-        # The same rule on every broker: a device connects as its identity only (client id == username), and only
-        # with an identity mosquitto's password file could hold.
+        # The same rule on every broker: a device connects as its identity only (client id == username), and
+        # only with an identity mosquitto's password file could hold.
         if cred is None or cred.revoked or client_id != username or not wire.is_device_identity(username):
             return False
         return credentials.verify_password(password, cred.password_hash)
@@ -118,7 +118,8 @@ class Broker(Protocol):
 class DbAuthPlugin(BaseAuthPlugin):
     """amqtt auth plugin: CONNECT checked against device credentials (client id must equal username).
 
-    Runs before amqtt looks at any session (fleet.compat.amqtt.AuthFirstBroker), so a refused CONNECT cannot take one over.
+    Runs before amqtt looks at any session (fleet.compat.amqtt.AuthFirstBroker), so a refused CONNECT cannot
+    take one over.
     """
 
     @dataclass
@@ -165,7 +166,7 @@ class EmbeddedBroker:
         )
         self._broker: AuthFirstBroker | None = None
 
-    async def __aenter__(self) -> EmbeddedBroker:
+    async def __aenter__(self) -> Self:
         await self.authority.load()
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
@@ -317,7 +318,7 @@ log_type warning
         # root-only directory (var/, pytest's tmp). Run labfleet as a service user in production.
         return "user root\n" if os.geteuid() == 0 else ""
 
-    async def __aenter__(self) -> MosquittoBroker:
+    async def __aenter__(self) -> Self:
         await self.authority.load()
         self.write_files()
         await self.start()
@@ -325,7 +326,8 @@ log_type warning
 
     async def start(self) -> None:
         # stderr to a file, not a pipe: nobody reads a pipe while the broker runs, and a full pipe blocks it.
-        with open(self.dir / "mosquitto.log", "ab") as log:
+        # A local file opens at once: no thread for it.
+        with open(self.dir / "mosquitto.log", "ab") as log:  # noqa: ASYNC230
             self.proc = await asyncio.create_subprocess_exec(
                 self.binary, "-c", str(self.conf_path), stdout=asyncio.subprocess.DEVNULL, stderr=log
             )
@@ -362,7 +364,8 @@ log_type warning
         await self.stop()
 
     async def sync(self) -> None:
-        """Make the database's credentials take effect: returns once a reload that covers this call is done."""
+        """Make the database's credentials take effect: returns once a reload that covers this call is
+        done."""
         self._requested += 1
         mine = self._requested
         loop = asyncio.get_running_loop()
@@ -380,8 +383,8 @@ log_type warning
             if text != self._passwd_written:
                 await asyncio.to_thread(self._write_passwd, text)  # ~1 MB at 10,000 devices: off the loop
                 if self.proc is not None and self.proc.returncode is None:
-                    # Sent before the caller answers (the enrollment reply): a CONNECT the terminal sends after
-                    # that reply is read by mosquitto after the signal, so after the reload.
+                    # Sent before the caller answers (the enrollment reply): a CONNECT the terminal sends
+                    # after that reply is read by mosquitto after the signal, so after the reload.
                     self.proc.send_signal(signal.SIGHUP)
                     self.reloads += 1
                 self._last_reload = loop.time()
@@ -401,7 +404,7 @@ class ExternalBroker:
         self.address = BrokerAddress.from_url(cfg.url, cfg.service_username, cfg.service_password or None)
         self.shared_subscriptions = True
 
-    async def __aenter__(self) -> ExternalBroker:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -299,7 +299,7 @@ class EdgeAgent:
                     loop.call_soon_threadsafe(self._rebridge, link)
 
         def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-            loop.call_soon_threadsafe(self._on_cmd, link, msg.payload)
+            loop.call_soon_threadsafe(self._on_cmd, link, bytes(msg.payload))
 
         link.client.on_connect = on_connect
         link.client.on_message = on_message

@@ -13,7 +13,7 @@ import os
 import random
 from collections import Counter
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 import aiomqtt
 from sqlalchemy import func, select, update
@@ -118,7 +118,7 @@ class DevicePlane:
         self._sync = CoalescedSync(self._sync_broker)
 
     # ------------------------------------------------------------ lifecycle
-    async def __aenter__(self) -> DevicePlane:
+    async def __aenter__(self) -> Self:
         try:
             await self._start()
         except BaseException:
@@ -171,7 +171,8 @@ class DevicePlane:
 
     # ------------------------------------------------------------ credentials take effect
     async def credentials_changed(self, username: str | None = None, *, revoked: bool = False) -> None:
-        """After enrollment, rotation or revocation: reload the broker's view and, on revoke, kick the device."""
+        """After enrollment, rotation or revocation: reload the broker's view and, on revoke, kick the
+        device."""
         if username:
             self.directory.forget(username)
             await self.directory.load([username])
@@ -280,10 +281,10 @@ class DevicePlane:
                     index_elements=["school_id", "day", "period"],
                     set_={
                         "peak_online": func.max(t.c.peak_online, ins.excluded.peak_online)
-                        if s.bind.dialect.name == "sqlite"
+                        if s.get_bind().dialect.name == "sqlite"
                         else func.greatest(t.c.peak_online, ins.excluded.peak_online),
                         "peak_sessions": func.max(t.c.peak_sessions, ins.excluded.peak_sessions)
-                        if s.bind.dialect.name == "sqlite"
+                        if s.get_bind().dialect.name == "sqlite"
                         else func.greatest(t.c.peak_sessions, ins.excluded.peak_sessions),
                         "updated_at": ins.excluded.updated_at,
                     },
@@ -328,7 +329,7 @@ class DevicePlane:
         room_views = [RoomView(codes[sid], rid, kind) for rid, sid, kind in rooms if sid in codes]
         device_views = [
             DeviceView(
-                ref.school_code if ref.school_id not in codes else codes[ref.school_id],
+                codes.get(ref.school_id, ref.school_code),
                 ref.room_id,
                 ref.device_kind,
                 ref.model,
@@ -423,7 +424,7 @@ class DevicePlane:
                     update(t).where(t.c.id.in_(timed_out)).values(status="timed_out", finished_at=now)
                 )
             online_ids = [d for d, on in self.online.items() if on]
-            queued = []
+            queued: list[DeviceCommand] = []
             if online_ids:
                 for i in range(0, len(online_ids), ingest_repo.IN_CHUNK):
                     queued += (

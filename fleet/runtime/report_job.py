@@ -42,7 +42,8 @@ def previous_month(today: date) -> tuple[date, date]:
 
 
 class MonthlyReports:
-    """Writes <folder>/district-<id>/<YYYY-MM>/<report>.<format> and prunes all but the newest keep_last months.
+    """Writes <folder>/district-<id>/<YYYY-MM>/<report>.<format> and prunes all but the newest keep_last
+    months.
 
     Each run happens in a worker thread with its own event loop and database engine: building a district's
     reports is seconds of Python work, which must not stall the service's loop (API requests, MQTT ingest).

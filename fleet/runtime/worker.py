@@ -41,7 +41,8 @@ async def run_worker(settings: Settings, index: int, *, stop: asyncio.Event | No
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     engine = create_engine(settings.database_url)
-    # Its own registry and /metrics (prometheus.yml's labfleet-ingest job): messages, batches, lag, bytes per school.
+    # Its own registry and /metrics (prometheus.yml's labfleet-ingest job): messages, batches, lag, bytes per
+    # school.
     registry = CollectorRegistry()
     metrics = FleetMetrics(registry)
     httpd = _metrics_server(settings, registry, index)
@@ -81,7 +82,8 @@ async def run_worker(settings: Settings, index: int, *, stop: asyncio.Event | No
 
 
 def _metrics_server(settings: Settings, registry: CollectorRegistry, index: int) -> WSGIServer | None:
-    """Serve this worker's /metrics on worker_port_base + index; a taken port costs the metrics, not the worker."""
+    """Serve this worker's /metrics on worker_port_base + index; a taken port costs the metrics, not the
+    worker."""
     cfg = settings.metrics
     if not cfg.worker_port_base:
         return None

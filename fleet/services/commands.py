@@ -77,6 +77,7 @@ async def target_devices(session: AsyncSession, kind: str, target_id: int) -> li
 
 async def target_school(session: AsyncSession, kind: str, target_id: int) -> int:
     """The school a target belongs to (for scope checks); NotFound when it does not exist."""
+    obj: Device | Room | None
     if kind == "device":
         obj = await session.get(Device, target_id)
     elif kind == "room":

@@ -6,7 +6,7 @@ import base64
 import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, TypeVarTuple
 
 from sqlalchemy import BigInteger, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -90,7 +90,10 @@ def require(principal: Principal, permission: Permission) -> None:
         raise PermissionDenied(f"role {principal.role} may not {permission.value.replace('_', ' ')}")
 
 
-def scope_schools(stmt: Select[Any], principal: Principal, school_column: Any) -> Select[Any]:
+_Row = TypeVarTuple("_Row")
+
+
+def scope_schools(stmt: Select[*_Row], principal: Principal, school_column: Any) -> Select[*_Row]:
     """Restrict a query to the principal's schools (no-op for district-wide principals)."""
     if principal.district_wide:
         return stmt

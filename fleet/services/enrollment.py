@@ -199,7 +199,7 @@ async def enroll(
         .where(ClaimToken.id == token.id, ClaimToken.uses < ClaimToken.max_uses)
         .values(uses=ClaimToken.uses + 1)
     )
-    if used.rowcount != 1:  # type: ignore[attr-defined]
+    if used.rowcount != 1:  # type: ignore[attr-defined]  # an UPDATE answers a CursorResult
         raise Unauthenticated("claim token has no uses left", details={"reason": "exhausted_token"})
     password = credentials.new_password()
     cred = (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Select, delete, select
@@ -73,10 +73,11 @@ class SchoolService(CrudService):
     name = "school"
     write = Permission.MANAGE_SCHOOLS
     fields = ("district_id", "code", "name", "uplink_mbps", "timezone")
-    filters = {"district": "district_id"}
+    filters: ClassVar[dict[str, str]] = {"district": "district_id"}
 
     def school_id_of(self, obj: Any) -> int | None:
-        return obj.id
+        school_id: int | None = obj.id
+        return school_id
 
     def scoped(self, stmt: Select[Any]) -> Select[Any]:
         if self.principal.district_wide:
@@ -100,17 +101,20 @@ class SchoolService(CrudService):
                     details=[{"field": "timezone", "reason": "not an IANA zone"}],
                 ) from err
         code = values.get("code")
-        if code is not None and (existing is None or code != existing.code):
-            if await self.exists(select(School.id).where(School.code == code)):
-                raise Conflict(f"school code {code!r} is already used")
+        if (
+            code is not None
+            and (existing is None or code != existing.code)
+            and await self.exists(select(School.id).where(School.code == code))
+        ):
+            raise Conflict(f"school code {code!r} is already used")
         return values
 
     async def before_delete(self, obj: Any) -> None:
         for model, what in ((Room, "rooms"), (Device, "devices")):
             if await self.exists(select(model.id).where(model.school_id == obj.id)):
                 raise Conflict(f"school {obj.id} still has {what}; move or delete them first")
-        for model in (BellPeriod, CalendarDay):
-            await self.session.execute(delete(model).where(model.school_id == obj.id))
+        for timetable in (BellPeriod, CalendarDay):
+            await self.session.execute(delete(timetable).where(timetable.school_id == obj.id))
 
 
 class RoomService(CrudService):
@@ -118,7 +122,7 @@ class RoomService(CrudService):
     name = "room"
     write = Permission.MANAGE_ROOMS
     fields = ("school_id", "name", "kind", "tier", "capacity")
-    filters = {"school": "school_id", "kind": "kind", "tier": "tier"}
+    filters: ClassVar[dict[str, str]] = {"school": "school_id", "kind": "kind", "tier": "tier"}
 
     async def validate(self, values: dict[str, Any], existing: Any | None) -> dict[str, Any]:
         school_id = await self.school_in_scope(values, existing)
@@ -134,9 +138,10 @@ class RoomService(CrudService):
                 "only an ai_lab has a tier", details=[{"field": "tier", "reason": "only for ai_lab"}]
             )
         name = values.get("name", existing.name if existing else None)
-        if existing is None or name != existing.name or school_id != existing.school_id:
-            if await self.exists(select(Room.id).where(Room.school_id == school_id, Room.name == name)):
-                raise Conflict(f"school {school_id} already has a room named {name!r}")
+        if (
+            existing is None or name != existing.name or school_id != existing.school_id
+        ) and await self.exists(select(Room.id).where(Room.school_id == school_id, Room.name == name)):
+            raise Conflict(f"school {school_id} already has a room named {name!r}")
         return values
 
     async def before_delete(self, obj: Any) -> None:
@@ -159,7 +164,12 @@ class DeviceModelService(CrudService):
         "supplier",
         "profile_key",
     )
-    filters = {"kind": "kind", "vendor": "vendor", "supplier": "supplier", "transport": "transport"}
+    filters: ClassVar[dict[str, str]] = {
+        "kind": "kind",
+        "vendor": "vendor",
+        "supplier": "supplier",
+        "transport": "transport",
+    }
 
     def visible(self, obj: Any) -> bool:
         return True  # the catalogue is district-wide reference data
@@ -175,9 +185,12 @@ class DeviceModelService(CrudService):
                 select(DeviceModel.id).where(DeviceModel.vendor == vendor, DeviceModel.model_number == number)
             ):
                 raise Conflict(f"model {vendor} {number} already exists")
-            if existing is not None and vendor != existing.vendor:
-                if await self.exists(select(Device.id).where(Device.model_id == existing.id)):
-                    raise Conflict("cannot change the vendor of a model that has devices")
+            if (
+                existing is not None
+                and vendor != existing.vendor
+                and await self.exists(select(Device.id).where(Device.model_id == existing.id))
+            ):
+                raise Conflict("cannot change the vendor of a model that has devices")
         return values
 
     async def before_delete(self, obj: Any) -> None:
@@ -208,14 +221,19 @@ class DeviceService(CrudService):
     name = "device"
     write = Permission.MANAGE_DEVICES
     fields = DEVICE_FIELDS
-    filters = {"school": "school_id", "room": "room_id", "model": "model_id", "status": "status"}
+    filters: ClassVar[dict[str, str]] = {
+        "school": "school_id",
+        "room": "room_id",
+        "model": "model_id",
+        "status": "status",
+    }
 
     async def list(
         self,
         *,
         cursor: str | None,
         limit: int,
-        kind: str | None = None,  # type: ignore[override]
+        kind: str | None = None,
         **filters: Any,
     ) -> Page[Any]:
         require(self.principal, Permission.READ_INVENTORY)
@@ -253,15 +271,19 @@ class DeviceService(CrudService):
                     details=[{"field": "status", "reason": "not an initial status"}],
                 )
         serial = values.get("serial_number", existing.serial_number if existing else None)
-        if existing is None or (model.vendor, serial) != (existing.vendor, existing.serial_number):
-            if await self.exists(
-                select(Device.id).where(Device.vendor == model.vendor, Device.serial_number == serial)
-            ):
-                raise Conflict(f"{model.vendor} serial number {serial!r} is already registered")
+        if (
+            existing is None or (model.vendor, serial) != (existing.vendor, existing.serial_number)
+        ) and await self.exists(
+            select(Device.id).where(Device.vendor == model.vendor, Device.serial_number == serial)
+        ):
+            raise Conflict(f"{model.vendor} serial number {serial!r} is already registered")
         tag = values.get("asset_tag")
-        if tag is not None and (existing is None or tag != existing.asset_tag):
-            if await self.exists(select(Device.id).where(Device.asset_tag == tag)):
-                raise Conflict(f"asset tag {tag!r} is already used")
+        if (
+            tag is not None
+            and (existing is None or tag != existing.asset_tag)
+            and await self.exists(select(Device.id).where(Device.asset_tag == tag))
+        ):
+            raise Conflict(f"asset tag {tag!r} is already used")
         return values
 
     async def create(self, values: dict[str, Any]) -> Any:
@@ -285,7 +307,7 @@ class DeviceService(CrudService):
 
     async def transition(self, device_id: int, target: DeviceStatus, reason: str | None) -> Device:
         require(self.principal, Permission.MANAGE_DEVICES)
-        device = await self._get_visible(device_id)
+        device: Device = await self._get_visible(device_id)
         current = DeviceStatus(device.status)
         check_transition(current, target)
         now = self.clock.now()

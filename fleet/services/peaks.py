@@ -106,7 +106,8 @@ class SchoolPeaks:
 
 
 async def find_school(session: AsyncSession, principal: Principal, ref: str) -> School:
-    """A school by id ("12") or code ("s001") within the caller's scope; missing and out of scope look alike."""
+    """A school by id ("12") or code ("s001") within the caller's scope; missing and out of scope look
+    alike."""
     ref = ref.strip()
     if not ref:
         raise InvalidInput(
@@ -322,7 +323,7 @@ async def live_overview(
     recent byte rate from the usage roll-up, open alerts from the alerts table, ingest from this process."""
     require(principal, Permission.READ_OPERATIONS)
     stmt: Any = scope_schools(
-        select(School.id, School.code, School.name, School.uplink_mbps),  # type: ignore[arg-type]
+        select(School.id, School.code, School.name, School.uplink_mbps),
         principal,
         School.id,
     )

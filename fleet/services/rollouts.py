@@ -97,7 +97,7 @@ class RolloutSpec:
     school_ids: tuple[int, ...] = ()
     room_ids: tuple[int, ...] = ()
     from_versions: tuple[str, ...] = ()
-    plan: GroupPlan = GroupPlan()
+    plan: GroupPlan = field(default_factory=GroupPlan)
     success_threshold: float = 0.9
     error_threshold: float = 0.2
     max_attempts: int = 3
@@ -484,7 +484,7 @@ class RolloutService:
         counts = (
             await self.session.execute(
                 select(RolloutDevice.group_id, RolloutDevice.state, func.count())
-                .where(dstmt.whereclause)  # type: ignore[arg-type]
+                .where(dstmt.whereclause)  # type: ignore[arg-type]  # built with a WHERE above
                 .group_by(RolloutDevice.group_id, RolloutDevice.state)
             )
         ).all()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,7 +20,7 @@ class BellPeriodService(CrudService):
     name = "bell_period"
     write = Permission.MANAGE_ROOMS
     fields = ("school_id", "room_id", "weekday", "name", "start_time", "end_time")
-    filters = {"school": "school_id", "room": "room_id", "weekday": "weekday"}
+    filters: ClassVar[dict[str, str]] = {"school": "school_id", "room": "room_id", "weekday": "weekday"}
     has_timestamps = False
 
     async def validate(self, values: dict[str, Any], existing: Any | None) -> dict[str, Any]:
@@ -29,7 +29,7 @@ class BellPeriodService(CrudService):
         start = values.get("start_time", existing.start_time if existing else None)
         end = values.get("end_time", existing.end_time if existing else None)
         try:
-            validate_period(start, end)
+            validate_period(start, end)  # type: ignore[arg-type]  # set: required on create
         except ValueError as err:
             raise InvalidInput(str(err), details=[{"field": "end_time", "reason": str(err)}]) from err
         return values
@@ -40,7 +40,7 @@ class CalendarService(CrudService):
     name = "calendar_entry"
     write = Permission.MANAGE_ROOMS
     fields = ("school_id", "kind", "name", "start_date", "end_date")
-    filters = {"school": "school_id", "kind": "kind"}
+    filters: ClassVar[dict[str, str]] = {"school": "school_id", "kind": "kind"}
     has_timestamps = False
 
     async def validate(self, values: dict[str, Any], existing: Any | None) -> dict[str, Any]:
@@ -65,7 +65,7 @@ async def load_school_timetable(
         ).scalars()
     ]
     calendar = [
-        CalendarEntry(kind=c.kind, start=c.start_date, end=c.end_date, name=c.name)  # type: ignore[arg-type]
+        CalendarEntry(kind=c.kind, start=c.start_date, end=c.end_date, name=c.name)  # type: ignore[arg-type]  # CalendarKind text
         for c in (
             await session.execute(select(CalendarDay).where(CalendarDay.school_id == school_id))
         ).scalars()

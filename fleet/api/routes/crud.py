@@ -30,22 +30,24 @@ def add_crud_routes(
 
     @router.get(
         path,
-        response_model=PageOut[out_model],
+        response_model=PageOut[out_model],  # type: ignore[valid-type]  # a model chosen per resource
         tags=[tag],
-        name=f"list_{tag}",  # type: ignore[valid-type]
+        name=f"list_{tag}",
         summary=f"List {tag} (filtered, paginated)",
     )
     async def list_items(
         session: Session,
         caller: Caller,
         state: State,
-        filters: Annotated[filter_model, Query()],  # type: ignore[valid-type]
+        filters: Annotated[filter_model, Query()],  # type: ignore[valid-type]  # FastAPI reads it at run time
         cursor: Cursor = None,
         limit: Limit = 100,
     ) -> Any:
         page = await service(session, caller, state.clock).list(
-            cursor=cursor, limit=limit, **filters.model_dump()
-        )  # type: ignore[attr-defined]
+            cursor=cursor,
+            limit=limit,
+            **filters.model_dump(),  # type: ignore[attr-defined]  # a BaseModel
+        )
         return {
             "items": page.items,
             "total": page.total,
@@ -61,8 +63,13 @@ def add_crud_routes(
         name=f"create_{singular}",
         summary=f"Create a {singular.replace('_', ' ')}",
     )
-    async def create_item(session: Session, caller: Caller, state: State, body: create_model) -> Any:  # type: ignore[valid-type]
-        return await service(session, caller, state.clock).create(body.model_dump())  # type: ignore[attr-defined]
+    async def create_item(
+        session: Session,
+        caller: Caller,
+        state: State,
+        body: create_model,  # type: ignore[valid-type]  # FastAPI reads it at run time
+    ) -> Any:
+        return await service(session, caller, state.clock).create(body.model_dump())  # type: ignore[attr-defined]  # a BaseModel
 
     @router.get(
         path + "/{obj_id}",
@@ -82,9 +89,14 @@ def add_crud_routes(
         summary=f"Change a {singular.replace('_', ' ')}",
     )
     async def update_item(
-        session: Session, caller: Caller, state: State, obj_id: ObjId, body: patch_model
-    ) -> Any:  # type: ignore[valid-type]
-        return await service(session, caller, state.clock).update(obj_id, body.model_dump(exclude_unset=True))  # type: ignore[attr-defined]
+        session: Session,
+        caller: Caller,
+        state: State,
+        obj_id: ObjId,
+        body: patch_model,  # type: ignore[valid-type]  # FastAPI reads it at run time
+    ) -> Any:
+        changes = body.model_dump(exclude_unset=True)  # type: ignore[attr-defined]  # a BaseModel, see above
+        return await service(session, caller, state.clock).update(obj_id, changes)
 
     @router.delete(
         path + "/{obj_id}",

@@ -1,5 +1,5 @@
-"""budget: spend by funding source, school and year with straight-line depreciation and book value; the AI share
-of the equipment budget against its target; planned replacements for the next year."""
+"""budget: spend by funding source, school and year with straight-line depreciation and book value; the AI
+share of the equipment budget against its target; planned replacements for the next year."""
 
 from __future__ import annotations
 
@@ -287,14 +287,17 @@ async def build(ctx: Context) -> Report:
         else "the actual equipment spend of each year (no budget set)"
     )
     notes = [
-        f"Spend counts owned devices purchased {start}..{end} at their recorded cost (the model's price if none).",
         (
-            f"Depreciation: straight-line over {life} years by whole months since purchase; retired and lost devices "
-            "are written off. Leased devices are not capital spend."
+            f"Spend counts owned devices purchased {start}..{end} at their recorded cost "
+            "(the model's price if none)."
         ),
         (
-            f"AI devices: kinds {', '.join(sorted(ai_kinds))} or placed in an AI lab. The share is measured against "
-            f"{budget_note}."
+            f"Depreciation: straight-line over {life} years by whole months since purchase; "
+            "retired and lost devices are written off. Leased devices are not capital spend."
+        ),
+        (
+            f"AI devices: kinds {', '.join(sorted(ai_kinds))} or placed in an AI lab. "
+            f"The share is measured against {budget_note}."
         ),
         (
             f"Replacements: devices whose {life}-year service life ends by {horizon}, or with at least "

@@ -1,7 +1,7 @@
 """What every report reads: the caller's scope, devices, models, rooms, lifecycle timelines, presence, usage.
 
-Reports only read. They read the MQTT plane's tables (presence, alerts, usage roll-ups) and the rollout tables,
-and never write to any of them.
+Reports only read. They read the MQTT plane's tables (presence, alerts, usage roll-ups) and the rollout
+tables, and never write to any of them.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from fleet.settings import ReportSettings
 
 log = logging.getLogger(__name__)
 
-# A report covers at most ten years: enough for any service life, and it bounds the scans a request can ask for.
+# A report covers at most ten years: enough for any service life, and it bounds the scans a request can ask
+# for.
 MAX_RANGE_DAYS = 3660
 # Without a start date a report covers the year up to and including its end date.
 DEFAULT_RANGE_DAYS = 365
@@ -93,7 +94,8 @@ class Scope:
     def where(self, column: Any) -> ColumnElement[bool] | None:
         if self.all_schools:
             return None
-        return column.in_(sorted(self.schools) or [-1])
+        condition: ColumnElement[bool] = column.in_(sorted(self.schools) or [-1])
+        return condition
 
 
 def _apply(stmt: Any, clause: ColumnElement[bool] | None) -> Any:
@@ -276,7 +278,7 @@ class Context:
                 )
             )
             self._cache["models"] = {r[0]: ModelInfo(*r) for r in rows}
-        return self._cache["models"]  # type: ignore[no-any-return]
+        return self._cache["models"]  # type: ignore[no-any-return]  # filled above with this type
 
     async def rooms(self) -> dict[int, RoomInfo]:
         if "rooms" not in self._cache:
@@ -285,7 +287,7 @@ class Context:
                 self.scope.where(Room.school_id),
             )
             self._cache["rooms"] = {r[0]: RoomInfo(*r) for r in await self.rows(stmt)}
-        return self._cache["rooms"]  # type: ignore[no-any-return]
+        return self._cache["rooms"]  # type: ignore[no-any-return]  # filled above with this type
 
     async def all_devices(self) -> list[Dev]:
         """Every device in scope, whatever its status or age."""
@@ -309,7 +311,7 @@ class Context:
                 self.scope.where(Device.school_id),
             ).order_by(Device.id)
             self._cache["devices"] = [Dev(*r) for r in await self.rows(stmt)]
-        return self._cache["devices"]  # type: ignore[no-any-return]
+        return self._cache["devices"]  # type: ignore[no-any-return]  # filled above with this type
 
     async def timelines(self) -> dict[int, Timeline]:
         """Lifecycle history per device up to the end of the range, oldest first."""
@@ -318,16 +320,16 @@ class Context:
                 DeviceTransition.at < self.scope.end_at
             )
             if not self.scope.all_schools:
-                stmt = stmt.join(Device, Device.id == DeviceTransition.device_id).where(
-                    self.scope.where(Device.school_id)
-                )  # type: ignore[arg-type]
+                in_scope = self.scope.where(Device.school_id)
+                assert in_scope is not None  # None only for all schools
+                stmt = stmt.join(Device, Device.id == DeviceTransition.device_id).where(in_scope)
             out: dict[int, Timeline] = defaultdict(list)
             for dev_id, at, to in await self.rows(
                 stmt.order_by(DeviceTransition.device_id, DeviceTransition.at, DeviceTransition.id)
             ):
                 out[dev_id].append((at, to))
             self._cache["timelines"] = out
-        return self._cache["timelines"]  # type: ignore[no-any-return]
+        return self._cache["timelines"]  # type: ignore[no-any-return]  # filled above with this type
 
     async def devices_at_end(self) -> list[tuple[Dev, str]]:
         """Devices that existed at the end of the range, with their status then."""
@@ -340,7 +342,7 @@ class Context:
                 if s is not None:
                     out.append((d, s))
             self._cache["at_end"] = out
-        return self._cache["at_end"]  # type: ignore[no-any-return]
+        return self._cache["at_end"]  # type: ignore[no-any-return]  # filled above with this type
 
     async def active_minutes(self) -> dict[int, int]:
         """Active minutes per device within the range, from the hourly usage roll-ups."""

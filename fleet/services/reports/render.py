@@ -1,7 +1,8 @@
-"""Render a Report as JSON or CSV (machines), XLSX (typed cells, one sheet per section), printable HTML or PDF.
+"""Render a Report as JSON or CSV (machines), XLSX (typed cells, one sheet per section), printable HTML or
+PDF.
 
-HTML always works; its charts are inline SVG from matplotlib when installed, plain HTML bars otherwise. PDF needs
-matplotlib (the `reports` extra).
+HTML always works; its charts are inline SVG from matplotlib when installed, plain HTML bars otherwise. PDF
+needs matplotlib (the `reports` extra).
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def filename(report: Report, fmt: str) -> str:
     return f"{report.name}-{report.start}-{report.end}.{fmt}"
 
 
-# --- machines ------------------------------------------------------------------------------------------------
+# --- machines
+# ------------------------------------------------------------------------------------------------
 
 
 def plain(value: Any) -> Any:
@@ -130,7 +132,8 @@ def to_csv(report: Report, section: str | None = None) -> bytes:
     return out.getvalue().encode()
 
 
-# --- XLSX ------------------------------------------------------------------------------------------------------
+# --- XLSX
+# ------------------------------------------------------------------------------------------------------
 
 
 def _xlsx_value(value: Any, kind: Kind) -> Any:
@@ -222,7 +225,8 @@ def to_xlsx(report: Report) -> bytes:
     return buf.getvalue()
 
 
-# --- printable ---------------------------------------------------------------------------------------------------
+# --- printable
+# ---------------------------------------------------------------------------------------------------
 
 
 def text_of(value: Any, kind: Kind) -> str:
@@ -338,7 +342,8 @@ dl.meta{display:grid;grid-template-columns:max-content auto;gap:2px 12px}dt{font
 p.note{color:#555;font-style:italic}figure.chart{margin:.5em 0;max-width:780px}
 .bar-row{display:flex;align-items:center;gap:4px;margin:1px 0}.bar-label{width:200px;font-size:10px}
 .bar{display:inline-block;height:10px;background:#4c72b0}.bar.s1{background:#dd8452}.bar.s2{background:#55a868}
-@media print{body{margin:0}section{page-break-inside:auto}h2{page-break-after:avoid}thead{display:table-header-group}}
+@media print{body{margin:0}section{page-break-inside:auto}h2{page-break-after:avoid}
+thead{display:table-header-group}}
 """
 
 

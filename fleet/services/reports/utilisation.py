@@ -1,4 +1,5 @@
-"""utilisation: active lesson minutes per device per week from the usage roll-ups, idle devices, full rooms."""
+"""utilisation: active lesson minutes per device per week from the usage roll-ups, idle devices, full
+rooms."""
 
 from __future__ import annotations
 
@@ -140,7 +141,8 @@ async def build(ctx: Context) -> Report:
     notes = [
         (
             f"Active minutes from the hourly usage roll-ups between {ctx.scope.start} and {ctx.scope.end} "
-            f"({ctx.scope.days} days = {weeks:.2f} weeks); fielded = provisioned, in service or in repair at the end."
+            f"({ctx.scope.days} days = {weeks:.2f} weeks); fielded = provisioned, in service or in repair at "
+            "the end."
         ),
         "A room is over capacity when more devices are placed in it than its seat quota.",
     ]

@@ -149,7 +149,8 @@ async def build(ctx: Context) -> Report:
     ]
     notes = [
         (
-            "Warranty ends purchase date + the model's warranty months. Open faults are critical alerts not yet "
+            "Warranty ends purchase date + the model's warranty months. Open faults are critical alerts not "
+            "yet "
             "resolved, or the device being in repair. Replacement cost is the model's current unit price."
         )
     ]
