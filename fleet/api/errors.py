@@ -109,7 +109,8 @@ def install(app: FastAPI) -> None:
 
 
 class IncidentGuard:
-    """Turn an unexpected exception into a JSON 500 carrying an incident id; the traceback goes to the log only."""
+    """Turn an unexpected exception into a JSON 500 carrying an incident id; the traceback goes to the log
+    only."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

@@ -26,7 +26,8 @@ from fleet.domain.wire import Ack, Event, EventType, Heartbeat, Result, Status, 
 # Boot timestamps kept per device for the repeated-reboots rule.
 MAX_RECENT_BOOTS = 10
 # Roll-up bucket widths. Bandwidth: 5 minutes shows the 08:00 bell peak without 1-minute noise, and keeps
-# ~160k rows a day for 550 rooms. Activity: one hour per device keeps 10,000 devices at ~100k rows a school day.
+# ~160k rows a day for 550 rooms. Activity: one hour per device keeps 10,000 devices at ~100k rows a school
+# day.
 BYTES_BUCKET_SECONDS = 300
 ACTIVE_BUCKET_SECONDS = 3600
 

@@ -70,6 +70,7 @@ def wall_time(value: time, what: str = "time") -> time:
     """A local wall-clock time (a bell, a maintenance window): the school's zone applies, so no offset."""
     if value.tzinfo is not None:
         raise TimeRangeError(
-            f"{what} is a local wall-clock time in the school's time zone; give it without an offset (08:00:00)"
+            f"{what} is a local wall-clock time in the school's time zone; give it without an offset "
+            "(08:00:00)"
         )
     return value

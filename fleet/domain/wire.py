@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal, overload
+from typing import Any, Literal, final, overload
 
 import orjson
 
@@ -210,6 +210,7 @@ class TopicRef:
 # ---------------------------------------------------------------- values
 
 
+@final  # no subclasses: `type(x) is Rejection` is the exact, cheap test the hot paths use
 @dataclass(frozen=True, slots=True)
 class Rejection:
     reason: Reason

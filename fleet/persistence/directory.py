@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -67,7 +68,7 @@ class DeviceDirectory:
             self._by_id.pop(ref.device_id, None)
         self._misses.pop(username, None)
 
-    def _statement(self):  # type: ignore[no-untyped-def]  # a 10-column Select; its full type says nothing
+    def _statement(self):  # a 10-column Select; its full type says nothing
         return (
             select(
                 DeviceCredential.username,
@@ -86,19 +87,19 @@ class DeviceDirectory:
             .outerjoin(Room, Room.id == Device.room_id)
         )
 
-    def _ref(self, row: tuple[object, ...]) -> DeviceRef:
+    def _ref(self, row: tuple[Any, ...]) -> DeviceRef:  # a row of the select above
         name, dev_id, school_id, room_id, code, revoked, model, kind, room_kind, profile = row
         return DeviceRef(
-            dev_id,  # type: ignore[arg-type]
-            school_id,  # type: ignore[arg-type]
-            room_id,  # type: ignore[arg-type]
-            code,  # type: ignore[arg-type]
-            name,  # type: ignore[arg-type]
+            dev_id,
+            school_id,
+            room_id,
+            code,
+            name,
             revoked is not None,
-            model,  # type: ignore[arg-type]
-            kind,  # type: ignore[arg-type]
-            room_kind,  # type: ignore[arg-type]
-            self._thresholds(profile),  # type: ignore[arg-type]
+            model,
+            kind,
+            room_kind,
+            self._thresholds(profile),
         )
 
     async def load(self, usernames: list[str] | None = None) -> None:

@@ -260,7 +260,8 @@ async def apply_batch(
     driver_fast_path: bool | None = None,
 ) -> BatchOutcome:
     """Apply one batch: load the states, reduce each device's messages (fleet.domain.device_state), save the
-    states and write the effects. `driver_fast_path` None: through the driver on SQLite (tests force either)."""
+    states and write the effects. `driver_fast_path` None: through the driver on SQLite (tests force
+    either)."""
     fast = _is_sqlite(session) if driver_fast_path is None else driver_fast_path
     out = BatchOutcome()
     by_dev: dict[int, list[tuple[Uplink, datetime]]] = {}
@@ -473,7 +474,8 @@ async def _command_durations(
     """Sent-to-finished time of the commands this batch finishes (a result, or an ack refusing the command);
     read before the update, with the update's own status guard, so a late or repeated reply is not counted."""
     ct = DeviceCommand.__table__
-    finishing = {
+    # (correlation id, device) -> (outcome, finished at, the statuses it may finish from)
+    finishing: dict[tuple[str, int], tuple[str, Any, tuple[str, ...]]] = {
         (r["b_cid"], r["b_dev"]): (
             "ok" if r["b_status"] == "succeeded" else "error",
             r["b_at"],
@@ -497,7 +499,7 @@ async def _command_durations(
             hit = finishing.get((cid, dev))
             if hit is None or status not in hit[2] or sent_at is None:
                 continue
-            seconds = (hit[1] - as_utc(sent_at)).total_seconds()  # type: ignore[operator]
+            seconds = (hit[1] - as_utc(sent_at)).total_seconds()
             out.command_durations.append((name, hit[0], max(0.0, seconds)))
 
 

@@ -123,9 +123,10 @@ class UsageActive(Base):
     __tablename__ = "usage_active"
     __table_args__ = (
         UniqueConstraint("device_id", "bucket_start"),
-        # Reports (migration 0030): covers "active minutes per device over a date range, for some schools", so a
-        # year of 10,000 devices' roll-ups (~5.5M rows) is read from the index in device order, with no table
-        # lookups or sort whatever order ingest wrote the rows in (SQLite otherwise fetches every row: ~3x slower).
+        # Reports (migration 0030): covers "active minutes per device over a date range, for some schools", so
+        # a year of 10,000 devices' roll-ups (~5.5M rows) is read from the index in device order, with no
+        # table lookups or sort whatever order ingest wrote the rows in (SQLite otherwise fetches every row:
+        # ~3x slower).
         Index("ix_usage_active_report", "device_id", "bucket_start", "school_id", "active_minutes"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -1,11 +1,12 @@
 """Telemetry ingest: subscribe (QoS 1, shared), decode, batch, commit, then acknowledge.
 
-Flow per message: the subscriber's message callback (paho-mqtt, driven from this event loop) parses the topic and payload (fleet.domain.wire) and
-appends to a bounded in-memory batch. A writer task commits a batch every `ingest_batch_ms` or
-`ingest_batch_max` messages, then PUBACKs exactly the messages of that batch. A crash before the commit
-leaves them unacknowledged, so the broker's persistent session redelivers them; the per-device sequence
-window makes the redelivery harmless. When the batch is full the socket is paused (backpressure): the
-broker holds the rest, beyond at most one socket read (fleet.compat.paho.RECV_CHUNK) already in memory.
+Flow per message: the subscriber's message callback (paho-mqtt, driven from this event loop) parses the topic
+and payload (fleet.domain.wire) and appends to a bounded in-memory batch. A writer task commits a batch every
+`ingest_batch_ms` or `ingest_batch_max` messages, then PUBACKs exactly the messages of that batch. A crash
+before the commit leaves them unacknowledged, so the broker's persistent session redelivers them; the
+per-device sequence window makes the redelivery harmless. When the batch is full the socket is paused
+(backpressure): the broker holds the rest, beyond at most one socket read (fleet.compat.paho.RECV_CHUNK)
+already in memory.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -155,7 +156,7 @@ class IngestService:
         self.shared = settings.mqtt.ingest_shared if shared is None else shared
 
     # ------------------------------------------------------------ lifecycle
-    async def __aenter__(self) -> IngestService:
+    async def __aenter__(self) -> Self:
         if self._owns_watch:
             await self.watch.load()
         # The directory and timetables are long-lived: move them out of the cyclic GC's scans, which otherwise
@@ -236,23 +237,23 @@ class IngestService:
         if type(ref) is wire.Rejection:
             self._reject(pend, now, ref, topic, payload, None, None)
         else:
-            dev = self.directory.get(ref.device)  # type: ignore[union-attr]
-            value = wire.decode_uplink(ref.channel, payload)  # type: ignore[union-attr]
+            dev = self.directory.get(ref.device)
+            value = wire.decode_uplink(ref.channel, payload)
             if type(value) is wire.Rejection:
-                self._reject(pend, now, value, topic, payload, ref.device, ref.channel)  # type: ignore[union-attr]
-                if dev is not None and dev.school_code == ref.school and not dev.revoked:  # type: ignore[union-attr]
-                    self._error_reply(pend, dev, value, ref.channel, payload)  # type: ignore[union-attr, arg-type]
-            elif dev is None or dev.school_code != ref.school:  # type: ignore[union-attr]
+                self._reject(pend, now, value, topic, payload, ref.device, ref.channel)
+                if dev is not None and dev.school_code == ref.school and not dev.revoked:
+                    self._error_reply(pend, dev, value, ref.channel, payload)
+            elif dev is None or dev.school_code != ref.school:
                 # Resolved by the writer (database lookup) unless this identity missed recently.
                 pend.items.append(
                     Inbound(
                         None,
                         ref.channel,
                         value,
-                        now,  # type: ignore[union-attr]
+                        now,
                         (ref.device, ref.school, topic, payload),
                     )
-                )  # type: ignore[union-attr]
+                )
             elif dev.revoked:
                 self._reject(
                     pend,
@@ -262,9 +263,9 @@ class IngestService:
                     payload,
                     ref.device,
                     ref.channel,
-                )  # type: ignore[union-attr]
+                )
             else:
-                pend.items.append(Inbound(dev, ref.channel, value, now))  # type: ignore[union-attr]
+                pend.items.append(Inbound(dev, ref.channel, value, now))
         n = len(pend.items) + len(pend.rejected)
         if n >= self.cfg.ingest_batch_max and not self._woken:
             self._woken = True
@@ -301,9 +302,8 @@ class IngestService:
         channel: wire.Channel | None,
     ) -> None:
         self.stats.rejected += 1
-        kept: bytes | None = payload[: wire.MAX_UPLINK_BYTES]
-        if channel == wire.Channel.EVENT or channel is None:
-            kept = wire.redact_user(kept)  # type: ignore[arg-type]
+        head = payload[: wire.MAX_UPLINK_BYTES]
+        kept = wire.redact_user(head) if channel == wire.Channel.EVENT or channel is None else head
         pend.rejected.append(Rejected(now, rej.reason.value, topic, identity, kept, len(payload), rej.detail))
 
     # ------------------------------------------------------------ writer
@@ -385,13 +385,8 @@ class IngestService:
         unresolved = [it for it in batch.items if it.ref is None]
         if not unresolved:
             return
-        names = sorted(
-            {
-                it.unresolved[0]
-                for it in unresolved  # type: ignore[index]
-                if not self.directory.recently_missed(it.unresolved[0])
-            }
-        )  # type: ignore[index]
+        wanted = [it.unresolved[0] for it in unresolved if it.unresolved is not None]
+        names = sorted({name for name in wanted if not self.directory.recently_missed(name)})
         if names:
             await self.directory.load(names)
         keep = []
@@ -399,7 +394,8 @@ class IngestService:
             if it.ref is not None:
                 keep.append(it)
                 continue
-            name, school, topic, payload = it.unresolved  # type: ignore[misc]
+            assert it.unresolved is not None  # set whenever ref is None
+            name, school, topic, payload = it.unresolved
             dev = self.directory.get(name)
             if dev is None or dev.school_code != school:
                 self._reject(

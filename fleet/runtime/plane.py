@@ -133,8 +133,9 @@ class DevicePlane:
             self.address = broker.address
         await self.watch.load()
         await self._load_board()
-        # Devices moved, rooms or timetables changed by anyone (another process, an import, SQL): reloaded here
-        # within REFERENCE_POLL_S; changes through this process's API are applied right after their commit.
+        # Devices moved, rooms or timetables changed by anyone (another process, an import, SQL): reloaded
+        # here within REFERENCE_POLL_S; changes through this process's API are applied right after their
+        # commit.
         self._spawn(self.watch.run(), "plane-reference-watch")
         self._stack.push_async_callback(self._tasks.aclose)
         if self.address is None:
@@ -488,7 +489,8 @@ class DevicePlane:
 
 @stage(Stage.PLANE)
 async def device_plane_hook(stack: contextlib.AsyncExitStack, state: FleetState) -> None:
-    """create_app runtime hook: start the device plane inside the lifespan; requests get it as `state.plane`."""
+    """create_app runtime hook: start the device plane inside the lifespan; requests get it as
+    `state.plane`."""
     plane = DevicePlane(
         state.settings,
         state.sessions,

@@ -80,4 +80,4 @@ def in_stage_order(hooks: Sequence[RuntimeHook]) -> list[RuntimeHook]:
     for hook in hooks:
         if not isinstance(getattr(hook, "stage", None), Stage):
             raise TypeError(f"runtime hook {hook!r} has no stage; mark it with @stage(Stage.X)")
-    return sorted(hooks, key=lambda h: h.stage)  # type: ignore[attr-defined]
+    return sorted(hooks, key=lambda h: h.stage)  # type: ignore[attr-defined]  # checked just above

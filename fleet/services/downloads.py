@@ -13,7 +13,8 @@ from fleet.domain.rollouts import TokenBucket
 
 @dataclass
 class SchoolPacer:
-    """One token bucket per school, in real time: the sum of all downloads at a school stays within its budget."""
+    """One token bucket per school, in real time: the sum of all downloads at a school stays within its
+    budget."""
 
     burst_seconds: float
     monotonic: Callable[[], float] = time.monotonic

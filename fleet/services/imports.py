@@ -1,10 +1,10 @@
-"""Bulk import and export of devices and rooms, from the files offices produce: validate every row, then commit
-all or nothing.
+"""Bulk import and export of devices and rooms, from the files offices produce: validate every row, then
+commit all or nothing.
 
 Reading: XLSX (first sheet, or a named one) and CSV in UTF-8, UTF-8 with BOM or GB18030/GBK (detected, or
 forced); CRLF; full-width digits and spaces (NFKC); Chinese headers and values; `1,299.00`, `¥1299`, `1299元`;
-`2025-09-01`, `2025/9/1`, `2025年9月1日`, Excel serial dates and date cells. Every bad row is named (row, column,
-value, reason in the reader's language) and none is left out; `errors_csv` writes the full list.
+`2025-09-01`, `2025/9/1`, `2025年9月1日`, Excel serial dates and date cells. Every bad row is named
+(row, column, value, reason in the reader's language) and none is left out; `errors_csv` writes the full list.
 
 `preview_devices` is the dry run as typed values (the console shows it before the upload is committed);
 `import_devices` commits, or raises ImportRejected with every error.
@@ -137,7 +137,8 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass(frozen=True, slots=True)
 class RowError:
-    """One bad cell (or row, when column is None), named as the reader sees it; reason is already translated."""
+    """One bad cell (or row, when column is None), named as the reader sees it; reason is already
+    translated."""
 
     row: int
     column: str | None
@@ -205,7 +206,8 @@ class Preview:
         return len({e.row for e in self.errors})
 
 
-# --- reading the file ------------------------------------------------------------------------------------------
+# --- reading the file
+# ------------------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -217,7 +219,8 @@ class Table:
 
 
 def decode_upload(data: bytes, encoding: str | None = None) -> tuple[str, str]:
-    """(text, encoding): UTF-8 (with or without BOM) tried strictly first, then GB18030 (a superset of GBK)."""
+    """(text, encoding): UTF-8 (with or without BOM) tried strictly first, then GB18030 (a superset of
+    GBK)."""
     if encoding:
         enc = encoding.strip().lower().replace("_", "-")
         enc = {"utf8": "utf-8-sig", "utf-8": "utf-8-sig", "gbk": "gb18030", "gb2312": "gb18030"}.get(enc, enc)
@@ -489,7 +492,8 @@ def map_header(
     return mapped, errors
 
 
-# --- reading values --------------------------------------------------------------------------------------------
+# --- reading values
+# --------------------------------------------------------------------------------------------
 
 
 def as_text(value: Any) -> str:
@@ -543,7 +547,8 @@ _GROUPED = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d*)?")
 
 
 def parse_amount(value: Any) -> Decimal:
-    """1299, 1299.5, 1,299.00, ¥1299, 1299元, RMB 1,299 or a number cell; two decimals at most, never negative."""
+    """1299, 1299.5, 1,299.00, ¥1299, 1299元, RMB 1,299 or a number cell; two decimals at most, never
+    negative."""
     if isinstance(value, bool):
         raise InvalidOperation
     if isinstance(value, int):
@@ -581,7 +586,8 @@ def code_lookup(enum: type[StrEnum]) -> dict[str, str]:
     return out
 
 
-# --- devices ---------------------------------------------------------------------------------------------------
+# --- devices
+# ---------------------------------------------------------------------------------------------------
 
 
 def _cells(
@@ -656,9 +662,11 @@ async def preview_devices(
     encoding: str | None = None,
     progress: Progress | None = None,
 ) -> Preview:
-    """Read and check a delivery file without writing: typed rows and every error (reasons in the current locale).
+    """Read and check a delivery file without writing: typed rows and every error (reasons in the current
+    locale).
 
-    Raises InvalidInput only when the file cannot be read at all (encoding, damaged workbook, missing sheet)."""
+    Raises InvalidInput only when the file cannot be read at all (encoding, damaged workbook, missing
+    sheet)."""
     require(principal, Permission.MANAGE_DEVICES)
     table = read_table(source, filename=filename, sheet=sheet, encoding=encoding)
     mapped, errors = map_header(table.header, DEVICE_COLUMNS, DEVICE_REQUIRED)
@@ -756,7 +764,7 @@ async def preview_devices(
                     _("no school with code or name {name!r}", name=row["school_code"]),
                 )
             else:
-                school = found  # type: ignore[assignment]
+                school = found  # type: ignore[assignment]  # neither None nor "ambiguous" here
         room: Room | None = None
         if school is not None and row["room"]:
             room = rooms.get((school.id, row["room"].lower()))
@@ -943,7 +951,8 @@ async def import_devices(
     sheet: str | None = None,
     encoding: str | None = None,
 ) -> ImportResult:
-    """Validate every row; insert all of them in one transaction, or raise ImportRejected listing every bad row."""
+    """Validate every row; insert all of them in one transaction, or raise ImportRejected listing every bad
+    row."""
     preview = await preview_devices(
         session,
         principal,
@@ -1050,7 +1059,8 @@ async def _existing(
     return found
 
 
-# --- rooms -----------------------------------------------------------------------------------------------------
+# --- rooms
+# -----------------------------------------------------------------------------------------------------
 
 
 async def preview_rooms(
@@ -1212,7 +1222,8 @@ async def import_rooms(
     return ImportResult("rooms", len(values), False)
 
 
-# --- the error list and exports --------------------------------------------------------------------------------
+# --- the error list and exports
+# --------------------------------------------------------------------------------
 
 ERROR_HEADER = (N_("Row"), N_("Column"), N_("Value"), N_("Reason"))
 

@@ -1,8 +1,9 @@
-"""Every CSV and XLSX file LabFleet writes goes through here: formula-injection escaping and the BOM in one place.
+"""Every CSV and XLSX file LabFleet writes goes through here: formula-injection escaping and the BOM in one
+place.
 
 A spreadsheet runs a cell that begins with `=`, `+`, `-` or `@` as a formula (OWASP "CSV injection"), so a
-device named `=HYPERLINK(...)` in an export would run on the procurement officer's machine. Such text cells are
-written with a leading `'`, which Excel and LibreOffice show as plain text; the import strips it again
+device named `=HYPERLINK(...)` in an export would run on the procurement officer's machine. Such text cells
+are written with a leading `'`, which Excel and LibreOffice show as plain text; the import strips it again
 (`unescape`), so export -> import stays lossless. Numbers are written as numbers and never escaped.
 """
 
@@ -18,7 +19,8 @@ BOM = "\ufeff"
 
 
 def escape(value: Any) -> Any:
-    """A text cell that a spreadsheet would run as a formula gets a leading `'`; anything else is unchanged."""
+    """A text cell that a spreadsheet would run as a formula gets a leading `'`; anything else is
+    unchanged."""
     if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
         return "'" + value
     return value
@@ -53,7 +55,7 @@ def xlsx_bytes(
     from openpyxl.utils import get_column_letter
 
     wb = Workbook()
-    wb.remove(wb.active)  # type: ignore[arg-type]
+    wb.remove(wb.active)
     bold = Font(bold=True)
     for title, header, rows in sheets:
         ws = wb.create_sheet(title[:31])

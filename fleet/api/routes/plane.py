@@ -76,7 +76,7 @@ async def _school_in_scope(session: Any, caller: Principal, school_id: int) -> S
     if school is None:
         raise NotFound(f"school {school_id} not found")
     check_school(caller, school.id, "school", school_id)
-    return school  # type: ignore[no-any-return]
+    return school
 
 
 @router.post("/schools/{obj_id}/claim-tokens", status_code=201, tags=["enrollment"])
@@ -187,7 +187,8 @@ class EnrollOut(BaseModel):
     },
 )
 async def enroll(body: EnrollIn, session: Session, state: State, request: Request) -> EnrollOut:
-    """A terminal trades a claim token and its serial number for MQTT credentials (docs/protocol-mqtt.md §3)."""
+    """A terminal trades a claim token and its serial number for MQTT credentials (docs/protocol-mqtt.md
+    §3)."""
     from fleet.domain import wire
 
     metrics = state.metrics
@@ -288,7 +289,7 @@ async def _device_in_scope(session: Any, caller: Principal, device_id: int) -> D
     if device is None:
         raise NotFound(f"device {device_id} not found")
     check_school(caller, device.school_id, "device", device_id)
-    return device  # type: ignore[no-any-return]
+    return device
 
 
 @router.post("/devices/{obj_id}/credentials/rotate", tags=["enrollment"])
