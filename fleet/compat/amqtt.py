@@ -70,7 +70,8 @@ class AuthFirstBroker(Broker):
                 await connack.to_stream(writer)
             await writer.close()
             raise MQTTError("CONNECT refused before any session was touched")
-        # From here on as amqtt 0.12.1's Broker._initialize_client_session (the contract test pins its source).
+        # From here on as amqtt 0.12.1's Broker._initialize_client_session (the contract test pins its
+        # source).
         if session.clean_session:
             if session.client_id:
                 await self._delete_session(session.client_id)

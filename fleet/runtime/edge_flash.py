@@ -1,4 +1,5 @@
-"""Firmware updates for kits the edge agent bridges: the `update` command (protocol section 10) on a serial kit.
+"""Firmware updates for kits the edge agent bridges: the `update` command (protocol section 10) on a serial
+kit.
 
 The rollout engine sends a kit the same `update` command a terminal gets, on the kit's own `cmd` topic. The
 agent plays the terminal's part for it: `download` fetches the image from the service's signed link (HTTP
@@ -99,7 +100,8 @@ class KitUpdater:
         self.kits: dict[str, KitUpdate] = {}
 
     async def handle(self, link: KitLink, cmd: wire.Command) -> None:
-        """One `update` command from the kit's cmd topic; every outcome is a progress report, never a raise."""
+        """One `update` command from the kit's cmd topic; every outcome is a progress report, never a
+        raise."""
         cid = cmd.id
         try:
             args = parse_update_args(cmd.args)

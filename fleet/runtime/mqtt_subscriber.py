@@ -21,7 +21,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -272,7 +272,7 @@ class SubscriberSession:
             Backoff(BACKOFF_START_S, BACKOFF_CAP_S, rng=rng),
         )
 
-    async def __aenter__(self) -> SubscriberSession:
+    async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._run(), name=f"mqtt-subscriber-{self.client_id}")
         return self
 

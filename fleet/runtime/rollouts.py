@@ -11,7 +11,7 @@ import logging
 import os
 from collections import Counter
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, Self
 
 import aiomqtt
 from sqlalchemy import or_, select
@@ -91,7 +91,7 @@ class MqttUpdateLink:
                     self.connected.set()
                     retry.ok()
                     async for msg in client.messages:
-                        await self.handle(str(msg.topic), bytes(msg.payload))  # type: ignore[arg-type]
+                        await self.handle(str(msg.topic), bytes(msg.payload))
             finally:
                 self.client = None
                 self.connected.clear()
@@ -153,7 +153,7 @@ class RolloutRuntime:
         self.link = link
         self._tasks = TaskOwner(log)
 
-    async def __aenter__(self) -> RolloutRuntime:
+    async def __aenter__(self) -> Self:
         if self.link is not None:
             self.link.engine = self.engine
             self._spawn(self.link.run(), "rollouts-mqtt-link")
@@ -193,7 +193,8 @@ def rollout_hook(settings: Settings, *, base_url: str = "") -> RuntimeHook:
             or settings.rollouts.public_base_url
             or f"http://{settings.http.host}:{settings.http.port}"
         )
-        # One link for both: a serial kit's edge agent holds the kit's own MQTT session on the kit's cmd topic.
+        # One link for both: a serial kit's edge agent holds the kit's own MQTT session on the kit's cmd
+        # topic.
         engine = RolloutEngine(
             state.sessions,
             settings.rollouts,
