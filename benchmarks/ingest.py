@@ -69,9 +69,7 @@ def publisher(port: int, devices: int, per_device: int, rate: float, seq_start: 
         seq = seq_start + k
         for d in range(devices):
             ts = int(time.time() * 1000)
-            body = wire.encode_telemetry(
-                wire.Telemetry(seq, ts, 77, 36.5, None, "2.4.1", None, 120, 900, -55)
-            )
+            body = wire.telemetry_bytes(seq, ts, 77, 36.5, None, "2.4.1", None, 120, 900, -55, None)
             clients[sent % PUB_CONNECTIONS].publish(names[d], body, qos=1)
             sent += 1
             if rate:

@@ -661,34 +661,96 @@ def _json_num(value: float) -> bytes:
     return repr(value).encode() if type(value) is float else b"%d" % value
 
 
-def encode_telemetry(t: Telemetry) -> bytes:
-    """Telemetry as encode_uplink writes it, byte for byte, without building a dict and a JSON encoder pass:
-    the message every terminal sends every minute (simulators and benchmarks send millions)."""
-    out = b'{"v":1,"seq":%d,"ts":%d' % (t.seq, t.ts_ms)
-    if t.battery_pct is not None:
-        out += b',"battery":%d' % t.battery_pct
-    if t.temperature_c is not None:
-        out += b',"temp_c":' + _json_num(t.temperature_c)
-    if t.storage_used_pct is not None:
-        out += b',"storage_pct":' + _json_num(t.storage_used_pct)
-    if t.firmware is not None:
-        out += b',"fw":' + _json_str(t.firmware)
-    if t.app is not None:
-        out += b',"app":' + _json_str(t.app)
-    out += b',"up":%d,"down":%d' % (t.bytes_up, t.bytes_down)
-    if t.rssi_dbm is not None:
-        out += b',"rssi":%d' % t.rssi_dbm
-    if t.charging is not None:
-        out += b',"charging":true}' if t.charging else b',"charging":false}'
-        return out
+# The full telemetry body, as encode_uplink writes it: %r of a float is its repr, which is what JSON holds.
+_TELEMETRY_FULL = (
+    b'{"v":1,"seq":%d,"ts":%d,"battery":%d,"temp_c":%r,"storage_pct":%r,"fw":%s%s,"up":%d,"down":%d,'
+    b'"rssi":%d,"charging":%s}'
+)
+
+
+def telemetry_bytes(
+    seq: int,
+    ts_ms: int,
+    battery_pct: int | None,
+    temperature_c: float | None,
+    storage_used_pct: float | None,
+    firmware: str | None,
+    app: str | None,
+    bytes_up: int,
+    bytes_down: int,
+    rssi_dbm: int | None,
+    charging: bool | None,
+) -> bytes:
+    """Telemetry (fields in Telemetry's order) as encode_uplink writes it, byte for byte, without a dict, a
+    JSON encoder pass or a Telemetry value: the message every terminal sends every minute (the simulators
+    and benchmarks send millions)."""
+    if (
+        battery_pct is not None
+        and type(temperature_c) is float
+        and type(storage_used_pct) is float
+        and firmware is not None
+        and rssi_dbm is not None
+        and charging is not None
+    ):
+        return _TELEMETRY_FULL % (
+            seq,
+            ts_ms,
+            battery_pct,
+            temperature_c,
+            storage_used_pct,
+            _json_str(firmware),
+            b',"app":' + _json_str(app) if app is not None else b"",
+            bytes_up,
+            bytes_down,
+            rssi_dbm,
+            b"true" if charging else b"false",
+        )
+    out = b'{"v":1,"seq":%d,"ts":%d' % (seq, ts_ms)
+    if battery_pct is not None:
+        out += b',"battery":%d' % battery_pct
+    if temperature_c is not None:
+        out += b',"temp_c":' + _json_num(temperature_c)
+    if storage_used_pct is not None:
+        out += b',"storage_pct":' + _json_num(storage_used_pct)
+    if firmware is not None:
+        out += b',"fw":' + _json_str(firmware)
+    if app is not None:
+        out += b',"app":' + _json_str(app)
+    out += b',"up":%d,"down":%d' % (bytes_up, bytes_down)
+    if rssi_dbm is not None:
+        out += b',"rssi":%d' % rssi_dbm
+    if charging is not None:
+        return out + (b',"charging":true}' if charging else b',"charging":false}')
     return out + b"}"
 
 
+def encode_telemetry(t: Telemetry) -> bytes:
+    """Telemetry as encode_uplink writes it (see telemetry_bytes)."""
+    return telemetry_bytes(
+        t.seq,
+        t.ts_ms,
+        t.battery_pct,
+        t.temperature_c,
+        t.storage_used_pct,
+        t.firmware,
+        t.app,
+        t.bytes_up,
+        t.bytes_down,
+        t.rssi_dbm,
+        t.charging,
+    )
+
+
+def heartbeat_bytes(seq: int, ts_ms: int, rssi_dbm: int | None = None) -> bytes:
+    """A heartbeat as encode_uplink writes it (the hot-path twin of telemetry_bytes)."""
+    if rssi_dbm is None:
+        return b'{"v":1,"seq":%d,"ts":%d}' % (seq, ts_ms)
+    return b'{"v":1,"seq":%d,"ts":%d,"rssi":%d}' % (seq, ts_ms, rssi_dbm)
+
+
 def encode_heartbeat(h: Heartbeat) -> bytes:
-    """A heartbeat as encode_uplink writes it (the hot-path twin of encode_telemetry)."""
-    if h.rssi_dbm is None:
-        return b'{"v":1,"seq":%d,"ts":%d}' % (h.seq, h.ts_ms)
-    return b'{"v":1,"seq":%d,"ts":%d,"rssi":%d}' % (h.seq, h.ts_ms, h.rssi_dbm)
+    """A heartbeat as encode_uplink writes it."""
+    return heartbeat_bytes(h.seq, h.ts_ms, h.rssi_dbm)
 
 
 def encode_uplink(value: Uplink) -> bytes:

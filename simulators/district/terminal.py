@@ -379,27 +379,25 @@ class Terminal:
         c.bytes_down += down
         now_ms = self.host.clock.now_ms()
         self.host.stats.add_bytes(self.school, up + down, now_ms)
-        payload = wire.encode_telemetry(
-            wire.Telemetry(
-                seq,
-                now_ms,
-                int(self.battery),
-                round(30 + self.rng.random() * 12, 1),
-                STORAGE_USED_PCT,
-                self.firmware,
-                self.app,
-                up,
-                down,
-                self._rssi(),
-                self.charging,
-            )
+        payload = wire.telemetry_bytes(
+            seq,
+            now_ms,
+            int(self.battery),
+            round(30 + self.rng.random() * 12, 1),
+            STORAGE_USED_PCT,
+            self.firmware,
+            self.app,
+            up,
+            down,
+            self._rssi(),
+            self.charging,
         )
         self._publish_bytes(wire.Channel.TELEMETRY, payload, seq=seq)
 
     def heartbeat(self) -> None:
         seq = self._next_seq()
         self.counters.heartbeats += 1
-        payload = wire.encode_heartbeat(wire.Heartbeat(seq, self.host.clock.now_ms(), self._rssi()))
+        payload = wire.heartbeat_bytes(seq, self.host.clock.now_ms(), self._rssi())
         self._publish_bytes(wire.Channel.HEARTBEAT, payload, seq=seq)
 
     def event(self, kind: wire.EventType, code: str | None = None) -> None:
