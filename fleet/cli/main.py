@@ -500,13 +500,17 @@ def report(
     month: Annotated[
         datetime | None, typer.Option(formats=["%Y-%m"], help="monthly: which month (default last month)")
     ] = None,
+    lang: LangOpt = None,
+    bom: BomOpt = None,
 ) -> None:
     """Generate a report (with a progress bar), or `report monthly` to write the monthly set once."""
     from decimal import Decimal
 
+    from fleet.i18n import set_locale
     from fleet.services import reports as rep
 
     cfg = settings()
+    set_locale(lang or cfg.locale)
     if name == "monthly":
         _monthly(cfg, month.date() if month else None)
         return
@@ -543,7 +547,7 @@ def report(
                 session, CLI, name, query, settings=cfg.reports, now=SystemClock().now(), progress=progress
             )
             progress("rendering", 0, 1)
-            body = await asyncio.to_thread(rep.render, result, fmt, section=section)
+            body = await asyncio.to_thread(rep.render, result, fmt, section=section, bom=bom)
             progress("rendering", 1, 1)
             return body
 

@@ -6,13 +6,14 @@ import asyncio
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from fleet.api import schemas as s
 from fleet.api.deps import Caller, Session, State
 from fleet.domain.permissions import Permission
 from fleet.errors import InvalidInput
+from fleet.i18n import negotiate, use_locale
 from fleet.services.common import require
 from fleet.services.reports import FORMATS, MEDIA_TYPES, REPORTS, ReportQuery, check_name, generate, render
 from fleet.services.reports.render import filename
@@ -38,6 +39,7 @@ async def list_reports(caller: Caller) -> Any:
     "report measures the AI share against.",
 )
 async def get_report(
+    request: Request,
     session: Session,
     caller: Caller,
     state: State,
@@ -49,21 +51,30 @@ async def get_report(
     end: s.Day | None = None,
     section: Annotated[str | None, Query(max_length=64)] = None,
     budget: Annotated[Decimal | None, Query(ge=0, le=10**12, max_digits=14, decimal_places=2)] = None,
+    lang: Annotated[
+        str | None, Query(max_length=20, description="zh-CN or en (default: Accept-Language)")
+    ] = None,
+    bom: Annotated[bool | None, Query(description="csv: UTF-8 BOM for Excel (default: on in zh-CN)")] = None,
 ) -> Response:
     require(caller, Permission.READ_REPORTS)
     check_name(name)
     if format not in FORMATS:
         raise InvalidInput(f"format must be one of {', '.join(FORMATS)}", details={"formats": list(FORMATS)})
-    report = await generate(
-        session,
-        caller,
-        name,
-        ReportQuery(school=school, district=district, start=start, end=end, budget=budget),
-        settings=state.settings.reports,
-        now=state.clock.now(),
+    loc = negotiate(
+        user=lang, accept_language=request.headers.get("accept-language"), default=state.settings.locale
     )
-    # Rendering XLSX or PDF is CPU work: off the event loop so other requests keep being answered.
-    body = await asyncio.to_thread(render, report, format, section=section)
+    with use_locale(loc):
+        report = await generate(
+            session,
+            caller,
+            name,
+            ReportQuery(school=school, district=district, start=start, end=end, budget=budget),
+            settings=state.settings.reports,
+            now=state.clock.now(),
+        )
+        # Rendering XLSX or PDF is CPU work: off the event loop so other requests keep being answered (the
+        # thread runs in a copy of this context, so in the same language).
+        body = await asyncio.to_thread(render, report, format, section=section, bom=bom)
     headers = (
         {}
         if format in ("json", "html")

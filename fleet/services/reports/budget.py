@@ -1,14 +1,18 @@
 """budget: spend by funding source, school and year with straight-line depreciation and book value; the AI
-share of the equipment budget against its target; planned replacements for the next year."""
+share
+of the equipment budget against its target; planned replacements for the next year."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from fleet.domain.enums import DeviceStatus, Ownership, RoomKind
+from fleet.i18n import _
+from fleet.i18n.format import money as fmt_money
 from fleet.services.reports.data import (
     GONE,
     Context,
@@ -84,6 +88,7 @@ async def build(ctx: Context) -> Report:
     dep_src: dict[str, Book] = defaultdict(Book)
     dep_school: dict[int, Book] = defaultdict(Book)
     leased = 0
+    priced_from_model = 0
     replacements = []
     horizon = end + timedelta(days=365)
     for d, status in devices:
@@ -92,6 +97,7 @@ async def build(ctx: Context) -> Report:
             leased += 1
         elif d.purchase_date is not None and d.purchase_date <= end:
             cost = cost_of(d, m)
+            priced_from_model += d.unit_cost is None
             ai = is_ai(d)
             src = d.funding_source or "(unspecified)"
             if start <= d.purchase_date:
@@ -107,9 +113,9 @@ async def build(ctx: Context) -> Report:
         end_of_life = add_months(d.purchase_date, life * 12) if d.purchase_date else None
         reasons = []
         if end_of_life is not None and end_of_life <= horizon:
-            reasons.append("past service life" if end_of_life <= end else "service life ends next year")
+            reasons.append(_("past service life") if end_of_life <= end else _("service life ends next year"))
         if failures >= cfg.replace_after_failures:
-            reasons.append(f"{failures} failures")
+            reasons.append(_("{n} failures", n=failures))
         if reasons:
             replacements.append(
                 (
@@ -135,6 +141,8 @@ async def build(ctx: Context) -> Report:
         y = spend_year.get(year, Spend())
         budget = budget_given if budget_given is not None else y.spend
         share = ratio(y.ai_spend, budget)
+        # A year without spend has no share to measure: it says so, rather than "target missed".
+        met = None if not y.devices else share is not None and share >= target
         year_rows.append(
             (
                 year,
@@ -142,16 +150,35 @@ async def build(ctx: Context) -> Report:
                 money(y.spend),
                 money(y.ai_spend),
                 money(budget),
-                share,
+                share if y.devices else None,
                 target,
-                share is not None and share >= target,
+                met,
+                _("no spend") if met is None else _("met") if met else _("not met"),
             )
         )
     total_spend = sum((a.spend for a in spend_year.values()), ZERO)
     total_ai = sum((a.ai_spend for a in spend_year.values()), ZERO)
     # A yearly budget counts once for each calendar year the range touches.
     total_budget = budget_given * len(years) if budget_given is not None else total_spend
-    total_share = ratio(total_ai, total_budget)
+    total_share = ratio(total_ai, total_budget) if total_spend else None
+    total_label = _("Total")
+
+    def spend_tail(accs: Iterable[Spend]) -> tuple[object, ...]:
+        items = list(accs)
+        return (
+            sum(a.devices for a in items),
+            money(sum((a.spend for a in items), ZERO)),
+            money(sum((a.ai_spend for a in items), ZERO)),
+        )
+
+    def book_sum(accs: Iterable[Book]) -> Book:
+        out = Book()
+        for a in accs:
+            out.devices += a.devices
+            out.cost += a.cost
+            out.book += a.book
+            out.written_off += a.written_off
+        return out
 
     def dep_row(acc: Book) -> tuple[object, ...]:
         return (
@@ -175,7 +202,7 @@ async def build(ctx: Context) -> Report:
     replacements.sort(key=lambda r: (r[1], r[0]))
     repl_model: dict[str, tuple[int, Decimal]] = {}
     for r in replacements:
-        count, _ = repl_model.get(r[1], (0, ZERO))
+        count, _price = repl_model.get(r[1], (0, ZERO))
         repl_model[r[1]] = (count + 1, r[9])
     repl_model_rows = [(k, n, price, money(price * n)) for k, (n, price) in sorted(repl_model.items())]
     book_total = money(sum((a.book for a in dep_src.values()), ZERO))
@@ -207,9 +234,22 @@ async def build(ctx: Context) -> Report:
                 Column("ai_share", "AI share", "percent"),
                 Column("target", "Target share", "percent"),
                 Column("met", "Target met", "bool"),
+                Column("result", "Result"),
             ),
             year_rows,
+            totals=(
+                total_label,
+                sum(y.devices for y in spend_year.values()),
+                money(total_spend),
+                money(total_ai),
+                money(total_budget),
+                total_share,
+                target,
+                None if total_share is None else total_share >= target,
+                _("no spend") if total_share is None else _("met") if total_share >= target else _("not met"),
+            ),
             chart=Chart("year", ("spend", "ai_spend"), "Equipment spend and spend on AI devices per year"),
+            sheet="AI share",
         ),
         Section(
             "spend_by_source",
@@ -217,24 +257,30 @@ async def build(ctx: Context) -> Report:
             (Column("funding_source", "Funding source"), *spend_cols),
             src_rows,
             chart=Chart("funding_source", ("spend",), "Spend by funding source", horizontal=True),
+            totals=(total_label, *spend_tail(spend_src.values())),
         ),
         Section(
             "spend_by_school",
             "Spend by school",
             (Column("school_code", "School code"), Column("school", "School"), *spend_cols),
             school_rows,
+            totals=(total_label, None, *spend_tail(spend_school.values())),
         ),
         Section(
             "book_by_source",
             "Depreciation and book value by funding source",
             (Column("funding_source", "Funding source"), *dep_cols),
             dep_src_rows,
+            totals=(total_label, *dep_row(book_sum(dep_src.values()))),
+            sheet="Book value by funding source",
         ),
         Section(
             "book_by_school",
             "Depreciation and book value by school",
             (Column("school_code", "School code"), Column("school", "School"), *dep_cols),
             dep_school_rows,
+            totals=(total_label, None, *dep_row(book_sum(dep_school.values()))),
+            sheet="Book value by school",
         ),
         Section(
             "replacements",
@@ -244,7 +290,7 @@ async def build(ctx: Context) -> Report:
                 Column("model", "Model"),
                 Column("supplier", "Supplier"),
                 Column("school_code", "School code"),
-                Column("status", "Status"),
+                Column("status", "Status", "code"),
                 Column("purchase_date", "Purchased", "date"),
                 Column("end_of_life", "Service life ends", "date"),
                 Column("failures", "Failures (lifetime)", "int"),
@@ -252,6 +298,7 @@ async def build(ctx: Context) -> Report:
                 Column("unit_price", "Current unit price", "money"),
             ),
             replacements,
+            sheet="Planned replacements",
         ),
         Section(
             "replacements_by_model",
@@ -264,6 +311,7 @@ async def build(ctx: Context) -> Report:
             ),
             repl_model_rows,
             chart=Chart("model", ("cost",), "Planned replacement cost per model", horizontal=True),
+            totals=(total_label, len(replacements), None, repl_cost),
         ),
     ]
     summary = [
@@ -273,35 +321,58 @@ async def build(ctx: Context) -> Report:
         SummaryItem("ai_share", "AI share", total_share, "percent"),
         SummaryItem("ai_target_share", "AI target share", target, "percent"),
         SummaryItem(
-            "ai_target_met", "AI target met", total_share is not None and total_share >= target, "bool"
+            "ai_target_met", "AI target met", None if total_share is None else total_share >= target, "bool"
         ),
         SummaryItem("cost_owned", "Purchase cost of owned devices", cost_total, "money"),
-        SummaryItem("book_value", f"Book value on {end}", book_total, "money"),
+        SummaryItem("book_value", _("Book value on {end}", end=end.isoformat()), book_total, "money"),
         SummaryItem("leased", "Leased devices (not depreciated)", leased, "int"),
+        SummaryItem(
+            "priced_from_model",
+            "Owned devices priced at their model's price (no recorded cost)",
+            priced_from_model,
+            "int",
+        ),
         SummaryItem("replacements", "Planned replacements next year", len(replacements), "int"),
         SummaryItem("replacement_cost", "Planned replacement cost", repl_cost, "money"),
     ]
     budget_note = (
-        f"an equipment budget of {money(budget_given)} a year"
+        _("an equipment budget of {amount} a year", amount=fmt_money(money(budget_given)))
         if budget_given is not None
-        else "the actual equipment spend of each year (no budget set)"
+        else _("the actual equipment spend of each year (no budget set)")
     )
     notes = [
-        (
-            f"Spend counts owned devices purchased {start}..{end} at their recorded cost "
-            "(the model's price if none)."
+        *(
+            [_("No equipment spend in the range: there is no AI share to measure.")]
+            if not total_spend
+            else []
         ),
-        (
-            f"Depreciation: straight-line over {life} years by whole months since purchase; "
-            "retired and lost devices are written off. Leased devices are not capital spend."
+        _(
+            "{n} owned devices have no recorded cost and are counted at their model's unit price.",
+            n=priced_from_model,
         ),
-        (
-            f"AI devices: kinds {', '.join(sorted(ai_kinds))} or placed in an AI lab. "
-            f"The share is measured against {budget_note}."
+        _(
+            "Spend counts owned devices purchased {start}..{end} at their recorded cost (the model's price "
+            "if "
+            "none).",
+            start=start.isoformat(),
+            end=end.isoformat(),
         ),
-        (
-            f"Replacements: devices whose {life}-year service life ends by {horizon}, or with at least "
-            f"{cfg.replace_after_failures} failures, at their model's current unit price."
+        _(
+            "Depreciation: straight-line over {life} years by whole months since purchase; retired and lost "
+            "devices are written off. Leased devices are not capital spend.",
+            life=life,
+        ),
+        _(
+            "AI devices: kinds {kinds} or placed in an AI lab. The share is measured against {basis}.",
+            kinds=", ".join(sorted(ai_kinds)),
+            basis=budget_note,
+        ),
+        _(
+            "Replacements: devices whose {life}-year service life ends by {horizon}, or with at least {n} "
+            "failures, at their model's current unit price.",
+            life=life,
+            horizon=horizon.isoformat(),
+            n=cfg.replace_after_failures,
         ),
     ]
     return ctx.report("budget", TITLE, summary, sections, notes)

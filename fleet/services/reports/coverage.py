@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from fleet.domain.enums import DeviceKind, RoomKind
+from fleet.i18n import _
 from fleet.services.reports.data import FIELDED, Context
 from fleet.services.reports.model import Chart, Column, Report, Section, SummaryItem, ratio
 
@@ -64,14 +65,14 @@ async def build(ctx: Context) -> Report:
     terminals = sum(terminals_by_school.values())
     plan = [
         (
-            "Smart classrooms equipped",
+            _("Smart classrooms equipped"),
             targets.smart_classrooms,
             equipped_by_kind[RoomKind.SMART_CLASSROOM],
             rooms_by_kind[RoomKind.SMART_CLASSROOM],
             ratio(equipped_by_kind[RoomKind.SMART_CLASSROOM], targets.smart_classrooms),
         ),
         (
-            "Digital labs equipped",
+            _("Digital labs equipped"),
             targets.digital_labs,
             equipped_by_kind[RoomKind.DIGITAL_LAB],
             rooms_by_kind[RoomKind.DIGITAL_LAB],
@@ -146,7 +147,7 @@ async def build(ctx: Context) -> Report:
             (
                 Column("school_code", "School code"),
                 Column("school", "School"),
-                Column("room_kind", "Room kind"),
+                Column("room_kind", "Room kind", "code"),
                 Column("rooms", "Rooms", "int"),
                 Column("equipped", "Rooms equipped", "int"),
                 Column("quota", "Device quota", "int"),
@@ -162,7 +163,7 @@ async def build(ctx: Context) -> Report:
             (
                 Column("school_code", "School code"),
                 Column("room", "Room"),
-                Column("room_kind", "Room kind"),
+                Column("room_kind", "Room kind", "code"),
                 Column("quota", "Device quota", "int"),
                 Column("deployed", "Devices deployed", "int"),
                 Column("shortfall", "Shortfall", "int"),
@@ -184,5 +185,10 @@ async def build(ctx: Context) -> Report:
         TITLE,
         summary,
         sections,
-        [f"Status as of {ctx.scope.end}; deployed = provisioned, in service or in repair."],
+        [
+            _(
+                "Status as of {end}; deployed = provisioned, in service or in repair.",
+                end=ctx.scope.end.isoformat(),
+            )
+        ],
     )

@@ -1,14 +1,15 @@
 """What every report reads: the caller's scope, devices, models, rooms, lifecycle timelines, presence, usage.
 
 Reports only read. They read the MQTT plane's tables (presence, alerts, usage roll-ups) and the rollout
-tables, and never write to any of them.
+tables,
+and never write to any of them.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -17,10 +18,12 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from fleet.domain import timebounds
 from fleet.domain.clock import as_utc
 from fleet.domain.enums import DeviceStatus
 from fleet.domain.permissions import Principal
 from fleet.errors import InvalidInput, NotFound
+from fleet.i18n import _
 from fleet.persistence.models import Device, DeviceModel, DeviceTransition, District, Room, School
 from fleet.persistence.models_mqtt import Alert, PresenceTransition, UsageActive
 from fleet.persistence.models_rollouts import RolloutDevice
@@ -73,6 +76,7 @@ class Scope:
     start: date
     end: date
     filters: dict[str, str]
+    district_names: tuple[str, ...] = ()
 
     @property
     def start_at(self) -> datetime:
@@ -139,7 +143,19 @@ async def resolve_scope(
     if not principal.district_wide:
         filters["caller scope"] = ", ".join(v.code for _, v in sorted(visible.items())) or "no schools"
     all_schools = principal.district_wide and query.district is None and query.school is None
-    return Scope(schools=schools, all_schools=all_schools, start=start, end=end, filters=filters)
+    district_ids = sorted({s.district_id for s in schools.values()})
+    names = tuple(
+        n
+        for (n,) in await session.execute(select(District.name).where(District.id.in_(district_ids or [-1])))
+    )
+    return Scope(
+        schools=schools,
+        all_schools=all_schools,
+        start=start,
+        end=end,
+        filters=filters,
+        district_names=tuple(sorted(names)),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +207,8 @@ def add_months(d: date, months: int) -> date:
     """The same day `months` later, clamped to the month's last day (31 Jan + 1 month = 28/29 Feb)."""
     y, m = divmod(d.month - 1 + months, 12)
     year, month = d.year + y, m + 1
+    if year > date.max.year:  # a stored 9999-12-31 plus a warranty: the end of the calendar, not a 500
+        return date.max
     for day in (d.day, 30, 29, 28):
         try:
             return date(year, month, min(d.day, day))
@@ -257,6 +275,17 @@ class Context:
     progress: Progress
     _cache: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def until(self) -> datetime:
+        """The end of what can be counted: the range's end, or now when the range reaches into the future."""
+        return min(self.scope.end_at, self.now)
+
+    @property
+    def implausible_dates(self) -> int:
+        """Devices whose stored purchase date is outside [1990-01-01, today + 1 year]; reports read it as
+        unknown."""
+        return int(self._cache.get("implausible", 0))
+
     def step(self, stage: str, done: int, total: int) -> None:
         self.progress(stage, done, total)
 
@@ -310,7 +339,18 @@ class Context:
                 ),
                 self.scope.where(Device.school_id),
             ).order_by(Device.id)
-            self._cache["devices"] = [Dev(*r) for r in await self.rows(stmt)]
+            # A purchase date stored before validation existed (9999-12-31, 0001-01-01) is read as unknown and
+            # counted, so one typo cannot break or skew the district's reports.
+            first, last = timebounds.EARLIEST_PURCHASE, timebounds.latest_purchase(self.now.date())
+            devices, bad = [], 0
+            for r in await self.rows(stmt):
+                dev = Dev(*r)
+                if dev.purchase_date is not None and not first <= dev.purchase_date <= last:
+                    dev = replace(dev, purchase_date=None)
+                    bad += 1
+                devices.append(dev)
+            self._cache["devices"] = devices
+            self._cache["implausible"] = bad
         return self._cache["devices"]  # type: ignore[no-any-return]  # filled above with this type
 
     async def timelines(self) -> dict[int, Timeline]:
@@ -356,7 +396,7 @@ class Context:
 
     async def unexpected_offline_seconds(self) -> dict[int, float]:
         """Seconds each device was offline when the timetable expected it online, within the range."""
-        start, end = self.scope.start_at, self.scope.end_at
+        start, end = self.scope.start_at, self.until
         p, nxt = PresenceTransition, aliased(PresenceTransition)
         # Only unexpected offline transitions matter, each with the time of the device's next transition (the
         # (device_id, at) index answers that); one that began before the range counts from its start.
@@ -419,6 +459,16 @@ class Context:
         sections: list[Section],
         notes: list[str] | None = None,
     ) -> Report:
+        notes = list(notes or ())
+        if self.implausible_dates:
+            notes.append(
+                _(
+                    "{n} devices have a stored purchase date outside 1990-01-01 to a year ahead; it is read "
+                    "as "
+                    "unknown here. Correct it on the device.",
+                    n=self.implausible_dates,
+                )
+            )
         return Report(
             name=name,
             title=title,
@@ -428,5 +478,6 @@ class Context:
             filters=dict(self.scope.filters),
             summary=tuple(summary),
             sections=tuple(sections),
-            notes=tuple(notes or ()),
+            notes=tuple(notes),
+            district=", ".join(self.scope.district_names),
         )

@@ -9,7 +9,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal, overload
 
 # Cell kinds: renderers type cells by these (XLSX number formats, JSON numbers, HTML alignment).
-Kind = Literal["text", "int", "year", "float", "money", "percent", "date", "datetime", "bool"]
+Kind = Literal["text", "code", "int", "year", "float", "money", "percent", "date", "datetime", "bool"]
 
 # A progress callback: (stage, done, total). The CLI draws it as a bar; the API ignores it.
 Progress = Callable[[str, int, int], None]
@@ -62,6 +62,10 @@ class Section:
     rows: Sequence[tuple[Any, ...]]
     note: str = ""
     chart: Chart | None = None
+    # A totals row (same columns; None where a sum means nothing), shown under the table in every format.
+    totals: tuple[Any, ...] | None = None
+    # A short title for the XLSX sheet when the title is longer than Excel's 31 characters.
+    sheet: str = ""
 
     def index(self, key: str) -> int:
         for i, col in enumerate(self.columns):
@@ -93,6 +97,8 @@ class Report:
     summary: tuple[SummaryItem, ...]
     sections: tuple[Section, ...]
     notes: tuple[str, ...] = field(default=())
+    # For the running header of printed reports: the district(s) covered.
+    district: str = ""
 
     def section(self, key: str) -> Section:
         for s in self.sections:

@@ -6,10 +6,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, time
 from itertools import pairwise
 
+from fleet.domain.clock import as_utc
 from fleet.domain.enums import DeviceStatus
+from fleet.i18n import _
+from fleet.i18n.format import moment as fmt_moment
 from fleet.services.reports.data import (
     DAYS_PER_MONTH,
     Context,
@@ -51,6 +54,17 @@ def repairs_done(timeline: list[tuple[datetime, str]], start: datetime, end: dat
         for (_, a), (t, b) in pairwise(timeline)
         if a == DeviceStatus.IN_REPAIR and b == DeviceStatus.IN_SERVICE and start <= t < end
     )
+
+
+def window_start(d: Dev, timeline: list[tuple[datetime, str]], start: datetime) -> datetime:
+    """A device counts from the later of its purchase date and its first record (and not before the range):
+    history recorded before the purchase (a demo, a test bench, a backdated import) is not its service
+    life."""
+    first_record = timeline[0][0] if timeline else as_utc(d.created_at)
+    lo = max(start, first_record)
+    if d.purchase_date is not None:
+        lo = max(lo, datetime.combine(d.purchase_date, time(), tzinfo=UTC))
+    return lo
 
 
 def under_warranty(d: Dev, m: ModelInfo, at: datetime) -> bool:
@@ -95,7 +109,7 @@ def figures(a: Acc) -> tuple[object, ...]:
 
 async def per_device(ctx: Context) -> dict[int, Acc]:
     """Each device's reliability figures within the range."""
-    start, end = ctx.scope.start_at, ctx.scope.end_at
+    start, end = ctx.scope.start_at, ctx.until
     models = await ctx.models()
     tls = await ctx.timelines()
     ctx.step("presence", 0, 1)
@@ -107,16 +121,17 @@ async def per_device(ctx: Context) -> dict[int, Acc]:
     devices = await ctx.all_devices()
     for i, d in enumerate(devices):
         tl = tls.get(d.id, [])
-        if not tl and d.created_at >= end:
+        if not tl and d.created_at >= ctx.scope.end_at:
             continue
-        failures = entries_into(tl, DeviceStatus.IN_REPAIR, start, end)
+        lo = window_start(d, tl, start)
+        failures = entries_into(tl, DeviceStatus.IN_REPAIR, lo, end)
         attempts, fw_failed = fw.get(d.id, (0, 0))
         out[d.id] = Acc(
             devices=1,
-            service_s=seconds_in(tl, IN_SERVICE, start, end),
+            service_s=seconds_in(tl, IN_SERVICE, lo, end),
             failures=len(failures),
-            repairs=repairs_done(tl, start, end),
-            repair_s=seconds_in(tl, IN_REPAIR, start, end),
+            repairs=repairs_done(tl, lo, end),
+            repair_s=seconds_in(tl, IN_REPAIR, lo, end),
             offline_s=offline.get(d.id, 0.0),
             fault_alerts=len(alerts.get(d.id, ())),
             fw_attempts=attempts,
@@ -149,6 +164,7 @@ async def build(ctx: Context) -> Report:
     for a in accs.values():
         total.add(a)
     t = dict(zip((c.key for c in COLUMNS), figures(total), strict=True))
+    total_label = _("Total")
     sections = [
         Section(
             "by_model",
@@ -158,6 +174,7 @@ async def build(ctx: Context) -> Report:
             chart=Chart(
                 "model", ("failures_per_100",), "Failures per 100 device-months by model", horizontal=True
             ),
+            totals=(total_label, None, *figures(total)),
         ),
         Section(
             "by_supplier",
@@ -170,6 +187,7 @@ async def build(ctx: Context) -> Report:
                 "Failures per 100 device-months by supplier",
                 horizontal=True,
             ),
+            totals=(total_label, *figures(total)),
         ),
         Section(
             "by_batch",
@@ -181,6 +199,8 @@ async def build(ctx: Context) -> Report:
                 *COLUMNS,
             ),
             by_batch,
+            totals=(total_label, None, None, *figures(total)),
+            sheet="Per purchase batch",
         ),
     ]
     summary = [
@@ -193,16 +213,24 @@ async def build(ctx: Context) -> Report:
         SummaryItem("fw_failure_rate", "Firmware-update failure rate", t["fw_failure_rate"], "percent"),
         SummaryItem("warranty_claims", "Warranty claims due", t["warranty_claims"], "int"),
     ]
+    counted_to = min(ctx.scope.end_at, ctx.now)
     notes = [
-        (
-            "A failure is a device entering repair. Device-months count time in service within the range "
-            f"(a month is {DAYS_PER_MONTH:.4f} days). Mean time between faults = days in service / failures."
+        _(
+            "Window: each device counts from the later of its purchase date and its first record in LabFleet "
+            "(and not before {start}), up to {end}.",
+            start=ctx.scope.start.isoformat(),
+            end=fmt_moment(counted_to),
         ),
-        "Downtime = hours in repair + hours offline when the timetable expected the device online.",
-        "A warranty claim is due for each failure that happened before the device's warranty ended.",
+        _(
+            "A failure is a device entering repair. Device-months count time in service within the window (a "
+            "month is {days} days). Mean time between faults = days in service / failures.",
+            days=f"{DAYS_PER_MONTH:.4f}",
+        ),
+        _("Downtime = hours in repair + hours offline when the timetable expected the device online."),
+        _("A warranty claim is due for each failure that happened before the device's warranty ended."),
+        _(
+            "Firmware-update failure rate: rollout updates that finished within the range and failed or were "
+            "rolled back, over all that finished (cancelled ones never ran)."
+        ),
     ]
-    notes.append(
-        "Firmware-update failure rate: rollout updates that finished within the range and failed or "
-        "were rolled back, over all that finished (cancelled ones never ran)."
-    )
     return ctx.report("reliability", TITLE, summary, sections, notes)

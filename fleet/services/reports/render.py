@@ -1,24 +1,30 @@
-"""Render a Report as JSON or CSV (machines), XLSX (typed cells, one sheet per section), printable HTML or
-PDF.
+"""Render a Report as JSON (machines), CSV, XLSX, or one printable HTML page that is also the PDF
+(WeasyPrint).
 
-HTML always works; its charts are inline SVG from matplotlib when installed, plain HTML bars otherwise. PDF
-needs matplotlib (the `reports` extra).
+Everything a person reads is in the current locale (`fleet.i18n.use_locale`): titles, column headers, enum
+names, numbers, money and dates. JSON and a single-section CSV stay machine-shaped (keys and codes). Every CSV
+and XLSX cell goes through `fleet.services.sheets.escape` (formula injection).
 """
 
 from __future__ import annotations
 
-import csv
 import html
 import io
 import json
 import re
-import textwrap
+import shutil
+import subprocess
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 from fleet.compat.openpyxl import share_style, style_of
 from fleet.errors import FeatureUnavailable, InvalidInput
+from fleet.i18n import _, current_locale
+from fleet.i18n import format as fmt_
+from fleet.i18n.labels import label
+from fleet.services import sheets
 from fleet.services.reports.model import Chart, Column, Kind, Report, Section
 
 FORMATS = ("json", "csv", "xlsx", "html", "pdf")
@@ -29,23 +35,25 @@ MEDIA_TYPES = {
     "html": "text/html; charset=utf-8",
     "pdf": "application/pdf",
 }
-# Printed documents show at most this many rows per section; the full tables are in XLSX, CSV and JSON.
-HTML_MAX_ROWS = 500
-PDF_MAX_ROWS = 40
-PDF_INSTALL_HINT = "PDF reports need matplotlib: pip install 'labfleet[reports]'. format=html always works."
+PDF_INSTALL_HINT = "PDF reports need WeasyPrint: pip install 'labfleet[reports]'. format=html always works."
+CJK_FONT_PACKAGE = "fonts-noto-cjk"
 XLSX_FORMATS: dict[str, str] = {
     "int": "#,##0",
     "year": "0",
     "float": "#,##0.00",
-    "money": "#,##0.00",
-    "percent": "0.00%",
+    "money": '"¥"#,##0.00',
+    "percent": "0.0%",
     "date": "yyyy-mm-dd",
-    "datetime": "yyyy-mm-dd hh:mm:ss",
+    "datetime": "yyyy-mm-dd hh:mm",
 }
+NUMERIC = frozenset({"int", "year", "float", "money", "percent"})
+# Sections with more columns than this print on landscape pages, so no header is squeezed or cut.
+PORTRAIT_MAX_COLUMNS = 8
 
 
-def render(report: Report, fmt: str, *, section: str | None = None) -> bytes:
-    """The report in one format; `section` narrows JSON and CSV to one table."""
+def render(report: Report, fmt: str, *, section: str | None = None, bom: bool | None = None) -> bytes:
+    """The report in one format; `section` narrows JSON and CSV to one table; `bom` (CSV) defaults to the
+    locale: on for zh-CN, so Excel on Chinese Windows reads UTF-8."""
     if fmt not in FORMATS:
         raise InvalidInput(f"format must be one of {', '.join(FORMATS)}", details={"formats": list(FORMATS)})
     if section is not None and section not in {s.key for s in report.sections}:
@@ -56,7 +64,7 @@ def render(report: Report, fmt: str, *, section: str | None = None) -> bytes:
     if fmt == "json":
         return to_json(report, section)
     if fmt == "csv":
-        return to_csv(report, section)
+        return to_csv(report, section, bom=current_locale() == "zh_CN" if bom is None else bom)
     if fmt == "xlsx":
         return to_xlsx(report)
     if fmt == "html":
@@ -68,8 +76,7 @@ def filename(report: Report, fmt: str) -> str:
     return f"{report.name}-{report.start}-{report.end}.{fmt}"
 
 
-# --- machines
-# ------------------------------------------------------------------------------------------------
+# --- machines -----------------------------------------------------------------------------------------------
 
 
 def plain(value: Any) -> Any:
@@ -84,19 +91,25 @@ def plain(value: Any) -> Any:
 def to_json(report: Report, section: str | None = None) -> bytes:
     doc: dict[str, Any] = {
         "report": report.name,
-        "title": report.title,
+        "title": _(report.title),
+        "district": report.district,
         "generated_at": report.generated_at.isoformat(),
         "range": {"start": report.start.isoformat(), "end": report.end.isoformat()},
         "filters": report.filters,
         "summary": {i.key: plain(i.value) for i in report.summary},
-        "notes": list(report.notes),
+        "notes": [_(n) for n in report.notes],
         "sections": [
             {
                 "key": s.key,
-                "title": s.title,
-                "note": s.note,
-                "columns": [{"key": c.key, "label": c.label, "kind": c.kind} for c in s.columns],
+                "title": _(s.title),
+                "note": _(s.note) if s.note else "",
+                "columns": [{"key": c.key, "label": _(c.label), "kind": c.kind} for c in s.columns],
                 "rows": [{c.key: plain(v) for c, v in zip(s.columns, row, strict=True)} for row in s.rows],
+                "totals": (
+                    {c.key: plain(v) for c, v in zip(s.columns, s.totals, strict=True)}
+                    if s.totals is not None
+                    else None
+                ),
             }
             for s in report.sections
             if section is None or s.key == section
@@ -105,35 +118,45 @@ def to_json(report: Report, section: str | None = None) -> bytes:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def to_csv(report: Report, section: str | None = None) -> bytes:
-    """One section: a plain table. The whole report: metadata lines starting with '#', then one block per
-    section (a '# section' line, a header, the rows, a blank line)."""
-    out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
+def to_csv(report: Report, section: str | None = None, *, bom: bool = False) -> bytes:
+    """One section: a machine table (keys, codes). The whole report, for people: metadata lines starting with
+    '#', then per section a '# section' line, the translated header, the rows, the totals row, a blank
+    line."""
+    rows: list[list[Any]] = []
     if section is None:
-        w.writerow(["# report", report.name, report.title])
-        w.writerow(["# range", report.start.isoformat(), report.end.isoformat()])
-        w.writerow(["# generated_at", report.generated_at.isoformat()])
+        rows.append(["# " + _("Report"), report.name, _(report.title)])
+        rows.append(["# " + _("District"), report.district])
+        rows.append(["# " + _("Covers"), report.start.isoformat(), report.end.isoformat()])
+        rows.append(["# " + _("Generated"), report.generated_at.isoformat()])
         for k, v in report.filters.items():
-            w.writerow(["# filter", k, v])
+            rows.append(["# " + _("Filter"), k, v])
         for i in report.summary:
-            w.writerow(["# summary", i.key, plain(i.value)])
-        w.writerow([])
+            rows.append(["# " + _("Summary"), _(i.label), plain(i.value)])
+        rows.append([])
     for s in report.sections:
         if section is not None and s.key != section:
             continue
-        if section is None:
-            w.writerow(["# section", s.key, s.title])
-        w.writerow([c.key for c in s.columns])
-        for row in s.rows:
-            w.writerow(["" if v is None else plain(v) for v in row])
-        if section is None:
-            w.writerow([])
-    return out.getvalue().encode()
+        if section is not None:
+            rows.append([c.key for c in s.columns])
+            rows.extend([plain(v) for v in row] for row in s.rows)
+            continue
+        rows.append(["# " + _("Section"), s.key, _(s.title)])
+        rows.append([_(c.label) for c in s.columns])
+        rows.extend(_csv_row(s.columns, row) for row in s.rows)
+        if s.totals is not None:
+            rows.append(_csv_row(s.columns, s.totals))
+        rows.append([])
+    return sheets.csv_bytes(None, rows, bom=bom)
 
 
-# --- XLSX
-# ------------------------------------------------------------------------------------------------------
+def _csv_row(columns: tuple[Column, ...], row: Any) -> list[Any]:
+    return [
+        label(v) if c.kind == "code" and v is not None else plain(v)
+        for c, v in zip(columns, row, strict=True)
+    ]
+
+
+# --- XLSX ---------------------------------------------------------------------------------------------------
 
 
 def _xlsx_value(value: Any, kind: Kind) -> Any:
@@ -141,17 +164,21 @@ def _xlsx_value(value: Any, kind: Kind) -> Any:
         return float(value)
     if isinstance(value, datetime):
         return value.astimezone(UTC).replace(tzinfo=None)  # Excel has no time zones: UTC, said in the header
-    return value
+    if kind == "code" and value is not None:
+        return label(value)
+    return sheets.escape(value)  # booleans stay typed (TRUE/FALSE), as Excel shows them in every language
 
 
 def sheet_names(report: Report) -> list[str]:
-    """Excel sheet names: at most 31 characters, no []:*?/\\, unique, never 'Summary'."""
-    names, seen = [], {"summary"}
+    """Excel sheet names from the translated section titles: at most 31 characters, no []:*?/\\, unique."""
+    names: list[str] = []
+    seen = {_("Summary").lower()}
     for s in report.sections:
-        base = re.sub(r"[\[\]:*?/\\]", "_", s.key)[:31] or "section"
+        title = _(s.sheet) if s.sheet and len(_(s.title)) > 31 else _(s.title)
+        base = re.sub(r"[\[\]:*?/\\']", " ", title).strip()[:31] or s.key[:31]
         name, n = base, 2
         while name.lower() in seen:
-            suffix = f"_{n}"
+            suffix = f" ({n})"
             name, n = base[: 31 - len(suffix)] + suffix, n + 1
         seen.add(name.lower())
         names.append(name)
@@ -159,7 +186,9 @@ def sheet_names(report: Report) -> list[str]:
 
 
 def to_xlsx(report: Report) -> bytes:
-    """A Summary sheet, then one sheet per section with a frozen header row and typed cells."""
+    """A summary sheet, then one sheet per section: bold frozen header, autofilter, widths fitted to the
+    content
+    (CJK counted double), typed cells with a currency format, and a bold totals row."""
     from openpyxl import Workbook
     from openpyxl.cell import WriteOnlyCell
     from openpyxl.styles import Font
@@ -171,7 +200,7 @@ def to_xlsx(report: Report) -> bytes:
 
     def cell(ws: Any, value: Any, kind: Kind = "text", *, strong: bool = False) -> Any:
         value = _xlsx_value(value, kind)
-        fmt = XLSX_FORMATS.get(kind) if value is not None and kind != "int" else None
+        fmt = XLSX_FORMATS.get(kind) if value is not None else None
         if fmt is None and not strong:
             return value  # a plain value: General format, typed by openpyxl from its Python type
         c = WriteOnlyCell(ws, value=value)
@@ -186,70 +215,89 @@ def to_xlsx(report: Report) -> bytes:
         return c
 
     names = sheet_names(report)
-    ws = wb.create_sheet("Summary")
+    ws = wb.create_sheet(_("Summary"))
     ws.freeze_panes = "A2"
-    ws.column_dimensions["A"].width = 48
+    ws.column_dimensions["A"].width = 50
     ws.column_dimensions["B"].width = 40
-    ws.append([cell(ws, report.title, strong=True), cell(ws, report.name)])
-    ws.append([cell(ws, "Generated at (UTC)"), cell(ws, report.generated_at, "datetime")])
-    ws.append([cell(ws, "Start"), cell(ws, report.start, "date")])
-    ws.append([cell(ws, "End"), cell(ws, report.end, "date")])
-    for k, v in report.filters.items():
-        ws.append([cell(ws, f"Filter: {k}"), cell(ws, v)])
-    if not report.filters:
-        ws.append([cell(ws, "Filters"), cell(ws, "none")])
+    ws.column_dimensions["C"].width = 12
+    ws.append([cell(ws, _(report.title), strong=True), cell(ws, report.district)])
+    ws.append([cell(ws, _("Generated at (UTC)")), cell(ws, report.generated_at, "datetime")])
+    ws.append([cell(ws, _("Start")), cell(ws, report.start, "date")])
+    ws.append([cell(ws, _("End")), cell(ws, report.end, "date")])
+    ws.append([cell(ws, _("Scope")), cell(ws, scope_text(report))])
     ws.append([])
-    ws.append([cell(ws, "Figure", strong=True), cell(ws, "Value", strong=True)])
+    ws.append([cell(ws, _("Figure"), strong=True), cell(ws, _("Value"), strong=True)])
     for item in report.summary:
-        ws.append([cell(ws, item.label), cell(ws, item.value, item.kind)])
+        ws.append([cell(ws, _(item.label)), cell(ws, item.value, item.kind)])
     ws.append([])
     ws.append(
-        [cell(ws, "Sheet", strong=True), cell(ws, "Section", strong=True), cell(ws, "Rows", strong=True)]
+        [
+            cell(ws, _("Sheet"), strong=True),
+            cell(ws, _("Section"), strong=True),
+            cell(ws, _("Rows"), strong=True),
+        ]
     )
     for name, s in zip(names, report.sections, strict=True):
-        ws.append([cell(ws, name), cell(ws, s.title), cell(ws, len(s.rows), "int")])
+        ws.append([cell(ws, name), cell(ws, _(s.title)), cell(ws, len(s.rows), "int")])
     ws.append([])
     for note in report.notes:
-        ws.append([cell(ws, note)])
+        ws.append([cell(ws, _(note))])
     for name, s in zip(names, report.sections, strict=True):
         ws = wb.create_sheet(name)
         ws.freeze_panes = "A2"
-        for i, c in enumerate(s.columns, start=1):
-            ws.column_dimensions[get_column_letter(i)].width = max(10, min(40, len(c.label) + 2))
-        ws.append([cell(ws, c.label, strong=True) for c in s.columns])
         kinds = [c.kind for c in s.columns]
+        widths = [sheets.display_width(_(c.label)) for c in s.columns]
+        for row in list(s.rows)[:2000]:  # widths from the first rows: enough to fit, cheap on big sheets
+            widths = [
+                max(w, sheets.display_width(text_of(v, k)))
+                for w, v, k in zip(widths, row, kinds, strict=True)
+            ]
+        for i, w in enumerate(widths, start=1):
+            ws.column_dimensions[get_column_letter(i)].width = min(60, max(8, w + 2))
+        if s.columns:
+            ws.auto_filter.ref = f"A1:{get_column_letter(len(s.columns))}{len(s.rows) + 1}"
+        ws.append([cell(ws, _(c.label), strong=True) for c in s.columns])
         for row in s.rows:
             ws.append([cell(ws, v, k) for v, k in zip(row, kinds, strict=True)])
+        if s.totals is not None:
+            ws.append([cell(ws, v, k, strong=True) for v, k in zip(s.totals, kinds, strict=True)])
     buf = io.BytesIO()
     wb.save(buf)
     return buf.getvalue()
 
 
-# --- printable
-# ---------------------------------------------------------------------------------------------------
+# --- printable: one HTML page, which is also the PDF --------------------------------------------------------
 
 
 def text_of(value: Any, kind: Kind) -> str:
-    """A value as a person reads it in a printed table."""
+    """A value as a person reads it, in the current locale."""
     if value is None:
         return "—"
+    if kind == "code":
+        return label(value)
     if kind == "money":
-        return f"{Decimal(value):,.2f}"
+        return fmt_.money(Decimal(value))
     if kind == "percent":
-        return f"{float(value) * 100:.1f}%"
+        return fmt_.percent(float(value))
     if kind == "float":
-        return f"{float(value):,.2f}"
+        return fmt_.number(float(value), digits=2)
     if kind == "int":
-        return f"{int(value):,}"
+        return fmt_.number(int(value), digits=0)
     if kind == "year":
         return str(value)
     if kind == "bool" or isinstance(value, bool):
-        return "yes" if value else "no"
+        return _("yes") if value else _("no")
     if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return fmt_.moment(value.astimezone(UTC), "UTC", fmt="short") + " UTC"
     if isinstance(value, date):
-        return value.isoformat()
+        return fmt_.day(value)
     return str(value)
+
+
+def scope_text(report: Report) -> str:
+    if not report.filters:
+        return _("all schools")
+    return "; ".join(f"{_(k.capitalize())}: {v}" for k, v in report.filters.items())
 
 
 def chart_data(s: Section) -> tuple[list[str], list[tuple[str, list[float]]]] | None:
@@ -258,11 +306,12 @@ def chart_data(s: Section) -> tuple[list[str], list[tuple[str, list[float]]]] | 
         return None
     rows = list(s.rows)[: chart.max_bars]
     li = s.index(chart.label)
-    labels = [str(r[li]) for r in rows]
+    kind = s.columns[li].kind
+    labels = [text_of(r[li], kind) for r in rows]
     series = []
     for key in chart.values:
         vi = s.index(key)
-        series.append((s.columns[vi].label, [float(r[vi] or 0) for r in rows]))
+        series.append((_(s.columns[vi].label), [float(r[vi] or 0) for r in rows]))
     return labels, series
 
 
@@ -272,6 +321,42 @@ def _matplotlib() -> Any:
     except ImportError:
         return None
     return Figure
+
+
+@cache
+def cjk_font_file() -> str | None:
+    """A Simplified-Chinese font file from fontconfig (Debian: fonts-noto-cjk), or None when none is
+    installed."""
+    if shutil.which("fc-list") is None:
+        return None
+    try:
+        out = subprocess.run(
+            ["fc-list", ":lang=zh-cn", "file", "family"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    files = [line.split(":")[0].strip() for line in out.splitlines() if line.strip()]
+    # Prefer a sans face that is the SC (Simplified) default of its collection.
+    files.sort(key=lambda f: ("Sans" not in f, "CJK" not in f, "Bold" in f, f))
+    return files[0] if files else None
+
+
+@cache
+def _cjk_family() -> str | None:
+    path = cjk_font_file()
+    if path is None:
+        return None
+    from matplotlib import font_manager
+
+    try:
+        font_manager.fontManager.addfont(path)
+        return str(font_manager.FontProperties(fname=path).get_name())
+    except (OSError, RuntimeError, ValueError):
+        return None
 
 
 def draw_chart(
@@ -291,7 +376,7 @@ def draw_chart(
         ax.invert_yaxis()
     else:
         ax.set_xticks(positions, labels, fontsize=7, rotation=30 if len(labels) > 6 else 0, ha="right")
-    ax.set_title(chart.title, fontsize=10)
+    ax.set_title(_(chart.title), fontsize=10)
     ax.tick_params(labelsize=7)
     if n > 1:
         ax.legend(fontsize=7)
@@ -306,22 +391,36 @@ def svg_chart(s: Section) -> str:
     labels, series = data
     if figure_cls is None:
         return css_chart(s.chart, labels, series)
-    fig = figure_cls(figsize=(7.5, max(2.5, 0.28 * len(labels) + 1) if s.chart.horizontal else 3.2))
-    ax = fig.add_subplot()
-    draw_chart(fig, ax, s.chart, labels, series)
-    fig.tight_layout()
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg")
+    from matplotlib import rc_context
+
+    family = _cjk_family() if current_locale() == "zh_CN" else None
+    rc: Any = {"font.family": [family, "DejaVu Sans"] if family else ["DejaVu Sans"], "svg.fonttype": "path"}
+    with rc_context(rc):
+        fig = figure_cls(figsize=(7.5, max(2.5, 0.28 * len(labels) + 1) if s.chart.horizontal else 3.2))
+        ax = fig.add_subplot()
+        draw_chart(fig, ax, s.chart, labels, series)
+        fig.tight_layout()
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg")
     svg = buf.getvalue()
-    return '<figure class="chart">' + svg[svg.index("<svg") :] + "</figure>"
+    svg = svg[svg.index("<svg") :]
+    # Each chart's ids (glyphs, clip paths) get the section's prefix: two charts on one page must not share
+    # ids.
+    prefix = f"c-{s.key}-"
+    svg = (
+        svg.replace('id="', f'id="{prefix}')
+        .replace('href="#', f'href="#{prefix}')
+        .replace("url(#", f"url(#{prefix}")
+    )
+    return '<figure class="chart">' + svg + "</figure>"
 
 
 def css_chart(chart: Chart, labels: list[str], series: list[tuple[str, list[float]]]) -> str:
     """Plain HTML bars for installs without matplotlib."""
-    top = max([v for _, vs in series for v in vs] + [1e-9])
-    out = [f'<figure class="chart css-chart"><figcaption>{html.escape(chart.title)}</figcaption>']
-    for i, label in enumerate(labels):
-        out.append(f'<div class="bar-row"><span class="bar-label">{html.escape(label)}</span>')
+    top = max([v for _n, vs in series for v in vs] + [1e-9])
+    out = [f'<figure class="chart css-chart"><figcaption>{html.escape(_(chart.title))}</figcaption>']
+    for i, lab in enumerate(labels):
+        out.append(f'<div class="bar-row"><span class="bar-label">{html.escape(lab)}</span>')
         for j, (name, values) in enumerate(series):
             pct = max(0.0, values[i]) / top * 100
             out.append(
@@ -333,161 +432,155 @@ def css_chart(chart: Chart, labels: list[str], series: list[tuple[str, list[floa
     return "".join(out)
 
 
-CSS = """
-body{font-family:"DejaVu Sans",Arial,sans-serif;font-size:11px;margin:2em;color:#222}
-h1{font-size:20px;margin:0 0 .3em}h2{font-size:15px;margin:1.6em 0 .4em;border-bottom:1px solid #999}
-table{border-collapse:collapse;margin:.4em 0}th,td{border:1px solid #bbb;padding:2px 6px}
-th{background:#eee;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
-dl.meta{display:grid;grid-template-columns:max-content auto;gap:2px 12px}dt{font-weight:bold}
-p.note{color:#555;font-style:italic}figure.chart{margin:.5em 0;max-width:780px}
-.bar-row{display:flex;align-items:center;gap:4px;margin:1px 0}.bar-label{width:200px;font-size:10px}
-.bar{display:inline-block;height:10px;background:#4c72b0}.bar.s1{background:#dd8452}.bar.s2{background:#55a868}
-@media print{body{margin:0}section{page-break-inside:auto}h2{page-break-after:avoid}
-thead{display:table-header-group}}
-"""
-
-
-def _table(columns: tuple[Column, ...], rows: Any, cls: str, key: str) -> str:
-    numeric = {"int", "year", "float", "money", "percent"}
-    head = "".join(
-        f'<th scope="col" data-key="{html.escape(c.key)}">{html.escape(c.label)}</th>' for c in columns
+FONTS = '"Noto Sans CJK SC","Noto Sans SC","Source Han Sans SC","WenQuanYi Zen Hei","DejaVu Sans",sans-serif'
+CSS = (
+    "body{font-family:"
+    + FONTS
+    + ";"
+    + (
+        "font-size:10px;margin:2em;color:#222}"
+        "h1{font-size:18px;margin:0 0 .3em}h2{font-size:14px;margin:1.4em 0 .4em;border-bottom:1px solid "
+        "#999}"
+        "table{border-collapse:collapse;margin:.4em 0;width:100%}"
+        "th,td{border:1px solid #bbb;padding:2px 5px;vertical-align:top}"
+        "th{background:#eee;text-align:left;font-weight:bold;overflow-wrap:break-word;hyphens:manual}"
+        "td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}"
+        "tfoot td{font-weight:bold;background:#f6f6f6}"
+        "dl.meta{display:grid;grid-template-columns:max-content auto;gap:2px 12px}dt{font-weight:bold}"
+        "p.note{color:#555;font-style:italic}figure.chart{margin:.5em 0;max-width:780px}figure.chart "
+        "svg{width:100%;height:auto}"
+        ".bar-row{display:flex;align-items:center;gap:4px;margin:1px 0}.bar-label{width:200px;font-size:10px}"
+        ".bar{display:inline-block;height:10px;background:#4c72b0}.bar.s1{background:#dd8452}.bar.s2{background:#55a868}"
+        "@media "
+        "print{body{margin:0}h2{page-break-after:avoid;break-after:avoid}thead{display:table-header-group}"
+        "tr{break-inside:avoid}section.wide{page:wide}section.wide "
+        "table{font-size:8.5px}figure.chart{break-inside:avoid}}"
     )
-    body = []
-    for row in rows:
-        cells = "".join(
+)
+
+
+def _css_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ") + '"'
+
+
+def page_css(report: Report) -> str:
+    """A4 pages with the running header (district, report, range, scope, generation time) and page numbers."""
+    left = " · ".join(x for x in (report.district, _(report.title)) if x)
+    right = _("{start} to {end}", start=fmt_.day(report.start), end=fmt_.day(report.end))
+    scope = _(
+        "Scope: {scope} · generated {at}",
+        scope=scope_text(report),
+        at=text_of(report.generated_at, "datetime"),
+    )
+    page = (
+        _css_string(_("Page") + " ")
+        + " counter(page) "
+        + _css_string(" " + _("of") + " ")
+        + " counter(pages)"
+    )
+    boxes = (
+        f"@top-left{{content:{_css_string(left)};font-size:8px;color:#444;font-family:{FONTS}}}"
+        f"@top-right{{content:{_css_string(right)};font-size:8px;color:#444;font-family:{FONTS}}}"
+        f"@bottom-left{{content:{_css_string(scope)};font-size:7px;color:#666;font-family:{FONTS}}}"
+        f"@bottom-right{{content:{page};font-size:8px;color:#444;font-family:{FONTS}}}"
+    )
+    return (
+        f"@page{{size:A4;margin:18mm 12mm 16mm 12mm;{boxes}}}"
+        f"@page wide{{size:A4 landscape;margin:18mm 12mm 16mm 12mm;{boxes}}}"
+    )
+
+
+def _table(s: Section) -> str:
+    columns = s.columns
+    head = "".join(
+        f'<th scope="col" data-key="{html.escape(c.key)}">{html.escape(_(c.label))}</th>' for c in columns
+    )
+
+    def cells(row: Any) -> str:
+        return "".join(
             f'<td class="num">{html.escape(text_of(v, c.kind))}</td>'
-            if c.kind in numeric
+            if c.kind in NUMERIC
             else f"<td>{html.escape(text_of(v, c.kind))}</td>"
             for c, v in zip(columns, row, strict=True)
         )
-        body.append(f"<tr>{cells}</tr>")
+
+    body = "".join(f"<tr>{cells(row)}</tr>" for row in s.rows)
+    foot = f'<tfoot><tr class="totals">{cells(s.totals)}</tr></tfoot>' if s.totals is not None else ""
     return (
-        f'<table class="{cls}" data-section="{html.escape(key)}"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table>"
+        f'<table class="report-table" data-section="{html.escape(s.key)}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody>{foot}</table>"
     )
 
 
 def to_html(report: Report) -> bytes:
-    """A self-contained printable page: metadata, summary, then each section with its chart and table."""
+    """One self-contained page (the PDF prints the same markup): metadata, summary, each section with its
+    chart,
+    its whole table and its totals row."""
     e = html.escape
+    lang = "zh-CN" if current_locale() == "zh_CN" else "en"
+    covers = _("{start} to {end}", start=fmt_.day(report.start), end=fmt_.day(report.end))
+    title = e(_(report.title))
     parts = [
         (
-            f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{e(report.title)}</title>'
-            f"<style>{CSS}</style></head><body>"
+            f'<!DOCTYPE html><html lang="{lang}"><head><meta charset="utf-8"><title>{title}</title>'
+            f"<style>{CSS}{page_css(report)}</style></head><body>"
         ),
         (
-            f'<header><h1>{e(report.title)}</h1><dl class="meta">'
-            f"<dt>Report</dt><dd>{e(report.name)}</dd>"
-            f"<dt>Covers</dt><dd>{report.start} to {report.end}</dd>"
-            f"<dt>Generated</dt><dd>{e(text_of(report.generated_at, 'datetime'))}</dd>"
+            f'<header><h1>{e(_(report.title))}</h1><dl class="meta">'
+            f"<dt>{e(_('District'))}</dt><dd>{e(report.district or '—')}</dd>"
+            f"<dt>{e(_('Report'))}</dt><dd>{e(report.name)}</dd>"
+            f"<dt>{e(_('Covers'))}</dt><dd>{e(covers)}</dd>"
+            f"<dt>{e(_('Scope'))}</dt><dd>{e(scope_text(report))}</dd>"
+            f"<dt>{e(_('Generated'))}</dt><dd>{e(text_of(report.generated_at, 'datetime'))}</dd>"
+            "</dl></header>"
         ),
     ]
-    for k, v in report.filters.items() or {"filters": "none"}.items():
-        parts.append(f"<dt>{e(k.capitalize())}</dt><dd>{e(v)}</dd>")
-    parts.append("</dl></header>")
-    parts.append('<section id="summary"><h2>Summary</h2><table class="summary"><tbody>')
+    parts.append(f'<section id="summary"><h2>{e(_("Summary"))}</h2><table class="summary"><tbody>')
     for i in report.summary:
         parts.append(
-            f'<tr data-key="{e(i.key)}"><th scope="row">{e(i.label)}</th>'
+            f'<tr data-key="{e(i.key)}"><th scope="row">{e(_(i.label))}</th>'
             f'<td class="num">{e(text_of(i.value, i.kind))}</td></tr>'
         )
     parts.append("</tbody></table>")
-    parts.extend(f'<p class="note">{e(n)}</p>' for n in report.notes)
+    parts.extend(f'<p class="note">{e(_(n))}</p>' for n in report.notes)
     parts.append("</section>")
     for s in report.sections:
-        parts.append(f'<section id="section-{e(s.key)}"><h2>{e(s.title)}</h2>')
+        wide = " wide" if len(s.columns) > PORTRAIT_MAX_COLUMNS else ""
+        parts.append(
+            f'<section id="section-{e(s.key)}" class="report-section{wide}"><h2>{e(_(s.title))}</h2>'
+        )
         if s.note:
-            parts.append(f'<p class="note">{e(s.note)}</p>')
+            parts.append(f'<p class="note">{e(_(s.note))}</p>')
         parts.append(svg_chart(s))
-        shown = list(s.rows)[:HTML_MAX_ROWS]
         if not s.rows:
-            parts.append('<p class="empty">No rows.</p>')
+            parts.append(f'<p class="empty">{e(_("Nothing to list for this range."))}</p>')
         else:
-            parts.append(_table(s.columns, shown, "report-table", s.key))
-        if len(s.rows) > len(shown):
-            parts.append(
-                f'<p class="note">First {len(shown)} of {len(s.rows)} rows; the full table is in the XLSX, '
-                "CSV and JSON formats.</p>"
-            )
+            parts.append(_table(s))
         parts.append("</section>")
     parts.append("</body></html>")
     return "".join(parts).encode()
 
 
 def to_pdf(report: Report) -> bytes:
-    """A4 pages: a cover with the summary, then per section its chart and the first rows of its table."""
-    figure_cls = _matplotlib()
-    if figure_cls is None:
+    """The HTML page printed by WeasyPrint: A4, running header, page numbers, tables continued with their
+    header.
+
+    Fonts come from fontconfig; a Chinese report without a CJK font answers 501 naming the package rather than
+    printing boxes."""
+    try:
+        from weasyprint import HTML
+    except (ImportError, OSError) as err:  # OSError: the Pango libraries are missing
         raise FeatureUnavailable(
             PDF_INSTALL_HINT,
             details={"install": "pip install 'labfleet[reports]'", "alternative": "format=html"},
+        ) from err
+    if current_locale() == "zh_CN" and cjk_font_file() is None:
+        raise FeatureUnavailable(
+            _(
+                "A Chinese PDF needs a CJK font and none is installed; install the Debian package {package} "
+                "(apt-get install {package}). format=html works without it.",
+                package=CJK_FONT_PACKAGE,
+            ),
+            details={"install": f"apt-get install {CJK_FONT_PACKAGE}", "alternative": "format=html"},
         )
-    from matplotlib.backends.backend_pdf import PdfPages
-
-    buf = io.BytesIO()
-    with PdfPages(buf, metadata={"Title": report.title, "Creator": "LabFleet"}) as pdf:
-        fig = figure_cls(figsize=(8.27, 11.69))
-        fig.text(0.08, 0.95, report.title, fontsize=18, weight="bold")
-        meta = [
-            f"Report: {report.name}",
-            f"Covers: {report.start} to {report.end}",
-            f"Generated: {text_of(report.generated_at, 'datetime')}",
-        ]
-        meta += [f"{k.capitalize()}: {v}" for k, v in report.filters.items()] or ["Filters: none"]
-        for i, line in enumerate(meta):
-            fig.text(0.08, 0.91 - i * 0.022, line, fontsize=9)
-        ax = fig.add_axes((0.08, 0.35, 0.84, 0.45))
-        ax.axis("off")
-        table = ax.table(
-            cellText=[[i.label, text_of(i.value, i.kind)] for i in report.summary],
-            colLabels=["Figure", "Value"],
-            loc="upper center",
-            colWidths=[0.7, 0.3],
-            cellLoc="left",
-        )
-        table.auto_set_font_size(False)
-        table.set_fontsize(8)
-        y = 0.3
-        for note in report.notes:
-            wrapped = textwrap.fill(note, 120)
-            fig.text(0.08, y, wrapped, fontsize=7, style="italic", va="top")
-            y -= 0.015 * (wrapped.count("\n") + 2)
-        pdf.savefig(fig)
-        for s in report.sections:
-            fig = figure_cls(figsize=(11.69, 8.27))
-            fig.text(0.05, 0.95, s.title, fontsize=14, weight="bold")
-            data = chart_data(s)
-            table_top = 0.9
-            if data is not None and s.chart is not None:
-                ax = fig.add_axes(
-                    (0.25 if s.chart.horizontal else 0.08, 0.52, 0.65 if s.chart.horizontal else 0.85, 0.38)
-                )
-                draw_chart(fig, ax, s.chart, *data)
-                table_top = 0.44
-            rows = list(s.rows)[: PDF_MAX_ROWS if data is None else PDF_MAX_ROWS // 2]
-            if rows:
-                ax = fig.add_axes((0.03, 0.05, 0.94, table_top - 0.07))
-                ax.axis("off")
-                t = ax.table(
-                    cellText=[
-                        [text_of(v, c.kind)[:40] for c, v in zip(s.columns, r, strict=True)] for r in rows
-                    ],
-                    colLabels=[c.label for c in s.columns],
-                    loc="upper center",
-                    cellLoc="left",
-                )
-                t.auto_set_font_size(False)
-                t.set_fontsize(6 if len(s.columns) > 8 else 7)
-            else:
-                fig.text(0.05, table_top - 0.05, "No rows.", fontsize=9)
-            if len(s.rows) > len(rows):
-                fig.text(
-                    0.05,
-                    0.02,
-                    f"First {len(rows)} of {len(s.rows)} rows; the full table is in the XLSX, CSV "
-                    "and JSON formats.",
-                    fontsize=7,
-                    style="italic",
-                )
-            pdf.savefig(fig)
-    return buf.getvalue()
+    return bytes(HTML(string=to_html(report).decode()).write_pdf())

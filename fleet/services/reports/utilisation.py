@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from fleet.i18n import _
 from fleet.services.reports.data import FIELDED, Context
 from fleet.services.reports.model import Chart, Column, Report, Section, SummaryItem, ratio
 
@@ -67,7 +68,7 @@ async def build(ctx: Context) -> Report:
         Column("model", "Model"),
         Column("school_code", "School code"),
         Column("room", "Room"),
-        Column("status", "Status"),
+        Column("status", "Status", "code"),
         Column("active_minutes", "Active minutes", "int"),
         Column("minutes_per_week", "Active minutes per week", "float"),
         Column("idle", "Idle", "bool"),
@@ -98,7 +99,7 @@ async def build(ctx: Context) -> Report:
             (
                 Column("school_code", "School code"),
                 Column("room", "Room"),
-                Column("room_kind", "Room kind"),
+                Column("room_kind", "Room kind", "code"),
                 Column("capacity", "Capacity", "int"),
                 Column("devices", "Devices placed", "int"),
                 Column("active_minutes", "Active minutes", "int"),
@@ -107,14 +108,20 @@ async def build(ctx: Context) -> Report:
             ),
             room_rows,
         ),
-        Section("idle", f"Idle devices (under {threshold} active minutes a week)", dev_cols, idle_rows),
+        Section(
+            "idle",
+            _("Idle devices (under {threshold} active minutes a week)", threshold=threshold),
+            dev_cols,
+            idle_rows,
+            sheet="Idle devices",
+        ),
         Section(
             "over_capacity",
             "Rooms over capacity",
             (
                 Column("school_code", "School code"),
                 Column("room", "Room"),
-                Column("room_kind", "Room kind"),
+                Column("room_kind", "Room kind", "code"),
                 Column("capacity", "Capacity", "int"),
                 Column("devices", "Devices placed", "int"),
                 Column("excess", "Over by", "int"),
@@ -140,9 +147,15 @@ async def build(ctx: Context) -> Report:
     ]
     notes = [
         (
-            f"Active minutes from the hourly usage roll-ups between {ctx.scope.start} and {ctx.scope.end} "
-            f"({ctx.scope.days} days = {weeks:.2f} weeks); fielded = provisioned, in service or in repair at "
-            "the end."
+            _(
+                "Active minutes from the hourly usage roll-ups between {start} and {end} ({days} days = "
+                "{weeks} "
+                "weeks); fielded = provisioned, in service or in repair at the end.",
+                start=ctx.scope.start.isoformat(),
+                end=ctx.scope.end.isoformat(),
+                days=ctx.scope.days,
+                weeks=f"{weeks:.2f}",
+            )
         ),
         "A room is over capacity when more devices are placed in it than its seat quota.",
     ]

@@ -7,6 +7,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from fleet.domain.enums import DeviceStatus
+from fleet.i18n import _
 from fleet.services.reports.data import GONE, Context, add_months
 from fleet.services.reports.model import Chart, Column, Report, Section, SummaryItem, money
 
@@ -52,7 +53,7 @@ async def build(ctx: Context) -> Report:
             expiring_n[d.model_id] += 1
         elif ends <= as_of:
             reasons = (["in repair"] if status == DeviceStatus.IN_REPAIR else []) + sorted(
-                {rule for rule, _ in open_faults.get(d.id, ())}
+                {rule for rule, _at in open_faults.get(d.id, ())}
             )
             if reasons:
                 faulty.append(
@@ -91,12 +92,12 @@ async def build(ctx: Context) -> Report:
         Column("model", "Model"),
         Column("supplier", "Supplier"),
         Column("school_code", "School code"),
-        Column("status", "Status"),
+        Column("status", "Status", "code"),
     )
     sections = [
         Section(
             "expiring",
-            f"Warranty ends within {horizon} days",
+            _("Warranty ends within {horizon} days", horizon=horizon),
             (
                 *ident,
                 Column("purchase_date", "Purchased", "date"),
@@ -116,6 +117,7 @@ async def build(ctx: Context) -> Report:
                 Column("replacement_cost", "Estimated replacement cost", "money"),
             ),
             faulty,
+            sheet="Out of warranty, faulty",
         ),
         Section(
             "by_model",
