@@ -70,6 +70,7 @@ async def test_a_chinese_pdf_embeds_a_cjk_font_and_reads_in_chinese(
     for words in ("第一实验小学", "学校代码", "按学校", "设备台账", "海淀区", "合计", "在用", "自有"):
         assert words in text, words
     assert "in_service" not in text and "smart_classroom" not in text
+    assert "第 1 页，共" in text  # page numbers in the report's language
     PNG_DIR.mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(
         _run, "pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "2", str(pdf), str(PNG_DIR / "inventory-zh")

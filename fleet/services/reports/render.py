@@ -463,6 +463,13 @@ def _css_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ") + '"'
 
 
+def page_numbers(template: str) -> str:
+    """CSS content for a translated "Page {page} of {pages}" (the words around the counters vary)."""
+    parts = re.split(r"(\{page\}|\{pages\})", template)
+    counters = {"{page}": "counter(page)", "{pages}": "counter(pages)"}
+    return " ".join(counters.get(p) or _css_string(p) for p in parts if p)
+
+
 def page_css(report: Report) -> str:
     """A4 pages with the running header (district, report, range, scope, generation time) and page numbers."""
     left = " · ".join(x for x in (report.district, _(report.title)) if x)
@@ -472,12 +479,7 @@ def page_css(report: Report) -> str:
         scope=scope_text(report),
         at=text_of(report.generated_at, "datetime"),
     )
-    page = (
-        _css_string(_("Page") + " ")
-        + " counter(page) "
-        + _css_string(" " + _("of") + " ")
-        + " counter(pages)"
-    )
+    page = page_numbers(_("Page {page} of {pages}"))
     boxes = (
         f"@top-left{{content:{_css_string(left)};font-size:8px;color:#444;font-family:{FONTS}}}"
         f"@top-right{{content:{_css_string(right)};font-size:8px;color:#444;font-family:{FONTS}}}"
