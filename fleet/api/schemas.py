@@ -421,6 +421,26 @@ class AuditOut(Out):
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     summary: str | None
+    seq: int = Field(description="position in the audit hash chain")
+    prev_hash: str = Field(description="sha256 of the record before (64 zeros for the first)")
+    hash: str = Field(description="sha256 of this record (see `labfleet audit verify`)")
+
+
+class AuditBreakOut(BaseModel):
+    seq: int
+    id: int | None
+    reason: str = Field(description="edited | missing | reordered | prev_mismatch | tail_missing | duplicate")
+    detail: str
+
+
+class AuditVerifyOut(BaseModel):
+    ok: bool
+    checked: int
+    last_seq: int
+    last_hash: str
+    break_: AuditBreakOut | None = Field(alias="break")
+
+    model_config = ConfigDict(populate_by_name=True)
 
 
 class ImportOut(BaseModel):

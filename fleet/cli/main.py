@@ -467,6 +467,10 @@ app.add_typer(rollout_app, name="rollout")
 app.add_typer(artifacts_app, name="artifacts")
 app.add_typer(profiles_app, name="profiles")
 
+from fleet.cli.audit import audit_app
+
+app.add_typer(audit_app, name="audit")
+
 from fleet.cli.provision import provision as provision_command
 
 app.command("provision")(provision_command)

@@ -200,6 +200,19 @@ class AuditEntry(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     summary: Mapped[str | None] = mapped_column(Text)
+    # The hash chain (fleet.domain.auditchain): position, the previous record's hash, this record's hash.
+    seq: Mapped[int] = mapped_column(Integer, unique=True, index=True)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64), nullable=False)
+
+
+class AuditChainHead(Base):
+    """The one row appends lock (fleet.services.audit): the last record's seq and hash."""
+
+    __tablename__ = "audit_chain"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    last_hash: Mapped[str] = mapped_column(String(64))
 
 
 # The MQTT device plane's tables live in their own module; importing it registers them on Base.metadata.

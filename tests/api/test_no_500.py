@@ -30,7 +30,8 @@ def assert_4xx_json(r: httpx.Response, status: int = 422) -> dict:
     return body
 
 
-async def test_cursors_past_the_key_range_are_422_on_every_paginated_route(api: Api) -> None:
+async def test_cursors_past_the_key_range_are_422_on_every_paginated_route(api_any: Api) -> None:
+    api = api_any  # PostgreSQL refuses an int4 parameter past 2^31 - 1: both backends
     w = await build_world(api)
     h = await api.admin()
     routes = [

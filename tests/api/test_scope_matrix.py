@@ -576,6 +576,10 @@ MATRIX: dict[tuple[str, str], Spec] = {
     ("DELETE", f"{V1}/tokens/{{obj_id}}"): Spec(frozenset({A}), 200, fresh(V1 + "/tokens/{}", new_token)),
     # audit: admins and auditors
     ("GET", f"{V1}/audit"): Spec(frozenset({A, U}), 200, fixed(f"{V1}/audit")),
+    ("GET", f"{V1}/audit/export"): Spec(frozenset({A, U}), 200, fixed(f"{V1}/audit/export")),
+    # verifying the chain reads every record: admins and district-wide auditors
+    # (the matrix's auditors are school-scoped)
+    ("GET", f"{V1}/audit/verify"): Spec(frozenset({A}), 200, fixed(f"{V1}/audit/verify")),
     # imports and exports; a row for a school outside the caller's scope is an unknown school (422)
     ("POST", f"{V1}/imports/devices"): Spec(
         frozenset({A, T}), 201, upload(device_csv, f"{V1}/imports/devices"), out=422

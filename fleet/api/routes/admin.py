@@ -95,6 +95,57 @@ async def list_audit(
     )
 
 
+@router.get(
+    "/audit/verify",
+    response_model=s.AuditVerifyOut,
+    tags=["audit"],
+    summary="Verify the audit hash chain (district-wide admins and auditors)",
+    description="Walks every record: an edited, deleted or reordered record shows as `break` with its place.",
+)
+async def verify_audit(session: Session, caller: Caller) -> Any:
+    report = await audit.verify_chain(session, caller)
+    brk = report.first_break
+    return {
+        "ok": report.ok,
+        "checked": report.checked,
+        "last_seq": report.last_seq,
+        "last_hash": report.last_hash,
+        "break": None
+        if brk is None
+        else {"seq": brk.seq, "id": brk.id, "reason": brk.reason, "detail": brk.detail},
+    }
+
+
+@router.get(
+    "/audit/export",
+    tags=["audit"],
+    response_class=Response,
+    summary="The audit log for inspectors: CSV (UTF-8 with BOM) or XLSX, in chain order with its hashes",
+    responses={
+        200: {
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                audit.EXPORT_MEDIA_TYPES["xlsx"]: {"schema": {"type": "string", "format": "binary"}},
+            }
+        }
+    },
+)
+async def export_audit(
+    session: Session,
+    caller: Caller,
+    format: Annotated[str, Query(pattern="^(csv|xlsx)$", description="csv | xlsx")] = "csv",
+    school: FilterId = None,
+    since: Annotated[s.Instant | None, Query(description="records at or after this time")] = None,
+    until: Annotated[s.Instant | None, Query(description="records before this time")] = None,
+) -> Response:
+    body = await audit.export_entries(session, caller, format, school_id=school, since=since, until=until)
+    return Response(
+        body,
+        media_type=audit.EXPORT_MEDIA_TYPES[format],
+        headers={"Content-Disposition": f'attachment; filename="audit.{format}"'},
+    )
+
+
 ImportSheet = Annotated[str | None, Query(max_length=31, description="XLSX: the sheet (default: the first)")]
 ImportEncoding = Annotated[
     str | None, Query(max_length=20, description="CSV: force utf-8, gb18030 or gbk (default: detected)")
