@@ -41,6 +41,9 @@ class MqttSettings(BaseModel):
     # Generated mosquitto config, password and ACL files, and its persistence store.
     data_dir: str = "var/mqtt"
     mosquitto_bin: str = "mosquitto"
+    # When `serve` runs as root, the managed mosquitto drops to this account (Debian's package creates it);
+    # it never runs as root.
+    mosquitto_user: str = "mosquitto"
     # Shared-subscription group: every ingest worker of one deployment joins it to split the stream.
     ingest_group: str = "ingest"
     # Join the shared group ($share/<group>/...). Needed for N > 1 workers; off for a single worker because

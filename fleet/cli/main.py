@@ -53,6 +53,10 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
+    from fleet.observability.logredact import HideClientIds
+
+    for handler in logging.root.handlers:  # the embedded broker names devices by id; not below DEBUG
+        handler.addFilter(HideClientIds())
 
 
 def settings() -> Settings:
@@ -109,7 +113,15 @@ def serve(
     upgrade_sync(cfg.database_url)
     api = create_app(cfg, migrate=False, runtime_hooks=default_hooks(cfg))
     console.print(f"LabFleet on http://{host or cfg.http.host}:{port or cfg.http.port}  (docs at /docs)")
-    uvicorn.run(api, host=host or cfg.http.host, port=port or cfg.http.port, log_level=cfg.log_level.lower())
+    from fleet.observability.logredact import uvicorn_log_config
+
+    uvicorn.run(
+        api,
+        host=host or cfg.http.host,
+        port=port or cfg.http.port,
+        log_level=cfg.log_level.lower(),
+        log_config=uvicorn_log_config(),  # the access log without signed links' sig or tokens
+    )
 
 
 @app.command()
