@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from fleet import __version__
+from fleet import __version__, console
 from fleet.api import errors
 from fleet.api.ratelimit import EnrollmentGuard
 from fleet.api.routes import admin, inventory, plane, reports, rollouts, stats
@@ -92,6 +92,9 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # /docs and /redoc are served by the console from packaged assets (no CDN: they work offline).
+        docs_url=None,
+        redoc_url=None,
         openapi_tags=[
             {"name": t}
             for t in (
@@ -120,7 +123,7 @@ def create_app(
         errors.BodyLimit,
         max_bytes=settings.http.max_body_bytes,
         import_max_bytes=settings.http.max_import_bytes,
-        import_prefix="/api/v1/imports/",
+        import_prefix=("/api/v1/imports/", "/deliveries/"),
     )
     app.add_middleware(HttpMetricsMiddleware, metrics=fleet_metrics)
     app.include_router(
@@ -136,4 +139,5 @@ def create_app(
     app.include_router(plane.router)
     app.include_router(reports.router)
     app.include_router(stats.router)
+    console.install(app)
     return app

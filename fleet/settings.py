@@ -163,6 +163,24 @@ class ReportSettings(BaseModel):
         return self.targets
 
 
+class ConsoleSettings(BaseModel):
+    # A console session ends after this long without a request (a technician's bench break), and at the
+    # latest after session_max_hours (one working day), whatever its activity.
+    session_idle_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    session_max_hours: int = Field(default=12, ge=1, le=24 * 7)
+    # Failed sign-ins per minute from one address: enough for typos, far too few to guess passwords.
+    sign_in_failures_per_minute: int = Field(default=10, ge=1)
+    # After this many failed sign-ins in a row an account is locked for lockout_minutes (the owner or an
+    # admin waits it out; a success resets the count).
+    lockout_after: int = Field(default=5, ge=1)
+    lockout_minutes: int = Field(default=15, ge=1)
+    # The first-admin link `serve` prints on a fresh install: one use, one hour.
+    setup_link_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    # Cookies are marked Secure when the request is HTTPS (directly or X-Forwarded-Proto from the proxy);
+    # set this to force it behind a proxy that does not say.
+    force_secure_cookies: bool = False
+
+
 class Settings(BaseSettings):
     """All LabFleet settings; nested groups use `__`, e.g. LABFLEET_HTTP__PORT=9000."""
 
@@ -181,6 +199,9 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     rollouts: RolloutSettings = RolloutSettings()
     reports: ReportSettings = ReportSettings()
+    console: ConsoleSettings = ConsoleSettings()
+    # The language when neither the user's setting nor the browser's Accept-Language picks one (en, zh_CN).
+    locale: str = "en"
     log_level: str = "INFO"
 
     def sqlite_path(self) -> Path | None:

@@ -166,7 +166,9 @@ class IncidentGuard:
 class BodyLimit:
     """Refuse bodies over the limit with 413 before they are read into memory (Content-Length or streamed)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, import_max_bytes: int, import_prefix: str) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, import_max_bytes: int, import_prefix: str | tuple[str, ...]
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.import_max_bytes = import_max_bytes

@@ -112,7 +112,13 @@ def serve(
     setup_logging(cfg.log_level)
     upgrade_sync(cfg.database_url)
     api = create_app(cfg, migrate=False, runtime_hooks=default_hooks(cfg))
-    console.print(f"LabFleet on http://{host or cfg.http.host}:{port or cfg.http.port}  (docs at /docs)")
+    base = f"http://{host or cfg.http.host}:{port or cfg.http.port}"
+    console.print(f"LabFleet on {base}  (console at /, docs at /docs)")
+    if link := setup_link(base):
+        console.print(
+            f"No users yet. Create the first administrator (link works once, for a limited time):
+  {link}"
+        )
     from fleet.observability.logredact import uvicorn_log_config
 
     uvicorn.run(
@@ -492,6 +498,9 @@ from fleet.cli.agent import agent as agent_command
 app.command("agent")(agent_command)
 
 from fleet.cli.top import top as top_command
+from fleet.cli.users import setup_link, user_app
+
+app.add_typer(user_app, name="user")
 
 app.command("top")(top_command)
 

@@ -60,6 +60,8 @@ class Principal:
     district_wide: bool
     school_ids: frozenset[int]
     token_id: int | None = None
+    # Set when a console user signed in: the same role and scope as a token, named as the user in the audit.
+    user_id: int | None = None
 
     def has(self, permission: Permission) -> bool:
         return permission in ROLE_PERMISSIONS[self.role]
@@ -70,6 +72,8 @@ class Principal:
     @property
     def actor(self) -> str:
         """The name written to the audit log and lifecycle history."""
+        if self.user_id is not None:
+            return f"user:{self.user_id}:{self.name}"
         return f"{self.role}:{self.name}" if self.token_id is None else f"token:{self.token_id}:{self.name}"
 
 
