@@ -150,6 +150,14 @@ class Page:
         # Pages show scoped data: never cached by a shared proxy, never replayed from history after sign-out.
         resp.headers.setdefault("Cache-Control", "no-store")
 
+    async def rollback(self) -> None:
+        """Undo this request's writes (a dry run, a refused form) and reload who is signed in, which the
+        rollback expired, so the page can still be rendered."""
+        await self.db.rollback()
+        token = self.request.cookies.get(SESSION_COOKIE)
+        if self.cur is not None and token:
+            self.cur = await users.current(self.db, self.state.settings.console, token[:200], self.now)
+
     def field(self, name: str, default: str = "") -> str:
         value = self.form.get(name, default)
         return value.strip() if isinstance(value, str) else default

@@ -1,9 +1,139 @@
-"""Console pages: devices."""
+"""Devices: search with keyset paging, the device page (identity, lifecycle buttons, state, timelines) and
+commands with confirmation and their live result."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
 
-from fleet.console.app import ConsoleRoute
+from fastapi import APIRouter, Response
+
+from fleet.console.app import ConsoleRoute, UserPage, invalid_fields
+from fleet.domain.enums import DeviceStatus
+from fleet.domain.lifecycle import TRANSITIONS
+from fleet.domain.permissions import Permission
+from fleet.errors import IllegalTransition, InvalidInput
+from fleet.i18n import _
+from fleet.i18n.labels import label
+from fleet.services import commands, console_plane
+from fleet.services.inventory import DeviceService
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
+STATUSES = [s.value for s in DeviceStatus]
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() and len(value) <= 10 else None
+
+
+@router.get("/devices")
+async def devices(
+    page: UserPage,
+    q: str = "",
+    school: str = "",
+    room: str = "",
+    status: str = "",
+    online: str = "",
+    cursor: str | None = None,
+) -> Response:
+    filters = {"q": q[:120], "school": school, "room": room, "status": status, "online": online}
+    result = await console_plane.search_devices(
+        page.db,
+        page.principal,
+        text=q or None,
+        school_id=_int(school),
+        room_id=_int(room),
+        status=status if status in STATUSES else None,
+        online={"yes": True, "no": False}.get(online),
+        cursor=cursor,
+    )
+    opts = await console_plane.choices(page.db, page.principal)
+    query = "&".join(f"{k}={v}" for k, v in filters.items() if v)
+    template = "devices_rows.html" if page.request.headers.get("hx-request") else "devices.html"
+    return page.render(
+        template,
+        nav="devices",
+        result=result,
+        filters=filters,
+        opts=opts,
+        statuses=STATUSES,
+        next_url=f"/devices?{query}&cursor={result.next_cursor}" if result.next_cursor else None,
+    )
+
+
+async def _device_page(page: Any, device_id: int, **extra: Any) -> Response:
+    detail = await console_plane.device_detail(page.db, page.principal, device_id)
+    current = DeviceStatus(detail.device.status)
+    return page.render(
+        "device.html",
+        nav="devices",
+        d=detail,
+        transitions=sorted(TRANSITIONS[current]) if page.can(Permission.MANAGE_DEVICES) else [],
+        command_names=console_plane.CONSOLE_COMMANDS if page.can(Permission.SEND_COMMANDS) else (),
+        tz=detail.school.timezone,
+        **({"errors": {}, "batch": (page.request.query_params.get("batch") or "")[:64] or None} | extra),
+    )
+
+
+@router.get("/devices/{device_id}")
+async def device(page: UserPage, device_id: int) -> Response:
+    return await _device_page(page, device_id)
+
+
+@router.post("/devices/{device_id}/transition")
+async def transition(page: UserPage, device_id: int) -> Response:
+    target = page.field("target")
+    reason = page.field("reason")[:500] or None
+    if target not in STATUSES:
+        return await _device_page(page, device_id, errors={"target": _("Choose a status.")})
+    svc = DeviceService(page.db, page.principal, page.state.clock)
+    try:
+        await svc.transition(device_id, DeviceStatus(target), reason)
+    except IllegalTransition:
+        return await _device_page(
+            page, device_id, errors={"target": _("That change is not allowed from the current status.")}
+        )
+    return page.redirect(f"/devices/{device_id}?done=transition")
+
+
+@router.post("/devices/{device_id}/commands")
+async def send_command(page: UserPage, device_id: int) -> Response:
+    name = page.field("name")
+    args: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    if name == "set_policy":
+        for key in ("session_minutes", "daily_minutes", "break_minutes"):
+            value = page.field(key)
+            if value:
+                if not value.isdigit():
+                    errors[key] = _("A whole number of minutes.")
+                else:
+                    args[key] = int(value)
+    elif name == "lock" and page.field("message"):
+        args["message"] = page.field("message")[:128]
+    if not errors:
+        try:
+            commands.validate_args(name, args)
+        except InvalidInput as err:
+            errors["args"] = _("Not accepted: {reason}", reason=err.message)
+    if errors:
+        return await _device_page(page, device_id, errors=errors)
+    try:
+        batch_id = await console_plane.send_command(
+            page.db, page.principal, device_id=device_id, name=name, args=args, now=page.now
+        )
+    except InvalidInput as err:
+        return await _device_page(page, device_id, errors=invalid_fields(err) or {"name": err.message})
+    await page.db.commit()
+    plane = page.state.extras.get("plane")
+    if plane is not None:
+        plane.wake_dispatcher()
+    return page.redirect(f"/devices/{device_id}?batch={batch_id}#command-result")
+
+
+@router.get("/commands/{batch_id}")
+async def command_result(page: UserPage, batch_id: str) -> Response:
+    """The result of a command batch; the device page polls this fragment until the command is final."""
+    progress = await console_plane.command_progress(page.db, page.principal, batch_id)
+    cmds = progress["commands"]
+    final = all(c.status in commands.FINAL for c in cmds)
+    return page.render("command_result.html", progress=progress, final=final, name=label(progress["name"]))

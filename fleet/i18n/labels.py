@@ -112,6 +112,13 @@ EXTRA: dict[str, str] = {
     "info": N_("Info"),
     "warning": N_("Warning"),
     "critical": N_("Critical"),
+    # Command statuses (fleet/services/commands.py), shown on the console's device page.
+    "queued": N_("Queued"),
+    "sent": N_("Sent to device"),
+    "acked": N_("Accepted by device"),
+    "rejected": N_("Rejected by device"),
+    "timed_out": N_("Timed out"),
+    "expired": N_("Expired"),
     # Alert rules (fleet/domain/health.py and the presence sweep).
     "battery_low": N_("Battery low"),
     "temperature_high": N_("Temperature high"),

@@ -115,7 +115,9 @@ def live_plane(sqlite_template: Path, tmp_path: Path) -> Iterator[LiveServer]:
     yield from serve(settings, [device_plane_hook])
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API is active the main thread has a running event loop,
+# which async tests of later modules (pytest-asyncio, asyncio.run) would trip over.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
         need_external("Chromium at /usr/bin/chromium (Debian package chromium)")

@@ -116,7 +116,9 @@ def test_api_docs_render_offline(live_server: LiveServer, tab: Tab) -> None:
     tab.shot("redoc", full_page=False)
 
 
-EXTERNAL = re.compile(r"""(?:src|href|action)\s*=\s*["']?\s*(?:https?:)?//(?!127\.0\.0\.1|localhost)""", re.IGNORECASE)
+EXTERNAL = re.compile(
+    r"""(?:src|href|action)\s*=\s*["']?\s*(?:https?:)?//(?!127\.0\.0\.1|localhost)""", re.IGNORECASE
+)
 CSS_EXTERNAL = re.compile(r"""url\(\s*["']?(?:https?:)?//|@import\s+["']?(?:https?:)?//""", re.IGNORECASE)
 
 
