@@ -6,8 +6,7 @@ from fastapi import APIRouter, Response
 
 from fleet.console.app import ConsoleRoute, UserPage, invalid_fields
 from fleet.domain.enums import Role
-from fleet.domain.permissions import Permission
-from fleet.errors import Conflict, InvalidInput, PermissionDenied
+from fleet.errors import Conflict, InvalidInput
 from fleet.i18n import _, gettext
 from fleet.services import audit, console_plane, tokens, users
 from fleet.services.common import MAX_PAGE_SIZE
@@ -33,10 +32,6 @@ async def _users_page(page: UserPage, **extra: object) -> Response:
 
 @router.get("/admin")
 async def admin(page: UserPage) -> Response:
-    if not page.can(Permission.MANAGE_TOKENS):
-        if page.can(Permission.READ_AUDIT):
-            return page.redirect("/admin/audit")
-        raise PermissionDenied("administration")
     return await _users_page(page)
 
 

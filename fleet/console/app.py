@@ -25,13 +25,14 @@ from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet import __version__
-from fleet.api.deps import FleetState, get_state
 from fleet.api.deps import Session as DbSession
+from fleet.api.deps import get_state
 from fleet.domain.permissions import Permission, Principal
 from fleet.errors import FleetError, InvalidInput, NotFound, PermissionDenied, Unauthenticated
 from fleet.i18n import _, current_locale, gettext, negotiate, set_locale
 from fleet.i18n import format as fmt
 from fleet.i18n.labels import label
+from fleet.runtime.state import FleetState
 from fleet.services import users
 
 log = logging.getLogger(__name__)

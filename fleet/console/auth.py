@@ -46,9 +46,14 @@ class SignInGuard:
 
 
 def _guard(page: Page) -> SignInGuard:
-    return page.state.extras.setdefault(  # type: ignore[no-any-return]
-        "console_signin_guard", SignInGuard(page.state.settings.console.sign_in_failures_per_minute)
-    )
+    """One guard per app (kept on the app's own state), so every request counts into the same window."""
+    app_state = page.request.app.state
+    guard = getattr(app_state, "console_signin_guard", None)
+    if guard is None:
+        guard = app_state.console_signin_guard = SignInGuard(
+            page.state.settings.console.sign_in_failures_per_minute
+        )
+    return guard  # type: ignore[no-any-return]
 
 
 def _start_session(page: Page, signed: users.SignedIn, to: str) -> Response:

@@ -27,20 +27,20 @@ STREAM_MAX_S = 600.0
 
 
 def feed_of(page: Page) -> OnlineFeed:
-    feed = page.state.extras.get("console_online_feed")
+    # One feed per app (its in-memory cache is shared by every viewer), kept on the app's own state.
+    app_state = page.request.app.state
+    feed = getattr(app_state, "console_online_feed", None)
     if feed is None:
-        feed = page.state.extras["console_online_feed"] = OnlineFeed(page.state.sessions)
+        feed = app_state.console_online_feed = OnlineFeed(page.state.sessions)
     return feed  # type: ignore[no-any-return]
 
 
 async def _overview(page: Page, db: Any) -> peaks.LiveOverview:
-    holder = page.state.extras.get("snapshot")
-    metrics = page.state.extras.get("metrics")
     return await peaks.live_overview(
         db,
         page.principal,
-        snapshot=holder.snapshot() if holder else None,
-        ingest=ingest_summary(metrics) if metrics else None,
+        snapshot=page.state.snapshot.snapshot(),
+        ingest=ingest_summary(page.state.metrics),
         now=page.now,
     )
 

@@ -1,12 +1,12 @@
-"""Deliveries: upload a device file, see the dry run with every bad row (row, column, reason; downloadable),
-then commit all rows or none; export the inventory in the import format. Calls fleet/services/imports.py,
-the same use case as `POST /api/v1/imports/devices` and `labfleet import devices`."""
+"""Deliveries: upload a device file (XLSX or CSV), see the dry run with every bad row (row, column, value,
+reason; downloadable), then commit all rows or none; export the inventory in the import format.
+
+fleet/services/imports.py is the use case, the same as `POST /api/v1/imports/devices` and `labfleet import`."""
 
 from __future__ import annotations
 
 import base64
-import csv
-import io
+import binascii
 from typing import Any
 
 from fastapi import APIRouter, Response
@@ -15,21 +15,11 @@ from starlette.datastructures import UploadFile
 from fleet.console.app import ConsoleRoute, UserPage
 from fleet.domain.permissions import Permission
 from fleet.errors import ImportRejected, InvalidInput
-from fleet.i18n import _, gettext
+from fleet.i18n import _
 from fleet.services import imports
 from fleet.services.common import require
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
-
-
-def _bad_rows_csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow([_("Row"), _("Column"), _("Reason")])
-    for r in rows:
-        w.writerow([r.get("row"), r.get("column") or "", r.get("reason")])
-    # UTF-8 with BOM: Excel on Chinese Windows opens it with the right characters.
-    return "\ufeff" + buf.getvalue()
 
 
 @router.get("/deliveries")
@@ -38,61 +28,73 @@ async def form(page: UserPage) -> Response:
     return page.render("deliveries.html", nav="deliveries", stage="upload", errors={})
 
 
-async def _text_of(page: UserPage) -> tuple[str | None, dict[str, str]]:
+async def _upload(page: UserPage) -> tuple[bytes | None, str, dict[str, str]]:
+    """The file's bytes and name: from the upload, or (on commit) from the preview's hidden copy."""
     upload = page.form.get("file")
     if isinstance(upload, UploadFile) and upload.filename:
-        data = await upload.read()
-    elif page.field("content"):
-        data = base64.b64decode(page.field("content"), validate=False)
-    else:
-        return None, {"file": _("Choose a file.")}
-    try:
-        return imports.decode_upload(data), {}
-    except InvalidInput as err:
-        return None, {"file": gettext(err.message)}
+        return await upload.read(), upload.filename[:200], {}
+    if page.field("content"):
+        try:
+            return base64.b64decode(page.field("content"), validate=True), page.field("filename")[:200], {}
+        except (binascii.Error, ValueError):
+            pass
+    return None, "", {"file": _("Choose a file.")}
+
+
+def _rejected(page: UserPage, err: ImportRejected) -> Response:
+    details: list[dict[str, Any]] = [d for d in (err.details or []) if isinstance(d, dict)]
+    return page.render(
+        "deliveries.html",
+        status=422,
+        nav="deliveries",
+        stage="rejected",
+        message=err.message,
+        bad=details,
+        bad_rows=len({d.get("row") for d in details}),
+        bad_csv=base64.b64encode(imports.errors_csv(details)).decode(),
+        errors={},
+    )
 
 
 @router.post("/deliveries/preview")
 async def preview(page: UserPage) -> Response:
     require(page.principal, Permission.MANAGE_DEVICES)
-    text, errors = await _text_of(page)
-    if text is None:
+    data, name, errors = await _upload(page)
+    if data is None:
         return page.render("deliveries.html", status=422, nav="deliveries", stage="upload", errors=errors)
-    content = base64.b64encode(text.encode()).decode()
     try:
-        result = await imports.import_devices(page.db, page.principal, page.state.clock, text, dry_run=True)
+        result = await imports.import_devices(
+            page.db, page.principal, page.state.clock, data, dry_run=True, filename=name
+        )
     except ImportRejected as err:
-        bad = [
-            {"row": d.get("row"), "column": d.get("column"), "reason": gettext(str(d.get("reason", "")))}
-            for d in (err.details or [])
-            if isinstance(d, dict)
-        ]
+        await page.rollback()
+        return _rejected(page, err)
+    except InvalidInput as err:
         await page.rollback()
         return page.render(
-            "deliveries.html",
-            status=422,
-            nav="deliveries",
-            stage="rejected",
-            message=gettext(err.message),
-            bad=bad,
-            bad_csv=base64.b64encode(_bad_rows_csv(bad).encode()).decode(),
-            errors={},
+            "deliveries.html", status=422, nav="deliveries", stage="upload", errors={"file": err.message}
         )
     await page.rollback()  # a dry run writes nothing, whatever the service flushed
     return page.render(
-        "deliveries.html", nav="deliveries", stage="preview", result=result, content=content, errors={}
+        "deliveries.html",
+        nav="deliveries",
+        stage="preview",
+        result=result,
+        content=base64.b64encode(data).decode(),
+        filename=name,
+        errors={},
     )
 
 
 @router.post("/deliveries/commit")
 async def commit(page: UserPage) -> Response:
     require(page.principal, Permission.MANAGE_DEVICES)
-    text, errors = await _text_of(page)
-    if text is None:
+    data, name, errors = await _upload(page)
+    if data is None:
         return page.render("deliveries.html", status=422, nav="deliveries", stage="upload", errors=errors)
     try:
-        result = await imports.import_devices(page.db, page.principal, page.state.clock, text, dry_run=False)
-    except ImportRejected:
+        result = await imports.import_devices(page.db, page.principal, page.state.clock, data, filename=name)
+    except (ImportRejected, InvalidInput):
         await page.rollback()
         return page.render(
             "deliveries.html",
@@ -104,13 +106,22 @@ async def commit(page: UserPage) -> Response:
     return page.render("deliveries.html", nav="deliveries", stage="done", result=result, errors={})
 
 
-@router.get("/deliveries/export.csv")
-async def export(page: UserPage, school: str = "") -> Response:
-    text = await imports.export_devices(
-        page.db, page.principal, school_id=int(school) if school.isdigit() and len(school) <= 10 else None
+@router.get("/deliveries/export.{fmt}")
+async def export(page: UserPage, fmt: str, school: str = "") -> Response:
+    body = await imports.export_devices(
+        page.db,
+        page.principal,
+        school_id=int(school) if school.isdigit() and len(school) <= 10 else None,
+        fmt=fmt,
+        bom=True,  # Excel on Chinese Windows reads UTF-8 CSV right only with the BOM
+    )
+    media = (
+        "text/csv; charset=utf-8"
+        if fmt == "csv"
+        else "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
     )
     return Response(
-        "\ufeff" + text,
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="devices.csv"', "Cache-Control": "no-store"},
+        body,
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="devices.{fmt}"', "Cache-Control": "no-store"},
     )

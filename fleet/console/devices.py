@@ -11,7 +11,7 @@ from fleet.console.app import ConsoleRoute, UserPage, invalid_fields
 from fleet.domain.enums import DeviceStatus
 from fleet.domain.lifecycle import TRANSITIONS
 from fleet.domain.permissions import Permission
-from fleet.errors import IllegalTransition, InvalidInput
+from fleet.errors import Conflict, IllegalTransition, InvalidInput
 from fleet.i18n import _
 from fleet.i18n.labels import label
 from fleet.services import commands, console_plane
@@ -123,8 +123,16 @@ async def send_command(page: UserPage, device_id: int) -> Response:
         )
     except InvalidInput as err:
         return await _device_page(page, device_id, errors=invalid_fields(err) or {"name": err.message})
+    except Conflict:
+        # The device never enrolled: there is nobody to send it to (the reason beside the form).
+        await page.rollback()
+        return await _device_page(
+            page,
+            device_id,
+            errors={"args": _("This device has not enrolled yet, so it cannot receive commands.")},
+        )
     await page.db.commit()
-    plane = page.state.extras.get("plane")
+    plane = page.state.plane
     if plane is not None:
         plane.wake_dispatcher()
     return page.redirect(f"/devices/{device_id}?batch={batch_id}#command-result")

@@ -52,15 +52,13 @@ async def control(page: UserPage, rollout_id: int, action: str) -> Response:
     try:
         if action == "pause":
             await svc.pause(rollout_id)
-            metrics = page.state.extras.get("metrics")
-            if metrics is not None:
-                metrics.rollout_paused("manual")
+            page.state.metrics.rollout_paused("manual")
         elif action == "resume":
             await svc.resume(rollout_id)
         elif action == "start":
             await svc.start(rollout_id)
         elif action == "abort":
-            engine = page.state.extras.get("rollout_engine")
+            engine = page.state.rollout_engine
             if engine is None:
                 await svc.abort(rollout_id)
             else:

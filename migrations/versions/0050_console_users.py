@@ -1,7 +1,7 @@
 """console: users, server-side sessions, one-time setup links
 
 Revision ID: 0050
-Revises: 0040
+Revises: 0045
 Create Date: 2026-12-03
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0050"
-down_revision = "0040"
+down_revision = "0045"
 branch_labels = None
 depends_on = None
 

@@ -171,7 +171,7 @@ def _block_external(blocked: list[str]) -> Callable[[Any], None]:
 def tab(browser: Any, request: pytest.FixtureRequest) -> Iterator[Tab]:
     context = browser.new_context(viewport={"width": 1366, "height": 768}, locale="en-US")
     page = context.new_page()
-    page.set_default_timeout(15_000)
+    page.set_default_timeout(30_000)  # generous: CI machines are shared and slow
     t = Tab(page=page, name=request.node.name.removeprefix("test_")[:60])
     context.route("**/*", _block_external(t.blocked))
     page.on("dialog", lambda d: d.accept())

@@ -1,0 +1,301 @@
+"""Every console route, as every role, inside and outside its schools: the status is pinned here, as
+tests/api/test_scope_matrix.py pins the API's. A console user is the same Principal a token is, so the answers
+match the API's: 403 for a role that may not, 404 for another school's object, and a signed-out browser is sent
+to sign-in (303). A new console route that is not in CONSOLE fails test_every_console_route_is_in_the_matrix.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from fleet.console.app import ConsoleRoute
+from fleet.domain.enums import Role
+from fleet.persistence.models_rollouts import Rollout
+from tests.api.test_scope_matrix import (
+    ALL,
+    COMMANDERS,
+    ENROLLERS,
+    REPORT_READERS,
+    A,
+    Build,
+    I,
+    U,
+    device,
+    fixed,
+    fresh,
+    n,
+    new_alert,
+    new_claim_token,
+    new_device,
+    on,
+    on_batch,
+    on_enrolled,
+    school,
+)
+from tests.conftest import Api
+from tests.console.helpers import PASSWORD, add_user
+from tests.factories import World, build_world
+
+ADMINS = frozenset({A})
+AUDIT_READERS = frozenset({A, U})
+ROLLOUT_CONTROLLERS = frozenset({A, I})
+# Sign-in, sign-out, setup and the language switch work without a session (tests/console/test_auth.py).
+PUBLIC = {
+    ("GET", "/signin"),
+    ("POST", "/signin"),
+    ("POST", "/signout"),
+    ("GET", "/setup"),
+    ("POST", "/setup"),
+    ("POST", "/language"),
+}
+
+
+@dataclass(frozen=True)
+class Spec:
+    roles: frozenset[Role]
+    ok: int
+    build: Build
+    out: int | None = None
+    stream: bool = False  # an endless response: only the refusals are checked
+
+
+def csv_row(w: World, inside: bool) -> bytes:
+    i = n()
+    code = "school-a" if inside else "school-b"
+    return (
+        f"serial_number,asset_tag,vendor,model_number,school_code\nCS-{i},CS-{i},EduTech,LT-100,{code}\n"
+    ).encode()
+
+
+def upload(path: str) -> Build:
+    async def build(api: Api, w: World, inside: bool) -> tuple[str, dict[str, Any]]:
+        return path, {"files": {"file": ("delivery.csv", csv_row(w, inside), "text/csv")}}
+
+    return build
+
+
+def commit_build(path: str) -> Build:
+    import base64
+
+    async def build(api: Api, w: World, inside: bool) -> tuple[str, dict[str, Any]]:
+        content = base64.b64encode(csv_row(w, inside)).decode()
+        return path, {"data": {"content": content, "filename": "delivery.csv"}}
+
+    return build
+
+
+def with_data(build: Build, **data: str) -> Build:
+    async def wrapped(api: Api, w: World, inside: bool) -> tuple[str, dict[str, Any]]:
+        path, kw = await build(api, w, inside)
+        return path, {**kw, "data": {**kw.get("data", {}), **data}}
+
+    return wrapped
+
+
+async def new_rollout(api: Api, w: World, inside: bool) -> int:
+    now = api.clock.now()
+    async with api.sessions() as s:
+        r = Rollout(
+            name=f"R{n()}",
+            model_id=w.model,
+            profile_key="terminal-lt100",
+            target_version="1.3.0",
+            artifact_sha256="0" * 64,
+            school_ids=[school(w, inside)],
+            room_ids=[],
+            from_versions=[],
+            group_plan={},
+            success_threshold=0.95,
+            error_threshold=0.1,
+            max_attempts=3,
+            policy={},
+            state="running",
+            current_group=0,
+            created_by="test",
+            created_at=now,
+            updated_at=now,
+        )
+        s.add(r)
+        await s.commit()
+        return int(r.id)
+
+
+async def new_user(api: Api, w: World, inside: bool) -> int:
+    return await add_user(api.sessions, api.clock, f"spare{n()}", Role.AUDITOR, (school(w, inside),))
+
+
+async def new_token(api: Api, w: World, inside: bool) -> int:
+    from fleet.domain.permissions import SYSTEM
+    from fleet.persistence.db import unit_of_work
+    from fleet.services.tokens import create_token
+
+    async with unit_of_work(api.sessions) as session:
+        row, _ = await create_token(
+            session,
+            principal=SYSTEM,
+            at=api.clock.now(),
+            name=f"t{n()}",
+            role=Role.AUDITOR,
+            school_ids=[school(w, inside)],
+            district_wide=False,
+        )
+        return int(row.id)
+
+
+CONSOLE: dict[tuple[str, str], Spec] = {
+    ("GET", "/"): Spec(ALL, 200, fixed("/")),
+    ("GET", "/cockpit/stream"): Spec(ALL, 200, fixed("/cockpit/stream"), stream=True),
+    ("GET", "/devices"): Spec(ALL, 200, fixed("/devices?q=SN&online=no")),
+    ("GET", "/devices/{device_id}"): Spec(ALL, 200, on("/devices/{}", device), out=404),
+    ("POST", "/devices/{device_id}/transition"): Spec(
+        ENROLLERS, 303, with_data(fresh("/devices/{}/transition", new_device), target="provisioned"), out=404
+    ),
+    ("POST", "/devices/{device_id}/commands"): Spec(
+        COMMANDERS, 303, with_data(on_enrolled("/devices/{}/commands"), name="reboot"), out=404
+    ),
+    ("GET", "/commands/{batch_id}"): Spec(ALL, 200, on_batch("/commands/{}"), out=404),
+    ("GET", "/deliveries"): Spec(ENROLLERS, 200, fixed("/deliveries")),
+    # another school's rows are refused as rows (the school is unknown to the caller): nothing is written
+    ("POST", "/deliveries/preview"): Spec(ENROLLERS, 200, upload("/deliveries/preview"), out=422),
+    ("POST", "/deliveries/commit"): Spec(ENROLLERS, 200, commit_build("/deliveries/commit"), out=409),
+    ("GET", "/deliveries/export.{fmt}"): Spec(ALL, 200, fixed("/deliveries/export.csv")),
+    ("GET", "/provisioning"): Spec(ENROLLERS, 200, on("/provisioning?school={}", school), out=404),
+    ("POST", "/provisioning/{school_id}/claim-tokens"): Spec(
+        ENROLLERS,
+        200,
+        with_data(on("/provisioning/{}/claim-tokens", school), max_uses="5", days="3"),
+        out=404,
+    ),
+    ("POST", "/provisioning/claim-tokens/{token_id}/revoke"): Spec(
+        ENROLLERS, 303, fresh("/provisioning/claim-tokens/{}/revoke", new_claim_token), out=404
+    ),
+    ("GET", "/alerts"): Spec(ALL, 200, fixed("/alerts?status=active")),
+    ("POST", "/alerts/{alert_id}/{action}"): Spec(
+        COMMANDERS, 303, fresh("/alerts/{}/ack", new_alert), out=404
+    ),
+    ("GET", "/rollouts"): Spec(ALL, 200, fixed("/rollouts")),
+    ("GET", "/rollouts/{rollout_id}"): Spec(ALL, 200, fresh("/rollouts/{}", new_rollout), out=404),
+    ("GET", "/rollouts/{rollout_id}/progress"): Spec(
+        ALL, 200, fresh("/rollouts/{}/progress", new_rollout), out=404
+    ),
+    ("POST", "/rollouts/{rollout_id}/{action}"): Spec(
+        ROLLOUT_CONTROLLERS, 303, fresh("/rollouts/{}/pause", new_rollout), out=404
+    ),
+    ("GET", "/reports"): Spec(REPORT_READERS, 200, fixed("/reports?name=inventory")),
+    ("GET", "/reports/{name}/file"): Spec(
+        REPORT_READERS, 200, on("/reports/inventory/file?format=csv&school={}", school), out=404
+    ),
+    ("GET", "/admin"): Spec(ADMINS, 200, fixed("/admin")),
+    ("POST", "/admin/users"): Spec(
+        ADMINS,
+        303,
+        with_data(fixed("/admin/users"), username="newbie", password=PASSWORD, role="auditor", school=""),
+    ),
+    ("POST", "/admin/users/{user_id}/{action}"): Spec(
+        ADMINS, 303, fresh("/admin/users/{}/disable", new_user)
+    ),
+    ("POST", "/admin/tokens/{token_id}/revoke"): Spec(
+        ADMINS, 303, fresh("/admin/tokens/{}/revoke", new_token)
+    ),
+    ("GET", "/admin/audit"): Spec(AUDIT_READERS, 200, fixed("/admin/audit")),
+}
+
+
+def console_routes() -> set[tuple[str, str]]:
+    """Every route of every console feature module (fleet/console/<feature>.py with a `router`)."""
+    import importlib
+    import pkgutil
+
+    import fleet.console
+
+    found = set()
+    for info in pkgutil.iter_modules(fleet.console.__path__):
+        router = getattr(importlib.import_module(f"fleet.console.{info.name}"), "router", None)
+        for route in getattr(router, "routes", []):
+            assert isinstance(route, ConsoleRoute), route  # errors become console pages
+            found.update((m, route.path) for m in route.methods if m != "HEAD")
+    return found
+
+
+async def test_every_console_route_is_in_the_matrix(api: Api) -> None:
+    routes = console_routes() - PUBLIC
+    assert not sorted(routes - CONSOLE.keys()), "console routes without a matrix entry"
+    assert not sorted(CONSOLE.keys() - routes), "matrix entries for console routes that no longer exist"
+
+
+@pytest.fixture
+async def browsers(api: Api) -> AsyncIterator[tuple[World, dict[Role | None, httpx.AsyncClient]]]:
+    """The world, and one signed-in cookie client per role (school A for all but the admin), plus anonymous."""
+    w = await build_world(api)
+    transport = api.client._transport  # type: ignore[attr-defined]
+    clients: dict[Role | None, httpx.AsyncClient] = {}
+    try:
+        for role in [None, *Role]:
+            c = httpx.AsyncClient(transport=transport, base_url="http://test")
+            clients[role] = c
+            if role is None:
+                await c.get(
+                    "/signin"
+                )  # the pre-session cookie, so its posts pass CSRF and meet the sign-in wall
+                continue
+            name = f"u-{role}"
+            await add_user(api.sessions, api.clock, name, role, None if role is Role.ADMIN else (w.school_a,))
+            form = await c.get("/signin")
+            csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
+            r = await c.post(
+                "/signin", data={"csrf": csrf, "username": name, "password": PASSWORD, "next": "/"}
+            )
+            assert r.status_code == 303, (role, r.text[:200])
+        yield w, clients
+    finally:
+        for c in clients.values():
+            await c.aclose()
+
+
+async def _csrf(c: httpx.AsyncClient) -> str:
+    page = await c.get("/signin" if "lf_session" not in c.cookies else "/rollouts")
+    m = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    return m.group(1) if m else ""
+
+
+def expected(spec: Spec, role: Role | None, inside: bool) -> int:
+    if role is None:
+        return 303
+    if role not in spec.roles:
+        return 403
+    if role is Role.ADMIN or inside:
+        return spec.ok
+    return spec.out if spec.out is not None else spec.ok
+
+
+@pytest.mark.parametrize("route", sorted(CONSOLE), ids=lambda r: f"{r[0]} {r[1]}")
+async def test_console_scope_matrix(api: Api, browsers: Any, route: tuple[str, str]) -> None:
+    w, clients = browsers
+    spec = CONSOLE[route]
+    failures = []
+    for role, inside in itertools.product([None, *Role], [True, False]):
+        want = expected(spec, role, inside)
+        if spec.stream and want == spec.ok:
+            continue
+        path, kwargs = await spec.build(api, w, inside)
+        c = clients[role]
+        if route[0] == "POST":
+            kwargs = {**kwargs, "headers": {"X-CSRF-Token": await _csrf(c)}}
+            if "data" in kwargs and "username" in kwargs["data"]:
+                kwargs["data"] = {**kwargs["data"], "username": f"newbie{n()}"}
+        r = await c.request(route[0], path, **kwargs)
+        if r.status_code != want:
+            failures.append(
+                f"{role or 'anonymous'} {'inside' if inside else 'outside'}: {r.status_code} != {want}"
+            )
+        assert r.status_code != 500, r.text[:300]
+        if r.status_code in (403, 404):
+            assert "error-code" in r.text  # the console's error page, never JSON
+    assert not failures, "\n".join(failures)
