@@ -1,7 +1,8 @@
 """The console on the 10,000-device district: cockpit first load, device search p95, and what 50 live cockpit
 viewers cost the service.
 
-The service runs as its own process (uvicorn, as `labfleet serve` runs it, no broker), on the district database
+The service runs as its own process (uvicorn, as `labfleet serve` runs it, no broker), on the district
+database
 benchmarks/reports.py builds. Page times are measured at the client on loopback, so they include HTTP; the
 viewers' cost is the service process's CPU time (psutil) while 50 Server-Sent-Event streams are open, less the
 same window idle, as a share of one core. Ends with one JSON line.
@@ -64,7 +65,8 @@ async def add_admin(url: str) -> None:
 def start_service(url: str, port: int) -> subprocess.Popen[bytes]:
     code = (
         "import uvicorn; from fleet.app import create_app; from fleet.settings import Settings; "
-        f"uvicorn.run(create_app(Settings(), migrate=False), host='127.0.0.1', port={port}, log_level='warning')"
+        "uvicorn.run(create_app(Settings(), migrate=False), host='127.0.0.1', "
+        f"port={port}, log_level='warning')"
     )
     env = {**os.environ, "LABFLEET_DATABASE_URL": url, "LABFLEET_MQTT__BROKER": "none"}
     env["LABFLEET_REPORTS__MONTHLY_ENABLED"] = "false"

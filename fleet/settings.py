@@ -200,8 +200,6 @@ class Settings(BaseSettings):
     rollouts: RolloutSettings = RolloutSettings()
     reports: ReportSettings = ReportSettings()
     console: ConsoleSettings = ConsoleSettings()
-    # The language when neither the user's setting nor the browser's Accept-Language picks one (en, zh_CN).
-    locale: str = "en"
     log_level: str = "INFO"
 
     def sqlite_path(self) -> Path | None:

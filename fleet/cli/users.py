@@ -1,4 +1,4 @@
-"""`labfleet user ...`: console accounts from the command line (the first administrator, a reset, a disable)."""
+"""`labfleet user ...`: console accounts from the command line (the first administrator, a disable)."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def user_disable(user_id: int) -> None:
 
 
 def setup_link(base_url: str) -> str | None:
-    """On an install with no users: a one-time first-admin link (as Jupyter prints its token URL), else None."""
+    """On an install with no users: a one-time first-admin link (as Jupyter prints its token), else None."""
     from fleet.services.users import create_setup_token
 
     main = _cli()

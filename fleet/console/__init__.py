@@ -6,6 +6,8 @@ libraries under `static/vendor/` (see its VERSIONS file); no Node build, no CDN.
 
 from __future__ import annotations
 
+import inspect
+
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
@@ -72,7 +74,8 @@ def install(app: FastAPI) -> None:
             )
             return error_response(request, NotFound(request.url.path))
         if json_handler is not None:
-            return await json_handler(request, err)  # type: ignore[no-any-return]
+            answer = json_handler(request, err)
+            return await answer if inspect.isawaitable(answer) else answer
         raise err
 
     app.add_exception_handler(StarletteHTTPException, http_error)

@@ -1,6 +1,8 @@
-"""Administration: users (create, disable, enable), API tokens (list, revoke) and the audit log with filters."""
+"""Administration: users (create, disable, enable), API tokens (list, revoke), the audit log with filters."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import APIRouter, Response
 
@@ -15,7 +17,7 @@ router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 ROLES = [r.value for r in Role]
 
 
-async def _users_page(page: UserPage, **extra: object) -> Response:
+async def _users_page(page: UserPage, **extra: Any) -> Response:
     rows = await users.list_users(page.db, page.principal)
     toks = (await tokens.list_tokens(page.db, page.principal, cursor=None, limit=MAX_PAGE_SIZE)).items
     opts = await console_plane.choices(page.db, page.principal)

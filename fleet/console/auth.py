@@ -53,7 +53,7 @@ def _guard(page: Page) -> SignInGuard:
         guard = app_state.console_signin_guard = SignInGuard(
             page.state.settings.console.sign_in_failures_per_minute
         )
-    return guard  # type: ignore[no-any-return]
+    return guard
 
 
 def _start_session(page: Page, signed: users.SignedIn, to: str) -> Response:

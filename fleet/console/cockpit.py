@@ -32,7 +32,7 @@ def feed_of(page: Page) -> OnlineFeed:
     feed = getattr(app_state, "console_online_feed", None)
     if feed is None:
         feed = app_state.console_online_feed = OnlineFeed(page.state.sessions)
-    return feed  # type: ignore[no-any-return]
+    return feed
 
 
 async def _overview(page: Page, db: Any) -> peaks.LiveOverview:

@@ -1,7 +1,7 @@
 """Deliveries: upload a device file (XLSX or CSV), see the dry run with every bad row (row, column, value,
 reason; downloadable), then commit all rows or none; export the inventory in the import format.
 
-fleet/services/imports.py is the use case, the same as `POST /api/v1/imports/devices` and `labfleet import`."""
+fleet/services/imports.py is the use case, as for `POST /api/v1/imports/devices` and `labfleet import`."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from fastapi import APIRouter, Response
 
@@ -12,7 +13,7 @@ from fleet.services import console_plane, enrollment
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 
 
-async def _page(page: UserPage, school: str, **extra: object) -> Response:
+async def _page(page: UserPage, school: str, **extra: Any) -> Response:
     opts = await console_plane.choices(page.db, page.principal)
     chosen = (
         int(school)

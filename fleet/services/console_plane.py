@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet.domain.permissions import Permission, Principal
@@ -54,10 +54,11 @@ async def search_devices(
     cursor: str | None = None,
     limit: int = PAGE,
 ) -> DevicePage:
-    """Devices in scope by serial, asset tag or model (prefix), school, room, status and presence; keyset paging
+    """Devices in scope by serial, asset tag or model (prefix), school, room, status and presence; keyset
+    paging
     on the id, so page 200 of 10,000 devices costs what page 1 does."""
     require(principal, Permission.READ_INVENTORY)
-    stmt: Select[Any] = (
+    stmt: Any = (
         select(Device, DeviceModel, School, Room, DeviceState.online, DeviceState.health)
         .join(DeviceModel, DeviceModel.id == Device.model_id)
         .join(School, School.id == Device.school_id)

@@ -32,7 +32,7 @@ from fleet.settings import ConsoleSettings
 # argon2-cffi's defaults (RFC 9106 "low memory": 64 MiB, t=3): ~50 ms per sign-in on the dev machine.
 _hasher = PasswordHasher()
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{2,64}$")
-# Long enough that a guessed password is unlikely within the lockout limits; no composition rules (NIST 800-63B).
+# Long enough that guessing is hopeless within the lockout limits; no composition rules (NIST 800-63B).
 MIN_PASSWORD = 10
 MAX_PASSWORD = 256  # argon2 hashes anything, but a megabyte password is a denial of service.
 # A dummy hash verified when the username is unknown, so timing does not tell which usernames exist.

@@ -1,7 +1,8 @@
 """Every console route, as every role, inside and outside its schools: the status is pinned here, as
 tests/api/test_scope_matrix.py pins the API's. A console user is the same Principal a token is, so the answers
-match the API's: 403 for a role that may not, 404 for another school's object, and a signed-out browser is sent
-to sign-in (303). A new console route that is not in CONSOLE fails test_every_console_route_is_in_the_matrix.
+match the API's: 403 for a role that may not, 404 for another school's object, and a signed-out browser is
+sent to sign-in (303). A new console route that is not in CONSOLE fails
+test_every_console_route_is_in_the_matrix.
 """
 
 from __future__ import annotations
@@ -232,7 +233,7 @@ async def test_every_console_route_is_in_the_matrix(api: Api) -> None:
 
 @pytest.fixture
 async def browsers(api: Api) -> AsyncIterator[tuple[World, dict[Role | None, httpx.AsyncClient]]]:
-    """The world, and one signed-in cookie client per role (school A for all but the admin), plus anonymous."""
+    """The world, and a signed-in cookie client per role (school A for all but the admin), plus anonymous."""
     w = await build_world(api)
     transport = api.client._transport  # type: ignore[attr-defined]
     clients: dict[Role | None, httpx.AsyncClient] = {}

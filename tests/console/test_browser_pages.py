@@ -1,6 +1,6 @@
-"""The console's pages in a real browser, as technicians and IT staff use them: scope (404 for another school's
-device), a delivery with bad rows, a rollout paused from its page, a command to a simulated terminal, and the
-cockpit's online count rising live as simulated terminals connect."""
+"""The console's pages in a real browser, as technicians and IT staff use them: scope (404 for another
+school's device), a delivery with bad rows, a rollout paused from its page, a command to a simulated terminal,
+and the cockpit's online count rising live as simulated terminals connect."""
 
 from __future__ import annotations
 
@@ -198,7 +198,7 @@ async def _enroll(api: Any, w: World, school_id: int, serial: str) -> str:
 
 
 def _start_terminal(live: LiveServer, school: str, serial: str, password: str, stop: asyncio.Event) -> None:
-    """A simulated terminal on the server's loop: announces itself online, answers commands, stays until stop."""
+    """A simulated terminal on the server's loop: says it is online, answers commands, stays until stop."""
     from fleet.domain import wire
 
     t = wire.Topics("labfleet")
