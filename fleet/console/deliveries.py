@@ -63,23 +63,21 @@ async def preview(page: UserPage) -> Response:
     if data is None:
         return page.render("deliveries.html", status=422, nav="deliveries", stage="upload", errors=errors)
     try:
-        result = await imports.import_devices(
-            page.db, page.principal, page.state.clock, data, dry_run=True, filename=name
+        checked = await imports.preview_devices(
+            page.db, page.principal, page.state.clock, data, filename=name
         )
-    except ImportRejected as err:
-        await page.rollback()
-        return _rejected(page, err)
     except InvalidInput as err:
         await page.rollback()
         return page.render(
             "deliveries.html", status=422, nav="deliveries", stage="upload", errors={"file": err.message}
         )
-    await page.rollback()  # a dry run writes nothing, whatever the service flushed
+    if not checked.ok:
+        return _rejected(page, imports.rejected(checked))
     return page.render(
         "deliveries.html",
         nav="deliveries",
         stage="preview",
-        result=result,
+        result=imports.ImportResult("devices", checked.total, True),
         content=base64.b64encode(data).decode(),
         filename=name,
         errors={},

@@ -5,6 +5,7 @@ and recorded, and a test that caused one fails."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import shutil
 import threading
@@ -58,6 +59,13 @@ class LiveServer:
         return asyncio.run_coroutine_threadsafe(call(), self.loop).result(timeout)
 
 
+async def _collect() -> None:
+    """Collect garbage on the server's loop while it runs: a database connection dropped by a finished request
+    closes through a task on that loop, which must run before the loop is closed."""
+    gc.collect()
+    await asyncio.sleep(0.2)
+
+
 def serve(settings: Settings, hooks: list[RuntimeHook] | None = None) -> Iterator[LiveServer]:
     import uvicorn
 
@@ -73,6 +81,16 @@ def serve(settings: Settings, hooks: list[RuntimeHook] | None = None) -> Iterato
         holder["loop"] = loop
         asyncio.set_event_loop(loop)
         loop.run_until_complete(server.serve())
+        # Connections the pool let go of close through tasks on this loop: let them finish (after a collect,
+        # so none is left to the garbage collector once the loop is gone), then close the loop.
+        gc.collect()
+        loop.run_until_complete(asyncio.sleep(0.2))
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
 
     thread = threading.Thread(target=main, name="console-test-server", daemon=True)
@@ -88,6 +106,7 @@ def serve(settings: Settings, hooks: list[RuntimeHook] | None = None) -> Iterato
     finally:
         if live._api is not None:
             live.run(lambda api: api.client.aclose())
+        live.run(lambda api: _collect())
         server.should_exit = True
         thread.join(30)
 
