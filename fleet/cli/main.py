@@ -116,8 +116,7 @@ def serve(
     console.print(f"LabFleet on {base}  (console at /, docs at /docs)")
     if link := setup_link(base):
         console.print(
-            f"No users yet. Create the first administrator (link works once, for a limited time):
-  {link}"
+            f"No users yet. Create the first administrator (link works once, for a limited time):\n  {link}"
         )
     from fleet.observability.logredact import uvicorn_log_config
 

@@ -216,7 +216,7 @@ class AuditChainHead(Base):
 
 
 # The MQTT device plane's tables live in their own module; importing it registers them on Base.metadata.
-# Console users and sessions (migration 0050).
+# Console users and sessions (migration 0060).
 from fleet.persistence import models_console as _models_console  # noqa: F401
 from fleet.persistence import models_mqtt as _models_mqtt  # noqa: F401
 

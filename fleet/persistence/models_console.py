@@ -1,4 +1,4 @@
-"""Console users, their server-side sessions, and the one-time setup links of a fresh install (0050)."""
+"""Console users, their server-side sessions, and the one-time setup links of a fresh install (0060)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """console: users, server-side sessions, one-time setup links
 
-Revision ID: 0050
-Revises: 0045
+Revision ID: 0060
+Revises: 0050
 Create Date: 2026-12-03
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0050"
-down_revision = "0045"
+revision = "0060"
+down_revision = "0050"
 branch_labels = None
 depends_on = None
 
