@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from fleet import __version__, console
-from fleet.api import errors
+from fleet.api import errors, openapi
 from fleet.api.ratelimit import EnrollmentGuard
 from fleet.api.routes import admin, inventory, plane, reports, rollouts, stats
 from fleet.domain.clock import Clock, SystemClock
@@ -119,6 +119,7 @@ def create_app(
         ],
     )
     errors.install(app)
+    openapi.install(app)
     app.add_middleware(
         errors.BodyLimit,
         max_bytes=settings.http.max_body_bytes,

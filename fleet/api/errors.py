@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fleet import errors as e
@@ -28,6 +29,24 @@ STATUS: dict[type[e.FleetError], int] = {
     e.ImportRejected: 422,
     e.FeatureUnavailable: 501,
     e.RateLimited: 429,
+}
+
+
+# What each status means to a client; the OpenAPI document (fleet/api/openapi.py) lists them per route.
+DESCRIPTIONS: dict[int, str] = {
+    400: "the request cannot be processed",
+    401: "no valid API token (Authorization: Bearer <token>)",
+    403: "the token's role may not do this",
+    404: "no such object, or outside the token's schools (the two look the same)",
+    405: "method not allowed",
+    409: "the change clashes with the current state (a duplicate, an illegal transition)",
+    413: "the request body is too large",
+    416: "the requested range is outside the file",
+    422: "the input is malformed or not acceptable; details say where and why",
+    429: "too many attempts; retry after Retry-After seconds",
+    500: "an unexpected error; details.incident identifies it in the service's log",
+    501: "the feature needs an optional part that is not installed",
+    503: "the database is busy or unavailable; retry shortly",
 }
 
 
@@ -97,15 +116,28 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, err: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+    async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
             err.status_code, "http_error"
         )
+        headers = dict(getattr(err, "headers", None) or {})
+        if err.status_code == 405:
+            # One route per method: Starlette's Allow names only the first route matching the path.
+            headers["Allow"] = ", ".join(_allowed_methods(request))
         return JSONResponse(
-            error_body(code, str(err.detail)),
-            status_code=err.status_code,
-            headers=getattr(err, "headers", None),
+            error_body(code, str(err.detail)), status_code=err.status_code, headers=headers or None
         )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
 
 
 class IncidentGuard:

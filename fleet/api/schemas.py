@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from datetime import UTC, date, datetime, time
@@ -88,10 +89,20 @@ _WALL_SCHEMA = {
     "examples": ["08:00:00"],
 }
 
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def _not_a_number(value: Any) -> Any:
+    # pydantic's lax mode reads 0 or "0.5" as a Unix timestamp; the contract says an ISO 8601 string.
+    if isinstance(value, bool | int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError("an ISO 8601 string is expected, not a number")
+    return value
+
+
 # Input instants: an offset is required and the value lies in the range of fleet.domain.timebounds.
-Instant = Annotated[datetime, AfterValidator(_instant_in)]
+Instant = Annotated[datetime, BeforeValidator(_not_a_number), AfterValidator(_instant_in)]
 # Input calendar days, inside the range of fleet.domain.timebounds.
-Day = Annotated[date, AfterValidator(_day_in)]
+Day = Annotated[date, BeforeValidator(_not_a_number), AfterValidator(_day_in)]
 # A bell or window time is the school's local wall-clock time: refused with an offset, documented as such.
 WallTime = Annotated[
     time,

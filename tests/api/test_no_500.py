@@ -211,3 +211,23 @@ async def test_an_unexpected_error_is_a_json_500_with_an_incident_id_in_the_log(
     records = [rec for rec in caplog.records if incident in rec.getMessage()]
     assert records and records[0].exc_info is not None, "the traceback goes to the log"
     assert "s3cr3t" not in records[0].getMessage()
+
+
+async def test_numbers_are_not_times(api: Api) -> None:
+    """pydantic would read 0 or "0.5" as a Unix timestamp; the contract says ISO 8601 (schemathesis ST201)."""
+    w = await build_world(api)
+    h = await api.admin()
+    r = await api.client.get(f"{V1}/rooms/{w.room_a}/lesson", params={"at": "0.5"}, headers=h)
+    assert_4xx_json(r)
+    r = await api.client.post(
+        f"{V1}/tokens",
+        json={"name": "n", "role": "auditor", "district_wide": True, "expires_at": 0},
+        headers=h,
+    )
+    assert "expires_at" in assert_4xx_json(r)["message"]
+    r = await api.client.post(
+        f"{V1}/calendar-entries",
+        json={"school_id": w.school_a, "kind": "term", "start_date": 0, "end_date": "2027-01-01"},
+        headers=h,
+    )
+    assert "start_date" in assert_4xx_json(r)["message"]
