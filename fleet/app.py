@@ -12,7 +12,27 @@ from prometheus_client import CollectorRegistry
 from fleet import __version__, console
 from fleet.api import errors, openapi
 from fleet.api.ratelimit import EnrollmentGuard
-from fleet.api.routes import admin, inventory, plane, reports, rollouts, stats
+from fleet.api.routes import (
+    alerts,
+    artifacts,
+    audit,
+    claim_tokens,
+    commands,
+    credentials,
+    dead_letters,
+    device_state,
+    downloads,
+    enrollment,
+    health,
+    imports,
+    inventory,
+    presence,
+    reports,
+    rollouts,
+    stats,
+    tokens,
+    update_policy,
+)
 from fleet.domain.clock import Clock, SystemClock
 from fleet.observability.exposition import MetricsAccess
 from fleet.observability.http import HttpMetricsMiddleware, metrics_router
@@ -133,12 +153,28 @@ def create_app(
             MetricsAccess.from_settings(settings.metrics.allowed_networks, settings.metrics.token or None),
         )
     )
-    app.include_router(admin.health)
-    app.include_router(inventory.router)
-    app.include_router(admin.router)
-    app.include_router(rollouts.router)
-    app.include_router(plane.router)
-    app.include_router(reports.router)
-    app.include_router(stats.router)
+    # One router per feature (fleet/api/routes/<feature>.py over fleet/services/<feature>.py).
+    for feature in (
+        health,
+        inventory,
+        tokens,
+        audit,
+        imports,
+        rollouts,
+        update_policy,
+        artifacts,
+        downloads,
+        claim_tokens,
+        enrollment,
+        credentials,
+        device_state,
+        presence,
+        alerts,
+        commands,
+        dead_letters,
+        reports,
+        stats,
+    ):
+        app.include_router(feature.router)
     console.install(app)
     return app

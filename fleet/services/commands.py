@@ -1,4 +1,4 @@
-"""Device commands: create for a device, room or school; progress per batch; acknowledge alerts.
+"""Device commands: create for a device, room or school; progress per batch; cancel what is not sent yet.
 
 Services flush; the caller's unit of work commits. The runtime CommandDispatcher delivers queued commands.
 """
@@ -14,9 +14,15 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet.domain import wire
+from fleet.domain.clock import Clock
+from fleet.domain.permissions import Permission, Principal
 from fleet.errors import Conflict, InvalidInput, NotFound
+from fleet.persistence.db import after_commit
 from fleet.persistence.models import Device, Room
-from fleet.persistence.models_mqtt import Alert, DeviceCommand, DeviceCredential
+from fleet.persistence.models_mqtt import DeviceCommand, DeviceCredential
+from fleet.services import audit
+from fleet.services.common import check_school, require
+from fleet.services.ports import DevicePlanePort
 
 # Time-to-live while the device is offline: a reboot order from this morning is moot by tomorrow.
 DEFAULT_TTL = timedelta(hours=4)
@@ -203,55 +209,87 @@ async def cancel(session: AsyncSession, batch_id: str, *, now: datetime) -> int:
     return len(rows)
 
 
-# ---------------------------------------------------------------- alerts
+# ---------------------------------------------------------------- use cases (permission, scope, audit)
 
 
-async def list_alerts(
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    target_kind: str  # device | room | school
+    target_id: int
+    name: str
+    args: dict[str, Any]
+    ttl: timedelta
+    timeout_s: int
+
+
+async def send(
     session: AsyncSession,
-    *,
-    school_ids: list[int] | None,
-    school_id: int | None,
-    room_id: int | None,
-    status: str | None,
-    limit: int,
-    offset: int,
-) -> list[Alert]:
-    q = select(Alert).order_by(Alert.opened_at.desc(), Alert.id.desc())
-    if school_ids is not None:
-        q = q.where(Alert.school_id.in_(school_ids))
-    if school_id is not None:
-        q = q.where(Alert.school_id == school_id)
-    if room_id is not None:
-        q = q.where(Alert.room_id == room_id)
-    if status == "active":
-        q = q.where(Alert.status != "resolved")
-    elif status is not None:
-        q = q.where(Alert.status == status)
-    return list((await session.execute(q.limit(limit).offset(offset))).scalars().all())
+    principal: Principal,
+    clock: Clock,
+    spec: CommandSpec,
+    plane: DevicePlanePort | None = None,
+) -> dict[str, Any]:
+    """Queue a command for a device, a room or a school; offline devices get it when they reconnect.
+
+    Returns the batch's progress; once committed, the dispatcher is woken to send it now."""
+    require(principal, Permission.SEND_COMMANDS)
+    school_id = await target_school(session, spec.target_kind, spec.target_id)
+    check_school(principal, school_id, spec.target_kind, spec.target_id)
+    now = clock.now()
+    batch = await create(
+        session,
+        target_kind=spec.target_kind,
+        target_id=spec.target_id,
+        name=spec.name,
+        args=spec.args,
+        ttl=spec.ttl,
+        timeout_s=spec.timeout_s,
+        actor=principal.actor,
+        now=now,
+    )
+    audit.record(
+        session,
+        principal=principal,
+        at=now,
+        action="command.send",
+        object_type=spec.target_kind,
+        object_id=spec.target_id,
+        school_id=school_id,
+        after={"batch_id": batch.batch_id, "name": spec.name, "devices": len(batch.commands)},
+    )
+    if plane is not None:
+
+        async def wake() -> None:
+            plane.wake_dispatcher()
+
+        after_commit(session, wake)
+    return await progress(session, batch.batch_id)
 
 
-async def acknowledge_alert(session: AsyncSession, alert_id: int, *, actor: str, now: datetime) -> Alert:
-    alert = await session.get(Alert, alert_id)
-    if alert is None:
-        raise NotFound("alert not found")
-    if alert.status == "resolved":
-        raise Conflict("alert is already resolved")
-    if alert.status == "open":
-        alert.status = "acknowledged"
-        alert.acknowledged_at = now
-        alert.acknowledged_by = actor
-    await session.flush()
-    return alert
+async def batch_progress(session: AsyncSession, principal: Principal, batch_id: str) -> dict[str, Any]:
+    require(principal, Permission.READ_OPERATIONS)
+    school_id = await batch_school(session, batch_id)
+    check_school(principal, school_id, "command batch", batch_id)
+    return await progress(session, batch_id)
 
 
-async def resolve_alert(session: AsyncSession, alert_id: int, *, actor: str, now: datetime) -> Alert:
-    alert = await session.get(Alert, alert_id)
-    if alert is None:
-        raise NotFound("alert not found")
-    if alert.status != "resolved":
-        alert.status = "resolved"
-        alert.dedup_key = None
-        alert.resolved_at = now
-        alert.resolved_by = actor
-    await session.flush()
-    return alert
+async def cancel_batch(
+    session: AsyncSession, principal: Principal, clock: Clock, batch_id: str
+) -> dict[str, Any]:
+    """Cancel the commands of a batch that were not sent yet; returns the batch's progress."""
+    require(principal, Permission.SEND_COMMANDS)
+    school_id = await batch_school(session, batch_id)
+    check_school(principal, school_id, "command batch", batch_id)
+    now = clock.now()
+    n = await cancel(session, batch_id, now=now)
+    audit.record(
+        session,
+        principal=principal,
+        at=now,
+        action="command.cancel",
+        object_type="command_batch",
+        object_id=batch_id,
+        school_id=school_id,
+        after={"cancelled": n},
+    )
+    return await progress(session, batch_id)

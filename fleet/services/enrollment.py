@@ -1,4 +1,5 @@
-"""Claim tokens, enrollment (claim token + serial -> device credentials), rotation and revocation.
+"""Enrollment: a terminal trades a claim token and its serial for device credentials (`register`), and the
+primitives under claim tokens, rotation and revocation (fleet.services.claim_tokens, .credentials).
 
 Services flush; the caller's unit of work commits. Errors carry `details["reason"]`, the enrollment
 result label for metrics (bad_token, expired_token, exhausted_token, unknown_serial, wrong_school, invalid).
@@ -8,16 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet.domain import credentials, wire
-from fleet.domain.clock import as_utc
-from fleet.domain.enums import DeviceStatus
-from fleet.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from fleet.domain.clock import Clock, as_utc
+from fleet.domain.enums import DeviceStatus, Role
+from fleet.domain.permissions import Principal
+from fleet.errors import Conflict, FleetError, InvalidInput, NotFound, Unauthenticated
+from fleet.persistence.db import after_commit
 from fleet.persistence.models import Device, DeviceModel, DeviceTransition, School
 from fleet.persistence.models_mqtt import ClaimToken, DeviceCredential
+from fleet.services import audit
+from fleet.services.ports import DevicePlanePort
 
 # A claim token is for one delivery or one bench session; a week covers a delivery's unpacking.
 MAX_TOKEN_TTL = timedelta(days=30)
@@ -252,3 +258,92 @@ async def _credential(session: AsyncSession, device_id: int) -> DeviceCredential
     if cred is None:
         raise NotFound("device has no credentials")
     return cred
+
+
+# ---------------------------------------------------------------- enrollment use case (devices, no API token)
+
+
+class AttemptGuard(Protocol):
+    """Failed-attempt limits per client address and per claim token (fleet.api.ratelimit.EnrollmentGuard)."""
+
+    def check(self, source: str, token: str) -> None: ...
+
+    def failed(self, source: str, token: str) -> None: ...
+
+
+class EnrollmentMetrics(Protocol):
+    def enrollment(self, result: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollRequest:
+    claim_token: str
+    serial_number: str
+    vendor: str | None
+    model_number: str | None
+    source: str  # the client's address, for the failed-attempt limit
+
+
+# Who the audit log names for an enrollment: the device itself holds no API token.
+ENROLLMENT_PRINCIPAL = Principal(
+    name="enrollment", role=Role.TECHNICIAN, district_wide=False, school_ids=frozenset()
+)
+
+
+async def register(
+    session: AsyncSession,
+    clock: Clock,
+    request: EnrollRequest,
+    *,
+    guard: AttemptGuard | None = None,
+    metrics: EnrollmentMetrics | None = None,
+    plane: DevicePlanePort | None = None,
+) -> Enrolled:
+    """A terminal trades a claim token and its serial number for MQTT credentials (docs/protocol-mqtt.md §3).
+
+    Refused past the failed-attempt limits (RateLimited); every refusal is counted by reason. Once committed,
+    the broker takes the new credentials."""
+    now = clock.now()
+    try:
+        if guard is not None:
+            guard.check(request.source, request.claim_token)
+    except FleetError:
+        if metrics is not None:
+            metrics.enrollment("rate_limited")
+        raise
+    try:
+        done = await enroll(
+            session,
+            claim_token=request.claim_token,
+            serial_number=request.serial_number,
+            vendor=request.vendor,
+            model_number=request.model_number,
+            now=now,
+        )
+    except FleetError as err:
+        if guard is not None:
+            guard.failed(request.source, request.claim_token)
+        if metrics is not None:
+            reason = err.details.get("reason", "invalid") if isinstance(err.details, dict) else "invalid"
+            metrics.enrollment(reason)
+        raise
+    device = await session.get(Device, done.device_id)
+    audit.record(
+        session,
+        principal=ENROLLMENT_PRINCIPAL,
+        at=now,
+        action="device.enroll",
+        object_type="device",
+        object_id=done.device_id,
+        school_id=device.school_id if device else None,
+        summary="registered as received" if done.created else "credentials issued",
+    )
+
+    async def committed() -> None:
+        if metrics is not None:
+            metrics.enrollment("ok")
+        if plane is not None:
+            await plane.credentials_changed(done.identity)
+
+    after_commit(session, committed)
+    return done

@@ -8,10 +8,12 @@ from typing import Any, ClassVar
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleet.domain.permissions import Permission
+from fleet.domain.clock import Clock
+from fleet.domain.permissions import Permission, Principal
 from fleet.domain.timetable import CalendarEntry, LessonState, Period, lesson_at, validate_period
 from fleet.errors import InvalidInput, NotFound
 from fleet.persistence.models import BellPeriod, CalendarDay, Room, School
+from fleet.services.common import require
 from fleet.services.crud import CrudService
 
 
@@ -82,3 +84,17 @@ async def lesson_state(session: AsyncSession, room_id: int, at: datetime) -> Les
     assert school is not None
     periods, calendar = await load_school_timetable(session, school.id)
     return lesson_at(periods, calendar, at, school.timezone, room_id=room.id)
+
+
+async def room_lesson(
+    session: AsyncSession, principal: Principal, clock: Clock, room_id: int, at: datetime | None = None
+) -> tuple[datetime, LessonState]:
+    """Is a lesson on in a room of the principal's schools at `at` (default now), and which period?"""
+    from fleet.services.inventory import RoomService  # inventory's room rules (scope) in one place
+
+    require(principal, Permission.READ_INVENTORY)
+    await RoomService(session, principal, clock).get(room_id)
+    when = at or clock.now()
+    if when.tzinfo is None:
+        raise InvalidInput("at needs a time zone offset, e.g. 2026-09-07T08:00:00+08:00")
+    return when, await lesson_state(session, room_id, when)

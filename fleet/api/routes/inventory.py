@@ -11,9 +11,7 @@ from fleet.api import schemas as s
 from fleet.api.deps import Caller, Cursor, Limit, Session, State
 from fleet.api.routes.crud import ObjId, add_crud_routes
 from fleet.domain.enums import AiLabTier, CalendarKind, DeviceKind, DeviceStatus, RoomKind, Transport
-from fleet.domain.permissions import Permission
-from fleet.errors import InvalidInput
-from fleet.services.common import require
+from fleet.services import timetable as timetables
 from fleet.services.inventory import (
     DeviceModelService,
     DeviceService,
@@ -21,7 +19,7 @@ from fleet.services.inventory import (
     RoomService,
     SchoolService,
 )
-from fleet.services.timetable import BellPeriodService, CalendarService, lesson_state
+from fleet.services.timetable import BellPeriodService, CalendarService
 
 router = APIRouter(prefix="/api/v1")
 FilterId = Annotated[int, Field(ge=1, le=2**31 - 1)] | None
@@ -169,12 +167,7 @@ async def room_lesson(
     obj_id: ObjId,
     at: Annotated[s.Instant | None, Query(description="ISO time with offset; default now")] = None,
 ) -> Any:
-    require(caller, Permission.READ_INVENTORY)
-    await RoomService(session, caller, state.clock).get(obj_id)
-    when = at or state.clock.now()
-    if when.tzinfo is None:
-        raise InvalidInput("at needs a time zone offset, e.g. 2026-09-07T08:00:00+08:00")
-    ls = await lesson_state(session, obj_id, when)
+    when, ls = await timetables.room_lesson(session, caller, state.clock, obj_id, at)
     return {
         "room_id": obj_id,
         "at": when,

@@ -1,44 +1,21 @@
-"""Rollouts, artifacts, per-school update policies, and the paced artifact download for terminals."""
+"""Rollouts over HTTP: create, list, follow per group and device, start, pause, resume, abort."""
 
 # No `from __future__ import annotations`: FastAPI reads these annotations at runtime.
 
-import asyncio
-import logging
-import re
-from collections.abc import AsyncIterator, Callable
-from datetime import datetime
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi import APIRouter, Query
 from pydantic import ConfigDict, Field, field_validator
-from sqlalchemy import select
 
-from fleet.api.deps import Caller, Cursor, FleetState, Limit, Session, State
-from fleet.api.errors import error_body
+from fleet.api.deps import Caller, Cursor, FleetState, Limit, Metrics, Session, State
 from fleet.api.routes.crud import ObjId
-from fleet.api.schemas import In, WallTime
-from fleet.domain.permissions import Permission
-from fleet.domain.rollouts import FINAL_STATES, GroupPlan, GroupStrategy, Window
-from fleet.errors import NotFound
-from fleet.persistence.models import Device, School
+from fleet.api.schemas import In
+from fleet.domain.rollouts import GroupPlan, GroupStrategy, Window
 from fleet.persistence.models_rollouts import Rollout, RolloutDevice
-from fleet.services import artifacts as arts
-from fleet.services.common import require
-from fleet.services.downloads import SchoolPacer
-from fleet.services.rollouts import (
-    RolloutService,
-    RolloutSpec,
-    get_school_policy,
-    school_budget,
-    set_school_policy,
-)
+from fleet.services.rollouts import RolloutService, RolloutSpec
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1")
-Sha = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 def _page(page: Any, conv: Callable[[Any], Any]) -> dict[str, Any]:
@@ -90,23 +67,6 @@ class RolloutIn(_Strict):
     start: bool = True
 
 
-class WindowIn(_Strict):
-    weekday: int = Field(ge=0, le=6)
-    start: WallTime
-    end: WallTime
-
-
-class SchoolPolicyIn(_Strict):
-    windows: list[WindowIn] = Field(default_factory=list, max_length=50)
-    max_concurrent_downloads: int | None = Field(None, ge=1, le=10_000)
-    uplink_share: float | None = Field(None, gt=0, le=1)
-    max_bytes_per_second: int | None = Field(None, ge=1, le=10**11)
-
-
-class ArtifactImportIn(_Strict):
-    source: Literal["profiles"] = "profiles"
-
-
 # --- views ----------------------------------------------------------------------------------------------
 
 
@@ -156,20 +116,6 @@ def _device_out(d: RolloutDevice) -> dict[str, Any]:
         "install_started_at": d.install_started_at,
         "finished_at": d.finished_at,
         "next_attempt_at": d.next_attempt_at,
-    }
-
-
-def _artifact_out(a: Any) -> dict[str, Any]:
-    return {
-        "id": a.id,
-        "sha256": a.sha256,
-        "size": a.size,
-        "profile": a.profile_key,
-        "version": a.version,
-        "filename": a.filename,
-        "signature_alg": a.signature_alg,
-        "signed": a.signature is not None,
-        "created_at": a.created_at,
     }
 
 
@@ -274,11 +220,11 @@ async def start_rollout(session: Session, caller: Caller, state: State, obj_id: 
 @router.post(
     "/rollouts/{obj_id}/pause", tags=["rollouts"], summary="Pause: no new downloads or installs start"
 )
-async def pause_rollout(session: Session, caller: Caller, state: State, obj_id: ObjId) -> Any:
+async def pause_rollout(
+    session: Session, caller: Caller, state: State, metrics: Metrics, obj_id: ObjId
+) -> Any:
     r = await RolloutService(session, caller, state.clock.now()).pause(obj_id)
-    metrics = state.metrics
-    if metrics is not None:
-        metrics.rollout_paused("manual")
+    metrics.rollout_paused("manual")
     return _rollout_out(r)
 
 
@@ -297,203 +243,3 @@ async def abort_rollout(session: Session, caller: Caller, state: State, obj_id: 
     if engine is None:
         return _rollout_out(await RolloutService(session, caller, state.clock.now()).abort(obj_id))
     return _rollout_out(await engine.abort(caller, obj_id, state.clock.now()))
-
-
-# --- school update policy -------------------------------------------------------------------------------
-
-
-def _policy_out(school_id: int, p: Any) -> dict[str, Any]:
-    if p is None:
-        return {
-            "school_id": school_id,
-            "windows": [],
-            "max_concurrent_downloads": None,
-            "uplink_share": None,
-            "max_bytes_per_second": None,
-        }
-    return {
-        "school_id": school_id,
-        "windows": p.windows,
-        "max_concurrent_downloads": p.max_concurrent_downloads,
-        "uplink_share": p.uplink_share,
-        "max_bytes_per_second": p.max_bytes_per_second,
-    }
-
-
-@router.get(
-    "/schools/{obj_id}/update-policy",
-    tags=["rollouts"],
-    summary="A school's maintenance windows and download caps",
-)
-async def read_school_policy(session: Session, caller: Caller, obj_id: ObjId) -> Any:
-    return _policy_out(obj_id, await get_school_policy(session, caller, obj_id))
-
-
-@router.put(
-    "/schools/{obj_id}/update-policy",
-    tags=["rollouts"],
-    summary="Set a school's maintenance windows and download caps",
-)
-async def put_school_policy(
-    session: Session, caller: Caller, state: State, obj_id: ObjId, body: SchoolPolicyIn
-) -> Any:
-    windows = [
-        {"weekday": w.weekday, "start": w.start.strftime("%H:%M"), "end": w.end.strftime("%H:%M")}
-        for w in body.windows
-    ]
-    p = await set_school_policy(
-        session,
-        caller,
-        state.clock.now(),
-        obj_id,
-        windows=windows,
-        max_concurrent_downloads=body.max_concurrent_downloads,
-        uplink_share=body.uplink_share,
-        max_bytes_per_second=body.max_bytes_per_second,
-    )
-    _pacer(state).forget(obj_id)
-    return _policy_out(obj_id, p)
-
-
-# --- artifacts ------------------------------------------------------------------------------------------
-
-
-def store_of(state: FleetState) -> arts.ArtifactStore:
-    return state.artifact_store
-
-
-@router.get("/artifacts", tags=["rollouts"], summary="The firmware artifact catalogue")
-async def list_artifacts(
-    session: Session,
-    caller: Caller,
-    cursor: Cursor = None,
-    limit: Limit = 100,
-    profile: Annotated[str | None, Query(max_length=120)] = None,
-) -> Any:
-    page = await arts.list_artifacts(session, caller, cursor=cursor, limit=limit, profile_key=profile)
-    return _page(page, _artifact_out)
-
-
-@router.get("/artifacts/{sha256}", tags=["rollouts"], summary="One artifact by its sha256")
-async def get_artifact(session: Session, caller: Caller, sha256: Sha) -> Any:
-    return _artifact_out(await arts.get_artifact(session, caller, sha256))
-
-
-@router.post(
-    "/artifacts/import",
-    status_code=201,
-    tags=["rollouts"],
-    summary="Import every firmware profile's artifacts into the content-addressed store",
-)
-async def import_artifacts(session: Session, caller: Caller, state: State, body: ArtifactImportIn) -> Any:
-    require(caller, Permission.MANAGE_ROLLOUTS)
-    res = await arts.import_profile_artifacts(
-        session, store_of(state), caller, state.clock.now(), signing_key=state.settings.rollouts.signing_key
-    )
-    return {"imported": res.imported, "already_present": res.already_present}
-
-
-# --- paced download -------------------------------------------------------------------------------------
-
-
-def _pacer(state: FleetState) -> SchoolPacer:
-    return state.pacer
-
-
-def _range_error(size: int, message: str) -> JSONResponse:
-    return JSONResponse(
-        error_body("range_not_satisfiable", message),
-        status_code=416,
-        headers={"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"},
-    )
-
-
-@router.get(
-    "/artifacts/{sha256}/download",
-    tags=["rollouts"],
-    response_class=Response,
-    summary="Download an image with a signed link from an update command (Range supported)",
-)
-async def download_artifact(
-    request: Request,
-    session: Session,
-    state: State,
-    sha256: Sha,
-    device: Annotated[int, Query(ge=1, le=2**31 - 1)],
-    school: Annotated[int, Query(ge=1, le=2**31 - 1)],
-    expires: Annotated[int, Query(ge=0, le=2**40)],
-    sig: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")],
-) -> Any:
-    settings = state.settings.rollouts
-    arts.check_grant(
-        settings.url_key, arts.DownloadGrant(sha256, device, school, expires), sig, state.clock.now()
-    )
-    # The link names a device of a school: it must still be there, and be in a live rollout of this image.
-    dev = await session.get(Device, device)
-    if dev is None or dev.school_id != school:
-        raise NotFound("no such download")
-    live = (
-        (
-            await session.execute(
-                select(RolloutDevice.state)
-                .join(Rollout, Rollout.id == RolloutDevice.rollout_id)
-                .where(RolloutDevice.device_id == device, Rollout.artifact_sha256 == sha256)
-            )
-        )
-        .scalars()
-        .all()
-    )
-    if not any(s not in FINAL_STATES for s in live):
-        raise NotFound("no such download")
-    art = await arts.artifact_by_sha(session, sha256)
-    path: Path = store_of(state).path_for(sha256)
-    if not path.is_file():
-        raise NotFound("artifact missing from the store")
-    size = art.size
-    rate = await school_budget(session, settings, school)
-    school_row = await session.get(School, school)
-    school_code = school_row.code if school_row else str(school)
-    start, end, status = 0, size - 1, 200
-    header = request.headers.get("range")
-    if header:
-        m = _RANGE.match(header.strip())
-        if m is None or (not m.group(1) and not m.group(2)):
-            return _range_error(size, "only one byte range of the form bytes=a-b is supported")
-        if m.group(1):
-            start = int(m.group(1))
-            end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
-        else:  # suffix range: the last n bytes
-            start = max(0, size - int(m.group(2)))
-        if start >= size or start > end:
-            return _range_error(size, f"range starts past the end ({size} bytes)")
-        status = 206
-    length = end - start + 1
-    pacer = _pacer(state)
-    chunk = settings.chunk_bytes
-    metrics = state.metrics
-
-    async def body() -> AsyncIterator[bytes]:
-        with path.open("rb") as f:
-            f.seek(start)
-            left = length
-            while left > 0:
-                n = min(chunk, left)
-                await pacer.acquire(school, rate, n)
-                data = await asyncio.to_thread(f.read, n)
-                if not data:
-                    return
-                left -= len(data)
-                if metrics is not None:
-                    metrics.school_traffic(school_code, "down", len(data))
-                yield data
-
-    headers = {"Accept-Ranges": "bytes", "Content-Length": str(length), "ETag": f'"{sha256}"'}
-    if status == 206:
-        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    log.debug("artifact %s to device %d: bytes %d-%d", sha256[:12], device, start, end)
-    return StreamingResponse(
-        body(), status_code=status, media_type="application/octet-stream", headers=headers
-    )
-
-
-__all__ = ["SchoolPacer", "datetime", "router"]

@@ -1,0 +1,90 @@
+"""Enrollment over HTTP: a device trades a claim token and its serial for MQTT credentials (no API token)."""
+
+# No `from __future__ import annotations`: FastAPI reads these annotations at runtime.
+
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from fleet.api.deps import Guard, Metrics, Now, Plane, Session, State
+from fleet.api.routes.params import StrictIn
+from fleet.domain import wire
+from fleet.services import enrollment
+from fleet.settings import MqttSettings
+
+router = APIRouter(prefix="/api/v1")
+
+
+class EnrollIn(StrictIn):
+    claim_token: str = Field(min_length=1, max_length=128)
+    serial_number: str = Field(min_length=1, max_length=120)
+    vendor: str | None = Field(None, max_length=120)
+    model_number: str | None = Field(None, max_length=120)
+
+
+class EnrollOut(BaseModel):
+    device_id: int
+    identity: str
+    username: str
+    password: str
+    school: str
+    protocol: int
+    broker_url: str
+    topics: dict[str, str]
+
+
+@router.post(
+    "/enroll",
+    status_code=201,
+    tags=["enrollment"],
+    responses={
+        429: {"description": "too many failed attempts from this address or for this token; see Retry-After"}
+    },
+)
+async def enroll(
+    body: EnrollIn,
+    session: Session,
+    state: State,
+    clock: Now,
+    guard: Guard,
+    metrics: Metrics,
+    plane: Plane,
+    request: Request,
+) -> EnrollOut:
+    """A terminal trades a claim token and its serial number for MQTT credentials (docs/protocol-mqtt.md
+    §3)."""
+    done = await enrollment.register(
+        session,
+        clock,
+        enrollment.EnrollRequest(
+            claim_token=body.claim_token,
+            serial_number=body.serial_number,
+            vendor=body.vendor,
+            model_number=body.model_number,
+            source=request.client.host if request.client else "unknown",
+        ),
+        guard=guard,
+        metrics=metrics,
+        plane=plane,
+    )
+    t = wire.Topics(state.settings.mqtt.topic_prefix)
+    topics = {"base": t.base(done.school_code, done.identity)}
+    topics.update({ch.value: t.topic(done.school_code, done.identity, ch) for ch in wire.Channel})
+    return EnrollOut(
+        device_id=done.device_id,
+        identity=done.identity,
+        username=done.identity,
+        password=done.password,
+        school=done.school_code,
+        protocol=wire.PROTOCOL_VERSION,
+        broker_url=_public_broker_url(state.settings.mqtt),
+        topics=topics,
+    )
+
+
+def _public_broker_url(cfg: MqttSettings) -> str:
+    if cfg.broker in ("embedded", "mosquitto"):
+        return f"mqtt://{cfg.listen_host}:{cfg.listen_port}"
+    parts = urlsplit(cfg.url)  # never hand out the service's own credentials from the URL
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or 1883}"
