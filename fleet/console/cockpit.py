@@ -163,19 +163,34 @@ async def stream(page: UserPage) -> Response:
         yield b"retry: 2000\n\n"
         while loop.time() - started < STREAM_MAX_S:
             now = loop.time()
-            async with state.sessions() as db:
-                if now - last_check >= RECHECK_S:
-                    try:
-                        await users.current(db, state.settings.console, token, state.clock.now())
-                    except Unauthenticated:
-                        yield b"event: signin\ndata: {}\n\n"
-                        return
-                    last_check = now
-                # Uplink, lessons and alerts move slowly (5-minute buckets): re-read every 5 s.
-                if overview is None or now - overview_at >= RECHECK_S:
+            check = now - last_check >= RECHECK_S
+            fresh = overview is None or now - overview_at >= RECHECK_S
+
+            async def read(
+                check: bool = check, fresh: bool = fresh
+            ) -> tuple[bool, peaks.LiveOverview | None]:
+                async with state.sessions() as db:
+                    if check:
+                        try:
+                            await users.current(db, state.settings.console, token, state.clock.now())
+                        except Unauthenticated:
+                            return False, None
+                    if not fresh:
+                        return True, None
+                    # Uplink, lessons and alerts move slowly (5-minute buckets): re-read every 5 s.
                     view = Page(page.request, state, db, page.cur, locale, page.csrf)
-                    overview = await _overview(view, db)
-                    overview_at = now
+                    return True, await _overview(view, db)
+
+            # Shielded: a viewer who leaves cancels the stream, never a database session half-closed.
+            ok, fresh_view = await asyncio.shield(asyncio.ensure_future(read()))
+            if not ok:
+                yield b"event: signin\ndata: {}\n\n"
+                return
+            if check:
+                last_check = now
+            if fresh_view is not None:
+                overview, overview_at = fresh_view, now
+            assert overview is not None
             online = await feed.get(principal)
             data = json.dumps(_figures(overview, online), ensure_ascii=False)
             yield f"event: update\ndata: {data}\n\n".encode()

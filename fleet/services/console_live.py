@@ -45,13 +45,17 @@ class OnlineFeed:
         self._value: dict[int, int] = {}
         self.reads = 0
 
+    async def _read(self) -> dict[int, int]:
+        async with self._sessions() as session:
+            return await online_by_school(session)
+
     async def get(self, principal: Principal) -> dict[int, int]:
         require(principal, Permission.READ_OPERATIONS)
         if self._clock() - self._at >= REFRESH_S:
             async with self._lock:
                 if self._clock() - self._at >= REFRESH_S:
-                    async with self._sessions() as session:
-                        self._value = await online_by_school(session)
+                    # Shielded: a viewer who leaves must not cancel the shared read half-way through.
+                    self._value = await asyncio.shield(asyncio.ensure_future(self._read()))
                     self._at = self._clock()
                     self.reads += 1
         return {sid: n for sid, n in self._value.items() if principal.sees_school(sid)}
