@@ -31,8 +31,10 @@ from fleet.persistence.db import create_engine, session_factory, unit_of_work, u
 from fleet.persistence.models import Device, DeviceModel, District, Room, School
 from fleet.persistence.models_mqtt import DeviceState
 from fleet.persistence.models_rollouts import RolloutDevice
+from fleet.runtime.rollout_engine import RolloutEngine
 from fleet.services import artifacts
-from fleet.services.rollouts import DeviceTarget, RolloutEngine, RolloutService, RolloutSpec
+from fleet.services.rollout_targets import DeviceTarget
+from fleet.services.rollouts import RolloutService, RolloutSpec
 from fleet.settings import RolloutSettings
 
 EVENING = datetime(2026, 9, 7, 17, 0, tzinfo=UTC)

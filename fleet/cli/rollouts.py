@@ -473,7 +473,7 @@ def rollout_policy(
 ) -> None:
     """Show a school's update policy, or change it: maintenance windows and download caps (unset options keep
     their current value)."""
-    from fleet.services.rollouts import get_school_policy, school_budget, set_school_policy
+    from fleet.services.rollout_policy import get_school_policy, school_budget, set_school_policy
 
     m = _cli()
     cfg = m.settings()

@@ -23,9 +23,10 @@ from fleet.domain.update_wire import decode_progress
 from fleet.persistence.models import Device, School
 from fleet.persistence.models_mqtt import DeviceCredential
 from fleet.runtime.mqtt_subscriber import BrokerAddress
+from fleet.runtime.rollout_engine import RolloutEngine
 from fleet.runtime.state import FleetState, RuntimeHook, Stage, stage
 from fleet.runtime.supervise import Backoff, Retry, TaskOwner, every, reconnecting
-from fleet.services.rollouts import DeviceTarget, RolloutEngine
+from fleet.services.rollout_targets import DeviceTarget
 from fleet.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from fleet.settings import Settings
 if TYPE_CHECKING:
     from fleet.runtime.plane import DevicePlane
     from fleet.runtime.report_job import MonthlyReports
-    from fleet.services.rollouts import RolloutEngine
+    from fleet.runtime.rollout_engine import RolloutEngine
 
 
 @dataclass

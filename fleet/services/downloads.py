@@ -19,7 +19,7 @@ from fleet.errors import NotFound
 from fleet.persistence.models import Device, School
 from fleet.persistence.models_rollouts import Rollout, RolloutDevice
 from fleet.services.artifacts import ArtifactStore, DownloadGrant, artifact_by_sha, check_grant
-from fleet.services.rollouts import school_budget
+from fleet.services.rollout_policy import school_budget
 from fleet.settings import RolloutSettings
 
 

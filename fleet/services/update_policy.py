@@ -11,7 +11,7 @@ from fleet.domain.clock import Clock
 from fleet.domain.permissions import Principal
 from fleet.persistence.models_rollouts import SchoolUpdatePolicy
 from fleet.services.downloads import SchoolPacer
-from fleet.services.rollouts import get_school_policy, set_school_policy
+from fleet.services.rollout_policy import get_school_policy, set_school_policy
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,8 @@ from fleet.persistence.db import unit_of_work
 from fleet.persistence.models import Device
 from fleet.persistence.models_mqtt import DeviceState
 from fleet.persistence.models_rollouts import Rollout, RolloutDevice, RolloutDeviceEvent
-from fleet.services.rollouts import DeviceTarget, RolloutEngine
+from fleet.runtime.rollout_engine import RolloutEngine
+from fleet.services.rollout_targets import DeviceTarget
 from simulators.terminal.update import SimTerminal
 from tests.conftest import Api, make_settings
 

@@ -37,9 +37,10 @@ from fleet.runtime.brokers import free_port
 from fleet.runtime.edge_agent import EdgeAgent
 from fleet.runtime.edge_flash import KitUpdater
 from fleet.runtime.plane import device_plane_hook
+from fleet.runtime.rollout_engine import RolloutEngine
 from fleet.runtime.rollouts import rollout_hook
 from fleet.services.artifacts import ArtifactStore
-from fleet.services.rollouts import DeviceTarget, RolloutEngine
+from fleet.services.rollout_targets import DeviceTarget
 from simulators.serial.bench import SimBench
 from simulators.serial.micropython import MicroPythonSim
 from simulators.serial.robot import RobotSim, Slot
