@@ -30,7 +30,7 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON line")] = False,
 ) -> None:
     """Walk the whole hash chain; exit 1 and say where it breaks if a record was edited, deleted or moved."""
-    from fleet.cli.main import CLI, console, err_console, run_db
+    from fleet.cli.common import CLI, console, err_console, run_db
     from fleet.services.audit import verify_chain
 
     async def work(session: Any) -> ChainReport:
@@ -69,7 +69,7 @@ def export(
     until: Annotated[str | None, typer.Option(help="before this time, with offset")] = None,
 ) -> None:
     """Export the audit log in chain order, with each record's hashes, for an inspector."""
-    from fleet.cli.main import CLI, err_console, run_db
+    from fleet.cli.common import CLI, err_console, run_db
     from fleet.services.audit import export_entries
 
     start, end = _instant(since, "since"), _instant(until, "until")

@@ -5,21 +5,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fleet.cli.agent import agent as agent_command
+from fleet.cli.audit import audit_app
+from fleet.cli.common import CLI, console, err_console, run_db, settings, setup_logging
+from fleet.cli.provision import provision as provision_command
+from fleet.cli.rollouts import artifacts_app, profiles_app, rollout_app
+from fleet.cli.top import top as top_command
+from fleet.cli.users import setup_link, user_app
 from fleet.domain.clock import SystemClock
 from fleet.domain.enums import Role
-from fleet.domain.permissions import SYSTEM, Principal
+from fleet.domain.permissions import SYSTEM
 from fleet.errors import FleetError, ImportRejected
-from fleet.persistence.db import create_engine, session_factory, unit_of_work, upgrade_sync
+from fleet.persistence.db import upgrade_sync
 from fleet.settings import Settings
 
 app = typer.Typer(
@@ -37,58 +42,6 @@ app.add_typer(token_app, name="token")
 app.add_typer(import_app, name="import")
 app.add_typer(export_app, name="export")
 app.add_typer(seed_app, name="seed")
-
-console = Console()
-err_console = Console(stderr=True)
-T = TypeVar("T")
-CLI = Principal(name="cli", role=Role.ADMIN, district_wide=True, school_ids=frozenset())
-
-
-# Third-party loggers that speak at INFO once per connection or state change: at the 08:00 bell that is
-# 10,000 lines a minute. They still report warnings and errors.
-CHATTY_LOGGERS = ("amqtt", "transitions")
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in CHATTY_LOGGERS:
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
-    from fleet.observability.logredact import HideClientIds
-
-    for handler in logging.root.handlers:  # the embedded broker names devices by id; not below DEBUG
-        handler.addFilter(HideClientIds())
-
-
-def settings() -> Settings:
-    return Settings()
-
-
-def run_db(work: Callable[[Any], Awaitable[T]], *, migrate: bool = True) -> T:
-    """Run one unit of work against the configured database, translating domain errors into exit 1."""
-    cfg = settings()
-    if migrate:
-        upgrade_sync(cfg.database_url)
-
-    async def main() -> T:
-        engine = create_engine(cfg.database_url)
-        try:
-            async with unit_of_work(session_factory(engine)) as session:
-                return await work(session)
-        finally:
-            await engine.dispose()
-
-    try:
-        return asyncio.run(main())
-    except ImportRejected as err:
-        err_console.print(f"[red]Import rejected:[/red] {err.message}")
-        table = Table("row", "column", "reason", title="Bad rows")
-        for d in err.details or []:
-            table.add_row(str(d["row"]), d["column"] or "", d["reason"])
-        err_console.print(table)
-        raise typer.Exit(1) from None
-    except FleetError as err:
-        err_console.print(f"[red]Error:[/red] {err.message}")
-        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -478,26 +431,16 @@ def simulate_service(http_port: Annotated[int, typer.Option()] = 0) -> None:
 
 
 # Rollouts, artifacts and profiles live in their own module; registered here so `labfleet --help` lists them.
-from fleet.cli.rollouts import artifacts_app, profiles_app, rollout_app
 
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(artifacts_app, name="artifacts")
 app.add_typer(profiles_app, name="profiles")
 
-from fleet.cli.audit import audit_app
-
 app.add_typer(audit_app, name="audit")
-
-from fleet.cli.provision import provision as provision_command
 
 app.command("provision")(provision_command)
 
-from fleet.cli.agent import agent as agent_command
-
 app.command("agent")(agent_command)
-
-from fleet.cli.top import top as top_command
-from fleet.cli.users import setup_link, user_app
 
 app.add_typer(user_app, name="user")
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from fleet.cli.common import CLI, console, err_console, run_db, settings
 from fleet.domain.clock import SystemClock
 from fleet.domain.rollouts import GroupPlan, GroupStrategy, Window
 
@@ -16,12 +17,6 @@ rollout_app = typer.Typer(
 )
 artifacts_app = typer.Typer(help="The content-addressed firmware artifact store.", no_args_is_help=True)
 profiles_app = typer.Typer(help="Firmware profiles (one YAML file per device model).", no_args_is_help=True)
-
-
-def _cli() -> Any:
-    from fleet.cli import main
-
-    return main
 
 
 def _percents(text: str) -> tuple[float, ...]:
@@ -146,7 +141,6 @@ def rollout_create(
     """Create a rollout and start it (canary first); `labfleet serve` drives it."""
     from fleet.services.rollouts import RolloutService, RolloutSpec
 
-    m = _cli()
     plan = GroupPlan(canary, canary_percent, strategy, _percents(percents))
 
     async def work(session: Any) -> Any:
@@ -172,15 +166,15 @@ def rollout_create(
             install_window=install_window,
             start=not draft,
         )
-        r = await RolloutService(session, m.CLI, SystemClock().now()).create(spec)
-        return await RolloutService(session, m.CLI, SystemClock().now()).get(r.id)
+        r = await RolloutService(session, CLI, SystemClock().now()).create(spec)
+        return await RolloutService(session, CLI, SystemClock().now()).get(r.id)
 
-    detail = m.run_db(work)
-    m.console.print(render(detail))
+    detail = run_db(work)
+    console.print(render(detail))
     if draft:
-        m.console.print(f"Draft: start it with `labfleet rollout start {detail.rollout.id}`.")
+        console.print(f"Draft: start it with `labfleet rollout start {detail.rollout.id}`.")
     else:
-        m.console.print(
+        console.print(
             f"Follow it with `labfleet rollout show {detail.rollout.id} --watch` "
             f"(the service running `labfleet serve` sends the commands)."
         )
@@ -191,17 +185,13 @@ def rollout_list(status: Annotated[str | None, typer.Option(help="only this stat
     """List rollouts."""
     from fleet.services.rollouts import RolloutService
 
-    m = _cli()
-
     async def work(session: Any) -> Any:
         return (
-            await RolloutService(session, m.CLI, SystemClock().now()).list(
-                cursor=None, limit=500, state=status
-            )
+            await RolloutService(session, CLI, SystemClock().now()).list(cursor=None, limit=500, state=status)
         ).items
 
     table = Table("id", "name", "profile", "target", "state", "group", "reason")
-    for r in m.run_db(work):
+    for r in run_db(work):
         table.add_row(
             str(r.id),
             r.name,
@@ -211,7 +201,7 @@ def rollout_list(status: Annotated[str | None, typer.Option(help="only this stat
             "canary" if r.current_group == 0 else f"#{r.current_group + 1}",
             r.state_reason if r.state_reason and r.state_reason != r.state else "",
         )
-    m.console.print(table)
+    console.print(table)
 
 
 # Rollout states after which nothing more happens: `show --watch` stops there.
@@ -315,23 +305,22 @@ def rollout_show(
     --device ID); --watch keeps it on screen as the service drives it."""
     from fleet.services.rollouts import RolloutService
 
-    m = _cli()
     if device is not None:
 
         async def timeline(session: Any) -> Any:
-            return await RolloutService(session, m.CLI, SystemClock().now()).timeline(rollout_id, device)
+            return await RolloutService(session, CLI, SystemClock().now()).timeline(rollout_id, device)
 
         table = Table("at", "event", "detail", title=f"device {device} in rollout {rollout_id}")
-        for e in m.run_db(timeline):
+        for e in run_db(timeline):
             table.add_row(e.at.isoformat(timespec="seconds"), e.event, e.detail or "")
-        m.console.print(table)
+        console.print(table)
         return
 
     async def work(session: Any) -> Any:
-        return await RolloutService(session, m.CLI, SystemClock().now()).get(rollout_id)
+        return await RolloutService(session, CLI, SystemClock().now()).get(rollout_id)
 
     if not watch:
-        m.console.print(render(m.run_db(work), devices=devices))
+        console.print(render(run_db(work), devices=devices))
         return
     if every <= 0:
         raise typer.BadParameter("--every must be positive")
@@ -348,17 +337,16 @@ def _watch(rollout_id: int, every: float, devices: bool) -> None:
     from fleet.persistence.db import create_engine, session_factory
     from fleet.services.rollouts import RolloutService
 
-    m = _cli()
-    cfg = m.settings()
+    cfg = settings()
 
     async def main() -> str:
         engine = create_engine(cfg.database_url)
         sessions = session_factory(engine)
         try:
-            with Live(console=m.console, auto_refresh=False) as live:
+            with Live(console=console, auto_refresh=False) as live:
                 while True:
                     async with sessions() as session:
-                        d = await RolloutService(session, m.CLI, SystemClock().now()).get(rollout_id)
+                        d = await RolloutService(session, CLI, SystemClock().now()).get(rollout_id)
                     live.update(render(d, devices=devices), refresh=True)
                     if d.rollout.state in FINISHED:
                         return str(d.rollout.state)
@@ -369,26 +357,24 @@ def _watch(rollout_id: int, every: float, devices: bool) -> None:
     try:
         asyncio.run(main())
     except KeyboardInterrupt:
-        m.console.print("stopped watching; the rollout carries on in the service")
+        console.print("stopped watching; the rollout carries on in the service")
     except FleetError as err:
-        m.err_console.print(f"[red]Error:[/red] {err.message}")
+        err_console.print(f"[red]Error:[/red] {err.message}")
         raise typer.Exit(1) from None
 
 
 def _control(action: str, rollout_id: int) -> None:
     from fleet.services.rollouts import RolloutService
 
-    m = _cli()
-
     async def work(session: Any) -> Any:
-        svc = RolloutService(session, m.CLI, SystemClock().now())
+        svc = RolloutService(session, CLI, SystemClock().now())
         await getattr(svc, action)(rollout_id)
         return await svc.get(rollout_id)
 
-    d = m.run_db(work)
-    m.console.print(render(d))
+    d = run_db(work)
+    console.print(render(d))
     if action == "abort":
-        m.console.print(
+        console.print(
             "Devices holding a partial or staged image are told to drop it by the service's next step; "
             "installs already running finish and report."
         )
@@ -475,8 +461,7 @@ def rollout_policy(
     their current value)."""
     from fleet.services.rollout_policy import get_school_policy, school_budget, set_school_policy
 
-    m = _cli()
-    cfg = m.settings()
+    cfg = settings()
     windows = [w for text in (window or []) for w in parse_window(text)]
     changing = (
         bool(window) or no_windows or any(v is not None for v in (max_concurrent, max_mbps, uplink_share))
@@ -484,7 +469,7 @@ def rollout_policy(
 
     async def work(session: Any) -> Any:
         [sid] = await resolve_schools(session, [school])
-        row = await get_school_policy(session, m.CLI, sid)
+        row = await get_school_policy(session, CLI, sid)
         if changing:
             current: dict[str, Any] = {
                 "windows": row.windows if row else [],
@@ -494,7 +479,7 @@ def rollout_policy(
             }
             row = await set_school_policy(
                 session,
-                m.CLI,
+                CLI,
                 SystemClock().now(),
                 sid,
                 windows=[] if no_windows else (windows or current["windows"]),
@@ -508,11 +493,11 @@ def rollout_policy(
             )
         return sid, row, await school_budget(session, cfg.rollouts, sid)
 
-    _sid, row, budget = m.run_db(work)
+    _sid, row, budget = run_db(work)
     windows_text = describe_windows(row.windows if row else []) or "none (any time no lesson is on)"
     conc = (row.max_concurrent_downloads if row else None) or cfg.rollouts.default_max_concurrent_downloads
-    m.console.print(f"school {school}: maintenance windows: {windows_text}")
-    m.console.print(
+    console.print(f"school {school}: maintenance windows: {windows_text}")
+    console.print(
         f"  downloads at once: {conc}; update budget: {budget * 8 / 1e6:.1f} Mbit/s "
         f"(uplink share {(row.uplink_share if row else None) or cfg.rollouts.default_uplink_share:g}"
         + (
@@ -529,17 +514,16 @@ def artifacts_import() -> None:
     """Copy every profile's artifacts into the store (verifying sha256 and size) and catalogue them."""
     from fleet.services import artifacts
 
-    m = _cli()
-    cfg = m.settings()
+    cfg = settings()
 
     async def work(session: Any) -> Any:
         store = artifacts.ArtifactStore(cfg.rollouts.artifact_dir)
         return await artifacts.import_profile_artifacts(
-            session, store, m.CLI, SystemClock().now(), signing_key=cfg.rollouts.signing_key
+            session, store, CLI, SystemClock().now(), signing_key=cfg.rollouts.signing_key
         )
 
-    res = m.run_db(work)
-    m.console.print(f"artifacts: {res.imported} imported, {res.already_present} already present")
+    res = run_db(work)
+    console.print(f"artifacts: {res.imported} imported, {res.already_present} already present")
 
 
 @artifacts_app.command("add")
@@ -561,8 +545,7 @@ def artifacts_add(
     from fleet.errors import InvalidInput, NotFound
     from fleet.services import artifacts
 
-    m = _cli()
-    cfg = m.settings()
+    cfg = settings()
 
     async def work(session: Any) -> Any:
         try:
@@ -598,7 +581,7 @@ def artifacts_add(
         except NotFound:
             art = await artifacts.register(
                 session,
-                m.CLI,
+                CLI,
                 SystemClock().now(),
                 sha256=sha,
                 size=size,
@@ -609,8 +592,8 @@ def artifacts_add(
             )
             return art, True
 
-    art, new = m.run_db(work)
-    m.console.print(
+    art, new = run_db(work)
+    console.print(
         f"{'stored' if new else 'already stored'}: {art.profile_key} {art.version}, {art.size} bytes, "
         f"sha256 {art.sha256}" + (", signed" if art.signature else "")
     )
@@ -621,15 +604,13 @@ def artifacts_list() -> None:
     """List catalogued artifacts."""
     from fleet.services import artifacts
 
-    m = _cli()
-
     async def work(session: Any) -> Any:
-        return (await artifacts.list_artifacts(session, m.CLI, cursor=None, limit=500)).items
+        return (await artifacts.list_artifacts(session, CLI, cursor=None, limit=500)).items
 
     table = Table("profile", "version", "size", "sha256", "signed")
-    for a in m.run_db(work):
+    for a in run_db(work):
         table.add_row(a.profile_key, a.version, str(a.size), a.sha256[:16], a.signature_alg)
-    m.console.print(table)
+    console.print(table)
 
 
 @profiles_app.command("check")
@@ -639,9 +620,8 @@ def profiles_check(
     """Validate every firmware profile (and its artifacts); errors name the file and key path."""
     from firmware_profiles import check_profiles_command
 
-    m = _cli()
     ok, lines = check_profiles_command(path)
     for line in lines:
-        (m.console if ok else m.err_console).print(line, markup=False, highlight=False, soft_wrap=True)
+        (console if ok else err_console).print(line, markup=False, highlight=False, soft_wrap=True)
     if not ok:
         raise typer.Exit(1)
