@@ -24,7 +24,7 @@ from fleet.domain.clock import FakeClock
 from fleet.domain.enums import Role
 from fleet.domain.permissions import SYSTEM
 from fleet.persistence.db import create_engine, session_factory, unit_of_work, upgrade_sync
-from fleet.persistence.models import Base
+from fleet.persistence.schema import metadata
 from fleet.settings import Settings
 
 POSTGRES_URL = os.environ.get("LABFLEET_TEST_POSTGRES_URL")
@@ -138,7 +138,7 @@ def postgres_migrated() -> str:
 
 async def truncate_all(url: str) -> None:
     engine = create_engine(url)
-    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
     async with engine.begin() as conn:
         await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
     await engine.dispose()

@@ -2,70 +2,28 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime, time
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any
 
 from sqlalchemy import (
     JSON,
     Boolean,
     Date,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     Numeric,
     String,
-    Table,
     Text,
     Time,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-NAMING = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+from fleet.persistence.base import Base, UtcDateTime
 
 Money = Numeric(12, 2)
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """A timezone-aware UTC datetime on every backend (SQLite drops the zone otherwise)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map: ClassVar[dict[Any, Any]] = {
-        dict[str, Any]: JSON,
-        list[Any]: JSON,
-        datetime: UtcDateTime(),
-    }
-    if TYPE_CHECKING:
-        # Every model here is declared on a Table (SQLAlchemy types it as any FromClause), so the Core
-        # insert/update/delete the repositories build on `Model.__table__` type-check.
-        __table__: ClassVar[Table]
 
 
 class District(Base):
@@ -213,15 +171,3 @@ class AuditChainHead(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     seq: Mapped[int] = mapped_column(Integer)
     last_hash: Mapped[str] = mapped_column(String(64))
-
-
-# The MQTT device plane's tables live in their own module; importing it registers them on Base.metadata.
-# Console users and sessions (migration 0060).
-from fleet.persistence import models_console as _models_console  # noqa: F401
-from fleet.persistence import models_mqtt as _models_mqtt  # noqa: F401
-
-# The reference-data generation counter, moved by triggers (migration 0045).
-from fleet.persistence import models_reference as _models_reference  # noqa: F401
-
-# Firmware rollouts (migration 0020).
-from fleet.persistence import models_rollouts as _models_rollouts  # noqa: F401

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from fleet.persistence.models import Base, UtcDateTime
+from fleet.persistence.base import Base, UtcDateTime
 
 
 class User(Base):

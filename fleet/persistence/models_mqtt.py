@@ -24,7 +24,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 # Roll-up bucket widths: a rule of the device-state reducer, which assigns messages to buckets.
 from fleet.domain.device_state import ACTIVE_BUCKET_SECONDS, BYTES_BUCKET_SECONDS
-from fleet.persistence.models import Base
+from fleet.persistence.base import Base
 
 __all__ = ["ACTIVE_BUCKET_SECONDS", "BYTES_BUCKET_SECONDS"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Integer
 from sqlalchemy.orm import Mapped, mapped_column
 
-from fleet.persistence.models import Base
+from fleet.persistence.base import Base
 
 # The single row's key.
 REFERENCE_ROW = 1

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from fleet.persistence.models import Base, UtcDateTime
+from fleet.persistence.base import Base, UtcDateTime
 
 
 class FirmwareArtifact(Base):

@@ -7,7 +7,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from fleet.persistence.db import create_engine, upgrade
-from fleet.persistence.models import Base
+from fleet.persistence.schema import metadata
 
 
 async def _diff(url: str) -> list[object]:
@@ -20,7 +20,7 @@ async def _diff(url: str) -> list[object]:
                     sync_conn,
                     opts={"compare_type": True, "render_as_batch": sync_conn.dialect.name == "sqlite"},
                 )
-                return compare_metadata(ctx, Base.metadata)
+                return compare_metadata(ctx, metadata)
 
             return await conn.run_sync(compare)
     finally:
@@ -40,5 +40,5 @@ async def test_upgrade_from_empty_creates_every_table(tmp_path) -> None:
     async with engine.connect() as conn:
         tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
     await engine.dispose()
-    assert set(Base.metadata.tables) <= tables
+    assert set(metadata.tables) <= tables
     assert "alembic_version" in tables
