@@ -12,7 +12,7 @@ from datetime import UTC, datetime, time
 from zoneinfo import ZoneInfo
 
 from fleet.domain.timetable import Period
-from fleet.observability.metrics import (
+from fleet.observability.catalog import (
     ALERT_SEVERITIES,
     COMMAND_NAMES,
     COMMAND_RESULTS,
@@ -23,6 +23,8 @@ from fleet.observability.metrics import (
     INGEST_RESULTS,
     ROLLOUT_DEVICE_STATES,
     ROLLOUT_PAUSE_REASONS,
+)
+from fleet.observability.metrics import (
     FirmwareCount,
     FleetMetrics,
     FleetSnapshot,

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from fleet.observability.metrics import exposed_sample_names
+from fleet.observability.catalog import exposed_sample_names
 from tests.monitoring.promql_names import (
     PROMETHEUS_BUILTINS,
     ROOT,

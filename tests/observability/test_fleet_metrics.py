@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from fleet.observability import metrics as m
+from fleet.observability import catalog
+from fleet.observability.catalog import ALL_METRICS
 from fleet.observability.metrics import (
-    ALL_METRICS,
     FirmwareCount,
     FleetMetrics,
     FleetSnapshot,
@@ -318,9 +318,9 @@ def test_every_exposed_family_is_declared_in_the_specs(fm: FleetMetrics, registr
     fm.register_state(holder)
     exercise_event_metrics(fm)
     sample_names = {s.name for fam in registry.collect() for s in fam.samples}
-    assert sample_names <= m.exposed_sample_names()
+    assert sample_names <= catalog.exposed_sample_names()
 
 
 def test_docs_list_every_metric_with_type_and_labels() -> None:
     text = DOCS.read_text()
-    assert m.markdown_table() in text, "docs/metrics.md is out of date: paste markdown_table() output"
+    assert catalog.markdown_table() in text, "docs/metrics.md is out of date: paste markdown_table() output"
