@@ -40,7 +40,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fleet.cli.simulate import Controls, ServiceControl, _child_pid, child_service, simulate
+from fleet.cli.simulate import _child_pid, simulate
+from fleet.cli.simulate_service import Controls, ServiceControl, child_service
 from fleet.domain import wire
 from fleet.runtime.brokers import free_port, wait_for_port
 from simulators.district.mqttpool import Pool, raise_fd_limit

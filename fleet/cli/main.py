@@ -14,10 +14,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fleet.cli.agent import agent as agent_command
+from fleet.cli.artifacts import artifacts_app, profiles_app
 from fleet.cli.audit import audit_app
 from fleet.cli.common import CLI, console, err_console, run_db, settings, setup_logging
 from fleet.cli.provision import provision as provision_command
-from fleet.cli.rollouts import artifacts_app, profiles_app, rollout_app
+from fleet.cli.rollouts import rollout_app
 from fleet.cli.top import top as top_command
 from fleet.cli.users import setup_link, user_app
 from fleet.domain.clock import SystemClock
@@ -422,7 +423,7 @@ def simulate(
 @app.command("simulate-service", hidden=True)
 def simulate_service(http_port: Annotated[int, typer.Option()] = 0) -> None:
     """The service under test that `labfleet simulate` starts (a child process; prints one JSON line)."""
-    from fleet.cli.simulate import serve_child
+    from fleet.cli.simulate_service import serve_child
     from fleet.runtime.brokers import free_port
 
     cfg = settings()

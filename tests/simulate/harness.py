@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fleet.cli.simulate import Controls, ServiceUnderTest, simulate
+from fleet.cli.simulate import simulate
+from fleet.cli.simulate_service import Controls, ServiceUnderTest
 from fleet.runtime.brokers import free_port
 from fleet.settings import Settings
 from simulators.district.spec import District, parse_spec

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from fleet.cli.simulate import DbReadBack
+from fleet.cli.simulate_service import DbReadBack
 from simulators.district.labs import hardware_serial
 from simulators.district.spec import parse_spec
 

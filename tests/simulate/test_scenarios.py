@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fleet.cli.simulate import DbReadBack
+from fleet.cli.simulate_service import DbReadBack
 from fleet.persistence.db import create_engine, session_factory
 
 from .harness import district, run, service

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from fleet.cli.simulate import DbReadBack
+from fleet.cli.simulate_service import DbReadBack
 from simulators.district.spec import parse_spec
 
 from .harness import run, service, small_spec
