@@ -226,7 +226,10 @@ async def test_provisioned_kit_is_bridged_with_one_credential_shared_by_kit_flee
             await wait_until(online)  # the broker took the agent's login for the kit
             bridged = robot.config["mqtt_password"]
             assert await _fleet_verifies(api, "robot-beef01", bridged)  # the kit holds the password in use
-            assert not await _fleet_verifies(api, "robot-beef01", first) or bridged == first
+            # The agent enrolled the kit (a claim token, a fresh credential): the provisioning password is
+            # replaced on the kit and no longer accepted by the fleet; one password per kit at a time.
+            assert bridged != first
+            assert not await _fleet_verifies(api, "robot-beef01", first)
             assert robot.config["school"] == place.code  # provisioning's school settings are kept
 
             # Back to the provisioning bench (a new password), then into the agent's hub again.
@@ -250,7 +253,8 @@ async def test_provisioned_kit_is_bridged_with_one_credential_shared_by_kit_flee
             await wait_until(online_again)
             final = robot.config["mqtt_password"]
             assert await _fleet_verifies(api, "robot-beef01", final)
-            assert final == second or not await _fleet_verifies(api, "robot-beef01", second)
+            assert final != second  # plugged in again: the agent enrolls it again, a fresh password...
+            assert not await _fleet_verifies(api, "robot-beef01", second)  # ...and the bench's one is dead
         finally:
             await supervisor.aclose()
             await agent.aclose()
