@@ -341,8 +341,14 @@ async def test_command_round_trip_and_queued_command_delivered_on_reconnect(
             now=plane.clock.now(),
         )
         await s.commit()
-    plane_rt.wake_dispatcher()
-    await asyncio.sleep(0.3)  # let a dispatch pass run while the device is offline
+    # One dispatch pass while the device is offline, run here rather than hoped for from the background loop:
+    # it sends nothing and the command stays queued.
+    addr = plane_rt.address
+    assert addr is not None
+    async with aiomqtt.Client(
+        addr.host, addr.port, identifier="test-dispatch-pass", username=addr.username, password=addr.password
+    ) as publisher:
+        assert await plane_rt.dispatch_once(publisher) == 0
     assert (await _batch_done(plane, queued.batch_id))["by_status"] == {"queued": 1}
     handled.clear()
     runner = asyncio.create_task(
