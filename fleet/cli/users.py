@@ -8,18 +8,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from fleet.cli import common
 from fleet.domain.clock import SystemClock
 from fleet.domain.enums import Role
 
 user_app = typer.Typer(
     help="Console users (sign-in accounts with a role and school scope).", no_args_is_help=True
 )
-
-
-def _cli() -> Any:
-    from fleet.cli import main
-
-    return main
 
 
 def _read_password(password_stdin: bool) -> str:
@@ -44,12 +39,11 @@ def user_create(
     from fleet.services.users import create_user
 
     password = _read_password(password_stdin)
-    main = _cli()
 
     async def work(session: Any) -> int:
         user = await create_user(
             session,
-            principal=main.CLI,
+            principal=common.CLI,
             at=SystemClock().now(),
             username=username,
             password=password,
@@ -60,8 +54,8 @@ def user_create(
         )
         return int(user.id)
 
-    uid = main.run_db(work)
-    main.console.print(f"user {username} created (id {uid}, {role})")
+    uid = common.run_db(work)
+    common.console.print(f"user {username} created (id {uid}, {role})")
 
 
 @user_app.command("list")
@@ -69,13 +63,11 @@ def user_list() -> None:
     """List console users."""
     from fleet.services.users import list_users
 
-    main = _cli()
-
     async def work(session: Any) -> list[Any]:
-        return await list_users(session, main.CLI)
+        return await list_users(session, common.CLI)
 
     table = Table("id", "username", "role", "scope", "disabled", "last sign-in")
-    for u in main.run_db(work):
+    for u in common.run_db(work):
         table.add_row(
             str(u.id),
             u.username,
@@ -84,7 +76,7 @@ def user_list() -> None:
             "yes" if u.disabled_at else "",
             u.last_sign_in_at.isoformat(timespec="seconds") if u.last_sign_in_at else "",
         )
-    main.console.print(table)
+    common.console.print(table)
 
 
 @user_app.command("disable")
@@ -92,24 +84,21 @@ def user_disable(user_id: int) -> None:
     """Disable a user; their sessions end at once."""
     from fleet.services.users import set_disabled
 
-    main = _cli()
-
     async def work(session: Any) -> None:
-        await set_disabled(session, main.CLI, user_id, disabled=True, at=SystemClock().now())
+        await set_disabled(session, common.CLI, user_id, disabled=True, at=SystemClock().now())
 
-    main.run_db(work)
-    main.console.print(f"user {user_id} disabled")
+    common.run_db(work)
+    common.console.print(f"user {user_id} disabled")
 
 
 def setup_link(base_url: str) -> str | None:
     """On an install with no users: a one-time first-admin link (as Jupyter prints its token), else None."""
     from fleet.services.users import create_setup_token
 
-    main = _cli()
-    cfg = main.settings()
+    cfg = common.settings()
 
     async def work(session: Any) -> str | None:
         return await create_setup_token(session, cfg.console, SystemClock().now())
 
-    token = main.run_db(work, migrate=False)
+    token = common.run_db(work, migrate=False)
     return f"{base_url.rstrip('/')}/setup?token={token}" if token else None
