@@ -16,6 +16,8 @@ from typing import Any
 
 # The hash the first record points back to.
 GENESIS = "0" * 64
+# The layout of the hashed document; a new layout gets a new number so old links still verify.
+CHAIN_FORMAT = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +57,7 @@ def record_hash(
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
     doc = {
-        "v": 1,
+        "v": CHAIN_FORMAT,
         "seq": seq,
         "prev": prev_hash,
         "at": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
