@@ -19,6 +19,8 @@ from fleet.domain.wire import (
     Telemetry,
     Topics,
     decode_uplink,
+    fields,
+    uplink_decoding,
 )
 
 TS = 1_788_764_400_000
@@ -287,11 +289,11 @@ _FULL_TELEMETRY = {
 def test_telemetry_fast_path_accepts_exactly_what_the_field_checks_accept(field: str, value: object) -> None:
     obj = dict(_FULL_TELEMETRY, **{field: value})
     try:
-        expected: object = wire._telemetry_checked(obj)
-    except wire._Bad as err:
+        expected: object = uplink_decoding._telemetry_checked(obj)
+    except fields._Bad as err:
         expected = ("refused", str(err))
     try:
-        got: object = wire._telemetry(obj)
-    except wire._Bad as err:
+        got: object = uplink_decoding._telemetry(obj)
+    except fields._Bad as err:
         got = ("refused", str(err))
     assert got == expected

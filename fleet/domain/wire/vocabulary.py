@@ -1,0 +1,51 @@
+"""Protocol v1's closed word lists: channels, event types and command names."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Channel(StrEnum):
+    """The last topic level; uplink channels are published by devices, `cmd` by the service."""
+
+    TELEMETRY = "telemetry"
+    HEARTBEAT = "heartbeat"
+    EVENT = "event"
+    ACK = "ack"
+    RESULT = "result"
+    STATUS = "status"
+    CMD = "cmd"
+    # Firmware-update progress (section 10): read by the rollout job, not by telemetry ingest.
+    UPDATE = "update"
+
+
+UPLINK_CHANNELS: tuple[Channel, ...] = (
+    Channel.TELEMETRY,
+    Channel.HEARTBEAT,
+    Channel.EVENT,
+    Channel.ACK,
+    Channel.RESULT,
+    Channel.STATUS,
+)
+# Every channel a device may publish on: the ingest channels plus update progress.
+DEVICE_PUBLISH_CHANNELS: tuple[Channel, ...] = (*UPLINK_CHANNELS, Channel.UPDATE)
+
+
+class EventType(StrEnum):
+    BOOT = "boot"
+    ERROR = "error"
+    LOGIN = "login"
+    LOGOUT = "logout"
+    APP_START = "app_start"
+    APP_STOP = "app_stop"
+    LOCKED = "locked"
+    UNLOCKED = "unlocked"
+
+
+class CommandName(StrEnum):
+    REBOOT = "reboot"
+    LOCK = "lock"
+    UNLOCK = "unlock"
+    SET_POLICY = "set_policy"
+    DIAGNOSTICS = "diagnostics"
+    UPDATE = "update"
