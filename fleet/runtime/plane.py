@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleet.domain import wire
 from fleet.domain.clock import Clock, as_utc
-from fleet.persistence import ingest_repo
+from fleet.persistence import ingest_repo, ingest_rows
 from fleet.persistence.directory import DeviceDirectory, ReferenceWatch
 from fleet.persistence.models import School
 from fleet.persistence.models_mqtt import Alert, DeviceCommand, DeviceState, UsageConcurrency
@@ -276,7 +276,7 @@ class DevicePlane:
             return
         async with self.sessions() as s:
             t = UsageConcurrency.__table__
-            ins = ingest_repo._insert(s, t)
+            ins = ingest_rows.dialect_insert(s, t)
             await s.execute(
                 ins.on_conflict_do_update(
                     index_elements=["school_id", "day", "period"],

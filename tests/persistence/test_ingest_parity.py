@@ -1,11 +1,12 @@
 """The ingest writer's SQLite driver path stores exactly what its SQLAlchemy path stores.
 
 `ingest_repo` writes device states, roll-ups and presence transitions through the sqlite3 driver on SQLite
-(SQLAlchemy's per-row processing was most of the ingest cost there) and through SQLAlchemy elsewhere. Both
-paths run the same seeded batches here - new devices, redeliveries and stale seqs, health coming and going,
-alerts opening and resolving, command acks and results, usage across bucket edges, logins - on the same
-database, each in a transaction rolled back afterwards, and every table they touch must hold the same rows,
-compared as the stored values (text, integers), not as what SQLAlchemy reads back.
+(`ingest_sqlite`; SQLAlchemy's per-row processing was most of the ingest cost there) and through SQLAlchemy
+elsewhere (`ingest_rows`). Both paths run the same seeded batches here - new devices, redeliveries and stale
+seqs, health coming and going, alerts opening and resolving, command acks and results, usage across bucket
+edges, logins - on the same database, each in a transaction rolled back afterwards, and every table they
+touch must hold the same rows, compared as the stored values (text, integers), not as what SQLAlchemy reads
+back.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from fleet.domain import wire
 from fleet.domain.clock import FakeClock, as_utc
 from fleet.domain.device_state import DeviceState
 from fleet.domain.health import Thresholds
-from fleet.persistence import ingest_repo
+from fleet.persistence import ingest_repo, ingest_rows
 from fleet.persistence.ingest_repo import DeviceRef, Inbound, Rejected
 from fleet.persistence.models import Base, Device, Room, School
 from fleet.persistence.models_mqtt import DeviceCommand
@@ -284,8 +285,8 @@ async def test_a_device_state_row_read_back_through_sqlalchemy_matches_the_drive
                 s, b.items, b.rejected, now=b.now, pseudonym_key=KEY, expected_offline=expected_offline,
                 dead_letters_max=25, driver_fast_path=True,
             )  # fmt: skip
-        fast = await ingest_repo._load_states(s, [r.device_id for r in refs], fast=True)
-        typed = await ingest_repo._load_states(s, [r.device_id for r in refs], fast=False)
+        fast = await ingest_rows.load_states(s, [r.device_id for r in refs], fast=True)
+        typed = await ingest_rows.load_states(s, [r.device_id for r in refs], fast=False)
         await s.rollback()
     assert fast == typed and len(fast) == len(refs)
     assert any(
