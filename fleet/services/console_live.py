@@ -36,7 +36,7 @@ from fleet.persistence.models_mqtt import (
     UsageBytes,
 )
 from fleet.persistence.timetables import Timetables
-from fleet.services.common import check_school, require
+from fleet.services.common import MAX_INT_KEY, check_school, require
 
 # The 2-second budget from an MQTT event to the screen: ingest commits within ~50 ms of the event, the online
 # counts are re-read at most every REFRESH_S, and a viewer's stream looks for a new picture every PUSH_S, so
@@ -391,6 +391,8 @@ ROOM_DEVICES_MAX = 500
 async def room_detail(hub: LiveHub, session: AsyncSession, principal: Principal, room_id: int) -> RoomDetail:
     """One room now and its devices; another school's room answers NotFound, as a missing one does."""
     require(principal, Permission.READ_OPERATIONS)
+    if not 0 < room_id <= MAX_INT_KEY:  # beyond the column's range: no such room (and no driver error)
+        raise NotFound(f"room {room_id} not found")
     school_id = await session.scalar(select(Room.school_id).where(Room.id == room_id))
     if school_id is None:
         raise NotFound(f"room {room_id} not found")

@@ -97,6 +97,9 @@ async def test_a_viewer_sees_only_its_schools(plane: Plane) -> None:
         with pytest.raises(NotFound):
             await room_detail(hub, s, a_only, b_room)
         detail = await room_detail(hub, s, principal(), b_room)
+        for nonsense in (0, -1, 2**40):  # never reaches the driver (PostgreSQL's integer would overflow)
+            with pytest.raises(NotFound):
+                await room_detail(hub, s, principal(), nonsense)
     assert detail.room.name == "Room B" and detail.school.id == b_school
     assert scope_key(a_only) != scope_key(principal()) == "district"
     assert scope_key(principal(Role.AUDITOR, (plane.school_id,))) == scope_key(a_only)
