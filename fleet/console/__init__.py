@@ -31,6 +31,8 @@ def install(app: FastAPI) -> None:
         provisioning,
         reports,
         rollouts,
+        timetables,
+        update_policies,
     )
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
@@ -55,7 +57,19 @@ def install(app: FastAPI) -> None:
             with_google_fonts=False,
         )
 
-    for module in (auth, cockpit, devices, deliveries, provisioning, alerts, rollouts, reports, admin):
+    for module in (
+        auth,
+        cockpit,
+        devices,
+        deliveries,
+        provisioning,
+        alerts,
+        rollouts,
+        reports,
+        admin,
+        timetables,
+        update_policies,
+    ):
         app.include_router(module.router)
 
     # Any other path a browser asks for gets the console's 404 page; API clients keep the API's JSON answer.

@@ -1,20 +1,24 @@
-"""Administration: users (create, disable, enable), API tokens (list, revoke), the audit log with filters."""
+"""Administration: users (create, disable, enable), API tokens (create, list, revoke), the audit log with
+filters. School timetables and update policies have their own modules (`timetables`, `update_policies`)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Response
 
 from fleet.console.app import ConsoleRoute, UserPage, invalid_fields
 from fleet.domain.enums import Role
-from fleet.errors import Conflict, InvalidInput
+from fleet.errors import Conflict, InvalidInput, NotFound
 from fleet.i18n import _, gettext
 from fleet.services import audit, console_plane, tokens, users
 from fleet.services.common import MAX_PAGE_SIZE
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 ROLES = [r.value for r in Role]
+# An API token's lifetime from the console: at most ten years, empty for one that does not expire.
+MAX_TOKEN_DAYS = 3650
 
 
 async def _users_page(page: UserPage, **extra: Any) -> Response:
@@ -28,7 +32,8 @@ async def _users_page(page: UserPage, **extra: Any) -> Response:
         tokens=toks,
         roles=ROLES,
         opts=opts,
-        **({"errors": {}, "form": {}} | extra),
+        sub="users",
+        **({"errors": {}, "form": {}, "token_errors": {}, "token_form": {}, "issued": None} | extra),
     )
 
 
@@ -74,8 +79,42 @@ async def create_user(page: UserPage) -> Response:
 
 @router.post("/admin/users/{user_id}/{action}")
 async def disable(page: UserPage, user_id: int, action: str) -> Response:
+    if action not in ("disable", "enable"):
+        raise NotFound(f"no action {action!r}")
     await users.set_disabled(page.db, page.principal, user_id, disabled=action == "disable", at=page.now)
     return page.redirect("/admin")
+
+
+@router.post("/admin/tokens")
+async def create_token(page: UserPage) -> Response:
+    form = {k: page.field(k) for k in ("name", "role", "school", "days")}
+    errors: dict[str, str] = {}
+    if not 1 <= len(form["name"]) <= 120:
+        errors["name"] = _("1 to 120 characters.")
+    if form["role"] not in ROLES:
+        errors["role"] = _("Choose a role.")
+    days = form["days"]
+    if days and not (days.isdigit() and 1 <= int(days) <= MAX_TOKEN_DAYS):
+        errors["days"] = _("A whole number of days from 1 to {top}, or empty.", top=MAX_TOKEN_DAYS)
+    school_ids = [int(form["school"])] if form["school"].isdigit() and len(form["school"]) <= 10 else []
+    if not errors:
+        try:
+            _row, secret = await tokens.create_token(
+                page.db,
+                principal=page.principal,
+                at=page.now,
+                name=form["name"],
+                role=Role(form["role"]),
+                school_ids=[] if form["role"] == "admin" else school_ids,
+                district_wide=form["role"] == "admin" or not school_ids,
+                expires_at=page.now + timedelta(days=int(days)) if days else None,
+            )
+        except InvalidInput:
+            errors["school"] = _("Choose a school you see, or district-wide.")
+    if errors:
+        await page.rollback()
+        return await _users_page(page, token_errors=errors, token_form=form)
+    return await _users_page(page, issued=secret)
 
 
 @router.post("/admin/tokens/{token_id}/revoke")
@@ -98,4 +137,4 @@ async def audit_log(
         object_type=object_type[:64] or None,
     )
     filters = {"actor": actor, "action": action, "object_type": object_type}
-    return page.render("audit.html", nav="admin", result=result, filters=filters)
+    return page.render("audit.html", nav="admin", sub="audit", result=result, filters=filters)

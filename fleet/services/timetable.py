@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, time
 from typing import Any, ClassVar
 
 from sqlalchemy import select
@@ -33,8 +33,45 @@ class BellPeriodService(CrudService):
         try:
             validate_period(start, end)  # type: ignore[arg-type]  # set: required on create
         except ValueError as err:
-            raise InvalidInput(str(err), details=[{"field": "end_time", "reason": str(err)}]) from err
+            raise InvalidInput(
+                str(err), details=[{"field": "end_time", "reason": str(err), "code": "end_before_start"}]
+            ) from err
+        await self._no_overlap(values, existing, school_id, start, end)  # type: ignore[arg-type]
         return values
+
+    async def _no_overlap(
+        self, values: dict[str, Any], existing: Any | None, school_id: int, start: time, end: time
+    ) -> None:
+        """Two periods of one schedule (the school's, or one room's) may not share a minute on one weekday:
+        "which period is on now" must have one answer."""
+        weekday = values.get("weekday", existing.weekday if existing else None)
+        room_id = values.get("room_id", existing.room_id if existing else None)
+        stmt = select(BellPeriod).where(
+            BellPeriod.school_id == school_id,
+            BellPeriod.weekday == weekday,
+            BellPeriod.room_id.is_(None) if room_id is None else BellPeriod.room_id == room_id,
+            BellPeriod.start_time < end,
+            BellPeriod.end_time > start,
+        )
+        if existing is not None:
+            stmt = stmt.where(BellPeriod.id != existing.id)
+        other = (
+            await self.session.execute(stmt.order_by(BellPeriod.start_time).limit(1))
+        ).scalar_one_or_none()
+        if other is not None:
+            span = f"{other.start_time:%H:%M}-{other.end_time:%H:%M}"
+            raise InvalidInput(
+                f"the period overlaps period {other.name!r} ({span}) on the same day",
+                details=[
+                    {
+                        "field": "start_time",
+                        "reason": f"overlaps {other.name} ({span})",
+                        "code": "overlap",
+                        "period": other.name,
+                        "span": span,
+                    }
+                ],
+            )
 
 
 class CalendarService(CrudService):
@@ -52,7 +89,7 @@ class CalendarService(CrudService):
         if start is not None and end is not None and end < start:
             raise InvalidInput(
                 "end_date is before start_date",
-                details=[{"field": "end_date", "reason": "before start_date"}],
+                details=[{"field": "end_date", "reason": "before start_date", "code": "end_before_start"}],
             )
         return values
 

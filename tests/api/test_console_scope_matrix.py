@@ -27,18 +27,21 @@ from tests.api.test_scope_matrix import (
     A,
     Build,
     I,
+    T,
     U,
     device,
     fixed,
+    free_slot,
     fresh,
     n,
     new_alert,
+    new_calendar,
     new_claim_token,
     new_device,
+    new_period,
     on,
     on_batch,
     on_enrolled,
-    room,
     school,
 )
 from tests.conftest import Api
@@ -48,6 +51,7 @@ from tests.factories import World, build_world
 ADMINS = frozenset({A})
 AUDIT_READERS = frozenset({A, U})
 ROLLOUT_CONTROLLERS = frozenset({A, I})
+TIMETABLE_WRITERS = frozenset({A, T, I})
 # Sign-in, sign-out, setup and the language switch work without a session (tests/console/test_auth.py).
 PUBLIC = {
     ("GET", "/signin"),
@@ -91,6 +95,18 @@ def commit_build(path: str) -> Build:
         return path, {"data": {"content": content, "filename": "delivery.csv"}}
 
     return build
+
+
+def period_form(build: Build) -> Build:
+    """A bell period's form fields, in a slot of its own (periods of one schedule may not overlap)."""
+
+    async def wrapped(api: Api, w: World, inside: bool) -> tuple[str, dict[str, Any]]:
+        path, kw = await build(api, w, inside)
+        start, end = free_slot()
+        data = {"weekday": "2", "name": f"P{n()}", "start_time": start, "end_time": end}
+        return path, {**kw, "data": data}
+
+    return wrapped
 
 
 def with_data(build: Build, **data: str) -> Build:
@@ -153,9 +169,7 @@ async def new_token(api: Api, w: World, inside: bool) -> int:
 
 CONSOLE: dict[tuple[str, str], Spec] = {
     ("GET", "/"): Spec(ALL, 200, fixed("/")),
-    ("GET", "/cockpit/stream"): Spec(ALL, 200, on("/cockpit/stream?school={}", school), out=404, stream=True),
-    ("GET", "/cockpit/schools/{school_id}"): Spec(ALL, 200, on("/cockpit/schools/{}", school), out=404),
-    ("GET", "/cockpit/rooms/{room_id}"): Spec(ALL, 200, on("/cockpit/rooms/{}", room), out=404),
+    ("GET", "/cockpit/stream"): Spec(ALL, 200, fixed("/cockpit/stream"), stream=True),
     ("GET", "/devices"): Spec(ALL, 200, fixed("/devices?q=SN&online=no")),
     ("GET", "/devices/{device_id}"): Spec(ALL, 200, on("/devices/{}", device), out=404),
     ("POST", "/devices/{device_id}/transition"): Spec(
@@ -208,7 +222,64 @@ CONSOLE: dict[tuple[str, str], Spec] = {
     ("POST", "/admin/tokens/{token_id}/revoke"): Spec(
         ADMINS, 303, fresh("/admin/tokens/{}/revoke", new_token)
     ),
+    ("POST", "/admin/tokens"): Spec(
+        ADMINS, 200, with_data(fixed("/admin/tokens"), name="ci", role="auditor", school="", days="30")
+    ),
     ("GET", "/admin/audit"): Spec(AUDIT_READERS, 200, fixed("/admin/audit")),
+    # timetables: everyone reads their schools' timetables; room managers edit them; admins set time zones
+    ("GET", "/admin/timetables"): Spec(ALL, 200, on("/admin/timetables?school={}", school), out=404),
+    ("POST", "/admin/timetables/{school_id}/periods"): Spec(
+        TIMETABLE_WRITERS, 303, period_form(on("/admin/timetables/{}/periods", school)), out=404
+    ),
+    ("POST", "/admin/timetables/periods/{period_id}"): Spec(
+        TIMETABLE_WRITERS, 303, period_form(fresh("/admin/timetables/periods/{}", new_period)), out=404
+    ),
+    ("POST", "/admin/timetables/periods/{period_id}/delete"): Spec(
+        TIMETABLE_WRITERS, 303, fresh("/admin/timetables/periods/{}/delete", new_period), out=404
+    ),
+    ("POST", "/admin/timetables/{school_id}/calendar"): Spec(
+        TIMETABLE_WRITERS,
+        303,
+        with_data(
+            on("/admin/timetables/{}/calendar", school),
+            kind="holiday",
+            name="Day off",
+            start_date="2026-10-01",
+            end_date="2026-10-07",
+        ),
+        out=404,
+    ),
+    ("POST", "/admin/timetables/calendar/{entry_id}"): Spec(
+        TIMETABLE_WRITERS,
+        303,
+        with_data(
+            fresh("/admin/timetables/calendar/{}", new_calendar),
+            kind="exam_day",
+            name="Exams",
+            start_date="2026-06-20",
+            end_date="2026-06-21",
+        ),
+        out=404,
+    ),
+    ("POST", "/admin/timetables/calendar/{entry_id}/delete"): Spec(
+        TIMETABLE_WRITERS, 303, fresh("/admin/timetables/calendar/{}/delete", new_calendar), out=404
+    ),
+    ("POST", "/admin/timetables/{school_id}/timezone"): Spec(
+        ADMINS, 303, with_data(on("/admin/timetables/{}/timezone", school), timezone="Asia/Shanghai")
+    ),
+    # update policies: everyone reads their schools' policies; rollout managers edit them
+    ("GET", "/admin/update-policies"): Spec(
+        ALL, 200, on("/admin/update-policies?school={}", school), out=404
+    ),
+    ("POST", "/admin/update-policies/{school_id}"): Spec(
+        ROLLOUT_CONTROLLERS,
+        303,
+        with_data(
+            on("/admin/update-policies/{}", school),
+            **{"w0-weekday": "5", "w0-start": "09:00", "w0-end": "17:00", "max_concurrent_downloads": "20"},
+        ),
+        out=404,
+    ),
 }
 
 
