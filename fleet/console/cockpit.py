@@ -1,9 +1,14 @@
-"""The cockpit: every school now (online against expected, lesson period, uplink, alerts, ingest), live over
-Server-Sent Events, and one school's day of peaks per lesson period as charts."""
+"""The cockpit: every school now (online against expected, lesson period, uplink, alerts, ingest), live
+over Server-Sent Events; drill-down school -> room -> device; a school's day of peaks per period as charts.
+
+The live picture comes from one `LiveHub` per app, computed once per interval for every viewer; each stream
+sends the frame of its scope and language, encoded once per picture and shared by every viewer with the
+same scope and language."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,76 +22,116 @@ from fleet.i18n import _, set_locale
 from fleet.i18n import format as fmt
 from fleet.observability.metrics import ingest_summary
 from fleet.services import peaks, users
-from fleet.services.console_live import PUSH_S, OnlineFeed
+from fleet.services.console_live import PUSH_S, LiveHub, LiveNow, RoomNow, SchoolNow, room_detail, scope_key
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 # A stream re-checks its session this often, so a signed-out or disabled user's stream ends within seconds.
 RECHECK_S = 5.0
 # A viewer's stream ends after this long; the browser's EventSource reconnects (and re-authenticates).
 STREAM_MAX_S = 600.0
+# An unchanged picture is sent again this often, so the page's "updated at" and live dot keep moving.
+HEARTBEAT_S = 5.0
+# Encoded frames kept: one per (scope, language, school page) in use; more only with many distinct scopes.
+FRAMES_MAX = 256
 
 
-def feed_of(page: Page) -> OnlineFeed:
-    # One feed per app (its in-memory cache is shared by every viewer), kept on the app's own state.
+class Frames:
+    """Encoded SSE frames per (scope, language, school), one per picture version: built once, sent to all."""
+
+    def __init__(self) -> None:
+        self._frames: dict[tuple[str, str, int | None], tuple[int, str, bytes]] = {}
+        self.built = 0
+
+    def get(self, key: tuple[str, str, int | None], version: int, build: Any) -> tuple[str, bytes]:
+        hit = self._frames.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1], hit[2]
+        figures = build()
+        at = figures.pop("at")
+        # The digest leaves out the time, so a stream can skip a picture that did not change.
+        digest = hashlib.blake2b(json.dumps(figures, sort_keys=True).encode(), digest_size=16).hexdigest()
+        figures["at"] = at
+        data = f"event: update\ndata: {json.dumps(figures, ensure_ascii=False)}\n\n".encode()
+        if len(self._frames) >= FRAMES_MAX and key not in self._frames:
+            self._frames.pop(next(iter(self._frames)))
+        self._frames[key] = (version, digest, data)
+        self.built += 1
+        return digest, data
+
+
+def hub_of(page: Page) -> tuple[LiveHub, Frames]:
+    # One hub and one frame cache per app (shared by every viewer), kept on the app's own state.
     app_state = page.request.app.state
-    feed = getattr(app_state, "console_online_feed", None)
-    if feed is None:
-        feed = app_state.console_online_feed = OnlineFeed(page.state.sessions)
-    return feed
+    hub = getattr(app_state, "console_live_hub", None)
+    if hub is None:
+        hub = app_state.console_live_hub = LiveHub(page.state.sessions, page.state.clock)
+        app_state.console_live_frames = Frames()
+    frames: Frames = app_state.console_live_frames
+    return hub, frames
 
 
-async def _overview(page: Page, db: Any) -> peaks.LiveOverview:
-    return await peaks.live_overview(
-        db,
-        page.principal,
-        snapshot=page.state.snapshot.snapshot(),
-        ingest=ingest_summary(page.state.metrics),
-        now=page.now,
-    )
-
-
-def _figures(overview: peaks.LiveOverview, online: dict[int, int]) -> dict[str, Any]:
-    schools: dict[str, Any] = {}
-    total_online = total_expected = total_alerts = 0
-    for s in overview.schools:
-        n = online.get(s.id, 0)
-        expected = s.expected_online if s.expected_online is not None else 0
-        alerts = sum(s.alerts_open.values())
-        total_online += n
-        total_expected += expected
-        total_alerts += alerts
-        util = s.uplink_utilisation_pct or 0.0
-        schools[str(s.id)] = {
-            "online": fmt.number(n),
-            "expected": fmt.number(expected),
-            "in_service": fmt.number(s.in_service or 0),
-            "period": s.current_period or _("No lesson now"),
-            "lessons": fmt.number(s.lessons_in_progress or 0),
-            "util": fmt.percent(util / 100.0),
-            "util_pct": util,
-            "rate": _(
-                "{mbit} Mbit/s of {cap} Mbit/s",
-                mbit=fmt.number(s.bytes_per_second * 8 / 1e6, digits=1),
-                cap=fmt.number(s.uplink_mbps),
-            ),
-            "alerts": fmt.number(alerts),
-        }
-    ingest = overview.ingest
+def _school_figures(s: SchoolNow) -> dict[str, Any]:
+    alerts = sum(s.alerts_open.values())
+    util = s.uplink_utilisation_pct
     return {
+        "online": fmt.number(s.online),
+        "expected": fmt.number(s.expected),
+        "enrolled": fmt.number(s.enrolled),
+        "period": s.current_period or _("No lesson now"),
+        "lessons": fmt.number(s.lessons_in_progress),
+        "util": fmt.percent(util / 100.0),
+        "util_pct": util,
+        "rate": _(
+            "{mbit} Mbit/s of {cap} Mbit/s",
+            mbit=fmt.number(s.bytes_per_second * 8 / 1e6, digits=1),
+            cap=fmt.number(s.uplink_mbps),
+        ),
+        "alerts": fmt.number(alerts),
+    }
+
+
+def _room_figures(r: RoomNow) -> dict[str, Any]:
+    return {
+        "online": fmt.number(r.online),
+        "expected": fmt.number(r.expected),
+        "placed": fmt.number(r.placed),
+        "lesson": (r.period or _("Lesson")) if r.in_lesson else _("No lesson now"),
+        "rate": _("{mbit} Mbit/s", mbit=fmt.number(r.bytes_per_second * 8 / 1e6, digits=1)),
+    }
+
+
+def _ingest_figures(page: Page, view: LiveNow) -> dict[str, Any]:
+    """Ingest health: the newest message any ingest process stored (the database), and this process's own
+    ingest when it runs one (with `labfleet ingest` workers it does not: "—")."""
+    last = view.last_message_at
+    age = (view.generated_at - last).total_seconds() if last else None
+    plane = page.state.plane
+    here = ingest_summary(page.state.metrics) if plane is not None and plane.ingest is not None else None
+    return {
+        "last": fmt.moment(last, None, fmt="medium") if last else "—",
+        "age": _("{s} s ago", s=fmt.number(max(0.0, age), digits=0)) if age is not None else "—",
+        "state": (_("Connected") if here.broker_connected else _("Not connected")) if here else "—",
+        "messages": fmt.number(sum(here.messages.values()), digits=0) if here else "—",
+        "queue": fmt.number(here.queue_depth, digits=0) if here else "—",
+        "lag": fmt.number(here.lag_seconds, digits=1) if here else "—",
+    }
+
+
+def _figures(page: Page, view: LiveNow, school_id: int | None = None) -> dict[str, Any]:
+    schools = {str(s.id): _school_figures(s) for s in view.schools}
+    out: dict[str, Any] = {
         "schools": schools,
         "total": {
-            "online": fmt.number(total_online),
-            "expected": fmt.number(total_expected),
-            "alerts": fmt.number(total_alerts),
+            "online": fmt.number(sum(s.online for s in view.schools)),
+            "expected": fmt.number(sum(s.expected for s in view.schools)),
+            "alerts": fmt.number(sum(sum(s.alerts_open.values()) for s in view.schools)),
         },
-        "ingest": {
-            "state": (_("Connected") if ingest.broker_connected else _("Not connected")) if ingest else "—",
-            "messages": fmt.number(sum(ingest.messages.values()), digits=0) if ingest else "—",
-            "queue": fmt.number(ingest.queue_depth, digits=0) if ingest else "—",
-            "lag": fmt.number(ingest.lag_seconds, digits=1) if ingest else "—",
-        },
-        "at": fmt.moment(overview.generated_at, None, fmt="medium"),
+        "ingest": _ingest_figures(page, view),
+        "at": fmt.moment(view.generated_at, None, fmt="medium"),
     }
+    if school_id is not None:
+        out["rooms"] = {str(r.id): _room_figures(r) for r in view.rooms_of(school_id)}
+    return out
 
 
 def _peaks_charts(p: peaks.SchoolPeaks) -> tuple[str, str]:
@@ -122,10 +167,10 @@ def _peaks_charts(p: peaks.SchoolPeaks) -> tuple[str, str]:
 
 @router.get("/")
 async def cockpit(page: UserPage, school: str | None = None) -> Response:
-    overview = await _overview(page, page.db)
-    online = await feed_of(page).get(page.principal)
-    figures = _figures(overview, online)
-    chosen = school or (str(overview.schools[0].id) if overview.schools else None)
+    hub, _frames = hub_of(page)
+    view = await hub.now(page.principal)
+    figures = _figures(page, view)
+    chosen = school or (str(view.schools[0].id) if view.schools else None)
     day = None
     charts: tuple[str, str] | None = None
     if chosen:
@@ -135,65 +180,81 @@ async def cockpit(page: UserPage, school: str | None = None) -> Response:
         except FleetError:
             day = None
     return page.render(
-        "cockpit.html",
+        "cockpit.html", nav="cockpit", view=view, figures=figures, day=day, charts=charts, chosen=chosen
+    )
+
+
+@router.get("/cockpit/schools/{school_id}")
+async def school_page(page: UserPage, school_id: int) -> Response:
+    """One school now: its rooms (online against expected, lesson, uplink), each linking to its devices."""
+    hub, _frames = hub_of(page)
+    view, school = await hub.school(page.principal, school_id)
+    figures = _figures(page, view, school_id)
+    return page.render(
+        "cockpit_school.html",
         nav="cockpit",
-        overview=overview,
+        school=school,
+        rooms=view.rooms_of(school_id),
         figures=figures,
-        day=day,
-        charts=charts,
-        chosen=chosen,
+        f=figures["schools"][str(school_id)],
+    )
+
+
+@router.get("/cockpit/rooms/{room_id}")
+async def room_page(page: UserPage, room_id: int) -> Response:
+    """One room now and its devices, each linking to the device page."""
+    hub, _frames = hub_of(page)
+    detail = await room_detail(hub, page.db, page.principal, room_id)
+    return page.render(
+        "cockpit_room.html",
+        nav="cockpit",
+        room=detail.room,
+        school=detail.school,
+        devices=detail.devices,
+        r=_room_figures(detail.room),
     )
 
 
 @router.get("/cockpit/stream")
-async def stream(page: UserPage) -> Response:
-    """The live figures as Server-Sent Events, one `update` a second."""
+async def stream(page: UserPage, school: int | None = None) -> Response:
+    """The live figures as Server-Sent Events: a new picture within a second of it changing (with `school`,
+    that school's rooms too)."""
     principal = page.principal
+    hub, frames = hub_of(page)
+    if school is not None:
+        await hub.school(principal, school)  # another school's: the 404 page, before the stream starts
     token = page.request.cookies.get(SESSION_COOKIE, "")
     locale = page.locale
-    feed = feed_of(page)
     state = page.state
     loop = asyncio.get_running_loop()
+    key = (scope_key(principal), locale, school)
+
+    async def signed_in() -> bool:
+        async with state.sessions() as db:
+            try:
+                await users.current(db, state.settings.console, token, state.clock.now())
+            except Unauthenticated:
+                return False
+            return True
 
     async def events() -> AsyncIterator[bytes]:
         set_locale(locale)
-        started = last_check = loop.time()
-        overview: peaks.LiveOverview | None = None
-        overview_at = -1e9
+        started = last_check = last_sent = loop.time()
+        sent: str | None = None
         yield b"retry: 2000\n\n"
         while loop.time() - started < STREAM_MAX_S:
             now = loop.time()
-            check = now - last_check >= RECHECK_S
-            fresh = overview is None or now - overview_at >= RECHECK_S
-
-            async def read(
-                check: bool = check, fresh: bool = fresh
-            ) -> tuple[bool, peaks.LiveOverview | None]:
-                async with state.sessions() as db:
-                    if check:
-                        try:
-                            await users.current(db, state.settings.console, token, state.clock.now())
-                        except Unauthenticated:
-                            return False, None
-                    if not fresh:
-                        return True, None
-                    # Uplink, lessons and alerts move slowly (5-minute buckets): re-read every 5 s.
-                    view = Page(page.request, state, db, page.cur, locale, page.csrf)
-                    return True, await _overview(view, db)
-
-            # Shielded: a viewer who leaves cancels the stream, never a database session half-closed.
-            ok, fresh_view = await asyncio.shield(asyncio.ensure_future(read()))
-            if not ok:
-                yield b"event: signin\ndata: {}\n\n"
-                return
-            if check:
+            if now - last_check >= RECHECK_S:
+                # Shielded: a viewer who leaves cancels the stream, never a database session half-closed.
+                if not await asyncio.shield(asyncio.ensure_future(signed_in())):
+                    yield b"event: signin\ndata: {}\n\n"
+                    return
                 last_check = now
-            if fresh_view is not None:
-                overview, overview_at = fresh_view, now
-            assert overview is not None
-            online = await feed.get(principal)
-            data = json.dumps(_figures(overview, online), ensure_ascii=False)
-            yield f"event: update\ndata: {data}\n\n".encode()
+            view = await hub.now(principal)
+            digest, data = frames.get(key, view.version, lambda v=view: _figures(page, v, school))
+            if digest != sent or now - last_sent >= HEARTBEAT_S:
+                sent, last_sent = digest, now
+                yield data
             await asyncio.sleep(PUSH_S)
 
     return StreamingResponse(

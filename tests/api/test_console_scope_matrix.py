@@ -42,6 +42,7 @@ from tests.api.test_scope_matrix import (
     on,
     on_batch,
     on_enrolled,
+    room,
     school,
 )
 from tests.conftest import Api
@@ -169,7 +170,9 @@ async def new_token(api: Api, w: World, inside: bool) -> int:
 
 CONSOLE: dict[tuple[str, str], Spec] = {
     ("GET", "/"): Spec(ALL, 200, fixed("/")),
-    ("GET", "/cockpit/stream"): Spec(ALL, 200, fixed("/cockpit/stream"), stream=True),
+    ("GET", "/cockpit/stream"): Spec(ALL, 200, on("/cockpit/stream?school={}", school), out=404, stream=True),
+    ("GET", "/cockpit/schools/{school_id}"): Spec(ALL, 200, on("/cockpit/schools/{}", school), out=404),
+    ("GET", "/cockpit/rooms/{room_id}"): Spec(ALL, 200, on("/cockpit/rooms/{}", room), out=404),
     ("GET", "/devices"): Spec(ALL, 200, fixed("/devices?q=SN&online=no")),
     ("GET", "/devices/{device_id}"): Spec(ALL, 200, on("/devices/{}", device), out=404),
     ("POST", "/devices/{device_id}/transition"): Spec(
