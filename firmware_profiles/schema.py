@@ -7,6 +7,7 @@ frozen models. This module imports nothing from `fleet`: the device kinds are re
 from __future__ import annotations
 
 import re
+from datetime import date
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -122,6 +123,17 @@ class FirmwareVersion(_Frozen):
     release_notes: str = Field(min_length=1, max_length=4000)
 
 
+class WithdrawnVersion(_Frozen):
+    """A version devices must not run any more (a security flaw, a bricking bug): the inspection report lists
+    devices still on it. It need not be among `versions`: a withdrawn image is often deleted, and devices
+    can still run it."""
+
+    version: SemVer
+    reason: str = Field(min_length=1, max_length=300)
+    # When it was withdrawn (YYYY-MM-DD); optional, for the record.
+    since: date | None = None
+
+
 class ScreenTimePolicy(_Frozen):
     """Myopia-prevention defaults; schools may tighten them."""
 
@@ -222,6 +234,7 @@ class FirmwareProfile(_Frozen):
     serial: SerialTransport | None = Field(None, validate_default=True)
     versions: tuple[FirmwareVersion, ...] = Field(min_length=1)
     target_version: SemVer
+    withdrawn: tuple[WithdrawnVersion, ...] = ()
     settings: DeviceSettings
     health: HealthRules
 
@@ -256,6 +269,23 @@ class FirmwareProfile(_Frozen):
             raise ValueError(f"{value} is not one of the versions ({known})")
         return value
 
+    @field_validator("withdrawn")
+    @classmethod
+    def _withdrawn_once_and_not_the_target(
+        cls, value: tuple[WithdrawnVersion, ...], info: ValidationInfo
+    ) -> tuple[WithdrawnVersion, ...]:
+        seen: dict[str, int] = {}
+        for i, w in enumerate(value):
+            if w.version in seen:
+                raise ValueError(f"version {w.version} is withdrawn twice, at [{seen[w.version]}] and [{i}]")
+            seen[w.version] = i
+        target = info.data.get("target_version")
+        if target is not None and target in seen:
+            raise ValueError(
+                f"the target version {target} is withdrawn; set target_version to a version devices may run"
+            )
+        return value
+
     @field_validator("settings")
     @classmethod
     def _terminals_have_screen_time(cls, value: DeviceSettings, info: ValidationInfo) -> DeviceSettings:
@@ -273,3 +303,7 @@ class FirmwareProfile(_Frozen):
     @property
     def target(self) -> FirmwareVersion:
         return self.version(self.target_version)
+
+    @property
+    def withdrawn_versions(self) -> dict[str, WithdrawnVersion]:
+        return {w.version: w for w in self.withdrawn}

@@ -146,6 +146,11 @@ class ReportSettings(BaseModel):
     idle_minutes_per_week: int = Field(default=40, ge=0)
     # Warranty report: warranties ending within this many days are listed.
     warranty_horizon_days: int = Field(default=90, ge=1, le=3650)
+    # Security inspection: a token or console user with no use for this many days is stale (a term's break is
+    # ~60 days; 90 catches what nobody needs any more without flagging the summer holiday).
+    inspection_stale_days: int = Field(default=90, ge=1, le=3650)
+    # Where the inspection reads the firmware profiles' withdrawn versions ("" = the shipped folder).
+    profile_dir: str = ""
     # Planned replacements: a device with this many failures (entries into repair) in its life is replaced.
     replace_after_failures: int = Field(default=3, ge=1)
     # Monthly job: where the standard set is written, how many months are kept, which reports and formats.

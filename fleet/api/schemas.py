@@ -415,6 +415,7 @@ class TokenOut(Out):
     created_at: UtcOut
     expires_at: UtcOut | None
     revoked_at: UtcOut | None
+    last_used_at: UtcOut | None = Field(None, description="last request made with it, to the minute")
 
 
 class TokenCreatedOut(TokenOut):

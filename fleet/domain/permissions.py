@@ -23,6 +23,8 @@ class Permission(StrEnum):
     MANAGE_ROLLOUTS = "manage_rollouts"
     READ_OPERATIONS = "read_operations"  # telemetry state, presence, alerts, stats, rollouts
     READ_REPORTS = "read_reports"
+    # The yearly data-security inspection: who holds access, stale credentials, privacy, the audit chain.
+    INSPECT_SECURITY = "inspect_security"
 
 
 _ALL = frozenset(Permission)
@@ -47,7 +49,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         Permission.READ_REPORTS,
     },
     Role.PROCUREMENT: _READ | {Permission.MANAGE_MODELS, Permission.READ_REPORTS},
-    Role.AUDITOR: _READ | {Permission.READ_AUDIT, Permission.READ_REPORTS},
+    Role.AUDITOR: _READ | {Permission.READ_AUDIT, Permission.READ_REPORTS, Permission.INSPECT_SECURITY},
 }
 
 

@@ -18,6 +18,7 @@ from fleet.domain.enums import (
     RoomKind,
     Transport,
 )
+from fleet.domain.privacy import Finding
 from fleet.domain.rollouts import DeviceUpdateState, GroupStrategy, RolloutStatus, Window
 from fleet.domain.wire import CommandName, EventType
 from fleet.i18n import N_, gettext
@@ -86,6 +87,12 @@ NAMES: dict[type[StrEnum], dict[str, str]] = {
         "diagnostics": N_("Run diagnostics"),
         "update": N_("Firmware update"),
     },
+    Finding: {
+        "resident_id": N_("Resident identity number"),
+        "student_number": N_("National student number"),
+        "login_reference": N_("Login reference"),
+        "not_a_pseudonym": N_("Not a pseudonym"),
+    },
     EventType: {
         "boot": N_("Boot"),
         "error": N_("Error"),
@@ -125,6 +132,17 @@ EXTRA: dict[str, str] = {
     "storage_full": N_("Storage nearly full"),
     "error_code": N_("Device error"),
     "repeated_reboots": N_("Repeated reboots"),
+    # Console user states (security inspection).
+    "active": N_("Active"),
+    "disabled": N_("Disabled"),
+    "locked_out": N_("Locked out"),
+    # Where an audit chain breaks (fleet/domain/auditchain.py).
+    "edited": N_("Record edited"),
+    "missing": N_("Record missing"),
+    "reordered": N_("Records reordered"),
+    "prev_mismatch": N_("Link to the previous record broken"),
+    "tail_missing": N_("Latest records missing"),
+    "duplicate": N_("Record duplicated"),
 }
 
 

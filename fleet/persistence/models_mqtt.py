@@ -62,6 +62,11 @@ class DeviceCredential(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # CONNECTs refused because the credentials are revoked (migration 0080), counted by the broker's auth
+    # check in memory and added here at most once a minute (fleet/runtime/refused_connects.py); the time is
+    # that of the write, so within a minute of the last attempt.
+    refused_connects: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_refused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class DeviceState(Base):

@@ -30,6 +30,7 @@ from fleet.compat.amqtt import AuthFirstBroker
 from fleet.domain import acl, credentials, wire
 from fleet.persistence.models_mqtt import DeviceCredential
 from fleet.runtime.mqtt_subscriber import BrokerAddress
+from fleet.runtime.refused_connects import RefusedConnects
 from fleet.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class BrokerAuthority:
         self.service_username = service_username
         self.service_password = service_password
         self._creds: dict[str, _Cred] = {}
+        self.refused = RefusedConnects()  # revoked devices still trying: for the security inspection
 
     async def load(self) -> None:
         async with self._sessions() as s:
@@ -92,6 +94,8 @@ class BrokerAuthority:
         if username == self.service_username:
             return bool(self.service_password) and password == self.service_password
         cred = self._creds.get(username)
+        if cred is not None and cred.revoked:
+            self.refused.note(username)
         # The same rule on every broker: a device connects as its identity only (client id == username), and
         # only with an identity mosquitto's password file could hold.
         if cred is None or cred.revoked or client_id != username or not wire.is_device_identity(username):

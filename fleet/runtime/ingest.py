@@ -31,6 +31,7 @@ from fleet.persistence.ingest_repo import DeviceRef, Inbound, Rejected
 from fleet.persistence.timetables import Timetables
 from fleet.runtime.mqtt_subscriber import BrokerAddress, SubscriberSession
 from fleet.runtime.supervise import cancel_and_wait
+from fleet.services import privacy
 from fleet.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -157,6 +158,9 @@ class IngestService:
 
     # ------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> Self:
+        # Ingest is what turns logins into pseudonyms: the key it runs with is recorded (by fingerprint), so
+        # the security inspection can say when the key last changed.
+        await privacy.note_pseudonym_key(self.sessions, self.settings.pseudonym_key, self.clock.now())
         if self._owns_watch:
             await self.watch.load()
         # The directory and timetables are long-lived: move them out of the cyclic GC's scans, which otherwise

@@ -29,6 +29,7 @@ from fleet.persistence.timetables import Timetables
 from fleet.runtime.brokers import broker_from_settings
 from fleet.runtime.ingest import IngestService
 from fleet.runtime.mqtt_subscriber import BrokerAddress
+from fleet.runtime.refused_connects import FLUSH_INTERVAL_S
 from fleet.runtime.state import FleetState, Stage, stage
 from fleet.runtime.supervise import Backoff, Retry, TaskOwner, every, reconnecting
 from fleet.settings import Settings
@@ -137,6 +138,19 @@ class DevicePlane:
         # here within REFERENCE_POLL_S; changes through this process's API are applied right after their
         # commit.
         self._spawn(self.watch.run(), "plane-reference-watch")
+        if getattr(self.broker, "authority", None) is not None:
+            # Revoked devices still trying to connect, counted by the broker's auth check: written once a
+            # minute, and once more on the way out (this callback runs after the tasks below have stopped).
+            self._stack.push_async_callback(self.flush_refused_connects)
+            self._spawn(
+                every(
+                    FLUSH_INTERVAL_S,
+                    self.flush_refused_connects,
+                    Retry("refused-connect counts", logger),
+                    first_delay=FLUSH_INTERVAL_S,
+                ),
+                "plane-refused-connects",
+            )
         self._stack.push_async_callback(self._tasks.aclose)
         if self.address is None:
             return  # broker "none": HTTP only
@@ -166,6 +180,14 @@ class DevicePlane:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
+
+    async def flush_refused_connects(self) -> int:
+        """Add the refused CONNECTs counted since the last flush to the devices' credentials."""
+        authority = getattr(self.broker, "authority", None)
+        if authority is None:
+            return 0
+        written: int = await authority.refused.flush(self.sessions, self.clock.now())
+        return written
 
     def _spawn(self, coro: Any, name: str) -> None:
         self._tasks.spawn(coro, name)

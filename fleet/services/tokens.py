@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -21,6 +21,9 @@ from fleet.services.common import Page, paginate, require
 TOKEN_PREFIX = "lf_"
 # 8 url-safe characters of public lookup id + 32 bytes of secret: lookups are indexed, guessing is hopeless.
 _LOOKUP_LEN = 8
+# last_used_at is kept to the minute: a token in constant use costs one UPDATE a minute, not one per request,
+# and "unused for 90 days" needs nothing finer (the console's last_seen_at follows the same rule).
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 def hash_secret(secret: str) -> str:
@@ -100,6 +103,8 @@ async def authenticate(session: AsyncSession, token: str, now: datetime) -> Prin
         raise Unauthenticated("API token revoked")
     if row.expires_at is not None and row.expires_at <= now:
         raise Unauthenticated("API token expired")
+    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+        row.last_used_at = now  # written with the request's commit: a request that fails does not count
     return principal_of(row)
 
 

@@ -23,6 +23,7 @@ from tests.api.test_scope_matrix import (
     ALL,
     COMMANDERS,
     ENROLLERS,
+    INSPECTORS,
     REPORT_READERS,
     A,
     Build,
@@ -286,6 +287,15 @@ CONSOLE: dict[tuple[str, str], Spec] = {
 }
 
 
+# A route whose rules depend on a path value gets extra rows: the same route with another value.
+VARIANTS: dict[tuple[str, str, str], Spec] = {
+    ("GET", "/reports/{name}/file", "inspection"): Spec(
+        INSPECTORS, 200, on("/reports/inspection/file?format=csv&school={}", school), out=404
+    ),
+}
+CASES: dict[tuple[str, str, str], Spec] = {**{(m, p, ""): s for (m, p), s in CONSOLE.items()}, **VARIANTS}
+
+
 def console_routes() -> set[tuple[str, str]]:
     """Every route of every console feature module (fleet/console/<feature>.py with a `router`)."""
     import importlib
@@ -306,6 +316,7 @@ async def test_every_console_route_is_in_the_matrix(api: Api) -> None:
     routes = console_routes() - PUBLIC
     assert not sorted(routes - CONSOLE.keys()), "console routes without a matrix entry"
     assert not sorted(CONSOLE.keys() - routes), "matrix entries for console routes that no longer exist"
+    assert {(m, p) for m, p, _v in VARIANTS} <= routes, "variants of routes that no longer exist"
 
 
 @pytest.fixture
@@ -353,10 +364,10 @@ def expected(spec: Spec, role: Role | None, inside: bool) -> int:
     return spec.out if spec.out is not None else spec.ok
 
 
-@pytest.mark.parametrize("route", sorted(CONSOLE), ids=lambda r: f"{r[0]} {r[1]}")
-async def test_console_scope_matrix(api: Api, browsers: Any, route: tuple[str, str]) -> None:
+@pytest.mark.parametrize("route", sorted(CASES), ids=lambda r: f"{r[0]} {r[1]} {r[2]}".rstrip())
+async def test_console_scope_matrix(api: Api, browsers: Any, route: tuple[str, str, str]) -> None:
     w, clients = browsers
-    spec = CONSOLE[route]
+    spec = CASES[route]
     failures = []
     for role, inside in itertools.product([None, *Role], [True, False]):
         want = expected(spec, role, inside)

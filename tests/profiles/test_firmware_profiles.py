@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import copy
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,14 @@ def test_target_is_resolved_to_its_version() -> None:
     assert profile.target.min_hardware_revision == 2
     with pytest.raises(KeyError):
         profile.version("9.9.9")
+
+
+def test_withdrawn_versions_are_read_with_their_reason_and_date() -> None:
+    p = load_profile(GOOD)
+    assert set(p.withdrawn_versions) == {"1.0.0"}
+    assert p.withdrawn_versions["1.0.0"].since == date(2026, 3, 2)
+    assert "certificate" in p.withdrawn_versions["1.0.0"].reason
+    assert load_profile_key("robot-edubot-r2").withdrawn == ()  # optional: none withdrawn
 
 
 def test_fault_error_codes_are_the_fault_severity_ones() -> None:
@@ -281,6 +290,37 @@ BROKEN: list[tuple[str, str, str]] = [
         "model does not match file",
         _mut(_set("model", "terminal-lt300")),
         "terminal-lt100.yaml: model: 'terminal-lt300' does not match the file name (terminal-lt100.yaml)",
+    ),
+    (
+        "withdrawn version not a version",
+        _mut(_set("withdrawn", [{"version": "1.0", "reason": "bad"}])),
+        "terminal-lt100.yaml: withdrawn[0].version: not a semantic version (e.g. 1.2.0)",
+    ),
+    (
+        "withdrawn without a reason",
+        _mut(_set("withdrawn", [{"version": "1.0.0"}])),
+        "terminal-lt100.yaml: withdrawn[0].reason: required",
+    ),
+    (
+        "withdrawn twice",
+        _mut(_set("withdrawn", [{"version": "1.0.0", "reason": "a"}, {"version": "1.0.0", "reason": "b"}])),
+        "terminal-lt100.yaml: withdrawn: version 1.0.0 is withdrawn twice, at [0] and [1]",
+    ),
+    (
+        "target withdrawn",
+        _mut(_set("withdrawn", [{"version": "1.2.0", "reason": "display bug"}])),
+        (
+            "terminal-lt100.yaml: withdrawn: the target version 1.2.0 is withdrawn; set target_version to a "
+            "version devices may run"
+        ),
+    ),
+    (
+        "withdrawn as a plain list",
+        _mut(_set("withdrawn", ["1.0.0"])),
+        (
+            "terminal-lt100.yaml: withdrawn[0]: Input should be a valid dictionary or instance of "
+            "WithdrawnVersion"
+        ),
     ),
     (
         "model not a slug",

@@ -15,7 +15,16 @@ from fleet.domain.permissions import Permission
 from fleet.errors import InvalidInput
 from fleet.i18n import negotiate, use_locale
 from fleet.services.common import require
-from fleet.services.reports import FORMATS, MEDIA_TYPES, REPORTS, ReportQuery, check_name, generate, render
+from fleet.services.reports import (
+    FORMATS,
+    MEDIA_TYPES,
+    REPORTS,
+    ReportQuery,
+    available,
+    check_name,
+    generate,
+    render,
+)
 from fleet.services.reports.render import filename
 
 router = APIRouter(prefix="/api/v1")
@@ -24,8 +33,7 @@ FilterId = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
 
 @router.get("/reports", tags=["reports"], summary="The reports there are, and their formats")
 async def list_reports(caller: Caller) -> Any:
-    require(caller, Permission.READ_REPORTS)
-    return {"reports": [{"name": k, "title": t} for k, (t, _) in REPORTS.items()], "formats": list(FORMATS)}
+    return {"reports": [{"name": k, "title": t} for k, t in available(caller)], "formats": list(FORMATS)}
 
 
 @router.get(

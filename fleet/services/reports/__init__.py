@@ -15,7 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleet.domain.permissions import Permission, Principal
 from fleet.errors import NotFound
 from fleet.services.common import require
-from fleet.services.reports import budget, coverage, inventory, reliability, utilisation, warranty
+from fleet.services.reports import (
+    budget,
+    coverage,
+    inspection,
+    inventory,
+    reliability,
+    utilisation,
+    warranty,
+)
 from fleet.services.reports.data import Context, ReportQuery, resolve_scope
 from fleet.services.reports.model import Progress, Report
 from fleet.services.reports.render import FORMATS, MEDIA_TYPES, render
@@ -32,9 +40,23 @@ REPORTS: dict[str, tuple[str, Builder]] = {
     "warranty": (warranty.TITLE, warranty.build),
     "utilisation": (utilisation.TITLE, utilisation.build),
     "budget": (budget.TITLE, budget.build),
+    "inspection": (inspection.TITLE, inspection.build),
 }
+# Reports that need more than READ_REPORTS: the security inspection lists who holds access and reads the
+# audit chain, so only administrators and auditors may run it.
+REQUIRES: dict[str, Permission] = {"inspection": Permission.INSPECT_SECURITY}
 
-__all__ = ["FORMATS", "MEDIA_TYPES", "REPORTS", "Report", "ReportQuery", "check_name", "generate", "render"]
+__all__ = [
+    "FORMATS",
+    "MEDIA_TYPES",
+    "REPORTS",
+    "Report",
+    "ReportQuery",
+    "available",
+    "check_name",
+    "generate",
+    "render",
+]
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
@@ -47,6 +69,12 @@ def check_name(name: str) -> Builder:
             f"no report named {name!r}; reports: {', '.join(REPORTS)}", details={"reports": list(REPORTS)}
         )
     return REPORTS[name][1]
+
+
+def available(principal: Principal) -> list[tuple[str, str]]:
+    """(name, title) of the reports this caller may generate, in the registry's order."""
+    require(principal, Permission.READ_REPORTS)
+    return [(k, t) for k, (t, _b) in REPORTS.items() if k not in REQUIRES or principal.has(REQUIRES[k])]
 
 
 async def generate(
@@ -62,6 +90,8 @@ async def generate(
     """Build one report over the caller's schools, narrowed by the query's school, district and dates."""
     require(principal, Permission.READ_REPORTS)
     build = check_name(name)
+    if name in REQUIRES:
+        require(principal, REQUIRES[name])
     scope = await resolve_scope(session, principal, query, now.date())
     ctx = Context(
         session=session,
@@ -70,6 +100,7 @@ async def generate(
         now=now,
         query=query,
         progress=progress or _no_progress,
+        principal=principal,
     )
     report = await build(ctx)
     log.info(

@@ -273,6 +273,8 @@ class Context:
     now: datetime
     query: ReportQuery
     progress: Progress
+    # Who asked: reports that check district-level facts (the security inspection) need to know.
+    principal: Principal | None = None
     _cache: dict[str, Any] = field(default_factory=dict)
 
     @property
