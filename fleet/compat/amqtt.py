@@ -1,16 +1,21 @@
-"""amqtt 0.12's private API, in one place: the embedded broker's auth-first CONNECT and its session table.
+"""amqtt 0.12's private API, in one place: the embedded broker's auth-first CONNECT, its session table, its
+answer to MQTT 5 and the QoS it delivers at.
 
 amqtt has no public hook that runs before it looks up the session a CONNECT names, no public way to close a
-client's connection, and a subscription table that is iterated across awaits. What LabFleet needs of each is
-here; tests/compat/test_amqtt_contract.py pins every private name used below and fails on an amqtt upgrade
-that moves one (pyproject.toml pins the tested minor).
+client's connection, a subscription table that is iterated across awaits, no answer at all to an MQTT 5
+CONNECT, and it delivers every message at the subscription's QoS whatever it was published with. What
+LabFleet needs of each is here; tests/compat/test_amqtt_contract.py pins every private name used below and
+fails on an amqtt upgrade that moves one (pyproject.toml pins the tested minor).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from contextvars import ContextVar
 from typing import Any
 
+from amqtt.adapters import ReaderAdapter
 from amqtt.broker import Broker
 from amqtt.errors import MQTTError
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
@@ -20,7 +25,89 @@ from amqtt.utils import gen_client_id
 # The amqtt minor this module was written against (pyproject.toml pins it; the contract test checks both).
 TESTED_MINOR = "0.12"
 # Broker attributes read or replaced below; the contract test checks each exists on a live broker.
-PRIVATE_ATTRIBUTES = ("_sessions", "_subscriptions", "_delete_session", "_authenticate", "config")
+PRIVATE_ATTRIBUTES = (
+    "_sessions",
+    "_subscriptions",
+    "_delete_session",
+    "_authenticate",
+    "config",
+    "_broadcast_queue",
+)
+
+# MQTT 5 CONNACK: reason code 0x84 "Unsupported Protocol Version", no properties (MQTT 5.0 section 3.2.2.2).
+# An MQTT 5 client reads a CONNACK in the MQTT 5 form, so it gets that form: it names the reason exactly.
+MQTT5_UNSUPPORTED_CONNACK = bytes((0x20, 0x03, 0x00, 0x84, 0x00))
+MQTT5_LEVEL = 5
+# The QoS of the PUBLISH being delivered, set around amqtt's handling of one incoming PUBLISH (one task per
+# client connection, so concurrent clients never see each other's value).
+_PUBLISH_QOS: ContextVar[int | None] = ContextVar("labfleet_amqtt_publish_qos", default=None)
+
+
+class _ReplayReader(ReaderAdapter):
+    """A reader that first returns bytes already read off the stream, then reads on."""
+
+    def __init__(self, inner: ReaderAdapter, head: bytes) -> None:
+        self._inner = inner
+        self._head = head
+
+    async def read(self, n: int = -1) -> bytes:
+        if not self._head:
+            return await self._inner.read(n)
+        if n == -1:
+            out, self._head = self._head, b""
+            return out + await self._inner.read(n)
+        out, self._head = self._head[:n], self._head[n:]
+        if len(out) < n:
+            out += await self._inner.read(n - len(out))
+        return out
+
+    def feed_eof(self) -> None:
+        self._inner.feed_eof()
+
+
+async def _peek_protocol_level(reader: ReaderAdapter) -> tuple[int | None, bytes]:
+    """The protocol level of the CONNECT at the head of `reader` (None when it is no MQTT CONNECT), and the
+    bytes read to find it, to be replayed to amqtt's own parser."""
+    head = b""
+
+    async def take(n: int) -> bytes:
+        nonlocal head
+        try:
+            got = await reader.read(n)
+        except asyncio.IncompleteReadError as err:
+            raise MQTTError("connection closed before a complete CONNECT") from err
+        if len(got) < n:
+            raise MQTTError("connection closed before a complete CONNECT")
+        head += got
+        return got
+
+    if (await take(1))[0] >> 4 != 1:  # packet type 1 = CONNECT
+        return None, head
+    for _ in range(4):  # remaining length: a variable byte integer of at most 4 bytes
+        if not (await take(1))[0] & 0x80:
+            break
+    name_len = int.from_bytes(await take(2), "big")
+    if name_len != 4 or await take(4) != b"MQTT":
+        return None, head  # MQTT 3.1's "MQIsdp" or garbage: amqtt answers or drops it as before
+    return (await take(1))[0], head
+
+
+class _QosCappedBroadcast(dict[str, Any]):
+    """amqtt's broadcast record, whose QoS per subscriber is min(published QoS, subscription's QoS).
+
+    amqtt's delivery loop reads `broadcast.get("qos", subscription_qos)`: without a forced QoS every message
+    went out at the subscription's QoS (a QoS 0 error reply arrived at QoS 1), and with one (a Last Will) at
+    the published QoS even above the subscription's maximum. MQTT 3.1.1 section 3.8.4 wants the minimum.
+    """
+
+    def __init__(self, published_qos: int | None, **fields: Any) -> None:
+        super().__init__(**fields)
+        self.published_qos = published_qos
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key == "qos" and self.published_qos is not None:
+            return self.published_qos if default is None else min(self.published_qos, default)
+        return super().get(key, default)
 
 
 class _SnapshotSubscriptions(dict[str, Any]):
@@ -57,9 +144,18 @@ class AuthFirstBroker(Broker):
     async def _initialize_client_session(
         self, reader: Any, writer: Any, remote_address: str, remote_port: int
     ) -> tuple[Any, Any]:
+        level, head = await _peek_protocol_level(reader)
+        if level == MQTT5_LEVEL:
+            # amqtt 0.12 speaks MQTT 3.1.1 only, and its parser failed on an MQTT 5 CONNECT without a word:
+            # the client waited for a CONNACK until its own timeout. It now hears why, in its own protocol.
+            writer.write(MQTT5_UNSUPPORTED_CONNACK)
+            with contextlib.suppress(Exception):  # the client may be gone already; it is refused either way
+                await writer.drain()
+            await writer.close()
+            raise MQTTError("MQTT 5 CONNECT refused: the embedded broker speaks MQTT 3.1.1")
         try:
             handler, session = await BrokerProtocolHandler.init_from_connect(
-                reader, writer, self.plugins_manager
+                _ReplayReader(reader, head), writer, self.plugins_manager
             )
         except MQTTError:
             await writer.close()
@@ -107,6 +203,24 @@ class AuthFirstBroker(Broker):
             session.labfleet_authenticated = False
             return True
         return bool(await super()._authenticate(session, listener))
+
+    async def _handle_message_delivery(self, client_session: Any, handler: Any, wait_deliver: Any) -> bool:
+        # An incoming PUBLISH: remember its QoS for the _broadcast_message call amqtt makes while handling it.
+        message = wait_deliver.result()
+        token = _PUBLISH_QOS.set(getattr(message, "qos", None))
+        try:
+            return bool(await super()._handle_message_delivery(client_session, handler, wait_deliver))
+        finally:
+            _PUBLISH_QOS.reset(token)
+
+    async def _broadcast_message(
+        self, session: Any, topic: str | None, data: Any, force_qos: int | None = None
+    ) -> None:
+        # As amqtt 0.12.1's own (the contract test pins its source), with the published QoS carried along.
+        published = force_qos if force_qos is not None else _PUBLISH_QOS.get()
+        await self._broadcast_queue.put(
+            _QosCappedBroadcast(published, session=session, topic=topic, data=data)
+        )
 
     async def disconnect_client(self, client_id: str) -> bool:
         """Close the connection of `client_id`, as a lost link would end it; False when it has none."""

@@ -193,14 +193,17 @@ class DevicePlane:
         self._tasks.spawn(coro, name)
 
     # ------------------------------------------------------------ credentials take effect
-    async def credentials_changed(self, username: str | None = None, *, revoked: bool = False) -> None:
-        """After enrollment, rotation or revocation: reload the broker's view and, on revoke, kick the
-        device."""
+    async def credentials_changed(
+        self, username: str | None = None, *, revoked: bool = False, rotated: bool = False
+    ) -> None:
+        """After enrollment, rotation or revocation: reload the broker's view and, on rotation or revocation,
+        end the device's live session: it was authenticated with the old password, and a broker checks a
+        password at CONNECT only, so without the kick a rotated device kept publishing on its old one."""
         if username:
             self.directory.forget(username)
             await self.directory.load([username])
         if self.broker is not None:
-            if revoked and username:
+            if (revoked or rotated) and username:
                 self._kicks.add(username)
             await self._sync()
 

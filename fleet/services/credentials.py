@@ -41,7 +41,7 @@ async def rotate(
         object_id=device_id,
         school_id=device.school_id,
     )
-    _tell_broker(session, plane, cred.username, revoked=False)
+    _tell_broker(session, plane, cred.username, revoked=False, rotated=True)
     return Rotated(cred, password)
 
 
@@ -66,18 +66,18 @@ async def revoke(
         object_id=device_id,
         school_id=device.school_id,
     )
-    _tell_broker(session, plane, cred.username, revoked=True)
+    _tell_broker(session, plane, cred.username, revoked=True, rotated=False)
     return cred
 
 
 def _tell_broker(
-    session: AsyncSession, plane: DevicePlanePort | None, username: str, *, revoked: bool
+    session: AsyncSession, plane: DevicePlanePort | None, username: str, *, revoked: bool, rotated: bool
 ) -> None:
     """After the commit (the broker reads the committed credential), not before."""
     if plane is None:
         return
 
     async def sync() -> None:
-        await plane.credentials_changed(username, revoked=revoked)
+        await plane.credentials_changed(username, revoked=revoked, rotated=rotated)
 
     after_commit(session, sync)

@@ -9,8 +9,11 @@ from typing import Protocol
 class DevicePlanePort(Protocol):
     """The device plane as the services see it (fleet.runtime.plane.DevicePlane implements it)."""
 
-    async def credentials_changed(self, username: str | None = None, *, revoked: bool = False) -> None:
-        """A credential was issued, rotated or revoked: the broker must take it (and kick on revoke)."""
+    async def credentials_changed(
+        self, username: str | None = None, *, revoked: bool = False, rotated: bool = False
+    ) -> None:
+        """A credential was issued, rotated or revoked: the broker must take it, and on rotation or revocation
+        end the device's live session (it was opened with the old password)."""
         ...
 
     def wake_dispatcher(self) -> None:

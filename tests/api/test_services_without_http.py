@@ -26,8 +26,13 @@ class RecordingPlane:
     def __init__(self, api: Api) -> None:
         self.api = api
         self.calls: list[tuple[str, object]] = []
+        self.rotated: list[str | None] = []  # rotations told to end the live session
 
-    async def credentials_changed(self, username: str | None = None, *, revoked: bool = False) -> None:
+    async def credentials_changed(
+        self, username: str | None = None, *, revoked: bool = False, rotated: bool = False
+    ) -> None:
+        if rotated:
+            self.rotated.append(username)
         # The broker reads the credential from the database: it must already be committed.
         async with self.api.sessions() as s:
             revoked_at = await s.scalar(
@@ -65,6 +70,12 @@ async def test_services_run_without_http_and_tell_the_plane_only_after_the_commi
     assert plane.calls[-1] == ("wake", None)
     assert (progress["total"], progress["by_status"]) == (1, {"queued": 1})
 
+    # A rotation tells the plane to end the session opened with the old password.
+    async with unit_of_work(api.sessions) as s:
+        await credentials.rotate(s, SYSTEM, api.clock, done.device_id, plane)
+    assert plane.rotated == ["SN-a-1"]
+    plane.calls.pop()
+
     # A revocation that rolls back never reaches the broker.
     with pytest.raises(Boom):
         async with unit_of_work(api.sessions) as s:
@@ -83,6 +94,7 @@ async def test_services_run_without_http_and_tell_the_plane_only_after_the_commi
         "claim_token.create",
         "device.enroll",
         "command.send",
+        "credentials.rotate",
         "credentials.revoke",
     ]
 

@@ -28,6 +28,12 @@ UPSTREAM_SOURCES = {
     # calls _initialize_client_session, catches MQTTError from it, then _authenticate once (skipped by ours)
     "_client_connected": "432b724bc4fb7946f1e4de2b71ba4cd0e94aa4959afc7cb5a146353308b833a5",
     "_handle_client_session": "8b1b52a03df9daf58a0e88ab15f4b65a778b6b2289e323f821ed5e42c77c1095",
+    # calls _broadcast_message for an incoming PUBLISH without its QoS (AuthFirstBroker supplies it)
+    "_handle_message_delivery": "89727723da550bed02e4fb95736cb0b4399e7752bd4799a78503c7f0feafd69b",
+    # replaced by AuthFirstBroker._broadcast_message: puts one dict on _broadcast_queue
+    "_broadcast_message": "78ad4edb7efb3b7276857d6c91c80da0377cf54b1e0856c84c6df3df6a54c225",
+    # reads each subscriber's QoS as broadcast.get("qos", subscription_qos): _QosCappedBroadcast answers it
+    "_run_broadcast": "e852128b3e38e04a1b903cb9b44240d7cb8c50539a78472a48aa32544574b581",
 }
 
 
@@ -61,6 +67,8 @@ def test_the_overridden_methods_keep_their_signatures() -> None:
     ]
     assert params(Broker._authenticate)[:2] == ["self", "session"]
     assert params(Broker._delete_session) == ["self", "client_id"]
+    assert params(Broker._handle_message_delivery) == ["self", "client_session", "handler", "wait_deliver"]
+    assert params(Broker._broadcast_message) == ["self", "session", "topic", "data", "force_qos"]
     assert params(BrokerProtocolHandler.init_from_connect)[:3] == ["reader", "writer", "plugins_manager"]
     assert callable(amqtt.broker.gen_client_id)
 
@@ -85,3 +93,30 @@ def test_the_subscription_table_can_grow_while_it_is_walked() -> None:
     for _topic in table:
         table["labfleet/v1/s1/TAB-2/cmd"] = []  # and mid retained-message replay on connect
     assert len(table) == 3
+
+
+def test_a_broadcast_goes_out_at_the_lower_of_published_and_subscribed_qos() -> None:
+    """amqtt's delivery loop asks `broadcast.get("qos", subscription_qos)` for each subscriber."""
+    assert compat._QosCappedBroadcast(0, topic="t").get("qos", 1) == 0  # a QoS 0 error reply stays QoS 0
+    assert compat._QosCappedBroadcast(1, topic="t").get("qos", 0) == 0  # never above the subscription's
+    assert compat._QosCappedBroadcast(1, topic="t").get("qos", 1) == 1
+    assert compat._QosCappedBroadcast(None, topic="t").get("qos", 1) == 1  # unknown: amqtt's own answer
+    assert compat._QosCappedBroadcast(1, topic="t")["topic"] == "t"
+
+
+async def test_the_connect_peek_replays_every_byte_it_read_to_amqtts_parser() -> None:
+    import asyncio
+
+    from amqtt.adapters import StreamReaderAdapter
+    from amqtt.mqtt.connect import ConnectPacket
+
+    # CONNECT, MQTT 3.1.1 (level 4), clean session, keep-alive 60, client id "TAB-1"
+    body = b"\x00\x04MQTT\x04\x02\x00\x3c" + b"\x00\x05TAB-1"
+    wire = bytes((0x10, len(body))) + body
+    stream = asyncio.StreamReader()
+    stream.feed_data(wire)
+    reader = StreamReaderAdapter(stream)
+    level, head = await compat._peek_protocol_level(reader)
+    assert level == 4 and wire.startswith(head)
+    parsed = await ConnectPacket.from_stream(compat._ReplayReader(reader, head))
+    assert (parsed.proto_level, parsed.client_id) == (4, "TAB-1")
