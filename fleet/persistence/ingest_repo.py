@@ -39,7 +39,8 @@ from fleet.domain.device_state import (
     pseudonym,
     reduce,
 )
-from fleet.domain.wire import Channel, Uplink
+from fleet.domain.wire import Ack, Channel, Reason, Result, Topics, Uplink, encode_uplink
+from fleet.persistence.command_replies import never_sent
 from fleet.persistence.ingest_rows import (
     alert_row,
     ensure_states,
@@ -111,6 +112,8 @@ class BatchOutcome:
     bytes_by_school: dict[str, list[int]] = field(default_factory=dict)  # school code -> [up, down]
     sessions: dict[int, str | None] = field(default_factory=dict)  # device -> pseudonym (None: signed out)
     firmware: dict[int, str] = field(default_factory=dict)  # device -> reported firmware version
+    # Acks and results for a correlation id never sent to that device, kept as dead letters.
+    unknown_replies: int = 0
 
 
 _T = DeviceStateRow.__table__
@@ -126,6 +129,7 @@ async def apply_batch(
     expected_offline: ExpectedOffline,
     dead_letters_max: int,
     driver_fast_path: bool | None = None,
+    topics: Topics | None = None,
 ) -> BatchOutcome:
     """Apply one batch: load the states, reduce each device's messages (fleet.domain.device_state), save the
     states and write the effects. `driver_fast_path` None: through the driver on SQLite (tests force
@@ -263,8 +267,38 @@ async def apply_batch(
             results,
             execution_options={"synchronize_session": False},
         )
-    if rejected:
-        await add_dead_letters(session, rejected, dead_letters_max)
+    unknown = await _unknown_replies(session, items, now, topics or Topics()) if acks or results else []
+    out.unknown_replies = len(unknown)
+    if rejected or unknown:
+        await add_dead_letters(session, [*rejected, *unknown], dead_letters_max)
+    return out
+
+
+async def _unknown_replies(
+    session: AsyncSession, items: list[Inbound], now: datetime, topics: Topics
+) -> list[Rejected]:
+    """The batch's acks and results for a correlation id never sent to their device, as dead letters."""
+    replies: list[tuple[DeviceRef, Channel, Ack | Result]] = []
+    for it in items:
+        if (type(it.value) is Ack or type(it.value) is Result) and it.ref is not None:
+            replies.append((it.ref, it.channel, it.value))
+    unknown = await never_sent(session, {(v.id, ref.device_id) for ref, _ch, v in replies})
+    out = []
+    for ref, channel, v in replies:
+        if (v.id, ref.device_id) not in unknown:
+            continue
+        payload = encode_uplink(v)
+        out.append(
+            Rejected(
+                now,
+                Reason.UNKNOWN_CORRELATION_ID.value,
+                topics.topic(ref.school_code, ref.username, channel),
+                ref.username,
+                payload,
+                len(payload),
+                f"{channel.value} for correlation id {v.id!r}, which was never sent to this device",
+            )
+        )
     return out
 
 

@@ -64,6 +64,8 @@ _METRIC_REASON = {
     "invalid_identity": "invalid_schema",
     "unknown_device": "unknown_device",
     "revoked_device": "unknown_device",
+    "unknown_state": "invalid_schema",
+    "unknown_correlation_id": "invalid_schema",
 }
 
 
@@ -342,6 +344,7 @@ class IngestService:
                     pseudonym_key=self.settings.pseudonym_key,
                     expected_offline=self.timetables.expected_offline,
                     dead_letters_max=self.cfg.dead_letters_max,
+                    topics=self.topics,
                 )
                 await session.commit()
         except asyncio.CancelledError:
@@ -442,6 +445,8 @@ class IngestService:
             label = _METRIC_REASON.get(reason, reason)
             m.ingest_message(label, n)
             m.dead_letter(label, n)
+        if outcome.unknown_replies:  # ingested (and counted above as ok) and also kept as dead letters
+            m.dead_letter(_METRIC_REASON["unknown_correlation_id"], outcome.unknown_replies)
         for school, (up, down) in outcome.bytes_by_school.items():
             if up:
                 m.school_traffic(school, "up", up)

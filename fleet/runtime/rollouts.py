@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from fleet.domain import wire
 from fleet.domain.clock import Clock
 from fleet.domain.update_wire import decode_progress
+from fleet.persistence.ingest_repo import Rejected, add_dead_letters
 from fleet.persistence.models import Device, School
 from fleet.persistence.models_mqtt import DeviceCredential
 from fleet.runtime.mqtt_subscriber import BrokerAddress
@@ -52,8 +53,10 @@ class MqttUpdateLink:
         *,
         shared: bool = True,
         group: str = "rollouts",
+        dead_letters_max: int = 10_000,
     ) -> None:
         self.address = address
+        self.dead_letters_max = dead_letters_max
         self.topics = topics
         self.sessions = sessions
         self.clock = clock
@@ -103,11 +106,13 @@ class MqttUpdateLink:
         """One progress message; a bad one is counted by reason and dropped, never raised."""
         ref = self.topics.parse(topic)
         if isinstance(ref, wire.Rejection) or ref.channel != wire.Channel.UPDATE:
-            self.rejected["bad_topic"] += 1
+            await self._refuse(
+                topic, payload, None, wire.Rejection(wire.Reason.BAD_TOPIC, "not an update topic")
+            )
             return False
         p = decode_progress(payload)
         if isinstance(p, wire.Rejection):
-            self.rejected[p.reason.value] += 1
+            await self._refuse(topic, payload, ref.device, p)
             return False
         device_id = await self._device_id(ref.school, ref.device)
         if device_id is None or self.engine is None:
@@ -119,6 +124,18 @@ class MqttUpdateLink:
             log.exception("progress report from device %d could not be applied", device_id)
             self.rejected["error"] += 1
             return False
+
+    async def _refuse(self, topic: str, payload: bytes, identity: str | None, rej: wire.Rejection) -> None:
+        """Count a refused progress report and keep it as a dead letter, like refused ingest messages."""
+        self.rejected[rej.reason.value] += 1
+        head = payload[: wire.MAX_UPLINK_BYTES]
+        letter = Rejected(self.clock.now(), rej.reason.value, topic, identity, head, len(payload), rej.detail)
+        try:
+            async with self.sessions() as s:
+                await add_dead_letters(s, [letter], self.dead_letters_max)
+                await s.commit()
+        except Exception:  # the link outlives a database hiccup; the count above still says it happened
+            log.exception("a refused progress report could not be kept as a dead letter")
 
     async def _device_id(self, school_code: str, identity: str) -> int | None:
         key = (school_code, identity)
@@ -185,7 +202,12 @@ def rollout_hook(settings: Settings, *, base_url: str = "") -> RuntimeHook:
         if address is not None:
             shared = bool(getattr(getattr(plane, "broker", None), "shared_subscriptions", True))
             link = MqttUpdateLink(
-                address, wire.Topics(settings.mqtt.topic_prefix), state.sessions, state.clock, shared=shared
+                address,
+                wire.Topics(settings.mqtt.topic_prefix),
+                state.sessions,
+                state.clock,
+                shared=shared,
+                dead_letters_max=settings.mqtt.dead_letters_max,
             )
         else:
             log.warning("no MQTT broker: rollouts are planned but update commands cannot reach terminals")

@@ -191,7 +191,9 @@ def test_progress_decoder_counts_reasons_and_never_raises() -> None:
         b"[]": wire.Reason.MALFORMED_JSON,
         b'{"v":2}': wire.Reason.UNSUPPORTED_VERSION,
         b'{"v":1,"id":"c-1","ts":1,"state":"x"}': wire.Reason.SCHEMA,
-        b'{"v":1,"id":"c-1","ts":1788800000000,"state":"nope"}': wire.Reason.SCHEMA,
+        # a state the protocol does not define has its own reason (dead-lettered as such)
+        b'{"v":1,"id":"c-1","ts":1788800000000,"state":"nope"}': wire.Reason.UNKNOWN_STATE,
+        b'{"v":1,"id":"c-1","ts":1788800000000,"state":null}': wire.Reason.SCHEMA,
         b"{" * 5000: wire.Reason.OVERSIZED,
         b"[" * 3000 + b"]" * 3000: wire.Reason.OVERSIZED,
     }

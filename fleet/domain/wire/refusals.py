@@ -24,6 +24,10 @@ class Reason(StrEnum):
     SCHEMA = "schema"
     UNKNOWN_DEVICE = "unknown_device"
     REVOKED_DEVICE = "revoked_device"
+    # An `update` progress report whose `state` is not one the protocol defines (section 10).
+    UNKNOWN_STATE = "unknown_state"
+    # An ack or result for a correlation id the service never sent to that device.
+    UNKNOWN_CORRELATION_ID = "unknown_correlation_id"
 
 
 REASONS: tuple[str, ...] = tuple(r.value for r in Reason)
