@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleet.console.app import LANG_COOKIE, STATIC, error_response
-from fleet.errors import NotFound
+from fleet.errors import InvalidInput, NotFound
 from fleet.i18n import negotiate, set_locale
 
 
@@ -78,7 +78,7 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, err: Exception) -> Response:
         assert isinstance(err, StarletteHTTPException)
         wants_html = "text/html" in request.headers.get("accept", "")
-        if err.status_code == 404 and wants_html and not request.url.path.startswith("/api/"):
+        if 400 <= err.status_code < 500 and wants_html and not request.url.path.startswith("/api/"):
             set_locale(
                 negotiate(
                     user=request.cookies.get(LANG_COOKIE),
@@ -86,7 +86,11 @@ def install(app: FastAPI) -> None:
                     default=app.state.fleet.settings.locale if hasattr(app.state, "fleet") else None,
                 )
             )
-            return error_response(request, NotFound(request.url.path))
+            # 405: a browser visiting an address that only takes a form (reloading after a refused post, a
+            # bookmark): for a person that is "nothing here", never a raw JSON error.
+            if err.status_code in (404, 405):
+                return error_response(request, NotFound(request.url.path), status=err.status_code)
+            return error_response(request, InvalidInput(str(err.detail)), status=err.status_code)
         if json_handler is not None:
             answer = json_handler(request, err)
             return await answer if inspect.isawaitable(answer) else answer

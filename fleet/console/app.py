@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet import __version__
@@ -216,26 +218,40 @@ UserPage = Annotated[Page, Depends(signed_in_page)]
 AnyPage = Annotated[Page, Depends(any_page)]
 
 
-def _error_page(request: Request, status: int, title: str, detail: str) -> HTMLResponse:
+def _error_page(
+    request: Request, status: int, title: str, detail: str, incident: str | None = None
+) -> HTMLResponse:
+    headers = {"Cache-Control": "no-store"}
+    if incident:
+        headers["X-Incident-Id"] = incident
     try:
         html = ENV.get_template("error.html").render(
-            page=None, request=request, status=status, title=title, detail=detail
+            page=None, request=request, status=status, title=title, detail=detail, incident=incident
         )
     except Exception:  # the error page itself must never fail
         log.exception("error page did not render")
         html = f"<!doctype html><title>{status}</title><h1>{status}</h1>"
-    return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+    return HTMLResponse(html, status_code=status, headers=headers)
 
 
-def error_response(request: Request, err: BaseException) -> Response:
-    """The page for an error that reached the frame (one place for every console route)."""
+def _return_to(request: Request) -> str:
+    """Where the user was: the page itself, or for an htmx request (a fragment, a poll) the page that made
+    it; after a plain POST, the page the form was on."""
+    current = request.headers.get("hx-current-url")
+    if request.headers.get("hx-request") and current:
+        parts = urlsplit(current)
+        return parts.path + (f"?{parts.query}" if parts.query else "")
+    if request.method != "GET":
+        ref = urlsplit(request.headers.get("referer", ""))
+        return ref.path + (f"?{ref.query}" if ref.query else "") if ref.path else "/"
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+
+def error_response(request: Request, err: BaseException, status: int | None = None) -> Response:
+    """The page for an error that reached the frame (one place for every console route); `status` overrides
+    the error's usual one (a 405 shown as the 404 page)."""
     if isinstance(err, SignInRequired):
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        if request.method != "GET":
-            # After a POST the page the user was on is the referring one.
-            ref = urlsplit(request.headers.get("referer", ""))
-            target = ref.path + (f"?{ref.query}" if ref.query else "") if ref.path else "/"
-        to = "/signin?next=" + quote(safe_next(target), safe="")
+        to = "/signin?next=" + quote(safe_next(_return_to(request)), safe="")
         if request.headers.get("hx-request"):
             return Response(status_code=204, headers={"HX-Redirect": to})
         return RedirectResponse(to, status_code=303)
@@ -246,7 +262,7 @@ def error_response(request: Request, err: BaseException) -> Response:
     if isinstance(err, NotFound):
         return _error_page(
             request,
-            404,
+            status or 404,
             _("Not found"),
             _("There is nothing here, or it belongs to a school you do not see."),
         )
@@ -254,10 +270,33 @@ def error_response(request: Request, err: BaseException) -> Response:
         return _error_page(request, 403, _("Not allowed"), _("Your role does not allow this."))
     if isinstance(err, FleetError):
         return _error_page(
-            request, 400, _("Cannot do that"), _("The request was refused: {reason}", reason=err.message)
+            request,
+            status or 400,
+            _("Cannot do that"),
+            _("The request was refused: {reason}", reason=err.message),
         )
-    log.exception("console page failed: %s %s", request.method, request.url.path, exc_info=err)
-    return _error_page(request, 500, _("Something went wrong"), _("The error was logged. Try again shortly."))
+    if isinstance(err, OperationalError):
+        # SQLite's writer lock held past the busy timeout, or PostgreSQL gone: worth a retry, not a bug.
+        log.warning("database unavailable for a console page: %s", type(err.orig).__name__)
+        return _error_page(
+            request, 503, _("Busy"), _("The database is busy or unavailable. Try again in a moment.")
+        )
+    # The same incident id as the API's 500 answers: the person quotes it, the log has the trace.
+    incident = uuid.uuid4().hex[:16]
+    log.error(
+        "incident %s: console page failed: %s %s",
+        incident,
+        request.method,
+        request.url.path,
+        exc_info=err,
+    )
+    return _error_page(
+        request,
+        500,
+        _("Something went wrong"),
+        _("The error was logged. Try again shortly; if it happens again, quote the incident number."),
+        incident=incident,
+    )
 
 
 class ConsoleRoute(APIRoute):

@@ -16,6 +16,17 @@
     }
   });
 
+  // A partial update answered by the console's error page (403, 404, 500 with its incident number): show
+  // that page's content in place of the main area, not nothing and never half a table.
+  document.addEventListener("htmx:beforeSwap", function (ev) {
+    var xhr = ev.detail.xhr;
+    if (xhr.status < 400 || xhr.responseText.indexOf('class="error-page"') < 0) { return; }
+    var doc = new DOMParser().parseFromString(xhr.responseText, "text/html");
+    var fresh = doc.querySelector("main");
+    var main = document.querySelector("main");
+    if (fresh && main) { ev.detail.shouldSwap = false; main.replaceWith(fresh); }
+  });
+
   // Live panels: <section data-live="/cockpit/stream"> with [data-field="a.b"] children updated from SSE JSON.
   function get(obj, path) {
     return path.split(".").reduce(function (o, k) { return o == null ? o : o[k]; }, obj);
