@@ -41,6 +41,9 @@ class MqttSettings(BaseModel):
     # Generated mosquitto config, password and ACL files, and its persistence store.
     data_dir: str = "var/mqtt"
     mosquitto_bin: str = "mosquitto"
+    # Managed mosquitto's dynamic-security plugin (device ACLs that refuse a forbidden SUBSCRIBE); empty finds
+    # the one installed with mosquitto (Debian: /usr/lib/<arch>/mosquitto_dynamic_security.so).
+    mosquitto_dynsec_plugin: str = ""
     # When `serve` runs as root, the managed mosquitto drops to this account (Debian's package creates it);
     # it never runs as root.
     mosquitto_user: str = "mosquitto"

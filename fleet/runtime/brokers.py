@@ -8,15 +8,12 @@ service identity), how to make credential changes take effect (`sync`), and how 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import json
 import logging
 import os
-import pwd
 import shutil
 import signal
 import socket
-import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Self
@@ -29,6 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from fleet.compat.amqtt import AuthFirstBroker
 from fleet.domain import acl, credentials, wire
 from fleet.persistence.models_mqtt import DeviceCredential
+from fleet.runtime import dynsec
+from fleet.runtime.broker_files import atomic_write, broker_account, runtime_dir
 from fleet.runtime.mqtt_subscriber import BrokerAddress
 from fleet.runtime.refused_connects import RefusedConnects
 from fleet.settings import Settings
@@ -210,12 +209,15 @@ class EmbeddedBroker:
 
 
 class MosquittoBroker:
-    """A mosquitto child process with a generated config, a static pattern ACL and a password file.
+    """A mosquitto child process with a generated config, a password file and the dynamic-security plugin.
 
-    Credentials change at enrollment, rotation and revocation; each change rewrites the password file and
-    sends SIGHUP, which makes mosquitto re-read it and re-check every connected client (dropping those whose
-    credentials are gone). Changes are coalesced: at most one rewrite and reload per RELOAD_MIN_INTERVAL_S,
-    covering every change requested before it started; a sync that changes nothing reloads nothing.
+    Passwords live in a password file; access control in the dynamic-security plugin (fleet.runtime.dynsec
+    says why: the acl_file granted every SUBSCRIBE). Credentials change at enrollment, rotation and
+    revocation; each sync first pushes the device clients and roles that changed over `$CONTROL` (so a device
+    enrolled just now has its ACL before it can log in), then rewrites the password file and sends SIGHUP,
+    which makes mosquitto re-read it. Changes are coalesced: at most one push and reload per
+    RELOAD_MIN_INTERVAL_S, covering every change requested before it started; a sync that changes nothing
+    pushes and reloads nothing.
     """
 
     shared_subscriptions = True
@@ -236,11 +238,19 @@ class MosquittoBroker:
         if self.run_as is not None:
             self.dir = runtime_dir(self.dir, self.run_as)
         self.binary = shutil.which(cfg.mosquitto_bin) or cfg.mosquitto_bin
+        self.plugin = dynsec.find_plugin(cfg.mosquitto_dynsec_plugin)
+        # The identity LabFleet manages the plugin with, on the device listener (the plugin's control topic is
+        # served there only); a fresh password per start, known to this process and the password file only.
+        self.admin_username = f"{authority.service_username}-dynsec"
+        self._admin_password = credentials.new_password()
+        self._pushed: dict[str, str] = {}  # identity -> school code, as the plugin holds them
         self.address = BrokerAddress(
             self.service_host, self.service_port, authority.service_username, authority.service_password
         )
         self.proc: asyncio.subprocess.Process | None = None
         self.reloads = 0  # SIGHUPs sent: the coalescing is visible to tests and benchmarks
+        self.restarts = 0  # bulk changes applied by a restart (dynsec.stall_s says when)
+        self.bulk_stall_s = dynsec.BULK_STALL_S
         self._service_line = ""
         self._passwd_written: str | None = None
         self._sync_lock = asyncio.Lock()
@@ -254,7 +264,8 @@ class MosquittoBroker:
         return self.dir / "mosquitto.conf"
 
     def write_files(self) -> None:
-        """Config and ACL (fixed for the broker's life) and the password file; blocking, for start-up."""
+        """Config, service ACL and the plugin's start-up file (fixed for the broker's life) and the password
+        file; blocking, for start-up."""
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "store").mkdir(exist_ok=True)
         if self.run_as is not None:
@@ -262,13 +273,14 @@ class MosquittoBroker:
             for path in (self.dir, self.dir / "store", *(self.dir / "store").iterdir()):
                 os.chown(path, self.run_as.uid, self.run_as.gid)
         self._service_line = (
-            f"{self.authority.service_username}:{credentials.hash_password(self.authority.service_password)}"
+            f"{self.authority.service_username}:{credentials.hash_password(self.authority.service_password)}\n"
+            f"{self.admin_username}:{credentials.hash_password(self._admin_password)}"
         )
         self._write_passwd(self._passwd_text())
-        _atomic_write(self.dir / "passwd-service", self._service_line + "\n", mode=0o600, owner=self.run_as)
-        _atomic_write(
-            self.dir / "acl",
-            acl.mosquitto_acl(self.topics, self.authority.service_username),
+        self._write_plugin_config(self._devices())
+        atomic_write(
+            self.dir / "passwd-service",
+            self._service_line.split("\n", 1)[0] + "\n",
             mode=0o600,
             owner=self.run_as,
         )
@@ -284,13 +296,16 @@ listener {self.port} {self.host}
 use_username_as_clientid true
 allow_anonymous false
 password_file {self.dir / "passwd"}
-acl_file {self.dir / "acl"}
+# Access control: the dynamic-security plugin, not an acl_file. mosquitto 2.0's acl_file grants every
+# SUBSCRIBE (`#`, other devices' topics, the service's $share group) and filters only delivery; the plugin
+# refuses a forbidden one (SUBACK 0x80, MQTT 5: 0x87). It defers passwords to the file above.
+plugin {self.plugin}
+plugin_opt_config_file {self.dir / "dynsec.json"}
 
-# The service's own clients, on loopback.
+# The service's own clients, on loopback: only the service identity logs in here, and it may do anything.
 listener {self.service_port} {self.service_host}
 allow_anonymous false
 password_file {self.dir / "passwd-service"}
-acl_file {self.dir / "acl"}
 
 # Persistent sessions survive a broker restart: queued QoS 1 telemetry and commands are not lost.
 persistence true
@@ -307,7 +322,15 @@ max_packet_size 65536
 log_type error
 log_type warning
 """
-        _atomic_write(self.conf_path, conf, owner=self.run_as)
+        atomic_write(self.conf_path, conf, owner=self.run_as)
+
+    def _devices(self) -> dict[str, str]:
+        """identity -> school code of every device that may connect and can be written to the broker."""
+        return {
+            identity: school
+            for school, identity, _hash in self.authority.active_devices()
+            if wire.is_device_identity(identity)
+        }
 
     def _passwd_text(self) -> str:
         lines = [self._service_line]
@@ -328,7 +351,7 @@ log_type warning
         return "\n".join(lines) + "\n"
 
     def _write_passwd(self, text: str) -> None:
-        _atomic_write(self.dir / "passwd", text, mode=0o600, owner=self.run_as)
+        atomic_write(self.dir / "passwd", text, mode=0o600, owner=self.run_as)
         self._passwd_written = text
 
     def _user_line(self) -> str:
@@ -396,7 +419,17 @@ log_type warning
                 )  # callers arriving meanwhile queue on the lock and share the next reload
             covering = self._requested
             await self.authority.load()
+            devices = self._devices()
+            cmds = dynsec.changes(self.topics, self._pushed, devices)
             text = self._passwd_text()
+            if self.running and dynsec.stall_s(len(cmds), len(devices)) > self.bulk_stall_s:
+                await self._restart_with(devices, text)  # a bulk change: one restart beats the commands
+                self._last_reload = loop.time() + dynsec.BULK_MIN_INTERVAL_S - RELOAD_MIN_INTERVAL_S
+            elif self.running:
+                await self._control(cmds)  # before the password file: a new device must find its ACL
+            else:
+                await asyncio.to_thread(self._write_plugin_config, devices)  # read when it starts again
+            self._pushed = devices
             if text != self._passwd_written:
                 await asyncio.to_thread(self._write_passwd, text)  # ~1 MB at 10,000 devices: off the loop
                 if self.proc is not None and self.proc.returncode is None:
@@ -408,9 +441,38 @@ log_type warning
             self._covered = covering
 
     async def kick(self, username: str) -> None:
-        # Nothing more to do: on the SIGHUP that sync() sent, mosquitto re-checks connected clients against
-        # the reloaded password file and drops those whose credentials are gone.
+        # Nothing more to do. The sync before this call deleted a revoked device from the plugin, which
+        # disconnects it; and its SIGHUP made mosquitto re-check every connected client against the reloaded
+        # password file, which drops a rotated device (its session was opened with the old password).
+        # tests/mqtt/test_acl_matrix.py measures both.
         return None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def _control(self, cmds: list[dict[str, Any]]) -> None:
+        await dynsec.apply(self.host, self.port, self.admin_username, self._admin_password, cmds)
+
+    async def _restart_with(self, devices: dict[str, str], passwd: str) -> None:
+        """Stop, write the plugin's file and the password file from the database, start (clients reconnect;
+        persistent sessions and their queued messages are kept)."""
+        logger.warning("mosquitto: %d device changes at once, restarting it with the new ACLs", len(devices))
+        await self.stop()
+        await asyncio.to_thread(self._write_plugin_config, devices)
+        await asyncio.to_thread(self._write_passwd, passwd)
+        await self.start()
+        self.restarts += 1
+
+    def _write_plugin_config(self, devices: dict[str, str]) -> None:
+        cfg = dynsec.config(
+            self.topics,
+            devices,
+            admin_username=self.admin_username,
+            service_username=self.authority.service_username,
+        )
+        atomic_write(self.dir / "dynsec.json", json.dumps(cfg), mode=0o600, owner=self.run_as)
+        self._pushed = devices
 
 
 class ExternalBroker:
@@ -457,81 +519,6 @@ def broker_from_settings(settings: Settings, sessions: async_sessionmaker[AsyncS
     if kind == "mosquitto":
         return MosquittoBroker(settings, authority)
     raise ValueError(f"unknown broker kind {kind!r} (embedded, mosquitto, external, none)")
-
-
-def _atomic_write(path: Path, text: str, mode: int = 0o644, owner: BrokerAccount | None = None) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, mode)
-    if owner is not None:
-        os.chown(tmp, owner.uid, owner.gid)
-    os.replace(tmp, path)
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerAccount:
-    """The unprivileged account a root-started mosquitto runs as."""
-
-    name: str
-    uid: int
-    gid: int
-
-
-def broker_account(name: str) -> BrokerAccount | None:
-    """The account mosquitto drops to when LabFleet runs as root; None when it does not (it inherits ours)."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
-        raise RuntimeError(
-            f"labfleet runs as root and the broker account {name!r} does not exist: create it "
-            f"(useradd --system {name}) or set LABFLEET_MQTT__MOSQUITTO_USER; mosquitto never runs as root"
-        ) from None
-    if entry.pw_uid == 0:
-        raise RuntimeError(f"mqtt.mosquitto_user {name!r} is root; mosquitto never runs as root")
-    return BrokerAccount(name, entry.pw_uid, entry.pw_gid)
-
-
-def _reachable(path: Path, account: BrokerAccount) -> bool:
-    """Whether `account` may enter every directory above `path` (the x bit that applies to it)."""
-    for parent in path.resolve().parents:
-        st = parent.stat()
-        if st.st_uid == account.uid:
-            bit = stat.S_IXUSR
-        elif st.st_gid == account.gid:
-            bit = stat.S_IXGRP
-        else:
-            bit = stat.S_IXOTH
-        if not st.st_mode & bit:
-            return False
-    return True
-
-
-def runtime_dir(data_dir: Path, account: BrokerAccount) -> Path:
-    """`data_dir`, or, when the broker account cannot reach it (a root-only home or tmp), a private directory
-    of that account under the system temp dir, stable per data_dir so the persistence store survives a
-    restart of the service."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    if _reachable(data_dir, account):
-        return data_dir
-    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
-    alt = Path(tempfile.gettempdir()) / f"labfleet-mosquitto-{digest}"
-    try:
-        alt.mkdir(mode=0o700)
-    except FileExistsError:
-        st = alt.lstat()
-        # /tmp is shared: never follow a link or use a directory somebody else made.
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (0, account.uid):
-            raise RuntimeError(f"{alt} exists and is not LabFleet's; remove it or make {data_dir} reachable")
-    os.chown(alt, account.uid, account.gid)
-    logger.warning(
-        "mosquitto runs as %s, which cannot reach %s; its config, passwords and store are in %s",
-        account.name,
-        data_dir,
-        alt,
-    )
-    return alt
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -30,7 +30,7 @@ T = wire.Topics("labfleet")
 ME, PEER = "TAB-00000", "TAB-00001"
 REFUSED_311 = 0x80
 REFUSED_5 = 0x87  # Not authorized
-BROKERS = ["embedded"]  # mosquitto joins with its dynamic-security ACLs
+BROKERS = ["embedded", "mosquitto"]
 
 
 @pytest.fixture(params=BROKERS)
