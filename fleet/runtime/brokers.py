@@ -278,6 +278,9 @@ class MosquittoBroker:
         )
         self._write_passwd(self._passwd_text())
         self._write_plugin_config(self._devices())
+        if (self.dir / "acl").exists():  # written by LabFleet before the plugin: the store may hold a $share
+            (self.dir / "acl").unlink()  # membership a device got then (README, known limits)
+            logger.warning("mosquitto: first start with dynamic-security ACLs; see README on the old store")
         atomic_write(
             self.dir / "passwd-service",
             self._service_line.split("\n", 1)[0] + "\n",

@@ -58,7 +58,8 @@ MAX_CONTROL_BYTES = 48 * 1024
 RESPONSE_TIMEOUT_BASE_S = 10.0
 RESPONSE_TIMEOUT_PER_COMMAND_S = 2.0
 # Broker time one control command costs per device the plugin holds (it rewrites its whole file): 0.5 s per
-# command at 10,000 devices, measured with mosquitto 2.0.11 on the shared 2-core machine (load average ~15).
+# command at 10,000 devices, measured with mosquitto 2.0.11 on the shared 2-core machine at a load average of
+# ~15 (1.5 s at ~23; benchmarks/dynsec_cost.py). A coarse estimate: it only decides commands vs a restart.
 COMMAND_S_PER_DEVICE = 0.5 / 10_000
 # A change set that would stall the broker longer than this is applied by a restart instead (the plugin
 # loads 10,000 devices in ~1 s; clients reconnect, persistent sessions are kept): a provisioning run or a
