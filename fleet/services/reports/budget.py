@@ -299,6 +299,7 @@ async def build(ctx: Context) -> Report:
             ),
             replacements,
             sheet="Planned replacements",
+            totals=(total_label, None, None, None, None, None, None, None, None, repl_cost),
         ),
         Section(
             "replacements_by_model",

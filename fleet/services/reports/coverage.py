@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
+from typing import Any
 
 from fleet.domain.enums import DeviceKind, RoomKind
 from fleet.i18n import _
@@ -110,6 +112,15 @@ async def build(ctx: Context) -> Report:
         key=lambda t: (-t[5], t[0], t[1]),
     )
     ctx.step("devices", 3, 3)
+    total_label = _("Total")
+
+    def column_sums(rows: Sequence[tuple[Any, ...]], first: int, last: int) -> list[int]:
+        """Sums of the count columns first..last (inclusive) over the rows."""
+        return [sum(int(r[i]) for r in rows) for i in range(first, last + 1)]
+
+    school_sums = column_sums(per_school, 2, 6)
+    kind_sums = column_sums(by_school_kind, 3, 7)
+    below_sums = column_sums(below_rows, 3, 5)
     sections = [
         Section(
             "plan",
@@ -140,6 +151,7 @@ async def build(ctx: Context) -> Report:
             ),
             per_school,
             chart=Chart("school_code", ("quota", "deployed"), "Device quota and devices deployed per school"),
+            totals=(total_label, None, *school_sums),
         ),
         Section(
             "by_school_kind",
@@ -156,6 +168,8 @@ async def build(ctx: Context) -> Report:
                 Column("fill", "Quota filled", "percent"),
             ),
             by_school_kind,
+            # Quota filled over the scope: devices deployed against the summed quota, not a sum of shares.
+            totals=(total_label, None, None, *kind_sums, ratio(kind_sums[3], kind_sums[2])),
         ),
         Section(
             "below_quota",
@@ -169,6 +183,7 @@ async def build(ctx: Context) -> Report:
                 Column("shortfall", "Shortfall", "int"),
             ),
             below_rows,
+            totals=(total_label, None, None, *below_sums),
         ),
     ]
     summary = [

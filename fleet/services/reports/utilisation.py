@@ -74,6 +74,14 @@ async def build(ctx: Context) -> Report:
         Column("idle", "Idle", "bool"),
     )
     total_minutes = sum(r[5] for r in device_rows)
+    total_label = _("Total")
+
+    def per_device_week(minutes: int, n: int) -> float | None:
+        """Over a group: its minutes per device per week (an average, never a sum of averages)."""
+        return round(minutes / n / weeks, 1) if n else None
+
+    idle_minutes = sum(r[5] for r in idle_rows)
+    room_devices, room_minutes = sum(r[4] for r in room_rows), sum(r[5] for r in room_rows)
     sections = [
         Section(
             "by_model",
@@ -92,6 +100,13 @@ async def build(ctx: Context) -> Report:
                 "Active minutes per device per week, by model",
                 horizontal=True,
             ),
+            totals=(
+                total_label,
+                len(device_rows),
+                total_minutes,
+                per_device_week(total_minutes, len(device_rows)),
+                len(idle_rows),
+            ),
         ),
         Section(
             "by_room",
@@ -107,6 +122,17 @@ async def build(ctx: Context) -> Report:
                 Column("idle", "Idle devices", "int"),
             ),
             room_rows,
+            # Devices not placed in a room are in no row here, so these sums can be below the per-model ones.
+            totals=(
+                total_label,
+                None,
+                None,
+                sum(r[3] for r in room_rows),
+                room_devices,
+                room_minutes,
+                per_device_week(room_minutes, room_devices),
+                sum(r[7] for r in room_rows),
+            ),
         ),
         Section(
             "idle",
@@ -114,6 +140,16 @@ async def build(ctx: Context) -> Report:
             dev_cols,
             idle_rows,
             sheet="Idle devices",
+            totals=(
+                total_label,
+                None,
+                None,
+                None,
+                None,
+                idle_minutes,
+                per_device_week(idle_minutes, len(idle_rows)),
+                None,
+            ),
         ),
         Section(
             "over_capacity",
@@ -127,8 +163,31 @@ async def build(ctx: Context) -> Report:
                 Column("excess", "Over by", "int"),
             ),
             over,
+            totals=(
+                total_label,
+                None,
+                None,
+                sum(r[3] for r in over),
+                sum(r[4] for r in over),
+                sum(r[5] for r in over),
+            ),
         ),
-        Section("by_device", "Per device", dev_cols, device_rows),
+        Section(
+            "by_device",
+            "Per device",
+            dev_cols,
+            device_rows,
+            totals=(
+                total_label,
+                None,
+                None,
+                None,
+                None,
+                total_minutes,
+                per_device_week(total_minutes, len(device_rows)),
+                None,
+            ),
+        ),
     ]
     summary = [
         SummaryItem("weeks", "Weeks in range", round(weeks, 2), "float"),

@@ -86,6 +86,7 @@ async def build(ctx: Context) -> Report:
     ]
     replacement = money(sum((r[8] for r in faulty), Decimal(0)))
     expiring_cost = money(sum((r[9] for r in expiring), Decimal(0)))
+    total_label = _("Total")
     ident = (
         Column("asset_tag", "Asset tag"),
         Column("serial_number", "Serial number"),
@@ -106,6 +107,7 @@ async def build(ctx: Context) -> Report:
                 Column("unit_price", "Current unit price", "money"),
             ),
             expiring,
+            totals=(total_label, None, None, None, None, None, None, None, None, expiring_cost),
         ),
         Section(
             "out_with_faults",
@@ -118,6 +120,7 @@ async def build(ctx: Context) -> Report:
             ),
             faulty,
             sheet="Out of warranty, faulty",
+            totals=(total_label, None, None, None, None, None, None, None, replacement),
         ),
         Section(
             "by_model",
@@ -133,6 +136,14 @@ async def build(ctx: Context) -> Report:
             model_rows,
             chart=Chart(
                 "model", ("expiring", "out_with_faults"), "Warranty exposure per model", horizontal=True
+            ),
+            totals=(
+                total_label,
+                None,
+                len(expiring),
+                len(faulty),
+                None,
+                money(sum((r[5] for r in model_rows), Decimal(0))),
             ),
         ),
     ]
