@@ -8,6 +8,7 @@ same scope and language."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -18,11 +19,11 @@ from fastapi.responses import StreamingResponse
 
 from fleet.console.app import SESSION_COOKIE, ConsoleRoute, Page, UserPage
 from fleet.errors import FleetError, Unauthenticated
-from fleet.i18n import _, set_locale
+from fleet.i18n import _, current_locale, set_locale
 from fleet.i18n import format as fmt
 from fleet.observability.metrics import ingest_summary
 from fleet.services import peaks, users
-from fleet.services.console_live import PUSH_S, LiveHub, LiveNow, RoomNow, SchoolNow, room_detail, scope_key
+from fleet.services.console_live import LiveHub, LiveNow, RoomNow, SchoolNow, room_detail, scope_key
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 # A stream re-checks its session this often, so a signed-out or disabled user's stream ends within seconds.
@@ -70,31 +71,71 @@ def hub_of(page: Page) -> tuple[LiveHub, Frames]:
     return hub, frames
 
 
+@functools.lru_cache(maxsize=8192)
+def _count(locale: str, n: int) -> str:
+    # Counts repeat (0..a few hundred per school or room) in every picture: formatted once per language.
+    return fmt.number(n, locale)
+
+
 def _school_figures(s: SchoolNow) -> dict[str, Any]:
-    alerts = sum(s.alerts_open.values())
-    util = s.uplink_utilisation_pct
-    return {
-        "online": fmt.number(s.online),
-        "expected": fmt.number(s.expected),
-        "enrolled": fmt.number(s.enrolled),
-        "period": s.current_period or _("No lesson now"),
-        "lessons": fmt.number(s.lessons_in_progress),
-        "util": fmt.percent(util / 100.0),
-        "util_pct": util,
-        "rate": _(
-            "{mbit} Mbit/s of {cap} Mbit/s",
-            mbit=fmt.number(s.bytes_per_second * 8 / 1e6, digits=1),
-            cap=fmt.number(s.uplink_mbps),
+    locale = current_locale()
+    return dict(
+        _school_cached(
+            locale,
+            s.online,
+            s.expected,
+            s.enrolled,
+            s.current_period,
+            s.lessons_in_progress,
+            s.bytes_per_second,
+            s.uplink_mbps,
+            s.uplink_utilisation_pct,
+            sum(s.alerts_open.values()),
+        )
+    )
+
+
+# A school's figures change only with its values: between two pictures most schools' do not.
+@functools.lru_cache(maxsize=4096)
+def _school_cached(
+    locale: str,
+    online: int,
+    expected: int,
+    enrolled: int,
+    period: str | None,
+    lessons: int,
+    bytes_per_second: float,
+    uplink_mbps: int,
+    util: float,
+    alerts: int,
+) -> tuple[tuple[str, Any], ...]:
+    return (
+        ("online", _count(locale, online)),
+        ("expected", _count(locale, expected)),
+        ("enrolled", _count(locale, enrolled)),
+        ("period", period or _("No lesson now")),
+        ("lessons", _count(locale, lessons)),
+        ("util", fmt.percent(util / 100.0)),
+        ("util_pct", util),
+        ("meter", min(util, 100.0)),
+        (
+            "rate",
+            _(
+                "{mbit} Mbit/s of {cap} Mbit/s",
+                mbit=fmt.number(bytes_per_second * 8 / 1e6, digits=1),
+                cap=_count(locale, uplink_mbps),
+            ),
         ),
-        "alerts": fmt.number(alerts),
-    }
+        ("alerts", _count(locale, alerts)),
+    )
 
 
 def _room_figures(r: RoomNow) -> dict[str, Any]:
+    locale = current_locale()
     return {
-        "online": fmt.number(r.online),
-        "expected": fmt.number(r.expected),
-        "placed": fmt.number(r.placed),
+        "online": _count(locale, r.online),
+        "expected": _count(locale, r.expected),
+        "placed": _count(locale, r.placed),
         "lesson": (r.period or _("Lesson")) if r.in_lesson else _("No lesson now"),
         "rate": _("{mbit} Mbit/s", mbit=fmt.number(r.bytes_per_second * 8 / 1e6, digits=1)),
     }
@@ -241,6 +282,7 @@ async def stream(page: UserPage, school: int | None = None) -> Response:
         set_locale(locale)
         started = last_check = last_sent = loop.time()
         sent: str | None = None
+        version = -1
         yield b"retry: 2000\n\n"
         while loop.time() - started < STREAM_MAX_S:
             now = loop.time()
@@ -250,12 +292,12 @@ async def stream(page: UserPage, school: int | None = None) -> Response:
                     yield b"event: signin\ndata: {}\n\n"
                     return
                 last_check = now
-            view = await hub.now(principal)
-            digest, data = frames.get(key, view.version, lambda v=view: _figures(page, v, school))
-            if digest != sent or now - last_sent >= HEARTBEAT_S:
-                sent, last_sent = digest, now
+            view = await hub.next(principal, version)
+            version = view.version
+            digest, data = frames.get(key, version, lambda v=view: _figures(page, v, school))
+            if digest != sent or loop.time() - last_sent >= HEARTBEAT_S:
+                sent, last_sent = digest, loop.time()
                 yield data
-            await asyncio.sleep(PUSH_S)
 
     return StreamingResponse(
         events(),

@@ -154,3 +154,18 @@ async def test_a_room_added_elsewhere_is_found_at_once(plane: Plane) -> None:
         await s.commit()
         detail = await room_detail(hub, s, principal(), int(room.id))
     assert detail.room.name == "New lab" and detail.devices == ()
+
+
+async def test_a_refresh_wakes_every_waiting_viewer_at_once(plane: Plane) -> None:
+    hub = LiveHub(plane.sessions, plane.clock)
+    who = principal()
+    first = await hub.now(who)
+    waiters = [asyncio.create_task(hub.next(who, first.version)) for _ in range(10)]
+    await asyncio.sleep(0.05)
+    assert not any(w.done() for w in waiters)  # nothing new yet: they wait
+    plane.clock.advance(REFRESH_S)
+    await hub.now(principal(Role.AUDITOR, (plane.school_id,)))  # any viewer's request refreshes
+    await asyncio.sleep(0.05)  # far less than PUSH_S: woken by the refresh, not by their timeout
+    assert all(w.done() for w in waiters)
+    assert {w.result().version for w in waiters} == {first.version + 1}
+    assert hub.computations == 2
