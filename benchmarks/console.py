@@ -1,11 +1,20 @@
-"""The console on the 10,000-device district: cockpit first load, device search p95, and what 50 live cockpit
-viewers cost the service.
+"""The console on the 10,000-device district at the lesson peak: cockpit first load, device search p95, what
+50 live cockpit viewers cost the service, and how long a presence change takes to reach a viewer.
 
-The service runs as its own process (uvicorn, as `labfleet serve` runs it, no broker), on the district
-database
-benchmarks/reports.py builds. Page times are measured at the client on loopback, so they include HTTP; the
-viewers' cost is the service process's CPU time (psutil) while 50 Server-Sent-Event streams are open, less the
-same window idle, as a share of one core. Ends with one JSON line.
+The district is the one benchmarks/reports.py builds (100 schools, 550 rooms, 10,000 devices), put at the
+lesson peak: every school in a lesson now, every device enrolled, 90% online, this bucket's uplink traffic per
+room, and presence churning (a writer process flips devices on and off, as `labfleet ingest` workers commit
+them). The service runs as its own process, as `labfleet serve` runs it (no broker: ingest is elsewhere).
+
+- page times are measured at the client on loopback (an upper bound of the server time), next to the same
+  run's `/healthz` round trip as the baseline;
+- the viewers' cost is the service process's CPU time (psutil) while 50 Server-Sent-Event streams are open,
+  less the same window without viewers, as a share of one core;
+- live latency: devices flipped online in one commit, until a viewer's total shows them.
+
+Ends with one JSON line.
+
+    .venv/bin/python benchmarks/console.py [--scale 0.2] [--db var/console-district.db]
 """
 
 from __future__ import annotations
@@ -16,11 +25,15 @@ import json
 import os
 import random
 import re
+import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -28,7 +41,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reports import build
+from reports import build, ts
 
 from fleet.domain.enums import Role
 from fleet.domain.permissions import SYSTEM
@@ -39,14 +52,16 @@ from fleet.services.users import create_user
 PASSWORD = "benchmark password"
 COCKPIT_BUDGET_MS = 1000.0  # issue 14: cockpit first load within 1 s
 SEARCH_P95_BUDGET_MS = 300.0  # issue 14: device search p95 within 300 ms
+LIVE_BUDGET_MS = 2000.0  # issue 14: at most 2 s from an MQTT event to the screen
 SEARCHES = 100
 VIEWERS = 50
-WINDOW_S = 10.0  # long enough for ten pushes per viewer
+WINDOW_S = 10.0  # long enough for several pictures per viewer
+ONLINE_SHARE = 0.9  # devices online at the lesson peak
+CHURN_PER_S = 100  # presence changes a second at the peak (terminals dropping and rejoining Wi-Fi)
+PROBES = 5  # live-latency probes
 
 
 async def add_admin(url: str) -> None:
-    from datetime import UTC, datetime
-
     engine = create_engine(url)
     async with unit_of_work(session_factory(engine)) as session:
         await create_user(
@@ -62,10 +77,95 @@ async def add_admin(url: str) -> None:
     await engine.dispose()
 
 
+def lesson_peak(path: Path, now: datetime, rng: random.Random) -> int:
+    """Every school in a lesson now, every device enrolled, 90% online, traffic in this bucket; returns the
+    number online."""
+    conn = sqlite3.connect(path)
+    start = max(datetime.combine(now.date(), datetime.min.time(), UTC), now - timedelta(minutes=20))
+    end = min(datetime.combine(now.date(), datetime.max.time(), UTC), now + timedelta(minutes=40))
+    schools = [sid for (sid,) in conn.execute("SELECT id FROM schools")]
+    conn.executemany(
+        "INSERT INTO bell_periods (school_id, room_id, weekday, name, start_time, end_time) "
+        "VALUES (?, NULL, ?, 'P3', ?, ?)",
+        [
+            (
+                sid,
+                wd,
+                start.time().isoformat(timespec="microseconds"),
+                end.time().isoformat(timespec="microseconds"),
+            )
+            for sid in schools
+            for wd in range(7)
+        ],
+    )
+    codes = dict(conn.execute("SELECT id, code FROM schools"))
+    devices = list(conn.execute("SELECT id, school_id, room_id, serial_number FROM devices"))
+    stamp = ts(now)
+    conn.executemany(
+        "INSERT INTO device_credentials (device_id, username, school_code, password_hash, created_at) "
+        "VALUES (?, ?, ?, 'x', ?)",
+        [(d, serial, codes[sid], stamp) for d, sid, _room, serial in devices],
+    )
+    online = 0
+    rows = []
+    for d, *_ in devices:
+        on = rng.random() < ONLINE_SHARE
+        online += on
+        rows.append((d, stamp, on, stamp, "ok"))
+    conn.executemany(
+        "INSERT INTO device_state (device_id, last_seen_at, last_seq, seq_mask, state_seq, bytes_up_total, "
+        "bytes_down_total, messages_total, duplicates_total, last_active_minute, online, online_changed_at, "
+        "health, health_reasons, recent_boots) VALUES (?, ?, 0, 0, 0, 0, 0, 0, 0, 0, ?, ?, ?, '[]', '[]')",
+        rows,
+    )
+    epoch = int(now.timestamp())
+    bucket = ts(datetime.fromtimestamp(epoch - epoch % 300, UTC))
+    conn.executemany(
+        "INSERT INTO usage_bytes (school_id, room_id, bucket_start, bytes_up, bytes_down) "
+        "VALUES (?, ?, ?, ?, ?)",
+        [
+            (sid, rid, bucket, rng.randrange(10**6, 10**8), rng.randrange(10**7, 10**9))
+            for rid, sid in conn.execute("SELECT id, school_id FROM rooms")
+        ],
+    )
+    conn.commit()
+    conn.execute("ANALYZE")
+    conn.close()
+    return online
+
+
+class Churn:
+    """Presence changing at the peak, written by another process's connection (as ingest workers do)."""
+
+    def __init__(self, path: Path, rng: random.Random) -> None:
+        self.path = path
+        self.rng = rng
+        self.stop = threading.Event()
+        self.paused = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="churn", daemon=True)
+        self.writes = 0
+
+    def run(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=30)
+        ids = [d for (d,) in conn.execute("SELECT id FROM devices WHERE id > 100")]  # 1..100: the probes'
+        while not self.stop.wait(0.2):
+            if self.paused.is_set():
+                continue
+            flips = self.rng.sample(ids, CHURN_PER_S // 5)
+            conn.executemany(
+                "UPDATE device_state SET online = NOT online, last_seen_at = ? WHERE device_id = ?",
+                [(ts(datetime.now(UTC)), d) for d in flips],
+            )
+            conn.commit()
+            self.writes += len(flips)
+        conn.close()
+
+
 def start_service(url: str, port: int) -> subprocess.Popen[bytes]:
     code = (
         "import uvicorn; from fleet.app import create_app; from fleet.settings import Settings; "
-        "uvicorn.run(create_app(Settings(), migrate=False), host='127.0.0.1', "
+        "from fleet.runtime_hooks import default_hooks; cfg = Settings(); "
+        "uvicorn.run(create_app(cfg, migrate=False, runtime_hooks=default_hooks(cfg)), host='127.0.0.1', "
         f"port={port}, log_level='warning')"
     )
     env = {**os.environ, "LABFLEET_DATABASE_URL": url, "LABFLEET_MQTT__BROKER": "none"}
@@ -75,7 +175,7 @@ def start_service(url: str, port: int) -> subprocess.Popen[bytes]:
 
 async def wait_up(base: str) -> None:
     async with httpx.AsyncClient(base_url=base) as c:
-        for _ in range(300):
+        for _ in range(600):
             try:
                 if (await c.get("/healthz")).status_code == 200:
                     return
@@ -102,104 +202,191 @@ async def timed(c: httpx.AsyncClient, path: str) -> float:
     return ms
 
 
-async def viewer(base: str, cookies: httpx.Cookies, stop: asyncio.Event, counts: list[int]) -> None:
-    async with (
-        httpx.AsyncClient(base_url=base, cookies=cookies, timeout=None) as c,
-        c.stream("GET", "/cockpit/stream") as r,
-    ):
-        async for line in r.aiter_lines():
-            if line.startswith("event: update"):
-                counts.append(1)
-            if stop.is_set():
-                break
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, int(len(ordered) * 0.95) - 1)]
 
 
-async def measure(base: str, pid: int) -> dict[str, float]:
+class Viewer:
+    """One cockpit viewer: its stream, the pictures it received and the total online it shows."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.total = -1
+        self.changed = asyncio.Event()
+
+    async def watch(self, base: str, cookies: httpx.Cookies) -> None:
+        async with (
+            httpx.AsyncClient(base_url=base, cookies=cookies, timeout=None) as c,
+            c.stream("GET", "/cockpit/stream") as r,
+        ):
+            async for line in r.aiter_lines():
+                if line.startswith('data: {"'):
+                    self.frames += 1
+                    self.total = int(json.loads(line[6:])["total"]["online"].replace(",", ""))
+                    self.changed.set()
+
+
+async def live_latency(path: Path, viewer: Viewer, churn: Churn) -> list[float]:
+    """Devices flipped in one commit each probe; the time until the viewer's total shows the database's."""
+    churn.paused.set()
+    conn = sqlite3.connect(path, timeout=30)
+    out = []
+    for i in range(PROBES):
+        await asyncio.sleep(1.0)  # the churn's last commit has landed; the viewer is at rest
+        ids = list(range(1 + 20 * i, 21 + 20 * i))
+        t0 = time.perf_counter()
+        conn.executemany(
+            "UPDATE device_state SET online = NOT online, last_seen_at = ? WHERE device_id = ?",
+            [(ts(datetime.now(UTC)), d) for d in ids],
+        )
+        conn.commit()
+        (target,) = conn.execute("SELECT COUNT(*) FROM device_state WHERE online").fetchone()
+        while viewer.total != target:
+            viewer.changed.clear()
+            await asyncio.wait_for(viewer.changed.wait(), 10)
+        out.append((time.perf_counter() - t0) * 1000)
+    conn.close()
+    churn.paused.clear()
+    return out
+
+
+async def measure(base: str, pid: int, path: Path, churn: Churn) -> dict[str, float]:
+    async with httpx.AsyncClient(base_url=base) as plain:
+        health = [await timed(plain, "/healthz") for _ in range(20)]
     c = await signed_in(base)
     cockpit_first = await timed(c, "/")
     cockpit = [await timed(c, "/") for _ in range(5)]
     rng = random.Random(7)
-    paths = []
+    kinds: dict[str, list[float]] = {"serial": [], "school+status": [], "offline in school": [], "all": []}
     for _ in range(SEARCHES):
-        kind = rng.random()
-        if kind < 0.4:
-            paths.append(f"/devices?q=SN-{rng.randrange(10, 99)}")
-        elif kind < 0.7:
-            paths.append(f"/devices?school={rng.randrange(1, 50)}&status=in_service")
-        elif kind < 0.85:
-            paths.append(f"/devices?online=no&school={rng.randrange(1, 50)}")
+        roll = rng.random()
+        if roll < 0.4:
+            kinds["serial"].append(await timed(c, f"/devices?q=SN-00{rng.randrange(10, 99)}"))
+        elif roll < 0.7:
+            kinds["school+status"].append(
+                await timed(c, f"/devices?school={rng.randrange(1, 100)}&status=in_service")
+            )
+        elif roll < 0.85:
+            kinds["offline in school"].append(
+                await timed(c, f"/devices?online=no&school={rng.randrange(1, 100)}")
+            )
         else:
-            paths.append("/devices")
-    searches = sorted([await timed(c, p) for p in paths])
-    p95 = searches[int(len(searches) * 0.95) - 1]
-
+            kinds["all"].append(await timed(c, "/devices"))
+    searches = [ms for v in kinds.values() for ms in v]
     proc = psutil.Process(pid)
-    t = proc.cpu_times()
-    idle0 = t.user + t.system
-    await asyncio.sleep(WINDOW_S)
-    t = proc.cpu_times()
-    idle = (t.user + t.system - idle0) / WINDOW_S
 
-    stop = asyncio.Event()
-    counts: list[int] = []
-    tasks = [asyncio.create_task(viewer(base, c.cookies, stop, counts)) for _ in range(VIEWERS)]
-    await asyncio.sleep(2.0)  # all streams open and past their first (heavier) overview
-    t = proc.cpu_times()
-    busy0 = t.user + t.system
-    n0 = len(counts)
+    def cpu() -> float:
+        t = proc.cpu_times()
+        return t.user + t.system
+
+    churn.thread.start()
+    await asyncio.sleep(1.0)
+    idle0 = cpu()
     await asyncio.sleep(WINDOW_S)
-    t = proc.cpu_times()
-    busy = (t.user + t.system - busy0) / WINDOW_S
-    pushes = (len(counts) - n0) / WINDOW_S
-    stop.set()
+    idle = (cpu() - idle0) / WINDOW_S
+
+    viewers = [Viewer() for _ in range(VIEWERS)]
+    tasks = [asyncio.create_task(v.watch(base, c.cookies)) for v in viewers]
+    await asyncio.sleep(3.0)  # every stream open and past its first picture
+    busy0 = cpu()
+    f0 = sum(v.frames for v in viewers)
+    await asyncio.sleep(WINDOW_S)
+    busy = (cpu() - busy0) / WINDOW_S
+    frames = (sum(v.frames for v in viewers) - f0) / WINDOW_S
+    starved = sum(1 for v in viewers if v.frames == 0)
+    latency = await live_latency(path, viewers[0], churn)
+    churn.stop.set()
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await c.aclose()
     print(
-        f"cockpit first {cockpit_first:.0f} ms, then median {statistics.median(cockpit):.0f} ms; "
-        f"device search p95 {p95:.0f} ms (median {statistics.median(searches):.0f} ms, n={SEARCHES}); "
-        f"service CPU idle {idle:.3f}, with {VIEWERS} viewers {busy:.3f} of a core ({pushes:.0f} pushes/s)",
+        f"healthz median {statistics.median(health):.1f} ms (baseline); "
+        f"cockpit first {cockpit_first:.0f} ms, "
+        f"then median {statistics.median(cockpit):.0f} ms",
+        flush=True,
+    )
+    for name, values in kinds.items():
+        if values:
+            print(
+                f"  search {name:<18} n={len(values):3d} median {statistics.median(values):6.1f} ms, "
+                f"max {max(values):6.1f} ms",
+                flush=True,
+            )
+    print(
+        f"device search p95 {p95(searches):.0f} ms "
+        f"(median {statistics.median(searches):.0f} ms, n={SEARCHES}); "
+        f"service CPU without viewers {idle:.3f}, with {VIEWERS} viewers {busy:.3f} of a core; "
+        f"{frames:.0f} pictures/s to viewers, {starved} viewers without any; presence changes written "
+        f"{churn.writes}; live latency {', '.join(f'{x:.0f}' for x in latency)} ms",
         flush=True,
     )
     return {
         "cockpit_ms": round(cockpit_first, 1),
         "cockpit_median_ms": round(statistics.median(cockpit), 1),
-        "search_p95_ms": round(p95, 1),
+        "healthz_median_ms": round(statistics.median(health), 1),
+        "cockpit_ratio_to_healthz": round(cockpit_first / statistics.median(health), 1),
+        "search_p95_ms": round(p95(searches), 1),
         "search_median_ms": round(statistics.median(searches), 1),
+        "search_ratio_to_healthz": round(p95(searches) / statistics.median(health), 1),
         "viewers": VIEWERS,
         "viewers_cpu_share": round(max(0.0, busy - idle), 3),
-        "pushes_per_s": round(pushes, 1),
+        "idle_cpu_share": round(idle, 3),
+        "pictures_per_s": round(frames, 1),
+        "viewers_starved": starved,
+        "live_ms_max": round(max(latency), 1),
     }
+
+
+def district(args: argparse.Namespace, n_devices: int, work: Path) -> Path:
+    """The built district at `--db` (built there when missing), copied to `work` so each run starts alike."""
+    cached = args.db or work.parent / "district.db"
+    if not cached.exists():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        upgrade_sync(f"sqlite+aiosqlite:///{cached}")
+        t0 = time.perf_counter()
+        counts = build(cached, n_devices, random.Random(1))
+        print(f"district built in {time.perf_counter() - t0:.1f} s: {counts}", flush=True)
+    shutil.copy(cached, work)
+    upgrade_sync(f"sqlite+aiosqlite:///{work}")  # a district kept from an older schema
+    return work
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the 10,000 devices")
+    parser.add_argument("--db", type=Path, help="keep the built district here and reuse it next time")
     args = parser.parse_args()
     n_devices = max(100, int(10_000 * args.scale))
     with tempfile.TemporaryDirectory(prefix="labfleet-console-bench-") as tmp:
-        path = Path(tmp) / "district.db"
+        path = district(args, n_devices, Path(tmp) / "work.db")
         url = f"sqlite+aiosqlite:///{path}"
-        upgrade_sync(url)
-        t0 = time.perf_counter()
-        counts = build(path, n_devices, random.Random(1))
-        print(f"district built in {time.perf_counter() - t0:.1f} s: {counts}", flush=True)
+        online = lesson_peak(path, datetime.now(UTC), random.Random(2))
+        n_devices = sqlite3.connect(path).execute("SELECT COUNT(*) FROM devices").fetchone()[0]
+        print(f"lesson peak: {n_devices:,} devices, {online:,} online, every school in a lesson", flush=True)
         asyncio.run(add_admin(url))
         port = free_port()
         service = start_service(url, port)
+        churn = Churn(path, random.Random(3))
         try:
             base = f"http://127.0.0.1:{port}"
             asyncio.run(wait_up(base))
-            figures = asyncio.run(measure(base, service.pid))
+            figures = asyncio.run(measure(base, service.pid, path, churn))
         finally:
+            churn.stop.set()
             service.terminate()
             service.wait(30)
+    load1, load5, _ = os.getloadavg()
     figures.update(
         {
             "devices": n_devices,
             "cockpit_ok": figures["cockpit_ms"] <= COCKPIT_BUDGET_MS,
             "search_ok": figures["search_p95_ms"] <= SEARCH_P95_BUDGET_MS,
+            "live_ok": figures["live_ms_max"] <= LIVE_BUDGET_MS,
+            "loadavg_1m": round(load1, 2),
+            "loadavg_5m": round(load5, 2),
+            "cpus": os.cpu_count(),
         }
     )
     print(json.dumps({"benchmark": "console", **figures}))
