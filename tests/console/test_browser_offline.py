@@ -42,6 +42,8 @@ def pages(w: World, rollout: int) -> dict[str, str]:
         "/reports": "/reports?name=inventory",
         "/admin": "/admin",
         "/admin/audit": "/admin/audit",
+        "/admin/timetables": f"/admin/timetables?school={w.school_a}",
+        "/admin/update-policies": "/admin/update-policies",
         "/signin": "/signin",
     }
 
