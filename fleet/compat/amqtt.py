@@ -209,9 +209,16 @@ class AuthFirstBroker(Broker):
         message = wait_deliver.result()
         token = _PUBLISH_QOS.set(getattr(message, "qos", None))
         try:
-            return bool(await super()._handle_message_delivery(client_session, handler, wait_deliver))
+            served = bool(await super()._handle_message_delivery(client_session, handler, wait_deliver))
         finally:
             _PUBLISH_QOS.reset(token)
+        if not served:
+            # amqtt stops reading a client that broke the protocol (a PUBLISH to a `$` topic or with a
+            # wildcard) but left its connection open, so the client hung until its keep-alive ran out. Close
+            # it, as the protocol doc says.
+            with contextlib.suppress(Exception):
+                await handler.writer.close()
+        return served
 
     async def _broadcast_message(
         self, session: Any, topic: str | None, data: Any, force_qos: int | None = None

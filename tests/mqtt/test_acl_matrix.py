@@ -276,3 +276,55 @@ async def test_rotation_and_revocation_end_the_live_session_within_1_s(
             plane_rt.settings.mqtt.listen_port, plane.school_code, ME, old, will=False, timeout=3
         ):
             pass
+
+
+async def test_a_publish_to_a_dollar_topic_is_refused_as_the_doc_says(
+    plane: Plane, broker: Any, devices: dict[str, str]
+) -> None:
+    """Protocol section 4: dropped on mosquitto (the connection stays); a protocol error on the embedded
+    broker, which closes the connection."""
+    school = plane.school_code
+    async with terminal(broker.port, school, ME, devices[ME], will=False) as dev:
+        if isinstance(broker, EmbeddedBroker):
+            with pytest.raises(aiomqtt.MqttError):
+                await dev.publish("$SYS/labfleet", b"x", qos=1, timeout=5)
+                async with asyncio.timeout(5):
+                    async for _msg in dev.messages:
+                        pass
+        else:
+            await dev.publish("$SYS/labfleet", b"x", qos=1, timeout=5)
+            await dev.publish(T.topic(school, ME, "heartbeat"), b'{"v":1}', qos=1, timeout=5)  # still open
+
+
+def _mqtt5_puback_reason(port: int, password: str, topic: str) -> int:
+    """The reason code of the PUBACK mosquitto sends an MQTT 5 device for a QoS 1 PUBLISH on `topic`."""
+    import paho.mqtt.client as mqtt
+
+    got: list[int] = []
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=ME, protocol=mqtt.MQTTv5)
+    c.username_pw_set(ME, password)
+    c.on_publish = lambda _c, _u, _mid, rc, _p: got.append(int(rc.value))
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    try:
+        c.publish(topic, b'{"v":1}', qos=1).wait_for_publish(timeout=10)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    return got[0]
+
+
+async def test_mqtt_5_publish_outside_its_topics_gets_puback_0x87_on_mosquitto(
+    plane: Plane, broker: Any, devices: dict[str, str]
+) -> None:
+    if isinstance(broker, EmbeddedBroker):
+        pytest.skip("the embedded broker speaks MQTT 3.1.1 only")
+    school = plane.school_code
+    refused = await asyncio.to_thread(
+        _mqtt5_puback_reason, broker.port, devices[ME], T.topic(school, PEER, "telemetry")
+    )
+    # 0x10 "no matching subscribers": accepted, nobody listens in this test
+    own = await asyncio.to_thread(
+        _mqtt5_puback_reason, broker.port, devices[ME], T.topic(school, ME, "telemetry")
+    )
+    assert (refused, own) == (REFUSED_5, 0x10)
