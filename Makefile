@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: run test venv dev migrate bench lint clean
+.PHONY: run test venv dev migrate bench lint clean guide-images
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ lint: $(DEVSTAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+## Retake the user guide's screenshots (docs/images/guide-*.png) in a real Chromium, each role in zh and en.
+guide-images: $(DEVSTAMP)
+	LABFLEET_GUIDE_IMAGES=1 $(BIN)/python -m pytest -q tests/console/test_guide_screenshots.py
 
 bench: $(DEVSTAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
