@@ -47,6 +47,10 @@ async def devices(
         cursor=cursor,
     )
     opts = await console_plane.choices(page.db, page.principal)
+    # The room list is filtered here, not in the template: a district has 550 rooms, and a Jinja filter per
+    # option was most of the page's render time at 10,000 devices (benchmarks/console.py).
+    school_id = _int(school)
+    rooms = [r for r in opts["rooms"] if school_id is None or r.school_id == school_id]
     query = "&".join(f"{k}={v}" for k, v in filters.items() if v)
     template = "devices_rows.html" if page.request.headers.get("hx-request") else "devices.html"
     return page.render(
@@ -55,6 +59,8 @@ async def devices(
         result=result,
         filters=filters,
         opts=opts,
+        rooms=rooms,
+        room_id=_int(room),
         statuses=STATUSES,
         next_url=f"/devices?{query}&cursor={result.next_cursor}" if result.next_cursor else None,
     )
