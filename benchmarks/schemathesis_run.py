@@ -134,6 +134,7 @@ def run_schemathesis(
     workers: int,
     exclude_checks: str = "",
     phases: str = "",
+    max_time: float = 0,
 ) -> dict[str, Any]:
     cmd = [
         str(Path(sys.executable).parent / "schemathesis"),
@@ -159,6 +160,8 @@ def run_schemathesis(
         cmd += ["--exclude-checks", exclude_checks]
     if phases:
         cmd += ["--phases", phases]
+    if max_time > 0:  # a time budget: fuzzing and stateful testing repeat until it is spent
+        cmd += ["--max-time", str(max(1, int(max_time)))]
     started = time.perf_counter()
     # In a temporary directory: schemathesis keeps its example database under the working directory.
     with tempfile.TemporaryDirectory(prefix="labfleet-st-") as cwd:
@@ -185,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--show", action="store_true", help="print schemathesis' full output")
     ap.add_argument("--exclude-checks", default="", help="comma-separated schemathesis checks to skip")
     ap.add_argument("--phases", default="", help="schemathesis phases (default: all)")
+    ap.add_argument("--max-time", type=float, default=0, help="seconds per role (0: no time budget)")
     args = ap.parse_args(argv)
     roles = [r for r in args.roles.split(",") if r]
 
@@ -215,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.workers,
                 args.exclude_checks,
                 args.phases,
+                args.max_time,
             )
             output = res.pop("output")
             if args.show or res["exit"] != 0:

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -26,6 +27,13 @@ from fleet.domain.permissions import SYSTEM
 from fleet.persistence.db import create_engine, session_factory, unit_of_work, upgrade_sync
 from fleet.persistence.schema import metadata
 from fleet.settings import Settings
+
+# Property tests and fuzzers are seeded in CI (derandomize): every run tries the same examples, so a failure
+# reproduces on any machine and a run costs the same each time; each test's own max_examples bounds it.
+# HYPOTHESIS_PROFILE=explore draws fresh examples each run; benchmarks/soak_fuzz.py soaks the fuzz targets.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True)
+hypothesis_settings.register_profile("explore", database=None, deadline=None, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 POSTGRES_URL = os.environ.get("LABFLEET_TEST_POSTGRES_URL")
 REQUIRE_EXTERNAL = os.environ.get("LABFLEET_TEST_REQUIRE_EXTERNAL") == "1"
