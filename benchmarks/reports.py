@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fleet.domain.permissions import SYSTEM
 from fleet.persistence.db import create_engine, session_factory, unit_of_work, upgrade_sync
+from fleet.persistence.models_mqtt import SCREEN_DAY_COLUMNS, SCREEN_TERMINAL_COLUMNS
 from fleet.services.reports import REPORTS, ReportQuery, generate, render
 from fleet.settings import ReportSettings
 
@@ -195,6 +196,7 @@ def build(path: Path, n_devices: int, rng: random.Random) -> dict[str, int]:
         "CREATE INDEX ix_usage_active_report ON usage_active (device_id, bucket_start, school_id, "
         "active_minutes)"
     )
+    screen_time(conn, devices, days, rng)
     presence = []
     for d in devices:
         for _ in range(12):  # a dozen offline spells a year, half of them expected (after school)
@@ -246,11 +248,102 @@ def build(path: Path, n_devices: int, rng: random.Random) -> dict[str, int]:
     conn.commit()
     counts = {
         t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-        for t in ("devices", "rooms", "device_transitions", "usage_active", "presence_transitions", "alerts")
+        for t in (
+            "devices",
+            "rooms",
+            "device_transitions",
+            "usage_active",
+            "usage_screen",
+            "presence_transitions",
+            "alerts",
+        )
     }
     conn.execute("ANALYZE")
     conn.close()
     return counts
+
+
+def screen_time(conn: sqlite3.Connection, devices: list[tuple], days: list[date], rng: random.Random) -> None:
+    """usage_screen as ingest writes it from screen_session events: the terminals in classrooms, on 9 school
+    days in 10, under a 40-minute session and 180-minute daily policy; one terminal in twenty has no policy,
+    one in fifty keeps being unlocked past its limits."""
+    for ix in ("ix_usage_screen_report", "ix_usage_screen_day"):
+        conn.execute(f"DROP INDEX IF EXISTS {ix}")
+    terminals = [(d[0], d[5], d[6]) for d in devices if d[4] <= 3]
+    use = [rng.randint(60, 180) for _ in range(997)]  # minutes of use a day
+    extra = [rng.randint(5, 60) for _ in range(991)]
+
+    def rows() -> Iterator[tuple[object, ...]]:
+        k = 0
+        for di, day in enumerate(days):
+            iso = day.isoformat()
+            for dev, school, room in terminals:
+                if (dev + di) % 10 == 0:
+                    continue
+                k += 1
+                minutes = use[k % 997]
+                sessions = 1 + minutes // 40
+                if dev % 20 == 0:  # no policy: sessions run as long as the lessons and breaks go
+                    yield (
+                        dev,
+                        school,
+                        room,
+                        iso,
+                        minutes * 60,
+                        sessions,
+                        0,
+                        0,
+                        0,
+                        sessions,
+                        min(minutes, 95) * 60,
+                        None,
+                        None,
+                    )
+                elif dev % 50 == 1:  # unlocked by hand past the limits
+                    over = minutes + extra[k % 991]
+                    yield (
+                        dev,
+                        school,
+                        room,
+                        iso,
+                        over * 60,
+                        sessions,
+                        1,
+                        sessions - 1,
+                        0,
+                        0,
+                        55 * 60,
+                        40,
+                        180,
+                    )
+                else:
+                    yield (
+                        dev,
+                        school,
+                        room,
+                        iso,
+                        minutes * 60,
+                        sessions,
+                        0,
+                        sessions - 1,
+                        int(minutes >= 180),
+                        0,
+                        40 * 60,
+                        40,
+                        180,
+                    )
+
+    conn.executemany(
+        "INSERT INTO usage_screen (device_id, school_id, room_id, day, use_seconds, sessions, long_sessions, "
+        "breaks, limit_locks, unmanaged_sessions, longest_seconds, session_limit_min, daily_limit_min) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        rows(),
+    )
+    for ix, cols in (
+        ("ix_usage_screen_report", SCREEN_TERMINAL_COLUMNS),
+        ("ix_usage_screen_day", SCREEN_DAY_COLUMNS),
+    ):
+        conn.execute(f"CREATE INDEX {ix} ON usage_screen ({', '.join(cols)})")
 
 
 def baseline(path: Path) -> float:

@@ -160,7 +160,15 @@ class ReportSettings(BaseModel):
     folder: str = "var/reports"
     keep_last: int = Field(default=12, ge=1)
     monthly_enabled: bool = True
-    monthly_reports: list[str] = ["coverage", "inventory", "reliability", "warranty", "utilisation", "budget"]
+    monthly_reports: list[str] = [
+        "coverage",
+        "inventory",
+        "reliability",
+        "warranty",
+        "utilisation",
+        "budget",
+        "screentime",
+    ]
     monthly_formats: list[str] = ["xlsx", "html", "json"]
     # How often the monthly job checks whether a month is due: hourly is plenty for a monthly job.
     monthly_poll_seconds: float = Field(default=3600, gt=0)

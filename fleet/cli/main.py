@@ -454,7 +454,8 @@ def report(
         str,
         typer.Argument(
             help="coverage, inventory, reliability, warranty, utilisation, "
-            "budget, inspection (the data-security inspection); or monthly to write the monthly set now"
+            "budget, screentime, inspection (the data-security inspection); or monthly to write the "
+            "monthly set now"
         ),
     ],
     fmt: Annotated[str, typer.Option("--format", "-f", help="json | csv | xlsx | html | pdf")] = "json",

@@ -142,6 +142,67 @@ class UsageActive(Base):
     active_minutes: Mapped[int] = mapped_column(Integer, default=0)
 
 
+# The screen-time report's covering indexes (migration 0070), in the order the report groups by.
+SCREEN_TERMINAL_COLUMNS = (
+    "device_id",
+    "school_id",
+    "room_id",
+    "day",
+    "use_seconds",
+    "sessions",
+    "long_sessions",
+    "breaks",
+    "limit_locks",
+    "unmanaged_sessions",
+    "longest_seconds",
+    "session_limit_min",
+    "daily_limit_min",
+)
+SCREEN_DAY_COLUMNS = (
+    "day",
+    "school_id",
+    "use_seconds",
+    "sessions",
+    "long_sessions",
+    "breaks",
+    "limit_locks",
+    "unmanaged_sessions",
+    "daily_limit_min",
+)
+
+
+class UsageScreen(Base):
+    """Screen time per device per local day, from `screen_session` events (migration 0070): the screen-time
+    report for myopia prevention. One row per terminal and school day (~1.9M a school year for 10,000)."""
+
+    __tablename__ = "usage_screen"
+    __table_args__ = (
+        UniqueConstraint("device_id", "day"),
+        # The report reads a school year of rows twice, grouped per terminal and per day. Each read is covered
+        # by its index, in group order: without them SQLite fetched every row from the table (or sorted all
+        # of them), ~4x the CPU over the benchmark's 1.65M rows (benchmarks/reports.py).
+        Index("ix_usage_screen_report", *SCREEN_TERMINAL_COLUMNS),
+        Index("ix_usage_screen_day", *SCREEN_DAY_COLUMNS),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    school_id: Mapped[int] = mapped_column(Integer)
+    # 0 = a device not placed in a room (as in usage_bytes).
+    room_id: Mapped[int] = mapped_column(Integer, default=0)
+    # The school's local day the sessions started in (protocol 5.3.1).
+    day: Mapped[date] = mapped_column(Date)
+    use_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    sessions: Mapped[int] = mapped_column(Integer, default=0)
+    long_sessions: Mapped[int] = mapped_column(Integer, default=0)  # longer than the policy in force allowed
+    breaks: Mapped[int] = mapped_column(Integer, default=0)  # sessions the policy ended with a break
+    limit_locks: Mapped[int] = mapped_column(Integer, default=0)  # sessions the daily limit ended
+    unmanaged_sessions: Mapped[int] = mapped_column(Integer, default=0)  # sessions with no policy in force
+    longest_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    # The policy's limits last reported that day; None: no session of the day had a policy.
+    session_limit_min: Mapped[int | None] = mapped_column(Integer)
+    daily_limit_min: Mapped[int | None] = mapped_column(Integer)
+
+
 class UsageConcurrency(Base):
     """Peak devices online per school per lesson period per day (concurrency at lesson peaks)."""
 

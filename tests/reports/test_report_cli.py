@@ -41,6 +41,8 @@ def test_report_command_writes_each_format_and_the_monthly_set(tmp_path: Path) -
     proc = run(env, "report", "utilisation", "--format", "xlsx", "--out", str(out))
     assert f"to {out}" in proc.stderr
     assert load_workbook(out).sheetnames[0] == "Summary"
+    proc = run(env, "report", "screentime", "--format", "csv", "--section", "by_school", "--lang", "en")
+    assert proc.stdout.splitlines()[0].startswith("school_code,school,terminals,terminal_days,use_minutes")
     proc = run(env, "report", "coverage", "--format", "csv", "--section", "plan")
     assert next(r["metric"] for r in csv.DictReader(io.StringIO(proc.stdout))) == "Smart classrooms equipped"
     assert run(env, "report", "coverage", "--format", "docx", ok=False).returncode == 2
@@ -49,4 +51,6 @@ def test_report_command_writes_each_format_and_the_monthly_set(tmp_path: Path) -
     assert bad.returncode == 1 and "no report named 'nonsense'" in bad.stderr
     proc = run(env, "report", "monthly", "--month", "2026-08")
     written = proc.stdout.split()
-    assert len(written) == 6 and all("district-1/2026-08/" in p for p in written)
+    # The seven reports of the default monthly set (screentime among them), one JSON each.
+    assert len(written) == 7 and all("district-1/2026-08/" in p for p in written)
+    assert any(p.rsplit("/", 1)[-1].startswith("screentime") for p in written), written

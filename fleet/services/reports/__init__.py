@@ -21,6 +21,7 @@ from fleet.services.reports import (
     inspection,
     inventory,
     reliability,
+    screentime,
     utilisation,
     warranty,
 )
@@ -41,6 +42,7 @@ REPORTS: dict[str, tuple[str, Builder]] = {
     "utilisation": (utilisation.TITLE, utilisation.build),
     "budget": (budget.TITLE, budget.build),
     "inspection": (inspection.TITLE, inspection.build),
+    "screentime": (screentime.TITLE, screentime.build),
 }
 # Reports that need more than READ_REPORTS: the security inspection lists who holds access and reads the
 # audit chain, so only administrators and auditors may run it.
