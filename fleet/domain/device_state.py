@@ -15,13 +15,14 @@ import hashlib
 import hmac
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fleet.domain import health as health_rules
 from fleet.domain import seqwindow
-from fleet.domain.wire import Ack, Event, EventType, Heartbeat, Result, Status, Telemetry, Uplink
+from fleet.domain.wire import Ack, Event, EventType, Heartbeat, Result, ScreenEnd, Status, Telemetry, Uplink
 
 # Boot timestamps kept per device for the repeated-reboots rule.
 MAX_RECENT_BOOTS = 10
@@ -46,6 +47,8 @@ class DeviceRef:
     device_kind: str
     room_kind: str | None
     thresholds: health_rules.Thresholds = health_rules.DEFAULT_THRESHOLDS
+    # The school's time zone: a screen_session counts in the local day it started (protocol 5.3.1).
+    timezone: str = "UTC"
 
 
 class DeviceState(NamedTuple):
@@ -141,6 +144,18 @@ class ActiveMinute:
 
 
 @dataclass(frozen=True, slots=True)
+class ScreenUsed:
+    """One screen_session, for the screen-time roll-up of the school's local day it started in."""
+
+    day: date
+    use_s: int
+    end: ScreenEnd
+    long: bool  # longer than the session limit in force
+    session_min: int | None  # the policy in force; None: none
+    daily_min: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class HealthChanged:
     health: str
 
@@ -163,6 +178,7 @@ Effect = (
     | CommandFinished
     | BytesUsed
     | ActiveMinute
+    | ScreenUsed
     | HealthChanged
     | SessionChanged
     | FirmwareReported
@@ -188,6 +204,20 @@ class Context:
 def pseudonym(key: str, user: str) -> str:
     """The keyed pseudonym that replaces a login reference (HMAC-SHA256, 128 bits hex)."""
     return hmac.new(key.encode(), user.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+@lru_cache(maxsize=64)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def local_day(epoch_ms: int, timezone: str) -> date:
+    """The local day of a device timestamp in the school's time zone (UTC when the zone is unknown)."""
+    try:
+        zone = _zone(timezone)
+    except (ZoneInfoNotFoundError, ValueError):  # schools are validated on write; never fail ingest on one
+        zone = _zone("UTC")
+    return datetime.fromtimestamp(epoch_ms / 1000, zone).date()
 
 
 @lru_cache(maxsize=256)
@@ -311,6 +341,18 @@ def reduce(
                     session_pseudonym = None
                     session_started_at = None
                     effects.append(SessionChanged(None))
+                elif t == EventType.SCREEN_SESSION and v.screen is not None:
+                    s = v.screen
+                    effects.append(
+                        ScreenUsed(
+                            local_day(s.start_ms, device.timezone),
+                            s.use_s,
+                            s.end,
+                            s.session_min is not None and s.use_s > 60 * s.session_min,
+                            s.session_min,
+                            s.daily_min,
+                        )
+                    )
             minute = epoch // 60
             if minute > last_active_minute:
                 last_active_minute = minute

@@ -102,6 +102,7 @@ NAMES: dict[type[StrEnum], dict[str, str]] = {
         "app_stop": N_("App stopped"),
         "locked": N_("Locked"),
         "unlocked": N_("Unlocked"),
+        "screen_session": N_("Screen-time session"),
     },
 }
 

@@ -68,7 +68,7 @@ class DeviceDirectory:
             self._by_id.pop(ref.device_id, None)
         self._misses.pop(username, None)
 
-    def _statement(self):  # a 10-column Select; its full type says nothing
+    def _statement(self):  # an 11-column Select; its full type says nothing
         return (
             select(
                 DeviceCredential.username,
@@ -81,14 +81,16 @@ class DeviceDirectory:
                 DeviceModel.kind,
                 Room.kind,
                 DeviceModel.profile_key,
+                School.timezone,
             )
             .join(Device, Device.id == DeviceCredential.device_id)
             .join(DeviceModel, DeviceModel.id == Device.model_id)
+            .join(School, School.id == Device.school_id)
             .outerjoin(Room, Room.id == Device.room_id)
         )
 
     def _ref(self, row: tuple[Any, ...]) -> DeviceRef:  # a row of the select above
-        name, dev_id, school_id, room_id, code, revoked, model, kind, room_kind, profile = row
+        name, dev_id, school_id, room_id, code, revoked, model, kind, room_kind, profile, zone = row
         return DeviceRef(
             dev_id,
             school_id,
@@ -100,6 +102,7 @@ class DeviceDirectory:
             kind,
             room_kind,
             self._thresholds(profile),
+            zone,
         )
 
     async def load(self, usernames: list[str] | None = None) -> None:

@@ -35,6 +35,7 @@ from fleet.domain.device_state import (
     FirmwareReported,
     HealthChanged,
     PresenceChanged,
+    ScreenUsed,
     SessionChanged,
     pseudonym,
     reduce,
@@ -51,6 +52,7 @@ from fleet.persistence.ingest_rows import (
     upsert_adding,
     write_states,
 )
+from fleet.persistence.ingest_screen import ScreenRollup, write_screen
 from fleet.persistence.ingest_sqlite import IN_CHUNK, is_sqlite, take_writer_lock
 from fleet.persistence.models_mqtt import DeadLetter, DeviceCommand, UsageActive, UsageBytes
 from fleet.persistence.models_mqtt import DeviceState as DeviceStateRow
@@ -159,6 +161,7 @@ async def apply_batch(
     ctx = Context(now, pseudonym_key, expected_offline)
     bytes_acc: dict[tuple[int, int, datetime], list[int]] = {}
     active_acc: dict[tuple[int, datetime], list[int]] = {}
+    screen = ScreenRollup()
     transitions: list[dict[str, Any]] = []
     acks: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
@@ -194,6 +197,8 @@ async def apply_batch(
                     active_acc[akey][0] += 1
                 else:
                     active_acc[akey] = [1, ref.school_id, ref.room_id or 0]
+            elif isinstance(e, ScreenUsed):
+                screen.add(ref, e)
             else:
                 _collect(e, ref, out, transitions, acks, results, open_alerts, resolve_keys)
     out.new, out.duplicates = new, duplicates
@@ -222,6 +227,8 @@ async def apply_batch(
             [(dev, b, n, sch, r) for (dev, b), (n, sch, r) in active_acc.items()],
             fast,
         )
+    if screen:
+        await write_screen(session, screen, fast)
     if transitions:
         await insert_transitions(session, transitions, fast)
     if resolve_keys:

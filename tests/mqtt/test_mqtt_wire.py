@@ -24,6 +24,8 @@ from fleet.domain.wire import (
 )
 
 TS = 1_788_764_400_000
+# A screen_session event (protocol 5.3.1): ts, start, use_s, end, then any extra fields.
+SCREEN = b'{"v":1,"seq":1,"ts":%d,"type":"screen_session","start":%d,"use_s":%d,"end":%s%s}'
 
 
 def test_topic_round_trip_per_school_and_device() -> None:
@@ -89,6 +91,18 @@ def test_full_telemetry_decodes_to_typed_value() -> None:
         (Channel.EVENT, b'{"v":1,"seq":1,"ts":%d,"type":"error"}' % TS, Reason.SCHEMA),
         (Channel.EVENT, b'{"v":1,"seq":1,"ts":%d,"type":"login"}' % TS, Reason.SCHEMA),
         (Channel.ACK, b'{"v":1,"id":"a/b","ts":%d,"accepted":true}' % TS, Reason.SCHEMA),
+        # screen_session (5.3.1): start after ts, more use than time passed, an unknown end, a bad limit,
+        # start over 7 days back, a missing field.
+        (Channel.EVENT, SCREEN % (TS, TS + 1, 1, b'"idle"', b""), Reason.SCHEMA),
+        (Channel.EVENT, SCREEN % (TS, TS - 60_000, 61, b'"idle"', b""), Reason.SCHEMA),
+        (Channel.EVENT, SCREEN % (TS, TS - 60_000, 60, b'"nap"', b""), Reason.SCHEMA),
+        (Channel.EVENT, SCREEN % (TS, TS - 60_000, 60, b'"break"', b',"session_min":0'), Reason.SCHEMA),
+        (Channel.EVENT, SCREEN % (TS, TS - 8 * 86_400_000, 60, b'"idle"', b""), Reason.SCHEMA),
+        (
+            Channel.EVENT,
+            b'{"v":1,"seq":1,"ts":%d,"type":"screen_session","use_s":5,"end":"idle"}' % TS,
+            Reason.SCHEMA,
+        ),
         (Channel.STATUS, b'{"v":1,"state":"maybe"}', Reason.SCHEMA),
         (Channel.CMD, b'{"v":1}', Reason.BAD_TOPIC),
         (Channel.HEARTBEAT, b"{" + b" " * MAX_UPLINK_BYTES + b"}", Reason.OVERSIZED),
@@ -100,6 +114,42 @@ def test_bad_payloads_are_rejected_with_their_reason(
     got = decode_uplink(channel, payload)
     assert isinstance(got, Rejection), got
     assert got.reason == reason
+
+
+valid_screen_sessions = st.builds(
+    lambda seq, start, use_s, lag, end, slim, dlim: wire.Event(
+        seq,
+        start + 1000 * use_s + lag,
+        wire.EventType.SCREEN_SESSION,
+        screen=wire.ScreenSession(start, use_s, end, slim, dlim),
+    ),
+    st.integers(1, wire.MAX_SEQ),
+    st.integers(wire.TS_MIN_MS, wire.TS_MAX_MS - 2 * 86_400_000),
+    st.integers(1, 86_400),
+    st.integers(0, 86_400_000),
+    st.sampled_from(wire.ScreenEnd),
+    st.none() | st.integers(1, 480),
+    st.none() | st.integers(1, 1440),
+)
+
+
+@given(valid_screen_sessions)
+def test_screen_session_encode_decode_round_trip(e: wire.Event) -> None:
+    assert decode_uplink(Channel.EVENT, wire.encode_uplink(e)) == e
+
+
+def test_the_documented_screen_session_example_decodes() -> None:
+    got = decode_uplink(
+        Channel.EVENT,
+        b'{"v":1,"seq":2215,"ts":1788768000000,"type":"screen_session","start":1788765600000,"use_s":2400,'
+        b'"end":"break","session_min":40,"daily_min":180}',
+    )
+    assert got == wire.Event(
+        2215,
+        1788768000000,
+        wire.EventType.SCREEN_SESSION,
+        screen=wire.ScreenSession(1788765600000, 2400, wire.ScreenEnd.BREAK, 40, 180),
+    )
 
 
 def test_login_user_is_kept_out_of_repr() -> None:

@@ -38,6 +38,7 @@ TABLES = (
     "device_state",
     "usage_bytes",
     "usage_active",
+    "usage_screen",
     "presence_transitions",
     "alerts",
     "device_commands",
@@ -191,13 +192,16 @@ def _message(
     elif roll < 0.6:
         v = wire.Heartbeat(seq=seq(), ts_ms=ts, rssi_dbm=rng.choice([None, -60]))
     elif roll < 0.75:
-        kind = rng.choice(list(wire.EventType))
+        # screen_session three times as often as each other kind: terminal-days summing several sessions.
+        kind = rng.choice([*wire.EventType, wire.EventType.SCREEN_SESSION, wire.EventType.SCREEN_SESSION])
+        ev_ts = ts - rng.randrange(0, 600_000)
         v = wire.Event(
             seq=seq(),
-            ts_ms=ts - rng.randrange(0, 600_000),
+            ts_ms=ev_ts,
             type=kind,
             code=rng.choice(["E1", "E42"]) if kind == wire.EventType.ERROR else None,
             user=rng.choice(USERS) if kind == wire.EventType.LOGIN else None,
+            screen=_screen(rng, ev_ts) if kind == wire.EventType.SCREEN_SESSION else None,
         )
     elif roll < 0.87:
         v = wire.Status(rng.random() < 0.4, reason=rng.choice([None, "lwt", "shutdown"]))
@@ -210,6 +214,14 @@ def _message(
             id=rng.choice(commands[dev]), ts_ms=ts, ok=rng.random() < 0.6, code="E", detail={"took_ms": 12}
         )
     return CHANNEL[type(v)], v
+
+
+def _screen(rng: random.Random, ts: int) -> wire.ScreenSession:
+    """A session ending at ts; started before or after midnight UTC, so two local days get rows."""
+    use_s = rng.choice([60, 1800, 2400, 2401, 5000])
+    start = ts - 1000 * use_s - rng.choice([0, 30_000, 9 * 3_600_000])
+    limits = rng.choice([(None, None), (40, 90), (45, 120)])
+    return wire.ScreenSession(start, use_s, rng.choice(list(wire.ScreenEnd)), *limits)
 
 
 async def _run(
@@ -265,6 +277,8 @@ async def test_the_sqlite_driver_path_and_the_sqlalchemy_path_store_the_same_row
         assert {p["online"] for p in sa_rows["presence_transitions"]} == {0, 1}, seed
         assert len({u["bucket_start"] for u in sa_rows["usage_bytes"]}) >= 3, seed  # several 5-minute buckets
         assert len({u["bucket_start"] for u in sa_rows["usage_active"]}) >= 2, seed  # 07:00 and 08:00 on
+        screen = sa_rows["usage_screen"]  # terminal-days summed over several sessions, two local days
+        assert len({u["day"] for u in screen}) == 2 and any(u["sessions"] > 1 for u in screen), seed
         assert sum(o.duplicates for o in sa_out) > 0 and sum(o.new for o in sa_out) > 0, seed
         assert len(sa_rows["dead_letters"]) <= 25, seed
 

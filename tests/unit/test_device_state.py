@@ -346,3 +346,41 @@ def test_every_seq_carrying_message_is_counted_new_or_duplicate(msgs: list) -> N
     if seqs and max(seqs) - min(seqs) < 62:  # all inside one window: every distinct seq is new exactly once
         assert after.messages_total == len(seqs)
     assert sum(isinstance(e, PresenceChanged) for e in effects) <= len(msgs)
+
+
+# ------------------------------------------------------------------ screen time (protocol 5.3.1)
+def screen(seq: int, start_ms: int, use_s: int, end: wire.ScreenEnd, slim: int | None, dlim: int | None):
+    session = wire.ScreenSession(start_ms, use_s, end, slim, dlim)
+    return wire.Event(seq, start_ms + 1000 * use_s, wire.EventType.SCREEN_SESSION, screen=session)
+
+
+def test_a_screen_session_counts_in_the_schools_local_day_and_is_long_past_its_limit() -> None:
+    from dataclasses import replace
+    from datetime import date
+
+    from fleet.domain.device_state import ScreenUsed
+
+    # 23:30 UTC on 6 Sept is 07:30 on 7 Sept in Shanghai: the session belongs to the 7th there.
+    start = int(datetime(2026, 9, 6, 23, 30, tzinfo=UTC).timestamp() * 1000)
+    shanghai = replace(DEV, timezone="Asia/Shanghai")
+    c = ctx()
+    _, effects = reduce(
+        ONLINE,
+        [
+            (screen(10, start, 2400, wire.ScreenEnd.BREAK, 40, 180), NOW),  # exactly 40 min: not long
+            (screen(11, start, 2401, wire.ScreenEnd.IDLE, 40, 180), NOW),  # one second over: long
+            (screen(12, start, 9000, wire.ScreenEnd.IDLE, None, None), NOW),  # no policy: never long
+            (screen(11, start, 2401, wire.ScreenEnd.IDLE, 40, 180), NOW),  # a redelivery: not again
+        ],
+        shanghai,
+        c,
+    )
+    used = [e for e in effects if isinstance(e, ScreenUsed)]
+    assert used == [
+        ScreenUsed(date(2026, 9, 7), 2400, wire.ScreenEnd.BREAK, False, 40, 180),
+        ScreenUsed(date(2026, 9, 7), 2401, wire.ScreenEnd.IDLE, True, 40, 180),
+        ScreenUsed(date(2026, 9, 7), 9000, wire.ScreenEnd.IDLE, False, None, None),
+    ]
+    # In UTC the same session is on the 6th.
+    _, effects = reduce(ONLINE, [(screen(10, start, 60, wire.ScreenEnd.IDLE, 40, 180), NOW)], DEV, c)
+    assert [e.day for e in effects if isinstance(e, ScreenUsed)] == [date(2026, 9, 6)]

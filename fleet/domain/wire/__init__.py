@@ -46,6 +46,7 @@ from fleet.domain.wire.messages import (
     Heartbeat,
     Policy,
     Result,
+    ScreenSession,
     Status,
     Telemetry,
     UnknownCommand,
@@ -85,6 +86,7 @@ from fleet.domain.wire.vocabulary import (
     Channel,
     CommandName,
     EventType,
+    ScreenEnd,
 )
 
 __all__ = [
@@ -127,6 +129,8 @@ __all__ = [
     "Reason",
     "Rejection",
     "Result",
+    "ScreenEnd",
+    "ScreenSession",
     "Status",
     "Telemetry",
     "TopicRef",

@@ -8,11 +8,14 @@ from typing import Any
 
 from fleet.domain.wire.fields import _Bad, _correlation, _int, _load
 from fleet.domain.wire.limits import (
+    BREAK_MINUTES_MAX,
+    DAILY_MINUTES_MAX,
     MAX_ALLOWED_APPS,
     MAX_CODE_TEXT,
     MAX_DOWNLINK_BYTES,
     MAX_SHORT_TEXT,
     PROTOCOL_VERSION,
+    SESSION_MINUTES_MAX,
     TS_MAX_MS,
     TS_MIN_MS,
 )
@@ -24,9 +27,9 @@ from fleet.domain.wire.vocabulary import CommandName
 def parse_policy(args: dict[str, Any]) -> Policy:
     """Validate set_policy arguments (used by the API before a command is queued); raises ValueError."""
     try:
-        session = _int(args, "session_minutes", 1, 480)
-        daily = _int(args, "daily_minutes", 1, 1440)
-        brk = _int(args, "break_minutes", 0, 120, required=False)
+        session = _int(args, "session_minutes", 1, SESSION_MINUTES_MAX)
+        daily = _int(args, "daily_minutes", 1, DAILY_MINUTES_MAX)
+        brk = _int(args, "break_minutes", 0, BREAK_MINUTES_MAX, required=False)
     except _Bad as err:
         raise ValueError(str(err)) from None
     apps = args.get("allowed_apps", [])

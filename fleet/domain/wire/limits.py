@@ -39,6 +39,15 @@ RSSI_DBM_MIN, RSSI_DBM_MAX = (
 )  # Wi-Fi RSSI: 0 dBm is the strongest possible, -130 below any noise floor
 # Command lists and policies: bounded so a command fits MAX_DOWNLINK_BYTES.
 MAX_ALLOWED_APPS = 200
+# Screen-time policy bounds (set_policy, and the limits a screen_session reports): a session at most a school
+# day's 8 hours, a daily limit at most the day, a break at most 2 hours.
+SESSION_MINUTES_MAX = 480
+DAILY_MINUTES_MAX = 1440
+BREAK_MINUTES_MAX = 120
+# A screen_session holds at most a day of use. It may be sent up to 7 days after it began: a session cut short
+# by a shutdown is sent after the next boot, which a week's holiday may delay; older is a broken clock.
+SCREEN_USE_S_MAX = 86_400
+SCREEN_SESSION_MAX_AGE_MS = 7 * 86_400_000
 
 # Timestamps: milliseconds since the Unix epoch, between 2020 and 2100; the clock of a terminal that lost its
 # RTC reads 1970, which is refused rather than stored as a 56-year-old reading.

@@ -5,7 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet.domain.wire.vocabulary import Channel, CommandName, EventType
+from fleet.domain.wire.vocabulary import Channel, CommandName, EventType, ScreenEnd
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenSession:
+    """One continuous-use session of a screen_session event (section 5.3.1)."""
+
+    start_ms: int
+    use_s: int
+    end: ScreenEnd
+    session_min: int | None = None  # the policy in force; None: no policy
+    daily_min: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +50,8 @@ class Event:
     # Only for login/logout: the raw user reference. The ingest seam replaces it by an HMAC pseudonym before
     # anything is stored or logged; repr=False keeps it out of any accidental log line.
     user: str | None = field(default=None, repr=False)
+    # Only for screen_session.
+    screen: ScreenSession | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from fleet.domain.wire.fields import _Bad, _bool, _correlation, _int, _load, _nu
 from fleet.domain.wire.limits import (
     BATTERY_PCT_MAX,
     BATTERY_PCT_MIN,
+    DAILY_MINUTES_MAX,
     MAX_BYTES_DELTA,
     MAX_CODE_TEXT,
     MAX_SEQ,
@@ -20,6 +21,9 @@ from fleet.domain.wire.limits import (
     MAX_UPLINK_BYTES,
     RSSI_DBM_MAX,
     RSSI_DBM_MIN,
+    SCREEN_SESSION_MAX_AGE_MS,
+    SCREEN_USE_S_MAX,
+    SESSION_MINUTES_MAX,
     STORAGE_PCT_MAX,
     STORAGE_PCT_MIN,
     TEMPERATURE_C_MAX,
@@ -27,9 +31,9 @@ from fleet.domain.wire.limits import (
     TS_MAX_MS,
     TS_MIN_MS,
 )
-from fleet.domain.wire.messages import Ack, Event, Heartbeat, Result, Status, Telemetry, Uplink
+from fleet.domain.wire.messages import Ack, Event, Heartbeat, Result, ScreenSession, Status, Telemetry, Uplink
 from fleet.domain.wire.refusals import Reason, Rejection
-from fleet.domain.wire.vocabulary import Channel, EventType
+from fleet.domain.wire.vocabulary import Channel, EventType, ScreenEnd
 
 
 def _telemetry(o: dict[str, Any]) -> Telemetry:
@@ -92,13 +96,33 @@ def _event(o: dict[str, Any]) -> Event:
     if etype is None:
         raise _Bad("type must be one of " + ", ".join(e.value for e in EventType))
     user = _text(o, "user", required=etype in (EventType.LOGIN, EventType.LOGOUT))
+    ts = _int(o, "ts", TS_MIN_MS, TS_MAX_MS)
     return Event(
         seq=_int(o, "seq", 1, MAX_SEQ),
-        ts_ms=_int(o, "ts", TS_MIN_MS, TS_MAX_MS),
+        ts_ms=ts,
         type=etype,
         code=_text(o, "code", required=etype == EventType.ERROR, max_len=MAX_CODE_TEXT),
         user=user,
+        screen=_screen_session(o, ts) if etype == EventType.SCREEN_SESSION else None,
     )
+
+
+_SCREEN_ENDS = frozenset(e.value for e in ScreenEnd)
+
+
+def _screen_session(o: dict[str, Any], ts: int) -> ScreenSession:
+    start = _int(o, "start", TS_MIN_MS, TS_MAX_MS)
+    use_s = _int(o, "use_s", 1, SCREEN_USE_S_MAX)
+    end = o.get("end")
+    if type(end) is not str or end not in _SCREEN_ENDS:
+        raise _Bad("end must be one of " + ", ".join(e.value for e in ScreenEnd))
+    if not ts - SCREEN_SESSION_MAX_AGE_MS <= start <= ts:
+        raise _Bad("start must be before ts and at most 7 days before it")
+    if use_s * 1000 >= ts - start + 1000:  # more use than time passed, with the last second rounded up
+        raise _Bad("use_s must not exceed the seconds from start to ts")
+    session_min = _int(o, "session_min", 1, SESSION_MINUTES_MAX, required=False)
+    daily_min = _int(o, "daily_min", 1, DAILY_MINUTES_MAX, required=False)
+    return ScreenSession(start, use_s, ScreenEnd(end), session_min, daily_min)
 
 
 def _ack(o: dict[str, Any]) -> Ack:

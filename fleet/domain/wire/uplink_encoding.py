@@ -143,6 +143,15 @@ def _encode_uplink_json(value: Uplink) -> bytes:
         body.update(seq=value.seq, ts=value.ts_ms, rssi=value.rssi_dbm)
     elif isinstance(value, Event):
         body.update(seq=value.seq, ts=value.ts_ms, type=value.type.value, code=value.code, user=value.user)
+        if value.screen is not None:
+            s = value.screen
+            body.update(
+                start=s.start_ms,
+                use_s=s.use_s,
+                end=s.end.value,
+                session_min=s.session_min,
+                daily_min=s.daily_min,
+            )
     elif isinstance(value, Ack):
         body.update(id=value.id, ts=value.ts_ms, accepted=value.accepted, reason=value.reason)
     elif isinstance(value, Result):

@@ -40,6 +40,18 @@ class EventType(StrEnum):
     APP_STOP = "app_stop"
     LOCKED = "locked"
     UNLOCKED = "unlocked"
+    # One continuous-use session, when it ends (section 5.3.1): the screen-time report's only source.
+    SCREEN_SESSION = "screen_session"
+
+
+class ScreenEnd(StrEnum):
+    """Why a screen_session ended (section 5.3.1)."""
+
+    BREAK = "break"  # the policy's session_minutes: a break enforced
+    DAILY_LIMIT = "daily_limit"  # the policy's daily_minutes: locked until the next local day
+    IDLE = "idle"  # the user stopped for the rest length
+    LOCKED = "locked"  # a lock command, or the user locked it for the rest length
+    SHUTDOWN = "shutdown"  # power off, reboot, battery out
 
 
 class CommandName(StrEnum):
