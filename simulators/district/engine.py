@@ -15,7 +15,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -250,6 +250,10 @@ class Simulation:
     def _school(self, code: str) -> School:
         return self.rooms_by_school[code]
 
+    def local_day(self, t: Terminal) -> date:
+        """The terminal's local day (its school's time zone): what its daily screen-time limit counts in."""
+        return self.local(t.school).date()
+
     def current_period(self, t: Terminal) -> Any:
         # Asked four times per tick by every terminal; the answer is the school's, and bells ring on whole
         # minutes, so one look-up (a time-zone conversion and a walk over the periods) per school per
@@ -386,6 +390,8 @@ class Simulation:
                 self.district.models[d.model].firmware,
             )
             t.attending = t.rng.random() < self.traffic.attendance
+            if t.rng.random() < self.traffic.screen_policy_share:
+                t.screen.set_policy(self.traffic.screen_policy.model_dump())
             self.terminals.append(t)
             self.by_serial[t.serial] = t
 

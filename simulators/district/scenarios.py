@@ -112,6 +112,14 @@ async def apply(sim: ScenarioHost) -> None:
         sim.scenario_notes["battery-drain"] = (
             f"{len(chosen)} terminals drain at {p.battery_drain_pct_per_hour:g} %/h"
         )
+    if "screen-overuse" in names:
+        chosen = _share(sim, p.screen_overuse_share, "screen")
+        for t in chosen:
+            t.screen.enforce = False
+        sim.outcome["screen_overuse"] = sorted(t.serial for t in chosen)
+        sim.scenario_notes["screen-overuse"] = (
+            f"{len(chosen)} terminals have their breaks and daily lock lifted by hand"
+        )
     if "bad-firmware" in names:
         if "exam-day" in names:
             sim.scenario_notes["bad-firmware"] = "held back: no updates on an exam day"

@@ -35,6 +35,7 @@ SCENARIOS = (
     "bad-firmware",
     "malformed",
     "battery-drain",
+    "screen-overuse",
 )
 ROOM_KINDS = ("smart_classroom", "digital_lab", "ai_lab")
 TIERS = ("basic_experience", "subject_integration", "advanced_research")
@@ -99,6 +100,20 @@ class BurstIn(_M):
     bytes_down: Annotated[int, Field(ge=0, le=10**10)] = 20_000_000
 
 
+class ScreenPolicyIn(_M):
+    """A screen-time policy (protocol 6.1 `set_policy`), as a technician set it before the run."""
+
+    session_minutes: Annotated[int, Field(ge=1, le=480)] = 40
+    daily_minutes: Annotated[int, Field(ge=1, le=1440)] = 180
+    break_minutes: Annotated[int, Field(ge=0, le=120)] = 10
+
+    @model_validator(mode="after")
+    def _order(self) -> ScreenPolicyIn:
+        if self.session_minutes > self.daily_minutes:
+            raise ValueError("session_minutes cannot exceed daily_minutes")
+        return self
+
+
 class TrafficIn(_M):
     telemetry_interval_s: Annotated[int, Field(ge=5, le=3600)] = 60
     heartbeat_interval_s: Annotated[int, Field(ge=5, le=3600)] = 60
@@ -113,6 +128,11 @@ class TrafficIn(_M):
     battery_drain_pct_per_hour: Annotated[float, Field(ge=0, le=100)] = 8.0
     # Terminals stay up this long after the last bell, then shut down cleanly for the night.
     after_school_s: Annotated[int, Field(ge=0, le=6 * 3600)] = 1800
+    # Screen time (protocol 5.3.1): the policy most terminals got before the run (a lesson's 40 minutes, then
+    # a 10-minute break; 180 minutes a day, about four lessons), and the share that got it; the others have
+    # none, as terminals enrolled after the technician's last set_policy.
+    screen_policy: ScreenPolicyIn = ScreenPolicyIn()
+    screen_policy_share: Share = 0.95
 
 
 class RoomIn(_M):
@@ -195,6 +215,9 @@ class ScenarioParamsIn(_M):
     battery_drain_share: Share = 0.1
     # battery-drain: the affected terminals lose this many percent per simulated hour and never charge.
     battery_drain_pct_per_hour: Annotated[float, Field(gt=0, le=10_000)] = 400.0
+    # screen-overuse: this share of terminals keeps its policy but a teacher lifts every break and the daily
+    # lock by hand, so they report sessions longer than the policy allows and days over the daily limit.
+    screen_overuse_share: Share = 0.05
 
 
 class EdgeIn(_M):

@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 from enum import Enum
 from typing import Any, Protocol
 
@@ -20,6 +21,7 @@ import paho.mqtt.client as paho
 from fleet.domain import wire
 from simulators.district.clock import SimClock
 from simulators.district.mqttpool import Pool
+from simulators.district.screentime import Ended, ScreenTime
 from simulators.district.spec import TrafficIn
 from simulators.district.stats import Stats
 
@@ -81,6 +83,8 @@ class TerminalHost(Protocol):
 
     def lesson_bytes(self, t: Terminal, interval: float, period: Any = None) -> tuple[int, int]: ...
 
+    def local_day(self, t: Terminal) -> date: ...
+
     def update_command(self, t: Terminal, cmd: wire.Command) -> None: ...
 
 
@@ -107,6 +111,7 @@ class Counters:
     disconnects: int = 0
     commands: int = 0
     error_replies: int = 0
+    screen_sessions: int = 0
 
 
 class Terminal:
@@ -118,7 +123,6 @@ class Terminal:
         "base_seq",
         "battery",
         "boots",
-        "break_until",
         "charging",
         "client",
         "connect_started",
@@ -141,11 +145,12 @@ class Terminal:
         "room",
         "room_key",
         "school",
+        "screen",
         "seq",
         "serial",
         "tick_gen",
         "topics",
-        "used_s",
+        "unsent",
     )
 
     def __init__(
@@ -192,8 +197,9 @@ class Terminal:
         self.topics: dict[wire.Channel, str] = {}
         self.backoff = BACKOFF_START_S
         self.boots = 0
-        self.used_s = 0.0  # continuous use in this session (simulated seconds), for the screen-time policy
-        self.break_until = 0.0  # simulated monotonic seconds
+        # Screen time (protocol 5.3.1): sessions, breaks and the daily limit of the set_policy policy.
+        self.screen = ScreenTime()
+        self.unsent: list[Ended] = []  # sessions a reboot ended, sent after the next boot
 
     # ---------------------------------------------------------------- topics
     def topic(self, channel: wire.Channel) -> str:
@@ -262,6 +268,9 @@ class Terminal:
         if self.boots == 0 and not self.host.frozen:  # no new sequence numbers once the run is accounted
             self.boots = 1
             self.event(wire.EventType.BOOT)
+            for ended in self.unsent:  # the session the reboot cut short (protocol 5.3.1: after the boot)
+                self.screen_session(ended)
+            self.unsent.clear()
         self.schedule_tick(first=True)
 
     def on_disconnected(self) -> None:
@@ -279,6 +288,9 @@ class Terminal:
         if self.phase != Phase.ONLINE or self.client is None:
             self.phase = Phase.ASLEEP
             return
+        ended = self.screen.shutdown()
+        if ended is not None and not self.host.frozen:
+            self.screen_session(ended)
         self._send(wire.Status(online=False, ts_ms=self.host.clock.now_ms(), reason="shutdown"), retain=True)
         self.phase = Phase.ASLEEP
         self.host.cancel_tick(self)
@@ -322,7 +334,13 @@ class Terminal:
             self.reboot_soon()
         if self.malformed:
             self.send_garbage()
-        if in_lesson and self.attending and not self.locked and self._policy_allows(interval):
+        wants = in_lesson and self.attending
+        in_use, ended = self.screen.step(
+            sim.clock.now_ms(), sim.local_day(self), interval, wants, locked=self.locked
+        )
+        for e in ended:
+            self.screen_session(e)
+        if in_use:
             up, down = sim.lesson_bytes(self, interval, period)
             self.app = self._allowed_app("edu.exam" if self.exam else "edu.classroom")
             self.telemetry(up, down)
@@ -331,19 +349,6 @@ class Terminal:
             idle = int(sim.traffic.idle_bytes_per_minute * interval / 60)
             self.telemetry(idle // 4, idle) if self.rng.random() < 0.5 else self.heartbeat()
         sim.tick_after(self, interval)
-
-    def _policy_allows(self, interval: float) -> bool:
-        """The myopia-prevention policy (protocol 6.1 set_policy): a break after `session_minutes` of use."""
-        now = self.host.clock.monotonic()
-        if now < self.break_until:
-            return False
-        session = self.policy.get("session_minutes")
-        self.used_s += interval
-        if isinstance(session, int) and self.used_s > session * 60:
-            self.used_s = 0.0
-            self.break_until = now + 60 * int(self.policy.get("break_minutes", 10))
-            return False
-        return True
 
     def _allowed_app(self, wanted: str) -> str:
         allowed = self.policy.get("allowed_apps") or []
@@ -405,6 +410,15 @@ class Terminal:
         self.counters.events += 1
         self._send(wire.Event(seq, self.host.clock.now_ms(), kind, code), seq=seq)
 
+    def screen_session(self, e: Ended) -> None:
+        """One finished session of use (protocol 5.3.1), an event with its own seq."""
+        seq = self._next_seq()
+        self.counters.events += 1
+        self.counters.screen_sessions += 1
+        session = wire.ScreenSession(e.start_ms, e.use_s, wire.ScreenEnd(e.end), e.session_min, e.daily_min)
+        now = max(self.host.clock.now_ms(), e.start_ms + 1000 * e.use_s)
+        self._send(wire.Event(seq, now, wire.EventType.SCREEN_SESSION, screen=session), seq=seq)
+
     def send_garbage(self) -> None:
         """A share of the fleet sends junk: each kind is one dead-letter reason in protocol section 6.2."""
         reason = GARBAGE[self.counters.telemetry % len(GARBAGE)]
@@ -423,6 +437,9 @@ class Terminal:
         if self.client is None or self.phase != Phase.ONLINE:
             return
         self.boots = 0  # the next CONNACK sends a boot event
+        ended = self.screen.shutdown()
+        if ended is not None:
+            self.unsent.append(ended)
         self.flap(self.host.clock.real(dark_s))
 
     def publish_update(self, payload: bytes) -> None:
@@ -469,6 +486,7 @@ class Terminal:
             self.event(wire.EventType.UNLOCKED)
         elif msg.name is wire.CommandName.SET_POLICY:
             self.policy = dict(msg.args)
+            self.screen.set_policy(msg.args)
         elif msg.name is wire.CommandName.DIAGNOSTICS:
             detail = {
                 "battery": int(self.battery),
