@@ -377,7 +377,7 @@ def simulate(
         typer.Option(
             help="comma-separated: bell-storm, lesson-peak, exam-day, "
             "wifi-flap, broker-restart, bad-firmware, malformed, "
-            "battery-drain"
+            "battery-drain, screen-overuse"
         ),
     ] = "bell-storm,lesson-peak",
     duration: Annotated[float, typer.Option(help="real seconds to run")] = 60.0,
