@@ -30,8 +30,8 @@ def principal(role: Role = Role.IT_STAFF, schools: tuple[int, ...] | None = None
 
 
 @pytest.fixture
-async def plane(sqlite_url: str, tmp_path: Path) -> Plane:
-    p = await seed(sqlite_url, tmp_path)
+async def plane(any_db_url: str, tmp_path: Path) -> Plane:
+    p = await seed(any_db_url, tmp_path)
     yield p
     await p.engine.dispose()
 
