@@ -6,8 +6,9 @@ lesson peak: every school in a lesson now, every device enrolled, 90% online, th
 room, and presence churning (a writer process flips devices on and off, as `labfleet ingest` workers commit
 them). The service runs as its own process, as `labfleet serve` runs it (no broker: ingest is elsewhere).
 
-- page times are measured at the client on loopback (an upper bound of the server time), next to the same
-  run's `/healthz` round trip as the baseline;
+- page times: the server time as the service's CPU time for the request (every thread of the process, from
+  /proc: on a shared machine the wall time includes waiting for a core), and the wall time at the client on
+  loopback, next to the same run's `/healthz` round trip as the baseline;
 - the viewers' cost is the service process's CPU time (psutil) while 50 Server-Sent-Event streams are open,
   less the same window without viewers, as a share of one core;
 - live latency: devices flipped online in one commit, until a viewer's total shows them.
@@ -194,6 +195,35 @@ async def signed_in(base: str) -> httpx.AsyncClient:
     return c
 
 
+def cpu_ns(pid: int) -> int:
+    """CPU time of every thread of the process (its event loop and aiosqlite's threads), in nanoseconds."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as fh:
+                total += int(fh.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a thread that ended in between
+    return total
+
+
+class Timer:
+    """A request's time at the client (wall, loopback) and in the service (CPU of all its threads): on a
+    shared machine the wall time includes waiting for a core, the CPU time does not."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    async def __call__(self, c: httpx.AsyncClient, path: str) -> tuple[float, float]:
+        cpu0 = cpu_ns(self.pid)
+        t0 = time.perf_counter()
+        r = await c.get(path)
+        wall = (time.perf_counter() - t0) * 1000
+        cpu = (cpu_ns(self.pid) - cpu0) / 1e6
+        assert r.status_code == 200, (path, r.status_code)
+        return wall, cpu
+
+
 async def timed(c: httpx.AsyncClient, path: str) -> float:
     t0 = time.perf_counter()
     r = await c.get(path)
@@ -255,24 +285,26 @@ async def measure(base: str, pid: int, path: Path, churn: Churn) -> dict[str, fl
     async with httpx.AsyncClient(base_url=base) as plain:
         health = [await timed(plain, "/healthz") for _ in range(20)]
     c = await signed_in(base)
-    cockpit_first = await timed(c, "/")
-    cockpit = [await timed(c, "/") for _ in range(5)]
+    timer = Timer(pid)
+    cockpit_first, cockpit_first_cpu = await timer(c, "/")
+    cockpit_runs = [await timer(c, "/") for _ in range(5)]
+    cockpit = [w for w, _ in cockpit_runs]
     rng = random.Random(7)
     kinds: dict[str, list[float]] = {"serial": [], "school+status": [], "offline in school": [], "all": []}
+    search_cpu: list[float] = []
     for _ in range(SEARCHES):
         roll = rng.random()
         if roll < 0.4:
-            kinds["serial"].append(await timed(c, f"/devices?q=SN-00{rng.randrange(10, 99)}"))
+            kind, page = "serial", f"/devices?q=SN-00{rng.randrange(10, 99)}"
         elif roll < 0.7:
-            kinds["school+status"].append(
-                await timed(c, f"/devices?school={rng.randrange(1, 100)}&status=in_service")
-            )
+            kind, page = "school+status", f"/devices?school={rng.randrange(1, 100)}&status=in_service"
         elif roll < 0.85:
-            kinds["offline in school"].append(
-                await timed(c, f"/devices?online=no&school={rng.randrange(1, 100)}")
-            )
+            kind, page = "offline in school", f"/devices?online=no&school={rng.randrange(1, 100)}"
         else:
-            kinds["all"].append(await timed(c, "/devices"))
+            kind, page = "all", "/devices"
+        wall, cpu = await timer(c, page)
+        kinds[kind].append(wall)
+        search_cpu.append(cpu)
     searches = [ms for v in kinds.values() for ms in v]
     proc = psutil.Process(pid)
 
@@ -303,8 +335,10 @@ async def measure(base: str, pid: int, path: Path, churn: Churn) -> dict[str, fl
     await c.aclose()
     print(
         f"healthz median {statistics.median(health):.1f} ms (baseline); "
-        f"cockpit first {cockpit_first:.0f} ms, "
-        f"then median {statistics.median(cockpit):.0f} ms",
+        f"cockpit first {cockpit_first:.0f} ms ({cockpit_first_cpu:.0f} ms service CPU), "
+        f"then median {statistics.median(cockpit):.0f} ms; "
+        f"device search service CPU p95 {p95(search_cpu):.0f} ms, "
+        f"median {statistics.median(search_cpu):.0f} ms",
         flush=True,
     )
     for name, values in kinds.items():
@@ -323,12 +357,15 @@ async def measure(base: str, pid: int, path: Path, churn: Churn) -> dict[str, fl
         flush=True,
     )
     return {
-        "cockpit_ms": round(cockpit_first, 1),
-        "cockpit_median_ms": round(statistics.median(cockpit), 1),
+        # Server time as the service's CPU time for the request (all its threads); *_wall_ms at the client.
+        "cockpit_ms": round(cockpit_first_cpu, 1),
+        "cockpit_wall_ms": round(cockpit_first, 1),
+        "cockpit_median_wall_ms": round(statistics.median(cockpit), 1),
         "healthz_median_ms": round(statistics.median(health), 1),
         "cockpit_ratio_to_healthz": round(cockpit_first / statistics.median(health), 1),
-        "search_p95_ms": round(p95(searches), 1),
-        "search_median_ms": round(statistics.median(searches), 1),
+        "search_p95_ms": round(p95(search_cpu), 1),
+        "search_p95_wall_ms": round(p95(searches), 1),
+        "search_median_wall_ms": round(statistics.median(searches), 1),
         "search_ratio_to_healthz": round(p95(searches) / statistics.median(health), 1),
         "viewers": VIEWERS,
         "viewers_cpu_share": round(max(0.0, busy - idle), 3),
