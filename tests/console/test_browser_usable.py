@@ -4,12 +4,14 @@ alone reaches every control of a form page, with a visible focus ring, starting 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
 from fleet.domain.enums import Role
 from tests.console.conftest import LiveServer, Tab
+from tests.console.helpers import PASSWORD
 from tests.console.test_browser_pages import sign_in, world_with_user
 
 SIZES = {"laptop": (1366, 768), "tablet": (768, 1024)}
@@ -86,3 +88,21 @@ def test_the_keyboard_reaches_every_control_with_a_visible_focus(live_server: Li
     assert not unringed, f"focused without a visible ring: {unringed}"
     tab.page.keyboard.press("Shift+Tab")
     tab.shot("keyboard-focus", full_page=False)
+
+
+def test_a_live_page_whose_session_ended_goes_to_sign_in_and_back(live_server: LiveServer, tab: Tab) -> None:
+    """The alerts list refreshes itself (htmx, every 5 s): once the session is gone, the next refresh sends
+    the browser to sign-in (HX-Redirect), and signing in returns to the alerts page."""
+    tab.base = live_server.url
+    world_with_user(live_server, "it-a", Role.IT_STAFF)
+    sign_in(tab, "it-a")
+    tab.go("/alerts?status=active")
+    assert tab.page.locator("#alert-rows").is_visible()
+    tab.page.context.clear_cookies()  # the session ends (signed out elsewhere, or expired)
+    tab.page.wait_for_url(re.compile(r"/signin\?next="), timeout=30_000)
+    assert "next=%2Falerts%3Fstatus%3Dactive" in tab.page.url
+    tab.page.get_by_label("Username").fill("it-a")
+    tab.page.get_by_label("Password").fill(PASSWORD)
+    tab.page.locator("form[action='/signin'] button[type=submit]").click()
+    tab.page.wait_for_url(re.compile(r"/alerts\?status=active$"))
+    tab.shot("back-on-alerts", full_page=False)
