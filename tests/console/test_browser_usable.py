@@ -106,3 +106,23 @@ def test_a_live_page_whose_session_ended_goes_to_sign_in_and_back(live_server: L
     tab.page.locator("form[action='/signin'] button[type=submit]").click()
     tab.page.wait_for_url(re.compile(r"/alerts\?status=active$"))
     tab.shot("back-on-alerts", full_page=False)
+
+
+def test_a_refresh_answered_by_an_error_page_shows_it_in_place(live_server: LiveServer, tab: Tab) -> None:
+    """A partial update that meets the error page (here the real 404 page, served for the list's refresh)
+    shows it in the main area instead of silently keeping a stale list."""
+    import httpx
+
+    tab.base = live_server.url
+    world_with_user(live_server, "it-a", Role.IT_STAFF)
+    sign_in(tab, "it-a")
+    tab.go("/alerts?status=active")
+    not_found = httpx.get(live_server.url + "/no/such/page", headers={"Accept": "text/html"})
+    assert not_found.status_code == 404
+    tab.page.route(
+        re.compile(r".*/alerts\?.*"),
+        lambda route: route.fulfill(status=404, body=not_found.text, content_type="text/html"),
+    )
+    tab.page.locator("main .error-code").wait_for(timeout=30_000)
+    assert tab.page.locator("main .error-code").inner_text() == "404"
+    assert tab.page.url.endswith("/alerts?status=active")
