@@ -461,7 +461,9 @@ class RolloutEngine:
                     report.waiting[g.reason] += 1
                     continue
                 ctx.take_slot(rd.school_id)
-                rate = max(1, school.budget // school.max_concurrent)
+                # The school's budget, and the rollout's own cap on top, shared by its download slots.
+                budget = min(school.budget, int(r.policy.get("max_bytes_per_second") or school.budget))
+                rate = max(1, budget // school.max_concurrent)
                 grant = DownloadGrant(
                     r.artifact_sha256,
                     rd.device_id,

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet.domain.enums import DeviceStatus
-from fleet.domain.rollouts import DeviceUpdateState, GroupPlan, GroupStrategy
+from fleet.domain.rollouts import DeviceUpdateState, GroupPlan, GroupStrategy, PlannedGroup, plan_groups
 from fleet.persistence.models import Device, DeviceModel, School
 from fleet.persistence.models_mqtt import DeviceCredential, DeviceState
 from fleet.persistence.models_rollouts import Rollout, RolloutDevice, RolloutDeviceEvent, RolloutGroup
@@ -64,6 +64,24 @@ async def matching_devices(
             continue
         out.append((dev, version))
     return out
+
+
+async def planned_groups(
+    session: AsyncSession, r: Rollout
+) -> tuple[list[tuple[str, PlannedGroup]], dict[int, tuple[Device, str | None]]]:
+    """The groups a rollout starts with, each with the name people see, and the matching devices by id.
+
+    A rollout's start and its preview both use this, so the preview shows what the start then does."""
+    matching = await matching_devices(session, r)
+    groups = plan_groups([(d.id, d.school_id) for d, _ in matching], plan_of(r)) or []
+    if not groups:
+        groups = [PlannedGroup("canary", "canary", ())]
+    codes = await school_codes(session, [g.school_id for g in groups if g.school_id is not None])
+    named = [
+        (f"school {codes.get(g.school_id, g.school_id)}" if g.school_id is not None else g.name, g)
+        for g in groups
+    ]
+    return named, {d.id: (d, v) for d, v in matching}
 
 
 def add_device(

@@ -9,22 +9,20 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from firmware_profiles import DEFAULT_PROFILE_DIR, load_profile_key
+from firmware_profiles import DEFAULT_PROFILE_DIR
 from fleet.domain import wire
 from fleet.domain.permissions import Permission, Principal
-from fleet.domain.rollouts import GroupPlan, PlannedGroup, RolloutStatus, Window, plan_groups
-from fleet.errors import Conflict, IllegalTransition, InvalidInput, NotFound
+from fleet.domain.rollouts import RolloutStatus
+from fleet.errors import Conflict, IllegalTransition, NotFound
 from fleet.observability.metrics import RolloutState
-from fleet.persistence.models import DeviceModel, Room, School
 from fleet.persistence.models_rollouts import (
-    FirmwareArtifact,
     Rollout,
     RolloutDevice,
     RolloutDeviceEvent,
@@ -33,34 +31,35 @@ from fleet.persistence.models_rollouts import (
 from fleet.services import audit
 from fleet.services.common import Page, paginate, require
 from fleet.services.rollout_devices import cancel_unfinished, group_tallies
-from fleet.services.rollout_policy import DEFAULT_POLICY
-from fleet.services.rollout_targets import DeviceTarget, add_device, matching_devices, plan_of, school_codes
+from fleet.services.rollout_specs import (
+    MAX_BYTES_PER_SECOND,
+    MIN_BYTES_PER_SECOND,
+    RolloutChoices,
+    RolloutPreview,
+    RolloutSpec,
+    choices,
+    draft,
+    preview,
+    resolve,
+)
+from fleet.services.rollout_targets import DeviceTarget, add_device, planned_groups
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "MAX_BYTES_PER_SECOND",
+    "MIN_BYTES_PER_SECOND",
+    "RolloutChoices",
+    "RolloutPreview",
+    "RolloutService",
+    "RolloutSpec",
+    "rollout_states",
+]
 
 # Rows of per-device state returned by `get`; the API pages the rest.
 MAX_DEVICES_IN_DETAIL = 500
 
-
 # --- values ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RolloutSpec:
-    name: str
-    model_id: int
-    target_version: str
-    school_ids: tuple[int, ...] = ()
-    room_ids: tuple[int, ...] = ()
-    from_versions: tuple[str, ...] = ()
-    plan: GroupPlan = field(default_factory=GroupPlan)
-    success_threshold: float = 0.9
-    error_threshold: float = 0.2
-    max_attempts: int = 3
-    download_window: Window = Window.OUTSIDE_LESSONS
-    install_window: Window = Window.OUTSIDE_LESSONS
-    install_seconds: int = 600
-    start: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +84,6 @@ class RolloutDetail:
 
 
 # --- validation and scope ---------------------------------------------------------------------------------
-
-
-def _fraction(name: str, v: float) -> None:
-    if not 0.0 <= v <= 1.0:
-        raise InvalidInput(
-            f"{name} must be between 0 and 1", details=[{"field": name, "reason": "out of range"}]
-        )
 
 
 def _visible(principal: Principal, r: Rollout) -> bool:
@@ -135,92 +127,21 @@ class RolloutService:
         self.now = now
         self.profile_dir = profile_dir
 
+    async def preview(self, spec: RolloutSpec) -> RolloutPreview:
+        """The groups `create` then `start` would make of the devices matching now, without writing
+        anything: the same checks, targets and group plan."""
+        require(self.principal, Permission.MANAGE_ROLLOUTS)
+        t = await resolve(self.session, self.principal, spec, self.profile_dir)
+        return await preview(self.session, draft(spec, t, self.principal.actor, self.now), t)
+
+    async def choices(self) -> RolloutChoices:
+        """What this principal may choose from for a new rollout."""
+        return await choices(self.session, self.principal)
+
     async def create(self, spec: RolloutSpec) -> Rollout:
         require(self.principal, Permission.MANAGE_ROLLOUTS)
-        _fraction("success_threshold", spec.success_threshold)
-        _fraction("error_threshold", spec.error_threshold)
-        if not 1 <= spec.max_attempts <= 10:
-            raise InvalidInput("max_attempts must be 1..10")
-        if not 60 <= spec.install_seconds <= 4 * 3600:
-            raise InvalidInput("install_seconds must be 60..14400")
-        model = await self.session.get(DeviceModel, spec.model_id)
-        if model is None:
-            raise NotFound(f"device model {spec.model_id} not found")
-        if not model.profile_key:
-            raise InvalidInput(f"device model {spec.model_id} has no firmware profile")
-        try:
-            profile = load_profile_key(model.profile_key, self.profile_dir)
-        except Exception as err:  # a profile error names its file and key path
-            raise InvalidInput(f"profile {model.profile_key}: {err}") from err
-        try:
-            profile.version(spec.target_version)
-        except KeyError as err:
-            known = ", ".join(v.version for v in profile.versions)
-            raise InvalidInput(
-                f"version {spec.target_version} is not in profile {model.profile_key} (it lists {known})"
-            ) from err
-        art = (
-            await self.session.execute(
-                select(FirmwareArtifact).where(
-                    FirmwareArtifact.profile_key == model.profile_key,
-                    FirmwareArtifact.version == spec.target_version,
-                )
-            )
-        ).scalar_one_or_none()
-        if art is None:
-            raise InvalidInput(
-                f"no artifact for {model.profile_key} {spec.target_version}; run "
-                f"`labfleet artifacts import` first"
-            )
-        schools = tuple(sorted(set(spec.school_ids)))
-        if not self.principal.district_wide:
-            if not schools:
-                schools = tuple(sorted(self.principal.school_ids))
-            if not set(schools) <= self.principal.school_ids:
-                raise NotFound("school not found")
-        for sid in schools:
-            if await self.session.get(School, sid) is None:
-                raise NotFound(f"school {sid} not found")
-        for rid in spec.room_ids:
-            room = await self.session.get(Room, rid)
-            if (
-                room is None
-                or not self.principal.sees_school(room.school_id)
-                or (schools and room.school_id not in schools)
-            ):
-                raise NotFound(f"room {rid} not found")
-        policy = dict(
-            DEFAULT_POLICY,
-            download_window=spec.download_window.value,
-            install_window=spec.install_window.value,
-            install_seconds=spec.install_seconds,
-        )
-        plan = {
-            "canary_size": spec.plan.canary_size,
-            "canary_percent": spec.plan.canary_percent,
-            "strategy": spec.plan.strategy.value,
-            "percents": list(spec.plan.percents),
-        }
-        r = Rollout(
-            name=spec.name,
-            model_id=model.id,
-            profile_key=model.profile_key,
-            target_version=spec.target_version,
-            artifact_sha256=art.sha256,
-            school_ids=list(schools),
-            room_ids=sorted(set(spec.room_ids)),
-            from_versions=sorted(set(spec.from_versions)),
-            group_plan=plan,
-            success_threshold=spec.success_threshold,
-            error_threshold=spec.error_threshold,
-            max_attempts=spec.max_attempts,
-            policy=policy,
-            state=RolloutStatus.DRAFT.value,
-            current_group=0,
-            created_by=self.principal.actor,
-            created_at=self.now,
-            updated_at=self.now,
-        )
+        t = await resolve(self.session, self.principal, spec, self.profile_dir)
+        r = draft(spec, t, self.principal.actor, self.now)
         self.session.add(r)
         await self.session.flush()
         audit.record(
@@ -230,16 +151,17 @@ class RolloutService:
             action="rollout.create",
             object_type="rollout",
             object_id=r.id,
-            school_id=schools[0] if len(schools) == 1 else None,
+            school_id=t.schools[0] if len(t.schools) == 1 else None,
             after={
                 "name": r.name,
                 "model": r.profile_key,
                 "target_version": r.target_version,
-                "schools": list(schools),
+                "schools": list(t.schools),
                 "rooms": r.room_ids,
-                "plan": plan,
+                "plan": r.group_plan,
                 "success_threshold": r.success_threshold,
                 "error_threshold": r.error_threshold,
+                "max_bytes_per_second": spec.max_bytes_per_second,
             },
         )
         if spec.start:
@@ -270,15 +192,8 @@ class RolloutService:
                 f"time: let it finish or abort it first"
             )
         before = rollout_snapshot(r)
-        matching = await matching_devices(self.session, r)
-        plan = plan_of(r)
-        groups = plan_groups([(d.id, d.school_id) for d, _ in matching], plan) or []
-        if not groups:
-            groups = [PlannedGroup("canary", "canary", ())]
-        by_id = {d.id: (d, v) for d, v in matching}
-        codes = await school_codes(self.session, [g.school_id for g in groups if g.school_id is not None])
-        for pos, g in enumerate(groups):
-            name = f"school {codes.get(g.school_id, g.school_id)}" if g.school_id is not None else g.name
+        groups, by_id = await planned_groups(self.session, r)
+        for pos, (name, g) in enumerate(groups):
             row = RolloutGroup(
                 rollout_id=r.id,
                 position=pos,
@@ -306,7 +221,7 @@ class RolloutService:
             object_id=r.id,
             before=before,
             after=rollout_snapshot(r),
-            summary=f"{len(matching)} devices in {len(groups)} groups",
+            summary=f"{len(by_id)} devices in {len(groups)} groups",
         )
         return r
 

@@ -18,7 +18,7 @@ import pytest
 
 from fleet.console.app import ConsoleRoute
 from fleet.domain.enums import Role
-from fleet.persistence.models_rollouts import Rollout
+from fleet.persistence.models_rollouts import Rollout, RolloutDevice, RolloutGroup
 from tests.api.test_scope_matrix import (
     ALL,
     COMMANDERS,
@@ -30,6 +30,7 @@ from tests.api.test_scope_matrix import (
     I,
     T,
     U,
+    _import_artifacts,
     device,
     fixed,
     free_slot,
@@ -147,6 +148,62 @@ async def new_rollout(api: Api, w: World, inside: bool) -> int:
         return int(r.id)
 
 
+def rollout_form(path: str) -> Build:
+    """The new-rollout form for one school (a draft, so repeated creates never clash over the model)."""
+
+    async def build(api: Api, w: World, inside: bool) -> tuple[str, dict[str, Any]]:
+        await _import_artifacts(api)
+        data = {
+            "name": f"R{n()}",
+            "model_id": str(w.model),
+            "target_version": "1.2.0",
+            "school_ids": [str(school(w, inside))],
+            "canary_size": "1",
+            "strategy": "per_school",
+            "percents": "100",
+            "success_pct": "90",
+            "error_pct": "20",
+            "download_window": "outside_lessons",
+            "install_window": "outside_lessons",
+        }
+        return path, {"data": data}
+
+    return build
+
+
+async def rollout_with_device(api: Api, w: World, inside: bool) -> tuple[int, int]:
+    rid = await new_rollout(api, w, inside)
+    async with api.sessions() as s:
+        g = RolloutGroup(rollout_id=rid, position=0, name="canary", kind="canary", state="running")
+        s.add(g)
+        await s.flush()
+        now = api.clock.now()
+        s.add(
+            RolloutDevice(
+                rollout_id=rid,
+                group_id=g.id,
+                device_id=device(w, inside),
+                school_id=school(w, inside),
+                state="pending",
+                to_version="1.3.0",
+                attempts=0,
+                bytes_done=0,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        await s.commit()
+    return rid, device(w, inside)
+
+
+def rollout_device_page() -> Build:
+    async def build(api: Api, w: World, inside: bool) -> tuple[str, dict[str, Any]]:
+        rid, dev = await rollout_with_device(api, w, inside)
+        return f"/rollouts/{rid}/devices/{dev}", {}
+
+    return build
+
+
 async def new_user(api: Api, w: World, inside: bool) -> int:
     return await add_user(api.sessions, api.clock, f"spare{n()}", Role.AUDITOR, (school(w, inside),))
 
@@ -203,6 +260,11 @@ CONSOLE: dict[tuple[str, str], Spec] = {
         COMMANDERS, 303, fresh("/alerts/{}/ack", new_alert), out=404
     ),
     ("GET", "/rollouts"): Spec(ALL, 200, fixed("/rollouts")),
+    ("GET", "/rollouts/new"): Spec(ROLLOUT_CONTROLLERS, 200, fixed("/rollouts/new")),
+    # another school's targets are refused beside the field (the school is unknown to the caller)
+    ("POST", "/rollouts/preview"): Spec(ROLLOUT_CONTROLLERS, 200, rollout_form("/rollouts/preview"), out=422),
+    ("POST", "/rollouts/new"): Spec(ROLLOUT_CONTROLLERS, 303, rollout_form("/rollouts/new"), out=422),
+    ("GET", "/rollouts/{rollout_id}/devices/{device_id}"): Spec(ALL, 200, rollout_device_page(), out=404),
     ("GET", "/rollouts/{rollout_id}"): Spec(ALL, 200, fresh("/rollouts/{}", new_rollout), out=404),
     ("GET", "/rollouts/{rollout_id}/progress"): Spec(
         ALL, 200, fresh("/rollouts/{}/progress", new_rollout), out=404

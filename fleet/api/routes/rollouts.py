@@ -13,7 +13,12 @@ from fleet.api.routes.crud import ObjId
 from fleet.api.schemas import In
 from fleet.domain.rollouts import GroupPlan, GroupStrategy, Window
 from fleet.persistence.models_rollouts import Rollout, RolloutDevice
-from fleet.services.rollouts import RolloutService, RolloutSpec
+from fleet.services.rollouts import (
+    MAX_BYTES_PER_SECOND,
+    MIN_BYTES_PER_SECOND,
+    RolloutService,
+    RolloutSpec,
+)
 
 router = APIRouter(prefix="/api/v1")
 
@@ -64,6 +69,7 @@ class RolloutIn(_Strict):
     download_window: Window = Window.OUTSIDE_LESSONS
     install_window: Window = Window.OUTSIDE_LESSONS
     install_seconds: int = Field(600, ge=60, le=4 * 3600)
+    max_bytes_per_second: int | None = Field(None, ge=MIN_BYTES_PER_SECOND, le=MAX_BYTES_PER_SECOND)
     start: bool = True
 
 
@@ -145,6 +151,7 @@ async def create_rollout(session: Session, caller: Caller, state: State, body: R
         download_window=body.download_window,
         install_window=body.install_window,
         install_seconds=body.install_seconds,
+        max_bytes_per_second=body.max_bytes_per_second,
         start=body.start,
     )
     r = await RolloutService(session, caller, state.clock.now()).create(spec)
