@@ -1,4 +1,5 @@
-"""Provisioning: claim tokens per school (create with uses and expiry, revoke) and enrollment progress."""
+"""Provisioning: per school, claim tokens (create with uses and expiry, revoke), enrollment progress, and the
+lab edge agents with the kits they bridge (online, firmware)."""
 
 from __future__ import annotations
 
@@ -8,25 +9,31 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from fleet.console.app import ConsoleRoute, UserPage
-from fleet.services import console_plane, enrollment
+from fleet.console.choices import choices
+from fleet.i18n import _
+from fleet.services import claim_tokens, edge_agents, enrollment
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 
 
 async def _page(page: UserPage, school: str, **extra: Any) -> Response:
-    opts = await console_plane.choices(page.db, page.principal)
+    opts = await choices(page, rooms=False, models=False)
     chosen = (
         int(school)
         if school.isdigit() and len(school) <= 10
-        else (opts["schools"][0].id if opts["schools"] else None)
+        else (opts.schools[0].id if opts.schools else None)
     )
-    tokens = await console_plane.list_claim_tokens(page.db, page.principal, chosen) if chosen else []
+    tokens = await claim_tokens.list_for_school(page.db, page.principal, chosen) if chosen else []
+    progress = await claim_tokens.progress(page.db, page.principal, chosen) if chosen else None
+    agents = await edge_agents.list_agents(page.db, page.principal, school_id=chosen) if chosen else []
     return page.render(
         "provisioning.html",
         nav="provisioning",
         opts=opts,
         chosen=chosen,
         tokens=tokens,
+        progress=progress,
+        agents=agents,
         **({"errors": {}, "issued": None} | extra),
     )
 
@@ -42,26 +49,23 @@ async def create(page: UserPage, school_id: int) -> Response:
     uses = page.field("max_uses", "1")
     days = page.field("days", "7")
     if not uses.isdigit() or not 1 <= int(uses) <= enrollment.MAX_TOKEN_USES:
-        errors["max_uses"] = f"1 – {enrollment.MAX_TOKEN_USES}"
+        errors["max_uses"] = _("A whole number from 1 to {n}.", n=enrollment.MAX_TOKEN_USES)
     max_days = int(enrollment.MAX_TOKEN_TTL.total_seconds() // 86400)
     if not days.isdigit() or not 1 <= int(days) <= max_days:
-        errors["days"] = f"1 – {max_days}"
+        errors["days"] = _("A whole number from 1 to {n}.", n=max_days)
     if errors:
         return await _page(page, str(school_id), errors=errors)
-    _row, token = await console_plane.create_claim_token(
-        page.db,
-        page.principal,
-        school_id=school_id,
+    spec = claim_tokens.ClaimTokenSpec(
         max_uses=int(uses),
         ttl=timedelta(days=int(days)),
         allow_unknown=page.field("allow_unknown") == "on",
         label=page.field("label")[:120],
-        now=page.now,
     )
-    return await _page(page, str(school_id), issued=token)
+    issued = await claim_tokens.create(page.db, page.principal, page.state.clock, school_id, spec)
+    return await _page(page, str(school_id), issued=issued.token)
 
 
 @router.post("/provisioning/claim-tokens/{token_id}/revoke")
 async def revoke(page: UserPage, token_id: int) -> Response:
-    row = await console_plane.revoke_claim_token(page.db, page.principal, token_id, page.now)
+    row = await claim_tokens.revoke(page.db, page.principal, page.state.clock, token_id)
     return page.redirect(f"/provisioning?school={row.school_id}")

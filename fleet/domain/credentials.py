@@ -66,3 +66,8 @@ def sha256(secret: str) -> str:
 
 def check_secret(secret: str, stored_hash: str) -> bool:
     return hmac.compare_digest(sha256(secret), stored_hash)
+
+
+# The label of a claim token an edge agent issues to enroll one kit it bridges: this prefix, then the kit's
+# port id. The fleet knows an agent only through these tokens (fleet/services/edge_agents.py).
+EDGE_AGENT_LABEL = "edge agent: "

@@ -27,6 +27,7 @@ from drivers.errors import DriverError
 from drivers.types import DeviceIdentity, Family, Health
 from firmware_profiles import ProfileError, load_profile_key
 from fleet.domain import wire
+from fleet.domain.credentials import EDGE_AGENT_LABEL
 from fleet.runtime.supervise import TaskOwner
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ class EdgeAgent:
                 "max_uses": 1,
                 "allow_unknown": True,
                 "ttl_seconds": CLAIM_TTL_SECONDS,
-                "label": f"edge agent: {identity.hardware_id}"[:120],
+                "label": f"{EDGE_AGENT_LABEL}{identity.hardware_id}"[:120],
             },
         )
         return dict(

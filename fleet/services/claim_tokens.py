@@ -1,16 +1,19 @@
-"""Claim tokens: a school's technicians issue, list and revoke the tokens terminals enroll with."""
+"""Claim tokens: a school's technicians issue, list and revoke the tokens terminals enroll with, and see how
+many of the school's devices have enrolled."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet.domain.clock import Clock
+from fleet.domain.enums import DeviceStatus
 from fleet.domain.permissions import Permission, Principal
-from fleet.persistence.models_mqtt import ClaimToken
+from fleet.persistence.models import Device
+from fleet.persistence.models_mqtt import ClaimToken, DeviceCredential, DeviceState
 from fleet.services import audit, enrollment
 from fleet.services.common import check_school, get_or_404, require, school_in_scope
 
@@ -88,3 +91,34 @@ async def revoke(session: AsyncSession, principal: Principal, clock: Clock, toke
         school_id=row.school_id,
     )
     return row
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollmentProgress:
+    """A school's devices in use or on their way (not retired or lost): how many are enrolled, how many
+    are online now."""
+
+    devices: int
+    enrolled: int
+    online: int
+
+
+async def progress(session: AsyncSession, principal: Principal, school_id: int) -> EnrollmentProgress:
+    require(principal, Permission.MANAGE_ENROLLMENT)
+    await school_in_scope(session, principal, school_id)
+    live = select(DeviceCredential.device_id).where(DeviceCredential.revoked_at.is_(None)).scalar_subquery()
+    row = (
+        await session.execute(
+            select(
+                func.count(Device.id),
+                func.count(Device.id).filter(Device.id.in_(live)),
+                func.count(Device.id).filter(DeviceState.online.is_(True)),
+            )
+            .outerjoin(DeviceState, DeviceState.device_id == Device.id)
+            .where(
+                Device.school_id == school_id,
+                Device.status.not_in([DeviceStatus.RETIRED.value, DeviceStatus.LOST.value]),
+            )
+        )
+    ).one()
+    return EnrollmentProgress(int(row[0]), int(row[1]), int(row[2]))

@@ -149,7 +149,7 @@ def test_a_rollout_is_created_in_chinese_and_a_bad_field_says_why_beside_it(
     assert preview_rows(tab)[0] == ["金丝雀组", "2"]
     assert "5 台设备" in tab.page.locator("#preview-total").inner_text()
     tab.shot("preview-zh")
-    tab.page.get_by_role("button", name="创建发布").click()
+    tab.page.get_by_role("button", name="创建升级任务").click()
     tab.page.wait_for_url(re.compile(r"/rollouts/\d+$"))
     assert "进行中" in tab.page.locator("#rollout-state").inner_text()
     tab.shot("created-zh")
