@@ -9,10 +9,11 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from fleet.console.app import ConsoleRoute, UserPage, invalid_fields
+from fleet.console.choices import choices
 from fleet.domain.enums import Role
 from fleet.errors import Conflict, InvalidInput, NotFound
 from fleet.i18n import _, gettext
-from fleet.services import audit, console_plane, tokens, users
+from fleet.services import audit, tokens, users
 from fleet.services.common import MAX_PAGE_SIZE
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
@@ -24,7 +25,7 @@ MAX_TOKEN_DAYS = 3650
 async def _users_page(page: UserPage, **extra: Any) -> Response:
     rows = await users.list_users(page.db, page.principal)
     toks = (await tokens.list_tokens(page.db, page.principal, cursor=None, limit=MAX_PAGE_SIZE)).items
-    opts = await console_plane.choices(page.db, page.principal)
+    opts = await choices(page)
     return page.render(
         "admin.html",
         nav="admin",

@@ -8,17 +8,20 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from fleet.console.app import ConsoleRoute, UserPage, invalid_fields
+from fleet.console.choices import choices
 from fleet.domain.enums import DeviceStatus
 from fleet.domain.lifecycle import TRANSITIONS
 from fleet.domain.permissions import Permission
 from fleet.errors import Conflict, IllegalTransition, InvalidInput
 from fleet.i18n import _
 from fleet.i18n.labels import label
-from fleet.services import commands, console_plane
+from fleet.services import commands, device_overview
 from fleet.services.inventory import DeviceService
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 STATUSES = [s.value for s in DeviceStatus]
+# The commands the device page offers (a firmware `update` is a rollout's, not a button's).
+CONSOLE_COMMANDS = ("lock", "unlock", "reboot", "diagnostics", "set_policy")
 
 
 def _int(value: str | None) -> int | None:
@@ -36,7 +39,7 @@ async def devices(
     cursor: str | None = None,
 ) -> Response:
     filters = {"q": q[:120], "school": school, "room": room, "status": status, "online": online}
-    result = await console_plane.search_devices(
+    result = await device_overview.search(
         page.db,
         page.principal,
         text=q or None,
@@ -46,11 +49,11 @@ async def devices(
         online={"yes": True, "no": False}.get(online),
         cursor=cursor,
     )
-    opts = await console_plane.choices(page.db, page.principal)
+    opts = await choices(page)
     # The room list is filtered here, not in the template: a district has 550 rooms, and a Jinja filter per
     # option was most of the page's render time at 10,000 devices (benchmarks/console.py).
     school_id = _int(school)
-    rooms = [r for r in opts["rooms"] if school_id is None or r.school_id == school_id]
+    rooms = [r for r in opts.rooms if school_id is None or r.school_id == school_id]
     query = "&".join(f"{k}={v}" for k, v in filters.items() if v)
     template = "devices_rows.html" if page.request.headers.get("hx-request") else "devices.html"
     return page.render(
@@ -67,14 +70,14 @@ async def devices(
 
 
 async def _device_page(page: Any, device_id: int, **extra: Any) -> Response:
-    detail = await console_plane.device_detail(page.db, page.principal, device_id)
+    detail = await device_overview.detail(page.db, page.principal, page.state.clock, device_id)
     current = DeviceStatus(detail.device.status)
     return page.render(
         "device.html",
         nav="devices",
         d=detail,
         transitions=sorted(TRANSITIONS[current]) if page.can(Permission.MANAGE_DEVICES) else [],
-        command_names=console_plane.CONSOLE_COMMANDS if page.can(Permission.SEND_COMMANDS) else (),
+        command_names=CONSOLE_COMMANDS if page.can(Permission.SEND_COMMANDS) else (),
         tz=detail.school.timezone,
         **({"errors": {}, "batch": (page.request.query_params.get("batch") or "")[:64] or None} | extra),
     )
@@ -116,6 +119,8 @@ async def send_command(page: UserPage, device_id: int) -> Response:
                     args[key] = int(value)
     elif name == "lock" and page.field("message"):
         args["message"] = page.field("message")[:128]
+    if name not in CONSOLE_COMMANDS:
+        errors["args"] = _("Choose a command.")
     if not errors:
         try:
             commands.validate_args(name, args)
@@ -124,9 +129,10 @@ async def send_command(page: UserPage, device_id: int) -> Response:
     if errors:
         return await _device_page(page, device_id, errors=errors)
     try:
-        batch_id = await console_plane.send_command(
-            page.db, page.principal, device_id=device_id, name=name, args=args, now=page.now
+        spec = commands.CommandSpec(
+            "device", device_id, name, args, commands.DEFAULT_TTL, commands.DEFAULT_TIMEOUT_S
         )
+        sent = await commands.send(page.db, page.principal, page.state.clock, spec, page.state.plane)
     except InvalidInput as err:
         return await _device_page(page, device_id, errors=invalid_fields(err) or {"name": err.message})
     except Conflict:
@@ -137,17 +143,14 @@ async def send_command(page: UserPage, device_id: int) -> Response:
             device_id,
             errors={"args": _("This device has not enrolled yet, so it cannot receive commands.")},
         )
-    await page.db.commit()
-    plane = page.state.plane
-    if plane is not None:
-        plane.wake_dispatcher()
-    return page.redirect(f"/devices/{device_id}?batch={batch_id}#command-result")
+    # The request's commit wakes the dispatcher (commands.send asked for it after the commit).
+    return page.redirect(f"/devices/{device_id}?batch={sent['batch_id']}#command-result")
 
 
 @router.get("/commands/{batch_id}")
 async def command_result(page: UserPage, batch_id: str) -> Response:
     """The result of a command batch; the device page polls this fragment until the command is final."""
-    progress = await console_plane.command_progress(page.db, page.principal, batch_id)
+    progress = await commands.batch_progress(page.db, page.principal, batch_id[:64])
     cmds = progress["commands"]
     final = all(c.status in commands.FINAL for c in cmds)
     return page.render("command_result.html", progress=progress, final=final, name=label(progress["name"]))

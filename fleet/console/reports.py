@@ -9,9 +9,9 @@ from datetime import date
 from fastapi import APIRouter, Response
 
 from fleet.console.app import ConsoleRoute, UserPage
+from fleet.console.choices import choices
 from fleet.domain.permissions import Permission
 from fleet.errors import InvalidInput
-from fleet.services import console_plane
 from fleet.services.common import require
 from fleet.services.reports import FORMATS, MEDIA_TYPES, ReportQuery, available, check_name, generate, render
 from fleet.services.reports.render import filename
@@ -41,7 +41,7 @@ async def reports(
     page: UserPage, name: str = "", school: str = "", start: str = "", end: str = ""
 ) -> Response:
     require(page.principal, Permission.READ_REPORTS)
-    opts = await console_plane.choices(page.db, page.principal)
+    opts = await choices(page)
     runnable = available(page.principal)
     if name not in {k for k, _t in runnable}:
         name = ""  # a report this caller may not run (or no such report) is not offered

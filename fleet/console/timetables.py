@@ -14,11 +14,11 @@ from babel.dates import get_day_names
 from fastapi import APIRouter, Response
 
 from fleet.console.app import ConsoleRoute, Page, UserPage
+from fleet.console.choices import choices
 from fleet.domain.enums import CalendarKind
 from fleet.errors import InvalidInput
 from fleet.i18n import _
 from fleet.i18n.labels import label
-from fleet.services import console_plane
 from fleet.services.common import MAX_PAGE_SIZE, require
 from fleet.services.inventory import SchoolService
 from fleet.services.timetable import BellPeriodService, CalendarService
@@ -140,7 +140,7 @@ async def _page(
     status: int = 200,
     done: str = "",
 ) -> Response:
-    opts = await console_plane.choices(page.db, page.principal)
+    opts = await choices(page)
     if school_id is None and opts["schools"]:
         school_id = opts["schools"][0].id
     school = None

@@ -9,12 +9,13 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from fleet.console.app import ConsoleRoute, Page, UserPage
+from fleet.console.choices import choices
 from fleet.console.timetables import WALL_TIME, weekday_names
 from fleet.domain.permissions import Permission
 from fleet.domain.rollouts import parse_windows
 from fleet.errors import InvalidInput
 from fleet.i18n import _
-from fleet.services import console_plane, update_policy
+from fleet.services import update_policy
 from fleet.services.common import require
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
@@ -116,7 +117,7 @@ async def _page(
     status: int = 200,
     done: str = "",
 ) -> Response:
-    opts = await console_plane.choices(page.db, page.principal)
+    opts = await choices(page)
     if school_id is None and opts["schools"]:
         school_id = opts["schools"][0].id
     policy = None

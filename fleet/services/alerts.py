@@ -27,6 +27,7 @@ async def list_alerts(
     school_id: int | None = None,
     room_id: int | None = None,
     status: StatusFilter | None = "active",
+    severity: str | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> list[Alert]:
@@ -43,6 +44,8 @@ async def list_alerts(
         q = q.where(Alert.status != "resolved")
     elif status is not None:
         q = q.where(Alert.status == status)
+    if severity is not None:
+        q = q.where(Alert.severity == severity)
     return list((await session.execute(q.limit(min(limit, MAX_LIST)).offset(offset))).scalars().all())
 
 
