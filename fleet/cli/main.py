@@ -17,6 +17,7 @@ from fleet.cli.agent import agent as agent_command
 from fleet.cli.artifacts import artifacts_app, profiles_app
 from fleet.cli.audit import audit_app
 from fleet.cli.common import CLI, console, err_console, run_db, settings, setup_logging
+from fleet.cli.credentials import credentials_app
 from fleet.cli.provision import provision as provision_command
 from fleet.cli.rollouts import rollout_app
 from fleet.cli.top import top as top_command
@@ -43,6 +44,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(import_app, name="import")
 app.add_typer(export_app, name="export")
 app.add_typer(seed_app, name="seed")
+app.add_typer(credentials_app, name="credentials")
 
 
 @app.command()

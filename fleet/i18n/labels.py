@@ -86,6 +86,7 @@ NAMES: dict[type[StrEnum], dict[str, str]] = {
         "set_policy": N_("Set screen-time policy"),
         "diagnostics": N_("Run diagnostics"),
         "update": N_("Firmware update"),
+        "rotate_credentials": N_("Rotate credentials"),
     },
     Finding: {
         "resident_id": N_("Resident identity number"),

@@ -67,6 +67,14 @@ class DeviceCredential(Base):
     # that of the write, so within a minute of the last attempt.
     refused_connects: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_refused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Rotation over MQTT (migration 0085, fleet/services/credential_rotation.py): the command that carries the
+    # new password, the grace period chosen when the rotation started, and once the command is sent the new
+    # password's hash (never the password) and when the old one stops at the latest. Both passwords open a
+    # session until the device acks or the grace period ends; then pending_hash becomes password_hash.
+    rotation_command_id: Mapped[int | None] = mapped_column(Integer)
+    rotation_grace_s: Mapped[int | None] = mapped_column(Integer)
+    pending_hash: Mapped[str | None] = mapped_column(String(255))
+    pending_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class DeviceState(Base):

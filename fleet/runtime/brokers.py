@@ -50,6 +50,9 @@ class _Cred:
     password_hash: str
     school_code: str
     revoked: bool
+    # During a credential rotation's grace period (fleet/services/credential_rotation.py): the new password's
+    # hash, accepted beside the old one until the device acks or the grace period ends.
+    pending_hash: str | None = None
 
 
 class BrokerAuthority:
@@ -78,10 +81,11 @@ class BrokerAuthority:
                         DeviceCredential.password_hash,
                         DeviceCredential.school_code,
                         DeviceCredential.revoked_at,
+                        DeviceCredential.pending_hash,
                     )
                 )
             ).all()
-        self._creds = {u: _Cred(h, code, rev is not None) for u, h, code, rev in rows}
+        self._creds = {u: _Cred(h, code, rev is not None, pending) for u, h, code, rev, pending in rows}
 
     def active_devices(self) -> list[tuple[str, str, str]]:
         """(school code, identity, password hash) of every device that may connect."""
@@ -99,7 +103,9 @@ class BrokerAuthority:
         # only with an identity mosquitto's password file could hold.
         if cred is None or cred.revoked or client_id != username or not wire.is_device_identity(username):
             return False
-        return credentials.verify_password(password, cred.password_hash)
+        return credentials.verify_password(password, cred.password_hash) or (
+            cred.pending_hash is not None and credentials.verify_password(password, cred.pending_hash)
+        )
 
     def allowed(self, username: str | None, topic: str, action: acl.Action) -> bool:
         if username == self.service_username:

@@ -32,6 +32,7 @@ from fleet.runtime.mqtt_subscriber import BrokerAddress
 from fleet.runtime.refused_connects import FLUSH_INTERVAL_S
 from fleet.runtime.state import FleetState, Stage, stage
 from fleet.runtime.supervise import Backoff, Retry, TaskOwner, every, reconnecting
+from fleet.services import credential_rotation
 from fleet.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ DISPATCH_BATCH = 500
 # Credential changes arriving within this window share one broker sync: at the 08:00 bell hundreds of
 # terminals enroll per second, and a mosquitto sync rewrites the whole password file and sends SIGHUP.
 SYNC_COALESCE_S = 0.2
+# Credential rotations are settled this often: a device's old password stops within ~1 s of its ack.
+ROTATION_SETTLE_INTERVAL_S = 1.0
 
 
 class CoalescedSync:
@@ -67,6 +70,14 @@ class CoalescedSync:
             self._next = asyncio.get_running_loop().create_future()
             self._task = asyncio.create_task(self._run(self._next), name="credential-sync")
         await asyncio.shield(self._next)
+
+    async def aclose(self) -> None:
+        """On the way out: a sync still waiting for its window is dropped (its callers are gone)."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _run(self, fut: asyncio.Future[None]) -> None:
         await asyncio.sleep(self._delay)
@@ -132,6 +143,7 @@ class DevicePlane:
         if broker is not None:
             self.broker = await self._stack.enter_async_context(broker)
             self.address = broker.address
+            self._stack.push_async_callback(self._sync.aclose)  # after the tasks stop, before the broker
         await self.watch.load()
         await self._load_board()
         # Devices moved, rooms or timetables changed by anyone (another process, an import, SQL): reloaded
@@ -174,6 +186,10 @@ class DevicePlane:
         self._spawn(self._dispatch_loop(), "plane-commands")
         self._spawn(self._sweep_loop(), "plane-presence-sweep")
         self._spawn(self._snapshot_loop(), "plane-snapshot")
+        self._spawn(
+            every(ROTATION_SETTLE_INTERVAL_S, self.settle_rotations, Retry("credential rotation", logger)),
+            "plane-credential-rotation",
+        )
         self._stack.push_async_callback(
             self._tasks.aclose
         )  # first out: before the ingest and the broker stop
@@ -206,6 +222,18 @@ class DevicePlane:
             if (revoked or rotated) and username:
                 self._kicks.add(username)
             await self._sync()
+
+    async def settle_rotations(self) -> credential_rotation.Settled:
+        """Retire the old passwords of acknowledged or expired rotations and end the sessions opened with
+        them; withdraw refused ones (docs/protocol-mqtt.md 8.1)."""
+        async with self.sessions() as s:
+            done = await credential_rotation.settle(s, self.clock)
+            await s.commit()
+        for username in done.retired:
+            await self.credentials_changed(username, revoked=False, rotated=True)
+        for username in done.dropped:
+            await self.credentials_changed(username)
+        return done
 
     async def _sync_broker(self) -> None:
         kicks, self._kicks = self._kicks, set()
@@ -469,16 +497,27 @@ class DevicePlane:
                         .all()
                     )
             out = []
+            new_passwords: list[str] = []  # identities given a second password in this pass
             for cmd in queued[:DISPATCH_BATCH]:
                 ref = self.directory.by_id(cmd.device_id)
                 if ref is None or ref.revoked:
                     continue
+                args: dict[str, Any] | None = cmd.args
+                if cmd.name == wire.CommandName.ROTATE_CREDENTIALS:
+                    # The password is made now and lives only in this payload; the database keeps its hash.
+                    args = await credential_rotation.issue(s, cmd, now)
+                    if args is None:
+                        cmd.status, cmd.finished_at = "cancelled", now
+                        continue
+                    new_passwords.append(ref.username)
                 cmd.status = "sent"
                 cmd.sent_at = now
-                out.append((cmd.id, cmd.correlation_id, cmd.name, cmd.args, as_utc(cmd.expires_at), ref))
+                out.append((cmd.id, cmd.correlation_id, cmd.name, args, as_utc(cmd.expires_at), ref))
             # Marked sent and committed before publishing: a fast device's ack can then never be
             # overwritten by a late "sent".
             await s.commit()
+        for username in new_passwords:
+            await self.credentials_changed(username)  # the broker takes the new password before it is sent
         if self.metrics is not None:
             for _, name, seconds in late:
                 self.metrics.command_finished(name, "timeout", seconds)

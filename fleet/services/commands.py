@@ -47,6 +47,12 @@ def validate_args(name: str, args: dict[str, Any] | None) -> tuple[wire.CommandN
         cmd = wire.CommandName(name)
     except ValueError:
         raise InvalidInput(f"unknown command {name!r}", details={"field": "name"}) from None
+    if cmd == wire.CommandName.ROTATE_CREDENTIALS:
+        # It carries a password made when it is sent: only a credential rotation queues it.
+        raise InvalidInput(
+            "rotate_credentials is queued by a credential rotation (POST /credentials/rotations)",
+            details={"field": "name"},
+        )
     args = dict(args or {})
     if cmd == wire.CommandName.SET_POLICY:
         try:

@@ -24,6 +24,7 @@ from simulators.district.mqttpool import Pool
 from simulators.district.screentime import Ended, ScreenTime
 from simulators.district.spec import TrafficIn
 from simulators.district.stats import Stats
+from simulators.terminal.credentials import CredentialStore
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ logger = logging.getLogger(__name__)
 BACKOFF_START_S = 1.0
 BACKOFF_CAP_S = 60.0
 BACKOFF_JITTER = 0.3
+# CONNACK return code 5 (MQTT 3.1.1): bad user name or password / not authorized.
+CONNACK_NOT_AUTHORIZED = 5
 # Every terminal model in the district specs reports this much storage in use (it is not simulated).
 STORAGE_USED_PCT = 61.0
 # A terminal's Last Will (protocol section 3): the broker publishes it, retained, when the link is lost.
@@ -129,6 +132,7 @@ class Terminal:
         "connected_at",
         "counters",
         "crashed",
+        "creds",
         "drain",
         "due",
         "exam",
@@ -150,6 +154,7 @@ class Terminal:
         "serial",
         "tick_gen",
         "topics",
+        "trying",
         "unsent",
     )
 
@@ -169,7 +174,9 @@ class Terminal:
         self.school = school
         self.room = room
         self.room_key = f"{school}/{room}"
-        self.password = password
+        self.password = password  # the current one, persisted between runs by the engine
+        self.creds = CredentialStore(password)  # protocol 8.1: a rotated password beside the previous one
+        self.trying = password  # the password of the connect under way
         self.seq = seq  # last seq used (persisted between runs; protocol: never repeat)
         self.base_seq = seq
         self.phase = Phase.ASLEEP
@@ -226,6 +233,7 @@ class Terminal:
             self.client.on_disconnect = _on_disconnect
             self.client.on_publish = _on_publish
             self.client.on_message = _on_message
+        self.client.username_pw_set(self.serial, self.trying)
         self.connect_started = time.monotonic()
         rc = pool.connect(self.client, self.topic(wire.Channel.STATUS), LAST_WILL)
         if rc != paho.MQTT_ERR_SUCCESS:
@@ -248,6 +256,12 @@ class Terminal:
             self.host.stats.connect_failures += 1
             self.host.stats.connack_refused += 1
             self.host.stats.connack_codes[rc] = self.host.stats.connack_codes.get(rc, 0) + 1
+            if rc == CONNACK_NOT_AUTHORIZED:
+                # Mid-rotation: the new password first, the previous one while the new is refused (8.1).
+                tries = self.creds.candidates()
+                self.trying = (
+                    tries[(tries.index(self.trying) + 1) % len(tries)] if self.trying in tries else tries[0]
+                )
             self.phase = Phase.BACKOFF
             assert self.client is not None
             self.client.disconnect()
@@ -265,6 +279,9 @@ class Terminal:
         assert c is not None
         c.subscribe(self.topic(wire.Channel.CMD), qos=1)
         self._send(wire.Status(online=True, ts_ms=self.host.clock.now_ms()), retain=True)
+        owed = self.creds.connected_with(self.trying, self.host.clock.now_ms())
+        if owed is not None:  # a rotation's result: the new password works
+            self._send(owed)
         if self.boots == 0 and not self.host.frozen:  # no new sequence numbers once the run is accounted
             self.boots = 1
             self.event(wire.EventType.BOOT)
@@ -470,6 +487,11 @@ class Terminal:
             self.host.update_command(self, msg)  # protocol 10: progress on the update channel, not ack/result
             return
         now = self.host.clock.now_ms()
+        if isinstance(msg, wire.Command) and msg.name is wire.CommandName.ROTATE_CREDENTIALS:
+            # Stored, then acked; the service then ends this session and the next connect uses the new one.
+            self._send(self.creds.on_rotate(msg, now))
+            self.password = self.trying = self.creds.password
+            return
         if msg.expires_at_ms < now:
             self._send(wire.Ack(cid, now, False, "expired"))
             return

@@ -659,6 +659,12 @@ MATRIX: dict[tuple[str, str], Spec] = {
     ("POST", f"{V1}/devices/{{obj_id}}/credentials/revoke"): Spec(
         ENROLLERS, 200, on_enrolled(V1 + "/devices/{}/credentials/revoke"), out=404
     ),
+    ("POST", f"{V1}/credential-rotations"): Spec(
+        ENROLLERS,
+        202,
+        body(f"{V1}/credential-rotations", lambda w, i: {"school_id": school(w, i), "grace_hours": 2}),
+        out=404,
+    ),
     ("GET", f"{V1}/devices/{{obj_id}}/state"): Spec(ALL, 200, on(V1 + "/devices/{}/state", device), out=404),
     ("GET", f"{V1}/devices/{{obj_id}}/presence"): Spec(
         ALL, 200, on(V1 + "/devices/{}/presence", device), out=404

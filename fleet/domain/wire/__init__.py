@@ -13,7 +13,15 @@ the functions themselves, not wrappers: a call through the package costs what it
 
 from __future__ import annotations
 
-from fleet.domain.wire.commands import decode_downlink, encode_command, parse_policy, policy_args
+from fleet.domain.wire.commands import (
+    MAX_PASSWORD_CHARS,
+    decode_downlink,
+    encode_command,
+    parse_policy,
+    parse_rotation,
+    policy_args,
+    rotation_args,
+)
 from fleet.domain.wire.limits import (
     BATTERY_PCT_MAX,
     BATTERY_PCT_MIN,
@@ -100,6 +108,7 @@ __all__ = [
     "MAX_BYTES_DELTA",
     "MAX_CODE_TEXT",
     "MAX_DOWNLINK_BYTES",
+    "MAX_PASSWORD_CHARS",
     "MAX_SEQ",
     "MAX_SHORT_TEXT",
     "MAX_TOPIC_CHARS",
@@ -152,8 +161,10 @@ __all__ = [
     "is_device_identity",
     "is_identity",
     "parse_policy",
+    "parse_rotation",
     "policy_args",
     "redact_user",
+    "rotation_args",
     "seq_of",
     "telemetry_bytes",
 ]

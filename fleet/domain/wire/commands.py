@@ -53,6 +53,35 @@ def policy_args(p: Policy) -> dict[str, Any]:
     }
 
 
+# A device password as the service issues it (fleet.domain.credentials.new_password: 43 URL-safe characters);
+# the bound leaves room for a longer one later while keeping a command far below MAX_DOWNLINK_BYTES.
+MAX_PASSWORD_CHARS = 128
+
+
+def rotation_args(password: str, grace_until_ms: int) -> dict[str, Any]:
+    """`rotate_credentials` arguments (section 8): the new password, and when the old one stops at the
+    latest. Built when the command is sent, never stored: the database keeps only the new password's hash."""
+    return {"password": password, "grace_until": grace_until_ms}
+
+
+def parse_rotation(args: dict[str, Any]) -> tuple[str, int]:
+    """A device reads `rotate_credentials` arguments: (new password, grace end in ms); raises ValueError."""
+    password = args.get("password")
+    if (
+        type(password) is not str
+        or not 0 < len(password) <= MAX_PASSWORD_CHARS
+        or not password.isascii()
+        or not password.isprintable()
+        or " " in password
+    ):
+        raise ValueError(f"password must be 1..{MAX_PASSWORD_CHARS} printable ASCII characters")
+    try:
+        grace_until = _int(args, "grace_until", TS_MIN_MS, TS_MAX_MS)
+    except _Bad as err:
+        raise ValueError(str(err)) from None
+    return password, grace_until
+
+
 def encode_command(cmd: Command) -> bytes:
     body = {
         "v": PROTOCOL_VERSION,

@@ -61,3 +61,5 @@ class CommandName(StrEnum):
     SET_POLICY = "set_policy"
     DIAGNOSTICS = "diagnostics"
     UPDATE = "update"
+    # Credential rotation (section 8.1): a new password on the device's cmd topic; the service queues it.
+    ROTATE_CREDENTIALS = "rotate_credentials"
