@@ -131,7 +131,7 @@ async def enroll(
         # The serial becomes the MQTT username and client id: no + # / $ : or spaces.
         raise InvalidInput(
             f"serial number cannot be an MQTT identity: {err}",
-            details={"field": "serial_number", "reason": "invalid"},
+            details={"field": "serial_number", "reason": "invalid_identity"},
         ) from err
     token = await _token(session, claim_token, now)
     school = await session.get(School, token.school_id)

@@ -227,7 +227,7 @@ async def test_enrollment_refuses_an_identity_with_a_colon_with_a_clear_error(pl
     await plane.add_devices(1, prefix="robot:cafe")  # as the old edge agent read kits back: `robot:<uid>`
     with pytest.raises(InvalidInput, match="holds a ':'.*mosquitto's password file") as err:
         await plane.enroll(["robot:cafe-00000"])
-    assert err.value.details == {"field": "serial_number", "reason": "invalid"}
+    assert err.value.details == {"field": "serial_number", "reason": "invalid_identity"}
 
 
 async def test_identity_the_password_file_cannot_hold_is_left_out_and_the_broker_keeps_working(

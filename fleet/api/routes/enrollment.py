@@ -2,18 +2,50 @@
 
 # No `from __future__ import annotations`: FastAPI reads these annotations at runtime.
 
+from collections.abc import Callable, Coroutine
+from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 from fleet.api.deps import Guard, Metrics, Now, Plane, Session, State
 from fleet.api.routes.params import StrictIn
 from fleet.domain import wire
+from fleet.errors import InvalidInput
 from fleet.services import enrollment
 from fleet.settings import MqttSettings
 
-router = APIRouter(prefix="/api/v1")
+
+class EnrollmentRoute(APIRoute):
+    """Enrollment answers every error in the one shape the protocol documents (docs/protocol-mqtt.md 3):
+    `{"error": code, "message": ..., "details": {"field": ..., "reason": ...}}`. A body that breaks the schema
+    is `invalid_input` like a serial the service refuses, not the API's general `invalid_request` with a list:
+    a terminal's firmware reads one shape."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as err:
+                first: dict[str, Any] = next(iter(err.errors()), {})
+                loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+                field = loc[0] if loc else "body"
+                reason = "invalid_identity" if field == "serial_number" else "invalid"
+                where = f"{field}: " if loc else ""
+                raise InvalidInput(
+                    f"{where}{first.get('msg', 'invalid request')}",
+                    details={"field": field, "reason": reason},
+                ) from None
+
+        return handle
+
+
+router = APIRouter(prefix="/api/v1", route_class=EnrollmentRoute)
 
 
 class EnrollIn(StrictIn):
