@@ -103,3 +103,11 @@ def test_serve_migrates_and_answers_healthz(env: dict[str, str]) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_credentials_rotate_takes_a_school_or_all(env: dict[str, str]) -> None:
+    run(env, "db", "upgrade")
+    run(env, "seed", "demo")
+    assert "rotation queued for" in run(env, "credentials", "rotate", "--all", "--grace-hours", "2").stdout
+    assert "no school with code" in run(env, "credentials", "rotate", "--school", "nope", ok=False).stderr
+    assert run(env, "credentials", "rotate", ok=False).returncode == 2  # neither a school nor --all
