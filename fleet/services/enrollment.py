@@ -228,6 +228,7 @@ async def enroll(
         cred.claim_token_id = token.id
         cred.rotated_at = now
         cred.revoked_at = None
+        clear_rotation(cred)
     await session.flush()
     return Enrolled(device.id, serial_number, password, school.code, created)
 
@@ -239,8 +240,18 @@ async def rotate(session: AsyncSession, device_id: int, *, now: datetime) -> tup
     password = credentials.new_password()
     cred.password_hash = credentials.hash_password(password)
     cred.rotated_at = now
+    clear_rotation(cred)
     await session.flush()
     return cred, password
+
+
+def clear_rotation(cred: DeviceCredential) -> None:
+    """A password set here replaces a rotation over MQTT under way: the password that rotation sent must not
+    open a session beside it (its command, if not sent yet, is withdrawn by the dispatcher)."""
+    cred.pending_hash = None
+    cred.pending_until = None
+    cred.rotation_command_id = None
+    cred.rotation_grace_s = None
 
 
 async def revoke(session: AsyncSession, device_id: int, *, now: datetime) -> DeviceCredential:

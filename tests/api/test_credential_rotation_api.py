@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from fleet.domain import credentials
 from fleet.domain.enums import Role
 from fleet.persistence.models import AuditEntry
 from fleet.persistence.models_mqtt import DeviceCommand, DeviceCredential
+from fleet.services import credential_rotation
 from tests.conftest import Api
 from tests.factories import build_world, post
 
@@ -72,3 +74,24 @@ async def test_district_wide_needs_a_district_wide_role_and_bad_input_is_refused
         headers=await api.admin(),
     )
     assert r.status_code == 422
+
+
+async def test_an_immediate_rotation_withdraws_a_rotation_under_way(api: Api) -> None:
+    w = await build_world(api)
+    await _enroll(api, w.school_a, "SN-a-1")
+    admin = await api.admin()
+    assert (
+        await api.client.post(ROTATIONS, json={"school_id": w.school_a}, headers=admin)
+    ).status_code == 202
+    async with api.sessions() as s:  # the dispatcher sends it: the device now holds a second password
+        cmd = (await s.execute(select(DeviceCommand))).scalar_one()
+        sent = await credential_rotation.issue(s, cmd, api.clock.now())
+        await s.commit()
+    assert sent is not None
+    r = await api.client.post(f"{V1}/devices/{w.device_a}/credentials/rotate", headers=admin)
+    assert r.status_code == 200
+    async with api.sessions() as s:
+        cred = (await s.execute(select(DeviceCredential))).scalar_one()
+    # Only the password just answered opens a session; the one sent over MQTT does not.
+    assert credentials.verify_password(r.json()["password"], cred.password_hash)
+    assert cred.pending_hash is None and cred.rotation_command_id is None
