@@ -138,6 +138,8 @@ def run_schemathesis(
 ) -> dict[str, Any]:
     cmd = [
         str(Path(sys.executable).parent / "schemathesis"),
+        "--config-file",
+        str(ROOT / "benchmarks" / "schemathesis.toml"),
         "run",
         f"{url}/openapi.json",
         "--checks",
@@ -168,10 +170,15 @@ def run_schemathesis(
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=3600, cwd=cwd)
     out = proc.stdout + proc.stderr
     counts = {"exit": proc.returncode, "seconds": round(time.perf_counter() - started, 1)}
-    # schemathesis' summary: "N passed", "N failed", "N errors", "N skipped" and the test-case count.
+    # schemathesis' per-phase lines ("N passed  N failed  N skipped", one per phase: examples, coverage,
+    # fuzzing, stateful), summed over the phases, and the test-case count.
+    phase_lines = [
+        line
+        for line in out.splitlines()
+        if re.search(r"\d+ (passed|failed|skipped|errored)", line) and "generated" not in line
+    ]
     for key in ("passed", "failed", "errored", "skipped"):
-        m = re.search(rf"(\d+) {key}", out)
-        counts[key] = int(m[1]) if m else 0
+        counts[key] = sum(int(n) for line in phase_lines for n in re.findall(rf"(\d+) {key}", line))
     m = re.search(r"(\d+) generated", out) or re.search(r"Test cases:\s*(\d+)", out)
     counts["test_cases"] = int(m[1]) if m else None
     counts["failures"] = len(re.findall(r"^_+ .+ _+$", out, re.MULTILINE))

@@ -19,7 +19,7 @@ from fleet.persistence.db import run_after_commit
 from fleet.persistence.directory import reference_changed, track_reference_changes
 from fleet.runtime.state import FleetState
 from fleet.services.artifacts import ArtifactStore
-from fleet.services.common import MAX_PAGE_SIZE
+from fleet.services.common import CURSOR_PATTERN, MAX_PAGE_SIZE
 from fleet.services.downloads import SchoolPacer
 from fleet.services.ports import DevicePlanePort
 from fleet.services.tokens import authenticate
@@ -107,5 +107,13 @@ Store = Annotated[ArtifactStore, Depends(artifact_store_of)]
 Pacer = Annotated[SchoolPacer, Depends(pacer_of)]
 Guard = Annotated[EnrollmentGuard, Depends(enrollment_guard_of)]
 
-Cursor = Annotated[str | None, Query(max_length=200, description="next_cursor from the previous page")]
+# The pattern is documented (and exact); the service refuses anything else with its own words.
+Cursor = Annotated[
+    str | None,
+    Query(
+        max_length=18,
+        description="next_cursor from the previous page (the last key of that page, in decimal)",
+        json_schema_extra={"pattern": CURSOR_PATTERN},
+    ),
+]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description=f"page size, at most {MAX_PAGE_SIZE}")]

@@ -43,6 +43,10 @@ EXTRA_STATUSES: dict[str, tuple[int, ...]] = {
 _WRITES = {"post", "put", "patch", "delete"}
 
 
+# Imports whose refusal (422) can come as the bad-row list in CSV (errors=csv).
+CSV_ERROR_LISTS = ("/api/v1/imports/devices", "/api/v1/imports/rooms")
+
+
 def statuses_for(path: str, method: str, op: dict[str, Any]) -> set[int]:
     """The error statuses an operation can answer with, from what it meets."""
     out = {400, 422, 500}
@@ -87,6 +91,9 @@ def build(app: FastAPI) -> dict[str, Any]:
             responses = op.setdefault("responses", {})
             for status in sorted(statuses_for(path, method, op)):
                 responses[str(status)] = _error_response(status)
+            if path in CSV_ERROR_LISTS:
+                # errors=csv answers a refused import's bad-row list as a CSV download instead.
+                responses["422"]["content"]["text/csv"] = {"schema": {"type": "string"}}
             if path in FILE_RESPONSES:
                 ok = next((k for k in ("200", "206") if k in responses), "200")
                 responses[ok] = {

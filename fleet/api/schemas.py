@@ -8,6 +8,7 @@ import typing
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Annotated, Any, Generic, TypeVar
+from zoneinfo import available_timezones
 
 from pydantic import (
     AfterValidator,
@@ -35,8 +36,9 @@ from fleet.domain.enums import (
 )
 
 
-def _no_control(value: str) -> str:
-    if any(ord(c) < 32 and c not in "\t" for c in value):
+def _no_control(value: Any) -> Any:
+    # On the raw value, before stripping: what the documented pattern refuses is exactly what is refused.
+    if isinstance(value, str) and any(ord(c) < 32 and c != "\t" for c in value):
         raise ValueError("control characters are not allowed")
     return value
 
@@ -45,18 +47,61 @@ def _text(max_length: int, min_length: int = 1) -> StringConstraints:
     return StringConstraints(strip_whitespace=True, min_length=min_length, max_length=max_length)
 
 
-# Text fields, stripped, without control characters, as long as their database columns.
-_NO_CONTROL = AfterValidator(_no_control)
-Text64 = Annotated[str, _text(64), _NO_CONTROL]
-Text120 = Annotated[str, _text(120), _NO_CONTROL]
-Text200 = Annotated[str, _text(200), _NO_CONTROL]
-Text500 = Annotated[str, _text(500), _NO_CONTROL]
-Text120OrEmpty = Annotated[str, _text(120, min_length=0), _NO_CONTROL]
+# No control character but the tab; a required text also holds at least one character that is not a space
+# (values are stripped of surrounding spaces before their length is checked).
+_PLAIN = r"[^\x00-\x08\x0a-\x1f]"
+TEXT_PATTERN = rf"^{_PLAIN}*[^\s\x00-\x1f]{_PLAIN}*$"
+TEXT_OR_EMPTY_PATTERN = rf"^{_PLAIN}*$"
 
+
+def _text_doc(max_length: int, min_length: int = 1) -> WithJsonSchema:
+    pattern = TEXT_PATTERN if min_length else TEXT_OR_EMPTY_PATTERN
+    doc = {"type": "string", "minLength": min_length, "maxLength": max_length, "pattern": pattern}
+    return WithJsonSchema(doc)
+
+
+# Text fields, stripped, without control characters, as long as their database columns.
+_NO_CONTROL = BeforeValidator(_no_control)
+Text64 = Annotated[str, _text(64), _NO_CONTROL, _text_doc(64)]
+Text120 = Annotated[str, _text(120), _NO_CONTROL, _text_doc(120)]
+Text200 = Annotated[str, _text(200), _NO_CONTROL, _text_doc(200)]
+Text500 = Annotated[str, _text(500), _NO_CONTROL, _text_doc(500)]
+Text120OrEmpty = Annotated[str, _text(120, min_length=0), _NO_CONTROL, _text_doc(120, min_length=0)]
+
+
+# An IANA time zone key, as zoneinfo knows it on this host: the list is the contract.
+Zone = Annotated[
+    str,
+    StringConstraints(max_length=64),
+    WithJsonSchema({"type": "string", "enum": sorted(available_timezones()), "examples": ["Asia/Shanghai"]}),
+]
 
 # Ids are 32-bit in every backend; anything larger is a 422, not a database error.
 Id = Annotated[int, Field(ge=1, le=2**31 - 1)]
-Money = Annotated[Decimal, Field(ge=0, le=Decimal("9999999999.99"), max_digits=12, decimal_places=2)]
+# An amount in yuan: a number or a decimal string, 0 to 9,999,999,999.99, in whole fen (two decimals at most).
+MONEY_PATTERN = r"^[0-9]{1,10}(\.[0-9]{1,2})?$"
+_MONEY = re.compile(MONEY_PATTERN)
+
+
+def _money_text(value: Any) -> Any:
+    if isinstance(value, str) and not _MONEY.fullmatch(value):
+        raise ValueError("an amount is digits with at most two decimals, e.g. 3299.00")
+    return value
+
+
+Money = Annotated[
+    Decimal,
+    BeforeValidator(_money_text),
+    Field(ge=0, le=Decimal("9999999999.99"), max_digits=12, decimal_places=2),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": 9999999999.99, "multipleOf": 0.01},
+                {"type": "string", "pattern": MONEY_PATTERN},
+            ]
+        }
+    ),
+]
 Count = Annotated[int, Field(ge=0, le=1_000_000)]
 
 
@@ -89,20 +134,48 @@ _WALL_SCHEMA = {
     "examples": ["08:00:00"],
 }
 
-_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+# How an input day or instant is written, stated exactly in the OpenAPI document and checked before parsing:
+# a year from 1970 to 2199 (fleet.domain.timebounds), RFC 3339 with seconds, and for instants an offset.
+_YEARS = r"(19[7-9][0-9]|2[01][0-9]{2})"
+_DATE = rf"{_YEARS}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+DAY_PATTERN = rf"^{_DATE}$"
+_CLOCK = r"([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
+_OFFSET = r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+INSTANT_PATTERN = rf"^{_DATE}T{_CLOCK}{_OFFSET}$"
+_DAY_RE = re.compile(DAY_PATTERN)
+_INSTANT_RE = re.compile(INSTANT_PATTERN)
 
 
-def _not_a_number(value: Any) -> Any:
-    # pydantic's lax mode reads 0 or "0.5" as a Unix timestamp; the contract says an ISO 8601 string.
-    if isinstance(value, bool | int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
-        raise ValueError("an ISO 8601 string is expected, not a number")
+def _written_day(value: Any) -> Any:
+    # pydantic's lax mode would also read 0 or "0.5" as a Unix timestamp, or a datetime as a day.
+    if not isinstance(value, str) or not _DAY_RE.fullmatch(value):
+        raise ValueError("a day is written YYYY-MM-DD, from 1970-01-01 to 2199-12-31")
     return value
 
 
-# Input instants: an offset is required and the value lies in the range of fleet.domain.timebounds.
-Instant = Annotated[datetime, BeforeValidator(_not_a_number), AfterValidator(_instant_in)]
+def _written_instant(value: Any) -> Any:
+    if not isinstance(value, str) or not _INSTANT_RE.fullmatch(value):
+        raise ValueError(
+            "a time is written YYYY-MM-DDTHH:MM:SS with an offset (Z or +08:00), "
+            "e.g. 2026-09-07T08:00:00+08:00, from 1970 to 2199"
+        )
+    return value
+
+
+# Input instants: an offset is required and the date as written lies in the range of fleet.domain.timebounds.
+Instant = Annotated[
+    datetime,
+    BeforeValidator(_written_instant),
+    AfterValidator(_instant_in),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": INSTANT_PATTERN}),
+]
 # Input calendar days, inside the range of fleet.domain.timebounds.
-Day = Annotated[date, BeforeValidator(_not_a_number), AfterValidator(_day_in)]
+Day = Annotated[
+    date,
+    BeforeValidator(_written_day),
+    AfterValidator(_day_in),
+    WithJsonSchema({"type": "string", "format": "date", "pattern": DAY_PATTERN}),
+]
 # A bell or window time is the school's local wall-clock time: refused with an offset, documented as such.
 WallTime = Annotated[
     time,
@@ -172,13 +245,18 @@ class ErrorOut(BaseModel):
     details: Any = None
 
 
+def keep() -> Any:
+    """A PATCH field its column cannot hold empty: absent keeps the stored value; null is refused (422)."""
+    return Field(default=None, json_schema_extra=lambda schema: schema.pop("default", None))
+
+
 # -- districts, schools, rooms -------------------------------------------------------------------
 class DistrictIn(In):
     name: Text200
 
 
 class DistrictPatch(In):
-    name: Text200 | None = None
+    name: Text200 = keep()
 
 
 class DistrictOut(Out):
@@ -192,14 +270,14 @@ class SchoolIn(In):
     code: Text64
     name: Text200
     uplink_mbps: Annotated[int, Field(ge=1, le=1_000_000, description="uplink capacity in Mbit/s")]
-    timezone: Text64 | None = None
+    timezone: Zone | None = None
 
 
 class SchoolPatch(In):
-    code: Text64 | None = None
-    name: Text200 | None = None
-    uplink_mbps: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
-    timezone: Text64 | None = None
+    code: Text64 = keep()
+    name: Text200 = keep()
+    uplink_mbps: Annotated[int, Field(ge=1, le=1_000_000)] = keep()
+    timezone: Zone = keep()
 
 
 class SchoolOut(Out):
@@ -213,6 +291,9 @@ class SchoolOut(Out):
 
 
 class RoomIn(In):
+    """An ai_lab room has a tier (basic_experience, subject_integration, advanced_research); no other kind
+    has one."""
+
     school_id: Id
     name: Text120
     kind: RoomKind
@@ -221,10 +302,12 @@ class RoomIn(In):
 
 
 class RoomPatch(In):
-    name: Text120 | None = None
-    kind: RoomKind | None = None
+    """As on creation, an ai_lab room has a tier and no other kind has one (checked on the result)."""
+
+    name: Text120 = keep()
+    kind: RoomKind = keep()
     tier: AiLabTier | None = None
-    capacity: Count | None = None
+    capacity: Count = keep()
 
 
 class RoomOut(Out):
@@ -250,13 +333,13 @@ class DeviceModelIn(In):
 
 
 class DeviceModelPatch(In):
-    vendor: Text120 | None = None
-    model_number: Text120 | None = None
-    kind: DeviceKind | None = None
-    transport: Transport | None = None
-    unit_price: Money | None = None
-    warranty_months: Annotated[int, Field(ge=0, le=600)] | None = None
-    supplier: Text200 | None = None
+    vendor: Text120 = keep()
+    model_number: Text120 = keep()
+    kind: DeviceKind = keep()
+    transport: Transport = keep()
+    unit_price: Money = keep()
+    warranty_months: Annotated[int, Field(ge=0, le=600)] = keep()
+    supplier: Text200 = keep()
     profile_key: Text120 | None = None
 
 
@@ -274,6 +357,8 @@ class DeviceModelOut(Out):
 
 
 class DeviceIn(In):
+    """purchase_date lies in [1990-01-01, today + 1 year]; room_id is a room of school_id."""
+
     serial_number: Text120
     asset_tag: Text64
     model_id: Id
@@ -288,18 +373,19 @@ class DeviceIn(In):
 
 
 class DevicePatch(In):
-    """Placement and procurement data; the status changes only through transitions."""
+    """Placement and procurement data; the status changes only through transitions. purchase_date lies in
+    [1990-01-01, today + 1 year]; room_id is a room of the device's school."""
 
-    serial_number: Text120 | None = None
-    asset_tag: Text64 | None = None
-    model_id: Id | None = None
-    school_id: Id | None = None
+    serial_number: Text120 = keep()
+    asset_tag: Text64 = keep()
+    model_id: Id = keep()
+    school_id: Id = keep()
     room_id: Id | None = None
     order_number: Text64 | None = None
     purchase_date: Day | None = None
     unit_cost: Money | None = None
     funding_source: Text120 | None = None
-    ownership: Ownership | None = None
+    ownership: Ownership = keep()
 
 
 class DeviceOut(Out):
@@ -337,6 +423,8 @@ class TransitionOut(Out):
 
 # -- timetables ----------------------------------------------------------------------------------
 class BellPeriodIn(In):
+    """A period ends after it starts (end_time > start_time), in the school's local wall-clock time."""
+
     school_id: Id
     room_id: Id | None = None
     weekday: Annotated[int, Field(ge=0, le=6, description="0 = Monday ... 6 = Sunday")]
@@ -346,10 +434,12 @@ class BellPeriodIn(In):
 
 
 class BellPeriodPatch(In):
-    weekday: Annotated[int, Field(ge=0, le=6)] | None = None
-    name: Text64 | None = None
-    start_time: WallTime | None = None
-    end_time: WallTime | None = None
+    """A period ends after it starts (end_time > start_time), checked on the result."""
+
+    weekday: Annotated[int, Field(ge=0, le=6)] = keep()
+    name: Text64 = keep()
+    start_time: WallTime = keep()
+    end_time: WallTime = keep()
 
 
 class BellPeriodOut(Out):
@@ -363,6 +453,8 @@ class BellPeriodOut(Out):
 
 
 class CalendarIn(In):
+    """An entry ends on or after the day it starts (end_date >= start_date)."""
+
     school_id: Id
     kind: CalendarKind
     name: Text120OrEmpty = ""
@@ -371,10 +463,12 @@ class CalendarIn(In):
 
 
 class CalendarPatch(In):
-    kind: CalendarKind | None = None
-    name: Text120OrEmpty | None = None
-    start_date: Day | None = None
-    end_date: Day | None = None
+    """An entry ends on or after the day it starts (end_date >= start_date), checked on the result."""
+
+    kind: CalendarKind = keep()
+    name: Text120OrEmpty = keep()
+    start_date: Day = keep()
+    end_date: Day = keep()
 
 
 class CalendarOut(Out):

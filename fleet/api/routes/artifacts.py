@@ -6,14 +6,14 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict
 
 from fleet.api.deps import Caller, Cursor, Limit, Now, Session, State, Store
+from fleet.api.routes.params import Sha
 from fleet.api.schemas import In
 from fleet.services import artifacts as arts
 
 router = APIRouter(prefix="/api/v1")
-Sha = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
 def _page(page: Any, conv: Callable[[Any], Any]) -> dict[str, Any]:
@@ -59,7 +59,7 @@ async def list_artifacts(
     return _page(page, _artifact_out)
 
 
-@router.get("/artifacts/{sha256}", tags=["rollouts"], summary="One artifact by its sha256")
+@router.get("/artifacts/{sha256:sha256}", tags=["rollouts"], summary="One artifact by its sha256")
 async def get_artifact(session: Session, caller: Caller, sha256: Sha) -> Any:
     return _artifact_out(await arts.get_artifact(session, caller, sha256))
 

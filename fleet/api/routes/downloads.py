@@ -9,16 +9,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import Field
 
 from fleet.api.deps import Metrics, Now, Pacer, Session, State, Store
 from fleet.api.errors import error_body
+from fleet.api.routes.params import Sha
 from fleet.services import downloads
 from fleet.services.artifacts import DownloadGrant
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1")
-Sha = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
 def _range_error(size: int, message: str) -> JSONResponse:
@@ -30,7 +29,7 @@ def _range_error(size: int, message: str) -> JSONResponse:
 
 
 @router.get(
-    "/artifacts/{sha256}/download",
+    "/artifacts/{sha256:sha256}/download",
     tags=["rollouts"],
     response_class=Response,
     summary="Download an image with a signed link from an update command (Range supported)",

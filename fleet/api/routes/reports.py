@@ -3,7 +3,6 @@
 # No `from __future__ import annotations`: FastAPI reads these annotations at runtime.
 
 import asyncio
-from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -58,7 +57,7 @@ async def get_report(
     start: s.Day | None = None,
     end: s.Day | None = None,
     section: Annotated[str | None, Query(max_length=64)] = None,
-    budget: Annotated[Decimal | None, Query(ge=0, le=10**12, max_digits=14, decimal_places=2)] = None,
+    budget: Annotated[s.Money | None, Query()] = None,
     lang: Annotated[
         str | None, Query(max_length=20, description="zh-CN or en (default: Accept-Language)")
     ] = None,

@@ -54,6 +54,9 @@ class GroupPlanIn(_Strict):
 
 
 class RolloutIn(_Strict):
+    """model_id names a device model with a firmware profile, and target_version an imported artifact of that
+    profile; group percents rise, each in (0, 100], ending at 100."""
+
     name: str = Field(min_length=1, max_length=200)
     model_id: int = Field(ge=1, le=2**31 - 1)
     target_version: str = Field(min_length=1, max_length=64)

@@ -20,6 +20,8 @@ class _Strict(In):
 
 
 class WindowIn(_Strict):
+    """A maintenance window on one weekday, in the school's wall-clock time; it ends after it starts."""
+
     weekday: int = Field(ge=0, le=6)
     start: WallTime
     end: WallTime
