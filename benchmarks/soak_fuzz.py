@@ -28,9 +28,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-# The checks the CI run excludes too (tests/api/test_openapi_contract.py says why: cross-field rules JSON
-# Schema cannot state, and one GET answered 422 rather than 405); --all-checks puts them back.
-KNOWN_EXCLUDED_CHECKS = "positive_data_acceptance,unsupported_method"
 sys.path.insert(0, str(ROOT))
 
 from tests.fuzz.targets import TARGETS, Counted, Target, run
@@ -124,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
         help="schemathesis examples per operation (0: no API run), within the API's share of the time",
     )
     ap.add_argument("--api-share", type=float, default=0.4, help="share of the soak for the API run")
-    ap.add_argument("--all-checks", action="store_true", help="API: also the checks CI excludes")
     args = ap.parse_args(argv)
     master = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     rng = random.Random(master)
@@ -141,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             args.api_examples,
             rng.randrange(2**31),
             total * args.api_share,
-            "" if args.all_checks else KNOWN_EXCLUDED_CHECKS,
+            "",
         )
         print(f"api: {results['api']}", flush=True)
     left = max(total - (time.perf_counter() - started), 1.0)
