@@ -136,6 +136,7 @@ async def audit_log(
         actor=actor[:120] or None,
         action=action[:64] or None,
         object_type=object_type[:64] or None,
+        newest_first=True,
     )
     filters = {"actor": actor, "action": action, "object_type": object_type}
     return page.render("audit.html", nav="admin", sub="audit", result=result, filters=filters)

@@ -33,7 +33,7 @@ from fleet.domain.permissions import Permission, Principal
 from fleet.errors import FleetError, InvalidInput, NotFound, PermissionDenied, Unauthenticated
 from fleet.i18n import _, current_locale, gettext, negotiate, set_locale
 from fleet.i18n import format as fmt
-from fleet.i18n.labels import label
+from fleet.i18n.labels import audit_action, audit_object, label
 from fleet.runtime.state import FleetState
 from fleet.services import users
 
@@ -75,7 +75,13 @@ def build_env() -> Environment:
         lambda s: gettext(s), _ngettext, newstyle=True
     )
     env.globals.update(
-        label=label, fmt=fmt, version=__version__, Permission=Permission, current_locale=current_locale
+        label=label,
+        audit_action=audit_action,
+        audit_object=audit_object,
+        fmt=fmt,
+        version=__version__,
+        Permission=Permission,
+        current_locale=current_locale,
     )
     return env
 

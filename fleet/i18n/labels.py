@@ -157,3 +157,78 @@ def label(value: StrEnum | str, kind: type[StrEnum] | None = None) -> str:
     if text is None:
         text = next((names[code] for names in NAMES.values() if code in names), None)
     return gettext(text) if text is not None else code
+
+
+# Audit log actions are `<object type>.<verb>` (fleet/services/*, fleet/runtime/rollout_engine.py,
+# fleet/cli/provision.py, and `<CrudService.name>.create|update|delete`); the console shows them by name.
+AUDIT_OBJECTS: dict[str, str] = {
+    "district": N_("District"),
+    "school": N_("School"),
+    "room": N_("Room"),
+    "device_model": N_("Device model"),
+    "device": N_("Device"),
+    "bell_period": N_("Bell period"),
+    "calendar_entry": N_("Calendar day"),
+    "user": N_("User"),
+    "token": N_("API token"),
+    "claim_token": N_("Claim token"),
+    "import": N_("Import"),
+    "artifact": N_("Firmware file"),
+    "command": N_("Command"),
+    "credentials": N_("Device credentials"),
+    "rollout": N_("Rollout"),
+    "alert": N_("Alert"),
+    "kit": N_("Kit"),
+}
+AUDIT_VERBS: dict[str, str] = {
+    "create": N_("created"),
+    "update": N_("changed"),
+    "delete": N_("deleted"),
+    "disable": N_("disabled"),
+    "enable": N_("enabled"),
+    "sign_in": N_("signed in"),
+    "sign_out": N_("signed out"),
+    "revoke": N_("revoked"),
+    "rotate": N_("rotated"),
+    "rooms": N_("rooms"),
+    "devices": N_("devices"),
+    "update_policy": N_("update policy changed"),
+    "import": N_("imported"),
+    "send": N_("sent"),
+    "cancel": N_("cancelled"),
+    "start": N_("started"),
+    "pause": N_("paused"),
+    "resume": N_("resumed"),
+    "abort": N_("aborted"),
+    "group_start": N_("group started"),
+    "complete": N_("completed"),
+    "transition": N_("lifecycle status changed"),
+    "enroll": N_("enrolled"),
+    "registered": N_("registered"),
+    "provision_provisioned": N_("provisioned"),
+    "provision_failed": N_("provisioning failed"),
+    "provision_skipped": N_("provisioning skipped"),
+    "ack": N_("acknowledged"),
+    "resolve": N_("resolved"),
+}
+
+
+def _readable(code: str) -> str:
+    return code.replace("_", " ").strip()
+
+
+def audit_object(object_type: str | None) -> str:
+    """The localized name of an audited object type; an unknown one reads as words, not as a code."""
+    if not object_type:
+        return ""
+    text = AUDIT_OBJECTS.get(object_type)
+    return gettext(text) if text is not None else _readable(object_type).capitalize()
+
+
+def audit_action(code: str) -> str:
+    """`bell_period.create` -> "Bell period · created" ("作息时段 · 创建"); the record keeps the code."""
+    obj, _sep, verb = code.partition(".")
+    if not verb:
+        return audit_object(obj)
+    text = AUDIT_VERBS.get(verb)
+    return f"{audit_object(obj)} · {gettext(text) if text is not None else _readable(verb)}"

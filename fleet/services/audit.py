@@ -147,6 +147,7 @@ async def list_entries(
     school_id: int | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    newest_first: bool = False,
 ) -> Page[AuditEntry]:
     require(principal, Permission.READ_AUDIT)
     stmt = _filtered(
@@ -159,7 +160,7 @@ async def list_entries(
         since=since,
         until=until,
     )
-    return await paginate(session, stmt, AuditEntry, cursor, limit)
+    return await paginate(session, stmt, AuditEntry, cursor, limit, descending=newest_first)
 
 
 def _filtered(

@@ -59,20 +59,28 @@ def key_range(column: Any) -> int:
 
 
 async def paginate(
-    session: AsyncSession, stmt: Select[Any], model: Any, cursor: str | None, limit: int
+    session: AsyncSession,
+    stmt: Select[Any],
+    model: Any,
+    cursor: str | None,
+    limit: int,
+    *,
+    descending: bool = False,
 ) -> Page[Any]:
-    """Keyset pagination on the primary key: stable under inserts, with a total count of the filter."""
+    """Keyset pagination on the primary key: stable under inserts, with a total count of the filter.
+    `descending` pages from the newest key down (the cursor is then the last, smallest key seen)."""
     if limit < 1 or limit > MAX_PAGE_SIZE:
         raise InvalidInput(f"limit must be between 1 and {MAX_PAGE_SIZE}")
     after = decode_cursor(cursor, key_range(model.id))
     total = (
         await session.execute(select(func.count()).select_from(stmt.order_by(None).subquery()))
     ).scalar_one()
-    rows = (
-        (await session.execute(stmt.where(model.id > after).order_by(model.id).limit(limit + 1)))
-        .scalars()
-        .all()
-    )
+    if descending:
+        page = stmt.where(model.id < after) if cursor else stmt
+        page = page.order_by(model.id.desc())
+    else:
+        page = stmt.where(model.id > after).order_by(model.id)
+    rows = (await session.execute(page.limit(limit + 1))).scalars().all()
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(

@@ -237,3 +237,47 @@ async def test_an_api_token_is_created_from_the_console_and_shown_once(api: Api)
     # Without the page's token the post is refused and nothing is created.
     r = await api.client.post("/admin/tokens", data={"name": "forged", "role": "admin", "school": ""})
     assert r.status_code == 403 and "security token" in r.text
+
+
+async def test_the_audit_log_names_actions_in_the_users_language_newest_first(api: Api) -> None:
+    w, csrf = await signed_in(api, Role.ADMIN, locale="zh_CN")
+    r = await post(
+        api.client, f"{PERIODS}/{w.school_a}/periods", csrf, weekday="0", name="P9", start_time="15:00",
+        end_time="15:40",
+    )  # fmt: skip
+    assert r.status_code == 303
+    page = await api.client.get("/admin/audit")
+    assert page.status_code == 200
+    # The menu reads "设备" (devices), not "设备数" (a report column's "number of devices").
+    assert re.search(r'<a [^>]*href="/devices"[^>]*>\s*设备\s*</a>', page.text), "menu item for devices"
+    cells = re.findall(r'<td title="([a-z_.]+)">([^<]*)</td>', page.text)
+    shown = {code: text for code, text in cells if "." in code}
+    assert shown.get("bell_period.create") == "作息时段 · 创建"
+    assert shown.get("user.sign_in") == "用户 · 登录"
+    for code, text in cells:
+        assert code not in text and "_" not in text, (code, text)
+    # The newest entry is listed first: the period was added after the sign-in (the world's setup before).
+    order = [code for code, _text in cells if "." in code]
+    assert order[:2] == ["bell_period.create", "user.sign_in"], order
+
+
+async def test_newest_first_pages_cover_every_entry_once_in_descending_order(api: Api) -> None:
+    from fleet.domain.permissions import SYSTEM
+    from fleet.services import audit
+
+    await build_world(api)
+    async with unit_of_work(api.sessions) as s:
+        every = sorted((await s.execute(select(AuditEntry.id))).scalars(), reverse=True)
+        seen: list[int] = []
+        cursor = None
+        while True:
+            page = await audit.list_entries(s, SYSTEM, cursor=cursor, limit=3, newest_first=True)
+            assert page.total == len(every)
+            seen += [e.id for e in page.items]
+            if not page.next_cursor:
+                break
+            cursor = page.next_cursor
+        oldest = await audit.list_entries(s, SYSTEM, cursor=None, limit=3)
+    assert len(every) > 6 and seen == every
+    # The API's default order is unchanged: oldest first.
+    assert [e.id for e in oldest.items] == sorted(every)[:3]

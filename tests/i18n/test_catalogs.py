@@ -81,3 +81,63 @@ def test_money_dates_and_times_follow_the_locale_and_the_school_zone() -> None:
     when = datetime(2025, 9, 1, 0, 5, tzinfo=UTC)
     assert fmt.moment(when, "Asia/Shanghai", "zh_CN").startswith("2025年9月1日 08:05")
     assert fmt.number(12345.678, "en", digits=1) == "12,345.7"
+
+
+def test_a_message_reads_the_same_in_every_area_file() -> None:
+    """All `.po` files merge into one catalog, so one msgid with two translations silently loses one (the
+    console's menu once read "设备数", device count, because a report column's translation won)."""
+    from babel.messages.pofile import read_po
+
+    from fleet.i18n import LOCALE_DIR
+
+    seen: dict[str, tuple[str, str]] = {}
+    clashes = []
+    for po in sorted((LOCALE_DIR / "zh_CN" / "LC_MESSAGES").glob("*.po")):
+        with po.open("rb") as fh:
+            for msg in read_po(fh, locale="zh_CN"):
+                if not msg.id or not isinstance(msg.id, str) or not msg.string:
+                    continue
+                first = seen.setdefault(msg.id, (po.name, str(msg.string)))
+                if first[1] != msg.string:
+                    clashes.append(f"{msg.id!r}: {first[0]} {first[1]!r} vs {po.name} {msg.string!r}")
+    assert not clashes, "\n".join(clashes)
+    with use_locale("zh_CN"):
+        assert _("Devices") == "设备"
+
+
+def test_every_audited_action_has_a_name_in_both_languages() -> None:
+    """Every action the code records (`action="x.y"`, `action=f"rollout.{...}"`, a CRUD service's
+    `name = "..."` with create/update/delete) reads as a name, never as the raw code."""
+    import re
+    from pathlib import Path
+
+    from drivers.provisioning import Outcome
+    from fleet.i18n.labels import AUDIT_OBJECTS, AUDIT_VERBS, audit_action
+
+    root = Path(__file__).resolve().parents[2] / "fleet"
+    codes: set[str] = set()
+    objects: set[str] = set()
+    for py in root.rglob("*.py"):
+        text = py.read_text(encoding="utf-8")
+        codes.update(re.findall(r'action="([a-z_]+\.[a-z_]+)"', text))
+        objects.update(re.findall(r'action=f"([a-z_]+)\.\{', text))
+        if "(CrudService)" in text:
+            for name in re.findall(r'^    name = "([a-z_]+)"', text, re.MULTILINE):
+                codes.update(f"{name}.{verb}" for verb in ("create", "update", "delete"))
+    codes.update(f"{o}.provision_{outcome}" for o in ("kit", "device") for outcome in Outcome)
+    codes.update(f"rollout.{v}" for v in ("pause", "resume", "abort"))
+    codes.update(f"alert.{v}" for v in ("ack", "resolve"))
+    assert len(codes) > 40 and "bell_period.create" in codes and "device.transition" in codes
+    for obj in objects:
+        assert obj in AUDIT_OBJECTS, obj
+    for code in sorted(codes):
+        obj, _dot, verb = code.partition(".")
+        assert obj in AUDIT_OBJECTS and verb in AUDIT_VERBS, f"no name for audit action {code!r}"
+        with use_locale("zh_CN"):
+            zh = audit_action(code)
+        assert code not in zh and not re.search(r"[a-z]", zh), (code, zh)
+    with use_locale("zh_CN"):
+        assert audit_action("bell_period.create") == "作息时段 · 创建"
+        # An action not yet named still reads as words, not as the code.
+        assert audit_action("new_thing.got_done") == "New thing · got done"
+    assert audit_action("device.transition") == "Device · lifecycle status changed"
