@@ -119,7 +119,10 @@ def test_every_audited_action_has_a_name_in_both_languages() -> None:
     objects: set[str] = set()
     for py in root.rglob("*.py"):
         text = py.read_text(encoding="utf-8")
-        codes.update(re.findall(r'action="([a-z_]+\.[a-z_]+)"', text))
+        for first, other in re.findall(
+            r'action="([a-z_]+\.[a-z_]+)"(?: if [^\n]* else "([a-z_]+\.[a-z_]+)")?', text
+        ):
+            codes.update(c for c in (first, other) if c)
         objects.update(re.findall(r'action=f"([a-z_]+)\.\{', text))
         if "(CrudService)" in text:
             for name in re.findall(r'^    name = "([a-z_]+)"', text, re.MULTILINE):
@@ -128,6 +131,7 @@ def test_every_audited_action_has_a_name_in_both_languages() -> None:
     codes.update(f"rollout.{v}" for v in ("pause", "resume", "abort"))
     codes.update(f"alert.{v}" for v in ("ack", "resolve"))
     assert len(codes) > 40 and "bell_period.create" in codes and "device.transition" in codes
+    assert "user.enable" in codes  # the second branch of a conditional action
     for obj in objects:
         assert obj in AUDIT_OBJECTS, obj
     for code in sorted(codes):
