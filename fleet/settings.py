@@ -154,6 +154,10 @@ class ReportSettings(BaseModel):
     inspection_stale_days: int = Field(default=90, ge=1, le=3650)
     # Where the inspection reads the firmware profiles' withdrawn versions ("" = the shipped folder).
     profile_dir: str = ""
+    # PDF printer (read by fleet.services.reports.pdf): auto = headless Chromium when installed (~25x less
+    # CPU than WeasyPrint on long tables), else WeasyPrint; chromium_path overrides `chromium` on PATH.
+    pdf_engine: Literal["auto", "chromium", "weasyprint"] = "auto"
+    chromium_path: str = ""
     # Planned replacements: a device with this many failures (entries into repair) in its life is replaced.
     replace_after_failures: int = Field(default=3, ge=1)
     # Monthly job: where the standard set is written, how many months are kept, which reports and formats.

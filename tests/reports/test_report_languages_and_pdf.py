@@ -19,6 +19,7 @@ import pytest
 from openpyxl import load_workbook
 from sqlalchemy import update
 
+from fleet.errors import FeatureUnavailable
 from fleet.i18n import use_locale
 from fleet.persistence.db import unit_of_work
 from fleet.persistence.models import District, School
@@ -179,3 +180,40 @@ async def test_csv_reports_carry_a_bom_in_chinese_unless_turned_off(rapi: Api, d
     assert not off.content.startswith("\ufeff".encode())
     en = await fetch(rapi, "inventory", "csv", lang="en", **H1_2026)
     assert not en.content.startswith("\ufeff".encode())
+
+
+def _tiny_report() -> Report:
+    return Report(
+        name="inventory",
+        title="Inventory",
+        generated_at=datetime(2026, 9, 1, tzinfo=UTC),
+        start=date(2026, 1, 1),
+        end=date(2026, 6, 30),
+        filters={},
+        summary=(SummaryItem("devices", "Devices", 2, "int"),),
+        sections=(
+            Section("s", "By school", (Column("school", "School"),), [("第一实验小学",), ("School 2",)]),
+        ),
+        district="Fixture District",
+    )
+
+
+def test_the_weasyprint_engine_still_prints_the_same_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _tool("pdftotext")
+    monkeypatch.setenv("LABFLEET_REPORTS__PDF_ENGINE", "weasyprint")
+    with use_locale("en"):
+        pdf = tmp_path / "weasy.pdf"
+        pdf.write_bytes(r_.render(_tiny_report(), "pdf"))
+    text = _run("pdftotext", "-layout", str(pdf), "-")
+    assert "第一实验小学" in text and "Page 1 of 1" in text
+    assert "WeasyPrint" in _run("pdfinfo", str(pdf))  # the engine asked for, not the default one
+
+
+def test_no_pdf_engine_is_a_clear_501_naming_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABFLEET_REPORTS__PDF_ENGINE", "chromium")
+    monkeypatch.setenv("LABFLEET_REPORTS__CHROMIUM_PATH", "/nonexistent/chromium")
+    with use_locale("en"), pytest.raises(FeatureUnavailable) as err:
+        r_.render(_tiny_report(), "pdf")
+    assert "chromium" in err.value.message and "labfleet[reports]" in err.value.message

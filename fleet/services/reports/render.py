@@ -35,7 +35,6 @@ MEDIA_TYPES = {
     "html": "text/html; charset=utf-8",
     "pdf": "application/pdf",
 }
-PDF_INSTALL_HINT = "PDF reports need WeasyPrint: pip install 'labfleet[reports]'. format=html always works."
 CJK_FONT_PACKAGE = "fonts-noto-cjk"
 XLSX_FORMATS: dict[str, str] = {
     "int": "#,##0",
@@ -564,18 +563,13 @@ def to_html(report: Report) -> bytes:
 
 
 def to_pdf(report: Report) -> bytes:
-    """The HTML page printed by WeasyPrint: A4, running header, page numbers, tables continued with their
-    header.
+    """The HTML page printed (`fleet.services.reports.pdf`: Chromium, or WeasyPrint): A4, running header, page
+    numbers, tables continued with their header.
 
     Fonts come from fontconfig; a Chinese report without a CJK font answers 501 naming the package rather than
     printing boxes."""
-    try:
-        from weasyprint import HTML
-    except (ImportError, OSError) as err:  # OSError: the Pango libraries are missing
-        raise FeatureUnavailable(
-            PDF_INSTALL_HINT,
-            details={"install": "pip install 'labfleet[reports]'", "alternative": "format=html"},
-        ) from err
+    from fleet.services.reports import pdf
+
     if current_locale() == "zh_CN" and cjk_font_file() is None:
         raise FeatureUnavailable(
             _(
@@ -585,4 +579,4 @@ def to_pdf(report: Report) -> bytes:
             ),
             details={"install": f"apt-get install {CJK_FONT_PACKAGE}", "alternative": "format=html"},
         )
-    return bytes(HTML(string=to_html(report).decode()).write_pdf())
+    return pdf.print_pdf(to_html(report).decode(), cjk_font_file())
