@@ -10,6 +10,7 @@ from fastapi import APIRouter, Response
 
 from fleet.console.app import ConsoleRoute, UserPage
 from fleet.console.choices import choices
+from fleet.errors import InvalidInput
 from fleet.i18n import _
 from fleet.services import claim_tokens, edge_agents, enrollment
 
@@ -61,8 +62,26 @@ async def create(page: UserPage, school_id: int) -> Response:
         allow_unknown=page.field("allow_unknown") == "on",
         label=page.field("label")[:120],
     )
-    issued = await claim_tokens.create(page.db, page.principal, page.state.clock, school_id, spec)
+    try:
+        issued = await claim_tokens.create(page.db, page.principal, page.state.clock, school_id, spec)
+    except InvalidInput as err:
+        return await _page(page, str(school_id), errors=_refused(err, max_days))
     return await _page(page, str(school_id), issued=issued.token)
+
+
+def _refused(err: InvalidInput, max_days: int) -> dict[str, str]:
+    """The service's refusal as a reason beside the field, in the user's language (its message is English)."""
+    field = err.details.get("field") if isinstance(err.details, dict) else None
+    if field == "max_uses":
+        return {"max_uses": _("A whole number from 1 to {n}.", n=enrollment.MAX_TOKEN_USES)}
+    if field == "ttl":
+        return {"days": _("A whole number from 1 to {n}.", n=max_days)}
+    return {
+        "school": _(
+            "This school's code cannot be used in device topics (Latin letters, digits and . _ : - only). "
+            "Ask an administrator to change the school's code."
+        )
+    }
 
 
 @router.post("/provisioning/claim-tokens/{token_id}/revoke")
