@@ -247,7 +247,12 @@ class ErrorOut(BaseModel):
 
 def keep() -> Any:
     """A PATCH field its column cannot hold empty: absent keeps the stored value; null is refused (422)."""
-    return Field(default=None, json_schema_extra=lambda schema: schema.pop("default", None))
+    return Field(default=None, json_schema_extra=_no_default)
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    # The absent value is not a value the field takes: no "default": null in the contract.
+    schema.pop("default", None)
 
 
 # -- districts, schools, rooms -------------------------------------------------------------------
