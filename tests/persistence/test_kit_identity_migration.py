@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from alembic import command
-from sqlalchemy import select
+from sqlalchemy import MetaData, Table, insert, select
 
 from fleet.domain import credentials
 from fleet.persistence.db import alembic_config, create_engine, session_factory, upgrade
@@ -60,6 +60,11 @@ async def _seed(url: str) -> None:
             }
             s.add_all([school, *models.values()])
             await s.flush()
+            conn = await s.connection()
+            old = {
+                name: await conn.run_sync(lambda c, n=name: Table(n, MetaData(), autoload_with=c))
+                for name in ("device_credentials", "dead_letters")
+            }
             for kind, serial in KITS:
                 d = Device(
                     vendor="Acme",
@@ -74,8 +79,10 @@ async def _seed(url: str) -> None:
                 )
                 s.add(d)
                 await s.flush()
-                s.add(
-                    DeviceCredential(
+                # The credential and dead-letter tables as they are at 0030, not as today's models map them
+                # (later migrations add columns the old schema has not got).
+                await s.execute(
+                    insert(old["device_credentials"]).values(
                         device_id=d.id,
                         username=serial,
                         school_code="S-MIG",
@@ -83,14 +90,15 @@ async def _seed(url: str) -> None:
                         created_at=NOW,
                     )
                 )
-                s.add(
-                    DeadLetter(
+                await s.execute(
+                    insert(old["dead_letters"]).values(
                         received_at=NOW,
                         reason="unknown_device",
                         topic=f"labfleet/v1/S-MIG/{serial}/x",
                         identity=serial,
                         payload=b"{}",
                         payload_size=2,
+                        detail="",
                     )
                 )
             await s.commit()
