@@ -72,7 +72,7 @@ def test_bell_periods_are_edited_and_an_overlap_is_refused_beside_the_field(
     tab.page.get_by_role("link", name="Administration").click()
     tab.page.wait_for_url(re.compile(r"/admin/timetables"))
     new = tab.page.locator("form[action$='/periods']")
-    new.get_by_label("Day").select_option(label="Monday")
+    new.get_by_label("Weekday").select_option(label="Monday")
     new.get_by_label("Period").fill("P2")
     new.get_by_label("Starts").fill("08:30")
     new.get_by_label("Ends").fill("09:10")
@@ -100,7 +100,7 @@ def test_bell_periods_are_edited_and_an_overlap_is_refused_beside_the_field(
     assert tab.page.locator("#periods-table tr", has_text="P2").count() == 0
     # The school's update policy, on the next tab of the same page.
     tab.page.get_by_role("link", name="Update policies").click()
-    tab.page.get_by_label("Day").first.select_option(label="Saturday")
+    tab.page.get_by_label("Weekday").first.select_option(label="Saturday")
     tab.page.locator("#w0-w0-start").fill("09:00")
     tab.page.locator("#w0-w0-end").fill("17:00")
     tab.page.get_by_label("Devices downloading at once").fill("20")

@@ -306,7 +306,7 @@ async def build(ctx: Context) -> Report:
             "Planned replacements per model",
             (
                 Column("model", "Model"),
-                Column("devices", "Devices", "int"),
+                Column("devices", "Device count", "int"),
                 Column("unit_price", "Current unit price", "money"),
                 Column("cost", "Replacement cost", "money"),
             ),

@@ -79,7 +79,7 @@ async def build(ctx: Context) -> Report:
         age_owned[bucket] += not leased
     ctx.step("devices", 2, 2)
     common = (
-        Column("devices", "Devices", "int"),
+        Column("devices", "Device count", "int"),
         Column("owned", "Owned", "int"),
         Column("leased", "Leased", "int"),
         Column("in_service", "In service", "int"),
@@ -140,7 +140,7 @@ async def build(ctx: Context) -> Report:
         Section(
             "by_status",
             "By lifecycle status",
-            (Column("status", "Status", "code"), Column("devices", "Devices", "int")),
+            (Column("status", "Status", "code"), Column("devices", "Device count", "int")),
             status_rows,
             chart=Chart("status", ("devices",), "Devices per lifecycle status"),
             totals=(total_label, len(devices)),
@@ -157,7 +157,7 @@ async def build(ctx: Context) -> Report:
             "Age since purchase",
             (
                 Column("age", "Age"),
-                Column("devices", "Devices", "int"),
+                Column("devices", "Device count", "int"),
                 Column("owned", "Owned", "int"),
                 Column("leased", "Leased", "int"),
             ),
@@ -167,7 +167,7 @@ async def build(ctx: Context) -> Report:
         ),
     ]
     summary = [
-        SummaryItem("devices", "Devices", total.devices, "int"),
+        SummaryItem("devices", "Device count", total.devices, "int"),
         SummaryItem("owned", "Owned", total.owned, "int"),
         SummaryItem("leased", "Leased", leased_n, "int"),
         SummaryItem("in_service", "In service", by_status[DeviceStatus.IN_SERVICE], "int"),

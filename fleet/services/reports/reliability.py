@@ -72,7 +72,7 @@ def under_warranty(d: Dev, m: ModelInfo, at: datetime) -> bool:
 
 
 COLUMNS = (
-    Column("devices", "Devices", "int"),
+    Column("devices", "Device count", "int"),
     Column("device_months", "Device-months in service", "float"),
     Column("failures", "Failures", "int"),
     Column("failures_per_100", "Failures per 100 device-months", "float"),
@@ -204,7 +204,7 @@ async def build(ctx: Context) -> Report:
         ),
     ]
     summary = [
-        SummaryItem("devices", "Devices", t["devices"], "int"),
+        SummaryItem("devices", "Device count", t["devices"], "int"),
         SummaryItem("device_months", "Device-months in service", t["device_months"], "float"),
         SummaryItem("failures", "Failures", t["failures"], "int"),
         SummaryItem("failures_per_100", "Failures per 100 device-months", t["failures_per_100"], "float"),

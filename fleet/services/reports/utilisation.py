@@ -88,7 +88,7 @@ async def build(ctx: Context) -> Report:
             "Per model",
             (
                 Column("model", "Model"),
-                Column("devices", "Devices", "int"),
+                Column("devices", "Device count", "int"),
                 Column("active_minutes", "Active minutes", "int"),
                 Column("minutes_per_device_week", "Minutes per device per week", "float"),
                 Column("idle", "Idle devices", "int"),
