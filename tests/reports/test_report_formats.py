@@ -156,8 +156,10 @@ async def test_html_is_a_printable_page_with_every_section(rapi: Api, district: 
 async def test_without_matplotlib_html_draws_plain_bars_and_pdf_says_how_to_install(
     rapi: Api, district: Fixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for mod in ("matplotlib", "matplotlib.figure", "weasyprint"):
+    for mod in ("matplotlib", "matplotlib.figure", "weasyprint", "fontTools", "fontTools.subset"):
         monkeypatch.setitem(sys.modules, mod, None)  # an install without the `reports` extra
+    # Nor Chromium (with it, an English PDF needs nothing from the extra): WeasyPrint is the engine.
+    monkeypatch.setenv("LABFLEET_REPORTS__PDF_ENGINE", "weasyprint")
     r = await fetch(rapi, "coverage", "html")
     page = Outline()
     page.feed(r.text)
@@ -167,6 +169,19 @@ async def test_without_matplotlib_html_draws_plain_bars_and_pdf_says_how_to_inst
     body = r.json()
     assert body["error"] == "feature_unavailable"
     assert "pip install 'labfleet[reports]'" in body["message"] and "format=html" in body["message"]
+
+
+async def test_chromium_without_the_extra_refuses_a_chinese_pdf_with_the_install_hint(
+    rapi: Api, district: Fixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CJK face is embedded through fontTools (the `reports` extra): without it a zh-CN PDF is a 501
+    that says what to install, never a 500."""
+    for mod in ("fontTools", "fontTools.subset", "weasyprint"):
+        monkeypatch.setitem(sys.modules, mod, None)
+    monkeypatch.setenv("LABFLEET_REPORTS__PDF_ENGINE", "chromium")
+    r = await fetch(rapi, "coverage", "pdf", lang="zh-CN")
+    assert r.status_code == 501, r.text
+    assert "labfleet[reports]" in r.json()["message"]
 
 
 async def test_pdf_renders_to_png_with_pdftoppm(rapi: Api, district: Fixture, tmp_path: Path) -> None:

@@ -89,11 +89,21 @@ def print_pdf(page: str, cjk_font: str | None) -> bytes:
     chosen = engine()
     browser = chromium_path() if chosen in ("auto", "chromium") else None
     if browser is not None:
+        if cjk_font is not None and not _has_fonttools():
+            raise unavailable()  # the CJK face is embedded through fontTools, part of the `reports` extra
         return chromium_pdf(browser, page, cjk_font)
     weasy = _weasyprint() if chosen in ("auto", "weasyprint") else None
     if weasy is None:
         raise unavailable()
     return bytes(weasy(string=page).write_pdf())
+
+
+def _has_fonttools() -> bool:
+    try:
+        import fontTools.subset  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _face_index(path: str) -> int:
