@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from fleet.domain.enums import Role
-from tests.api.test_console_scope_matrix import console_routes, new_rollout
+from tests.api.test_console_scope_matrix import console_routes, rollout_with_device
 from tests.console.conftest import LiveServer, Tab
 from tests.console.test_browser_pages import sign_in, world_with_user
 from tests.factories import World
@@ -26,7 +26,7 @@ NOT_PAGES = {
 }
 
 
-def pages(w: World, rollout: int) -> dict[str, str]:
+def pages(w: World, rollout: int, rollout_device: int) -> dict[str, str]:
     """Each console page route, and the address of one of its pages in the test world."""
     return {
         "/": "/",
@@ -39,6 +39,8 @@ def pages(w: World, rollout: int) -> dict[str, str]:
         "/alerts": "/alerts",
         "/rollouts": "/rollouts",
         "/rollouts/{rollout_id}": f"/rollouts/{rollout}",
+        "/rollouts/new": "/rollouts/new",
+        "/rollouts/{rollout_id}/devices/{device_id}": f"/rollouts/{rollout}/devices/{rollout_device}",
         "/reports": "/reports?name=inventory",
         "/admin": "/admin",
         "/admin/audit": "/admin/audit",
@@ -52,10 +54,10 @@ def test_every_page_and_the_api_docs_render_with_no_network(live_server: LiveSer
     tab.base = live_server.url
     w = world_with_user(live_server, "root", Role.ADMIN, school=None)
 
-    async def rollout(api: Any) -> int:
-        return await new_rollout(api, w, True)
+    async def rollout(api: Any) -> tuple[int, int]:
+        return await rollout_with_device(api, w, True)
 
-    to_visit = pages(w, live_server.run(rollout))
+    to_visit = pages(w, *live_server.run(rollout))
     routes = {path for method, path in console_routes() if method == "GET"}
     assert not sorted(routes - to_visit.keys() - NOT_PAGES.keys()), "console pages this test does not visit"
     assert not sorted((to_visit.keys() | NOT_PAGES.keys()) - routes), "visited routes that no longer exist"
