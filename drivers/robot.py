@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import zlib
 from collections.abc import Mapping
 from typing import Self, TypedDict, Unpack
 
 from drivers.codecs.robot import (
     MAX_BODY,
+    MAX_CHUNK_DATA,
+    PROTOCOL_MAX,
     BodyReader,
     MsgType,
     RobotFrame,
@@ -40,6 +43,12 @@ log = logging.getLogger(__name__)
 # The robot's bootloader verifies the new slot and starts the app in about a second on real
 # hardware; 10 s allows a slow SPI flash and a USB re-enumeration before we call it dead.
 BOOT_TIMEOUT = 10.0
+# How long one request may keep answering BUSY. Erasing a 1 MiB slot of SPI flash takes up to ~10 s at
+# a datasheet's worst case (64 KiB block erase ≤ 600 ms × 16), and SHA-256 over it a few seconds on a
+# small MCU; 30 s covers both with margin and still ends a stalled flash well inside a minute.
+BUSY_BUDGET = 30.0
+# Bounds on the robot's retry_after_ms hint: a zero would spin the line, a huge one stall the update.
+BUSY_MIN_WAIT, BUSY_MAX_WAIT = 0.01, 1.0
 # Chunk sizes for the update. The chunk shrinks when a line is noisy (a long frame is more
 # likely to be hit) and grows back when it is clean. 448 leaves room for the chunk header in a body.
 MAX_CHUNK = 448
@@ -59,6 +68,9 @@ BOOT_OK, BOOT_TRIAL, BOOT_ROLLED_BACK = 0, 1, 2
 BOOT_NAMES = {BOOT_OK: "ok", BOOT_TRIAL: "trial", BOOT_ROLLED_BACK: "rolled_back"}
 MOTOR_STATES = {0: "ok", 1: "stalled", 2: "overcurrent", 3: "disconnected"}
 REBOOT_NORMAL, REBOOT_TRIAL = 0, 1
+# unique_id becomes the MQTT username `robot-<uid>` and part of topic paths and mosquitto's password file:
+# no ':', '/', '+', '#', spaces or non-ASCII; 32 bytes keep the username under the 40 the docs promise.
+UNIQUE_ID = re.compile(r"[A-Za-z0-9._-]{1,32}")
 
 
 def _check(frame: RobotFrame, expected: MsgType) -> BodyReader:
@@ -93,6 +105,7 @@ class RobotOptions(SessionOptions, total=False):
 
     rng: random.Random | None
     boot_timeout: float
+    busy_budget: float
 
 
 class RobotDevice:
@@ -101,10 +114,17 @@ class RobotDevice:
     family = Family.ROBOT
 
     def __init__(
-        self, session: ArqSession, *, boot_timeout: float = BOOT_TIMEOUT, rng: random.Random | None = None
+        self,
+        session: ArqSession,
+        *,
+        boot_timeout: float = BOOT_TIMEOUT,
+        rng: random.Random | None = None,
+        busy_budget: float = BUSY_BUDGET,
     ) -> None:
         self.session = session
         self.boot_timeout = boot_timeout
+        self.busy_budget = busy_budget
+        self.busy_waits = 0
         self._rng = rng or random.Random()
         self.identity: DeviceIdentity | None = None
 
@@ -122,12 +142,13 @@ class RobotDevice:
         *,
         rng: random.Random | None = None,
         boot_timeout: float = BOOT_TIMEOUT,
+        busy_budget: float = BUSY_BUDGET,
         **session_kwargs: Unpack[SessionOptions],
     ) -> RobotDevice:
         rng = rng or random.Random()
         session = ArqSession(link, name=f"robot:{link.url}", rng=rng, **session_kwargs)
         await session.start()
-        return cls(session, boot_timeout=boot_timeout, rng=rng)
+        return cls(session, boot_timeout=boot_timeout, rng=rng, busy_budget=busy_budget)
 
     async def aclose(self) -> None:
         await self.session.aclose()
@@ -138,17 +159,44 @@ class RobotDevice:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    async def _request(self, mtype: MsgType, body: bytes = b"", *, attempts: int | None = None) -> RobotFrame:
+        """One request; while the robot answers BUSY, ask again after its hint, up to `busy_budget`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.busy_budget
+        while True:
+            frame = await self.session.request(mtype, body, attempts=attempts)
+            if frame.body[:1] != bytes([Status.BUSY]):
+                return frame
+            self.busy_waits += 1
+            if loop.time() >= deadline:
+                raise DeviceTimeout(
+                    f"{self.session.name}: {mtype.name} still BUSY after {self.busy_budget:g} s"
+                )
+            hint = int.from_bytes(frame.body[1:3], "big") / 1000 if len(frame.body) >= 3 else BUSY_MAX_WAIT
+            await asyncio.sleep(
+                min(max(hint, BUSY_MIN_WAIT), BUSY_MAX_WAIT, max(0.0, deadline - loop.time()))
+            )
+
     # ---- identify -------------------------------------------------------------------------
 
     async def identify(self, *, timeout: float | None = None, attempts: int | None = None) -> DeviceIdentity:
         """HELLO: starts a protocol session on the device (clearing its duplicate cache) and identifies it."""
         session_id = self._rng.getrandbits(32)
         frame = await self.session.request(
-            MsgType.HELLO, session_id.to_bytes(4, "big"), timeout=timeout, attempts=attempts
+            MsgType.HELLO,
+            session_id.to_bytes(4, "big") + bytes([PROTOCOL_MAX]),
+            timeout=timeout,
+            attempts=attempts,
         )
         r = _check(frame, MsgType.IDENTITY)
         proto = r.u8()
+        if not 1 <= proto <= PROTOCOL_MAX:
+            raise ProtocolError(f"robot answered protocol {proto}; this host offered 1..{PROTOCOL_MAX}")
         uid = r.str8()
+        if not UNIQUE_ID.fullmatch(uid):
+            raise ProtocolError(
+                f"robot reported unique_id {uid!r}; the protocol allows 1-32 of A-Z a-z 0-9 . _ -"
+            )
         model = r.str8()
         version = r.str8()
         active = r.u8()
@@ -172,7 +220,7 @@ class RobotDevice:
     # ---- health ---------------------------------------------------------------------------
 
     async def read_health(self) -> Health:
-        r = _check(await self.session.request(MsgType.GET_HEALTH), MsgType.HEALTH)
+        r = _check(await self._request(MsgType.GET_HEALTH), MsgType.HEALTH)
         battery_mv = r.u16()
         battery_pct = r.u8()
         temp_c = r.i8()
@@ -212,7 +260,7 @@ class RobotDevice:
         if len(body) > MAX_BODY:
             return ConfigResult(False, (), f"config is {len(body)} bytes, the protocol carries {MAX_BODY}")
         try:
-            r = _check(await self.session.request(MsgType.SET_CONFIG, body), MsgType.CONFIG_OK)
+            r = _check(await self._request(MsgType.SET_CONFIG, body), MsgType.CONFIG_OK)
         except DeviceError as err:
             return ConfigResult(False, (), str(err))
         if r.u32() != zlib.crc32(body):
@@ -220,7 +268,7 @@ class RobotDevice:
         return ConfigResult(True, tuple(sorted(wanted)))
 
     async def read_config(self) -> dict[str, str]:
-        r = _check(await self.session.request(MsgType.GET_CONFIG), MsgType.CONFIG)
+        r = _check(await self._request(MsgType.GET_CONFIG), MsgType.CONFIG)
         return decode_config(r.rest())
 
     # ---- firmware -------------------------------------------------------------------------
@@ -236,14 +284,28 @@ class RobotDevice:
             return FlashResult(False, before, before, "image does not match its sha256; not sent")
         if before == image.version and ident.detail("boot_status") == "ok":
             return FlashResult(True, before, before, "already at target version")
+        if ident.detail("boot_status") == "trial":
+            # An earlier update stopped between its trial boot and FW_CONFIRM; the robot refuses FW_BEGIN
+            # now (it would erase the rollback image). The target answering HELLO has booted: confirm it.
+            # Anything else is rolled back first, so the new transfer overwrites the unconfirmed image.
+            if before == image.version:
+                _check(await self._request(MsgType.FW_CONFIRM), MsgType.FW_CONFIRM_ACK)
+                return FlashResult(True, before, before, "confirmed the target left in trial")
+            ident = await self._reboot_and_wait(REBOOT_NORMAL)
+            before = ident.firmware_version
         begin = len(image.data).to_bytes(4, "big") + bytes.fromhex(image.sha256) + pack_str8(image.version)
         try:
-            r = _check(await self.session.request(MsgType.FW_BEGIN, begin), MsgType.FW_BEGIN_ACK)
+            r = _check(await self._request(MsgType.FW_BEGIN, begin), MsgType.FW_BEGIN_ACK)
         except DeviceError as err:
             return FlashResult(False, before, before, f"device refused the update: {err}")
         offset = r.u32()
         slot = "AB"[r.u8() & 1]
-        max_chunk = min(r.u16(), MAX_CHUNK)
+        offered_chunk = r.u16()
+        if not 1 <= offered_chunk <= MAX_CHUNK_DATA:
+            raise ProtocolError(
+                f"robot offered max_chunk {offered_chunk}; the protocol allows 1..{MAX_CHUNK_DATA}"
+            )
+        max_chunk = min(offered_chunk, MAX_CHUNK)
         resumed_from = offset
         if offset:
             log.info("%s: resuming update at byte %d of %d", self.session.name, offset, len(image.data))
@@ -256,7 +318,7 @@ class RobotDevice:
             body = offset.to_bytes(4, "big") + zlib.crc32(data).to_bytes(4, "big") + data
             retrans_before = self.session.retransmits
             try:
-                frame = await self.session.request(
+                frame = await self._request(
                     MsgType.FW_CHUNK, body, attempts=ATTEMPTS_BEFORE_SHRINK if chunk > MIN_CHUNK else None
                 )
             except DeviceTimeout:
@@ -288,7 +350,7 @@ class RobotDevice:
                     chunk = min(max_chunk, chunk * 2)
                     clean = 0
             progress(Progress("flash", offset, total))
-        frame = await self.session.request(MsgType.FW_COMMIT)
+        frame = await self._request(MsgType.FW_COMMIT)
         if frame.type != MsgType.FW_COMMIT_ACK:
             raise ProtocolError(f"expected FW_COMMIT_ACK, got {frame.type:#x}")
         status = BodyReader(frame.body).u8()
@@ -314,7 +376,7 @@ class RobotDevice:
                 resumed_from,
                 sent,
             )
-        _check(await self.session.request(MsgType.FW_CONFIRM), MsgType.FW_CONFIRM_ACK)
+        _check(await self._request(MsgType.FW_CONFIRM), MsgType.FW_CONFIRM_ACK)
         progress(Progress("boot", 1, 1))
         log.info("%s: firmware %s -> %s in slot %s", self.session.name, before, image.version, slot)
         return FlashResult(True, before, image.version, "", resumed_from, sent)
@@ -325,7 +387,7 @@ class RobotDevice:
         await self._reboot_and_wait(REBOOT_NORMAL)
 
     async def _reboot_and_wait(self, mode: int) -> DeviceIdentity:
-        _check(await self.session.request(MsgType.REBOOT, bytes([mode])), MsgType.REBOOT_ACK)
+        _check(await self._request(MsgType.REBOOT, bytes([mode])), MsgType.REBOOT_ACK)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.boot_timeout
         while True:

@@ -72,6 +72,13 @@ class Status(IntEnum):
     INCOMPLETE = 6
     TOO_LARGE = 7
     BOOT_FAILED = 8
+    BUSY = 9
+
+
+# The highest protocol version this host speaks; HELLO offers it and IDENTITY answers the agreed one.
+PROTOCOL_MAX = 1
+# FW_CHUNK's data ceiling: a body is at most 512 bytes, and offset u32 + crc32 u32 take 8 of them.
+MAX_CHUNK_DATA = MAX_BODY - 8
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
 from drivers.codecs.robot import (
+    PROTOCOL_MAX,
     BodyReader,
     MsgType,
     RobotDecoder,
@@ -38,6 +41,8 @@ SIM_MAX_CHUNK = 448
 BOOT_TIME = 0.05
 # Largest image a slot holds.
 SLOT_SIZE = 1 << 20
+# What the robot tells a host to wait before asking again while it is busy (docs: BUSY).
+BUSY_RETRY_MS = 100
 
 
 class UpdateState(Enum):
@@ -74,6 +79,11 @@ class RobotSim(SimDevice):
     motors: list[tuple[int, int]] = field(default_factory=lambda: [(0, 120), (0, 118)])
     faults: RobotFaults = field(default_factory=RobotFaults)
     boot_time: float = BOOT_TIME
+    # Seconds an erase of the inactive slot and a SHA-256 of the image take; while either runs the robot
+    # answers BUSY (a real one erasing 1 MiB of SPI flash takes seconds). 0: instant, no BUSY.
+    erase_time: float = 0.0
+    hash_time: float = 0.0
+    clock: Callable[[], float] = time.monotonic
     # update state, kept across unplug (it lives in the robot's flash)
     upd_state: UpdateState = UpdateState.IDLE
     upd_size: int = 0
@@ -85,6 +95,7 @@ class RobotSim(SimDevice):
     executed: list[RobotFrame] = field(default_factory=list)
     chunk_offsets: list[int] = field(default_factory=list)
     boots: int = 0
+    busy_answers: int = 0
     family = Family.ROBOT
 
     def __post_init__(self) -> None:
@@ -93,6 +104,8 @@ class RobotSim(SimDevice):
         )
         self._cache: OrderedDict[int, tuple[bytes, bytes]] = OrderedDict()
         self._boot_until = 0.0
+        self._busy_until = 0.0
+        self._hashing = False
         self.decoder = RobotDecoder()
 
     @property
@@ -125,10 +138,17 @@ class RobotSim(SimDevice):
         cached = self._cache.get(frame.seq)
         if frame.type != MsgType.HELLO and cached is not None and cached[0] == key:
             return RobotFrame(frame.type | 0x80, frame.seq, cached[1])  # replay, do not execute again
+        if frame.type not in (MsgType.HELLO, MsgType.PING) and self.clock() < self._busy_until:
+            # Still erasing or hashing: answer at once, remember nothing (the host asks again).
+            self.busy_answers += 1
+            return RobotFrame(frame.type | 0x80, frame.seq, _busy())
         try:
             body = self._execute(frame)
         except FrameError:
             body = bytes([Status.BAD_REQUEST])
+        if body[:1] == bytes([Status.BUSY]):
+            self.busy_answers += 1
+            return RobotFrame(frame.type | 0x80, frame.seq, body)
         self.executed.append(frame)
         if frame.type == MsgType.HELLO:
             self._cache.clear()
@@ -143,9 +163,13 @@ class RobotSim(SimDevice):
         t = frame.type
         if t == MsgType.HELLO:
             r.u32()
+            # A host that predates negotiation sends no offer: it speaks protocol 1.
+            offered = r.u8() if not r.done() else 1
+            if offered < 1:
+                return bytes([Status.BAD_REQUEST])
             return (
                 ok
-                + bytes([1])
+                + bytes([min(offered, PROTOCOL_MAX)])
                 + pack_str8(self.uid)
                 + pack_str8(self.model)
                 + pack_str8(self.version)
@@ -163,6 +187,8 @@ class RobotSim(SimDevice):
             return out
         if t == MsgType.SET_CONFIG:
             config = decode_config(frame.body)
+            if encode_config(config) != frame.body:
+                return bytes([Status.BAD_REQUEST])  # unsorted, a repeated key: not canonical, store nothing
             self.config = config
             return ok + zlib.crc32(encode_config(config)).to_bytes(4, "big")
         if t == MsgType.GET_CONFIG:
@@ -174,7 +200,12 @@ class RobotSim(SimDevice):
         if t == MsgType.FW_COMMIT:
             return self._fw_commit()
         if t == MsgType.REBOOT:
-            return self._reboot(r.u8())
+            mode = r.u8()
+            if mode > 1:
+                return bytes([Status.BAD_REQUEST])
+            if mode == 1 and self.upd_state != UpdateState.VERIFIED:
+                return bytes([Status.BAD_STATE])  # nothing verified to try: no reboot at all
+            return self._reboot(mode)
         if t == MsgType.FW_CONFIRM:
             if self.upd_state != UpdateState.TRIAL:
                 return bytes([Status.BAD_STATE])
@@ -193,6 +224,10 @@ class RobotSim(SimDevice):
         version = r.str8()
         if size > SLOT_SIZE or size == 0:
             return bytes([Status.TOO_LARGE]) + (0).to_bytes(4, "big") + bytes([self._target]) + b"\x00\x00"
+        if self.upd_state == UpdateState.TRIAL:
+            # The inactive slot holds the known-good image the bootloader would roll back to: erasing
+            # it now could leave an unconfirmed image as the only one. FW_CONFIRM or REBOOT first.
+            return bytes([Status.BAD_STATE]) + (0).to_bytes(4, "big") + bytes([self._target]) + b"\x00\x00"
         same = (
             self.upd_state == UpdateState.RECEIVING
             and self.upd_size == size
@@ -205,6 +240,9 @@ class RobotSim(SimDevice):
             self.upd_size, self.upd_sha, self.upd_version = size, sha, version
             self.upd_buf = bytearray()
             self.slots[self._target] = Slot("")
+            if self.erase_time > 0:
+                self._busy_until = self.clock() + self.erase_time
+                return _busy()
         return (
             bytes([Status.OK])
             + len(self.upd_buf).to_bytes(4, "big")
@@ -237,10 +275,17 @@ class RobotSim(SimDevice):
         return reply(Status.OK)
 
     def _fw_commit(self) -> bytes:
+        if self.upd_state == UpdateState.VERIFIED:
+            return bytes([Status.OK])  # asked again (after BUSY or a lost answer): already verified
         if self.upd_state != UpdateState.RECEIVING:
             return bytes([Status.BAD_STATE])
         if len(self.upd_buf) != self.upd_size:
             return bytes([Status.INCOMPLETE])
+        if self.hash_time > 0 and not self._hashing:
+            self._hashing = True
+            self._busy_until = self.clock() + self.hash_time
+            return _busy()
+        self._hashing = False
         if hashlib.sha256(self.upd_buf).digest() != self.upd_sha:
             self.upd_state = UpdateState.IDLE
             self.slots[self._target] = Slot("")
@@ -272,3 +317,7 @@ class RobotSim(SimDevice):
         elif self.boot_status == 1:
             self.boot_status = 0
         return bytes([Status.OK])
+
+
+def _busy() -> bytes:
+    return bytes([Status.BUSY]) + BUSY_RETRY_MS.to_bytes(2, "big")
