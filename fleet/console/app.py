@@ -31,7 +31,7 @@ from fleet.api.deps import Session as DbSession
 from fleet.api.deps import get_state
 from fleet.domain.permissions import Permission, Principal
 from fleet.errors import FleetError, InvalidInput, NotFound, PermissionDenied, Unauthenticated
-from fleet.i18n import _, current_locale, gettext, negotiate, set_locale
+from fleet.i18n import _, current_locale, negotiate, set_locale, template_gettext
 from fleet.i18n import format as fmt
 from fleet.i18n.labels import audit_action, audit_object, label
 from fleet.runtime.state import FleetState
@@ -57,7 +57,7 @@ class CsrfRejected(PermissionDenied):
 
 
 def _ngettext(singular: str, plural: str, n: int) -> str:
-    return gettext(singular if n == 1 else plural)
+    return template_gettext(singular if n == 1 else plural)
 
 
 def build_env() -> Environment:
@@ -72,7 +72,7 @@ def build_env() -> Environment:
     env.policies["ext.i18n.trimmed"] = True
     # Jinja fills %(name)s fields itself after translating (newstyle gettext).
     env.install_gettext_callables(  # type: ignore[attr-defined]
-        lambda s: gettext(s), _ngettext, newstyle=True
+        template_gettext, _ngettext, newstyle=True
     )
     env.globals.update(
         label=label,

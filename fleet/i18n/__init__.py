@@ -123,6 +123,26 @@ def gettext(message: str, locale: str | None = None) -> str:
     return catalog(loc).get(message, message)
 
 
+def template_gettext(message: str) -> str:
+    """gettext for Jinja's `{% trans %}` blocks (newstyle).
+
+    Jinja escapes every `%` of a block as `%%` before the lookup and applies `% fields` to the result, even
+    when the block has no fields, while Babel extracts a block without fields with its `%` as written. So
+    such a message is looked up as written too, and its translation handed back escaped the same way.
+    """
+    loc = _current.get()
+    if loc == DEFAULT_LOCALE:
+        return message
+    found = catalog(loc)
+    if message in found:
+        return found[message]
+    if "%%" in message:
+        plain = message.replace("%%", "%")
+        if plain in found:
+            return found[plain].replace("%", "%%")
+    return message
+
+
 def _(message: str, /, **fields: object) -> str:
     """Translate in the current locale; `{name}` fields are filled after translation."""
     text = gettext(message)

@@ -145,3 +145,22 @@ def test_every_audited_action_has_a_name_in_both_languages() -> None:
         # An action not yet named still reads as words, not as the code.
         assert audit_action("new_thing.got_done") == "New thing · got done"
     assert audit_action("device.transition") == "Device · lifecycle status changed"
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        # No fields: Babel extracts "Peak uplink use (%)", Jinja looks up "Peak uplink use (%%)".
+        ("{% trans %}Peak uplink use (%){% endtrans %}", "峰值出口带宽占用（%）"),
+        # Not in the catalog: the English text, with its % intact.
+        ("{% trans %}Nothing like 80% of this{% endtrans %}", "Nothing like 80% of this"),
+    ],
+)
+def test_a_percent_sign_in_a_trans_block_is_still_translated(source: str, expected: str) -> None:
+    from fleet.console.app import build_env
+
+    env = build_env()
+    with use_locale("zh_CN"):
+        assert env.from_string(source).render() == expected
+    with use_locale("en"):
+        assert "%%" not in env.from_string(source).render()
