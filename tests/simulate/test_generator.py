@@ -54,6 +54,8 @@ def test_the_hot_path_telemetry_encoder_writes_the_reference_json_and_the_servic
     # byte for byte what json.dumps of the dict gives
     assert payload == uplink_encoding._encode_uplink_json(t)
     assert payload == wire.telemetry_bytes(seq, ts, battery, temp, storage, fw, app, up, down, rssi, charging)
+    template = wire.TelemetryTemplate(battery, temp, storage, fw, app, up, down, rssi, charging)
+    assert template(seq, ts) == payload
     assert wire.decode_uplink(wire.Channel.TELEMETRY, payload) == t
 
 

@@ -82,6 +82,7 @@ from fleet.domain.wire.topics import (
 )
 from fleet.domain.wire.uplink_decoding import decode_uplink
 from fleet.domain.wire.uplink_encoding import (
+    TelemetryTemplate,
     encode_heartbeat,
     encode_telemetry,
     encode_uplink,
@@ -142,6 +143,7 @@ __all__ = [
     "ScreenSession",
     "Status",
     "Telemetry",
+    "TelemetryTemplate",
     "TopicRef",
     "Topics",
     "UnknownCommand",

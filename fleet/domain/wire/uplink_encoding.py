@@ -22,6 +22,8 @@ def _json_num(value: float) -> bytes:
     return repr(value).encode() if type(value) is float else b"%d" % value
 
 
+# Every telemetry body starts with the protocol version, the sequence number and the timestamp.
+_TELEMETRY_HEAD = b'{"v":1,"seq":%d,"ts":%d'
 # The full telemetry body, as encode_uplink writes it: %r of a float is its repr, which is what JSON holds.
 _TELEMETRY_FULL = (
     b'{"v":1,"seq":%d,"ts":%d,"battery":%d,"temp_c":%r,"storage_pct":%r,"fw":%s%s,"up":%d,"down":%d,'
@@ -66,7 +68,7 @@ def telemetry_bytes(
             rssi_dbm,
             b"true" if charging else b"false",
         )
-    out = b'{"v":1,"seq":%d,"ts":%d' % (seq, ts_ms)
+    out = _TELEMETRY_HEAD % (seq, ts_ms)
     if battery_pct is not None:
         out += b',"battery":%d' % battery_pct
     if temperature_c is not None:
@@ -83,6 +85,45 @@ def telemetry_bytes(
     if charging is not None:
         return out + (b',"charging":true}' if charging else b',"charging":false}')
     return out + b"}"
+
+
+class TelemetryTemplate:
+    """Telemetry whose fields other than `seq` and `ts` never change, written byte for byte as
+    telemetry_bytes writes it at the cost of one `%` format: the encoded tail is cached once (a benchmark's
+    publisher sends the same reading millions of times, on the cores the service it measures runs on)."""
+
+    __slots__ = ("_tail",)
+
+    def __init__(
+        self,
+        battery_pct: int | None,
+        temperature_c: float | None,
+        storage_used_pct: float | None,
+        firmware: str | None,
+        app: str | None,
+        bytes_up: int,
+        bytes_down: int,
+        rssi_dbm: int | None,
+        charging: bool | None,
+    ) -> None:
+        head = _TELEMETRY_HEAD % (0, 0)
+        body = telemetry_bytes(
+            0,
+            0,
+            battery_pct,
+            temperature_c,
+            storage_used_pct,
+            firmware,
+            app,
+            bytes_up,
+            bytes_down,
+            rssi_dbm,
+            charging,
+        )
+        self._tail = body[len(head) :]
+
+    def __call__(self, seq: int, ts_ms: int) -> bytes:
+        return _TELEMETRY_HEAD % (seq, ts_ms) + self._tail
 
 
 def encode_telemetry(t: Telemetry) -> bytes:
