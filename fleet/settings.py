@@ -19,6 +19,12 @@ class HttpSettings(BaseModel):
     max_body_bytes: int = 1024 * 1024
     # CSV imports are the one place a body may be larger (a province-wide delivery).
     max_import_bytes: int = 16 * 1024 * 1024
+    # `labfleet serve` speaks HTTPS itself with the certificate and key of the `tls` group; off = plain HTTP
+    # (a developer's machine, or behind the district's reverse proxy, which sets X-Forwarded-Proto).
+    tls: bool = False
+    # Strict-Transport-Security max-age sent on every HTTPS answer: one year, the value browsers' preload
+    # lists ask for; 0 sends no header.
+    hsts_max_age_s: int = Field(default=365 * 24 * 3600, ge=0)
 
 
 class MqttSettings(BaseModel):
@@ -33,6 +39,15 @@ class MqttSettings(BaseModel):
     # Managed brokers (embedded, mosquitto) listen here; loopback unless deliberately opened up.
     listen_host: str = "127.0.0.1"
     listen_port: int = 1883
+    # The plain (unencrypted) device listener on listen_port. The documented production settings turn it off
+    # and keep the TLS listener only: a terminal's password never crosses the classroom Wi-Fi in clear.
+    plain_listener: bool = True
+    # Managed brokers' TLS device listener (MQTT over TLS 1.2+, certificate from the `tls` group).
+    tls: bool = False
+    tls_port: int = 8883
+    # The broker's host name as terminals reach it (it must be a name in the server certificate); enrollment
+    # answers mqtts://<public_host>:<tls_port>. Empty = listen_host.
+    public_host: str = ""
     # Managed mosquitto only: the loopback listener for the service's own clients (ingest workers, commands,
     # rollouts), where client ids are free; on listen_port every client id is replaced by the username, so
     # no device can take over another's session. 0 picks a free port at start; set it when separate
@@ -67,6 +82,20 @@ class MqttSettings(BaseModel):
     heartbeat_timeout_s: int = 180
     # Dead letters kept for inspection; older ones are pruned so a flood of junk cannot fill the disk.
     dead_letters_max: int = 10_000
+
+
+class TlsSettings(BaseModel):
+    # Where `labfleet tls init` writes the district CA and the server certificate (ca.pem, ca.key, server.pem,
+    # server.key); keys are 0600.
+    dir: str = "var/tls"
+    # Operator-owned files instead (a certificate from the district's own or a public CA): the server
+    # certificate chain, its key, and the CA certificate terminals verify it against. Empty = the file in dir.
+    cert_file: str = ""
+    key_file: str = ""
+    ca_file: str = ""
+    # /readyz and the console warn this many days before the server certificate (or the CA) expires: time
+    # for `labfleet tls renew` and a broker restart in a holiday, not at the 08:00 bell.
+    renew_warning_days: int = Field(default=30, ge=1, le=365)
 
 
 class ApiSettings(BaseModel):
@@ -215,6 +244,7 @@ class Settings(BaseSettings):
     locale: str = "en"
     http: HttpSettings = HttpSettings()
     mqtt: MqttSettings = MqttSettings()
+    tls: TlsSettings = TlsSettings()
     api: ApiSettings = ApiSettings()
     metrics: MetricsSettings = MetricsSettings()
     rollouts: RolloutSettings = RolloutSettings()

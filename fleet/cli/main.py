@@ -20,6 +20,7 @@ from fleet.cli.common import CLI, console, err_console, run_db, settings, setup_
 from fleet.cli.credentials import credentials_app
 from fleet.cli.provision import provision as provision_command
 from fleet.cli.rollouts import rollout_app
+from fleet.cli.tls import tls_app
 from fleet.cli.top import top as top_command
 from fleet.cli.users import setup_link, user_app
 from fleet.domain.clock import SystemClock
@@ -45,6 +46,7 @@ app.add_typer(import_app, name="import")
 app.add_typer(export_app, name="export")
 app.add_typer(seed_app, name="seed")
 app.add_typer(credentials_app, name="credentials")
+app.add_typer(tls_app, name="tls")
 
 
 @app.command()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from contextvars import ContextVar
 from typing import Any
 
@@ -32,6 +33,7 @@ PRIVATE_ATTRIBUTES = (
     "_authenticate",
     "config",
     "_broadcast_queue",
+    "_create_ssl_context",
 )
 
 # MQTT 5 CONNACK: reason code 0x84 "Unsupported Protocol Version", no properties (MQTT 5.0 section 3.2.2.2).
@@ -137,9 +139,17 @@ class AuthFirstBroker(Broker):
     client id is its username, see BrokerAuthority.authenticate) goes on exactly as amqtt's own code does.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, tls: ssl.SSLContext | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._subscriptions = _SnapshotSubscriptions()
+        self._tls = tls
+
+    def _create_ssl_context(self, listener: Any) -> ssl.SSLContext:
+        # amqtt builds its own context from certfile/keyfile (and asks every client for a certificate); a
+        # listener with `ssl: true` serves ours instead: TLS 1.2+, the chain and key LabFleet loaded.
+        if self._tls is None:
+            return super()._create_ssl_context(listener)
+        return self._tls
 
     async def _initialize_client_session(
         self, reader: Any, writer: Any, remote_address: str, remote_port: int

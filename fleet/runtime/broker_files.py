@@ -12,6 +12,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleet.settings import Settings
+
 logger = logging.getLogger(__name__)
 
 
@@ -88,3 +90,41 @@ def runtime_dir(data_dir: Path, account: BrokerAccount) -> Path:
         alt,
     )
     return alt
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceListeners:
+    """Which device listeners a managed broker opens: plain MQTT on listen_port, MQTT over TLS on tls_port."""
+
+    plain: bool
+    tls: bool
+    tls_port: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DeviceListeners:
+        cfg = settings.mqtt
+        if not (cfg.plain_listener or cfg.tls):
+            raise ValueError(
+                "no device listener: LABFLEET_MQTT__PLAIN_LISTENER=false needs LABFLEET_MQTT__TLS=true"
+            )
+        return cls(cfg.plain_listener, cfg.tls, cfg.tls_port)
+
+    def ports(self, plain_port: int) -> list[tuple[int, bool]]:
+        """(port, is TLS) of every device listener."""
+        return [(plain_port, False)] * self.plain + [(self.tls_port, True)] * self.tls
+
+    def describe(self, host: str, plain_port: int) -> str:
+        return ", ".join(
+            f"{'mqtts' if tls else 'mqtt'}://{host}:{port}" for port, tls in self.ports(plain_port)
+        )
+
+    def mosquitto(self, host: str, plain_port: int, device_settings: str, cert: Path, key: Path) -> str:
+        """mosquitto.conf lines for the device listeners, each with the same device settings (with
+        per_listener_settings every listener carries its own)."""
+        out = []
+        for port, tls in self.ports(plain_port):
+            out.append(f"listener {port} {host}\n{device_settings}")
+            if tls:
+                # tls_version is the lowest version accepted: TLS 1.0 and 1.1 are refused at the handshake.
+                out.append(f"certfile {cert}\nkeyfile {key}\ntls_version tlsv1.2\n")
+        return "".join(out)

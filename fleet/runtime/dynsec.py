@@ -28,6 +28,7 @@ import asyncio
 import glob
 import json
 import logging
+import ssl
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -214,7 +215,15 @@ def batches(cmds: Iterable[dict[str, Any]], limit: int = MAX_CONTROL_BYTES) -> l
     return out
 
 
-async def apply(host: str, port: int, username: str, password: str, cmds: list[dict[str, Any]]) -> None:
+async def apply(
+    host: str,
+    port: int,
+    username: str,
+    password: str,
+    cmds: list[dict[str, Any]],
+    *,
+    tls: ssl.SSLContext | None = None,
+) -> None:
     """Send control commands as the admin identity and wait for every answer; DynsecError on a refusal.
 
     One short connection per call: calls are coalesced to at most about one a second, and a fresh connection
@@ -222,7 +231,9 @@ async def apply(host: str, port: int, username: str, password: str, cmds: list[d
     """
     if not cmds:
         return
-    async with aiomqtt.Client(host, port, identifier=username, username=username, password=password) as c:
+    async with aiomqtt.Client(
+        host, port, identifier=username, username=username, password=password, tls_context=tls
+    ) as c:
         await c.subscribe(RESPONSE_TOPIC, qos=1)
         for batch in batches(cmds):
             tag = uuid.uuid4().hex

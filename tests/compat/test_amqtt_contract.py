@@ -71,6 +71,8 @@ def test_the_overridden_methods_keep_their_signatures() -> None:
     assert params(Broker._broadcast_message) == ["self", "session", "topic", "data", "force_qos"]
     assert params(BrokerProtocolHandler.init_from_connect)[:3] == ["reader", "writer", "plugins_manager"]
     assert callable(amqtt.broker.gen_client_id)
+    # AuthFirstBroker serves LabFleet's TLS context through it (called as self._create_ssl_context(listener)).
+    assert params(Broker._create_ssl_context) == ["listener"]
 
 
 async def test_a_live_broker_has_the_private_attributes_used() -> None:

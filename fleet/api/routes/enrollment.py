@@ -2,9 +2,9 @@
 
 # No `from __future__ import annotations`: FastAPI reads these annotations at runtime.
 
+import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -15,8 +15,7 @@ from fleet.api.deps import Guard, Metrics, Now, Plane, Session, State
 from fleet.api.routes.params import StrictIn
 from fleet.domain import wire
 from fleet.errors import InvalidInput
-from fleet.services import enrollment
-from fleet.settings import MqttSettings
+from fleet.services import enrollment, tls
 
 
 class EnrollmentRoute(APIRoute):
@@ -63,6 +62,9 @@ class EnrollOut(BaseModel):
     school: str
     protocol: int
     broker_url: str
+    # The CA certificate (PEM) the terminal verifies the broker's certificate against, when broker_url is
+    # mqtts:// (docs/protocol-mqtt.md 1.1); null for plain MQTT.
+    ca_pem: str | None = None
     topics: dict[str, str]
 
 
@@ -100,6 +102,7 @@ async def enroll(
         metrics=metrics,
         plane=plane,
     )
+    endpoint = await asyncio.to_thread(tls.broker_endpoint, state.settings)
     t = wire.Topics(state.settings.mqtt.topic_prefix)
     topics = {"base": t.base(done.school_code, done.identity)}
     topics.update({ch.value: t.topic(done.school_code, done.identity, ch) for ch in wire.Channel})
@@ -110,13 +113,7 @@ async def enroll(
         password=done.password,
         school=done.school_code,
         protocol=wire.PROTOCOL_VERSION,
-        broker_url=_public_broker_url(state.settings.mqtt),
+        broker_url=endpoint.url,
+        ca_pem=endpoint.ca_pem,
         topics=topics,
     )
-
-
-def _public_broker_url(cfg: MqttSettings) -> str:
-    if cfg.broker in ("embedded", "mosquitto"):
-        return f"mqtt://{cfg.listen_host}:{cfg.listen_port}"
-    parts = urlsplit(cfg.url)  # never hand out the service's own credentials from the URL
-    return f"{parts.scheme}://{parts.hostname}:{parts.port or 1883}"
