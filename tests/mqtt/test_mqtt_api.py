@@ -1,29 +1,57 @@
-"""Through the HTTP API with the device plane running in the app's lifespan (embedded broker): enroll,
-connect with the issued credentials, see state and alerts per school and room, acknowledge, command a room."""
+"""Through the HTTP API with the device plane running in the app's lifespan: enroll, connect with the issued
+credentials, see state and alerts per school and room, acknowledge, command a room. The doc's example terminal
+flow, on plain MQTT (embedded) and over TLS with the plain listener off on both managed brokers."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from fleet.domain.clock import FakeClock
 from fleet.runtime.brokers import free_port
+from fleet.services import tls
+from fleet.settings import TlsSettings
 from tests.conftest import Api, make_settings
 from tests.factories import build_world, plane_api, post
-from tests.mqtt.mqtt_plane import TS0, terminal, wait_until
+from tests.mqtt.mqtt_plane import TS0, need_mosquitto, terminal, wait_until
 
 V1 = "/api/v1"
 
 
-@pytest.fixture
-async def live_api(sqlite_url: str, clock: FakeClock) -> AsyncIterator[Api]:
-    settings = make_settings(
-        sqlite_url, mqtt={"broker": "embedded", "listen_port": free_port(), "ingest_batch_ms": 20}
-    )
+# The doc's terminal flow on every transport a managed broker offers: plain MQTT (`make run`), and MQTT over
+# TLS with the plain listener off (the documented production settings) on both brokers.
+TRANSPORTS = [("embedded", False), ("embedded", True), ("mosquitto", True)]
+
+
+@pytest.fixture(params=TRANSPORTS, ids=[f"{b}-{'tls' if t else 'plain'}" for b, t in TRANSPORTS])
+async def live_api(
+    request: pytest.FixtureRequest, sqlite_url: str, clock: FakeClock, tmp_path: Path
+) -> AsyncIterator[Api]:
+    kind, on_tls = request.param
+    if kind == "mosquitto":
+        need_mosquitto()
+    mqtt: dict[str, object] = {"broker": kind, "listen_port": free_port(), "ingest_batch_ms": 20}
+    extra: dict[str, object] = {}
+    if on_tls:
+        tls_dir = tmp_path / "tls"
+        tls.init(TlsSettings(dir=str(tls_dir)), ["localhost", "127.0.0.1"], datetime.now(UTC))
+        mqtt |= {
+            "tls": True,
+            "tls_port": free_port(),
+            "plain_listener": False,
+            "data_dir": str(tmp_path / "mq"),
+        }
+        extra["tls"] = {"dir": str(tls_dir)}
+    elif kind == "mosquitto":
+        mqtt["data_dir"] = str(tmp_path / "mq")
+    settings = make_settings(sqlite_url, mqtt=mqtt, **extra)
     async with plane_api(settings, clock) as api:
+        api.tls_port = settings.mqtt.tls_port if on_tls else None
         yield api
 
 
@@ -39,8 +67,15 @@ async def test_enroll_then_telemetry_alerts_and_commands_through_the_api(live_ap
     again = await api.client.post(f"{V1}/enroll", json={"claim_token": tok, "serial_number": "SN-a-1"})
     assert again.status_code == 401 and again.json()["details"]["reason"] == "exhausted_token"
 
-    port = api.port
-    async with terminal(port, "school-a", "SN-a-1", creds["password"]) as c:
+    # The terminal connects where enrollment says, and over TLS trusts only the CA it was handed
+    # (docs/protocol-mqtt.md 1.1).
+    if api.tls_port is not None:
+        assert creds["broker_url"] == f"mqtts://127.0.0.1:{api.tls_port}"
+        port, ctx = api.tls_port, tls.client_context(creds["ca_pem"])
+    else:
+        assert creds["broker_url"] == f"mqtt://127.0.0.1:{api.port}" and creds["ca_pem"] is None
+        port, ctx = api.port, None
+    async with terminal(port, "school-a", "SN-a-1", creds["password"], tls_context=ctx) as c:
         await c.subscribe(creds["topics"]["cmd"], qos=1)
         await c.publish(
             creds["topics"]["telemetry"],
@@ -112,5 +147,5 @@ async def test_enroll_then_telemetry_alerts_and_commands_through_the_api(live_ap
     import aiomqtt
 
     with pytest.raises(aiomqtt.MqttError):
-        async with terminal(port, "school-a", "SN-a-1", creds["password"], timeout=3):
+        async with terminal(port, "school-a", "SN-a-1", creds["password"], timeout=3, tls_context=ctx):
             pass
