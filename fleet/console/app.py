@@ -33,7 +33,7 @@ from fleet.domain.permissions import Permission, Principal
 from fleet.errors import FleetError, InvalidInput, NotFound, PermissionDenied, Unauthenticated
 from fleet.i18n import _, current_locale, negotiate, set_locale, template_gettext
 from fleet.i18n import format as fmt
-from fleet.i18n.labels import audit_action, audit_object, label
+from fleet.i18n.labels import audit_action, audit_details, audit_object, label
 from fleet.runtime.state import FleetState
 from fleet.services import users
 
@@ -77,6 +77,7 @@ def build_env() -> Environment:
     env.globals.update(
         label=label,
         audit_action=audit_action,
+        audit_details=audit_details,
         audit_object=audit_object,
         fmt=fmt,
         version=__version__,

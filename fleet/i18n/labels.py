@@ -235,3 +235,74 @@ def audit_action(code: str) -> str:
         return audit_object(obj)
     text = AUDIT_VERBS.get(verb)
     return f"{audit_object(obj)} · {gettext(text) if text is not None else _readable(verb)}"
+
+
+# The fields audit records keep in their before/after documents, by name (an unknown field reads as words).
+AUDIT_FIELDS: dict[str, str] = {
+    "name": N_("Name"),
+    "username": N_("User name"),
+    "role": N_("Role"),
+    "district_wide": N_("Whole district"),
+    "school_ids": N_("Schools"),
+    "school_id": N_("School"),
+    "room_id": N_("Room"),
+    "model_id": N_("Model"),
+    "kind": N_("Kind"),
+    "tier": N_("AI lab tier"),
+    "status": N_("Status"),
+    "code": N_("Code"),
+    "capacity": N_("Capacity"),
+    "vendor": N_("Vendor"),
+    "supplier": N_("Supplier"),
+    "model_number": N_("Model number"),
+    "serial_number": N_("Serial number"),
+    "asset_tag": N_("Asset tag"),
+    "order_number": N_("Order number"),
+    "purchase_date": N_("Purchase date"),
+    "unit_cost": N_("Unit cost"),
+    "unit_price": N_("Unit price"),
+    "funding_source": N_("Funding source"),
+    "ownership": N_("Ownership"),
+    "transport": N_("Transport"),
+    "warranty_months": N_("Warranty (months)"),
+    "timezone": N_("Time zone"),
+    "uplink_mbps": N_("Uplink (Mbit/s)"),
+    "weekday": N_("Weekday"),
+    "start_time": N_("Starts"),
+    "end_time": N_("Ends"),
+    "start_date": N_("First day"),
+    "end_date": N_("Last day"),
+    "reason": N_("Reason"),
+    "revoked": N_("Revoked"),
+    "disabled": N_("Disabled"),
+    "target_version": N_("Target version"),
+    "strategy": N_("Strategy"),
+    "state": N_("State"),
+}
+
+
+def audit_details(document: object) -> list[tuple[str, str]]:
+    """An audit record's before/after document as (field, value) pairs to read: codes by their names, yes/no,
+    lists joined; the record itself keeps the raw document."""
+    if not isinstance(document, dict):
+        return [] if document is None else [("", str(document))]
+    pairs = []
+    for key, value in document.items():
+        field = AUDIT_FIELDS.get(key)
+        name = gettext(field) if field is not None else _readable(str(key)).capitalize()
+        pairs.append((name, _audit_value(value)))
+    return pairs
+
+
+def _audit_value(value: object) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return gettext(N_("Yes")) if value else gettext(N_("No"))
+    if isinstance(value, str):
+        return label(value)
+    if isinstance(value, list | tuple):
+        return ", ".join(_audit_value(v) for v in value) if value else "—"
+    if isinstance(value, dict):
+        return "; ".join(f"{_readable(str(k))}: {_audit_value(v)}" for k, v in value.items())
+    return str(value)

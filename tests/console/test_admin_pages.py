@@ -256,6 +256,10 @@ async def test_the_audit_log_names_actions_in_the_users_language_newest_first(ap
     assert shown.get("user.sign_in") == "用户 · 登录"
     for code, text in cells:
         assert code not in text and "_" not in text, (code, text)
+    # What changed reads as named fields, not as the record's JSON document.
+    details = " ".join(re.findall(r'<td class="muted">([^<]*)</td>', page.text))
+    assert "名称: P9" in details and "学校: " in details
+    assert "{" not in details and "&#34;" not in details and "school_id" not in details
     # The newest entry is listed first: the period was added after the sign-in (the world's setup before).
     order = [code for code, _text in cells if "." in code]
     assert order[:2] == ["bell_period.create", "user.sign_in"], order
