@@ -62,6 +62,9 @@ class MqttSettings(BaseModel):
     # When `serve` runs as root, the managed mosquitto drops to this account (Debian's package creates it);
     # it never runs as root.
     mosquitto_user: str = "mosquitto"
+    # Managed mosquitto's connect recorder (fleet/runtime/connect_log.py), compiled with gcc against
+    # mosquitto-dev at start: cached here, rebuilt when its source or mosquitto's headers change.
+    mosquitto_plugin_cache: str = "var/cache/mosquitto-plugin"
     # Shared-subscription group: every ingest worker of one deployment joins it to split the stream.
     ingest_group: str = "ingest"
     # Join the shared group ($share/<group>/...). Needed for N > 1 workers; off for a single worker because

@@ -3,10 +3,12 @@ root-started mosquitto runs as (with a directory it can reach)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
 import pwd
+import socket
 import stat
 import tempfile
 from dataclasses import dataclass
@@ -128,3 +130,27 @@ class DeviceListeners:
                 # tls_version is the lowest version accepted: TLS 1.0 and 1.1 are refused at the handshake.
                 out.append(f"certfile {cert}\nkeyfile {key}\ntls_version tlsv1.2\n")
         return "".join(out)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_for_port(
+    host: str, port: int, timeout: float, proc: asyncio.subprocess.Process | None = None
+) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        if proc is not None and proc.returncode is not None:
+            raise RuntimeError(f"broker process exited with {proc.returncode}")
+        try:
+            _, w = await asyncio.open_connection(host, port)
+            w.close()
+            return
+        except OSError:
+            if loop.time() > deadline:
+                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout} s") from None
+            await asyncio.sleep(0.02)

@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Self
@@ -26,8 +25,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from fleet.compat.amqtt import AuthFirstBroker
 from fleet.domain import acl, credentials, wire
 from fleet.persistence.models_mqtt import DeviceCredential
-from fleet.runtime import dynsec
-from fleet.runtime.broker_files import DeviceListeners, atomic_write, broker_account, runtime_dir
+from fleet.runtime import connect_log, dynsec
+from fleet.runtime.broker_files import (  # free_port, wait_for_port: also imported from here by tests
+    DeviceListeners,
+    atomic_write,
+    broker_account,
+    free_port,
+    runtime_dir,
+    wait_for_port,
+)
 from fleet.runtime.mqtt_subscriber import BrokerAddress
 from fleet.runtime.refused_connects import RefusedConnects
 from fleet.services import tls
@@ -97,9 +103,8 @@ class BrokerAuthority:
             return False
         if username == self.service_username:
             return bool(self.service_password) and password == self.service_password
+        self.note_attempt(username)
         cred = self._creds.get(username)
-        if cred is not None and cred.revoked:
-            self.refused.note(username)
         # The same rule on every broker: a device connects as its identity only (client id == username), and
         # only with an identity mosquitto's password file could hold.
         if cred is None or cred.revoked or client_id != username or not wire.is_device_identity(username):
@@ -107,6 +112,13 @@ class BrokerAuthority:
         return credentials.verify_password(password, cred.password_hash) or (
             cred.pending_hash is not None and credentials.verify_password(password, cred.pending_hash)
         )
+
+    def note_attempt(self, username: str) -> None:
+        """A CONNECT as `username` (checked here, or refused by mosquitto, as its connect recorder says):
+        counted when the identity is revoked, so the count is bounded by the revoked credentials."""
+        cred = self._creds.get(username)
+        if cred is not None and cred.revoked:
+            self.refused.note(username)
 
     def allowed(self, username: str | None, topic: str, action: acl.Action) -> bool:
         if username == self.service_username:
@@ -282,6 +294,8 @@ class MosquittoBroker:
         self._covered = 0  # sync() calls covered by the last finished reload
         self._last_reload = -RELOAD_MIN_INTERVAL_S
         self._unwritable: set[str] = set()  # identities already warned about
+        self.plugin_cache = Path(cfg.mosquitto_plugin_cache)
+        self.recorder: connect_log.Recorder | None = None  # refused CONNECTs; None: not counted
 
     @property
     def conf_path(self) -> Path:
@@ -314,6 +328,7 @@ class MosquittoBroker:
         device = f"""use_username_as_clientid true
 allow_anonymous false
 password_file {self.dir / "passwd"}
+{self.recorder.conf_lines() if self.recorder is not None else ""}
 # Access control: the dynamic-security plugin, not an acl_file. mosquitto 2.0's acl_file grants every
 # SUBSCRIBE (`#`, other devices' topics, the service's $share group) and filters only delivery; the plugin
 # refuses a forbidden one (SUBACK 0x80, MQTT 5: 0x87). It defers passwords to the file above.
@@ -401,9 +416,22 @@ log_type warning
 
     async def __aenter__(self) -> Self:
         await self.authority.load()
-        self.write_files()
-        await self.start()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.recorder = await connect_log.open_recorder(
+            self.plugin_cache, self.dir, self.run_as, self.authority.note_attempt
+        )
+        try:
+            self.write_files()
+            await self.start()
+        except BaseException:
+            self._close_recorder()
+            raise
         return self
+
+    def _close_recorder(self) -> None:
+        if self.recorder is not None:
+            self.recorder.log.close()
+            self.recorder = None
 
     async def start(self) -> None:
         # stderr to a file, not a pipe: nobody reads a pipe while the broker runs, and a full pipe blocks it.
@@ -443,6 +471,7 @@ log_type warning
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+        self._close_recorder()
 
     async def sync(self) -> None:
         """Make the database's credentials take effect: returns once a reload that covers this call is
@@ -567,27 +596,3 @@ def broker_from_settings(settings: Settings, sessions: async_sessionmaker[AsyncS
     if kind == "mosquitto":
         return MosquittoBroker(settings, authority)
     raise ValueError(f"unknown broker kind {kind!r} (embedded, mosquitto, external, none)")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-async def wait_for_port(
-    host: str, port: int, timeout: float, proc: asyncio.subprocess.Process | None = None
-) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        if proc is not None and proc.returncode is not None:
-            raise RuntimeError(f"broker process exited with {proc.returncode}")
-        try:
-            _, w = await asyncio.open_connection(host, port)
-            w.close()
-            return
-        except OSError:
-            if loop.time() > deadline:
-                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout} s") from None
-            await asyncio.sleep(0.02)

@@ -431,8 +431,10 @@ async def build(ctx: Context) -> Report:
             ),
             knocking,
             note=(
-                "Counted by the service's broker (the embedded broker) when it refuses a revoked device; a "
-                "managed mosquitto or an external broker refuses them itself and is not counted here."
+                "Counted by the broker the service runs when it refuses a revoked device: the embedded "
+                "broker, and a managed mosquitto through LabFleet's connect recorder (built at start from"
+                " gcc and mosquitto-dev; without them the service log says so and its refusals are not "
+                "counted). An external broker refuses them itself and is not counted here."
             ),
             sheet="Revoked, still connecting",
         ),
