@@ -428,7 +428,7 @@ def simulate(
 def simulate_service(http_port: Annotated[int, typer.Option()] = 0) -> None:
     """The service under test that `labfleet simulate` starts (a child process; prints one JSON line)."""
     from fleet.cli.simulate_service import serve_child
-    from fleet.runtime.brokers import free_port
+    from fleet.runtime.broker_files import free_port
 
     cfg = settings()
     setup_logging(cfg.log_level)

@@ -34,7 +34,8 @@ from fleet.persistence.db import create_engine, session_factory, upgrade_sync
 from fleet.persistence.models import Device, Room, School
 from fleet.persistence.models_mqtt import Alert, DeadLetter, DeviceCredential
 from fleet.persistence.models_mqtt import DeviceState as DeviceStateRow
-from fleet.runtime.brokers import MosquittoBroker, free_port
+from fleet.runtime.broker_files import free_port
+from fleet.runtime.brokers import MosquittoBroker
 from fleet.runtime.ingest import IngestService
 from fleet.runtime.plane import DevicePlane
 from fleet.runtime.state import FleetState, Stage, stage
