@@ -72,6 +72,12 @@ class FirmataSim(SimDevice):
     version: tuple[int, int] = (2, 5)
     supply_raw: int = 1000  # A0 reads the 5 V rail through a divider
     fail_boot: bool = False  # fault: the next flashed sketch crashes at start
+    # A Uno resets when its port is opened (DTR through the USB-serial chip), runs Optiboot for about a
+    # second and then the sketch, which announces its version. Off by default: LabFleet's own driver
+    # tests open the port without waiting for that hand-over (issue 18, points 1-2 teach the driver).
+    auto_reset_on_open: bool = False
+    # What is wired to each digital pin a sketch reads (1 = high); an unwired pull-up pin reads 1.
+    wired: dict[int, int] = field(default_factory=dict)
     family = Family.FIRMATA
 
     flash_mem: bytearray = field(default_factory=lambda: bytearray(b"\xff" * stk500.APP_FLASH_SIZE))
@@ -102,10 +108,36 @@ class FirmataSim(SimDevice):
         self.pin_modes = [int(fm.PinMode.ANALOG) if p >= 14 else int(fm.PinMode.OUTPUT) for p in range(20)]
         self.pin_values = [0] * 20
         self.reporting: set[int] = set()
+        self.reporting_ports: set[int] = set()
+        self._sent_ports: dict[int, int] = {}
         self.sampling_ms = 19
 
     def analog_value(self, channel: int) -> int:
         return self.supply_raw if channel == 0 else 512
+
+    def digital_level(self, pin: int) -> int:
+        """What the chip reads on `pin`: its own output, what is wired to it, or the pull-up."""
+        mode = self.pin_modes[pin]
+        if mode == fm.PinMode.OUTPUT:
+            return self.pin_values[pin]
+        if mode == fm.PinMode.PULLUP:
+            return self.wired.get(pin, 1)
+        if mode == fm.PinMode.INPUT:
+            return self.wired.get(pin, 0)
+        return 0
+
+    def port_mask(self, port: int) -> int:
+        """StandardFirmata's readPort(): the levels of the port's input pins only."""
+        mask = 0
+        for bit in range(8):
+            pin = port * 8 + bit
+            if pin < 20 and self.pin_modes[pin] in (fm.PinMode.INPUT, fm.PinMode.PULLUP):
+                mask |= self.digital_level(pin) << bit
+        return mask
+
+    def port_opened(self) -> None:
+        """The host opened the port: DTR rises and, through the Uno's capacitor, resets the chip."""
+        self.hardware_reset()
 
     def hardware_reset(self) -> None:
         """DTR pulse: the chip resets into Optiboot."""
@@ -142,6 +174,7 @@ class FirmataSim(SimDevice):
         decoder = fm.FirmataDecoder(from_device=False)
         loop = asyncio.get_running_loop()
         reporter = asyncio.create_task(self._report_loop(link), name="firmata-sim-analog")
+        handover = asyncio.create_task(self._bootloader_timeout(link), name="firmata-sim-optiboot")
         try:
             while True:
                 data = await link.read()
@@ -163,17 +196,34 @@ class FirmataSim(SimDevice):
                 if answer:
                     await link.write(bytes(answer))
         finally:
-            await cancel_and_wait([reporter])
+            await cancel_and_wait([reporter, handover])
+
+    async def _bootloader_timeout(self, link: Link) -> None:
+        """Optiboot's watchdog: a second without an STK500 command starts the sketch, input or not."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(BOOTLOADER_IDLE / 10)
+            if self.mode is Mode.BOOTLOADER and loop.time() - self._last_stk > BOOTLOADER_IDLE:
+                out = self._boot_sketch()
+                if out:
+                    await link.write(out)
 
     async def _report_loop(self, link: Link) -> None:
         while True:
             await asyncio.sleep(self.sampling_ms / 1000)
-            if self.mode is Mode.SKETCH and self.reporting:
-                await link.write(
-                    b"".join(
-                        fm.encode(fm.AnalogValue(ch, self.analog_value(ch))) for ch in sorted(self.reporting)
-                    )
-                )
+            if self.mode is not Mode.SKETCH:
+                continue
+            out = b"".join(
+                fm.encode(fm.AnalogValue(ch, self.analog_value(ch))) for ch in sorted(self.reporting)
+            )
+            # StandardFirmata's checkDigitalInputs(): a reporting port is sent when its inputs change.
+            for port in sorted(self.reporting_ports):
+                mask = self.port_mask(port)
+                if self._sent_ports.get(port) != mask:
+                    self._sent_ports[port] = mask
+                    out += fm.encode(fm.DigitalPort(port, mask))
+            if out:
+                await link.write(out)
 
     def _handle(self, msg: fm.Message) -> bytes:
         if (
@@ -204,6 +254,17 @@ class FirmataSim(SimDevice):
         if isinstance(msg, fm.ReportAnalog):
             (self.reporting.add if msg.enable else self.reporting.discard)(msg.channel)
             return b""
+        if isinstance(msg, fm.ReportDigital):
+            if msg.port >= 3:
+                return b""  # a Uno has ports 0-2
+            if not msg.enable:
+                self.reporting_ports.discard(msg.port)
+                return b""
+            # StandardFirmata's reportDigitalCallback() answers with the port's inputs at once.
+            self.reporting_ports.add(msg.port)
+            mask = self.port_mask(msg.port)
+            self._sent_ports[msg.port] = mask
+            return fm.encode(fm.DigitalPort(msg.port, mask))
         if isinstance(msg, fm.Sysex):
             if msg.command == fm.REPORT_FIRMWARE:
                 return fm.encode(fm.firmware_report(*self.version, self.firmware_name))

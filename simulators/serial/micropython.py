@@ -18,6 +18,8 @@ ESP32_VID, ESP32_PID = 0x10C4, 0xEA60
 PASTE_WINDOW = 128
 # Bytes of code the board accepts in one submission (its heap would run out first on a real one).
 MAX_CODE = 64 * 1024
+# MicroPython's readline keeps one line in a fixed buffer; longer input is dropped, not buffered.
+MAX_LINE = 1024
 
 
 class Mode(Enum):
@@ -51,6 +53,8 @@ class MicroPythonSim(SimDevice):
         self.hard_resets = 0
         self.executed: list[str] = []
         self._pending_reset = False
+        # Lines of a compound statement typed at the friendly REPL, waiting for the blank line that ends it.
+        self._pending_lines: list[str] = []
 
     def _hard_reset(self) -> None:
         self._pending_reset = True
@@ -84,9 +88,13 @@ class MicroPythonSim(SimDevice):
                         self.mode, line = Mode.RAW, bytearray()
                         out.add(repl.RAW_BANNER + b">")
                     elif c == repl.CTRL_C:
+                        line = bytearray()
+                        self._pending_lines = []
                         out.add(b"\r\n>>> ")
-                    elif c == repl.CTRL_D:
+                    elif c == repl.CTRL_D and not line and not self._pending_lines:
                         self._soft_reset(out, raw=False)
+                    else:
+                        line = self._friendly_byte(byte, line, out)
                     continue
                 if self.mode is Mode.PASTE:
                     if c == repl.CTRL_C:
@@ -119,7 +127,7 @@ class MicroPythonSim(SimDevice):
                 elif c == repl.CTRL_E and not line:
                     ctrl_e = c
                 elif c == repl.CTRL_B:
-                    self.mode = Mode.FRIENDLY
+                    self.mode, line = Mode.FRIENDLY, bytearray()
                     out.add(b"\r\nMicroPython v" + self.release.encode() + b"; LabFleet sim\r\n>>> ")
                 elif c == repl.CTRL_C:
                     line = bytearray()
@@ -139,6 +147,38 @@ class MicroPythonSim(SimDevice):
                     b"ets Jun  8 2016 00:22:57\r\n\r\nrst:0x1 (POWERON_RESET)\r\n"
                     b"MicroPython v" + self.release.encode() + b"\r\n>>> "
                 )
+
+    def _friendly_byte(self, byte: int, line: bytearray, out: _Out) -> bytearray:
+        """The friendly REPL a person types at: echo, backspace, Enter runs the line and prints its value."""
+        if byte in (0x08, 0x7F):  # backspace: a terminal sends either
+            if line:
+                out.add(b"\x08 \x08")
+                return line[:-1]
+            return line
+        if byte == 0x0A:
+            return line  # a terminal sends CR for Enter; a CRLF's LF is not a second Enter
+        if byte != 0x0D:
+            if byte >= 0x20 and len(line) < MAX_LINE:
+                out.add(bytes([byte]))
+                return line + bytes([byte])
+            return line
+        out.add(b"\r\n")
+        text = line.decode(errors="replace")
+        if self._pending_lines or text.rstrip().endswith(":"):
+            # A compound statement: collect lines until an empty one behind the "... " prompt, indenting the
+            # next line as MicroPython's REPL does (4 more after a ':', else the same as this line).
+            if text.strip():
+                self._pending_lines.append(text)
+                indent = len(text) - len(text.lstrip(" ")) + (4 if text.rstrip().endswith(":") else 0)
+                out.add(b"... " + b" " * indent)
+                return bytearray(b" " * indent)
+            text, self._pending_lines = "\n".join(self._pending_lines), []
+        if text.strip():
+            self.executed.append(text)
+            stdout, stderr = self.interp.run(text, echo=True)
+            out.add(stdout.encode() + stderr.encode())
+        out.add(b">>> ")
+        return bytearray()
 
     def _soft_reset(self, out: _Out, *, raw: bool) -> None:
         self.soft_resets += 1

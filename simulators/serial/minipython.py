@@ -162,15 +162,41 @@ class _File(_Obj):
         self._pos += len(out)
         return out if self._binary else out.decode()
 
+    def readinto(self, buf: Any) -> int:
+        """Fill `buf` (a bytearray or a memoryview of one) from the file; 0 at the end, like MicroPython."""
+        if self._closed or self._writing:
+            raise MpyError("OSError", "[Errno 9] EBADF")
+        if not isinstance(buf, bytearray | memoryview) or getattr(buf, "readonly", False):
+            raise MpyError("TypeError", "object with buffer protocol required")
+        blob = self._board.files.get(self._path, b"")
+        out = blob[self._pos : self._pos + len(buf)]
+        buf[: len(out)] = out
+        self._pos += len(out)
+        return len(out)
+
+    def flush(self) -> None:
+        pass
+
     def close(self) -> None:
         self._closed = True
+
+
+class _Vfs(_Obj):
+    """The filesystem object `vfs.mount()` lists: an ESP32 port formats its flash as littlefs v2."""
+
+    def __repr__(self) -> str:
+        return "<VfsLfs2>"
 
 
 class _Sha256(_Obj):
     def __init__(self, data: bytes = b"") -> None:
         self._h = hashlib.sha256(data)
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: Any) -> None:
+        if isinstance(data, str):
+            data = data.encode()
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise MpyError("TypeError", "object with buffer protocol required")
         self._h.update(data)
 
     def digest(self) -> bytes:
@@ -195,6 +221,8 @@ class _Impl(_Obj):
 
 
 def make_modules(board: BoardState, on_reset: Callable[[], None]) -> dict[str, _Module]:
+    root_vfs = _Vfs()
+
     def listdir(path: str = "/") -> list[str]:
         base = _norm(path)
         if base not in board.dirs:
@@ -226,6 +254,27 @@ def make_modules(board: BoardState, on_reset: Callable[[], None]) -> dict[str, _
         if _parent(path) not in board.dirs:
             raise MpyError("OSError", "[Errno 2] ENOENT")
         board.dirs.add(path)
+
+    def ilistdir(path: str = "/") -> list[tuple[str, int, int, int]]:
+        # (name, type, inode, size) as littlefs reports them; mpremote's `fs ls` reads all four.
+        base = _norm(path)
+        out = []
+        for name in listdir(base):
+            full = _norm(base + "/" + name)
+            if full in board.dirs:
+                out.append((name, 0x4000, 0, 0))
+            else:
+                out.append((name, 0x8000, 0, len(board.files.get(full, b""))))
+        return out
+
+    def rmdir(path: str) -> None:
+        path = _norm(path)
+        board.mutated("rmdir", path)
+        if path not in board.dirs or path == "/":
+            raise MpyError("OSError", "[Errno 2] ENOENT")
+        if listdir(path):
+            raise MpyError("OSError", "[Errno 39] ENOTEMPTY")
+        board.dirs.discard(path)
 
     def statvfs(path: str = "/") -> tuple[int, ...]:
         used = sum(-(-len(b) // board.fs_block) for b in board.files.values())
@@ -278,9 +327,14 @@ def make_modules(board: BoardState, on_reset: Callable[[], None]) -> dict[str, _
             remove=remove,
             rename=rename,
             mkdir=mkdir,
+            rmdir=rmdir,
             statvfs=statvfs,
             stat=stat,
+            ilistdir=ilistdir,
+            getcwd=lambda: "/",
         ),
+        # MicroPython 1.23 moved mount() and friends from os to vfs; mpremote's `df` asks vfs.
+        "vfs": _Module("vfs", mount=lambda: [(root_vfs, "/")]),
         "sys": _Module(
             "sys", implementation=_Impl("micropython", board.impl_version), platform=board.sysname
         ),
@@ -304,6 +358,11 @@ _BIN_OPS: dict[type, Callable[[Any, Any], Any]] = {
     ast.Mult: operator.mul,
     ast.FloorDiv: operator.floordiv,
     ast.Mod: operator.mod,
+    ast.LShift: operator.lshift,
+    ast.RShift: operator.rshift,
+    ast.BitAnd: operator.and_,
+    ast.BitOr: operator.or_,
+    ast.BitXor: operator.xor,
 }
 _CMP_OPS: dict[type, Callable[[Any, Any], Any]] = {
     ast.Eq: operator.eq,
@@ -320,7 +379,8 @@ _CMP_OPS: dict[type, Callable[[Any, Any], Any]] = {
 # Methods of built-in values the driver's scripts use; everything else is an AttributeError.
 _SAFE_METHODS = {
     bytes: {"decode", "hex", "startswith", "endswith"},
-    str: {"encode", "strip", "split", "startswith", "endswith", "join"},
+    str: {"encode", "strip", "split", "startswith", "endswith", "join", "format"},
+    bytearray: {"decode", "hex"},
     list: {"append"},
     dict: {"get", "items", "keys"},
 }
@@ -355,6 +415,12 @@ class MiniPython:
             "range": range,
             "exec": self._exec,
             "globals": lambda: self.globals,
+            "bytearray": _bytearray,
+            "memoryview": memoryview,
+            "hasattr": self._hasattr,
+            "isinstance": isinstance,
+            "ImportError": MpyError,
+            "KeyboardInterrupt": MpyError,
         }
         # Function scope: the innermost call's locals and its `global` names (None at module level).
         self._locals: dict[str, Any] | None = None
@@ -367,8 +433,11 @@ class MiniPython:
     def reset(self) -> None:
         self.globals.clear()
 
-    def run(self, code: str) -> tuple[str, str]:
-        """Run `code`; return (stdout, error text) as the raw REPL would send them."""
+    def run(self, code: str, *, echo: bool = False) -> tuple[str, str]:
+        """Run `code`; return (stdout, error text) as the raw REPL would send them.
+
+        `echo`: as the friendly REPL does, print the value of each expression statement that is not None.
+        """
         self._out = []
         self._steps = 0
         self._locals, self._global_names, self._depth = None, set(), 0
@@ -384,7 +453,17 @@ class MiniPython:
                 "SyntaxError: invalid syntax\r\n"
             )
         try:
-            self._block(tree.body)
+            if echo:
+                for stmt in tree.body:
+                    if isinstance(stmt, ast.Expr):
+                        self._tick()
+                        value = self._eval(stmt.value)
+                        if value is not None:
+                            self._out.append(_mpy_repr(value) + "\r\n")
+                    else:
+                        self._stmt(stmt)
+            else:
+                self._block(tree.body)
         except MpyError as err:
             return "".join(self._out), _traceback(err.kind, err.message)
         except (_Break, _Continue, _Return):
@@ -467,16 +546,18 @@ class MiniPython:
                     break
                 except _Continue:
                     continue
-        elif isinstance(node, ast.For) and isinstance(node.target, ast.Name):
+        elif isinstance(node, ast.For):
             for item in self._eval(node.iter):
                 self._tick()
-                self._set(node.target.id, item)
+                self._assign(node.target, item)
                 try:
                     self._block(node.body)
                 except _Break:
                     break
                 except _Continue:
                     continue
+        elif isinstance(node, ast.With):
+            self._with(node)
         elif isinstance(node, ast.Break):
             raise _Break
         elif isinstance(node, ast.Continue):
@@ -507,6 +588,29 @@ class MiniPython:
                 self._block(node.orelse)
         else:
             raise MpyError("SyntaxError", f"{type(node).__name__} not supported by the simulator")
+
+    def _with(self, node: ast.With) -> None:
+        """`with open(...) as f:` - the only context managers a board script uses are files."""
+        opened: list[_File] = []
+        try:
+            for item in node.items:
+                ctx = self._eval(item.context_expr)
+                if not isinstance(ctx, _File):
+                    raise MpyError("AttributeError", "'object' has no attribute '__enter__'")
+                opened.append(ctx)
+                if item.optional_vars is not None:
+                    self._assign(item.optional_vars, ctx)
+            self._block(node.body)
+        finally:
+            for f in opened:
+                f.close()
+
+    def _hasattr(self, obj: Any, attr: str) -> bool:
+        try:
+            self._getattr(obj, attr)
+        except MpyError:
+            return False
+        return True
 
     def _matches(self, handler: ast.ExceptHandler, err: MpyError) -> bool:
         if handler.type is None:
@@ -683,6 +787,8 @@ class MiniPython:
             raise MpyError("AttributeError", f"no attribute '{attr}'")
         if isinstance(obj, _Module):
             return obj.get(attr)
+        if isinstance(obj, memoryview) and attr in ("hex", "tobytes"):
+            return getattr(obj, attr)
         if isinstance(obj, _Obj | _UName) and hasattr(obj, attr):
             return getattr(obj, attr)
         for kind, names in _SAFE_METHODS.items():
@@ -700,6 +806,12 @@ class MiniPython:
         if _parent(path) not in self.board.dirs:
             raise MpyError("OSError", "[Errno 2] ENOENT")
         return _File(self.board, path, mode)
+
+
+def _bytearray(value: Any = b"", *args: Any) -> bytearray:
+    if isinstance(value, int) and value > MAX_VALUE_LEN:
+        raise MpyError("MemoryError", "memory allocation failed")
+    return bytearray(value, *args)
 
 
 def _bytes(value: Any = b"", *args: Any) -> bytes:

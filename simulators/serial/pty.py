@@ -14,6 +14,7 @@ from drivers.links import FdLink, Link
 from fleet.runtime.supervise import cancel_and_wait
 from simulators.serial.base import SimDevice
 from simulators.serial.faults import FaultPlan, FaultyLink
+from simulators.serial.port_watch import OpenWatch
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class SimRunner:
         self.port: PtyPort | None = None
         self.link: Link | None = None
         self._task: asyncio.Task[None] | None = None
+        self._watch: OpenWatch | None = None
         self.plug_count = 0
 
     @property
@@ -87,6 +89,11 @@ class SimRunner:
         self.link = link
         self.plug_count += 1
         self._task = asyncio.create_task(self._serve(link), name=f"{self.name}-serve")
+        on_open = getattr(self.device, "port_opened", None)
+        if on_open is not None and getattr(self.device, "auto_reset_on_open", False):
+            # A Uno's USB-serial chip asserts DTR when the host opens the port, which resets the chip.
+            self._watch = OpenWatch(port.path, on_open)
+            self._watch.start()
         return port.path
 
     async def _serve(self, link: Link) -> None:
@@ -105,6 +112,9 @@ class SimRunner:
             reset()
 
     async def unplug(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         if self.port is not None:
             self.port.close()
         # A serving task that had failed is logged: the port is unplugged either way.
