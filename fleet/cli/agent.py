@@ -14,6 +14,8 @@ import typer
 
 from drivers.discovery import PortWatcher
 from drivers.edge import HEALTH_INTERVAL, EdgeSupervisor
+from fleet.i18n import _
+from fleet.runtime.agent_errors import describe
 from fleet.runtime.edge_agent import AgentError, EdgeAgent
 from fleet.runtime.edge_flash import KitUpdater
 from fleet.runtime.supervise import cancel_and_wait
@@ -158,12 +160,39 @@ async def _until_stopped(work: Coroutine[Any, Any, None]) -> None:
             await running  # re-raises what ended it, unless that was our cancel
 
 
+def read_token(token: str, token_file: str) -> str:
+    """The API token: from LABFLEET_AGENT_TOKEN (or --token), else the first line of the token file."""
+    if token:
+        return token.strip()
+    if not token_file:
+        raise AgentError(_("no API token: set LABFLEET_AGENT_TOKEN or LABFLEET_AGENT_TOKEN_FILE"))
+    try:
+        with open(token_file, encoding="utf-8") as f:
+            line = f.readline().strip()
+    except OSError as err:
+        raise AgentError(
+            _("cannot read the token file {path}: {cause}", path=token_file, cause=err.strerror or err)
+        ) from None
+    if not line:
+        raise AgentError(_("the token file {path} is empty", path=token_file))
+    return line
+
+
 def agent(
     school: Annotated[str, typer.Option(help="school code or id this lab PC belongs to")],
     api: Annotated[str, typer.Option(help="fleet service base URL, e.g. http://fleet.local:8000")],
     token: Annotated[
-        str, typer.Option(help="API token (technician of the school)", envvar="LABFLEET_AGENT_TOKEN")
-    ],
+        str,
+        typer.Option(
+            help="API token (technician of the school); prefer the env var or --token-file: a command line "
+            "is visible to every user of the PC",
+            envvar="LABFLEET_AGENT_TOKEN",
+        ),
+    ] = "",
+    token_file: Annotated[
+        str,
+        typer.Option(help="file whose first line is the API token", envvar="LABFLEET_AGENT_TOKEN_FILE"),
+    ] = "",
     room: Annotated[str | None, typer.Option(help="room name or id (new kits are placed there)")] = None,
     broker: Annotated[
         str | None, typer.Option(help="MQTT broker URL (default: the one enrollment returns)")
@@ -186,7 +215,7 @@ def agent(
         asyncio.run(
             run_agent(
                 api=api,
-                token=token,
+                token=read_token(token, token_file),
                 school=school,
                 room=room,
                 broker=broker,
@@ -199,5 +228,5 @@ def agent(
     except KeyboardInterrupt:
         pass
     except (AgentError, httpx.HTTPError) as err:
-        typer.echo(f"Error: {err}", err=True)
+        typer.echo(_("Error: {message}", message=describe(err, api)), err=True)
         raise typer.Exit(1) from None

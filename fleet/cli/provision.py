@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -412,20 +412,28 @@ async def provision_bench(
 
 
 def result_table(rows: Sequence[Row]) -> Table:
+    # The identity and the asset tag are what a technician copies onto the kit's label: they share one column,
+    # one above the other, that always gets their full width (a Uno's identity is its 20-digit USB serial).
+    # The result, the firmware change and the reason share another; the /dev path folds into what is left of
+    # an 80-column terminal.
+    kits = [(row.result.device_id or row.result.hardware_id, row.asset_tag or "-") for row in rows]
+    firmware = [f"{row.result.firmware_before or '?'} -> {row.result.firmware_after or '?'}" for row in rows]
     table = Table(
-        "device", "identity", "asset tag", "firmware", "result", "reason", title="Provisioning bench"
+        Column("device", overflow="fold"),
+        Column(
+            "identity / asset tag", no_wrap=True, min_width=max((len(x) for k in kits for x in k), default=20)
+        ),
+        Column("result / firmware", overflow="fold", min_width=max(map(len, [*firmware, "provisioned"]))),
+        title="Provisioning bench",
     )
-    for row in rows:
+    for row, (identity, tag), change in zip(rows, kits, firmware, strict=True):
         r = row.result
         colour = {"provisioned": "green", "failed": "red", "skipped": "yellow"}[r.outcome.value]
         reason = "; ".join(x for x in (r.reason, "" if row.recorded == "recorded" else row.recorded) if x)
         table.add_row(
             row.port,
-            r.device_id or r.hardware_id,
-            row.asset_tag or "-",
-            f"{r.firmware_before or '?'} -> {r.firmware_after or '?'}",
-            f"[{colour}]{r.outcome}[/]",
-            reason,
+            f"{identity}\n{tag}",
+            f"[{colour}]{r.outcome}[/]\n{change}" + (f"\n{reason}" if reason else ""),
         )
     return table
 

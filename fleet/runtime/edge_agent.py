@@ -28,6 +28,7 @@ from drivers.types import DeviceIdentity, Family, Health
 from firmware_profiles import ProfileError, load_profile_key
 from fleet.domain import wire
 from fleet.domain.credentials import EDGE_AGENT_LABEL
+from fleet.runtime.agent_errors import describe
 from fleet.runtime.supervise import TaskOwner
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ class EdgeAgent:
         try:
             creds = await self.enroll(identity)
         except (AgentError, httpx.HTTPError) as err:
-            log.warning("%s: not bridged: %s", hw, err)
+            log.warning("%s: not bridged: %s", hw, describe(err, str(self.http.base_url)))
             return
         await self._keep_on_kit(hw, creds)
         if self.room_id is not None:
@@ -338,11 +339,22 @@ class EdgeAgent:
         cid, name = cmd.id, str(cmd.name)
         if isinstance(cmd, wire.Command) and cmd.name is wire.CommandName.UPDATE and self.updates is not None:
             # Firmware updates answer with progress reports on the `update` channel, as terminals do.
+            log.info("command %s on %s (%s): started", name, link.identity, cid)
             await self.updates.handle(link, cmd)
+            log.info(
+                "command %s on %s (%s): finished (its result is on the update channel)",
+                name,
+                link.identity,
+                cid,
+            )
             return
         now = self.clock_ms()
 
         def ack(accepted: bool, reason: str = "") -> None:
+            if not accepted:
+                # Every command the agent is sent leaves one line: name, kit, result (no arguments: a
+                # command's parameters may carry secrets).
+                log.info("command %s on %s (%s): refused: %s", name, link.identity, cid, reason)
             self._publish(
                 link, wire.Ack(cid, self.clock_ms(), accepted, reason[: wire.MAX_CODE_TEXT] or None)
             )
@@ -362,12 +374,14 @@ class EdgeAgent:
             out = await self.supervisor.command(link.hardware_id, SUPPORTED[name])
             detail = out if name == "diagnostics" else None
             self._publish(link, wire.Result(cid, self.clock_ms(), True, detail=detail))
+            log.info("command %s on %s (%s): done", name, link.identity, cid)
             if name == "reboot":
                 now = self.clock_ms()
                 self._publish(link, wire.Event(link.next_seq(now), now, wire.EventType.BOOT))
         except (CommandError, DriverError) as err:
             code = type(err).__name__[: wire.MAX_CODE_TEXT]
             self._publish(link, wire.Result(cid, self.clock_ms(), False, code=code))
+            log.info("command %s on %s (%s): failed: %s", name, link.identity, cid, code)
         finally:
             link.pending -= 1
 

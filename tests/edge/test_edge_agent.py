@@ -4,6 +4,7 @@ the API reaches the simulator and is acknowledged and resulted."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
@@ -33,8 +34,9 @@ async def live_api(sqlite_url: str, clock: FakeClock) -> AsyncIterator[Api]:
 
 
 async def test_edge_agent_bridges_a_simulated_kit_online_telemetry_and_reboot(
-    live_api: Api, clock: FakeClock
+    live_api: Api, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="fleet.runtime.edge_agent")
     api = live_api
     w = await build_world(api)
     await post(
@@ -117,6 +119,10 @@ async def test_edge_agent_bridges_a_simulated_kit_online_telemetry_and_reboot(
 
             await wait_until(succeeded)
             assert robot.boots == boots + 1
+            # The technician can read what the agent did: one line per command, with the kit and the result.
+            ran = [r.getMessage() for r in caplog.records if r.getMessage().startswith("command reboot")]
+            assert len(ran) == 1 and ran[0].startswith("command reboot on robot-cafe42 (")
+            assert ran[0].endswith("): done")
 
             # Unplugged and plugged back (maybe on another /dev path): offline, then matched to the same
             # record.

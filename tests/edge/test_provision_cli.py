@@ -136,3 +136,34 @@ async def test_unknown_school_is_a_clear_error(tmp_path: Path) -> None:
             seed=0,
             console=Console(file=io.StringIO()),
         )
+
+
+def test_at_80_columns_the_result_table_never_cuts_the_identity_or_the_asset_tag() -> None:
+    from rich.console import Console
+
+    from drivers.provisioning import Outcome, ProvisionResult
+    from drivers.types import Family
+    from fleet.cli.provision import Row, result_table
+
+    long_id = "usb-2341-0043-85736323930351E0A1C1"  # a Uno is known by its USB serial: the longest identity
+    rows = [
+        Row(
+            "/dev/serial/by-id/usb-Arduino__www.arduino.cc__0043_85736323930351E0A1C1-if00",
+            ProvisionResult(long_id, Family.FIRMATA, Outcome.PROVISIONED, "", "kit-uno", "2.5.0", "2.5.1"),
+            f"KIT-{long_id}",
+            "recorded",
+        ),
+        Row(
+            "/dev/ttyUSB1",
+            ProvisionResult("robot-5594aa6b5d0a", Family.ROBOT, Outcome.FAILED, reason="flash: " + "x" * 60),
+            "KIT-robot-5594aa6b5d0a",
+            "recorded",
+        ),
+    ]
+    console = Console(width=80, record=True, color_system=None)
+    console.print(result_table(rows))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for whole in (long_id, f"KIT-{long_id}", "robot-5594aa6b5d0a", "KIT-robot-5594aa6b5d0a"):
+        assert whole in text, f"{whole} was cut:\n{text}"
+    assert "…" not in text
