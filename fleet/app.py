@@ -30,6 +30,7 @@ from fleet.api.routes import (
     reports,
     rollouts,
     stats,
+    stocktake,
     tokens,
     update_policy,
 )
@@ -174,6 +175,7 @@ def create_app(
         dead_letters,
         reports,
         stats,
+        stocktake,
     ):
         app.include_router(feature.router)
     console.install(app)

@@ -20,6 +20,7 @@ from fleet.domain.enums import (
 )
 from fleet.domain.privacy import Finding
 from fleet.domain.rollouts import DeviceUpdateState, GroupStrategy, RolloutStatus, Window
+from fleet.domain.stocktake import LineStatus, Resolution, WindowChoice
 from fleet.domain.wire import CommandName, EventType
 from fleet.i18n import N_, gettext
 
@@ -105,6 +106,14 @@ NAMES: dict[type[StrEnum], dict[str, str]] = {
         "unlocked": N_("Unlocked"),
         "screen_session": N_("Screen-time session"),
     },
+    LineStatus: {"found": N_("Found here"), "missing": N_("Missing"), "unexpected": N_("Belongs elsewhere")},
+    Resolution: {"moved_here": N_("Moved here"), "marked_lost": N_("Marked lost")},
+    WindowChoice: {
+        "today": N_("Today"),
+        "since_yesterday": N_("Since yesterday"),
+        "week": N_("The last 7 days"),
+        "none": N_("No network pre-marks"),
+    },
 }
 
 # Codes that are not enums but still reach people: presence, health, alert status and severity.
@@ -179,6 +188,7 @@ AUDIT_OBJECTS: dict[str, str] = {
     "rollout": N_("Rollout"),
     "alert": N_("Alert"),
     "kit": N_("Kit"),
+    "stocktake": N_("Stocktake"),
 }
 AUDIT_VERBS: dict[str, str] = {
     "create": N_("created"),
@@ -213,6 +223,8 @@ AUDIT_VERBS: dict[str, str] = {
     "provision_skipped": N_("provisioning skipped"),
     "ack": N_("acknowledged"),
     "resolve": N_("resolved"),
+    "finish": N_("finished"),
+    "move": N_("moved to another room"),
 }
 
 

@@ -11,7 +11,7 @@ from fleet.domain import timebounds
 from fleet.domain.enums import DeviceStatus, RoomKind
 from fleet.domain.lifecycle import INITIAL_STATUSES, check_transition
 from fleet.domain.permissions import Permission
-from fleet.errors import Conflict, InvalidInput
+from fleet.errors import Conflict, InvalidInput, NotFound
 from fleet.persistence.models import (
     BellPeriod,
     CalendarDay,
@@ -334,6 +334,34 @@ class DeviceService(CrudService):
             school_id=device.school_id,
             before={"status": str(current)},
             after={"status": str(target)},
+            summary=reason,
+        )
+        return device
+
+    async def move(self, device_id: int, room_id: int, reason: str) -> Device:
+        """Place a device in a room (of its school or another one the caller sees), with the reason."""
+        require(self.principal, Permission.MANAGE_DEVICES)
+        device: Device = await self._get_visible(device_id)
+        room = await self.session.get(Room, room_id)
+        if room is None or not self.principal.sees_school(room.school_id):
+            raise NotFound(f"room {room_id} not found")
+        before = snapshot(device, ("school_id", "room_id"))
+        values = await self.validate({"school_id": room.school_id, "room_id": room.id}, device)
+        for key, value in values.items():
+            setattr(device, key, value)
+        now = self.clock.now()
+        device.updated_at = now
+        await self._flush()
+        audit.record(
+            self.session,
+            principal=self.principal,
+            at=now,
+            action="device.move",
+            object_type="device",
+            object_id=device.id,
+            school_id=device.school_id,
+            before=before,
+            after=snapshot(device, ("school_id", "room_id")),
             summary=reason,
         )
         return device

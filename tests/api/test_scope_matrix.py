@@ -393,6 +393,30 @@ def on_enrolled(fmt: str) -> Build:
     return build
 
 
+async def new_stocktake(api: Api, w: World, inside: bool) -> int:
+    """An open count of the room, by hand (no network pre-marks): its device is missing."""
+    r = await api.client.post(
+        f"{V1}/stocktakes", json={"room_id": room(w, inside), "window": "none"}, headers=await api.admin()
+    )
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
+def stocktake_loss(fmt: str) -> Build:
+    """A fresh device in the room and a fresh count that misses it, to mark lost."""
+
+    async def build(api: Api, w: World, inside: bool) -> tuple[str, dict[str, Any]]:
+        dev = await new_device(api, w, inside)
+        r = await api.client.patch(
+            f"{V1}/devices/{dev}", json={"room_id": room(w, inside)}, headers=await api.admin()
+        )
+        assert r.status_code == 200, r.text
+        st = await new_stocktake(api, w, inside)
+        return fmt.format(st, dev), {"json": {"action": "marked_lost", "reason": "not in the room"}}
+
+    return build
+
+
 ENROLLERS = frozenset({A, T})
 COMMANDERS = frozenset({A, T, I})
 
@@ -692,6 +716,26 @@ MATRIX: dict[tuple[str, str], Spec] = {
     ("GET", f"{V1}/reports"): Spec(REPORT_READERS, 200, fixed(f"{V1}/reports")),
     ("GET", f"{V1}/reports/{{name}}"): Spec(
         REPORT_READERS, 200, on(V1 + "/reports/inventory?format=csv&school={}", school), out=404
+    ),
+    # room stocktake: everyone reads their schools' counts; technicians and admins count
+    ("GET", f"{V1}/stocktakes"): Spec(ALL, 200, fixed(f"{V1}/stocktakes")),
+    ("POST", f"{V1}/stocktakes"): Spec(
+        ENROLLERS, 201, body(f"{V1}/stocktakes", lambda w, i: {"room_id": room(w, i)}), out=404
+    ),
+    ("GET", f"{V1}/stocktakes/{{obj_id}}"): Spec(
+        ALL, 200, fresh(V1 + "/stocktakes/{}", new_stocktake), out=404
+    ),
+    ("POST", f"{V1}/stocktakes/{{obj_id}}/scans"): Spec(
+        ENROLLERS,
+        200,
+        fresh(V1 + "/stocktakes/{}/scans", new_stocktake, json={"code": "AT-a-1"}),
+        out=404,
+    ),
+    ("POST", f"{V1}/stocktakes/{{obj_id}}/devices/{{device_id}}/resolve"): Spec(
+        ENROLLERS, 200, stocktake_loss(V1 + "/stocktakes/{}/devices/{}/resolve"), out=404
+    ),
+    ("POST", f"{V1}/stocktakes/{{obj_id}}/finish"): Spec(
+        ENROLLERS, 200, fresh(V1 + "/stocktakes/{}/finish", new_stocktake), out=404
     ),
 }
 
