@@ -31,6 +31,7 @@ def install(app: FastAPI) -> None:
         provisioning,
         reports,
         rollouts,
+        stocktake,
         timetables,
         update_policies,
     )
@@ -62,6 +63,7 @@ def install(app: FastAPI) -> None:
         cockpit,
         devices,
         deliveries,
+        stocktake,
         provisioning,
         alerts,
         rollouts,

@@ -41,6 +41,7 @@ from tests.api.test_scope_matrix import (
     new_claim_token,
     new_device,
     new_period,
+    new_stocktake,
     on,
     on_batch,
     on_enrolled,
@@ -226,6 +227,28 @@ async def new_token(api: Api, w: World, inside: bool) -> int:
         return int(row.id)
 
 
+def stocktake_start(path: str) -> Build:
+    async def build(api: Api, w: World, inside: bool) -> tuple[str, dict[str, Any]]:
+        return path, {"data": {"room": str(room(w, inside)), "window": "today"}}
+
+    return build
+
+
+def stocktake_loss_form(fmt: str) -> Build:
+    """A fresh device in the room and a fresh count that misses it, to mark lost with a reason."""
+
+    async def build(api: Api, w: World, inside: bool) -> tuple[str, dict[str, Any]]:
+        dev = await new_device(api, w, inside)
+        r = await api.client.patch(
+            f"/api/v1/devices/{dev}", json={"room_id": room(w, inside)}, headers=await api.admin()
+        )
+        assert r.status_code == 200, r.text
+        st = await new_stocktake(api, w, inside)
+        return fmt.format(st, dev), {"data": {"reason": "not in the room"}}
+
+    return build
+
+
 CONSOLE: dict[tuple[str, str], Spec] = {
     ("GET", "/"): Spec(ALL, 200, fixed("/")),
     ("GET", "/cockpit/stream"): Spec(ALL, 200, on("/cockpit/stream?school={}", school), out=404, stream=True),
@@ -245,6 +268,19 @@ CONSOLE: dict[tuple[str, str], Spec] = {
     ("POST", "/deliveries/preview"): Spec(ENROLLERS, 200, upload("/deliveries/preview"), out=422),
     ("POST", "/deliveries/commit"): Spec(ENROLLERS, 200, commit_build("/deliveries/commit"), out=409),
     ("GET", "/deliveries/export.{fmt}"): Spec(ALL, 200, fixed("/deliveries/export.csv")),
+    # room stocktake: technicians and admins count; everyone reads a count of their schools
+    ("GET", "/stocktake"): Spec(ENROLLERS, 200, fixed("/stocktake")),
+    ("POST", "/stocktake"): Spec(ENROLLERS, 303, stocktake_start("/stocktake"), out=404),
+    ("GET", "/stocktake/{stocktake_id}"): Spec(ALL, 200, fresh("/stocktake/{}", new_stocktake), out=404),
+    ("POST", "/stocktake/{stocktake_id}/scan"): Spec(
+        ENROLLERS, 200, with_data(fresh("/stocktake/{}/scan", new_stocktake), code="AT-a-1"), out=404
+    ),
+    ("POST", "/stocktake/{stocktake_id}/devices/{device_id}/{action}"): Spec(
+        ENROLLERS, 200, stocktake_loss_form("/stocktake/{}/devices/{}/mark-lost"), out=404
+    ),
+    ("POST", "/stocktake/{stocktake_id}/finish"): Spec(
+        ENROLLERS, 303, fresh("/stocktake/{}/finish", new_stocktake), out=404
+    ),
     ("GET", "/provisioning"): Spec(ENROLLERS, 200, on("/provisioning?school={}", school), out=404),
     ("POST", "/provisioning/{school_id}/claim-tokens"): Spec(
         ENROLLERS,
