@@ -22,6 +22,7 @@ from fleet.services.reports import (
     inventory,
     reliability,
     screentime,
+    stocktake,
     utilisation,
     warranty,
 )
@@ -43,6 +44,7 @@ REPORTS: dict[str, tuple[str, Builder]] = {
     "budget": (budget.TITLE, budget.build),
     "inspection": (inspection.TITLE, inspection.build),
     "screentime": (screentime.TITLE, screentime.build),
+    "stocktake": (stocktake.TITLE, stocktake.build),
 }
 # Reports that need more than READ_REPORTS: the security inspection lists who holds access and reads the
 # audit chain, so only administrators and auditors may run it.
