@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,11 @@ SUPPORTED = {"reboot": "reboot", "diagnostics": "health"}
 REFUSED_CREDENTIALS = frozenset({4, 5, 134, 135})
 # Bounded: a kit's command backlog beyond this is refused rather than queued without limit.
 MAX_PENDING_COMMANDS = 16
+# A kit the broker refused (broker down or restarting, a login not yet known to it) is tried again while it
+# stays plugged in: 2 s, doubling, capped at 60 s like paho's own reconnect delay for bridged kits, with
+# jitter (half to full) so a lab's kits refused together do not all come back in the same second.
+BRIDGE_RETRY_BASE = 2.0
+BRIDGE_RETRY_CAP = 60.0
 
 
 class UpdateHandler(Protocol):
@@ -90,8 +96,14 @@ class EdgeAgent:
         room_id: int | None = None,
         broker: str | None = None,
         clock_ms: Callable[[], int] | None = None,
+        retry_base: float = BRIDGE_RETRY_BASE,
+        rng: random.Random | None = None,
     ) -> None:
         self.http = http
+        self.retry_base = retry_base
+        self._rng = rng or random.Random()
+        # Kits the broker refused, with how many times in a row: a retry runs only while the kit is listed.
+        self.refused: dict[str, int] = {}
         self.school_id = school_id
         self.room_id = room_id
         self.broker = broker
@@ -175,6 +187,20 @@ class EdgeAgent:
     # ---- EdgeEvents -------------------------------------------------------------------------
 
     async def online(self, port: PortInfo, identity: DeviceIdentity) -> None:
+        self.refused.pop(port.hardware_id, None)  # plugged in (again): a fresh start, any retry stands down
+        await self._bridge(port, identity)
+
+    def retry_delay(self, attempt: int) -> float:
+        """Seconds before bridging attempt `attempt` (1, 2, ...) of a refused kit: capped, jittered."""
+        return min(BRIDGE_RETRY_CAP, self.retry_base * 2 ** (attempt - 1)) * self._rng.uniform(0.5, 1.0)
+
+    async def _retry_bridge(self, port: PortInfo, identity: DeviceIdentity, attempt: int) -> None:
+        await asyncio.sleep(self.retry_delay(attempt))
+        if self.refused.get(port.hardware_id) != attempt:
+            return  # unplugged, plugged in again, or bridged meanwhile: this retry is stale
+        await self._bridge(port, identity)
+
+    async def _bridge(self, port: PortInfo, identity: DeviceIdentity) -> None:
         self._loop = asyncio.get_running_loop()
         hw = port.hardware_id
         stale = self.kits.pop(hw, None)
@@ -203,10 +229,23 @@ class EdgeAgent:
         except (TimeoutError, OSError) as err:
             # One kit the broker will not take (down, or refusing its login) must not stop the lab's
             # supervisor: drop this bridge; the next plug-in or identify tries again.
-            log.warning("%s: not bridged: broker did not accept the kit: %s", hw, err or type(err).__name__)
             self.kits.pop(hw, None)
             await asyncio.to_thread(_stop, link.client)
+            attempt = self.refused.get(hw, 0) + 1
+            self.refused[hw] = attempt
+            if attempt == 1:  # the first refusal is news; the retries are not (each is logged at debug)
+                log.warning(
+                    "%s: not bridged: broker %s did not accept the kit: %s; retrying while it is plugged in",
+                    hw,
+                    self._broker_url(creds),
+                    err or type(err).__name__,
+                )
+            else:
+                log.debug("%s: broker refused the kit again (attempt %d)", hw, attempt)
+            self._tasks.spawn(self._retry_bridge(port, identity, attempt), f"edge-bridge-retry:{hw}")
             return
+        if self.refused.pop(hw, None):
+            log.info("%s: broker accepted the kit after refusing it", hw)
         self._publish(link, wire.Status(online=True, ts_ms=self.clock_ms()), retain=True)
         announce(link, self._publish, self.clock_ms(), identity.firmware_version)
         log.info("%s bridged as %s (device %s)", hw, link.identity, link.device_id)
@@ -245,6 +284,7 @@ class EdgeAgent:
         self._tasks.spawn(self.online(link.port, link.kit), f"edge-rebridge:{link.hardware_id}")
 
     async def offline(self, hardware_id: str, reason: str) -> None:
+        self.refused.pop(hardware_id, None)  # unplugged: no more retries for it
         link = self.kits.pop(hardware_id, None)
         if link is None:
             return
@@ -284,8 +324,11 @@ class EdgeAgent:
         client.reconnect_delay_set(1, 60)
         return client
 
+    def _broker_url(self, creds: Mapping[str, Any]) -> str:
+        return str(self.broker or creds.get("broker_url") or "mqtt://127.0.0.1:1883")
+
     async def _connect(self, link: KitLink, creds: Mapping[str, Any]) -> None:
-        url = urlsplit(self.broker or creds.get("broker_url") or "mqtt://127.0.0.1:1883")
+        url = urlsplit(self._broker_url(creds))
         connected = asyncio.Event()
         loop = asyncio.get_running_loop()
         cmd_topic = link.topics["cmd"]

@@ -4,7 +4,9 @@ the API reaches the simulator and is acknowledged and resulted."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator
 
 import httpx
@@ -307,6 +309,118 @@ async def test_a_kit_the_broker_will_not_take_is_left_unbridged_and_the_supervis
             await runner.unplug()
             await supervisor.poll_once()  # an unplug of the unbridged kit is not an error either
             assert agent.kits == {}
+        finally:
+            await supervisor.aclose()
+            await agent.aclose()
+            await agent_http.aclose()
+
+
+async def test_a_kit_the_broker_refused_is_retried_with_backoff_and_bridged_when_the_broker_is_back(
+    live_api: Api, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="fleet.runtime.edge_agent")
+    api = live_api
+    w = await build_world(api)
+    await post(
+        api,
+        f"{V1}/device-models",
+        {
+            "vendor": "RoboLearn",
+            "model_number": "EduBot-R2",
+            "kind": "robot",
+            "transport": "serial",
+            "unit_price": "1290.00",
+            "warranty_months": 24,
+            "supplier": "RoboLearn",
+            "profile_key": "robot-edubot-r2",
+        },
+    )
+    tech = await api.as_("technician", (w.school_a,))
+    agent_http = httpx.AsyncClient(transport=api.client._transport, base_url="http://test", headers=tech)
+    dead = f"mqtt://127.0.0.1:{free_port()}"  # the broker is down: nothing listens here yet
+    agent = EdgeAgent(
+        agent_http,
+        school_id=w.school_a,
+        room_id=w.room_a,
+        broker=dead,
+        clock_ms=lambda: int(clock.now().timestamp() * 1000),
+        retry_base=0.05,
+        rng=random.Random(3),
+    )
+    # Backoff doubles per attempt, jittered into [half, full], and is capped at a minute.
+    delays = [agent.retry_delay(n) for n in (1, 2, 3, 12)]
+    assert 0.025 <= delays[0] <= 0.05 and 0.05 <= delays[1] <= 0.1 and 0.1 <= delays[2] <= 0.2
+    assert 30.0 <= delays[3] <= 60.0
+    async with SimBench() as bench:
+        bench.add(RobotSim(uid="beef03", usb_serial="EB-BEEF03"))
+        await bench.start()
+        supervisor = EdgeSupervisor(PortWatcher(bench.lister), agent, reset_for=bench.reset_for)
+        agent.supervisor = supervisor
+        try:
+            await supervisor.poll_once()
+            assert agent.kits == {}
+
+            async def refused_twice() -> bool:
+                return max(agent.refused.values(), default=0) >= 2
+
+            await wait_until(refused_twice)  # retried on its own, no replug
+            agent.broker = f"mqtt://127.0.0.1:{api.port}"  # the broker is back
+
+            async def bridged() -> bool:
+                return [link.identity for link in agent.kits.values()] == ["robot-beef03"]
+
+            await wait_until(bridged)
+            assert agent.refused == {}
+        finally:
+            await supervisor.aclose()
+            await agent.aclose()
+            await agent_http.aclose()
+    lines = [r.getMessage() for r in caplog.records]
+    # The first refusal names the broker; the retries stay quiet; the recovery is said once.
+    assert sum("did not accept the kit" in m for m in lines) == 1
+    assert any(f"broker {dead} did not accept the kit" in m for m in lines)
+    assert sum("accepted the kit after refusing it" in m for m in lines) == 1
+
+
+async def test_unplugging_a_refused_kit_stops_its_retries(live_api: Api, clock: FakeClock) -> None:
+    api = live_api
+    w = await build_world(api)
+    await post(
+        api,
+        f"{V1}/device-models",
+        {
+            "vendor": "RoboLearn",
+            "model_number": "EduBot-R2",
+            "kind": "robot",
+            "transport": "serial",
+            "unit_price": "1290.00",
+            "warranty_months": 24,
+            "supplier": "RoboLearn",
+            "profile_key": "robot-edubot-r2",
+        },
+    )
+    tech = await api.as_("technician", (w.school_a,))
+    agent_http = httpx.AsyncClient(transport=api.client._transport, base_url="http://test", headers=tech)
+    agent = EdgeAgent(
+        agent_http,
+        school_id=w.school_a,
+        broker=f"mqtt://127.0.0.1:{free_port()}",
+        clock_ms=lambda: int(clock.now().timestamp() * 1000),
+        retry_base=0.2,
+    )
+    async with SimBench() as bench:
+        runner = bench.add(RobotSim(uid="beef04", usb_serial="EB-BEEF04"))
+        await bench.start()
+        supervisor = EdgeSupervisor(PortWatcher(bench.lister), agent, reset_for=bench.reset_for)
+        agent.supervisor = supervisor
+        try:
+            await supervisor.poll_once()
+            assert list(agent.refused.values()) == [1]
+            await runner.unplug()
+            await supervisor.poll_once()
+            assert agent.refused == {}
+            await asyncio.sleep(0.5)  # past the first retry's delay: it stood down
+            assert agent.refused == {} and agent.kits == {}
         finally:
             await supervisor.aclose()
             await agent.aclose()
