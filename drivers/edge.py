@@ -17,22 +17,25 @@ from typing import Any, Protocol
 
 from drivers.discovery import PortEvent, PortEventKind, PortInfo, PortWatcher, classify
 from drivers.errors import DriverError, LinkError
-from drivers.firmata import ResetLine
 from drivers.provisioning import (
     AttachedDevice,
     DeviceOpener,
+    Outcome,
     PlanFor,
     ProgressSink,
     Provisioner,
+    ProvisionPlan,
     ProvisionResult,
     StateFile,
     open_device,
 )
+from drivers.reset_lines import ResetLine
 from drivers.types import (
     NO_PROGRESS,
     ConfigResult,
     Device,
     DeviceIdentity,
+    Family,
     FirmwareImage,
     FlashResult,
     Health,
@@ -103,6 +106,9 @@ class EdgeSupervisor:
         self.devices: dict[str, _Held] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._paused: set[str] = set()
+        # Settings a kit loses on every reset (Firmata keeps none; opening a Uno's port resets it), by
+        # hardware id: applied again each time the kit is opened.
+        self.volatile_config: dict[str, dict[str, str]] = {}
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -156,6 +162,16 @@ class EdgeSupervisor:
             log.warning("%s: does not identify: %s", hw, err)
             await _close_quietly(device)
             return
+        config = self.volatile_config.get(hw)
+        if config:
+            try:
+                restored = await device.apply_config(config)
+            except DriverError as err:
+                restored = ConfigResult(False, (), str(err))
+            if restored.ok:
+                log.info("%s: configuration applied again after the reset on open", hw)
+            else:
+                log.warning("%s: configuration not restored after the reset: %s", hw, restored.reason)
         self.devices[hw] = _Held(attached, device, identity)
         log.info("%s online: %s %s", hw, identity.model, identity.firmware_version)
         await self.events.online(attached.port, identity)
@@ -251,7 +267,10 @@ class EdgeSupervisor:
             config = args.get("config")
             if not isinstance(config, dict):
                 raise CommandError("apply_config needs a 'config' object")
-            result: ConfigResult = await dev.apply_config({str(k): str(v) for k, v in config.items()})
+            wanted = {str(k): str(v) for k, v in config.items()}
+            result: ConfigResult = await dev.apply_config(wanted)
+            if result.ok and held.attached.family is Family.FIRMATA:
+                self.volatile_config.setdefault(held.attached.hardware_id, {}).update(wanted)
             return {"ok": result.ok, "keys": list(result.keys), "reason": result.reason}
         version = args.get("version")
         if images is None or not isinstance(version, str):
@@ -293,7 +312,18 @@ class EdgeSupervisor:
             provisioner = Provisioner(
                 opener=self._opener, state=state, progress=progress, locate=self.locate, **kwargs
             )
-            results = await provisioner.run(targets, plan_for)
+            plans: dict[str, ProvisionPlan] = {}
+
+            def remember(dev: AttachedDevice, ident: DeviceIdentity) -> ProvisionPlan | None:
+                plan = plan_for(dev, ident)
+                if plan is not None and dev.family is Family.FIRMATA:
+                    plans[dev.hardware_id] = plan
+                return plan
+
+            results = await provisioner.run(targets, remember)
+            for r in results:
+                if r.outcome is Outcome.PROVISIONED and r.hardware_id in plans:
+                    self.volatile_config[r.hardware_id] = dict(plans[r.hardware_id].config)
         finally:
             for a in targets:
                 self._paused.discard(a.hardware_id)

@@ -8,13 +8,15 @@ import logging
 import re
 import statistics
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol, Self
+from collections.abc import Callable, Mapping
+from typing import Any, Self
 
+from drivers import reset_lines
 from drivers.codecs import firmata as fm
 from drivers.codecs import ihex, stk500
 from drivers.errors import DeviceTimeout, FrameError, ProtocolError
 from drivers.links import Link, MemoryHub, open_link
+from drivers.reset_lines import serial_dtr_reset
 from drivers.session import StreamSession
 from drivers.types import (
     NO_PROGRESS,
@@ -31,11 +33,19 @@ from drivers.types import (
 
 log = logging.getLogger(__name__)
 
+# Defined in drivers.reset_lines; kept here too for the callers that import it with the Firmata driver.
+ResetLine = reset_lines.ResetLine
+
 # StandardFirmata answers a query within one main-loop pass (a few ms); 2 s covers a board
 # still running setup() after a reset, which on a Leonardo-class board takes about a second.
 QUERY_TIMEOUT = 2.0
 # After a reset StandardFirmata needs ~1.5 s (bootloader wait + setup) before it listens.
 BOOT_TIMEOUT = 5.0
+# Opening a Uno's port resets it (DTR): Optiboot listens for about 1 s (plus its LED flashes), then the
+# sketch starts and StandardFirmata announces its version from setup(). On the emulated Uno the
+# announcement comes 1.8 s after the open. Until it does, every byte goes to the bootloader, which takes
+# it for an STK500 command. A board that does not reset on open says nothing: the wait then ends here.
+HANDOVER_TIMEOUT = 4.0
 # Optiboot waits about 1 s for a sync after reset; avrdude tries a handful of times.
 SYNC_ATTEMPTS = 10
 SYNC_TIMEOUT = 0.2
@@ -66,7 +76,6 @@ FLASH_SESSIONS = 200
 # 1% byte error rate a 128-byte page write and its read-back both arrive intact only ~7% of the time.
 PAGE_WRITES = 100
 
-ResetLine = Callable[[], Awaitable[None]]
 # Messages kept while waiting for an answer: a board left reporting (by noise, or by another program)
 # must not grow the queue without bound.
 MAX_QUEUED = 256
@@ -86,31 +95,6 @@ def firmware_version(major: int, minor: int, name: str) -> str:
     """The version identify reports: the sketch name's x.y.z when it has one, else Firmata's major.minor."""
     found = VERSION_IN_NAME.search(name)
     return found.group(1) if found else f"{major}.{minor}"
-
-
-class ControlLines(Protocol):
-    """The modem-control lines of a serial port (pyserial's `Serial` has them as settable properties)."""
-
-    dtr: bool
-    rts: bool
-
-
-def serial_dtr_reset(port: ControlLines) -> ResetLine:
-    """Pulse DTR low, as the Arduino IDE does, to reset the board into its bootloader."""
-
-    async def pulse() -> None:
-        def toggle() -> None:
-            port.dtr = False
-            port.rts = False
-            import time
-
-            time.sleep(0.25)  # the auto-reset capacitor needs a clear edge; runs in a worker thread
-            port.dtr = True
-            port.rts = True
-
-        await asyncio.to_thread(toggle)
-
-    return pulse
 
 
 class FirmataBoard:
@@ -145,6 +129,8 @@ class FirmataBoard:
         self.identity: DeviceIdentity | None = None
         self.capabilities: tuple[tuple[tuple[int, int], ...], ...] = ()
         self.in_bootloader = False
+        # Firmata keeps nothing across a reset: what apply_config set, to be applied again after one.
+        self.applied: dict[str, str] = {}
 
     @classmethod
     async def open(
@@ -155,12 +141,23 @@ class FirmataBoard:
         reset: ResetLine | None = None,
         health_pin: int = 0,
         hardware_id: str = "",
+        reset_on_open: bool | None = None,
+        handover_timeout: float = HANDOVER_TIMEOUT,
         **kwargs: Any,
     ) -> FirmataBoard:
+        """Open a board. On a serial port (`reset_on_open` defaults to True there) opening resets the
+        board, so this returns only once the bootloader has handed over to the sketch."""
         link = await open_link(url, memory_hub=memory_hub)
         if reset is None and url.startswith("serial:"):
             reset = _reset_from_link(link)
-        return await cls.over(link, reset=reset, health_pin=health_pin, hardware_id=hardware_id, **kwargs)
+        board = await cls.over(link, reset=reset, health_pin=health_pin, hardware_id=hardware_id, **kwargs)
+        if reset_on_open if reset_on_open is not None else url.startswith("serial:"):
+            try:
+                await board.wait_for_handover(handover_timeout)
+            except BaseException:
+                await board.aclose()
+                raise
+        return board
 
     @classmethod
     async def over(
@@ -184,6 +181,25 @@ class FirmataBoard:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    async def wait_for_handover(self, timeout: float = HANDOVER_TIMEOUT) -> bool:
+        """After a reset, send nothing until the sketch announces its version (the bootloader has handed
+        over); False when no announcement came within `timeout` (the board did not reset). The
+        announcement's firmware report stays queued: identify takes it as a first answer."""
+        try:
+            await self._await(lambda m: isinstance(m, fm.VersionReport), timeout, "version announcement")
+        except DeviceTimeout:
+            log.debug("%s: no announcement in %.1f s: the board did not reset", self.session.name, timeout)
+            return False
+        return True
+
+    async def _reapply(self) -> None:
+        """After a reset: the pin modes and sampling interval set earlier are gone; set them again."""
+        if not self.applied:
+            return
+        result = await self.apply_config(dict(self.applied))
+        if not result.ok:
+            raise ProtocolError(f"configuration not restored after the reset: {result.reason}")
 
     # ---- Firmata exchange -----------------------------------------------------------------
 
@@ -380,6 +396,7 @@ class FirmataBoard:
         for pin, mode in modes.items():
             if before.get(pin, (mode,))[0] != mode:
                 return ConfigResult(False, (), f"pin {pin} reports mode {before[pin][0]}, wanted {mode}")
+        self.applied.update(config)
         return ConfigResult(True, tuple(sorted(config)))
 
     async def _pin_state(self, pin: int) -> tuple[int, int]:
@@ -403,6 +420,7 @@ class FirmataBoard:
         async with self.session.lock:
             await self._send(fm.SystemReset())
         await self._wait_for_firmata(self.boot_timeout)
+        await self._reapply()
 
     async def _wait_for_firmata(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -536,8 +554,10 @@ class FirmataBoard:
             return FlashResult(
                 False, before, "unknown", "sketch does not answer Firmata after flashing", resumed, written
             )
-        progress(Progress("boot", 1, 1))
         ok = same_version(after, image.version)
+        if ok:
+            await self._reapply()
+        progress(Progress("boot", 1, 1))
         return FlashResult(
             ok, before, after, "" if ok else f"board reports {after} after flashing", resumed, written
         )
@@ -605,6 +625,7 @@ def _board_model(pins: int, analog: int) -> str:
 
 
 def _reset_from_link(link: Link) -> ResetLine | None:
+    """DTR through pyserial on a serial port (the B0 hang-up where the port has no modem lines)."""
     port = getattr(link, "serial_port", None)
     if port is None:
         return None

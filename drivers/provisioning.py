@@ -21,8 +21,9 @@ from typing import Any
 
 from drivers.discovery import PortInfo
 from drivers.errors import DeviceTimeout, DriverError, LinkError
-from drivers.firmata import FirmataBoard, ResetLine
+from drivers.firmata import FirmataBoard
 from drivers.micropython import MicroPythonBoard
+from drivers.reset_lines import ResetLine
 from drivers.robot import RobotDevice
 from drivers.types import Device, DeviceIdentity, Family, FirmwareImage, Progress
 
