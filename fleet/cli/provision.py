@@ -23,7 +23,7 @@ from rich.table import Column, Table
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from drivers.discovery import classify, list_ports
+from drivers.discovery import PortInfo, classify, list_ports
 from drivers.provisioning import (
     AttachedDevice,
     DeviceProgress,
@@ -298,11 +298,25 @@ async def _store_credential(
     await session.flush()
 
 
+def parse_kit(spec: str) -> tuple[Family, str]:
+    """`FAMILY=PORT` (firmata=/dev/ttyUSB0): a kit on a port discovery cannot classify."""
+    family, sep, path = spec.partition("=")
+    if not sep or not path:
+        raise InvalidInput(f"--kit {spec!r}: give FAMILY=PORT, e.g. firmata=/dev/ttyUSB0")
+    try:
+        return Family(family.strip().lower()), path.strip()
+    except ValueError:
+        names = ", ".join(f.value for f in Family)
+        raise InvalidInput(f"--kit {spec!r}: unknown family {family!r} (one of {names})") from None
+
+
 @contextlib.asynccontextmanager
 async def attached_devices(
-    ports: Sequence[str], all_ports: bool, bench: int, seed: int
+    ports: Sequence[str], all_ports: bool, bench: int, seed: int, kits: Sequence[tuple[Family, str]] = ()
 ) -> AsyncIterator[tuple[list[AttachedDevice], Any]]:
-    """The kits to provision and a locator for replugs: simulated (`bench` > 0) or the real USB ports."""
+    """The kits to provision and a locator for replugs: simulated (`bench` > 0) or the real USB ports,
+    plus the ports named with their family (`kits`), which discovery does not list or cannot classify."""
+    named = [AttachedDevice(PortInfo(path), family) for family, path in kits]
     if bench > 0:
         from simulators.serial.bench import SimBench, make_devices
 
@@ -312,16 +326,20 @@ async def attached_devices(
             await sim.start()
             yield sim.attached(), sim.locate
         return
-    found = await asyncio.to_thread(list_ports)
+    found = await asyncio.to_thread(list_ports) if all_ports or ports else []
     attached = []
     for port in found:
         kit = classify(port)
-        if kit is None:
+        if kit is None or any(n.port.device == port.device for n in named):
             continue
         if all_ports or port.device in ports or port.hardware_id in ports:
             attached.append(AttachedDevice(port, kit.family))
+    attached += named
 
     async def locate(hardware_id: str) -> AttachedDevice | None:
+        for dev in named:
+            if dev.hardware_id == hardware_id:
+                return dev if await asyncio.to_thread(Path(dev.port.device).exists) else None
         for port in await asyncio.to_thread(list_ports):
             kit = classify(port)
             if port.hardware_id == hardware_id and kit is not None:
@@ -344,6 +362,7 @@ async def provision_bench(
     console: Console,
     profile_dir: Path = DEFAULT_PROFILE_DIR,
     clock: Clock | None = None,
+    kits: Sequence[tuple[Family, str]] = (),
 ) -> list[Row]:
     """Run one bench pass and record every result; returns the table rows."""
     clock = clock or SystemClock()
@@ -359,7 +378,7 @@ async def provision_bench(
             raise NotFound("no device model in the catalogue has a serial-kit firmware profile")
         state = await StateFile.load(state_file) if state_file else None
         db_lock = asyncio.Lock()  # one writer at a time: SQLite has one, and results are small
-        async with attached_devices(ports, all_ports, bench, seed) as (devices, locate):
+        async with attached_devices(ports, all_ports, bench, seed, kits) as (devices, locate):
             if not devices:
                 console.print("No kits attached (use --all, --ports, or --bench N to try simulated kits).")
                 return []
@@ -450,14 +469,32 @@ def provision(
     ] = None,
     bench: Annotated[int, typer.Option(help="run against N simulated kits instead of USB ports")] = 0,
     seed: Annotated[int, typer.Option(help="identity seed of the simulated kits")] = 0,
+    kit: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--kit",
+            help="FAMILY=PORT for a kit discovery does not recognise (a clone's generic USB adapter, "
+            "an emulated board), e.g. firmata=/dev/ttyUSB0",
+        ),
+    ] = None,
+    profiles: Annotated[
+        Path | None, typer.Option(help="firmware profiles folder (default: the profiles LabFleet ships)")
+    ] = None,
 ) -> None:
     """Provision attached kits in parallel: credentials and school settings, firmware when it differs."""
     console = Console()
     if not school:
         console.print("[red]Error:[/red] --school is required")
         raise typer.Exit(2)
-    if bench <= 0 and not all_ports and not ports:
-        console.print("[red]Error:[/red] name --ports, or give --all (or --bench N for simulated kits)")
+    try:
+        named = [parse_kit(spec) for spec in kit or []]
+    except InvalidInput as err:
+        console.print(f"[red]Error:[/red] {err.message}")
+        raise typer.Exit(2) from None
+    if bench <= 0 and not all_ports and not ports and not named:
+        console.print(
+            "[red]Error:[/red] name --ports or --kit, or give --all (or --bench N for simulated kits)"
+        )
         raise typer.Exit(2)
     cfg = Settings()
     upgrade_sync(cfg.database_url)
@@ -473,6 +510,8 @@ def provision(
                 bench=bench,
                 seed=seed,
                 console=console,
+                kits=named,
+                profile_dir=profiles or DEFAULT_PROFILE_DIR,
             )
         )
     except FleetError as err:
@@ -487,4 +526,4 @@ def provision(
         raise typer.Exit(1)
 
 
-__all__ = ["provision", "provision_bench", "result_table"]
+__all__ = ["parse_kit", "provision", "provision_bench", "result_table"]
