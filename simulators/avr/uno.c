@@ -10,8 +10,11 @@
  * DTR when a port is opened, and drops it while the speed is B0 (a "hang-up"; pyserial's dtr=False
  * and avrdude's DTR toggle do the same on a real port). A pty has no modem lines, so the bridge derives
  * DTR from the two things the master side can see of the slave:
- *   - open/closed: poll() on the master reports POLLHUP while no process holds the slave open;
+ *   - open/closed: every open and close of the slave by a process (the master's poll() reports
+ *     POLLHUP while nobody holds it, but only as a level);
  *   - the slave's termios, which tcgetattr() on the master returns: output speed B0 = DTR dropped.
+ * Opens and closes are counted from inotify events on the slave (IN_OPEN, IN_CLOSE): POLLHUP alone is a
+ * level, and a close followed at once by an open (an agent reconnecting) falls between two samples.
  * DTR = (slave open) and (speed != B0). Every rising edge of DTR is an external reset: the chip's
  * registers reset, MCUSR gets EXTRF (Optiboot only waits for a host after an external reset), and
  * execution restarts at the boot section.
@@ -36,6 +39,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/inotify.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -63,6 +67,8 @@ static avr_t *avr;
 static avr_irq_t *uart_in;
 static uint32_t boot_base;
 static int master = -1;
+static int opens_fd = -1; /* inotify: opens and closes of the slave */
+static int open_count;    /* processes holding the slave open */
 
 static uint8_t rxq[QUEUE], txq[QUEUE]; /* host -> chip, chip -> host */
 static size_t rx_head, rx_len, tx_len;
@@ -130,26 +136,40 @@ static void write_status(const char *path)
 	rename(tmp, path);
 }
 
-/* Between two instructions: move bytes, follow DTR, write the status. */
-static void service(void)
+static void set_dtr(int now)
 {
-	struct pollfd pfd = { .fd = master, .events = POLLIN | (tx_len ? POLLOUT : 0) };
-	if (poll(&pfd, 1, 0) < 0)
-		return;
-	int open = !(pfd.revents & POLLHUP);
-	struct termios tio;
-	int speed_zero = tcgetattr(master, &tio) == 0 && cfgetospeed(&tio) == B0;
-	int now_dtr = open && !speed_zero;
-	if (now_dtr && !dtr) {
+	if (now && !dtr) {
 		dtr = 1;
 		external_reset();
-	} else if (!now_dtr && dtr) {
+	} else if (!now && dtr) {
 		dtr = 0;
 		tx_len = 0; /* a closed port loses what was in flight */
 		status_dirty = 1;
 	}
-	if (!open)
-		return; /* reading the master now would only return EIO */
+}
+
+/* Between two instructions: move bytes, follow DTR, write the status. */
+static void service(void)
+{
+	struct termios tio;
+	int speed_zero = tcgetattr(master, &tio) == 0 && cfgetospeed(&tio) == B0;
+	char events[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	ssize_t n;
+	while ((n = read(opens_fd, events, sizeof(events))) > 0) {
+		for (char *p = events; p < events + n;) {
+			const struct inotify_event *ev = (const struct inotify_event *)p;
+			if (ev->mask & IN_OPEN)
+				open_count++;
+			if ((ev->mask & IN_CLOSE) && open_count > 0)
+				open_count--;
+			set_dtr(open_count > 0 && !speed_zero); /* each edge in order, even a quick close-open */
+			p += sizeof(*ev) + ev->len;
+		}
+	}
+	set_dtr(open_count > 0 && !speed_zero);
+	struct pollfd pfd = { .fd = master, .events = POLLIN | (tx_len ? POLLOUT : 0) };
+	if (poll(&pfd, 1, 0) < 0 || (pfd.revents & POLLHUP))
+		return; /* nobody holds the slave: reading the master would only return EIO */
 	if ((pfd.revents & POLLIN) && rx_len < QUEUE) {
 		size_t tail = (rx_head + rx_len) % QUEUE;
 		size_t room = tail >= rx_head ? QUEUE - tail : rx_head - tail;
@@ -191,6 +211,9 @@ static int open_pty(char *name, size_t size)
 	if (s < 0)
 		return -1;
 	close(s);
+	opens_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (opens_fd < 0 || inotify_add_watch(opens_fd, name, IN_OPEN | IN_CLOSE) < 0)
+		return -1;
 	return m;
 }
 
