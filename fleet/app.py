@@ -34,6 +34,7 @@ from fleet.api.routes import (
     tokens,
     update_policy,
 )
+from fleet.api.transport import HstsMiddleware
 from fleet.domain.clock import Clock, SystemClock
 from fleet.observability.exposition import MetricsAccess
 from fleet.observability.http import HttpMetricsMiddleware, metrics_router
@@ -148,6 +149,7 @@ def create_app(
         import_prefix=("/api/v1/imports/", "/deliveries/"),
     )
     app.add_middleware(HttpMetricsMiddleware, metrics=fleet_metrics)
+    app.add_middleware(HstsMiddleware, max_age_s=settings.http.hsts_max_age_s)
     app.include_router(
         metrics_router(
             registry,

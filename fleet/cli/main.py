@@ -69,8 +69,9 @@ def serve(
     cfg.http.port = port or cfg.http.port
     setup_logging(cfg.log_level)
     upgrade_sync(cfg.database_url)
+    ssl_files = _https_files(cfg)
     api = create_app(cfg, migrate=False, runtime_hooks=default_hooks(cfg))
-    base = f"http://{host or cfg.http.host}:{port or cfg.http.port}"
+    base = f"{'https' if ssl_files else 'http'}://{host or cfg.http.host}:{port or cfg.http.port}"
     console.print(f"LabFleet on {base}  (console at /, docs at /docs)")
     if link := setup_link(base):
         console.print(
@@ -84,7 +85,27 @@ def serve(
         port=port or cfg.http.port,
         log_level=cfg.log_level.lower(),
         log_config=uvicorn_log_config(),  # the access log without signed links' sig or tokens
+        # HTTPS with the `tls` group's certificate (LABFLEET_HTTP__TLS=true); behind a reverse proxy uvicorn
+        # takes the scheme from X-Forwarded-Proto of the proxies in FORWARDED_ALLOW_IPS (default loopback).
+        ssl_certfile=str(ssl_files[0]) if ssl_files else None,
+        ssl_keyfile=str(ssl_files[1]) if ssl_files else None,
     )
+
+
+def _https_files(cfg: Settings) -> tuple[Path, Path] | None:
+    """The certificate chain and key `serve` speaks HTTPS with, checked now (a clear error, not a traceback
+    from uvicorn); None for plain HTTP."""
+    if not cfg.http.tls:
+        return None
+    from fleet.services import tls
+
+    files = tls.TlsFiles.from_settings(cfg.tls)
+    try:
+        tls.server_context_files(files)  # uvicorn builds its own context; Python's default minimum is TLS 1.2
+    except tls.TlsError as err:
+        err_console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+    return files.cert, files.key
 
 
 @app.command()

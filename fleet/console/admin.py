@@ -13,7 +13,7 @@ from fleet.console.choices import choices
 from fleet.domain.enums import Role
 from fleet.errors import Conflict, InvalidInput, NotFound
 from fleet.i18n import _, gettext
-from fleet.services import audit, tokens, users
+from fleet.services import audit, tls, tokens, users
 from fleet.services.common import MAX_PAGE_SIZE
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
@@ -29,6 +29,8 @@ async def _users_page(page: UserPage, **extra: Any) -> Response:
     return page.render(
         "admin.html",
         nav="admin",
+        # Certificates this server serves with that expire within 30 days: renew before, not at the bell.
+        cert_warnings=await tls.expiry_warnings(page.state.settings, page.now),
         users=rows,
         tokens=toks,
         roles=ROLES,

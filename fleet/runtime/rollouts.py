@@ -214,7 +214,7 @@ def rollout_hook(settings: Settings, *, base_url: str = "") -> RuntimeHook:
         url = (
             base_url
             or settings.rollouts.public_base_url
-            or f"http://{settings.http.host}:{settings.http.port}"
+            or f"{'https' if settings.http.tls else 'http'}://{settings.http.host}:{settings.http.port}"
         )
         # One link for both: a serial kit's edge agent holds the kit's own MQTT session on the kit's cmd
         # topic.

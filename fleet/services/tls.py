@@ -9,6 +9,7 @@ matters when 10,000 terminals connect at the 08:00 bell. Operators with their ow
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import ssl
@@ -378,3 +379,19 @@ def broker_endpoint(settings: Settings) -> BrokerEndpoint:
         ca = ca_pem(settings.tls) if TlsFiles.from_settings(settings.tls).ca.exists() else None
         return BrokerEndpoint(f"mqtts://{parts.hostname}:{parts.port or 8883}", ca)
     return BrokerEndpoint(f"{parts.scheme}://{parts.hostname}:{parts.port or 1883}", None)
+
+
+def in_use(settings: Settings) -> bool:
+    """Whether this deployment serves TLS itself (then its certificates' expiry matters to it)."""
+    return settings.mqtt.tls or settings.http.tls
+
+
+async def expiry_warnings(settings: Settings, now: datetime) -> list[Expiry]:
+    """Certificates in use that expire within the warning window; none when nothing here serves TLS, and an
+    unreadable certificate is not a warning here (the listener that needs it fails at start, loudly)."""
+    if not in_use(settings):
+        return []
+    try:
+        return await asyncio.to_thread(expiring, settings.tls, now)
+    except TlsError:
+        return []

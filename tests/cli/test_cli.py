@@ -111,3 +111,44 @@ def test_credentials_rotate_takes_a_school_or_all(env: dict[str, str]) -> None:
     assert "rotation queued for" in run(env, "credentials", "rotate", "--all", "--grace-hours", "2").stdout
     assert "no school with code" in run(env, "credentials", "rotate", "--school", "nope", ok=False).stderr
     assert run(env, "credentials", "rotate", ok=False).returncode == 2  # neither a school nor --all
+
+
+def test_serve_speaks_https_with_the_district_ca_and_hsts(env: dict[str, str], tmp_path: Path) -> None:
+    """`labfleet tls init`, then `serve` with LABFLEET_HTTP__TLS=true: a browser holding the district CA gets
+    the console over HTTPS with HSTS; plain HTTP on that port gets no page."""
+    import ssl
+
+    port = _free_port()
+    env = {**env, "LABFLEET_MQTT__BROKER": "none", "LABFLEET_TLS__DIR": str(tmp_path / "tls")}
+    made = run(env, "tls", "init", "--name", "127.0.0.1")
+    assert "PRIVATE KEY" not in made.stdout + made.stderr
+    refused = run(
+        {**env, "LABFLEET_TLS__DIR": str(tmp_path / "none"), "LABFLEET_HTTP__TLS": "true"}, "serve", ok=False
+    )
+    assert refused.returncode == 1 and "labfleet tls init" in refused.stderr  # a clear error, no traceback
+    proc = subprocess.Popen(
+        [LABFLEET, "serve", "--port", str(port)],
+        env={**env, "LABFLEET_HTTP__TLS": "true"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    ctx = ssl.create_default_context(cafile=str(tmp_path / "tls" / "ca.pem"))
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"https://127.0.0.1:{port}/readyz", timeout=2, context=ctx) as r:
+                    assert r.status == 200
+                    assert r.headers["Strict-Transport-Security"] == "max-age=31536000"
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    assert f"LabFleet on https://127.0.0.1:{port}" in out

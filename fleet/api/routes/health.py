@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from fleet.api.deps import State
+from fleet.services import tls
 from fleet.services.health import database_problem
 
 router = APIRouter()
@@ -18,9 +19,24 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["health"], summary="Readiness: the database answers")
+@router.get(
+    "/readyz",
+    tags=["health"],
+    summary="Readiness: the database answers; warnings name certificates that expire within 30 days",
+)
 async def readyz(state: State) -> Any:
     problem = await database_problem(state.engine)
     if problem is not None:
         return JSONResponse({"status": "unavailable", "database": problem}, status_code=503)
-    return {"status": "ok", "database": "ok"}
+    # An expiring certificate is a warning, not unreadiness: the service still serves until the day itself.
+    warnings = [
+        {
+            "code": "certificate_expiring",
+            "certificate": e.role,
+            "not_after": e.not_after.isoformat(),
+            "days_left": e.days_left,
+            "action": "labfleet tls renew" + (" --ca" if e.role == "ca" else ""),
+        }
+        for e in await tls.expiry_warnings(state.settings, state.clock.now())
+    ]
+    return {"status": "ok", "database": "ok", "warnings": warnings}
