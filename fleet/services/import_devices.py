@@ -3,6 +3,8 @@ registered (`preview_devices`), then all rows inserted in one transaction or non
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -16,6 +18,7 @@ from fleet.domain.enums import DeviceStatus, Ownership
 from fleet.domain.lifecycle import INITIAL_STATUSES
 from fleet.domain.permissions import Permission, Principal
 from fleet.i18n import _
+from fleet.persistence.bulk import among, dialect_of, insert_rows
 from fleet.persistence.models import Device, DeviceModel, DeviceTransition, Room, School
 from fleet.services import audit
 from fleet.services.common import require, scope_schools
@@ -28,8 +31,16 @@ from fleet.services.import_columns import (
     map_header,
     school_finder,
 )
-from fleet.services.import_files import norm, read_table
-from fleet.services.import_results import DeviceRow, ImportResult, Preview, Progress, RowError, rejected
+from fleet.services.import_files import gc_paused, norm, read_table
+from fleet.services.import_results import (
+    DEVICE_INSERT,
+    DeviceRow,
+    ImportResult,
+    Preview,
+    Progress,
+    RowError,
+    rejected,
+)
 
 # Rows are inserted in chunks so progress moves and statements stay under driver parameter limits.
 CHUNK = 1000
@@ -49,6 +60,10 @@ TEXT_COLUMNS = (
 ROW_ORDER = (*TEXT_COLUMNS, "purchase_date", "unit_cost")
 CHECKED_TEXT = TEXT_COLUMNS[:8]  # status and ownership are checked against their codes instead
 OWNERSHIPS = frozenset(o.value for o in Ownership)
+N_INSERT = len(DEVICE_INSERT)
+INSERT_COLUMNS = (*DEVICE_INSERT, "created_at", "updated_at")
+STATUS_OF = {s.value: s for s in DeviceStatus}
+OWNERSHIP_OF = {o.value: o for o in Ownership}
 
 
 class _RowChecks:
@@ -105,7 +120,8 @@ async def preview_devices(
     Raises InvalidInput only when the file cannot be read at all (encoding, damaged workbook, missing
     sheet)."""
     require(principal, Permission.MANAGE_DEVICES)
-    table = read_table(source, filename=filename, sheet=sheet, encoding=encoding)
+    with gc_paused():
+        table = read_table(source, filename=filename, sheet=sheet, encoding=encoding)
     mapped, errors = map_header(table.header, DEVICE_COLUMNS, DEVICE_REQUIRED)
     columns = {c: h for c, h in zip(mapped, table.header, strict=True) if c}
     total = len(table.rows)
@@ -117,15 +133,17 @@ async def preview_devices(
         return Preview("devices", total, (), tuple(errors), table.encoding, table.sheet, columns)
 
     reader = RowReader(table, mapped, ROW_ORDER, TEXT_COLUMNS)
-    rows = reader.rows(errors)
+    with gc_paused():
+        rows = reader.rows(errors)
+    # The catalogue, schools and rooms as plain tuples: an ORM attribute read costs a call, ten per row.
     models = {
-        (m.vendor.lower(), m.model_number.lower()): m
+        (m.vendor.lower(), m.model_number.lower()): (m.id, m.vendor, m.model_number)
         for m in (await session.execute(select(DeviceModel))).scalars()
     }
     school_list = list((await session.execute(scope_schools(select(School), principal, School.id))).scalars())
     find_school = school_finder(school_list)
     rooms = {
-        (r.school_id, norm(r.name).lower()): r
+        (r.school_id, norm(r.name).lower()): (r.id, r.name)
         for r in (
             await session.execute(select(Room).where(Room.school_id.in_([s.id for s in school_list] or [-1])))
         ).scalars()
@@ -136,12 +154,44 @@ async def preview_devices(
     taken_serials = await _existing(
         session, (Device.vendor, Device.serial_number), Device.serial_number, [v[0] for _, v in rows]
     )
-    checks = _RowChecks(
-        statuses=code_lookup(DeviceStatus),
-        ownerships=code_lookup(Ownership),
-        latest=timebounds.latest_purchase(clock.now().date()),
-    )
-    headers = reader.headers
+    with gc_paused():
+        good = _check_rows(
+            rows,
+            reader.headers,
+            _Known(models, find_school, rooms, taken_tags, taken_serials),
+            errors,
+            timebounds.latest_purchase(clock.now().date()),
+            progress,
+            total,
+        )
+    return Preview("devices", total, tuple(good), tuple(errors), table.encoding, table.sheet, columns)
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """What the database already holds, as plain values: an ORM attribute read costs a call, ten per row."""
+
+    models: dict[tuple[str, str], tuple[int, str, str]]  # (vendor, model) lower case -> id, vendor, model
+    find_school: Callable[[str], School | None | str]
+    rooms: dict[tuple[int, str], tuple[int, str]]  # (school id, name lower case) -> id, name
+    taken_tags: set[Any]
+    taken_serials: set[tuple[Any, ...]]  # (vendor, serial)
+
+
+def _check_rows(
+    rows: list[tuple[int, tuple[Any, ...]]],
+    headers: dict[str, str],
+    known: _Known,
+    errors: list[RowError],
+    latest: date,
+    progress: Progress | None,
+    total: int,
+) -> list[DeviceRow]:
+    """Every row checked (errors appended in row order), and the good rows typed. Synchronous (no await), so
+    the collector can stay paused over it."""
+    checks = _RowChecks(statuses=code_lookup(DeviceStatus), ownerships=code_lookup(Ownership), latest=latest)
+    models, find_school, rooms = known.models, known.find_school, known.rooms
+    taken_tags, taken_serials = known.taken_tags, known.taken_serials
     text_checks = [
         (i, name, name in DEVICE_REQUIRED, MAX_LEN.get(name, 120)) for i, name in enumerate(CHECKED_TEXT)
     ]
@@ -154,7 +204,7 @@ async def preview_devices(
 
     seen_tags: dict[str, int] = {}
     seen_serials: dict[tuple[str, str], int] = {}
-    found_schools: dict[str, School | str | None] = {}
+    found_schools: dict[str, tuple[int, str] | str | None] = {}
     good: list[DeviceRow] = []
     for i, (line, values) in enumerate(rows):
         before = len(errors)
@@ -187,12 +237,13 @@ async def preview_devices(
                 model_number,
                 _("no device model {vendor} {model} in the catalogue", vendor=vendor, model=model_number),
             )
-        school: School | None = None
+        school: tuple[int, str] | None = None  # id, code
         if school_code:
             if school_code in found_schools:
                 found = found_schools[school_code]
             else:
-                found = found_schools[school_code] = find_school(school_code)
+                hit = find_school(school_code)
+                found = found_schools[school_code] = (hit.id, hit.code) if isinstance(hit, School) else hit
             if found == "ambiguous":
                 err(
                     line,
@@ -209,15 +260,15 @@ async def preview_devices(
                 )
             else:
                 school = found  # type: ignore[assignment]  # neither None nor "ambiguous" here
-        room: Room | None = None
+        room: tuple[int, str] | None = None  # id, name
         if school is not None and room_name:
-            room = rooms.get((school.id, room_name.lower()))
+            room = rooms.get((school[0], room_name.lower()))
             if room is None:
                 err(
                     line,
                     "room",
                     room_name,
-                    _("school {school} has no room {room!r}", school=school.code, room=room_name),
+                    _("school {school} has no room {room!r}", school=school[1], room=room_name),
                 )
         status = checks.status(raw_status)
         if status not in initial:
@@ -276,7 +327,7 @@ async def preview_devices(
                 )
             else:
                 seen_tags[tag] = line
-        vendor_key = model.vendor if model is not None else vendor
+        vendor_key = model[1] if model is not None else vendor
         if serial and vendor:
             if (vendor_key, serial) in taken_serials:
                 err(
@@ -302,29 +353,29 @@ async def preview_devices(
         if len(errors) == before and model is not None and school is not None:
             good.append(
                 DeviceRow(
-                    row=line,
+                    vendor=model[1],
                     serial_number=serial,
                     asset_tag=tag,
-                    vendor=model.vendor,
-                    model_number=model.model_number,
-                    model_id=model.id,
-                    school_id=school.id,
-                    school_code=school.code,
-                    room=room.name if room is not None else None,
-                    room_id=room.id if room is not None else None,
-                    status=DeviceStatus(status),
+                    model_id=model[0],
+                    school_id=school[0],
+                    room_id=room[0] if room is not None else None,
+                    status=STATUS_OF[status],
                     order_number=order_number or None,
                     purchase_date=purchase,
                     unit_cost=cost,
                     funding_source=funding_source or None,
-                    ownership=Ownership(ownership),
+                    ownership=OWNERSHIP_OF[ownership],
+                    row=line,
+                    model_number=model[2],
+                    school_code=school[1],
+                    room=room[1] if room is not None else None,
                 )
             )
         if progress and (i + 1) % CHUNK == 0:
             progress("validating", i + 1, total)
     if progress:
         progress("validating", total, total)
-    return Preview("devices", total, tuple(good), tuple(errors), table.encoding, table.sheet, columns)
+    return good
 
 
 async def import_devices(
@@ -357,32 +408,18 @@ async def import_devices(
     if dry_run:
         return ImportResult("devices", total, True)
     now = clock.now()
-    values = [
-        {
-            "vendor": r.vendor,
-            "serial_number": r.serial_number,
-            "asset_tag": r.asset_tag,
-            "model_id": r.model_id,
-            "school_id": r.school_id,
-            "room_id": r.room_id,
-            "status": r.status.value,
-            "order_number": r.order_number,
-            "purchase_date": r.purchase_date,
-            "unit_cost": r.unit_cost,
-            "funding_source": r.funding_source,
-            "ownership": r.ownership.value,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for r in preview.rows
-    ]
+    rows: tuple[DeviceRow, ...] = preview.rows
+    dialect = dialect_of(session)
+    stamps = (now, now)
     done = 0
     for start in range(0, total, CHUNK):
-        chunk = values[start : start + CHUNK]
+        chunk = rows[start : start + CHUNK]
         # A plain executemany (RETURNING on SQLite makes SQLAlchemy send one statement per row), then each new
         # device's lifecycle row copied from it by one INSERT ... SELECT on the asset tags (unique): no
         # per-row parameters, no round trip for the ids.
-        await session.execute(insert(Device.__table__), chunk)
+        with gc_paused():
+            values = [r[:N_INSERT] + stamps for r in chunk]
+        await insert_rows(session, Device.__table__, INSERT_COLUMNS, values)
         await session.execute(
             insert(DeviceTransition.__table__).from_select(
                 ["device_id", "from_status", "to_status", "actor", "reason", "at"],
@@ -394,14 +431,14 @@ async def import_devices(
                     literal("imported", DeviceTransition.reason.type),
                     literal(now, DeviceTransition.at.type),
                 )
-                .where(Device.asset_tag.in_([v["asset_tag"] for v in chunk]))
+                .where(among(Device.__table__.c.asset_tag, [r.asset_tag for r in chunk], dialect))
                 .order_by(Device.id),
             )
         )
         done += len(chunk)
         if progress:
             progress("inserting", done, total)
-    school_ids = sorted({v["school_id"] for v in values})
+    school_ids = sorted({r.school_id for r in rows})
     audit.record(
         session,
         principal=principal,
@@ -413,8 +450,8 @@ async def import_devices(
         after={
             "created": total,
             "schools": school_ids,
-            "first_asset_tag": values[0]["asset_tag"],
-            "last_asset_tag": values[-1]["asset_tag"],
+            "first_asset_tag": rows[0].asset_tag,
+            "last_asset_tag": rows[-1].asset_tag,
             "encoding": preview.encoding,
             "sheet": preview.sheet,
         },
@@ -426,15 +463,6 @@ async def import_devices(
 async def _existing(
     session: AsyncSession, columns: tuple[Any, ...], key: Any, candidates: list[str]
 ) -> set[tuple[Any, ...]]:
-    """Rows (of `columns`) whose `key` is among the candidates, queried in chunks."""
-    found: set[tuple[Any, ...]] = set()
-    unique = sorted(set(candidates))
-    # SQLite allows 32,766 bound parameters per statement; stay well under.
-    for start in range(0, len(unique), 5000):
-        found |= {
-            tuple(r)
-            for r in (
-                await session.execute(select(*columns).where(key.in_(unique[start : start + 5000])))
-            ).all()
-        }
-    return found
+    """Rows (of `columns`) whose `key` is among the candidates, in one query."""
+    wanted = among(key, set(candidates), dialect_of(session))
+    return {tuple(r) for r in (await session.execute(select(*columns).where(wanted))).all()}

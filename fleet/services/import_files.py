@@ -3,11 +3,14 @@ and CSV in UTF-8, UTF-8 with BOM or GB18030/GBK (detected, or forced); CRLF; tab
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gc
 import io
 import re
 import unicodedata
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -26,6 +29,22 @@ class Table:
     rows: list[tuple[int, list[Any]]]
     encoding: str | None = None
     sheet: str | None = None
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for a synchronous block (no await inside) that builds a file's rows.
+
+    Every 700 new containers (a row's list, its tuple) start a collection, and the survivors of a 10,000-row
+    file make CPython walk the whole heap again and again: 40% of an import's time. Rows hold no cycles,
+    so nothing is left uncollected; the collector runs as usual after the block (Mercurial's `nogc`)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def decode_upload(data: bytes, encoding: str | None = None) -> tuple[str, str]:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from fleet.domain.enums import DeviceStatus, Ownership
 from fleet.errors import ImportRejected
@@ -44,19 +44,18 @@ class ImportResult:
     dry_run: bool
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceRow:
-    """One valid delivery row as it would be stored."""
+class DeviceRow(NamedTuple):
+    """One valid delivery row as it would be stored: the devices columns first, in `DEVICE_INSERT` order,
+    then what the reader wrote (line, model number, school code, room name).
 
-    row: int
+    A named tuple rather than a frozen dataclass: a 10,000-row delivery builds 10,000 of them, and a
+    tuple is built in a fraction of the time, and inserted as it is."""
+
+    vendor: str
     serial_number: str
     asset_tag: str
-    vendor: str
-    model_number: str
     model_id: int
     school_id: int
-    school_code: str
-    room: str | None
     room_id: int | None
     status: DeviceStatus
     order_number: str | None
@@ -64,6 +63,14 @@ class DeviceRow:
     unit_cost: Decimal | None
     funding_source: str | None
     ownership: Ownership
+    row: int
+    model_number: str
+    school_code: str
+    room: str | None
+
+
+# The devices columns a DeviceRow starts with (created_at and updated_at are the import's time).
+DEVICE_INSERT = DeviceRow._fields[:12]
 
 
 @dataclass(frozen=True, slots=True)
