@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from fleet.domain import wire
 from fleet.domain.credentials import EDGE_AGENT_LABEL
 from fleet.runtime.agent_errors import describe
 from fleet.runtime.supervise import TaskOwner
+from fleet.services import tls
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +351,10 @@ class EdgeAgent:
         link.client.on_connect = on_connect
         link.client.on_message = on_message
         if url.scheme == "mqtts":
-            link.client.tls_set()
+            # Verify the broker against the CA enrollment handed out (protocol 1.1), and that CA only; without
+            # one (an operator's publicly signed broker) the system's CAs. paho checks the host name too.
+            ca = creds.get("ca_pem")
+            link.client.tls_set_context(tls.client_context(ca) if ca else ssl.create_default_context())
         await asyncio.to_thread(
             link.client.connect,
             url.hostname or "127.0.0.1",

@@ -5,6 +5,7 @@ hold no ':', which mosquitto's `username:hash` password file could not hold."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,8 @@ from drivers.edge import EdgeSupervisor
 from fleet.domain.clock import FakeClock
 from fleet.runtime.brokers import free_port
 from fleet.runtime.edge_agent import EdgeAgent
+from fleet.services import tls
+from fleet.settings import TlsSettings
 from simulators.serial.bench import SimBench
 from simulators.serial.firmata import FirmataSim
 from simulators.serial.micropython import MicroPythonSim
@@ -31,19 +34,27 @@ MODELS = [
 ]
 
 
-@pytest.fixture
-async def mosquitto_api(sqlite_url: str, clock: FakeClock, tmp_path: Path) -> AsyncIterator[Api]:
+@pytest.fixture(params=["plain", "tls"])
+async def mosquitto_api(
+    request: pytest.FixtureRequest, sqlite_url: str, clock: FakeClock, tmp_path: Path
+) -> AsyncIterator[Api]:
+    """Plain MQTT (the agent told the broker URL), or MQTT over TLS only (the production settings): the agent
+    connects where enrollment says and verifies the broker against the CA enrollment answered."""
     need_mosquitto()
-    settings = make_settings(
-        sqlite_url,
-        mqtt={
-            "broker": "mosquitto",
-            "listen_port": free_port(),
-            "data_dir": str(tmp_path / "mq"),
-            "ingest_batch_ms": 20,
-        },
-    )
+    mqtt: dict[str, object] = {
+        "broker": "mosquitto",
+        "listen_port": free_port(),
+        "data_dir": str(tmp_path / "mq"),
+        "ingest_batch_ms": 20,
+    }
+    extra: dict[str, object] = {}
+    if request.param == "tls":
+        tls.init(TlsSettings(dir=str(tmp_path / "tls")), ["127.0.0.1"], datetime.now(UTC))
+        mqtt |= {"tls": True, "tls_port": free_port(), "plain_listener": False}
+        extra["tls"] = {"dir": str(tmp_path / "tls")}
+    settings = make_settings(sqlite_url, mqtt=mqtt, **extra)
     async with plane_api(settings, clock) as api:
+        api.broker_url = None if request.param == "tls" else f"mqtt://127.0.0.1:{api.port}"
         yield api
 
 
@@ -73,7 +84,7 @@ async def test_kits_of_every_family_log_in_to_managed_mosquitto_and_come_online(
         agent_http,
         school_id=w.school_a,
         room_id=w.room_a,
-        broker=f"mqtt://127.0.0.1:{api.port}",
+        broker=api.broker_url,
         clock_ms=lambda: int(clock.now().timestamp() * 1000),
     )
     async with SimBench() as bench:
