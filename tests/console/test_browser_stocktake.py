@@ -162,6 +162,11 @@ def test_a_room_counted_on_a_phone_by_typed_tag_camera_and_photo(
     tab.page.wait_for_selector("#finished")
     assert tab.page.url.startswith(url)
     tab.shot("finished")
+    # The same page in Chinese: the counters and the finish note are translated.
+    tab.page.get_by_role("button", name="中文").click()
+    tab.page.wait_for_selector("#scan-message:has-text('盘点已完成')")
+    assert "已清点到" in tab.page.locator("#tally").inner_text()
+    tab.shot("finished-zh")
 
     async def audit(api: Any) -> dict[str, Any]:
         from sqlalchemy import select
