@@ -14,6 +14,7 @@ import fcntl
 import logging
 import resource
 import socket
+import ssl
 import time
 from typing import Any
 
@@ -81,9 +82,20 @@ def above_select_range(sock: socket.socket) -> socket.socket:
 class Pool:
     """Owns the socket registrations of many paho clients on one loop, and a bounded connect gate."""
 
-    def __init__(self, host: str, port: int, *, max_connecting: int = MAX_CONNECTING) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        max_connecting: int = MAX_CONNECTING,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.host = host
         self.port = port
+        # MQTT over TLS (protocol 1.1): every client verifies the broker with this context. paho does the
+        # handshake inside its blocking connect(), so at the bell the handshakes are paid in this loop, once
+        # per terminal, exactly as the broker pays them: what benchmarks/tls_storm.py measures.
+        self.tls_context = tls_context
         self.loop = asyncio.get_running_loop()
         self.clients: set[paho.Client] = set()
         # Sockets with a writer registered: unregistering one that has none is asyncio raising and formatting
@@ -104,6 +116,8 @@ class Pool:
             reconnect_on_failure=False,
         )
         c.username_pw_set(username, password)
+        if self.tls_context is not None:
+            c.tls_set_context(self.tls_context)
         c.max_inflight_messages_set(MAX_INFLIGHT)
         c.connect_timeout = CONNECT_TIMEOUT_S
         c.on_socket_open = self._on_socket_open
