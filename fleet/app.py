@@ -15,6 +15,7 @@ from fleet.api.ratelimit import EnrollmentGuard
 from fleet.api.routes import (
     alerts,
     artifacts,
+    asset_labels,
     audit,
     claim_tokens,
     commands,
@@ -176,6 +177,7 @@ def create_app(
         commands,
         dead_letters,
         reports,
+        asset_labels,
         stats,
         stocktake,
     ):

@@ -18,6 +18,7 @@ from fleet.cli.artifacts import artifacts_app, profiles_app
 from fleet.cli.audit import audit_app
 from fleet.cli.common import CLI, console, err_console, run_db, settings, setup_logging
 from fleet.cli.credentials import credentials_app
+from fleet.cli.labels import labels as labels_command
 from fleet.cli.provision import provision as provision_command
 from fleet.cli.rollouts import rollout_app
 from fleet.cli.tls import tls_app
@@ -471,6 +472,8 @@ app.command("agent")(agent_command)
 app.add_typer(user_app, name="user")
 
 app.command("top")(top_command)
+
+app.command("labels")(labels_command)
 
 
 @app.command()

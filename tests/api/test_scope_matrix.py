@@ -620,6 +620,13 @@ MATRIX: dict[tuple[str, str], Spec] = {
     ),
     ("GET", f"{V1}/exports/devices"): Spec(ALL, 200, fixed(f"{V1}/exports/devices")),
     ("GET", f"{V1}/exports/rooms"): Spec(ALL, 200, fixed(f"{V1}/exports/rooms")),
+    # asset labels: printed by those who manage devices, for a room (or school) of their own
+    ("POST", f"{V1}/labels"): Spec(
+        ENROLLERS,
+        200,
+        body(f"{V1}/labels", lambda w, inside: {"room": room(w, inside), "content": "tag"}),
+        out=404,
+    ),
     # rollouts: read with operations access, managed by admins and IT staff within their schools
     ("GET", f"{V1}/rollouts"): Spec(ALL, 200, fixed(f"{V1}/rollouts")),
     ("POST", f"{V1}/rollouts"): Spec(ROLLOUT_MANAGERS, 201, rollout_create(), out=404),
@@ -746,6 +753,16 @@ VARIANTS: dict[tuple[str, str, str], Spec] = {
     # the security inspection: administrators and auditors only, within their schools
     ("GET", f"{V1}/reports/{{name}}", "inspection"): Spec(
         INSPECTORS, 200, on(V1 + "/reports/inspection?format=csv&school={}", school), out=404
+    ),
+    # labels listed by serial: another school's device reads as an unknown serial (422), never as "not yours"
+    ("POST", f"{V1}/labels", "serials"): Spec(
+        ENROLLERS,
+        200,
+        body(
+            f"{V1}/labels",
+            lambda w, inside: {"serials": [f"SN-{'a' if inside else 'b'}-1"], "layout": "roll50x30"},
+        ),
+        out=422,
     ),
 }
 CASES: dict[tuple[str, str, str], Spec] = {**{(m, p, ""): s for (m, p), s in MATRIX.items()}, **VARIANTS}
