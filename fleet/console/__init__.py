@@ -24,6 +24,7 @@ def install(app: FastAPI) -> None:
     from fleet.console import (
         admin,
         alerts,
+        asset_labels,
         auth,
         cockpit,
         deliveries,
@@ -64,6 +65,7 @@ def install(app: FastAPI) -> None:
         devices,
         deliveries,
         stocktake,
+        asset_labels,
         provisioning,
         alerts,
         rollouts,

@@ -16,7 +16,7 @@ from fleet.console.app import ConsoleRoute, UserPage
 from fleet.domain.permissions import Permission
 from fleet.errors import ImportRejected, InvalidInput
 from fleet.i18n import _
-from fleet.services import imports
+from fleet.services import asset_labels, imports
 from fleet.services.common import require
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
@@ -101,7 +101,10 @@ async def commit(page: UserPage) -> Response:
             stage="upload",
             errors={"file": _("The file no longer passes the checks; preview it again.")},
         )
-    return page.render("deliveries.html", nav="deliveries", stage="done", result=result, errors={})
+    delivery = await asset_labels.newest_delivery(page.db, page.principal)  # for "Print labels"
+    return page.render(
+        "deliveries.html", nav="deliveries", stage="done", result=result, delivery=delivery, errors={}
+    )
 
 
 @router.get("/deliveries/export.{fmt}")

@@ -4,6 +4,7 @@ commands with confirmation and their live result."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Response
 
@@ -66,6 +67,7 @@ async def devices(
         room_id=_int(room),
         statuses=STATUSES,
         next_url=f"/devices?{query}&cursor={result.next_cursor}" if result.next_cursor else None,
+        label_query=urlencode({k: v for k, v in filters.items() if v}),
     )
 
 

@@ -101,6 +101,10 @@ def commit_build(path: str) -> Build:
     return build
 
 
+async def label_form(api: Api, w: World, inside: bool) -> tuple[str, dict[str, Any]]:
+    return "/labels", {"data": {"room": str(room(w, inside)), "layout": "roll50x30", "content": "tag"}}
+
+
 def period_form(build: Build) -> Build:
     """A bell period's form fields, in a slot of its own (periods of one schedule may not overlap)."""
 
@@ -281,6 +285,9 @@ CONSOLE: dict[tuple[str, str], Spec] = {
     ("POST", "/stocktake/{stocktake_id}/finish"): Spec(
         ENROLLERS, 303, fresh("/stocktake/{}/finish", new_stocktake), out=404
     ),
+    # asset labels: the form over a room of one's own schools, and the PDF it prints
+    ("GET", "/labels"): Spec(ENROLLERS, 200, on("/labels?room={}", room), out=404),
+    ("POST", "/labels"): Spec(ENROLLERS, 200, label_form, out=404),
     ("GET", "/provisioning"): Spec(ENROLLERS, 200, on("/provisioning?school={}", school), out=404),
     ("POST", "/provisioning/{school_id}/claim-tokens"): Spec(
         ENROLLERS,
@@ -390,6 +397,8 @@ VARIANTS: dict[tuple[str, str, str], Spec] = {
     ("GET", "/reports/{name}/file", "inspection"): Spec(
         INSPECTORS, 200, on("/reports/inspection/file?format=csv&school={}", school), out=404
     ),
+    # the label form for a whole school: another school's is not found
+    ("GET", "/labels", "school"): Spec(ENROLLERS, 200, on("/labels?school={}", school), out=404),
 }
 CASES: dict[tuple[str, str, str], Spec] = {**{(m, p, ""): s for (m, p), s in CONSOLE.items()}, **VARIANTS}
 
