@@ -109,9 +109,9 @@ async def _open_count(session: AsyncSession, principal: Principal, stocktake_id:
 async def seen_by_network(
     session: AsyncSession, room_id: int, device_ids: list[int], start: datetime, end: datetime
 ) -> set[int]:
-    """The devices among `device_ids` that reported over MQTT from this room in [start, end): an active
-    minute booked to the room (hourly buckets, so the first bucket may start before `start`), or a sign of
-    life of a device that belongs to the room now."""
+    """The devices among `device_ids` that reported over MQTT from this room in [start, end] (end is now: a
+    message stamped this instant counts): an active minute booked to the room (hourly buckets, so the first
+    bucket may start before `start`), or a sign of life of a device that belongs to the room now."""
     if not device_ids:
         return set()
     first_bucket = datetime.fromtimestamp(
@@ -120,13 +120,13 @@ async def seen_by_network(
     active = select(UsageActive.device_id).where(
         UsageActive.room_id == room_id,
         UsageActive.bucket_start >= first_bucket,
-        UsageActive.bucket_start < end,
+        UsageActive.bucket_start <= end,
         UsageActive.device_id.in_(device_ids),
     )
     alive = select(DeviceState.device_id).where(
         DeviceState.device_id.in_(device_ids),
         DeviceState.last_seen_at >= start,
-        DeviceState.last_seen_at < end,
+        DeviceState.last_seen_at <= end,
     )
     found = {r[0] for r in await session.execute(active)}
     found.update(r[0] for r in await session.execute(alive))
