@@ -54,8 +54,11 @@ class Selection:
     device_ids: tuple[int, ...] = field(default=())
 
     def is_empty(self) -> bool:
+        """Nothing chosen (blank text and blank list entries choose nothing: they must not mean "all")."""
+        listed = any(s.strip() for s in self.serials)
+        text = bool(self.text and self.text.strip())
         return not (
-            self.room_id or self.school_id or self.delivery_id or self.text or self.serials or self.device_ids
+            self.room_id or self.school_id or self.delivery_id or text or listed or self.device_ids
         ) and (self.status is None and self.online is None)
 
     def as_audit(self) -> dict[str, Any]:
@@ -235,8 +238,8 @@ async def select_labels(
         stmt = stmt.where(Device.school_id == school.id)
     if selection.delivery_id is not None:
         stmt = stmt.where(await _delivery_filter(session, principal, selection.delivery_id))
-    if selection.text:  # the device search's match: serial, asset tag or model number, by prefix
-        t = selection.text.strip()[:120]
+    t = (selection.text or "").strip()[:120]
+    if t:  # the device search's match: serial, asset tag or model number, by prefix
         stmt = stmt.where(
             or_(
                 Device.serial_number.startswith(t, autoescape=True),

@@ -169,6 +169,9 @@ async def test_refusals_name_the_field_and_other_schools_stay_invisible(api: Api
     w, _devices, room = await labelled_world(api)
     r = await labels(api, {"layout": "3x8"})
     assert r.status_code == 422 and r.json()["details"][0]["field"] == "selection"
+    for blank in ({"serials": [" ", "\t"]}, {"q": "   "}):  # blank choices never mean "every device"
+        r = await labels(api, blank)
+        assert r.status_code == 422 and r.json()["details"][0]["field"] == "selection", blank
     r = await labels(api, {"serials": ["ZX-0001", "NOPE-1"]})
     assert r.status_code == 422 and "NOPE-1" in r.json()["message"]
     assert r.json()["details"][0]["field"] == "serials"
