@@ -38,6 +38,11 @@ DEFAULT_ATTEMPTS = 3
 # After a link drops, wait this long for the device to reappear (a human replugging a cable).
 REPLUG_WAIT = 30.0
 REPLUG_POLL = 0.25
+# A kit on a silent, noisy or wrong-speed line is given up within a minute, however its driver retries
+# (a technician at a bench of thirty waits for the slowest); a kit that reached its flash gets 90 s in all
+# (a whole robot image at 115200 baud is ~10 s, a Uno's sketch through Optiboot ~5 s: the rest is retries).
+LINE_BUDGET = 60.0
+FLASH_BUDGET = 90.0
 STATE_VERSION = 1
 
 
@@ -199,7 +204,11 @@ class Provisioner:
         locate: Locator | None = None,
         replug_wait: float = REPLUG_WAIT,
         clock: Callable[[], float] = time.monotonic,
+        line_budget: float = LINE_BUDGET,
+        flash_budget: float = FLASH_BUDGET,
     ) -> None:
+        self._line_budget = line_budget
+        self._flash_budget = flash_budget
         self._opener = opener
         self._state = state
         self._progress = progress or (lambda _p: None)
@@ -208,6 +217,10 @@ class Provisioner:
         self._locate = locate
         self._replug_wait = replug_wait
         self._clock = clock
+        # Per kit in progress: when its budget ends (loop time), when its flash budget would, its timeout.
+        self._budget_end: dict[str, float] = {}
+        self._flash_end: dict[str, float] = {}
+        self._scopes: dict[str, asyncio.Timeout] = {}
 
     async def run(self, devices: Sequence[AttachedDevice], plan_for: PlanFor) -> list[ProvisionResult]:
         results: dict[str, ProvisionResult] = {}
@@ -224,38 +237,61 @@ class Provisioner:
     async def provision(self, attached: AttachedDevice, plan_for: PlanFor) -> ProvisionResult:
         """Provision one device; never raises (a failure is a result with a reason)."""
         started = self._clock()
+        loop = asyncio.get_running_loop()
+        # The budget runs on the loop's clock (asyncio.timeout's); the flash phase extends it (_attempt).
+        self._budget_end[attached.hardware_id] = loop.time() + self._line_budget
+        self._flash_end[attached.hardware_id] = loop.time() + self._flash_budget
         hw = attached.hardware_id
-        last_error = ""
+        failures: list[str] = []  # every attempt's failure: the final reason names them all
         before = ""
-        for attempt in range(1, self._attempts + 1):
-            if attempt > 1:
-                self._emit(hw, "retry", detail=last_error)
-                located = await self._relocate(attached)
-                if located is None:
+        attempt = 0
+        try:
+            for attempt in range(1, self._attempts + 1):
+                if attempt > 1:
+                    self._emit(hw, "retry", attempt, self._attempts, detail=failures[-1])
+                    located = await self._relocate(attached)
+                    if located is None:
+                        failures.append(f"attempt {attempt}: device not found again")
+                        break
+                    attached = located
+                remaining = self._budget_end[hw] - loop.time()
+                if remaining <= 0:
                     break
-                attached = located
-            try:
-                result = await self._attempt(attached, plan_for, attempt, started)
-            except (LinkError, DeviceTimeout) as err:
-                last_error = f"{type(err).__name__}: {err}"
-                log.info("%s: attempt %d lost the device: %s", hw, attempt, err)
-                continue
-            except DriverError as err:
-                last_error = f"{type(err).__name__}: {err}"
-                break
-            except Exception as err:
-                log.exception("%s: unexpected error while provisioning", hw)
-                last_error = f"internal error: {type(err).__name__}"
-                break
-            return result
+                try:
+                    async with asyncio.timeout(remaining) as scope:
+                        self._scopes[hw] = scope
+                        result = await self._attempt(attached, plan_for, attempt, started)
+                except TimeoutError:
+                    failures.append(f"attempt {attempt}: no progress within the time budget")
+                    log.info("%s: attempt %d ran out of time", hw, attempt)
+                    break
+                except (LinkError, DeviceTimeout) as err:
+                    failures.append(f"attempt {attempt}: {type(err).__name__}: {err}")
+                    log.info("%s: attempt %d lost the device: %s", hw, attempt, err)
+                    continue
+                except DriverError as err:
+                    failures.append(f"attempt {attempt}: {type(err).__name__}: {err}")
+                    break
+                except Exception as err:
+                    log.exception("%s: unexpected error while provisioning", hw)
+                    failures.append(f"attempt {attempt}: internal error: {type(err).__name__}")
+                    break
+                return result
+        finally:
+            for table in (self._budget_end, self._flash_end, self._scopes):
+                table.pop(hw, None)
+        seconds = self._clock() - started
+        reason = "; ".join(failures) or "device not found"
+        if failures and failures[-1].endswith("within the time budget"):
+            reason += f" (gave up after {seconds:.0f} s)"
         result = ProvisionResult(
             hw,
             attached.family,
             Outcome.FAILED,
             firmware_before=before,
-            reason=last_error or "device not found",
-            attempts=self._attempts,
-            seconds=self._clock() - started,
+            reason=reason,
+            attempts=attempt,
+            seconds=seconds,
         )
         self._emit(hw, "failed", detail=result.reason)
         return result
@@ -264,7 +300,9 @@ class Provisioner:
         """Find the device again by hardware id (it may come back on a new /dev path)."""
         if self._locate is None:
             return attached
-        deadline = self._clock() + self._replug_wait
+        # Waiting for a replug counts against the kit's budget too.
+        budget_left = self._budget_end.get(attached.hardware_id, 0.0) - asyncio.get_running_loop().time()
+        deadline = self._clock() + max(0.0, min(self._replug_wait, budget_left))
         while True:
             found = await self._locate(attached.hardware_id)
             if found is not None:
@@ -323,6 +361,11 @@ class Provisioner:
             after = ident.firmware_version
             resumed_from = 0
             if plan.firmware is not None and plan.firmware.version != ident.firmware_version:
+                # From here the kit has its flash budget (counted from its start), not the line budget.
+                self._budget_end[hw] = self._flash_end[hw]
+                scope = self._scopes.get(hw)
+                if scope is not None:
+                    scope.reschedule(self._flash_end[hw])
                 flashed = await device.flash(plan.firmware, lambda p: self._on_flash(hw, p))
                 after = flashed.after
                 resumed_from = flashed.resumed_from

@@ -401,7 +401,9 @@ async def provision_bench(
                     task = tasks.get(p.hardware_id)
                     if task is None:
                         return
-                    if p.total:
+                    if p.step == "retry":  # shown as it happens: which attempt, out of how many
+                        bars.update(task, step=f"retry {p.done}/{p.total}")
+                    elif p.total:
                         bars.update(task, completed=p.done, total=p.total, step=p.step)
                     elif p.step == "done":
                         bars.update(task, completed=bars.tasks[task].total or 1, step="done")
