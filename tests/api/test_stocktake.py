@@ -279,3 +279,15 @@ async def test_roles_and_schools_decide_who_counts_which_room(api_any: Api) -> N
         f"{V1}/stocktakes", json={"room_id": w.room_a, "window": "month"}, headers=tech_a
     )
     assert r.status_code == 422
+
+
+def test_what_a_printed_label_carries_names_its_device() -> None:
+    """The scanner reads what fleet.domain.asset_labels prints: the console URL (also under a path prefix)
+    or the asset tag."""
+    from fleet.domain.asset_labels import LabelContent, qr_payload
+
+    for base in ("https://fleet.school.cn/", "https://district.cn/labfleet"):
+        url = parse_code(qr_payload(LabelContent.URL, "AT-7", 7, base))
+        assert url is not None and url.device_id == 7, base
+    tag = parse_code(qr_payload(LabelContent.TAG, "AT-7", 7, ""))
+    assert tag is not None and (tag.device_id, tag.text) == (None, "AT-7")
