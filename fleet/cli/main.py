@@ -410,7 +410,9 @@ def simulate(
     speed: Annotated[float, typer.Option(help="simulated seconds per real second (default: the spec's)")] = 0,
     api: Annotated[str, typer.Option(help="service URL; empty: start a service under test")] = "",
     token: Annotated[str, typer.Option(help="admin API token for --api")] = "",
-    broker: Annotated[str, typer.Option(help="broker URL for --api (mqtt://host:port)")] = "",
+    broker: Annotated[
+        str, typer.Option(help="broker URL for --api (mqtt://host:port; mqtts://host:8883 verifies the CA)")
+    ] = "",
     serve: Annotated[
         str, typer.Option(help="broker of the started service: embedded | mosquitto")
     ] = "embedded",

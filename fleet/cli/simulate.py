@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -33,7 +34,11 @@ logger = logging.getLogger(__name__)
 
 
 def edge_agents(
-    api: str, token: str, broker: tuple[str, int], transport: httpx.AsyncBaseTransport | None = None
+    api: str,
+    token: str,
+    broker: tuple[str, int],
+    transport: httpx.AsyncBaseTransport | None = None,
+    scheme: str = "mqtt",
 ) -> Any:
     """The real edge agent (fleet.runtime.edge_agent over drivers.edge) for one simulated lab room's bench."""
 
@@ -61,7 +66,8 @@ def edge_agents(
                 downloads,
                 school_id=school_id,
                 room_id=room_id,
-                broker=f"mqtt://{broker[0]}:{broker[1]}",
+                # mqtts: the agent verifies the broker with the CA its kits' enrollment answered.
+                broker=f"{scheme}://{broker[0]}:{broker[1]}",
                 watcher=PortWatcher(bench.lister),
                 reset_for=bench.reset_for,
                 health_interval=health_interval,
@@ -93,6 +99,7 @@ async def simulate(
     progress: Callable[[str], None] = lambda _m: None,
     prefix: str = "labfleet",
     enroll: str = "auto",
+    tls_context: ssl.SSLContext | None = None,
 ) -> dict[str, Any]:
     """Provision, enroll, run and report; returns the report as a dict.
 
@@ -138,7 +145,7 @@ async def simulate(
             add_exam_day=exam,
             service_pids=controls.pids,
             send_command=command,
-            start_lab_agent=edge_agents(api, token, broker, transport),
+            start_lab_agent=edge_agents(api, token, broker, transport, "mqtts" if tls_context else "mqtt"),
         )
         dl_before = await readback.dead_letters() if readback is not None else None
         sim = Simulation(
@@ -152,6 +159,7 @@ async def simulate(
             prefix=prefix,
             state_file=state_file,
             hooks=hooks,
+            tls_context=tls_context,
         )
         progress(f"running {len(scenarios) and ','.join(scenarios) or 'a plain day'} for {duration_s:g} s")
         await sim.run()
@@ -216,7 +224,16 @@ def main(
                 raise RuntimeError("--api needs --token (labfleet token create --role admin --district)")
             from fleet.runtime.mqtt_subscriber import BrokerAddress
 
-            addr = BrokerAddress.from_url(broker or cfg.mqtt.url)
+            url = broker or cfg.mqtt.url
+            ctx = None
+            if url.startswith("mqtts://"):
+                # The bell storm over TLS: terminals verify the broker with the district CA (protocol 1.1).
+                from fleet.services import tls
+
+                ctx = tls.client_context(tls.ca_pem(cfg.tls))
+                host_port = url.removeprefix("mqtts://")
+                url = "mqtt://" + (host_port if ":" in host_port.split("@")[-1] else host_port + ":8883")
+            addr = BrokerAddress.from_url(url)
             return await simulate(
                 district,
                 scenarios,
@@ -231,6 +248,7 @@ def main(
                 progress=err.print,
                 prefix=cfg.mqtt.topic_prefix,
                 enroll=enroll,
+                tls_context=ctx,
             )
         database_url = db or f"sqlite+aiosqlite:///{out / (spec_path.stem + '.db')}"
         err.print(f"starting a service under test ({serve} broker, {database_url})")

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import random
+import ssl
 import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime, timedelta
@@ -158,9 +159,12 @@ class Simulation:
         hooks: Hooks | None = None,
         start: datetime | None = None,
         stop_early: bool = True,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self.district = district
         self.broker = broker
+        # MQTT over TLS: every terminal verifies the broker with this context (the district CA).
+        self.tls_context = tls_context
         self.enroller = enroller
         self.readback = readback
         self.scenarios = scenarios
@@ -435,7 +439,7 @@ class Simulation:
             self.service_epoch_at_start = sim_start.timestamp()
         else:
             self.service_epoch_at_start = time.time()
-        self.pool = Pool(*self.broker)
+        self.pool = Pool(*self.broker, tls_context=self.tls_context)
         self.pool.start()
         self.stats.started_mono = time.monotonic()
         self.stats.mark(f"simulation starts at {self.start_local.isoformat()} local, x{self.speed:g}")

@@ -94,7 +94,8 @@ class Pool:
         self.port = port
         # MQTT over TLS (protocol 1.1): every client verifies the broker with this context. paho does the
         # handshake inside its blocking connect(), so at the bell the handshakes are paid in this loop, once
-        # per terminal, exactly as the broker pays them: what benchmarks/tls_storm.py measures.
+        # per terminal, exactly as the broker pays them: what benchmarks/tls_storm.py measures. So the broker
+        # must not run on this loop (the in-process embedded broker could not answer the handshake).
         self.tls_context = tls_context
         self.loop = asyncio.get_running_loop()
         self.clients: set[paho.Client] = set()

@@ -5,13 +5,15 @@ from __future__ import annotations
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from fleet.cli.simulate import simulate
 from fleet.cli.simulate_service import Controls, ServiceUnderTest
 from fleet.runtime.brokers import free_port
-from fleet.settings import Settings
+from fleet.services import tls
+from fleet.settings import Settings, TlsSettings
 from simulators.district.spec import District, parse_spec
 
 
@@ -89,14 +91,19 @@ def district(**scenario: Any) -> District:
 
 
 @asynccontextmanager
-async def service(sqlite_url: str, tmp: Path, broker: str = "embedded") -> AsyncIterator[ServiceUnderTest]:
+async def service(
+    sqlite_url: str, tmp: Path, broker: str = "embedded", *, tls_only: bool = False
+) -> AsyncIterator[ServiceUnderTest]:
+    """The service under test; `tls_only`: MQTT over TLS with the plain listener off (production settings),
+    the district CA in tmp/tls."""
+    mqtt: dict[str, Any] = {"broker": broker, "listen_port": free_port(), "data_dir": str(tmp / "mqtt")}
+    if tls_only:
+        tls.init(TlsSettings(dir=str(tmp / "tls")), ["127.0.0.1"], datetime.now(UTC))
+        mqtt |= {"tls": True, "tls_port": free_port(), "plain_listener": False}
     settings = Settings(
         database_url=sqlite_url,
-        mqtt={
-            "broker": broker,
-            "listen_port": free_port(),
-            "data_dir": str(tmp / "mqtt"),
-        },
+        mqtt=mqtt,
+        tls={"dir": str(tmp / "tls")},
         # A fast rollout tick: the simulated clock runs at x60 in these tests.
         rollouts={"artifact_dir": str(tmp / "artifacts"), "step_seconds": 0.5},
     )
@@ -114,12 +121,17 @@ async def run(
     controls = Controls(
         sync_credentials=sut.sync_credentials, restart_broker=sut.restart_broker, set_clock=set_clock
     )
+    cfg = sut.settings
+    broker = (sut.broker.host, sut.broker.port)
+    if cfg.mqtt.tls:  # terminals connect where enrollment says, verifying the district CA
+        broker = ("127.0.0.1", cfg.mqtt.tls_port)
+        kw["tls_context"] = tls.client_context(tls.ca_pem(cfg.tls))
     return await simulate(
         d,
         scenarios,
         api=sut.api,
         token=sut.token,
-        broker=(sut.broker.host, sut.broker.port),
+        broker=broker,
         database_url=sut.settings.database_url,
         duration_s=duration_s,
         speed=None,
