@@ -128,9 +128,13 @@ async def scan(page: UserPage, stocktake_id: int) -> Response:
         return await _count_page(page, stocktake_id, status=422, errors={"code": reason}, code=code)
     except Conflict:
         await page.rollback()
-        return await _count_page(
-            page, stocktake_id, status=409, errors={"code": _("This count is finished; start a new one.")}
+        finished = (await stocktake.view(page.db, page.principal, stocktake_id)).finished
+        reason = (
+            _("This count is finished; start a new one.")
+            if finished
+            else _("Another scan counted this device just now.")
         )
+        return await _count_page(page, stocktake_id, status=409, errors={"code": reason})
     return await _count_page(page, stocktake_id, message=_scan_message(result), last=result.device_id)
 
 

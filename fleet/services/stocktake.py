@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet.domain.clock import Clock
@@ -260,6 +261,11 @@ async def scan(
         )
         session.add(line)
         outcome = "unexpected"
+        try:
+            await session.flush()
+        except IntegrityError as err:
+            # Two phones scanned the same device into this count at the same moment: the other one won.
+            raise Conflict(f"{device.asset_tag} was counted by another scan just now") from err
     elif line.scanned_at is not None:
         outcome = "already" if line.status != LineStatus.UNEXPECTED else "unexpected"
     else:

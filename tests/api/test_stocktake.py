@@ -275,6 +275,9 @@ async def test_roles_and_schools_decide_who_counts_which_room(api_any: Api) -> N
     assert r.status_code == 403
     listed = (await api.client.get(f"{V1}/stocktakes", headers=tech_b)).json()
     assert listed == []
+    listed = (await api.client.get(f"{V1}/stocktakes", params={"room": w.room_a}, headers=auditor_a)).json()
+    assert [(x["id"], x["room"], x["finished_at"]) for x in listed] == [(st, "Room 1", None)]
+    assert listed[0]["started_at"] == "2026-09-07T07:55:00+00:00"
     r = await api.client.post(
         f"{V1}/stocktakes", json={"room_id": w.room_a, "window": "month"}, headers=tech_a
     )

@@ -111,19 +111,31 @@ async def get_stocktake(obj_id: ObjId, caller: Caller, session: Session) -> Stoc
     return _out(await stocktake.view(session, caller, obj_id))
 
 
+class StocktakeSummaryOut(BaseModel):
+    id: int
+    school_id: int
+    room_id: int
+    room: str
+    started_by: str
+    started_at: UtcOut
+    finished_at: UtcOut | None
+
+
 @router.get("/stocktakes", tags=["stocktake"])
 async def list_stocktakes(
     caller: Caller, session: Session, room: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None
-) -> list[dict[str, object]]:
+) -> list[StocktakeSummaryOut]:
     """The caller's latest counts (open ones first), optionally of one room."""
     return [
-        {
-            "id": st.id,
-            "room_id": st.room_id,
-            "room": r.name,
-            "started_at": st.started_at.isoformat(),
-            "finished_at": st.finished_at.isoformat() if st.finished_at else None,
-        }
+        StocktakeSummaryOut(
+            id=st.id,
+            school_id=st.school_id,
+            room_id=st.room_id,
+            room=r.name,
+            started_by=st.started_by,
+            started_at=st.started_at,
+            finished_at=st.finished_at,
+        )
         for st, r in await stocktake.recent(session, caller, room_id=room)
     ]
 
