@@ -16,6 +16,8 @@ from rich.table import Table
 from fleet.cli.agent import agent as agent_command
 from fleet.cli.artifacts import artifacts_app, profiles_app
 from fleet.cli.audit import audit_app
+from fleet.cli.backup import backup as backup_command
+from fleet.cli.backup import restore as restore_command
 from fleet.cli.common import CLI, console, err_console, run_db, settings, setup_logging
 from fleet.cli.credentials import credentials_app
 from fleet.cli.labels import labels as labels_command
@@ -476,6 +478,8 @@ app.add_typer(user_app, name="user")
 app.command("top")(top_command)
 
 app.command("labels")(labels_command)
+app.command("backup")(backup_command)
+app.command("restore")(restore_command)
 
 
 @app.command()
