@@ -105,3 +105,25 @@ def test_the_cli_prints_fingerprints_and_never_a_key(tmp_path: Path, monkeypatch
     assert renewed.exit_code == 0 and ca.sha256 in renewed.output and server.sha256 not in renewed.output
     refused = runner.invoke(app, ["tls", "init"])
     assert refused.exit_code == 1
+
+
+def test_enrollment_answers_mqtts_and_the_ca_when_tls_is_on(tmp_path: Path) -> None:
+    from fleet.settings import Settings
+
+    cfg = TlsSettings(dir=str(tmp_path))
+    tls.init(cfg, ["fleet.district.example"], T0)
+    plain = Settings(mqtt={"broker": "mosquitto"}, tls=cfg)
+    assert tls.broker_endpoint(plain) == tls.BrokerEndpoint("mqtt://127.0.0.1:1883", None)
+    both = Settings(
+        mqtt={"broker": "embedded", "tls": True, "public_host": "fleet.district.example"}, tls=cfg
+    )
+    assert tls.broker_endpoint(both) == tls.BrokerEndpoint(
+        "mqtts://fleet.district.example:8883", tls.ca_pem(cfg)
+    )
+    # An external broker: never its credentials; 8883 when mqtts names no port; the CA when one is configured.
+    ext = Settings(mqtt={"broker": "external", "url": "mqtts://svc:secret@mq.example"}, tls=cfg)
+    assert tls.broker_endpoint(ext) == tls.BrokerEndpoint("mqtts://mq.example:8883", tls.ca_pem(cfg))
+    public_ca = Settings(
+        mqtt={"broker": "external", "url": "mqtts://mq.example:8884"}, tls={"dir": str(tmp_path / "none")}
+    )
+    assert tls.broker_endpoint(public_ca) == tls.BrokerEndpoint("mqtts://mq.example:8884", None)
