@@ -12,6 +12,7 @@ import logging
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +216,7 @@ def main(
         return 2
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{spec_path.stem}-{'+'.join(scenarios) or 'day'}"
+    started_at = datetime.now(UTC)
     state_file = out / f"{spec_path.stem}.state.json"
 
     async def run() -> dict[str, Any]:
@@ -282,11 +284,32 @@ def main(
                 await ctl.close()
 
     rep = asyncio.run(run())
-    json_path, html_path = out / f"{stem}.json", out / f"{stem}.html"
+    json_path, html_path = report_paths(out, stem, started_at)
     reports.write(rep, json_path, html_path)
     print(reports.text(rep))
     err.print(f"report: {json_path} and {html_path}")
     return 0 if rep["verdict"]["result"] == "pass" else 1
+
+
+def report_paths(out: Path, stem: str, started_at: datetime) -> tuple[Path, Path]:
+    """This run's own report files: the stem and the run's start (UTC), and a counter should two runs start
+    in the same second, so a run never overwrites an earlier run's report."""
+    base = f"{stem}-{started_at.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+    n = 1
+    while True:
+        name = base if n == 1 else f"{base}-{n}"
+        json_path, html_path = out / f"{name}.json", out / f"{name}.html"
+        try:
+            # Claim the name atomically (exclusive create), so two runs in one directory cannot race for it.
+            json_path.touch(exist_ok=False)
+        except FileExistsError:
+            n += 1
+            continue
+        if html_path.exists():
+            json_path.unlink()
+            n += 1
+            continue
+        return json_path, html_path
 
 
 def _child_pid(pid: int) -> int | None:

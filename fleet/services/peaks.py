@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet.domain.clock import as_utc
+from fleet.domain.enums import DeviceStatus
 from fleet.domain.peaks import PeriodWindow, day_windows, peak_rate, utilisation_pct
 from fleet.domain.permissions import Permission, Principal
 from fleet.domain.timetable import day_kind, lesson_at
@@ -287,7 +288,7 @@ class LiveSchool:
     code: str
     name: str
     uplink_mbps: int
-    in_service: int | None  # None: no fleet snapshot yet (device plane not running or still starting)
+    in_service: int  # lifecycle status in_service, from the devices table (not "has an MQTT login")
     online: int | None
     expected_online: int | None
     unexpectedly_offline: int | None
@@ -337,7 +338,18 @@ async def live_overview(
     window = (now - since).total_seconds()
     traffic: dict[int, tuple[int, int]] = {}
     alerts: dict[int, dict[str, int]] = defaultdict(dict)
+    in_service: dict[int, int] = {}
     if ids:
+        # "In service" is the lifecycle status, as the inventory counts it; the fleet snapshot's cells count
+        # devices holding credentials, which a load test's enrolled-but-unplaced fleet does not match.
+        for sid, n in (
+            await session.execute(
+                select(Device.school_id, func.count())
+                .where(Device.school_id.in_(ids), Device.status == DeviceStatus.IN_SERVICE.value)
+                .group_by(Device.school_id)
+            )
+        ).all():
+            in_service[sid] = int(n)
         for sid, up, down in (
             await session.execute(
                 select(UsageBytes.school_id, func.sum(UsageBytes.bytes_up), func.sum(UsageBytes.bytes_down))
@@ -377,7 +389,7 @@ async def live_overview(
                 code=code,
                 name=name,
                 uplink_mbps=mbps,
-                in_service=pres[0] if pres else None,
+                in_service=in_service.get(sid, 0),
                 online=pres[1] if pres else None,
                 expected_online=pres[2] if pres else None,
                 unexpectedly_offline=pres[3] if pres else None,

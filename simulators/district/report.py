@@ -10,10 +10,32 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from fleet.i18n import _
 from simulators.district.engine import Simulation, percentile
 from simulators.district.fleetlink import AlertRow, DeviceState
 
 REPORT_VERSION = 1
+
+
+def counts(table: dict[str, Any] | None, missing: str = "n/a") -> str:
+    """A table of counts as text: "none" (translated) when empty, never `{}`; `missing` when not read."""
+    if table is None:
+        return missing
+    if not table:
+        return _("none")
+    return ", ".join(f"{k} {v}" for k, v in sorted(table.items(), key=lambda kv: (-_num(kv[1]), kv[0])))
+
+
+def _num(v: Any) -> float:
+    return float(v) if isinstance(v, (int, float)) else 0.0
+
+
+# What the two message rates count, printed beside them so "ingested above acked" is not a puzzle.
+RATES_NOTE = (
+    "acked = sequenced messages (telemetry, heartbeats, events) the broker acknowledged to the simulated "
+    "terminals; ingested = new sequenced messages the service stored, from every device (lab devices behind "
+    "edge agents too); ingested runs above acked while the service drains the storm's backlog"
+)
 
 
 def _r(v: float | None, nd: int = 3) -> float | None:
@@ -375,7 +397,7 @@ def text(r: dict[str, Any]) -> str:
         _labs_line(r),
         (
             f"  enrollment: {e['succeeded']}/{e['requested']} new ({e['had_credentials']} had credentials), "
-            f"success {e['success_ratio']:.2%}, {e['per_s'] or '-'} /s, failures {e['failed'] or 'none'}"
+            f"success {e['success_ratio']:.2%}, {e['per_s'] or '-'} /s, failures {counts(e['failed'])}"
         ),
         (
             f"  connections: {c['connected']}/{c['terminals']} connected; storm {c['storm_wall_s']} s, "
@@ -394,6 +416,7 @@ def text(r: dict[str, Any]) -> str:
         f"  publish-to-state: p50 {lat['p50_s']} s, p99 {lat['p99_s']} s over {lat['samples']} probes"
     )
     lines.append(_load_line(r))
+    lines.append(f"    ({RATES_NOTE})")
     top = r["bandwidth"]["schools"][:3]
     lines.append(
         "  peak bandwidth: "
@@ -407,10 +430,10 @@ def text(r: dict[str, Any]) -> str:
     if r["resources"].get("generator_vs_service_cpu") is not None:
         lines.append(f"  generator CPU / service CPU: {r['resources']['generator_vs_service_cpu']}")
     if r["dead_letters"] is not None:
-        lines.append(f"  dead letters this run: {r['dead_letters'] or 'none'}")
+        lines.append(f"  dead letters this run: {counts(r['dead_letters'])}")
     if r["alerts"] is not None:
         lines.append(
-            f"  alerts opened by rule: {r['alerts']['opened_by_rule'] or 'none'} "
+            f"  alerts opened by rule: {counts(r['alerts']['opened_by_rule'])} "
             f"({r['alerts']['still_open']} still open)"
         )
     for name, note in r["scenario_notes"].items():
@@ -566,8 +589,9 @@ def to_html(r: dict[str, Any]) -> str:
             ),
             ("publish-to-state p50 / p99", f"{lat['p50_s']} s / {lat['p99_s']} s ({lat['samples']} probes)"),
             ("load after the storm", _load_line(r).split(": ", 1)[1]),
-            ("dead letters", r["dead_letters"] if r["dead_letters"] is not None else "n/a"),
-            ("alerts opened by rule", (r["alerts"] or {}).get("opened_by_rule", "n/a")),
+            ("dead letters", counts(r["dead_letters"])),
+            ("alerts opened by rule", counts((r["alerts"] or {}).get("opened_by_rule"))),
+            ("acked and ingested", RATES_NOTE),
         ]
         + [
             (f"{k} CPU / RSS", f"{x['cpu_mean']} cores mean, {x['rss_max_mb']} MB max")

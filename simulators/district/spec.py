@@ -390,9 +390,9 @@ def _expand_school(
             for key, cnt in r.devices.items():
                 m = models[key]
                 for i in range(1, cnt + 1):
-                    name = f"{code}-{tag}-{_KIND_ABBR[m.kind]}{key[:1].upper()}{i:02d}"
-                    serial = hardware_serial(m.kind, name) if m.transport == "serial" else name
-                    devs.append(Device(serial, f"A-{name}", key, m.kind, m.transport, name))
+                    label = f"{code}-{tag}-{_KIND_ABBR[m.kind]}{key[:1].upper()}{i:02d}"
+                    serial = hardware_serial(m.kind, label) if m.transport == "serial" else label
+                    devs.append(Device(serial, f"A-{label}", key, m.kind, m.transport, label))
             out.append(Room(room_name, r.kind, r.tier, tuple(devs)))
     return School(code, name, uplink, tz, timetable, tuple(out))
 

@@ -13,9 +13,10 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import select
 
 from fleet.domain import wire
-from fleet.domain.enums import Role
+from fleet.domain.enums import DeviceStatus, Role
 from fleet.persistence import ingest_repo
 from fleet.persistence.db import unit_of_work
 from fleet.persistence.ingest_repo import Inbound
@@ -367,3 +368,18 @@ async def test_live_overview_reads_the_rollup_and_alerts_within_scope(api: Api, 
     assert {s["id"] for s in everyone["schools"]} == {site.school, w.school_a, w.school_b}
     # This process's ingest figures (no broker in this app: not connected, nothing ingested).
     assert everyone["ingest"]["broker_connected"] is False and everyone["ingest"]["messages"] == {}
+
+
+async def test_live_in_service_counts_lifecycle_status_not_mqtt_logins(api: Api, site: Site) -> None:
+    """Issue 20: `labfleet top` showed 0 in service for 117 devices in service: it counted credentials."""
+    async with unit_of_work(api.sessions) as s:
+        devices = (
+            (await s.execute(select(Device).where(Device.serial_number.in_(site.serials)))).scalars().all()
+        )
+        for d in devices[:3]:
+            d.status = DeviceStatus.IN_SERVICE.value
+        for d in devices[3:]:
+            d.status = DeviceStatus.IN_REPAIR.value  # enrolled, holding an MQTT login, not in service
+    body = (await api.client.get("/api/v1/stats/live", headers=await api.admin())).json()
+    pk1 = next(s for s in body["schools"] if s["code"] == "pk1")
+    assert pk1["in_service"] == 3

@@ -10,9 +10,12 @@ import urllib.request
 
 import httpx
 from rich.console import Console
+from sqlalchemy import update
 
 from fleet.cli.top import run_top
-from fleet.domain.enums import Role
+from fleet.domain.enums import DeviceStatus, Role
+from fleet.persistence.db import unit_of_work
+from fleet.persistence.models import Device
 from tests.api.test_stats_peaks import Site, _morning, at, site  # noqa: F401 - `site` is a fixture
 from tests.cli.test_cli import LABFLEET, _free_port, env, run  # noqa: F401 - `env` is a fixture
 from tests.conftest import Api
@@ -44,14 +47,20 @@ async def test_one_frame_shows_online_against_expected_lessons_bandwidth_alerts_
     api.clock.set(at(8, 24))
     holder = api.client._transport.app.state.fleet.snapshot
     holder.publish(await site.plane.build_snapshot())  # what the plane's snapshot loop publishes
+    async with unit_of_work(api.sessions) as s:  # 12 of the 14 enrolled devices are in service (lifecycle)
+        await s.execute(
+            update(Device)
+            .where(Device.serial_number.in_(site.serials[:12]))
+            .values(status=DeviceStatus.IN_SERVICE.value)
+        )
     text = await _frame(api, await api.token(Role.ADMIN), school="pk1")
     # pk1: six of the ten classroom terminals the timetable expects are online (the lab has no lesson in P1).
     row = next(line for line in text.splitlines() if line.strip().startswith("pk1 "))
     assert "6 / 10 (60%)" in row and "P1" in row
-    # in service 14 (every enrolled device), 1 lesson in P1, 1 student session still on, 8 x 75 kB in the 240
-    # s window = 0.02 Mbit/s of a 1 Mbit/s uplink, 1.6% on the busier (up) direction, two unexpected-offline
-    # alerts.
-    assert row.split()[5:] == ["14", "1", "P1", "1", "0.02", "1", "1.6", "2", "warning"]
+    # in service 12 (lifecycle status, not the 14 MQTT logins), 1 lesson in P1, 1 student session still on,
+    # 8 x 75 kB in the 240 s window = 0.02 Mbit/s of a 1 Mbit/s uplink, 1.6% on the busier (up) direction, two
+    # unexpected-offline alerts.
+    assert row.split()[5:] == ["12", "1", "P1", "1", "0.02", "1", "1.6", "2", "warning"]
     assert "district: 1 schools" in text and "1 lessons in progress" in text
     assert "ingest: BROKER DISCONNECTED" in text  # no broker in this app
     # The school's periods today, from /stats/peaks.

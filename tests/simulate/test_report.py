@@ -3,10 +3,14 @@ verdict."""
 
 from __future__ import annotations
 
+import html
 import json
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 
+from fleet.cli.simulate import report_paths
+from fleet.i18n import use_locale
 from simulators.district import report as reports
 
 from .harness import district, run, service
@@ -73,6 +77,34 @@ async def test_report_json_and_static_html_have_the_figures_charts_and_verdict(
     assert data["load"]["offered_msg_per_s"] is not None and data["load"]["ingested_msg_per_s"] is not None
     assert all(p["backlog"] >= 0 and "loop_lag_s" in p for p in data["series"] if "backlog" in p)
     assert "load after the storm" in text
+    # Issue 20: empty tables said `{}`; every figure is named, and acked vs ingested is explained.
+    html_text = (tmp_path / "r.html").read_text()
+    assert "{}" not in text and "{}" not in html_text
+    assert "dead letters this run: none" in text or data["dead_letters"]
+    assert reports.RATES_NOTE in text and html.escape(reports.RATES_NOTE) in html_text
+
+
+def test_empty_tables_say_none_translated_and_counts_read_as_text() -> None:
+    assert reports.counts({}) == "none"
+    assert reports.counts(None) == "n/a"
+    assert reports.counts({"bad_seq": 2, "unknown": 5}) == "unknown 5, bad_seq 2"
+    with use_locale("zh_CN"):
+        assert reports.counts({}) == "无"
+
+
+def test_each_run_writes_its_own_report_files(tmp_path: Path) -> None:
+    """Issue 20: a second run overwrote the first run's report (same file name)."""
+    at = datetime(2027, 9, 1, 8, 0, 5, tzinfo=UTC)
+    first = report_paths(tmp_path, "demo-day", at)
+    first[0].write_text("{}")
+    first[1].write_text("<html></html>")
+    second = report_paths(tmp_path, "demo-day", at)  # same second: a counter, not the same file
+    later = report_paths(tmp_path, "demo-day", datetime(2027, 9, 1, 9, 0, tzinfo=UTC))
+    assert first[0].name == "demo-day-20270901T080005Z.json"
+    assert second[0].name == "demo-day-20270901T080005Z-2.json"
+    assert later[0].name == "demo-day-20270901T090000Z.json"
+    assert len({first, second, later}) == 3
+    assert first[1].read_text() == "<html></html>"  # the earlier run's report is untouched
 
 
 def test_load_section_sets_offered_against_ingested_after_the_storm_and_on_a_real_clock() -> None:

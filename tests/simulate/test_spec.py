@@ -28,6 +28,14 @@ def test_demo_spec_is_small() -> None:
     assert 0 < d.count("terminal") <= 100
 
 
+def test_schools_keep_their_own_names_not_a_device_label() -> None:
+    """Issue 20: a loop variable overwrote the school's name with its last device label (DEMO1-L01-KK06)."""
+    demo = load_spec(DISTRICTS / "demo.yaml")
+    assert [s.name for s in demo.schools] == ["Demo Primary School", "Demo Middle School"]
+    rollout = load_spec(DISTRICTS / "rollout-2027.yaml")
+    assert rollout.schools[0].name == f"Rollout School {rollout.schools[0].code}"
+
+
 @pytest.mark.parametrize(
     ("patch", "where"),
     [
