@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,8 +25,10 @@ from fleet.cli.simulate_service import (
     DbEnroller,
     DbReadBack,
     ServiceControl,
+    ServiceInfo,
     child_service,
 )
+from fleet.i18n import _
 from fleet.persistence.db import create_engine, session_factory
 from fleet.runtime.supervise import cancel_and_wait
 from fleet.settings import Settings
@@ -255,6 +258,7 @@ def main(
         database_url = db or f"sqlite+aiosqlite:///{out / (spec_path.stem + '.db')}"
         err.print(f"starting a service under test ({serve} broker, {database_url})")
         async with child_service(database_url, serve, out / f"{spec_path.stem}-{serve}") as child:
+            err.print(announce(child.info, out / f"{spec_path.stem}.token"))
             ctl = ServiceControl(child.info.api)
 
             def pids() -> dict[str, int]:
@@ -289,6 +293,26 @@ def main(
     print(reports.text(rep))
     err.print(f"report: {json_path} and {html_path}")
     return 0 if rep["verdict"]["result"] == "pass" else 1
+
+
+def announce(info: ServiceInfo, token_file: Path) -> str:
+    """Where the service this run started listens, and how to watch it with `labfleet top`.
+
+    The token (an admin token of this throwaway service) goes to a file only its owner can read, not to the
+    screen."""
+    token_file.unlink(missing_ok=True)
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(info.token + "\n")
+    return _(
+        "service under test: API {api} (port {port}), MQTT {host}:{mqtt_port}\n"
+        'watch it: labfleet top --url {api} --token "$(cat {token_file})"',
+        api=info.api,
+        port=info.api.rsplit(":", 1)[-1],
+        host=info.broker_host,
+        mqtt_port=info.broker_port,
+        token_file=token_file,
+    )
 
 
 def report_paths(out: Path, stem: str, started_at: datetime) -> tuple[Path, Path]:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import httpx
@@ -28,6 +29,8 @@ HTTP_TIMEOUT_S = 10.0
 WARN_UTIL_PCT, CRIT_UTIL_PCT = 60.0, 80.0
 WARN_ONLINE_PCT, CRIT_ONLINE_PCT = 98.0, 95.0
 SORTS = ("utilisation", "online", "code")
+# A service clock further than this from the real one is a simulated clock (a real one is NTP-close).
+CLOCK_SKEW_S = 60.0
 
 
 class TopError(Exception):
@@ -213,6 +216,19 @@ def peaks_table(peaks: dict[str, Any]) -> Table:
     return table
 
 
+def clock_line(generated_at: str, real_now: datetime) -> str:
+    """Which clock the figures follow: the service's. Expected-online counts, lessons and periods are the
+    service's at its own time; a service under `labfleet simulate` runs the simulated clock, and then the
+    line says so beside the real time."""
+    service_now = datetime.fromisoformat(generated_at)
+    if service_now.tzinfo is None:
+        service_now = service_now.replace(tzinfo=UTC)
+    shown = f"{service_now.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC (service clock)"
+    if abs((service_now - real_now).total_seconds()) > CLOCK_SKEW_S:
+        shown += f"; simulated: the real clock says {real_now.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+    return shown
+
+
 async def _get(http: httpx.AsyncClient, path: str, **params: str) -> dict[str, Any]:
     try:
         r = await http.get(path, params=params or None)
@@ -236,7 +252,7 @@ async def frame(
     live = await _get(http, "/api/v1/stats/live")
     line, sample = district_line(live, previous, time.monotonic())
     parts: list[RenderableType] = [
-        Text(f"LabFleet top · {live['generated_at'][:19].replace('T', ' ')} UTC", style="bold"),
+        Text(f"LabFleet top · {clock_line(live['generated_at'], datetime.now(UTC))}", style="bold"),
         line,
         school_table(live, sort),
     ]
@@ -279,7 +295,13 @@ async def run_top(
 
 def top(
     api: Annotated[
-        str, typer.Option(help="service base URL", envvar="LABFLEET_API")
+        str,
+        typer.Option(
+            "--api",
+            "--url",
+            help="service base URL (the one `labfleet simulate` prints for the service it starts)",
+            envvar="LABFLEET_API",
+        ),
     ] = "http://127.0.0.1:8000",
     token: Annotated[
         str, typer.Option(help="API token (any role; shows the token's schools)", envvar="LABFLEET_TOKEN")

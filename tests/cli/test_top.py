@@ -4,15 +4,20 @@ serve`."""
 from __future__ import annotations
 
 import io
+import stat
 import subprocess
 import time
 import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 from rich.console import Console
 from sqlalchemy import update
 
-from fleet.cli.top import run_top
+from fleet.cli.simulate import announce
+from fleet.cli.simulate_service import ServiceInfo
+from fleet.cli.top import clock_line, run_top
 from fleet.domain.enums import DeviceStatus, Role
 from fleet.persistence.db import unit_of_work
 from fleet.persistence.models import Device
@@ -101,7 +106,8 @@ def test_the_command_prints_one_frame_from_a_running_service(env: dict[str, str]
                     raise
                 time.sleep(0.2)
         api = f"http://127.0.0.1:{port}"
-        out = run({**env, "LABFLEET_TOKEN": token}, "top", "--once", "--api", api).stdout
+        # --url: the name `labfleet simulate` prints for the service it starts (--api is the same option).
+        out = run({**env, "LABFLEET_TOKEN": token}, "top", "--once", "--url", api).stdout
         assert "district: 3 schools" in out and "ingest: not reported" not in out
         assert "online / expected" in out and "util %" in out
         bad = run(env, "top", "--once", "--api", api, "--token", "lf_nope", ok=False)
@@ -109,3 +115,25 @@ def test_the_command_prints_one_frame_from_a_running_service(env: dict[str, str]
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_the_header_names_the_service_clock_and_says_when_it_is_simulated() -> None:
+    """Issue 20: top's expected counts follow the service's clock; a simulation's is not the real one."""
+    real = datetime(2026, 12, 4, 18, 30, tzinfo=UTC)
+    same = clock_line("2026-12-04T18:30:02+00:00", real)
+    assert same == "2026-12-04 18:30:02 UTC (service clock)"
+    sim = clock_line("2027-09-06T08:05:00+00:00", real)
+    assert sim.startswith("2027-09-06 08:05:00 UTC (service clock); simulated")
+    assert "2026-12-04 18:30:00 UTC" in sim
+
+
+def test_simulate_announces_the_service_it_starts_and_keeps_the_token_private(tmp_path: Path) -> None:
+    """Issue 20: the service `simulate` started listened on an unannounced random port."""
+    info = ServiceInfo("http://127.0.0.1:40123", "lf_secret", "127.0.0.1", 41883, 1, None, "sqlite://")
+    token_file = tmp_path / "demo.token"
+    text = announce(info, token_file)
+    assert "port 40123" in text and "MQTT 127.0.0.1:41883" in text
+    assert f'labfleet top --url http://127.0.0.1:40123 --token "$(cat {token_file})"' in text
+    assert "lf_secret" not in text
+    assert token_file.read_text().strip() == "lf_secret"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
