@@ -24,4 +24,9 @@ def default_hooks(settings: Settings) -> list[RuntimeHook]:
         from fleet.runtime.report_job import monthly_reports_hook
 
         hooks[Stage.JOBS] = monthly_reports_hook()
-    return [hooks[s] for s in Stage if s in hooks]
+    out = [hooks[s] for s in Stage if s in hooks]
+    if settings.retention.enabled:
+        from fleet.runtime.retention_job import retention_hook
+
+        out.append(retention_hook())  # also Stage.JOBS: hooks run stably sorted by stage
+    return out

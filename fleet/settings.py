@@ -215,6 +215,26 @@ class ReportSettings(BaseModel):
         return self.targets
 
 
+class RetentionSettings(BaseModel):
+    """How long history is kept (fleet/services/retention.py). The audit log and its hash chain are never
+    pruned: they are the district's record of who changed what."""
+
+    enabled: bool = True
+    # Usage roll-ups (bytes, active minutes, screen time, lesson-peak concurrency): two school years, so the
+    # year-on-year reports still have last year to compare against.
+    usage_days: int = Field(default=730, ge=1)
+    # Presence transitions (online/offline): a term and a half; the reliability report looks back one term.
+    presence_days: int = Field(default=180, ge=1)
+    # Dead letters are for debugging a device or a firmware; a month is plenty (ingest also caps their count).
+    dead_letter_days: int = Field(default=30, ge=1)
+    # Finished commands (done, failed, expired, cancelled): a term; queued or sent ones are never removed.
+    command_days: int = Field(default=120, ge=1)
+    # The nightly run starts at this UTC hour: 02:00 is after the last evening class and before the bell.
+    run_hour_utc: int = Field(default=2, ge=0, le=23)
+    # Rows deleted per statement: keeps each transaction short so ingest is never blocked for long.
+    batch_rows: int = Field(default=5_000, ge=100)
+
+
 class ConsoleSettings(BaseModel):
     # A console session ends after this long without a request (a technician's bench break), and at the
     # latest after session_max_hours (one working day), whatever its activity.
@@ -253,6 +273,7 @@ class Settings(BaseSettings):
     rollouts: RolloutSettings = RolloutSettings()
     reports: ReportSettings = ReportSettings()
     console: ConsoleSettings = ConsoleSettings()
+    retention: RetentionSettings = RetentionSettings()
     log_level: str = "INFO"
 
     def sqlite_path(self) -> Path | None:

@@ -22,6 +22,7 @@ from fleet.cli.common import CLI, console, err_console, run_db, settings, setup_
 from fleet.cli.credentials import credentials_app
 from fleet.cli.labels import labels as labels_command
 from fleet.cli.provision import provision as provision_command
+from fleet.cli.retention import retention_app
 from fleet.cli.rollouts import rollout_app
 from fleet.cli.tls import tls_app
 from fleet.cli.top import top as top_command
@@ -480,6 +481,7 @@ app.command("top")(top_command)
 app.command("labels")(labels_command)
 app.command("backup")(backup_command)
 app.command("restore")(restore_command)
+app.add_typer(retention_app, name="retention")
 
 
 @app.command()

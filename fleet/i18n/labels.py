@@ -171,6 +171,7 @@ def label(value: StrEnum | str, kind: type[StrEnum] | None = None) -> str:
 # Audit log actions are `<object type>.<verb>` (fleet/services/*, fleet/runtime/rollout_engine.py,
 # fleet/cli/provision.py, and `<CrudService.name>.create|update|delete`); the console shows them by name.
 AUDIT_OBJECTS: dict[str, str] = {
+    "retention": N_("Retention"),
     "district": N_("District"),
     "school": N_("School"),
     "room": N_("Room"),
@@ -192,6 +193,7 @@ AUDIT_OBJECTS: dict[str, str] = {
     "stocktake": N_("Stocktake"),
 }
 AUDIT_VERBS: dict[str, str] = {
+    "run": N_("run"),
     "create": N_("created"),
     "update": N_("changed"),
     "delete": N_("deleted"),
@@ -253,6 +255,8 @@ def audit_action(code: str) -> str:
 
 # The fields audit records keep in their before/after documents, by name (an unknown field reads as words).
 AUDIT_FIELDS: dict[str, str] = {
+    "deleted": N_("Rows deleted"),
+    "cutoffs": N_("Kept from"),
     "name": N_("Name"),
     "username": N_("User name"),
     "role": N_("Role"),
