@@ -35,11 +35,14 @@ from simulators.district.spec import District, Room, School, TrafficIn
 from simulators.district.stats import Stats
 from simulators.district.terminal import Phase, Terminal
 from simulators.district.updates import Updates
+from simulators.terminal.credentials import CredentialStore
 
 logger = logging.getLogger(__name__)
 
 # Sampling period of the run's time series (connects/s, online, messages/s, CPU): one point a second.
 SAMPLE_S = 1.0
+# Refused stored credentials are re-enrolled in batches: a connect storm's refusals, gathered this long.
+REENROLL_BATCH_S = 0.2
 # After the run, wait at most this long for the broker to acknowledge what terminals sent, and for the
 # service to ingest it, before counting what is missing as lost.
 SETTLE_TIMEOUT_S = 60.0
@@ -190,6 +193,10 @@ class Simulation:
         self._peak_interval = float(district.scenario.peak_telemetry_interval_s)
         self._interval = float(self.traffic.telemetry_interval_s)
         self.enroll_results: dict[str, str] = {}
+        # Terminals whose stored password the broker refused, enrolled afresh: serial -> "ok" or the reason.
+        self.reenroll_results: dict[str, str] = {}
+        self._reenroll_queue: list[Terminal] = []
+        self._reenroll_task: asyncio.Task[None] | None = None
         self.enroll_seconds = 0.0
         self.baseline: dict[str, DeviceState] = {}
         self.outcome: dict[str, Any] = {}
@@ -349,6 +356,52 @@ class Simulation:
         self.enroll_seconds = time.monotonic() - started
         self._creds = creds
         self._stored = stored
+
+    def reenroll(self, t: Terminal) -> bool:
+        """Stored credentials refused: enroll `t` afresh, once per run (batched per school); False when it was
+        already tried, so the terminal backs off as any refused terminal does."""
+        if t.serial in self.reenroll_results or self.enroller is None:
+            return False
+        self.reenroll_results[t.serial] = "pending"
+        self._reenroll_queue.append(t)
+        if self._reenroll_task is None or self._reenroll_task.done():
+            self._reenroll_task = asyncio.get_running_loop().create_task(self._reenroll_batch())
+        return True
+
+    async def _reenroll_batch(self) -> None:
+        while self._reenroll_queue:  # refusals that arrive while a batch is enrolling go in the next one
+            await asyncio.sleep(REENROLL_BATCH_S)  # the refusals of one connect storm arrive together
+            batch, self._reenroll_queue = self._reenroll_queue, []
+            await self._reenroll(batch)
+
+    async def _reenroll(self, batch: list[Terminal]) -> None:
+        by_school: dict[str, list[Terminal]] = collections.defaultdict(list)
+        for t in batch:
+            by_school[t.school].append(t)
+        results = await asyncio.gather(
+            *(self.enroller.enroll(code, [t.serial for t in ts]) for code, ts in by_school.items()),
+            return_exceptions=True,
+        )
+        fresh: list[Terminal] = []
+        for (_code, ts), got in zip(by_school.items(), results, strict=True):
+            for t in ts:
+                res = (
+                    got.get(t.serial, "no answer")
+                    if isinstance(got, dict)
+                    else f"{type(got).__name__}: {got}"
+                )
+                if isinstance(res, Credentials):
+                    t.password = t.trying = res.password
+                    t.creds = CredentialStore(res.password)
+                    self.reenroll_results[t.serial] = "ok"
+                    fresh.append(t)
+                else:
+                    self.reenroll_results[t.serial] = str(res)
+        finish = getattr(self.enroller, "done", None)
+        if finish is not None and fresh:
+            await finish()
+        for t in batch:
+            t.wake() if t in fresh else t._retry_later()
 
     def _load_state(self) -> dict[str, dict[str, Any]]:
         if self.state_file is None or not self.state_file.exists():

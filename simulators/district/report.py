@@ -71,6 +71,10 @@ def build(
         "seconds": _r(sim.enroll_seconds, 2),
         "retries": getattr(sim.enroller, "retries", 0),
         "per_s": _r(requested / sim.enroll_seconds, 1) if sim.enroll_seconds > 0 and requested else None,
+        # Stored credentials the broker refused (an earlier run against another database), enrolled afresh.
+        "stored_refused": len(sim.reenroll_results),
+        "reenrolled": sum(v == "ok" for v in sim.reenroll_results.values()),
+        "reenroll_failed": dict(Counter(v for v in sim.reenroll_results.values() if v != "ok")),
     }
     # ---- connections
     first = sorted(st.connack_mono.values())
@@ -398,6 +402,10 @@ def text(r: dict[str, Any]) -> str:
         (
             f"  enrollment: {e['succeeded']}/{e['requested']} new ({e['had_credentials']} had credentials), "
             f"success {e['success_ratio']:.2%}, {e['per_s'] or '-'} /s, failures {counts(e['failed'])}"
+        ),
+        (
+            f"  stored credentials refused by the broker: {e.get('stored_refused', 0)}, re-enrolled "
+            f"{e.get('reenrolled', 0)}, could not re-enroll: {counts(e.get('reenroll_failed') or {})}"
         ),
         (
             f"  connections: {c['connected']}/{c['terminals']} connected; storm {c['storm_wall_s']} s, "

@@ -34,6 +34,9 @@ BACKOFF_CAP_S = 60.0
 BACKOFF_JITTER = 0.3
 # CONNACK return code 5 (MQTT 3.1.1): bad user name or password / not authorized.
 CONNACK_NOT_AUTHORIZED = 5
+# The refusals of a password as paho 2 reports them: MQTT 3.1.1 codes 4 and 5, which it maps to the MQTT 5
+# reason codes 134 (bad user name or password) and 135 (not authorized).
+CREDENTIALS_REFUSED = frozenset({4, CONNACK_NOT_AUTHORIZED, 134, 135})
 # Every terminal model in the district specs reports this much storage in use (it is not simulated).
 STORAGE_USED_PCT = 61.0
 # A terminal's Last Will (protocol section 3): the broker publishes it, retained, when the link is lost.
@@ -87,6 +90,8 @@ class TerminalHost(Protocol):
     def lesson_bytes(self, t: Terminal, interval: float, period: Any = None) -> tuple[int, int]: ...
 
     def local_day(self, t: Terminal) -> date: ...
+
+    def reenroll(self, t: Terminal) -> bool: ...
 
     def update_command(self, t: Terminal, cmd: wire.Command) -> None: ...
 
@@ -256,6 +261,13 @@ class Terminal:
             self.host.stats.connect_failures += 1
             self.host.stats.connack_refused += 1
             self.host.stats.connack_codes[rc] = self.host.stats.connack_codes.get(rc, 0) + 1
+            if rc in CREDENTIALS_REFUSED and self.creds.previous is None and self.host.reenroll(self):
+                # The stored password is refused and no rotation is under way (an earlier run against another
+                # database): the host enrolls this terminal afresh and wakes it; no blind retries meanwhile.
+                self.phase = Phase.BACKOFF
+                assert self.client is not None
+                self.client.disconnect()
+                return
             if rc == CONNACK_NOT_AUTHORIZED:
                 # Mid-rotation: the new password first, the previous one while the new is refused (8.1).
                 tries = self.creds.candidates()

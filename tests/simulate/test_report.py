@@ -143,3 +143,27 @@ def test_load_section_sets_offered_against_ingested_after_the_storm_and_on_a_rea
     assert (ld["acked_msg_per_s"], ld["ingested_msg_per_s"]) == (150.0, 140.0)
     assert (ld["backlog_max"], ld["backlog_end"]) == (80, 50)
     assert ld["loop_lag_max_s"] == 0.5  # the loop's lag counts over the whole run
+
+
+async def test_refused_stored_credentials_are_enrolled_afresh_and_reported(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """Issue 20: a state file from a run against another database: 0/60 connected, 360 CONNECT refused, and
+    the report did not say why. The simulator now enrolls such terminals afresh and counts them."""
+    d = district()
+    serials = [dev.serial for _s, _r, dev in d.devices() if dev.transport == "mqtt"]
+    state = tmp_path / "demo.state.json"
+    state.write_text(
+        json.dumps({"district": d.name, "devices": {s: {"password": "stale", "seq": 7} for s in serials}})
+    )
+    async with service(sqlite_url, tmp_path) as sut:
+        r = await run(sut, d, (), duration_s=4.0, state_file=state)
+    e, c = r["enrollment"], r["connections"]
+    assert e["had_credentials"] == len(serials)
+    assert e["stored_refused"] == len(serials) and e["reenrolled"] == len(serials), (e, c["connack_codes"])
+    assert e["reenroll_failed"] == {}
+    assert c["connected"] == c["terminals"] == len(serials)
+    assert (
+        f"stored credentials refused by the broker: {len(serials)}, re-enrolled {len(serials)}"
+        in reports.text(r)
+    )
