@@ -34,7 +34,8 @@ def _num(v: Any) -> float:
 RATES_NOTE = (
     "acked = sequenced messages (telemetry, heartbeats, events) the broker acknowledged to the simulated "
     "terminals; ingested = new sequenced messages the service stored, from every device (lab devices behind "
-    "edge agents too); ingested runs above acked while the service drains the storm's backlog"
+    "edge agents too), so ingested runs above acked by the labs' traffic, and while the service drains a "
+    "backlog"
 )
 
 
