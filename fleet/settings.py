@@ -85,6 +85,9 @@ class MqttSettings(BaseModel):
     heartbeat_timeout_s: int = 180
     # Dead letters kept for inspection; older ones are pruned so a flood of junk cannot fill the disk.
     dead_letters_max: int = 10_000
+    # /readyz says "not ready" when the oldest uncommitted message is older than this: 30 s is half a
+    # heartbeat, long before presence (180 s) would be judged on stale data.
+    ready_max_ingest_lag_s: float = Field(default=30.0, gt=0)
 
 
 class TlsSettings(BaseModel):

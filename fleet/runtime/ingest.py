@@ -210,6 +210,11 @@ class IngestService:
         else:
             m.mqtt_disconnected(SERVICE_KIND, reason)
 
+    @property
+    def connected(self) -> bool:
+        """The subscriber holds a broker connection now."""
+        return self._sub is not None and self._sub.connected.is_set()
+
     def lag_seconds(self) -> float:
         """Age of the oldest message received from the broker and not yet committed (0 when none)."""
         oldest = self._committing_since

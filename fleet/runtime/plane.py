@@ -419,6 +419,13 @@ class DevicePlane:
     def wake_dispatcher(self) -> None:
         self._dispatch_wake.set()
 
+    def broker_links(self) -> dict[str, bool]:
+        """The service's own broker links, up or not: the command publisher, and ingest if it runs here."""
+        links = {"commands": self._publisher is not None}
+        if self.ingest is not None:
+            links["ingest"] = self.ingest.connected
+        return links
+
     async def _dispatch_loop(self) -> None:
         assert self.address is not None
         addr = self.address

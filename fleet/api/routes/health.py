@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from fleet.api.deps import State
 from fleet.services import tls
-from fleet.services.health import database_problem
+from fleet.services.health import database_problem, plane_readiness
 
 router = APIRouter()
 
@@ -22,12 +22,22 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     tags=["health"],
-    summary="Readiness: the database answers; warnings name certificates that expire within 30 days",
+    summary="Readiness: the database answers, the broker is linked, ingest keeps up; warnings name "
+    "certificates that expire within 30 days",
 )
 async def readyz(state: State) -> Any:
     problem = await database_problem(state.engine)
     if problem is not None:
         return JSONResponse({"status": "unavailable", "database": problem}, status_code=503)
+    plane = state.plane
+    plane_fields, problems = plane_readiness(
+        plane.broker_links() if plane is not None else None,
+        plane.ingest.lag_seconds() if plane is not None and plane.ingest is not None else None,
+        state.settings.mqtt.ready_max_ingest_lag_s,
+    )
+    if problems:
+        body = {"status": "unavailable", "database": "ok", **plane_fields, "problems": problems}
+        return JSONResponse(body, status_code=503)
     # An expiring certificate is a warning, not unreadiness: the service still serves until the day itself.
     warnings = [
         {
@@ -39,4 +49,4 @@ async def readyz(state: State) -> Any:
         }
         for e in await tls.expiry_warnings(state.settings, state.clock.now())
     ]
-    return {"status": "ok", "database": "ok", "warnings": warnings}
+    return {"status": "ok", "database": "ok", **plane_fields, "warnings": warnings}
