@@ -4,6 +4,7 @@ v1)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import statistics
@@ -14,7 +15,7 @@ from typing import Any, Self
 from drivers import reset_lines
 from drivers.codecs import firmata as fm
 from drivers.codecs import ihex, stk500
-from drivers.errors import DeviceTimeout, FrameError, ProtocolError
+from drivers.errors import DeviceTimeout, FrameError, LinkError, ProtocolError
 from drivers.links import Link, MemoryHub, open_link
 from drivers.reset_lines import serial_dtr_reset
 from drivers.session import StreamSession
@@ -36,6 +37,11 @@ log = logging.getLogger(__name__)
 # Defined in drivers.reset_lines; kept here too for the callers that import it with the Firmata driver.
 ResetLine = reset_lines.ResetLine
 
+# StandardFirmata talks at 57600 baud (Serial.begin(57600); firmware_profiles/kit-uno-firmata.yaml); the
+# Uno's Optiboot at 115200 (what avrdude -c arduino uses for a Uno). A host at the other speed reads
+# framing errors, so the line is switched for the bootloader and back for the sketch.
+FIRMATA_BAUD = 57600
+BOOTLOADER_BAUD = 115200
 # StandardFirmata answers a query within one main-loop pass (a few ms); 2 s covers a board
 # still running setup() after a reset, which on a Leonardo-class board takes about a second.
 QUERY_TIMEOUT = 2.0
@@ -109,12 +115,14 @@ class FirmataBoard:
         reset: ResetLine | None = None,
         health_pin: int = 0,
         hardware_id: str = "",
+        baud: int = FIRMATA_BAUD,
         query_timeout: float = QUERY_TIMEOUT,
         boot_timeout: float = BOOT_TIMEOUT,
         stk_timeout: float = STK_TIMEOUT,
         journal: list[object] | None = None,
     ) -> None:
         self.session = session
+        self.baud = baud  # the sketch's line speed, set again after the bootloader
         self.stk_timeout = stk_timeout
         # Every Firmata message and STK500 (command, arguments) sent, for tests to compare with what ran.
         self.journal = journal
@@ -143,14 +151,18 @@ class FirmataBoard:
         hardware_id: str = "",
         reset_on_open: bool | None = None,
         handover_timeout: float = HANDOVER_TIMEOUT,
+        baud: int = FIRMATA_BAUD,
         **kwargs: Any,
     ) -> FirmataBoard:
-        """Open a board. On a serial port (`reset_on_open` defaults to True there) opening resets the
-        board, so this returns only once the bootloader has handed over to the sketch."""
-        link = await open_link(url, memory_hub=memory_hub)
+        """Open a board at the sketch's line speed (`baud`; a `?baud=` in the URL wins). On a serial port
+        (`reset_on_open` defaults to True there) opening resets the board, so this returns only once
+        the bootloader has handed over to the sketch."""
+        link = await open_link(url, memory_hub=memory_hub, baud=baud)
         if reset is None and url.startswith("serial:"):
             reset = _reset_from_link(link)
-        board = await cls.over(link, reset=reset, health_pin=health_pin, hardware_id=hardware_id, **kwargs)
+        board = await cls.over(
+            link, reset=reset, health_pin=health_pin, hardware_id=hardware_id, baud=baud, **kwargs
+        )
         if reset_on_open if reset_on_open is not None else url.startswith("serial:"):
             try:
                 await board.wait_for_handover(handover_timeout)
@@ -483,66 +495,76 @@ class FirmataBoard:
         checked: set[int] = set()  # pages read back right since the last page write
         written = 0
         async with self.session.lock:
-            for _ in range(FLASH_SESSIONS):
-                try:
-                    sig = await self._enter_bootloader()
-                    if sig != stk500.ATMEGA328P_SIGNATURE:
-                        return FlashResult(False, before, before, f"unexpected chip signature {sig.hex()}")
-                    for i, page in enumerate(pages):
-                        if i in good:
-                            continue
-                        current = await self._page_state(i, page)
-                        if not writes[i] and current == page:
-                            first_pass.add(i)
-                        while current != page:
-                            if writes[i] >= PAGE_WRITES:
-                                await self._stk(stk500.LEAVE_PROGMODE)
-                                return FlashResult(
-                                    False,
-                                    before,
-                                    "unknown",
-                                    f"verify failed at 0x{i * stk500.PAGE_SIZE:04x}",
-                                    len(first_pass) * stk500.PAGE_SIZE,
-                                    written,
-                                )
-                            writes[i] += 1
-                            checked.clear()  # this write may land elsewhere: check every page again
-                            await self._stk(
-                                stk500.LOAD_ADDRESS, (i * stk500.PAGE_SIZE // 2).to_bytes(2, "little")
+            # Optiboot listens at its own speed; the sketch's is restored however programming ends.
+            await self.session.link.set_speed(BOOTLOADER_BAUD)
+            try:
+                for _ in range(FLASH_SESSIONS):
+                    try:
+                        sig = await self._enter_bootloader()
+                        if sig != stk500.ATMEGA328P_SIGNATURE:
+                            return FlashResult(
+                                False, before, before, f"unexpected chip signature {sig.hex()}"
                             )
-                            await self._stk(stk500.PROG_PAGE, len(page).to_bytes(2, "big") + b"F" + page)
-                            written += len(page)
+                        for i, page in enumerate(pages):
+                            if i in good:
+                                continue
                             current = await self._page_state(i, page)
-                        good.add(i)
-                        progress(Progress("flash", len(good) * stk500.PAGE_SIZE, len(data)))
-                    # A damaged address may have sent a page over one already checked: check them all
-                    # once after the last write (across sessions: reads write nothing).
-                    for i, page in enumerate(pages):
-                        if i in checked:
+                            if not writes[i] and current == page:
+                                first_pass.add(i)
+                            while current != page:
+                                if writes[i] >= PAGE_WRITES:
+                                    await self._stk(stk500.LEAVE_PROGMODE)
+                                    return FlashResult(
+                                        False,
+                                        before,
+                                        "unknown",
+                                        f"verify failed at 0x{i * stk500.PAGE_SIZE:04x}",
+                                        len(first_pass) * stk500.PAGE_SIZE,
+                                        written,
+                                    )
+                                writes[i] += 1
+                                checked.clear()  # this write may land elsewhere: check every page again
+                                await self._stk(
+                                    stk500.LOAD_ADDRESS, (i * stk500.PAGE_SIZE // 2).to_bytes(2, "little")
+                                )
+                                await self._stk(stk500.PROG_PAGE, len(page).to_bytes(2, "big") + b"F" + page)
+                                written += len(page)
+                                current = await self._page_state(i, page)
+                            good.add(i)
+                            progress(Progress("flash", len(good) * stk500.PAGE_SIZE, len(data)))
+                        # A damaged address may have sent a page over one already checked: check them all
+                        # once after the last write (across sessions: reads write nothing).
+                        for i, page in enumerate(pages):
+                            if i in checked:
+                                continue
+                            if await self._page_state(i, page) != page:
+                                good.discard(i)
+                                break
+                            checked.add(i)
+                        if len(checked) < len(pages):
                             continue
-                        if await self._page_state(i, page) != page:
-                            good.discard(i)
-                            break
-                        checked.add(i)
-                    if len(checked) < len(pages):
+                        await self._stk(stk500.LEAVE_PROGMODE)
+                        break
+                    except (DeviceTimeout, FrameError) as err:
+                        # Optiboot leaves for the sketch on a damaged terminator; reset into it and go on.
+                        log.debug(
+                            "%s: bootloader exchange lost (%s); resetting into it again",
+                            self.session.name,
+                            err,
+                        )
                         continue
-                    await self._stk(stk500.LEAVE_PROGMODE)
-                    break
-                except (DeviceTimeout, FrameError) as err:
-                    # Optiboot leaves for the sketch on a damaged terminator; reset into it and go on.
-                    log.debug(
-                        "%s: bootloader exchange lost (%s); resetting into it again", self.session.name, err
+                else:
+                    return FlashResult(
+                        False,
+                        before,
+                        "unknown",
+                        "bootloader exchange keeps failing",
+                        len(first_pass) * stk500.PAGE_SIZE,
+                        written,
                     )
-                    continue
-            else:
-                return FlashResult(
-                    False,
-                    before,
-                    "unknown",
-                    "bootloader exchange keeps failing",
-                    len(first_pass) * stk500.PAGE_SIZE,
-                    written,
-                )
+            finally:
+                with contextlib.suppress(LinkError):  # an unplugged port: its own error is the one raised
+                    await self.session.link.set_speed(self.baud)
             self.session.discard()
             self.messages.clear()
         progress(Progress("boot", 0, 1))

@@ -18,6 +18,7 @@ import contextlib
 import errno
 import logging
 import os
+import termios
 import tty
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -52,6 +53,10 @@ class Link(ABC):
     async def aclose(self) -> None:
         """Release the underlying resource; idempotent."""
 
+    async def set_speed(self, baud: int) -> None:
+        """Set the line speed (a UART's baud rate). Links without one (TCP, memory) ignore it."""
+        del baud
+
     async def __aenter__(self) -> Self:
         return self
 
@@ -73,6 +78,17 @@ class FdLink(Link):
     @property
     def fd(self) -> int:
         return self._fd
+
+    async def set_speed(self, baud: int) -> None:
+        """Through pyserial on a serial port, else the tty's termios (a pty carries the speed set)."""
+        port = self.serial_port
+        if port is not None:
+            await asyncio.to_thread(setattr, port, "baudrate", baud)
+            return
+        try:
+            set_tty_speed(self._fd, baud)
+        except termios.error as err:
+            raise LinkError(f"cannot set {self.url} to {baud} baud: {err}") from err
 
     async def _wait(self, add: str, remove: str) -> None:
         loop = asyncio.get_running_loop()
@@ -232,6 +248,21 @@ class MemoryHub:
         return host
 
 
+def tty_speed_constant(baud: int) -> int:
+    """termios' B<baud> constant; LinkError for a speed the platform has none for."""
+    value = getattr(termios, f"B{baud}", None)
+    if not isinstance(value, int):
+        raise LinkError(f"unsupported line speed {baud} baud")
+    return value
+
+
+def set_tty_speed(fd: int, baud: int) -> None:
+    """Set a tty's input and output speed, as a host sets a UART's before talking to a board."""
+    attrs = termios.tcgetattr(fd)
+    attrs[4] = attrs[5] = tty_speed_constant(baud)
+    termios.tcsetattr(fd, termios.TCSANOW, attrs)
+
+
 def _open_tty_path(path: str) -> int:
     fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
     try:
@@ -242,16 +273,30 @@ def _open_tty_path(path: str) -> int:
     return fd
 
 
-async def open_link(url: str, *, memory_hub: MemoryHub | None = None) -> Link:
-    """Open a link from its URL; blocking opens run in a worker thread."""
+async def open_link(url: str, *, memory_hub: MemoryHub | None = None, baud: int | None = None) -> Link:
+    """Open a link from its URL; blocking opens run in a worker thread. `baud` is the line speed a
+    serial or pty link is set to (a `?baud=` in the URL wins); None keeps the port's default."""
     parts = urlsplit(url)
     scheme = parts.scheme
+    query = parse_qs(parts.query)
+    if "baud" in query:
+        try:
+            baud = int(query["baud"][0])
+        except ValueError as err:
+            raise LinkError(f"baud must be a number in {url}") from err
     try:
         if scheme == "serial":
-            return await _open_serial(parts.path, parse_qs(parts.query), url)
+            return await _open_serial(parts.path, baud or DEFAULT_BAUD, url)
         if scheme == "pty":
             fd = await asyncio.to_thread(_open_tty_path, parts.path)
-            return FdLink(fd, url)
+            link = FdLink(fd, url)
+            if baud:
+                try:
+                    await link.set_speed(baud)
+                except LinkError:
+                    await link.aclose()
+                    raise
+            return link
         if scheme == "socket":
             if parts.hostname is None or parts.port is None:
                 raise LinkError(f"socket URL needs host and port: {url}")
@@ -266,10 +311,8 @@ async def open_link(url: str, *, memory_hub: MemoryHub | None = None) -> Link:
     raise LinkError(f"unsupported link URL scheme {scheme!r} in {url}")
 
 
-async def _open_serial(path: str, query: dict[str, list[str]], url: str) -> Link:
+async def _open_serial(path: str, baud: int, url: str) -> Link:
     import serial  # pyserial; imported lazily so codecs and memory links work without it
-
-    baud = int(query.get("baud", [str(DEFAULT_BAUD)])[0])
 
     def opener() -> serial.Serial:
         # exclusive=True: two agents writing to one kit interleave frames; fail the second one early.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -16,6 +17,10 @@ from fleet.runtime.supervise import cancel_and_wait
 from simulators.serial.base import SimDevice, UsbIdentity
 
 ARDUINO_VID, UNO_PID = 0x2341, 0x0043
+# The UART speeds: StandardFirmata's Serial.begin(57600) in the sketch, Optiboot's 115200 on a Uno. A
+# host set to another speed sees framing errors and the chip garbage: nothing gets through.
+SKETCH_BAUD = 57600
+BOOTLOADER_BAUD = 115200
 # Optiboot leaves for the sketch when no STK500 command arrives for about a second.
 BOOTLOADER_IDLE = 1.0
 # The simulator reads the sketch's Firmata identity from this tag in the flashed image, the way a
@@ -78,6 +83,8 @@ class FirmataSim(SimDevice):
     auto_reset_on_open: bool = False
     # What is wired to each digital pin a sketch reads (1 = high); an unwired pull-up pin reads 1.
     wired: dict[int, int] = field(default_factory=dict)
+    # The host's line speed (SimRunner wires the pty's termios here); None: a link without one.
+    line_speed: Callable[[], int | None] | None = field(default=None, repr=False)
     family = Family.FIRMATA
 
     flash_mem: bytearray = field(default_factory=lambda: bytearray(b"\xff" * stk500.APP_FLASH_SIZE))
@@ -103,6 +110,21 @@ class FirmataSim(SimDevice):
         self.executed: list[fm.Message] = []
         self.stk_executed: list[tuple[int, bytes]] = []
         self.watchdog_resets = 0
+        self.speed_mismatches = 0  # chunks lost because the host's speed was not the UART's
+
+    def _speed_ok(self) -> bool:
+        """Whether the host's line speed is the one the running code set its UART to."""
+        host = self.line_speed() if self.line_speed is not None else None
+        if host is None:
+            return True
+        if host == (BOOTLOADER_BAUD if self.mode is Mode.BOOTLOADER else SKETCH_BAUD):
+            return True
+        self.speed_mismatches += 1
+        return False
+
+    async def _write(self, link: Link, data: bytes, *, speed_ok: bool | None = None) -> None:
+        if speed_ok if speed_ok is not None else self._speed_ok():
+            await link.write(data)
 
     def _reset_pins(self) -> None:
         self.pin_modes = [int(fm.PinMode.ANALOG) if p >= 14 else int(fm.PinMode.OUTPUT) for p in range(20)]
@@ -170,7 +192,7 @@ class FirmataSim(SimDevice):
         self._reset_pins()
         greeting = self._boot_sketch()
         if greeting:
-            await link.write(greeting)
+            await self._write(link, greeting)
         decoder = fm.FirmataDecoder(from_device=False)
         loop = asyncio.get_running_loop()
         reporter = asyncio.create_task(self._report_loop(link), name="firmata-sim-analog")
@@ -181,12 +203,15 @@ class FirmataSim(SimDevice):
                 if self.mode is Mode.BOOTLOADER and loop.time() - self._last_stk > BOOTLOADER_IDLE:
                     out = self._boot_sketch()  # Optiboot gave up waiting and started the sketch
                     if out:
-                        await link.write(out)
+                        await self._write(link, out)
+                if not self._speed_ok():
+                    continue  # framing errors: the UART receives nothing it can use
                 if self.mode is Mode.BOOTLOADER:
                     self._last_stk = loop.time()
                     reply = self._stk_feed(data)
                     if reply:
-                        await link.write(reply)
+                        # Sent at the speed the command came in (the answer precedes any hand-over).
+                        await self._write(link, reply, speed_ok=True)
                     continue
                 if self.mode is Mode.DEAD:
                     continue
@@ -194,7 +219,7 @@ class FirmataSim(SimDevice):
                 for msg in decoder.feed(data):
                     answer += self._handle(msg)
                 if answer:
-                    await link.write(bytes(answer))
+                    await self._write(link, bytes(answer))
         finally:
             await cancel_and_wait([reporter, handover])
 
@@ -206,7 +231,7 @@ class FirmataSim(SimDevice):
             if self.mode is Mode.BOOTLOADER and loop.time() - self._last_stk > BOOTLOADER_IDLE:
                 out = self._boot_sketch()
                 if out:
-                    await link.write(out)
+                    await self._write(link, out)
 
     async def _report_loop(self, link: Link) -> None:
         while True:
@@ -223,7 +248,7 @@ class FirmataSim(SimDevice):
                     self._sent_ports[port] = mask
                     out += fm.encode(fm.DigitalPort(port, mask))
             if out:
-                await link.write(out)
+                await self._write(link, out)
 
     def _handle(self, msg: fm.Message) -> bytes:
         if (

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import random
+import termios
 import tty
 
 from drivers.errors import LinkClosed
@@ -32,6 +33,17 @@ class PtyPort:
         # the driver closes its port, which a real USB adapter never shows.
         self._keep = slave
         self.closed = False
+
+    def line_speed(self) -> int | None:
+        """The speed the host set on its end (master and slave share one termios), in baud; None when
+        unplugged. A pty carries no bits at a rate, so a simulated UART checks this instead."""
+        if self.closed:
+            return None
+        try:
+            code = termios.tcgetattr(self._master)[5]
+        except termios.error:
+            return None
+        return _SPEEDS.get(code)
 
     def master_link(self) -> FdLink:
         return FdLink(self._master, f"pty-master://{self.path}", closer=self.close)
@@ -88,6 +100,8 @@ class SimRunner:
         self.port = port
         self.link = link
         self.plug_count += 1
+        if hasattr(self.device, "line_speed"):
+            self.device.line_speed = port.line_speed
         self._task = asyncio.create_task(self._serve(link), name=f"{self.name}-serve")
         on_open = getattr(self.device, "port_opened", None)
         if on_open is not None and getattr(self.device, "auto_reset_on_open", False):
@@ -125,6 +139,14 @@ class SimRunner:
 
     async def aclose(self) -> None:
         await self.unplug()
+
+
+# termios speed constants back to baud (B0, the hang-up, maps to 0).
+_SPEEDS = {
+    getattr(termios, name): int(name[1:])
+    for name in dir(termios)
+    if name[:1] == "B" and name[1:].isdigit() and isinstance(getattr(termios, name), int)
+}
 
 
 def _rng_for(plan: FaultPlan, plug_count: int) -> random.Random:

@@ -9,9 +9,10 @@ import pytest
 
 from drivers.codecs import ihex
 from drivers.codecs.firmata import PinMode
-from drivers.errors import LinkClosed
-from drivers.firmata import FirmataBoard
+from drivers.errors import DeviceTimeout, LinkClosed
+from drivers.firmata import FIRMATA_BAUD, FirmataBoard
 from drivers.types import FirmwareImage, HealthStatus
+from firmware_profiles.loader import DEFAULT_PROFILE_DIR, load_profile
 from simulators.serial.faults import FaultPlan
 from simulators.serial.firmata import FirmataSim, sketch_image
 from simulators.serial.pty import SimRunner
@@ -184,3 +185,27 @@ async def test_one_percent_byte_errors_still_flash_and_configure_and_whatever_no
         + sum(1 for c in sim.stk_executed if c not in sent)
         > 0
     )
+
+
+async def test_firmata_at_57600_and_optiboot_at_115200_as_on_a_uno(runner: SimRunner) -> None:
+    """The sketch's UART runs at StandardFirmata's 57600 and Optiboot's at 115200; the simulated
+    Uno reads the speed the host set on the pty, and a host at the other speed gets nothing."""
+    sim = sim_of(runner)
+    async with await open_board(runner) as board:
+        lost_at_plug_in = sim.speed_mismatches  # the power-on greeting, sent before the host set a speed
+        assert (await board.identify()).firmware_version == "2.5.0"
+        result = await board.flash(NEW)  # through Optiboot: the driver switches to 115200 and back
+        assert result.ok and result.after == "2.6"
+        assert runner.port is not None and runner.port.line_speed() == 57600
+    assert sim.speed_mismatches == lost_at_plug_in
+    # The old driver's speed: the board never answers.
+    slow = await FirmataBoard.open(runner.url, baud=115200, query_timeout=0.3)
+    async with slow:
+        with pytest.raises(DeviceTimeout):
+            await slow.identify()
+    assert sim.speed_mismatches > lost_at_plug_in
+
+
+def test_driver_speed_is_the_profile_speed() -> None:
+    serial = load_profile(DEFAULT_PROFILE_DIR / "kit-uno-firmata.yaml").serial
+    assert serial is not None and serial.baud == FIRMATA_BAUD == 57600
