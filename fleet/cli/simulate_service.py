@@ -263,6 +263,9 @@ class ServiceUnderTest:
         async def register_plane(stack: Any, state: FleetState) -> None:
             # The routes (enrollment, credentials, commands) find the plane here, as under `labfleet serve`.
             state.plane = self.plane
+            # And its fleet snapshot reaches /stats/live, so `labfleet top --url` shows online against
+            # expected for the service a simulation started (the plane publishes it every snapshot interval).
+            self.plane.snapshot = state.snapshot
 
         from fleet.runtime.rollouts import rollout_hook
 

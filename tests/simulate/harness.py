@@ -92,7 +92,12 @@ def district(**scenario: Any) -> District:
 
 @asynccontextmanager
 async def service(
-    sqlite_url: str, tmp: Path, broker: str = "embedded", *, tls_only: bool = False
+    sqlite_url: str,
+    tmp: Path,
+    broker: str = "embedded",
+    *,
+    tls_only: bool = False,
+    snapshot_interval_s: float = 15.0,
 ) -> AsyncIterator[ServiceUnderTest]:
     """The service under test; `tls_only`: MQTT over TLS with the plain listener off (production settings),
     the district CA in tmp/tls."""
@@ -104,6 +109,7 @@ async def service(
         database_url=sqlite_url,
         mqtt=mqtt,
         tls={"dir": str(tmp / "tls")},
+        metrics={"snapshot_interval_s": snapshot_interval_s},
         # A fast rollout tick: the simulated clock runs at x60 in these tests.
         rollouts={"artifact_dir": str(tmp / "artifacts"), "step_seconds": 0.5},
     )

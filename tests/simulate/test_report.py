@@ -3,11 +3,14 @@ verdict."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
+
+import httpx
 
 from fleet.cli.simulate import report_paths
 from fleet.i18n import use_locale
@@ -167,3 +170,18 @@ async def test_refused_stored_credentials_are_enrolled_afresh_and_reported(
         f"stored credentials refused by the broker: {len(serials)}, re-enrolled {len(serials)}"
         in reports.text(r)
     )
+
+
+async def test_top_watching_the_service_a_simulation_started_sees_its_fleet(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """Issue 20: `top --url` on the service `simulate` starts showed online "—": no snapshot reached it."""
+    async with service(sqlite_url, tmp_path, snapshot_interval_s=0.5) as sut:
+        await run(sut, district(), (), duration_s=3.0)
+        await asyncio.sleep(1.5)
+        async with httpx.AsyncClient(
+            base_url=sut.api, headers={"Authorization": f"Bearer {sut.token}"}
+        ) as http:
+            live = (await http.get("/api/v1/stats/live")).json()
+    assert live["snapshot_age_seconds"] is not None
+    assert all(s["online"] is not None for s in live["schools"])
