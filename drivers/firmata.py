@@ -154,16 +154,16 @@ class FirmataBoard:
         baud: int = FIRMATA_BAUD,
         **kwargs: Any,
     ) -> FirmataBoard:
-        """Open a board at the sketch's line speed (`baud`; a `?baud=` in the URL wins). On a serial port
-        (`reset_on_open` defaults to True there) opening resets the board, so this returns only once
-        the bootloader has handed over to the sketch."""
+        """Open a board at the sketch's line speed (`baud`; a `?baud=` in the URL wins). On a serial
+        port or a pty (`reset_on_open` defaults to True there) opening resets the board, so this
+        returns only once the bootloader has handed over to the sketch."""
         link = await open_link(url, memory_hub=memory_hub, baud=baud)
         if reset is None and url.startswith("serial:"):
             reset = _reset_from_link(link)
         board = await cls.over(
             link, reset=reset, health_pin=health_pin, hardware_id=hardware_id, baud=baud, **kwargs
         )
-        if reset_on_open if reset_on_open is not None else url.startswith("serial:"):
+        if reset_on_open if reset_on_open is not None else url.startswith(("serial:", "pty:")):
             try:
                 await board.wait_for_handover(handover_timeout)
             except BaseException:

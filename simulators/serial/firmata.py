@@ -78,9 +78,9 @@ class FirmataSim(SimDevice):
     supply_raw: int = 1000  # A0 reads the 5 V rail through a divider
     fail_boot: bool = False  # fault: the next flashed sketch crashes at start
     # A Uno resets when its port is opened (DTR through the USB-serial chip), runs Optiboot for about a
-    # second and then the sketch, which announces its version. Off by default: LabFleet's own driver
-    # tests open the port without waiting for that hand-over (issue 18, points 1-2 teach the driver).
-    auto_reset_on_open: bool = False
+    # second and then the sketch, which announces its version. On by default, as on a real Uno; False
+    # models a board wired without the auto-reset capacitor.
+    auto_reset_on_open: bool = True
     # What is wired to each digital pin a sketch reads (1 = high); an unwired pull-up pin reads 1.
     wired: dict[int, int] = field(default_factory=dict)
     # The host's line speed (SimRunner wires the pty's termios here); None: a link without one.
