@@ -24,7 +24,8 @@ import httpx
 
 from drivers.codecs.ihex import looks_like_ihex, parse_ihex
 from drivers.edge import CommandError, EdgeSupervisor
-from drivers.errors import DriverError, FrameError
+from drivers.errors import DeviceTimeout, DriverError, FrameError, LinkError
+from drivers.provisioning import DEFAULT_ATTEMPTS, FLASH_BUDGET
 from drivers.types import Family, FirmwareImage
 from drivers.types import Progress as FlashProgress
 from fleet.domain import wire
@@ -89,7 +90,12 @@ class KitUpdater:
         clock_ms: Callable[[], int],
         publish: Callable[[KitLink, wire.Uplink], Any],
         signing_key: str = "",
+        flash_budget: float = FLASH_BUDGET,
+        flash_attempts: int = DEFAULT_ATTEMPTS,
     ) -> None:
+        # A rollout's flash is bounded as a bench provisioning's is: attempts share one budget.
+        self.flash_budget = flash_budget
+        self.flash_attempts = flash_attempts
         # A client without the agent's API token: download links carry their own signature, and a link
         # from a command must never receive the technician's credentials.
         self.downloads = downloads
@@ -263,27 +269,52 @@ class KitUpdater:
 
         self._report(link, cid, Progress.INSTALLING, version=args.version)
         st.installing = True
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.flash_budget
+        failures: list[str] = []  # every attempt's failure: the final reason names them all
+        out: dict[str, Any] | None = None
         try:
-            out = await self.supervisor.command(
-                link.hardware_id, "flash", {"version": args.version}, images=images, progress=on_progress
-            )
-        except (CommandError, DriverError) as err:
+            for attempt in range(1, self.flash_attempts + 1):
+                remaining = end - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    async with asyncio.timeout(remaining):
+                        out = await self.supervisor.command(
+                            link.hardware_id,
+                            "flash",
+                            {"version": args.version},
+                            images=images,
+                            progress=on_progress,
+                        )
+                    break
+                except TimeoutError:
+                    failures.append(f"attempt {attempt}: no progress within {self.flash_budget:g} s")
+                    break
+                except (LinkError, DeviceTimeout) as err:  # a lost or silent line: try again
+                    failures.append(f"attempt {attempt}: {type(err).__name__}: {err}")
+                except (CommandError, DriverError) as err:
+                    failures.append(f"attempt {attempt}: {type(err).__name__}: {err}")
+                    break
+        finally:
+            st.installing = False
+        if out is None:
             # Nothing confirmed: a robot still runs its old slot, a half-written sketch is repaired on retry.
             self._report(
                 link,
                 cid,
                 Progress.INSTALL_FAILED,
                 version=self._version(link),
-                reason=f"{type(err).__name__}: {err}",
+                reason="; ".join(failures) or "flash not attempted",
             )
             return
-        finally:
-            st.installing = False
         before, after, reason = (
             str(out.get("before", "")),
             str(out.get("after", "")),
             str(out.get("reason", "")),
         )
+        if failures and not out.get("ok"):
+            reason = "; ".join([*failures, f"attempt {len(failures) + 1}: {reason or 'flash failed'}"])
         self.kits.pop(link.hardware_id, None)
         if out.get("ok"):
             log.info("%s: flashed %s -> %s", link.hardware_id, before, args.version)

@@ -4,6 +4,7 @@ MicroPython paths run end to end through the agent in test_rollout_edge.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from fleet.domain.update_wire import Phase, Progress, UpdateArgs, decode_progres
 from fleet.runtime.edge_agent import KitLink
 from fleet.runtime.edge_flash import KitUpdater
 from simulators.serial.bench import SimBench
+from simulators.serial.faults import FaultPlan
 from simulators.serial.firmata import FirmataSim, sketch_image
 
 NOW_MS = 1_788_800_000_000  # 2026-09-07, inside the protocol's timestamp range
@@ -298,3 +300,35 @@ async def test_agent_holding_the_district_key_refuses_unsigned_and_badly_signed_
         assert (await download("u2", wrong)).state == Progress.VERIFY_FAILED
         right = hmac.new(b"district", bytes.fromhex(sha), hashlib.sha256).hexdigest()
         assert (await download("u3", right)).state == Progress.DOWNLOADED
+
+
+async def test_a_rollout_flash_on_a_stalled_line_gives_up_within_its_budget_naming_the_attempt() -> None:
+    """The 90 s stalled-flash bound of provisioning holds for a rollout's flash too (budget injected)."""
+    hex_file = to_ihex(sketch_image("StandardFirmata.ino", 2, 6, size=4_000))
+    uno = FirmataSim(usb_serial="UNO-STALL")
+    plan = FaultPlan()
+    async with SimBench() as bench, httpx.AsyncClient(transport=artifact_server(hex_file, [])) as http:
+        bench.add(uno, faults=plan)
+        await bench.start()
+        events = Events()
+        supervisor = EdgeSupervisor(PortWatcher(bench.lister), events, reset_for=bench.reset_for)
+        paho = PahoStub()
+        updater = KitUpdater(http, clock_ms=lambda: NOW_MS, publish=lambda *a, **k: None, flash_budget=1.5)
+        updater.supervisor = supervisor
+        try:
+            await supervisor.poll_once()
+            [hw] = events.online_ids
+            link = KitLink(hw, "uno-1", 1, {"update": "update"}, paho)
+            await updater.handle(link, command(Phase.DOWNLOAD, hex_file, "2.6.0", "c-download"))
+            plan.drop_rate = 1.0  # the line stalls: nothing crosses it any more
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await updater.handle(link, command(Phase.INSTALL, hex_file, "2.6.0", "c-install"))
+            took = loop.time() - started
+        finally:
+            await updater.aclose()
+            await supervisor.aclose()
+    final = paho.reports()[-1]
+    assert final.state == Progress.INSTALL_FAILED
+    assert final.reason == "attempt 1: no progress within 1.5 s", final.reason
+    assert 1.4 < took < 5.0
