@@ -47,16 +47,33 @@ class SilentSim(SimDevice):
             self.received += len(await link.read())
 
 
+@dataclass
+class NoisySim(SilentSim):
+    """A board on a noisy line: every byte the host sends is answered with line noise (seeded), so each frame
+    the host reads is garbage, as at the wrong speed or with a bad cable."""
+
+    seed: int = 18
+
+    async def serve(self, link: Link) -> None:
+        rng = random.Random(self.seed)
+        while True:
+            self.received += len(await link.read())
+            await link.write(rng.randbytes(rng.randint(1, 96)))
+
+
 def plan_for(dev: AttachedDevice, ident: DeviceIdentity) -> ProvisionPlan:
     return ProvisionPlan({}, None)
 
 
+@pytest.mark.parametrize("line", [SilentSim, NoisySim])
 @pytest.mark.parametrize("family", [Family.ROBOT, Family.MICROPYTHON, Family.FIRMATA])
-async def test_a_silent_line_is_given_up_within_the_budget_naming_every_attempt(family: Family) -> None:
+async def test_a_silent_or_noisy_line_is_given_up_within_the_budget_naming_every_attempt(
+    family: Family, line: type[SilentSim]
+) -> None:
     events: list[DeviceProgress] = []
     loop = asyncio.get_running_loop()
     async with SimBench() as bench:
-        sim = SilentSim(family, f"SILENT{family.value.upper()}")
+        sim = line(family, f"{line.__name__[:-3].upper()}{family.value.upper()}")
         bench.add(sim)
         await bench.start()
         [dev] = bench.attached()
