@@ -145,6 +145,8 @@ class IngestService:
         self._refresher: asyncio.Task[None] | None = None
         self._sub: SubscriberSession | None = None
         self._stopping = False
+        self._draining = False  # drain(): reading stays paused
+        self._flush_lock = asyncio.Lock()
         self._now = clock.now()
         self._now_mono = 0.0
         self._committing_since: float | None = (
@@ -329,11 +331,23 @@ class IngestService:
             if len(self._pending):
                 await self.flush()
 
+    async def drain(self) -> None:
+        """Stop taking messages in, then commit (and acknowledge) everything already taken in: what a SIGTERM
+        does, so a stopping worker leaves nothing received and uncommitted (the broker keeps the rest)."""
+        self._draining = True
+        if self._sub is not None:
+            self._sub.pause()
+        await self.flush()  # after the writer's flush in progress, if any: one commit at a time
+
     async def flush(self) -> None:
         """Commit what is pending, then acknowledge it; on failure nothing is acked (redelivery)."""
+        async with self._flush_lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
         batch, self._pending = self._pending, _Pending()
         self._woken = False
-        if self._paused and self._sub is not None:
+        if self._paused and self._sub is not None and not self._draining:
             self._paused = False
             self._sub.resume()
         started = time.monotonic()

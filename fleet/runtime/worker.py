@@ -70,7 +70,7 @@ async def run_worker(settings: Settings, index: int, *, stop: asyncio.Event | No
                 flush=True,
             )
             await stop.wait()
-            await ingest.flush()  # commit (and ack) what is pending before leaving
+            await ingest.drain()  # stop reading, commit (and ack) what was taken in, then leave
         stats = asdict(ingest.stats)
         print(json.dumps({"worker": index, "state": "stopped", **stats}), flush=True)
         return stats

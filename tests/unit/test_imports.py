@@ -6,9 +6,11 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-# Pure, stand-alone modules: the protocol codec, the third-party seams, the supervision helper. Simulators
-# reuse them (as they reuse drivers/ and firmware_profiles/) and nothing else of fleet.
+# Pure, stand-alone modules: the protocol codec, the third-party seams, the supervision helper, and the
+# message catalogs (a simulator's report is read by people too: its words go through the same gettext).
+# Simulators reuse them (as they reuse drivers/ and firmware_profiles/) and nothing else of fleet.
 SHARED = {
+    "fleet.i18n",
     "fleet.domain.wire",
     "fleet.domain.update_wire",
     "fleet.compat",
