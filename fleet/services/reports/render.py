@@ -529,7 +529,6 @@ def to_html(report: Report) -> bytes:
         (
             f'<header><h1>{e(_(report.title))}</h1><dl class="meta">'
             f"<dt>{e(_('District'))}</dt><dd>{e(report.district or '—')}</dd>"
-            f"<dt>{e(_('Report'))}</dt><dd>{e(report.name)}</dd>"
             f"<dt>{e(_('Covers'))}</dt><dd>{e(covers)}</dd>"
             f"<dt>{e(_('Scope'))}</dt><dd>{e(scope_text(report))}</dd>"
             f"<dt>{e(_('Generated'))}</dt><dd>{e(text_of(report.generated_at, 'datetime'))}</dd>"
